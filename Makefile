@@ -1,0 +1,41 @@
+# One front door: `make test` and `make demo` set everything up on a fresh clone.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.horkd-installed
+# Pinned to the wheels this project is developed and tested with.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: test test-all demo lint bench fashion-mnist clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# Debian ships Fashion-MNIST as a package; install it when missing and apt is usable.
+fashion-mnist:
+	@if [ ! -d $(FMNIST_DIR) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	$(VENV)/bin/horkd demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/losses.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
