@@ -1,0 +1,50 @@
+"""Shared numerics of the relational losses: float32 islands inside autocast, safe roots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+EPS = 1e-12
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """Half types go up to float32; float32/float64 stay as they are (tests run in float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+@contextmanager
+def no_autocast(device_type: str) -> Iterator[None]:
+    """fp16/bf16 eps underflow turns distances and angles into NaN; compute them in fp32."""
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
+
+
+def zero_with_graph(*tensors: Tensor) -> Tensor:
+    """A zero that still connects to the inputs, so backward() works when there is nothing to
+    compare (N too small) and gradients come out as finite zeros."""
+    total = None
+    for t in tensors:
+        if t.requires_grad:
+            term = t.sum() * 0.0
+            total = term if total is None else total + term
+    if total is None:
+        return tensors[0].new_zeros(()).float()
+    return total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
+
+
+def centered_gram(e: Tensor) -> Tensor:
+    """Gram matrix of the centred embeddings: relations are translation-invariant, and centring
+    avoids cancellation in G_jk - G_ij - G_ik + G_ii when all embeddings sit far from 0."""
+    e = e - e.mean(dim=0, keepdim=True)
+    return e @ e.t()
+
+
+def gram_distances(gram: Tensor) -> Tensor:
+    """Pairwise Euclidean distances from a Gram matrix; clamped so sqrt never sees 0."""
+    diag = gram.diagonal()
+    squared = diag.unsqueeze(1) + diag.unsqueeze(0) - 2.0 * gram
+    return squared.clamp_min(EPS).sqrt()

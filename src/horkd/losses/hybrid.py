@@ -1,0 +1,95 @@
+"""The hybrid-order loss: first, second and third order, each weighted and switchable.
+
+L_distill = alpha * L1 + beta * L2 + gamma * L3, with alpha split between embeddings
+(``embedding_weight``) and softened logits (``logit_weight``), beta = ``distance_weight``,
+gamma = ``angle_weight``. The task loss is added by the method. YAML::
+
+    distill:
+      loss: {embedding_weight: 1, logit_weight: 1, temperature: 4,
+             distance_weight: 25, angle_weight: 50, orders: [1, 2, 3]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+from horkd.losses.first_order import EmbeddingRegression, HintonKD
+from horkd.losses.registry import register_loss
+from horkd.losses.second_order import DistanceLoss
+from horkd.losses.third_order import AngleLoss
+
+ORDERS = (1, 2, 3)
+
+
+@register_loss("horkd")
+class HybridOrderLoss(nn.Module):
+    """Returns a dict of weighted terms; a term is absent when switched off or weighted 0."""
+
+    def __init__(
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        *,
+        embedding_weight: float = 1.0,
+        logit_weight: float = 0.0,
+        temperature: float = 4.0,
+        distance_weight: float = 25.0,
+        angle_weight: float = 50.0,
+        huber_delta: float = 1.0,
+        orders: Iterable[int] = ORDERS,
+        projector: bool | None = None,
+        angle_chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        weights = {
+            "embedding_weight": embedding_weight,
+            "logit_weight": logit_weight,
+            "distance_weight": distance_weight,
+            "angle_weight": angle_weight,
+        }
+        for name, value in weights.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        orders = tuple(orders)
+        bad = [o for o in orders if o not in ORDERS]
+        if bad:
+            raise ValueError(f"orders must be drawn from {list(ORDERS)}, got {bad}")
+        on = set(orders)
+        self.embedding_weight = embedding_weight if 1 in on else 0.0
+        self.logit_weight = logit_weight if 1 in on else 0.0
+        self.distance_weight = distance_weight if 2 in on else 0.0
+        self.angle_weight = angle_weight if 3 in on else 0.0
+        self.embedding = (
+            EmbeddingRegression(student_dim, teacher_dim, projector)
+            if self.embedding_weight > 0
+            else None
+        )
+        self.kd = HintonKD(temperature)
+        self.distance = DistanceLoss(huber_delta)
+        self.angle = AngleLoss(huber_delta, angle_chunk_size)
+
+    def forward(
+        self,
+        student_embedding: Tensor,
+        student_logits: Tensor | None,
+        teacher_embedding: Tensor,
+        teacher_logits: Tensor | None,
+    ) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        if self.embedding is not None:
+            terms["order1_embedding"] = self.embedding_weight * self.embedding(
+                student_embedding, teacher_embedding
+            )
+        if self.logit_weight > 0 and student_logits is not None and teacher_logits is not None:
+            terms["order1_logits"] = self.logit_weight * self.kd(student_logits, teacher_logits)
+        if self.distance_weight > 0:
+            terms["order2_distance"] = self.distance_weight * self.distance(
+                student_embedding, teacher_embedding
+            )
+        if self.angle_weight > 0:
+            terms["order3_angle"] = self.angle_weight * self.angle(
+                student_embedding, teacher_embedding
+            )
+        return terms
