@@ -1,0 +1,65 @@
+"""Datasets as ``(image float [C, H, W] in [0, 1], label)``, split train / val / test."""
+
+from __future__ import annotations
+
+import inspect
+
+from torch.utils.data import Subset
+
+from horkd.data import folder, vision  # noqa: F401  (register builders)
+from horkd.data.augment import AugmentSpec, augment_batch
+from horkd.data.loader import BatchLoader, make_loader
+from horkd.data.memory import TensorImageDataset
+from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo, DataSplits
+from horkd.data.split import labels_of, stratified_split, stratified_subset
+
+
+def build_splits(
+    name: str,
+    root: str | None = None,
+    hr_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    **builder_kwargs,
+) -> DataSplits:
+    """Load a dataset and carve a stratified validation split out of its training set.
+
+    The test split is only ever subset (for quick runs), never used for choices.
+    """
+    builder = DATASETS.get(name)
+    accepted = inspect.signature(builder).parameters
+    extra = {k: v for k, v in builder_kwargs.items() if k in accepted}
+    train, test, info = builder(root, hr_size, download, **extra)
+    if hr_size is not None:
+        info.native_size = hr_size
+    labels = labels_of(train)
+    if train_subset is not None:
+        chosen = stratified_subset(labels, train_subset, seed)
+        train, labels = Subset(train, chosen.tolist()), labels[chosen]
+    if test_subset is not None:
+        test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
+    val = None
+    if val_fraction > 0:
+        keep, held = stratified_split(labels, val_fraction, seed)
+        train, val = Subset(train, keep.tolist()), Subset(train, held.tolist())
+    return DataSplits(train, val, test, info)
+
+
+__all__ = [
+    "DATASETS",
+    "AugmentSpec",
+    "BatchLoader",
+    "DataNotFoundError",
+    "DataSplits",
+    "DatasetInfo",
+    "TensorImageDataset",
+    "augment_batch",
+    "build_splits",
+    "labels_of",
+    "make_loader",
+    "stratified_split",
+    "stratified_subset",
+]

@@ -1,0 +1,107 @@
+"""Batches of ``(images in [0,1], labels, dataset indices)`` for any dataset.
+
+In-memory tensor datasets (and Subsets of them) are gathered a batch at a time, which is orders
+of magnitude faster than per-item ``__getitem__`` on small images; everything else goes through a
+standard ``DataLoader``. ``set_epoch`` reshuffles deterministically (seed + epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from horkd.data.memory import TensorImageDataset
+
+
+def _resolve(dataset: Dataset) -> tuple[TensorImageDataset, Tensor] | None:
+    """The base tensor dataset and the index map of a (possibly nested) Subset, if any."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset, torch.arange(len(dataset))
+    if isinstance(dataset, Subset):
+        inner = _resolve(dataset.dataset)
+        if inner is None:
+            return None
+        base, index_map = inner
+        return base, index_map[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    return None
+
+
+class _IndexedDataset(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image, label = self.dataset[index]
+        return image, label, index
+
+
+class BatchLoader:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_workers: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.num_workers = num_workers
+        self.epoch = 0
+        self._tensor = _resolve(dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> Tensor:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if not self.shuffle:
+            return torch.arange(n)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(n, generator=generator)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        order = self._order()
+        if self._tensor is not None:
+            base, index_map = self._tensor
+            for start in range(0, len(self) * self.batch_size, self.batch_size):
+                positions = order[start : start + self.batch_size]
+                if positions.numel() == 0:
+                    break
+                images, labels = base.gather(index_map[positions])
+                yield images, labels, positions
+            return
+        loader = DataLoader(
+            _IndexedDataset(self.dataset),
+            batch_size=self.batch_size,
+            sampler=order.tolist(),
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+        )
+        for images, labels, indices in loader:
+            yield images, labels.long(), indices
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+) -> BatchLoader:
+    return BatchLoader(dataset, batch_size, shuffle, seed, drop_last, num_workers)

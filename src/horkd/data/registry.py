@@ -1,0 +1,39 @@
+"""Dataset registry: a name maps to ``builder(root, hr_size, download, **kw) -> (train, test, info)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from horkd.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data is not where we looked; the message says where we looked and how to get it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    native_size: int
+    class_names: list[str] | None = None
+
+
+@dataclass
+class DataSplits:
+    """Train, validation (carved from train) and test datasets of ``(image in [0,1], label)``."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    info: DatasetInfo
