@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(KeyError, ValueError):
     """A config asked for a name no registry entry has; the message lists the known ones."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable.

@@ -1,0 +1,237 @@
+"""The ``horkd`` command: run the pipeline from a YAML config, train one stage, evaluate, demo.
+
+Every user-facing error ends as one readable line and exit status 2; ``--debug`` shows the
+traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from horkd import __version__
+
+EPILOG = """examples:
+  horkd demo                                   Fashion-MNIST 28px -> 7px, every baseline
+  horkd run configs/fashion_mnist.yaml         whole pipeline + baselines + results table
+  horkd run cfg.yaml train.student.epochs=20 degrade.lr_size=14
+  horkd train cfg.yaml --stage teacher         one stage (earlier stages are reused)
+  horkd eval runs/x/seed0/students/horkd/model --sizes 28,14,7
+  horkd list                                   models, methods, datasets, losses
+"""
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="experiment YAML (see configs/)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override config values, e.g. train.student.epochs=20 data.root=/data",
+    )
+    parser.add_argument("--data-root", help="folder holding the dataset (sets data.root)")
+    parser.add_argument("--output-dir", help="where the run is written (sets output_dir)")
+    parser.add_argument("--resume", action="store_true", help="continue a run in output_dir")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a different run already in output_dir"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="horkd",
+        description=(
+            "Hybrid order relational knowledge distillation: turn a strong high-resolution "
+            "recogniser into a small low-resolution one through a teacher -> assistant -> "
+            "student chain."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"horkd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="train teacher, assistant, student and every baseline; print the results table",
+        description="Run the whole pipeline of a config and write RUN/results.{md,csv,json}.",
+    )
+    _add_config_args(run)
+
+    train = sub.add_parser(
+        "train",
+        help="train one stage (teacher, assistant or one student method) or all",
+        description=(
+            "Train one stage of a config. Earlier stages the stage needs are trained first, or "
+            "reused from output_dir when they finished there."
+        ),
+    )
+    _add_config_args(train)
+    train.add_argument(
+        "--stage", choices=["teacher", "assistant", "student", "all"], default="all"
+    )
+    train.add_argument("--method", help="student method for --stage student (default: all)")
+
+    ev = sub.add_parser(
+        "eval",
+        help="accuracy of a checkpoint at several input sizes",
+        description=(
+            "Evaluate a checkpoint on the test split of the dataset it was trained on, with HR "
+            "images degraded to each size (the size equal to HR means the HR images)."
+        ),
+    )
+    ev.add_argument("checkpoint", help="checkpoint path (with or without .safetensors/.json)")
+    ev.add_argument("--sizes", default=None, help="comma-separated sizes, e.g. 28,14,7")
+    ev.add_argument("--data-root", help="folder holding the dataset")
+    ev.add_argument(
+        "--upsample",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="feed LR re-upsampled to HR size (auto: as the model was trained)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="the embedded Fashion-MNIST demo (HR 28, LR 7, every baseline)",
+        description="Run the embedded demo config; KEY=VALUE overrides apply to it.",
+    )
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    demo.add_argument("--data-root", help="folder holding the Fashion-MNIST IDX files")
+    demo.add_argument("--output-dir", default=None, help="default: runs/demo")
+    demo.add_argument("--resume", action="store_true")
+    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("list", help="the registered models, methods, datasets and losses")
+    return parser
+
+
+def _config(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> Any:
+    from horkd.config import config_from_dict, load_config
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if raw is not None:
+        return config_from_dict(raw, overrides)
+    return load_config(args.config, overrides)
+
+
+def demo_config_dict() -> dict[str, Any]:
+    text = resources.files("horkd").joinpath("demo.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _print_results(run_dir: Path, seconds: float) -> None:
+    print((run_dir / "results.md").read_text())
+    print(f"run directory: {run_dir.resolve()}  ({seconds / 60:.1f} min)")
+
+
+def cmd_run(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> int:
+    from horkd.pipeline import run_experiment
+
+    cfg = _config(args, raw)
+    started = time.time()
+    run_dir, _ = run_experiment(
+        cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
+    )
+    _print_results(run_dir, time.time() - started)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from horkd.pipeline import SeedRun, load_splits, prepare_run_dir
+
+    cfg = _config(args)
+    run_dir = Path(cfg.output_dir)
+    # Training a later stage reuses finished earlier ones, so the run dir is always resumable.
+    prepare_run_dir(cfg, run_dir, resume=True, overwrite=args.overwrite)
+    for seed in cfg.seeds:
+        run = SeedRun(
+            cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=not args.no_progress,
+            resume=True,
+        )
+        if args.stage in ("teacher", "all"):
+            run.teacher()
+        if args.stage in ("assistant", "all"):
+            run.assistant()
+        if args.stage in ("student", "all"):
+            from horkd.methods import METHODS
+
+            names = [args.method] if args.method else cfg.methods
+            for name in names:
+                if METHODS.get(name).build is not None:
+                    run.student(name)
+        print(f"seed {seed}: stage '{args.stage}' done in {run.dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from horkd.eval_checkpoint import evaluate_checkpoint
+
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+    upsample = {"auto": None, "yes": True, "no": False}[args.upsample]
+    for line in evaluate_checkpoint(args.checkpoint, sizes, args.data_root, upsample):
+        print(line)
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from horkd.data import DATASETS
+    from horkd.losses import LOSSES
+    from horkd.methods import METHODS
+    from horkd.models import BACKBONES
+
+    print("models:   " + ", ".join(BACKBONES.names()) + ", timm:<name>")
+    print("datasets: " + ", ".join(DATASETS.names()))
+    print("losses:   " + ", ".join(LOSSES.names()))
+    print("methods:")
+    for name in METHODS.names():
+        print(f"  {name:20s} {METHODS.get(name).description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "demo":
+            args.config = None
+            if args.output_dir is None:
+                args.output_dir = "runs/demo"
+            return cmd_run(args, raw=demo_config_dict())
+        return cmd_list(args)
+    except KeyboardInterrupt:
+        print("horkd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every user-facing error becomes one line
+        if args.debug or not _is_user_error(exc):
+            raise
+        print(f"horkd: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from horkd.registry import UnknownNameError
+
+    return isinstance(exc, ValueError | FileNotFoundError | UnknownNameError | PermissionError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""One experiment's configuration: typed, validated before any training, defaults in one place.
+
+A YAML file maps onto :class:`ExperimentConfig`; ``key.sub=value`` overrides from the command line
+are applied to the raw mapping before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STAGES = ("teacher", "assistant", "student")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and what is allowed."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are typos, not extensions: reject them."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class AugmentConfig(_Strict):
+    """Applied once to the HR batch; the LR view is derived from the augmented tensor."""
+
+    crop_padding: int = Field(0, ge=0)
+    hflip: bool = False
+
+
+class DataConfig(_Strict):
+    dataset: str = "fashion_mnist"
+    root: str | None = None
+    download: bool = False
+    hr_size: int | None = Field(None, ge=2, description="HR side in pixels; null = native size")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    train_subset: int | None = Field(None, ge=10)
+    test_subset: int | None = Field(None, ge=10)
+    channels: int | None = Field(None, ge=1, le=3, description="image_folder only: 1 or 3")
+    num_workers: int = Field(0, ge=0)
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from horkd.data import DATASETS
+
+        DATASETS.get(name)
+        return name
+
+
+class DegradeConfig(_Strict):
+    """How LR is made from HR (see :mod:`horkd.degrade`) and how the student takes it."""
+
+    lr_size: int | None = Field(None, ge=1)
+    factor: int | None = Field(None, ge=2)
+    interpolation: Literal["area", "bilinear", "bicubic"] = "area"
+    antialias: bool = True
+    blur_sigma: float = Field(0.0, ge=0.0)
+    noise_std: float = Field(0.0, ge=0.0)
+    jpeg_quality: int | None = Field(None, ge=1, le=100)
+    student_input: Literal["native", "upsampled"] = "native"
+    eval_sizes: list[int] | None = Field(
+        None, description="extra LR sizes every final model is evaluated at"
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> DegradeConfig:
+        if self.lr_size is None and self.factor is None:
+            self.factor = 4
+        if self.lr_size is not None and self.factor is not None:
+            raise ValueError("give either degrade.lr_size or degrade.factor, not both")
+        return self
+
+
+class ModelConfig(_Strict):
+    arch: str
+    embed_dim: int | None = Field(128, ge=2)
+    width: int | None = Field(None, ge=1)
+    weights: str | None = Field(None, description="local torchvision/timm backbone weights file")
+    checkpoint: str | None = Field(None, description="a horkd checkpoint to load instead of training")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, name: str) -> str:
+        from horkd.models import BACKBONES
+
+        if not name.startswith("timm:"):
+            BACKBONES.get(name)
+        return name
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    nesterov: bool = True
+
+
+class StageConfig(_Strict):
+    """The budget of one training stage; every student baseline gets the student's budget."""
+
+    epochs: int = Field(5, ge=0)
+    batch_size: int = Field(128, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0.0)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
+    select_on_val: bool = Field(True, description="keep the epoch with the best validation top-1")
+
+
+class TrainConfig(_Strict):
+    teacher: StageConfig = StageConfig()
+    assistant: StageConfig = StageConfig()
+    student: StageConfig = StageConfig()
+
+
+class LossConfig(_Strict):
+    """Weights of the hybrid-order loss; every baseline reuses the weights of the terms it uses."""
+
+    task_weight: float = Field(1.0, ge=0.0)
+    embedding_weight: float = Field(1.0, ge=0.0, description="alpha: first order, embeddings")
+    logit_weight: float = Field(1.0, ge=0.0, description="alpha: first order, softened logits")
+    temperature: float = Field(4.0, gt=0.0)
+    distance_weight: float = Field(25.0, ge=0.0, description="beta: second order")
+    angle_weight: float = Field(50.0, ge=0.0, description="gamma: third order")
+    huber_delta: float = Field(1.0, gt=0.0)
+    orders: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2, 3])
+
+
+class DistillConfig(_Strict):
+    warm_start: bool = Field(True, description="student starts from the assistant's weights")
+    loss: LossConfig = LossConfig()
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    output_dir: str = "runs/experiment"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    deterministic: bool = False
+    schedule: Literal["sequential", "joint"] = Field(
+        "sequential", description="how the horkd method trains assistant and student"
+    )
+    data: DataConfig = DataConfig()
+    degrade: DegradeConfig = DegradeConfig()
+    teacher: ModelConfig = ModelConfig(arch="resnet20")
+    assistant: ModelConfig = ModelConfig(arch="cnn_small", embed_dim=64)
+    student: ModelConfig = ModelConfig(arch="cnn_small", embed_dim=64)
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
+    methods: list[str] = Field(default_factory=lambda: ["scratch", "horkd"], min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, names: list[str]) -> list[str]:
+        from horkd.methods import METHODS
+
+        for name in names:
+            METHODS.get(name)
+        if len(set(names)) != len(names):
+            raise ValueError("methods lists a name twice")
+        return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        hr = self.data.hr_size
+        if hr is not None and self.degrade.lr_size is not None and self.degrade.lr_size >= hr:
+            raise ValueError(
+                f"degrade.lr_size ({self.degrade.lr_size}) must be smaller than data.hr_size ({hr})"
+            )
+        needs_triplets = 3 in self.distill.loss.orders and self.distill.loss.angle_weight > 0
+        for stage in STAGES:
+            batch = getattr(self.train, stage).batch_size
+            if needs_triplets and batch < 3:
+                raise ValueError(
+                    f"train.{stage}.batch_size is {batch}: the third order needs at least 3 "
+                    "samples per batch (or drop 3 from distill.loss.orders)"
+                )
+        return self
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+            parent = _model_at(problem["loc"][:-1])
+            if parent is not None:
+                message += f" (allowed: {', '.join(parent.model_fields)})"
+        lines.append(f"  {where}: {message}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class a location points into, to list its allowed keys."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        if not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (["a", "b"], 3); the value is parsed as YAML so types come out right."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def _copy_tree(node: Any) -> Any:
+    """A deep copy that un-shares YAML aliases (``*stage``), so overriding one copy of an anchored
+    section does not change the others (``copy.deepcopy`` would keep them shared)."""
+    if isinstance(node, dict):
+        return {key: _copy_tree(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_copy_tree(value) for value in node]
+    return node
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    merged = _copy_tree(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys at the top level")
+    return config_from_dict(raw, overrides)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

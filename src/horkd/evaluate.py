@@ -1,0 +1,53 @@
+"""Top-1 / top-5 of a classifier on HR batches turned into whatever input the model takes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from horkd.degrade import Degrader, DegradeSpec
+
+InputFn = Callable[[Tensor], Tensor]
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, ...]],
+    device: torch.device,
+    to_input: InputFn = identity,
+) -> dict[str, float]:
+    """Accuracy of ``model(to_input(hr))`` over the batches; ``to_input`` degrades HR to LR."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    for x, y, *_ in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(to_input(x)).logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == y.unsqueeze(1)
+        correct1 += int(hits[:, 0].sum())
+        correct5 += int(hits.any(dim=1).sum())
+        total += int(y.numel())
+    model.train(was_training)
+    if total == 0:
+        return {"top1": float("nan"), "top5": float("nan")}
+    return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}
+
+
+def lr_input_fn(hr_size: int, spec: DegradeSpec, device: torch.device, seed: int = 0) -> InputFn:
+    """Deterministic degradation for evaluation: the same noise for every model compared."""
+    degrader = Degrader(hr_size, spec).to(device)
+
+    def to_input(x: Tensor) -> Tensor:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        return degrader(x, generator=generator)
+
+    return to_input

@@ -1,0 +1,59 @@
+"""Per-epoch metrics to CSV, JSONL and TensorBoard: the same numbers in three readers' formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLogger:
+    """Appends one row per epoch; CSV columns grow when a later row brings new keys."""
+
+    def __init__(self, directory: str | Path, tensorboard: bool = True) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.directory / "metrics.jsonl"
+        self.csv_path = self.directory / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        self._writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(log_dir=str(self.directory / "tensorboard"))
+            except ImportError:  # tensorboard is optional for library users
+                self._writer = None
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.jsonl_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self._rewrite_csv()
+        if self._writer is not None:
+            step = int(row.get("epoch", len(self.rows)))
+            for key, value in row.items():
+                if isinstance(value, int | float) and key != "epoch" and math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+            self._writer.flush()
+
+    def _rewrite_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns.extend(key for key in row if key not in columns)
+        with self.csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with Path(path).open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]

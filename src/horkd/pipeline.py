@@ -1,0 +1,447 @@
+"""Teacher -> assistant -> student, every baseline beside it, one results table.
+
+Layout of a run directory (self-describing: config, code version, seeds, metrics, weights)::
+
+    RUN/config.yaml  RUN/run.json  RUN/results.{md,csv,json}
+    RUN/seed0/teacher/model.{safetensors,json} metrics.{csv,jsonl} tensorboard/
+    RUN/seed0/assistant/...        RUN/seed0/students/<method>/...
+    RUN/seed0/results.json
+
+A stage whose ``done.json`` exists is loaded instead of retrained when resuming.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from horkd.checkpoint import build_from_checkpoint, git_sha, write_json
+from horkd.config import DegradeConfig, ExperimentConfig, StageConfig, dump_config
+from horkd.cost import count_flops, count_parameters
+from horkd.data import AugmentSpec, DataSplits, augment_batch, build_splits, make_loader
+from horkd.degrade import Degrader, DegradeSpec, resolve_lr_size
+from horkd.evaluate import evaluate_classifier, identity, lr_input_fn
+from horkd.methods import METHODS, Batch, DistillMethod, Method, MethodContext, SupervisedMethod
+from horkd.methods.presets import hybrid_loss
+from horkd.models import build_model
+from horkd.trainer import Trainer
+
+EVAL_BATCH = 512
+
+
+def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
+    """The configured degradation at a given LR size (evaluation sweeps change only the size)."""
+    return DegradeSpec(
+        lr_size=lr_size,
+        interpolation=d.interpolation,
+        antialias=d.antialias,
+        blur_sigma=d.blur_sigma,
+        noise_std=d.noise_std,
+        jpeg_quality=d.jpeg_quality,
+        upsample=upsample,
+    )
+
+
+class RunDirError(ValueError):
+    """The output directory holds another run; refuse rather than mix two experiments."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: an existing run dir must hold the same config (resume) or be replaced."""
+    config_path = run_dir / "config.yaml"
+    text = dump_config(cfg)
+    if config_path.exists():
+        if overwrite:
+            import shutil
+
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise RunDirError(
+                f"output directory {run_dir} already holds a run; pass --resume to continue it "
+                "or --overwrite to replace it"
+            )
+        elif config_path.read_text() != text:
+            raise RunDirError(
+                f"output directory {run_dir} holds a run with a different config; use another "
+                "output_dir or --overwrite"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(text)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    method: str
+    role: str  # teacher | assistant | student
+    lr_top1: float | None
+    hr_top1: float | None
+    params: int
+    flops: int
+    extra: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "role": self.role,
+            "lr_top1": self.lr_top1,
+            "hr_top1": self.hr_top1,
+            "params": self.params,
+            "flops": self.flops,
+            **self.extra,
+        }
+
+
+class SeedRun:
+    """Everything one seed trains and evaluates; networks are trained once and reused."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        seed: int,
+        run_dir: Path,
+        *,
+        splits: DataSplits,
+        progress: bool = True,
+        resume: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.dir = run_dir / f"seed{seed}"
+        self.progress = progress
+        self.resume = resume
+        self.device = resolve_device(cfg.device)
+        self.splits = splits
+        info = splits.info
+        self.hr_size = cfg.data.hr_size or info.native_size
+        self.lr_size = resolve_lr_size(self.hr_size, cfg.degrade.lr_size, cfg.degrade.factor)
+        self.upsampled = cfg.degrade.student_input == "upsampled"
+        self.student_spec = self.degrade_spec(self.lr_size, upsample=self.upsampled)
+        self.augment = AugmentSpec(cfg.data.augment.crop_padding, cfg.data.augment.hflip)
+        self._teacher: nn.Module | None = None
+        self._assistant: nn.Module | None = None
+
+    # ----------------------------------------------------------------- data and inputs
+    def degrade_spec(self, lr_size: int, upsample: bool) -> DegradeSpec:
+        return degrade_spec(self.cfg.degrade, lr_size, upsample)
+
+    def train_batches(self, stage: StageConfig) -> Any:
+        return make_loader(
+            self.splits.train,
+            batch_size=stage.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=len(self.splits.train) > stage.batch_size,
+            num_workers=self.cfg.data.num_workers,
+        )
+
+    def eval_batches(self, dataset: Any) -> Any:
+        return make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False, seed=self.seed)
+
+    def batch_fn(self, seed_offset: int) -> Any:
+        """Augment the HR batch once on the device, then degrade that same tensor to LR."""
+        degrader = Degrader(self.hr_size, self.student_spec).to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed * 1000 + seed_offset)
+        augment = self.augment
+
+        def make(x: Tensor, y: Tensor, index: Tensor) -> Batch:
+            hr = augment_batch(x, augment, generator)
+            return Batch(hr=hr, lr=degrader(hr, generator=generator), target=y, index=index)
+
+        return make
+
+    def input_fn(self, view: str, size: int | None = None, upsample: bool | None = None) -> Any:
+        if view == "hr":
+            return identity
+        size = size or self.lr_size
+        upsample = self.upsampled if upsample is None else upsample
+        return lr_input_fn(self.hr_size, self.degrade_spec(size, upsample), self.device, self.seed)
+
+    # ----------------------------------------------------------------- networks
+    def model_recipe(self, role: str) -> dict[str, Any]:
+        m = getattr(self.cfg, role)
+        info = self.splits.info
+        return {
+            "arch": m.arch,
+            "num_classes": info.num_classes,
+            "in_channels": info.in_channels,
+            "embed_dim": m.embed_dim,
+            "width": m.width,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            **m.kwargs,
+        }
+
+    def new_model(self, role: str) -> nn.Module:
+        m = getattr(self.cfg, role)
+        return build_model(**self.model_recipe(role), weights_path=m.weights).to(self.device)
+
+    def meta(self, role: str, view: str, method: str) -> dict[str, Any]:
+        return {
+            "model": self.model_recipe(role),
+            "role": role,
+            "method": method,
+            "seed": self.seed,
+            "input": {
+                "view": view,
+                "hr_size": self.hr_size,
+                "lr_size": self.lr_size if view == "lr" else None,
+                "upsampled": self.upsampled if view == "lr" else False,
+            },
+            "dataset": self.cfg.data.dataset,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def _train_stage(
+        self, name: str, method: Method, stage: StageConfig, metas: dict[str, dict[str, Any]]
+    ) -> None:
+        out_dir = self.dir / name
+        view = method.student_view
+        trainer = Trainer(
+            method,
+            stage,
+            train_batches=self.train_batches(stage),
+            make_batch=self.batch_fn(seed_offset=len(name) + sum(map(ord, name))),
+            val_batches=self.eval_batches(self.splits.val) if self.splits.val else None,
+            val_input=self.input_fn(view),
+            device=self.device,
+            out_dir=out_dir,
+            meta=metas,
+            progress=self.progress,
+        )
+        started = time.perf_counter()
+        result = trainer.fit()
+        write_json(
+            out_dir / "done.json",
+            {
+                "best_epoch": result.best_epoch,
+                "best_val_top1": result.best_val_top1,
+                "skipped_steps": result.skipped_steps,
+                "seconds": time.perf_counter() - started,
+            },
+        )
+
+    def _finished(self, name: str) -> bool:
+        return self.resume and (self.dir / name / "done.json").exists()
+
+    def _load(self, name: str, role: str = "model") -> nn.Module:
+        return build_from_checkpoint(self.dir / name / role).to(self.device)
+
+    def teacher(self) -> nn.Module:
+        if self._teacher is not None:
+            return self._teacher
+        m = self.cfg.teacher
+        if m.checkpoint:
+            recipe = self.model_recipe("teacher")
+            expect = {"arch": recipe["arch"], "num_classes": recipe["num_classes"]}
+            self._teacher = build_from_checkpoint(m.checkpoint, expect=expect).to(self.device)
+        elif self._finished("teacher"):
+            self._teacher = self._load("teacher")
+        else:
+            seed_everything(self.seed, self.cfg.deterministic)
+            method = SupervisedMethod(self.new_model("teacher"), student_view="hr")
+            metas = {"student": self.meta("teacher", "hr", "supervised")}
+            self._train_stage("teacher", method, self.cfg.train.teacher, metas)
+            self._teacher = method.student
+        self._teacher.eval()
+        return self._teacher
+
+    def assistant(self) -> nn.Module:
+        """Cross-structure distillation: the light network learns from the teacher on HR."""
+        if self._assistant is not None:
+            return self._assistant
+        if self.cfg.assistant.checkpoint:
+            self._assistant = build_from_checkpoint(self.cfg.assistant.checkpoint).to(self.device)
+        elif self._finished("assistant"):
+            self._assistant = self._load("assistant")
+        else:
+            teacher = self.teacher()
+            seed_everything(self.seed, self.cfg.deterministic)
+            assistant = self.new_model("assistant")
+            loss = hybrid_loss(self.cfg.distill.loss, assistant, teacher)
+            method = DistillMethod(
+                assistant,
+                teacher,
+                loss,
+                student_view="hr",
+                task_weight=self.cfg.distill.loss.task_weight,
+            )
+            metas = {"student": self.meta("assistant", "hr", "horkd_cross_structure")}
+            self._train_stage("assistant", method, self.cfg.train.assistant, metas)
+            self._assistant = method.student
+        self._assistant.eval()
+        return self._assistant
+
+    def student(self, method_name: str) -> nn.Module:
+        """A new student trained by ``method_name`` with the student's budget."""
+        name = f"students/{method_name}"
+        if self._finished(name):
+            return self._load(name)
+        spec = METHODS.get(method_name)
+        assert spec.build is not None, f"{method_name} trains nothing"
+        ctx = MethodContext(
+            cfg=self.cfg,
+            new_student=lambda: self.new_model("student"),
+            new_assistant=lambda: self.new_model("assistant"),
+            teacher=self.teacher() if spec.needs_teacher else None,
+            assistant=self.assistant() if spec.requires_assistant(self.cfg) else None,
+        )
+        seed_everything(self.seed, self.cfg.deterministic)
+        method = spec.build(ctx)
+        metas = {
+            "student": self.meta("student", "lr", method_name),
+            "assistant": self.meta("assistant", "hr", method_name),
+        }
+        self._train_stage(name, method, self.cfg.train.student, metas)
+        return method.student
+
+    # ----------------------------------------------------------------- results
+    def test_accuracy(self, model: nn.Module, view: str, **input_kw: Any) -> float:
+        batches = self.eval_batches(self.splits.test)
+        return evaluate_classifier(model, batches, self.device, self.input_fn(view, **input_kw))[
+            "top1"
+        ]
+
+    def _cost(self, model: nn.Module, view: str) -> tuple[int, int]:
+        side = self.hr_size if view == "hr" or self.upsampled else self.lr_size
+        shape = (self.splits.info.in_channels, side, side)
+        return count_parameters(model), count_flops(model, shape)
+
+    def _extra_sizes(self, model: nn.Module, upsample: bool) -> dict[str, float]:
+        sizes = self.cfg.degrade.eval_sizes or []
+        return {
+            f"top1@{s}": self.test_accuracy(model, "lr", size=s, upsample=upsample)
+            for s in sizes
+            if s < self.hr_size
+        }
+
+    def run(self, methods: list[str]) -> list[Row]:
+        rows: list[Row] = []
+        teacher = self.teacher()
+        params, flops = self._cost(teacher, "hr")
+        hr = self.test_accuracy(teacher, "hr")
+        rows.append(Row("teacher", "teacher", None, hr, params, flops, {}))
+        for name in methods:
+            spec = METHODS.get(name)
+            if spec.build is None:  # teacher_lr: the teacher on LR re-upsampled to HR size
+                lr = self.test_accuracy(teacher, "lr", upsample=True)
+                extra = self._extra_sizes(teacher, upsample=True)
+                rows.append(Row(name, "teacher", lr, hr, params, flops, extra))
+                continue
+            if spec.requires_assistant(self.cfg) and not any(r.role == "assistant" for r in rows):
+                assistant = self.assistant()
+                a_params, a_flops = self._cost(assistant, "hr")
+                a_hr = self.test_accuracy(assistant, "hr")
+                rows.append(Row("assistant", "assistant", None, a_hr, a_params, a_flops, {}))
+            student = self.student(name)
+            s_params, s_flops = self._cost(student, "lr")
+            lr = self.test_accuracy(student, "lr")
+            extra = self._extra_sizes(student, upsample=self.upsampled)
+            rows.append(Row(name, "student", lr, None, s_params, s_flops, extra))
+        write_json(self.dir / "results.json", [r.as_dict() for r in rows])
+        return rows
+
+
+def load_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
+    d = cfg.data
+    return build_splits(
+        d.dataset,
+        root=d.root,
+        hr_size=d.hr_size,
+        val_fraction=d.val_fraction,
+        seed=seed,
+        download=d.download,
+        train_subset=d.train_subset,
+        test_subset=d.test_subset,
+        **({"channels": d.channels} if d.channels else {}),
+    )
+
+
+def aggregate(rows_per_seed: list[list[Row]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds per method, in the order methods first appear."""
+    by_method: dict[str, list[Row]] = {}
+    for rows in rows_per_seed:
+        for row in rows:
+            by_method.setdefault(row.method, []).append(row)
+    table = []
+    for method, rows in by_method.items():
+        entry: dict[str, Any] = {
+            "method": method,
+            "role": rows[0].role,
+            "params": rows[0].params,
+            "flops": rows[0].flops,
+            "seeds": len(rows),
+        }
+        keys = ["lr_top1", "hr_top1", *rows[0].extra]
+        for key in keys:
+            values = [v for r in rows if (v := r.as_dict().get(key)) is not None]
+            if values:
+                entry[key] = statistics.fmean(values)
+                entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(entry)
+    return table
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Run every seed, write results.{json,csv,md} and return the run dir and the table."""
+    from horkd.results import write_results
+
+    run_dir = Path(cfg.output_dir)
+    prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    started = time.time()
+    write_json(
+        run_dir / "run.json",
+        {"name": cfg.name, "git_sha": git_sha(), "seeds": cfg.seeds, "started": started},
+    )
+    all_rows = []
+    for seed in cfg.seeds:
+        splits = load_splits(cfg, seed)
+        seed_run = SeedRun(cfg, seed, run_dir, splits=splits, progress=progress, resume=resume)
+        all_rows.append(seed_run.run(cfg.methods))
+    table = aggregate(all_rows)
+    write_results(run_dir, table, cfg)
+    write_json(
+        run_dir / "run.json",
+        {
+            "name": cfg.name,
+            "git_sha": git_sha(),
+            "seeds": cfg.seeds,
+            "started": started,
+            "seconds": time.time() - started,
+        },
+    )
+    return run_dir, table

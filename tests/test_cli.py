@@ -1,0 +1,79 @@
+"""The command line: help, errors as one line without a traceback, eval and train subcommands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from horkd.cli import demo_config_dict, main
+from horkd.config import config_from_dict
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as code:
+        main(["--help"])
+    assert code.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "train", "eval", "demo", "list"):
+        assert command in out
+
+
+def test_demo_config_is_valid():
+    cfg = config_from_dict(demo_config_dict())
+    assert cfg.data.dataset == "fashion_mnist" and cfg.data.hr_size == 28
+    assert cfg.degrade.lr_size == 7
+    assert {"teacher_lr", "scratch", "hinton_kd", "fitnet", "rkd", "horkd_no_assistant",
+            "horkd"} <= set(cfg.methods)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "{cfg}", "degrade.lr_size=40"], "must be smaller"),
+        (["run", "{cfg}", "teacher.arch=resnet"], "unknown model 'resnet'"),
+        (["run", "{missing}"], "config file not found"),
+        (["eval", "{missing}"], "not found"),
+        (["run", "{cfg}", "data.dataset=image_folder", "data.root={missing}"], "missing"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, tiny_cfg, args, needle):
+    cfg_path = _write(tmp_path, tiny_cfg)
+    filled = [a.format(cfg=cfg_path, missing=tmp_path / "missing") for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "horkd", *filled], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr
+    assert proc.stderr.startswith("horkd: error:")
+
+
+def test_train_then_eval(tmp_path, tiny_cfg, capsys):
+    cfg_path = _write(tmp_path, tiny_cfg)
+    assert main(["train", str(cfg_path), "--stage", "student", "--method", "scratch",
+                 "--no-progress"]) == 0
+    ckpt = Path(tiny_cfg["output_dir"]) / "seed0/students/scratch/model"
+    assert ckpt.with_suffix(".safetensors").exists()
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--sizes", "16,8,4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[-3:]] == ["16", "8", "4"]
+    for line in lines[-3:]:
+        top1 = float(line.split()[1])
+        assert 0.0 <= top1 <= 100.0
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet20" in out and "horkd_joint" in out and "fashion_mnist" in out

@@ -1,0 +1,103 @@
+"""End to end on tiny real data: every stage runs, writes what it promises, freezes what it must."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from horkd.checkpoint import load_state
+from horkd.config import config_from_dict
+from horkd.methods import METHODS, MethodContext
+from horkd.pipeline import RunDirError, SeedRun, load_splits, run_experiment
+
+ALL_METHODS = [
+    "teacher_lr", "scratch", "hinton_kd", "fitnet", "rkd", "horkd_no_assistant", "horkd",
+    "horkd_joint",
+]
+
+
+def _finite_table(table):
+    for entry in table:
+        for key, value in entry.items():
+            if isinstance(value, float):
+                assert math.isfinite(value), (entry["method"], key)
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "joint"])
+def test_full_pipeline(tiny_cfg, schedule):
+    tiny_cfg["methods"] = ALL_METHODS
+    cfg = config_from_dict(tiny_cfg, [f"schedule={schedule}"])
+    run_dir, table = run_experiment(cfg, progress=False)
+    seed_dir = Path(run_dir) / "seed0"
+    for name in ["teacher", *[f"students/{m}" for m in ALL_METHODS if m != "teacher_lr"]]:
+        stage = seed_dir / name
+        assert (stage / "model.safetensors").exists(), name
+        meta = json.loads((stage / "model.json").read_text())
+        assert meta["model"]["arch"] and meta["git_sha"] is None or isinstance(meta["git_sha"], str)
+        rows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(math.isfinite(r["train/loss"]) for r in rows)
+        assert (stage / "metrics.csv").exists() and (stage / "tensorboard").is_dir()
+    assert (seed_dir / "assistant" / "model.safetensors").exists() == (schedule == "sequential")
+    assert (seed_dir / "students" / "horkd_joint" / "assistant.safetensors").exists()
+    for ext in ("md", "csv", "json"):
+        assert (Path(run_dir) / f"results.{ext}").exists()
+    methods = [e["method"] for e in table]
+    assert methods[0] == "teacher" and set(ALL_METHODS) <= set(methods)
+    _finite_table(table)
+    student_rows = [e for e in table if e["role"] == "student"]
+    assert all(0 <= e["lr_top1"] <= 100 and "top1@8" in e for e in student_rows)
+    assert "| horkd |" in (Path(run_dir) / "results.md").read_text()
+
+
+def test_reference_frozen_and_warm_start(tiny_cfg):
+    cfg = config_from_dict(tiny_cfg)
+    run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
+    assistant = run.assistant()
+    before = {k: v.clone() for k, v in assistant.state_dict().items()}
+    ctx = MethodContext(
+        cfg=cfg,
+        new_student=lambda: run.new_model("student"),
+        new_assistant=lambda: run.new_model("assistant"),
+        teacher=run.teacher(),
+        assistant=assistant,
+    )
+    method = METHODS.get("horkd").build(ctx)
+    # Warm start: the new student begins exactly at the assistant's weights.
+    for key, value in method.student.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    run._train_stage("students/horkd", method, cfg.train.student, {})
+    after = assistant.state_dict()
+    for key, value in before.items():  # running stats included: the reference stayed in eval
+        assert torch.equal(value, after[key]), key
+    trained = load_state(Path(cfg.output_dir) / "seed0/students/horkd/model")
+    assert any(not torch.equal(trained[k], before[k]) for k in before)
+
+
+def test_no_warm_start_when_disabled(tiny_cfg):
+    cfg = config_from_dict(tiny_cfg, ["distill.warm_start=false"])
+    run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
+    assistant = run.assistant()
+    ctx = MethodContext(cfg, lambda: run.new_model("student"), lambda: None, run.teacher(), assistant)
+    student = METHODS.get("horkd").build(ctx).student
+    assert not all(
+        torch.equal(v, assistant.state_dict()[k]) for k, v in student.state_dict().items()
+    )
+
+
+def test_run_dir_guard_and_resume(tiny_cfg):
+    cfg = config_from_dict(tiny_cfg, ["methods=[scratch]"])
+    run_experiment(cfg, progress=False)
+    with pytest.raises(RunDirError, match="--resume"):
+        run_experiment(cfg, progress=False)
+    teacher_file = Path(cfg.output_dir) / "seed0/teacher/model.safetensors"
+    stamp = teacher_file.stat().st_mtime_ns
+    _, table = run_experiment(cfg, progress=False, resume=True)  # finished stages are reused
+    assert teacher_file.stat().st_mtime_ns == stamp
+    other = config_from_dict(tiny_cfg, ["methods=[scratch]", "train.student.epochs=1"])
+    with pytest.raises(RunDirError, match="different config"):
+        run_experiment(other, progress=False, resume=True)
+    run_experiment(other, progress=False, overwrite=True)
