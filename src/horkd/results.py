@@ -60,10 +60,10 @@ def verdict(table: list[dict[str, Any]]) -> str:
     parts = []
     for name, value in ours.items():
         diff = value - baselines[best_name]
-        word = "beats" if diff > 0 else "does not beat"
+        relation = f"beats by {diff:.2f}" if diff > 0 else f"trails by {-diff:.2f}"
         parts.append(
-            f"{name} ({value:.2f}) {word} the best baseline {best_name} "
-            f"({baselines[best_name]:.2f}) by {diff:+.2f} points"
+            f"{name} ({value:.2f}) {relation} points the best baseline {best_name} "
+            f"({baselines[best_name]:.2f})"
         )
     return "; ".join(parts) + "."
 

@@ -175,8 +175,9 @@ class Trainer:
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
                     if self.progress:
                         elapsed = time.perf_counter() - start
+                        shown = sums if len(sums) <= 6 else {"loss": sums["loss"]}
                         bar.set_postfix(
-                            {k: f"{v / steps:.3f}" for k, v in sums.items()}
+                            {k: f"{v / steps:.3f}" for k, v in shown.items()}
                             | {"img/s": f"{seen / max(elapsed, 1e-9):.0f}"}
                         )
                     bar.update(1)

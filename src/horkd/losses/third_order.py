@@ -3,8 +3,8 @@
 a_ijk = cos of the angle between e_j - e_i and e_k - e_i. Everything comes from the Gram matrix
 G = E E^T:  <e_j - e_i, e_k - e_i> = G_jk - G_ij - G_ik + G_ii  and
 ||e_j - e_i||^2 = G_ii + G_jj - 2 G_ij,  so the N x N x d difference tensor never exists.
-The N x N x N angles are made a chunk of anchors at a time, in forward and again in backward
-(recomputed, not stored), so memory stays O(chunk * N^2 + N^2 + N d).
+The N x N x N angles are made a chunk of anchors at a time, and the gradient is accumulated in the
+same pass, so memory stays O(chunk * N^2 + N^2 + N d).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from horkd.losses.functional import EPS, centered_gram, full_precision, no_autocast, zero_with_graph
@@ -24,90 +25,87 @@ def default_chunk(n: int) -> int:
     return max(1, min(n, CHUNK_ELEMENTS // max(1, n * n)))
 
 
-def _chunk_angles(gram: Tensor, anchors: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Angles at the anchors of one chunk: (cos [c,N,N], numerator, norms [c,N], squared norms)."""
-    diag = gram.diagonal()
-    rows = gram[anchors]  # G_ij for i in chunk: [c, N]
+def _chunk_angles(gram: Tensor, diag: Tensor, anchors: slice) -> tuple[Tensor, Tensor, Tensor]:
+    """cos [c, N, N] at the chunk's anchors, with inverse norms [c, N] and where norms are > 0.
+
+    Entries of non-distinct triplets (j = i, k = i or j = k) are set to 0, so student and
+    teacher agree there and such triplets add nothing to the loss or its gradient.
+    """
+    rows = gram[anchors]  # G_ij for i in the chunk: [c, N]
     d_ii = diag[anchors]
-    numerator = gram.unsqueeze(0) - rows.unsqueeze(2) - rows.unsqueeze(1)
-    numerator = numerator + d_ii.view(-1, 1, 1)
+    c, n = rows.shape
     squared = d_ii.unsqueeze(1) + diag.unsqueeze(0) - 2.0 * rows
-    norms = squared.clamp_min(EPS).sqrt()
-    cos = numerator / (norms.unsqueeze(2) * norms.unsqueeze(1))
-    return cos, numerator, norms, squared
+    valid = squared > EPS
+    inv = squared.clamp_min(EPS).rsqrt_()
+    cos = gram.unsqueeze(0).repeat(c, 1, 1)  # G_jk
+    cos.sub_(rows.unsqueeze(2)).sub_(rows.unsqueeze(1)).add_(d_ii.view(-1, 1, 1))
+    cos.mul_(inv.unsqueeze(2)).mul_(inv.unsqueeze(1))
+    local = torch.arange(c, device=gram.device)
+    anchor = torch.arange(anchors.start, anchors.start + c, device=gram.device)
+    cos[local, anchor, :] = 0.0
+    cos[local, :, anchor] = 0.0
+    cos.diagonal(dim1=1, dim2=2).zero_()
+    return cos, inv, valid
 
 
-def _distinct_mask(n: int, anchors: slice, device: torch.device) -> Tensor:
-    """True where i, j, k are pairwise distinct (i = the chunk's anchors)."""
-    i = torch.arange(n, device=device)[anchors].view(-1, 1, 1)
-    j = torch.arange(n, device=device).view(1, -1, 1)
-    k = torch.arange(n, device=device).view(1, 1, -1)
-    return (i != j) & (i != k) & (j != k)
-
-
-def _huber(diff: Tensor, delta: float) -> Tensor:
-    absdiff = diff.abs()
-    return torch.where(absdiff < delta, 0.5 * diff * diff, delta * (absdiff - 0.5 * delta))
-
-
-def _gram_grad_from_cos(
-    gram: Tensor, anchors: slice, grad_cos: Tensor, cos: Tensor, norms: Tensor, squared: Tensor
-) -> Tensor:
-    """dL/dG contributed by one chunk, given dL/dcos for that chunk's angles."""
-    grad = torch.zeros_like(gram)
-    denom = norms.unsqueeze(2) * norms.unsqueeze(1)
-    grad_num = grad_cos / denom  # [c, N, N]
+def _gram_grad(
+    grad: Tensor, anchors: slice, grad_cos: Tensor, cos: Tensor, inv: Tensor, valid: Tensor
+) -> None:
+    """Accumulate into ``grad`` the dL/dG of one chunk, given dL/dcos for its angles."""
+    # cos = num * inv_j * inv_k, num = G_jk - G_ij - G_ik + G_ii, inv = (G_ii + G_jj - 2G_ij)^-1/2
+    grad_num = grad_cos * inv.unsqueeze(2) * inv.unsqueeze(1)
     weighted = grad_cos * cos
-    grad_norms = -(weighted.sum(2) + weighted.sum(1)) / norms  # [c, N]
-    grad_sq = grad_norms / (2.0 * norms) * (squared > EPS).to(gram.dtype)
-    idx = torch.arange(gram.shape[0], device=gram.device)[anchors]
-    # numerator = G_jk - G_ij - G_ik + G_ii
+    # d cos / d inv_j = cos / inv_j;  d inv / d squared = -inv^3 / 2
+    grad_inv = (weighted.sum(2) + weighted.sum(1)) / inv.clamp_min(1e-30)
+    grad_sq = -0.5 * grad_inv * inv.pow(3) * valid
+    idx = torch.arange(anchors.start, anchors.start + inv.shape[0], device=grad.device)
     grad += grad_num.sum(0)
-    row_grad = -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq  # wrt G_ij, i in chunk
-    grad.index_add_(0, idx, row_grad)
-    diag_grad = grad_num.sum((1, 2)) + grad_sq.sum(1)  # wrt G_ii, i in chunk
-    grad[idx, idx] += diag_grad
-    grad.diagonal().add_(grad_sq.sum(0))  # squared norms also hold G_jj
-    return grad
+    grad.index_add_(0, idx, -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq)
+    grad[idx, idx] += grad_num.sum((1, 2)) + grad_sq.sum(1)
+    grad.diagonal().add_(grad_sq.sum(0))
 
 
 class _AngleLossFromGram(torch.autograd.Function):
-    """Huber loss between student and teacher angles over distinct triplets, chunked."""
+    """Huber loss between student and teacher angles over distinct triplets, chunked.
+
+    The loss is a scalar, so its gradient with respect to each Gram matrix (N x N) is computed
+    in the same pass over the chunks as the loss and only scaled in backward: nothing of size
+    N^3 is kept, and no chunk is computed twice.
+    """
 
     @staticmethod
     def forward(ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, chunk: int) -> Tensor:
         n = gram_s.shape[0]
         count = n * (n - 1) * (n - 2)
+        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_s = torch.zeros_like(gram_s) if need_s else None
+        grad_t = torch.zeros_like(gram_t) if need_t else None
+        diag_s, diag_t = gram_s.diagonal(), gram_t.diagonal()
         total = gram_s.new_zeros(())
         for start in range(0, n, chunk):
             anchors = slice(start, min(n, start + chunk))
-            cos_s = _chunk_angles(gram_s, anchors)[0]
-            cos_t = _chunk_angles(gram_t, anchors)[0]
-            mask = _distinct_mask(n, anchors, gram_s.device)
-            total = total + (_huber(cos_s - cos_t, delta) * mask).sum()
-        ctx.save_for_backward(gram_s, gram_t)
-        ctx.delta, ctx.chunk, ctx.count = delta, chunk, count
+            cos_s, inv_s, valid_s = _chunk_angles(gram_s, diag_s, anchors)
+            cos_t, inv_t, valid_t = _chunk_angles(gram_t, diag_t, anchors)
+            total += F.huber_loss(cos_s, cos_t, reduction="sum", delta=delta)
+            if grad_s is None and grad_t is None:
+                continue
+            grad_cos = (cos_s - cos_t).clamp_(-delta, delta).div_(count)
+            if grad_s is not None:
+                _gram_grad(grad_s, anchors, grad_cos, cos_s, inv_s, valid_s)
+            if grad_t is not None:
+                _gram_grad(grad_t, anchors, grad_cos.neg_(), cos_t, inv_t, valid_t)
+        ctx.save_for_backward(grad_s, grad_t)
         return total / count
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        gram_s, gram_t = ctx.saved_tensors
-        n = gram_s.shape[0]
-        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = torch.zeros_like(gram_s) if need_s else None
-        grad_t = torch.zeros_like(gram_t) if need_t else None
-        scale = grad_out / ctx.count
-        for start in range(0, n, ctx.chunk):
-            anchors = slice(start, min(n, start + ctx.chunk))
-            cos_s, _, norms_s, sq_s = _chunk_angles(gram_s, anchors)
-            cos_t, _, norms_t, sq_t = _chunk_angles(gram_t, anchors)
-            mask = _distinct_mask(n, anchors, gram_s.device)
-            grad_cos = (cos_s - cos_t).clamp(-ctx.delta, ctx.delta) * mask * scale
-            if grad_s is not None:
-                grad_s += _gram_grad_from_cos(gram_s, anchors, grad_cos, cos_s, norms_s, sq_s)
-            if grad_t is not None:
-                grad_t -= _gram_grad_from_cos(gram_t, anchors, grad_cos, cos_t, norms_t, sq_t)
-        return grad_s, grad_t, None, None
+        grad_s, grad_t = ctx.saved_tensors
+        return (
+            grad_s * grad_out if grad_s is not None else None,
+            grad_t * grad_out if grad_t is not None else None,
+            None,
+            None,
+        )
 
 
 def angle_loss(

@@ -1,0 +1,219 @@
+"""Data builders on fixtures written in the real on-disk formats, splits, augmentation, loader."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from horkd.data import (
+    AugmentSpec,
+    DataNotFoundError,
+    TensorImageDataset,
+    augment_batch,
+    build_splits,
+    labels_of,
+    make_loader,
+)
+from horkd.data.idx import IdxFormatError, read_idx
+from horkd.data.vision import DEBIAN_FASHION_MNIST
+
+
+def _write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def _idx_tree(folder: Path, n_train: int = 40, n_test: int = 20, compress: bool = True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for name, array in arrays.items():
+        _write_idx(folder / name, array, compress)
+    return arrays
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision", "uncompressed"])
+def test_fashion_mnist_idx_fixture(tmp_path, layout):
+    folder = tmp_path / "FashionMNIST" / "raw" if layout == "torchvision" else tmp_path
+    arrays = _idx_tree(folder, compress=layout != "uncompressed")
+    splits = build_splits("fashion_mnist", root=str(tmp_path), val_fraction=0.25, seed=0)
+    assert splits.info.num_classes == 10 and splits.info.in_channels == 1
+    assert len(splits.train) + len(splits.val) == 40 and len(splits.test) == 20
+    image, label = splits.test[3]
+    assert image.shape == (1, 28, 28) and label == 3
+    expected = torch.from_numpy(arrays["t10k-images-idx3-ubyte"][3].astype(np.float32)) / 255
+    assert torch.allclose(image[0], expected)
+
+
+def test_idx_resize_and_bad_magic(tmp_path):
+    _idx_tree(tmp_path)
+    splits = build_splits("mnist", root=str(tmp_path), hr_size=14, val_fraction=0.25)
+    assert splits.test[0][0].shape == (1, 14, 14) and splits.info.native_size == 14
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(IdxFormatError, match="magic"):
+        read_idx(bad)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian dataset not installed")
+def test_real_fashion_mnist():
+    splits = build_splits("fashion_mnist", val_fraction=0.1)
+    assert len(splits.train) + len(splits.val) == 60000 and len(splits.test) == 10000
+    assert splits.info.class_names[0] == "T-shirt/top"
+
+
+def test_missing_data_message(tmp_path, monkeypatch):
+    monkeypatch.setattr("horkd.data.vision.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(DataNotFoundError) as err:
+        build_splits("fashion_mnist", root=str(tmp_path / "empty"))
+    text = str(err.value)
+    assert "apt-get install dataset-fashion-mnist" in text and "--data-root" in text
+    assert str(tmp_path / "empty") in text
+
+
+def _cifar_tree(root: Path, hundred: bool) -> None:
+    rng = np.random.default_rng(1)
+    if hundred:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        for name, n in (("train", 30), ("test", 10)):
+            entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                     "fine_labels": list(np.arange(n) % 100), "coarse_labels": [0] * n}
+            (folder / name).write_bytes(pickle.dumps(entry))
+        (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in
+                                                                         range(100)]}))
+        return
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8),
+                 "labels": list(np.arange(6) % 10)}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in
+                                                                        range(10)]}))
+
+
+@pytest.mark.parametrize(("name", "classes"), [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_pickles(tmp_path, name, classes):
+    _cifar_tree(tmp_path, hundred=name == "cifar100")
+    splits = build_splits(name, root=str(tmp_path), val_fraction=0.2)
+    assert splits.info.num_classes == classes and splits.info.in_channels == 3
+    assert splits.test[0][0].shape == (3, 32, 32)
+    assert splits.info.class_names[1] == "c1"
+
+
+def test_svhn_mat(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 20), ("test", 10)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(-1, 1)  # SVHN stores digit 0 as label 10
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
+    splits = build_splits("svhn", root=str(tmp_path), val_fraction=0.2)
+    assert sorted(set(labels_of(splits.test).tolist())) == list(range(10))
+    assert splits.test[0][0].shape == (3, 32, 32)
+
+
+def test_stl10_binary(tmp_path):
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 20), ("test", 10)):
+        rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8).tofile(folder / f"{split}_X.bin")
+        (np.arange(n) % 10 + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"k{i}" for i in range(10)))
+    splits = build_splits("stl10", root=str(tmp_path), hr_size=32, val_fraction=0.2)
+    assert splits.test[0][0].shape == (3, 32, 32) and splits.info.class_names[0] == "k0"
+
+
+def _image_tree(root: Path, with_test: bool = True) -> None:
+    for split in ("train", "test") if with_test else ("train",):
+        for cls in ("cat", "dog"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((20, 24, 3), 40 * i, dtype=np.uint8)).save(d / f"{i}.png")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_folder(tmp_path, channels):
+    _image_tree(tmp_path)
+    splits = build_splits("image_folder", root=str(tmp_path), hr_size=16, val_fraction=0.34,
+                          channels=channels)
+    assert splits.info.class_names == ["cat", "dog"] and splits.info.in_channels == channels
+    assert splits.test[0][0].shape == (channels, 16, 16)
+    batches = list(make_loader(splits.test, batch_size=4, shuffle=False))
+    assert batches[0][0].shape == (4, channels, 16, 16)
+
+
+def test_image_folder_missing_split(tmp_path):
+    _image_tree(tmp_path, with_test=False)
+    with pytest.raises(DataNotFoundError, match="train/ or test/"):
+        build_splits("image_folder", root=str(tmp_path))
+
+
+def test_digits_and_splits():
+    a = build_splits("digits", val_fraction=0.2, seed=0, train_subset=500, test_subset=100)
+    b = build_splits("digits", val_fraction=0.2, seed=0, train_subset=500, test_subset=100)
+    c = build_splits("digits", val_fraction=0.2, seed=1, train_subset=500, test_subset=100)
+    assert a.info.native_size == 8 and a.info.num_classes == 10
+    train_idx, val_idx = set(a.train.indices), set(a.val.indices)
+    assert not train_idx & val_idx
+    assert len(train_idx) + len(val_idx) == 500
+    assert set(labels_of(a.val).tolist()) == set(range(10))  # stratified
+    assert a.val.indices == b.val.indices and a.val.indices != c.val.indices
+    assert len(a.test) == 100
+
+
+def test_augment_batch():
+    x = torch.rand(64, 1, 8, 8)
+    assert torch.equal(augment_batch(x, AugmentSpec()), x)
+    spec = AugmentSpec(crop_padding=2, hflip=True)
+    a = augment_batch(x, spec, torch.Generator().manual_seed(0))
+    b = augment_batch(x, spec, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    flipped = augment_batch(x, AugmentSpec(hflip=True), torch.Generator().manual_seed(0))
+    is_flip = [torch.equal(flipped[i], x[i].flip(-1)) for i in range(64)]
+    assert 10 < sum(is_flip) < 54
+    # a crop with padding p is the padded image at some offset within [0, 2p]
+    cropped = augment_batch(x, AugmentSpec(crop_padding=1), torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for i in range(8):
+        assert any(torch.equal(cropped[i], padded[i, :, dy:dy + 8, dx:dx + 8])
+                   for dy in range(3) for dx in range(3))
+
+
+def test_loader_covers_epoch_and_reshuffles():
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 1, 2, 2).clone()
+    base = TensorImageDataset(images, torch.arange(50) % 5)
+    subset = torch.utils.data.Subset(base, list(range(10, 40)))
+    loader = make_loader(subset, batch_size=7, shuffle=True, seed=0)
+    seen = []
+    for x, y, idx in loader:
+        assert torch.equal((x[:, 0, 0, 0] * 255).round().long(), idx + 10)  # index -> image
+        assert torch.equal(y, (idx + 10) % 5)
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(30)) and len(loader) == 5
+    first = [i.tolist() for _, _, i in loader]
+    loader.set_epoch(1)
+    assert [i.tolist() for _, _, i in loader] != first
+    dropped = make_loader(subset, batch_size=7, shuffle=True, drop_last=True)
+    assert len(dropped) == 4 and all(len(b[2]) == 7 for b in dropped)

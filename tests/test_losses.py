@@ -1,0 +1,231 @@
+"""Losses against direct per-pair / per-triplet formulations, gradients, invariances, edge cases."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from horkd.losses import (
+    LOSSES,
+    AngleLoss,
+    DistanceLoss,
+    EmbeddingRegression,
+    HintonKD,
+    HybridOrderLoss,
+    angle_loss,
+    build_loss,
+    distance_loss,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "loss_values.json"
+
+
+def _pair(n: int = 7, d: int = 5, seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, d, generator=g, dtype=dtype)
+    t = torch.randn(n, d, generator=g, dtype=dtype)
+    return s, t
+
+
+def _huber(x: float, delta: float = 1.0) -> float:
+    return 0.5 * x * x if abs(x) < delta else delta * (abs(x) - 0.5 * delta)
+
+
+def reference_distance(s: torch.Tensor, t: torch.Tensor, delta: float = 1.0) -> float:
+    n = s.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+
+    def normed(e):
+        d = {p: float((e[p[0]] - e[p[1]]).norm()) for p in pairs}
+        mean = sum(d.values()) / len(d)
+        return {p: v / mean for p, v in d.items()}
+
+    ds, dt = normed(s), normed(t)
+    return sum(_huber(ds[p] - dt[p], delta) for p in pairs) / len(pairs)
+
+
+def reference_angle(s: torch.Tensor, t: torch.Tensor, delta: float = 1.0) -> float:
+    def cos(e, i, j, k):
+        a, b = e[j] - e[i], e[k] - e[i]
+        return float(a @ b / (a.norm() * b.norm()))
+
+    triplets = list(itertools.permutations(range(s.shape[0]), 3))
+    total = sum(_huber(cos(s, *tr) - cos(t, *tr), delta) for tr in triplets)
+    return total / len(triplets)
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.05])
+def test_distance_matches_direct_formulation(delta):
+    s, t = _pair()
+    assert abs(float(distance_loss(s, t, delta)) - reference_distance(s, t, delta)) < 1e-6
+
+
+@pytest.mark.parametrize("delta", [1.0, 0.05])
+@pytest.mark.parametrize("chunk", [None, 1, 3, 7])
+def test_angle_matches_direct_formulation(delta, chunk):
+    s, t = _pair(n=6)
+    value = float(angle_loss(s, t, delta, chunk_size=chunk))
+    assert abs(value - reference_angle(s, t, delta)) < 1e-6
+
+
+def test_first_order_match_direct_formulations():
+    s, t = _pair(n=5, d=4)
+    reg = EmbeddingRegression(4, 4)
+    direct = sum(float(((s[i] - t[i]) ** 2).sum()) / 4 for i in range(5)) / 5
+    assert abs(float(reg(s, t)) - direct) < 1e-9
+    tau = 3.0
+    kd = HintonKD(tau)
+    direct_kd = 0.0
+    for i in range(5):
+        p = torch.softmax(t[i] / tau, 0)
+        q = torch.softmax(s[i] / tau, 0)
+        direct_kd += float((p * (p.log() - q.log())).sum())
+    assert abs(float(kd(s, t)) - direct_kd / 5 * tau * tau) < 1e-9
+
+
+def test_gradcheck_float64():
+    s, t = _pair(n=6, d=4)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: distance_loss(a, b), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: angle_loss(a, b, chunk_size=4), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: angle_loss(a, b, 0.05), (s, t))
+    assert torch.autograd.gradcheck(lambda a, b: HintonKD(2.0)(a, b), (s, t))
+    reg = EmbeddingRegression(4, 3).double()
+    t3 = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: reg(a, b), (s, t3))
+
+
+def _orthogonal(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return q
+
+
+@pytest.mark.parametrize("fn", [distance_loss, angle_loss])
+def test_invariant_to_rotation_translation_scaling(fn):
+    s, t = _pair(n=8, d=5)
+    base = float(fn(s, t))
+    r = _orthogonal(5, 1)
+    shift_s, shift_t = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    assert abs(float(fn(s @ r, t @ r)) - base) < 1e-9
+    assert abs(float(fn(s + shift_s, t + shift_t)) - base) < 1e-9
+    assert abs(float(fn(3.7 * s, 3.7 * t)) - base) < 1e-9
+    # scaling each side by its own factor: distances are normalised, angles scale-free
+    assert abs(float(fn(0.2 * s, 5.0 * t)) - base) < 1e-9
+
+
+def test_zero_when_student_equals_teacher():
+    s, _ = _pair()
+    assert float(distance_loss(s, s.clone())) == pytest.approx(0.0, abs=1e-12)
+    assert float(angle_loss(s, s.clone())) == pytest.approx(0.0, abs=1e-12)
+    assert float(EmbeddingRegression(5, 5)(s, s.clone())) == 0.0
+    assert float(HintonKD()(s, s.clone())) == pytest.approx(0.0, abs=1e-12)
+    hybrid = HybridOrderLoss(5, 5, logit_weight=1.0).double()
+    assert all(float(v) == pytest.approx(0.0, abs=1e-9) for v in hybrid(s, s, s, s).values())
+
+
+def _edge_inputs():
+    for n in (1, 2, 3):
+        yield f"n={n}", torch.randn(n, 4), torch.randn(n, 4)
+    yield "collapsed student", torch.ones(5, 4), torch.randn(5, 4)
+    yield "collapsed both", torch.ones(5, 4), torch.ones(5, 4)
+    duplicate = torch.randn(5, 4)
+    duplicate[1] = duplicate[0]
+    yield "duplicated rows", duplicate, torch.randn(5, 4)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("case", list(_edge_inputs()), ids=lambda c: c[0])
+def test_degenerate_inputs_finite(case, autocast):
+    _, s, t = case
+    dtype = torch.bfloat16 if autocast else torch.float32
+    s = s.detach().clone().to(dtype).requires_grad_(True)
+    t = t.detach().clone().to(dtype)
+    hybrid = HybridOrderLoss(4, 4, logit_weight=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        terms = {
+            "distance": distance_loss(s, t),
+            "angle": angle_loss(s, t),
+            **hybrid(s, s, t, t),
+        }
+        total = sum(terms.values())
+    for name, value in terms.items():
+        assert torch.isfinite(value), name
+        assert value.dtype in (torch.float32, torch.float64), name  # fp32 island under autocast
+    total.backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all()
+
+
+def test_hybrid_switches_and_weights():
+    s, _ = _pair(n=6, d=4, dtype=torch.float32)
+    t8 = torch.randn(6, 8)
+    s_logits, t_logits = torch.randn(6, 3), torch.randn(6, 3)
+    full = HybridOrderLoss(4, 8, embedding_weight=2.0, logit_weight=0.5, temperature=2.0)
+    terms = full(s, s_logits, t8, t_logits)
+    assert set(terms) == {"order1_embedding", "order1_logits", "order2_distance", "order3_angle"}
+    assert torch.allclose(terms["order2_distance"], 25.0 * DistanceLoss()(s, t8))
+    assert torch.allclose(terms["order3_angle"], 50.0 * AngleLoss()(s, t8))
+    assert torch.allclose(terms["order1_logits"], 0.5 * HintonKD(2.0)(s_logits, t_logits))
+    assert torch.allclose(terms["order1_embedding"], 2.0 * full.embedding(s, t8))
+    only_23 = HybridOrderLoss(4, 8, orders=[2, 3])
+    assert set(only_23(s, s_logits, t8, t_logits)) == {"order2_distance", "order3_angle"}
+    no_angle = HybridOrderLoss(4, 8, angle_weight=0.0)
+    assert "order3_angle" not in no_angle(s, None, t8, None)
+    assert "order1_logits" not in HybridOrderLoss(4, 8, logit_weight=1.0)(s, None, t8, None)
+    # the learned projector receives gradients
+    sum(full(s.requires_grad_(True), s_logits, t8, t_logits).values()).backward()
+    assert full.embedding.projector.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"distance_weight": -1.0}, "distance_weight"), ({"orders": [1, 4]}, "orders")],
+)
+def test_hybrid_rejects_bad_settings(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        HybridOrderLoss(4, 4, **kwargs)
+
+
+def test_registry_builds_by_name():
+    assert set(LOSSES.names()) >= {"embedding_regression", "hinton_kd", "rkd_distance",
+                                   "rkd_angle", "horkd"}
+    assert isinstance(build_loss("rkd_angle", huber_delta=0.5), AngleLoss)
+    with pytest.raises(KeyError, match="rkd_angle"):
+        build_loss("rkd_angel")
+
+
+def test_stored_values():
+    """Regression guard: the numbers tests/fixtures/make_loss_values.py stored still come out."""
+    stored = json.loads(FIXTURE.read_text())
+    spec = importlib.util.spec_from_file_location("make_loss_values", FIXTURE.with_name(
+        "make_loss_values.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    computed = module.compute()
+    assert set(stored) == set(computed)
+    for key, value in stored.items():
+        assert math.isclose(computed[key], value, rel_tol=1e-9, abs_tol=1e-12), key
+
+
+def test_direct_formulation_agrees_with_rkd_reference_on_distinct_triplets():
+    """The RKD-style dense computation, restricted to distinct triplets, gives our value."""
+    s, t = _pair(n=6)
+
+    def dense(e):
+        td = e.unsqueeze(0) - e.unsqueeze(1)
+        td = F.normalize(td, p=2, dim=2)
+        return torch.bmm(td, td.transpose(1, 2))
+
+    n = 6
+    i, j, k = torch.meshgrid(torch.arange(n), torch.arange(n), torch.arange(n), indexing="ij")
+    distinct = (i != j) & (i != k) & (j != k)
+    ref = F.smooth_l1_loss(dense(s)[distinct], dense(t)[distinct])
+    assert abs(float(ref) - float(angle_loss(s, t))) < 1e-9
