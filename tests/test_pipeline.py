@@ -50,6 +50,7 @@ def test_full_pipeline(tiny_cfg, schedule):
     _finite_table(table)
     student_rows = [e for e in table if e["role"] == "student"]
     assert all(0 <= e["lr_top1"] <= 100 and "top1@8" in e for e in student_rows)
+    assert all(0 <= e["hr_top1"] <= 100 for e in table if e["role"] != "student")
     assert "| horkd |" in (Path(run_dir) / "results.md").read_text()
 
 
@@ -62,6 +63,7 @@ def test_reference_frozen_and_warm_start(tiny_cfg):
         cfg=cfg,
         new_student=lambda: run.new_model("student"),
         new_assistant=lambda: run.new_model("assistant"),
+        new_criterion=run.new_criterion,
         teacher=run.teacher(),
         assistant=assistant,
     )
@@ -81,7 +83,10 @@ def test_no_warm_start_when_disabled(tiny_cfg):
     cfg = config_from_dict(tiny_cfg, ["distill.warm_start=false"])
     run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
     assistant = run.assistant()
-    ctx = MethodContext(cfg, lambda: run.new_model("student"), lambda: None, run.teacher(), assistant)
+    ctx = MethodContext(
+        cfg, lambda: run.new_model("student"), lambda: None, run.new_criterion, run.teacher(),
+        assistant,
+    )
     student = METHODS.get("horkd").build(ctx).student
     assert not all(
         torch.equal(v, assistant.state_dict()[k]) for k, v in student.state_dict().items()

@@ -135,6 +135,35 @@ class LossConfig(_Strict):
     orders: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2, 3])
 
 
+class TaskLossConfig(_Strict):
+    """The task loss; null name = the task's default (cross_entropy, proxy_anchor, arcface)."""
+
+    name: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, name: str | None) -> str | None:
+        if name is not None:
+            from horkd.losses.task import TASK_LOSSES
+
+            TASK_LOSSES.get(name)
+        return name
+
+
+class RetrievalConfig(_Strict):
+    train_classes: int | None = Field(
+        None, ge=1, description="classes 0..n-1 train, the rest test; null = first half"
+    )
+
+
+class FaceConfig(_Strict):
+    pairs_file: str | None = Field(None, description="LFW-style pairs.txt; null = sample pairs")
+    pairs_root: str | None = Field(None, description="folder of <name>/<name>_0001.jpg images")
+    sampled_pairs: int = Field(600, ge=20, description="pairs drawn from test identities")
+    probe_sizes: list[int] = Field(default_factory=lambda: [16, 12, 8])
+
+
 class DistillConfig(_Strict):
     warm_start: bool = Field(True, description="student starts from the assistant's weights")
     loss: LossConfig = LossConfig()
@@ -145,6 +174,10 @@ class ExperimentConfig(_Strict):
     output_dir: str = "runs/experiment"
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    task: Literal["classification", "retrieval", "face"] = "classification"
+    task_loss: TaskLossConfig = TaskLossConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    face: FaceConfig = FaceConfig()
     deterministic: bool = False
     schedule: Literal["sequential", "joint"] = Field(
         "sequential", description="how the horkd method trains assistant and student"
@@ -175,6 +208,13 @@ class ExperimentConfig(_Strict):
         if hr is not None and self.degrade.lr_size is not None and self.degrade.lr_size >= hr:
             raise ValueError(
                 f"degrade.lr_size ({self.degrade.lr_size}) must be smaller than data.hr_size ({hr})"
+            )
+        from horkd.tasks import TASKS
+
+        if not TASKS.get(self.task).uses_logits and "hinton_kd" in self.methods:
+            raise ValueError(
+                f"methods: hinton_kd distils class logits, which task '{self.task}' does not "
+                "train; drop it (the embedding-based methods apply)"
             )
         needs_triplets = 3 in self.distill.loss.orders and self.distill.loss.angle_weight > 0
         for stage in STAGES:

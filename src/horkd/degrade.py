@@ -1,16 +1,25 @@
 """HR -> LR degradation on batched tensors, on whatever device the batch lives.
 
 Images are float tensors in [0, 1]. The pipeline augments the HR batch once, then derives the LR
-view from that same tensor, so the two views line up pixel for pixel. ``area`` interpolation is an
-average over each output pixel's footprint (inherently antialiased); ``bilinear``/``bicubic`` use
-PyTorch's antialiased kernels when ``antialias`` is on.
+view from that same tensor, so the two views line up pixel for pixel.
+
+Order of operations (each optional step mimics real LR capture):
+blur (optics) -> downsample (sensor) -> noise (sensor) -> JPEG (storage) -> re-upsample (when the
+student takes LR at the HR size).
+
+Antialiasing: ``area`` is an average over each output pixel's footprint (adaptive average pooling),
+so it is antialiased by construction and the ``antialias`` flag does not change it. ``bilinear`` and
+``bicubic`` use PyTorch's antialiased kernels (``F.interpolate(..., antialias=True)``), whose
+support widens with the downsampling factor; with ``antialias=False`` they point-sample and alias.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,7 +33,9 @@ def resolve_lr_size(hr_size: int, lr_size: int | None = None, factor: int | None
     if hr_size is None or hr_size <= 0:
         raise ValueError(f"HR size must be a positive integer, got {hr_size}")
     if (lr_size is None) == (factor is None):
-        raise ValueError("give exactly one of lr_size or factor")
+        raise ValueError(
+            f"give exactly one of lr_size or factor (got lr_size={lr_size}, factor={factor})"
+        )
     if factor is not None:
         if factor <= 0:
             raise ValueError(f"downsampling factor must be positive, got {factor}")
@@ -41,7 +52,14 @@ def resolve_lr_size(hr_size: int, lr_size: int | None = None, factor: int | None
 
 @dataclass(frozen=True)
 class DegradeSpec:
-    """How LR images are made. Exactly one of ``lr_size`` / ``factor``."""
+    """How LR images are made; the size (exactly one of ``lr_size`` / ``factor``) is checked
+    against the HR size by :func:`resolve_lr_size` when a :class:`Degrader` is built.
+
+    ``noise_std`` is in [0, 1] pixel units, added to the LR image, then clamped to [0, 1].
+    ``jpeg_quality`` (1..100) round-trips the LR image through JPEG; ``None`` skips it.
+    ``upsample`` returns LR re-upsampled to the HR size with ``upsample_interpolation``
+    (``area`` then means pixel replication).
+    """
 
     lr_size: int | None = None
     factor: int | None = None
@@ -57,28 +75,35 @@ class DegradeSpec:
         for name in ("interpolation", "upsample_interpolation"):
             value = getattr(self, name)
             if value not in INTERPOLATIONS:
-                raise ValueError(f"{name} must be one of {', '.join(INTERPOLATIONS)}; got '{value}'")
-        if self.blur_sigma < 0 or self.noise_std < 0:
-            raise ValueError("blur_sigma and noise_std must be >= 0")
+                raise ValueError(
+                    f"{name} must be one of {', '.join(INTERPOLATIONS)}; got '{value}'"
+                )
+        for name in ("blur_sigma", "noise_std"):
+            value = getattr(self, name)
+            if not value >= 0:  # also rejects NaN
+                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {value}")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+            raise ValueError(f"jpeg_quality must be in 1..100 (or None), got {self.jpeg_quality}")
 
 
 def _resize(x: Tensor, size: int, mode: str, antialias: bool) -> Tensor:
-    if mode == "area":
+    if mode == "area":  # an average over each output pixel's footprint: antialiased already
         return F.adaptive_avg_pool2d(x, size)
     return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=antialias)
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur with reflect padding; radius 3 sigma."""
+    """Separable Gaussian blur of a ``[B, C, H, W]`` batch, radius ``ceil(3 sigma)``.
+
+    Reflect padding keeps the border from darkening; images smaller than the radius (where
+    reflection is undefined) fall back to replicating the edge.
+    """
     radius = max(1, math.ceil(3 * sigma))
     coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     kernel = torch.exp(-(coords**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     channels = x.shape[1]
-    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    mode = "reflect" if pad == radius else "replicate"
+    mode = "reflect" if radius < min(x.shape[-2:]) else "replicate"
     x = F.pad(x, (radius, radius, radius, radius), mode=mode)
     horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
     vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
@@ -86,30 +111,89 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, vertical, groups=channels)
 
 
-def jpeg_roundtrip(x: Tensor, quality: int) -> Tensor:
-    """Encode and decode each image as JPEG (through CPU uint8, torchvision's codec)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+def _jpeg_codec_torchvision(images: list[Tensor], quality: int) -> list[Tensor]:
+    # torchvision 0.29 deprecates its codecs in favour of torchcodec; they still work, and the
+    # warning on every batch would drown the training log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import decode_jpeg, encode_jpeg
 
-    device, dtype = x.device, x.dtype
+        return list(decode_jpeg(encode_jpeg(images, quality=quality)))
+
+
+def _jpeg_codec_pillow(images: list[Tensor], quality: int) -> list[Tensor]:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for img in images:
+        array = img.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+        buffer = io.BytesIO()
+        pil.save(buffer, format="JPEG", quality=quality)
+        decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+        decoded = decoded[..., None] if decoded.ndim == 2 else decoded
+        out.append(torch.from_numpy(decoded.copy()).permute(2, 0, 1))
+    return out
+
+
+def _jpeg_codec(images: list[Tensor], quality: int) -> list[Tensor]:
+    """torchvision's codec where it exists; Pillow once torchvision drops it."""
+    try:
+        return _jpeg_codec_torchvision(images, quality)
+    except (ImportError, AttributeError):
+        return _jpeg_codec_pillow(images, quality)
+
+
+def jpeg_roundtrip(x: Tensor, quality: int) -> Tensor:
+    """Encode and decode each image of ``[B, C, H, W]`` (C = 1 or 3) as JPEG at ``quality``.
+
+    Goes through CPU uint8 (what a real file stores) and returns to ``x``'s device and dtype;
+    no gradient flows through this step.
+    """
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"JPEG needs 1 or 3 channels, got {x.shape[1]}")
     images = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    encoded = encode_jpeg(list(images), quality=quality)
-    decoded = decode_jpeg(encoded)
-    out = torch.stack(decoded).to(device=device, dtype=torch.float32) / 255.0
-    return out.to(dtype)
+    decoded = torch.stack(_jpeg_codec(list(images), quality))
+    return (decoded.float() / 255.0).to(device=x.device, dtype=x.dtype)
+
+
+def _gaussian_noise(shape: torch.Size, device: torch.device, generator: torch.Generator | None):
+    # Drawn on the generator's device (then moved) so a CPU generator also drives GPU batches,
+    # and in float32 whatever the image dtype, so the same seed gives the same noise.
+    source = generator.device if generator is not None else device
+    noise = torch.randn(shape, generator=generator, device=source, dtype=torch.float32)
+    return noise.to(device)
 
 
 class Degrader(nn.Module):
-    """Batched HR -> LR: blur, downsample (antialiased), noise, JPEG, optionally re-upsample."""
+    """Batched HR -> LR: blur, downsample (antialiased), noise, JPEG, optionally re-upsample.
+
+    Holds no parameters or buffers; ``.to(device)`` is harmless and every op follows the input's
+    device. Pass a seeded ``generator`` to ``forward`` for reproducible noise.
+    """
 
     def __init__(self, hr_size: int, spec: DegradeSpec | None = None, **spec_kwargs) -> None:
         super().__init__()
+        if spec is not None and spec_kwargs:
+            raise ValueError("give a DegradeSpec or its fields as keywords, not both")
         self.spec = spec if spec is not None else DegradeSpec(**spec_kwargs)
         self.hr_size = hr_size
-        self.lr_size = resolve_lr_size(hr_size, self.spec.lr_size, self.spec.factor)
+        self._lr_size = resolve_lr_size(hr_size, self.spec.lr_size, self.spec.factor)
+
+    @property
+    def lr_size(self) -> int:
+        """Side of the native LR image (before any re-upsampling)."""
+        return self._lr_size
 
     @property
     def out_size(self) -> int:
-        return self.hr_size if self.spec.upsample else self.lr_size
+        """Side of what ``forward`` returns: HR size when re-upsampling, else LR size."""
+        return self.hr_size if self.spec.upsample else self._lr_size
+
+    def extra_repr(self) -> str:
+        return f"hr_size={self.hr_size}, lr_size={self._lr_size}, spec={self.spec}"
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         single = x.dim() == 3
@@ -117,49 +201,78 @@ class Degrader(nn.Module):
             x = x.unsqueeze(0)
         if x.dim() != 4:
             raise ValueError(f"expected [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a float image in [0, 1], got dtype {x.dtype}")
+        if tuple(x.shape[-2:]) != (self.hr_size, self.hr_size):
+            raise ValueError(
+                f"expected {self.hr_size}x{self.hr_size} HR images, got "
+                f"{x.shape[-2]}x{x.shape[-1]}: build the Degrader with the images' size"
+            )
         spec = self.spec
         if spec.blur_sigma > 0:
             x = gaussian_blur(x, spec.blur_sigma)
-        lr = _resize(x, self.lr_size, spec.interpolation, spec.antialias)
+        # bicubic overshoots at edges; clamping keeps every step's output a valid image
+        lr = _resize(x, self._lr_size, spec.interpolation, spec.antialias).clamp(0.0, 1.0)
         if spec.noise_std > 0:
-            noise = torch.randn(
-                lr.shape, generator=generator, device=lr.device, dtype=torch.float32
-            )
+            noise = _gaussian_noise(lr.shape, lr.device, generator)
             lr = (lr + spec.noise_std * noise.to(lr.dtype)).clamp(0.0, 1.0)
         if spec.jpeg_quality is not None:
             lr = jpeg_roundtrip(lr, spec.jpeg_quality)
         if spec.upsample:
-            size = x.shape[-1]
-            lr = _resize(lr, size, spec.upsample_interpolation, spec.antialias).clamp(0.0, 1.0)
+            lr = _resize(lr, self.hr_size, spec.upsample_interpolation, spec.antialias)
+            lr = lr.clamp(0.0, 1.0)
         return lr.squeeze(0) if single else lr
 
 
-def degrade(x: Tensor, hr_size: int | None = None, **spec_kwargs) -> Tensor:
-    """Functional form: ``degrade(batch, lr_size=16, interpolation="bicubic")``."""
-    return Degrader(hr_size or x.shape[-1], DegradeSpec(**spec_kwargs))(x)
+def degrade(
+    x: Tensor, hr_size: int | None = None, generator: torch.Generator | None = None, **spec_kwargs
+) -> Tensor:
+    """Functional form: ``degrade(batch, factor=4, interpolation="bicubic")``.
+
+    ``hr_size`` defaults to the image's own (square) side.
+    """
+    return Degrader(hr_size or x.shape[-1], DegradeSpec(**spec_kwargs))(x, generator=generator)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 64-bit seed per (run seed, epoch, sample), so nearby triples do not collide."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)
+    return int(state[0])
 
 
 class PairedViews(Dataset):
     """``(hr, lr, label)`` where ``lr`` is degraded from that very (already augmented) ``hr``.
 
-    Noise is reproducible: sample ``i`` in epoch ``e`` always uses the generator seeded from
-    ``(seed, e, i)``; call :meth:`set_epoch` so the noise differs between epochs.
+    ``base[i]`` must return ``(hr [C, H, W] float in [0, 1], label)`` with its augmentation
+    already applied, so the pair lines up pixel for pixel. Noise is reproducible: sample ``i`` in
+    epoch ``e`` uses a generator seeded from ``(seed, e, i)``, independent of worker and order;
+    call :meth:`set_epoch` each epoch so the noise differs between epochs.
     """
 
     def __init__(self, base: Dataset, degrader: Degrader, seed: int = 0) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.base = base
         self.degrader = degrader
         self.seed = seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
+
+    def generator_for(self, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+        """The generator sample ``index`` uses in the current epoch."""
+        if index < 0:  # dataset[-1] and dataset[n - 1] are one sample, so one seed
+            index += len(self)
+        generator = torch.Generator(device=device)
+        return generator.manual_seed(sample_seed(self.seed, self.epoch, index))
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
         hr, label = self.base[index]
-        generator = torch.Generator(device=hr.device)
-        generator.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
-        return hr, self.degrader(hr, generator=generator), label
+        lr = self.degrader(hr, generator=self.generator_for(index, hr.device))
+        return hr, lr, label

@@ -28,10 +28,12 @@ from horkd.config import DegradeConfig, ExperimentConfig, StageConfig, dump_conf
 from horkd.cost import count_flops, count_parameters
 from horkd.data import AugmentSpec, DataSplits, augment_batch, build_splits, make_loader
 from horkd.degrade import Degrader, DegradeSpec, resolve_lr_size
-from horkd.evaluate import evaluate_classifier, identity, lr_input_fn
+from horkd.evaluate import identity, lr_input_fn
+from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, Batch, DistillMethod, Method, MethodContext, SupervisedMethod
 from horkd.methods.presets import hybrid_loss
 from horkd.models import build_model
+from horkd.tasks import TASKS
 from horkd.trainer import Trainer
 
 EVAL_BATCH = 512
@@ -98,25 +100,21 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrit
 
 @dataclass
 class Row:
-    """One line of the results table."""
+    """One line of the results table: a network, its cost and its task metrics."""
 
     method: str
     role: str  # teacher | assistant | student
-    lr_top1: float | None
-    hr_top1: float | None
     params: int
     flops: int
-    extra: dict[str, Any]
+    metrics: dict[str, float]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "role": self.role,
-            "lr_top1": self.lr_top1,
-            "hr_top1": self.hr_top1,
             "params": self.params,
             "flops": self.flops,
-            **self.extra,
+            **self.metrics,
         }
 
 
@@ -139,8 +137,10 @@ class SeedRun:
         self.progress = progress
         self.resume = resume
         self.device = resolve_device(cfg.device)
-        self.splits = splits
-        info = splits.info
+        self.task = TASKS.get(cfg.task)()
+        self.splits = self.task.prepare(splits, cfg, seed)
+        info = self.splits.info
+        self.in_channels = info.in_channels
         self.hr_size = cfg.data.hr_size or info.native_size
         self.lr_size = resolve_lr_size(self.hr_size, cfg.degrade.lr_size, cfg.degrade.factor)
         self.upsampled = cfg.degrade.student_input == "upsampled"
@@ -162,9 +162,6 @@ class SeedRun:
             drop_last=len(self.splits.train) > stage.batch_size,
             num_workers=self.cfg.data.num_workers,
         )
-
-    def eval_batches(self, dataset: Any) -> Any:
-        return make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False, seed=self.seed)
 
     def batch_fn(self, seed_offset: int) -> Any:
         """Augment the HR batch once on the device, then degrade that same tensor to LR."""
@@ -204,6 +201,25 @@ class SeedRun:
         m = getattr(self.cfg, role)
         return build_model(**self.model_recipe(role), weights_path=m.weights).to(self.device)
 
+    def new_criterion(self, network: nn.Module) -> nn.Module:
+        loss = self.cfg.task_loss
+        return build_task_loss(
+            loss.name or self.task.default_loss,
+            num_classes=self.splits.info.num_classes,
+            embed_dim=network.embed_dim,
+            **loss.kwargs,
+        ).to(self.device)
+
+    def validator(self, view: str) -> Any:
+        if self.splits.val is None:
+            return None
+        to_input = self.input_fn(view)
+
+        def validate(model: nn.Module) -> dict[str, float]:
+            return self.task.validate(model, self.splits.val, self.device, to_input)
+
+        return validate
+
     def meta(self, role: str, view: str, method: str) -> dict[str, Any]:
         return {
             "model": self.model_recipe(role),
@@ -217,6 +233,7 @@ class SeedRun:
                 "upsampled": self.upsampled if view == "lr" else False,
             },
             "dataset": self.cfg.data.dataset,
+            "task": self.cfg.task,
             "config": self.cfg.model_dump(mode="json"),
         }
 
@@ -230,8 +247,8 @@ class SeedRun:
             stage,
             train_batches=self.train_batches(stage),
             make_batch=self.batch_fn(seed_offset=len(name) + sum(map(ord, name))),
-            val_batches=self.eval_batches(self.splits.val) if self.splits.val else None,
-            val_input=self.input_fn(view),
+            validate=self.validator(view),
+            score_key=self.task.score_key,
             device=self.device,
             out_dir=out_dir,
             meta=metas,
@@ -243,7 +260,8 @@ class SeedRun:
             out_dir / "done.json",
             {
                 "best_epoch": result.best_epoch,
-                "best_val_top1": result.best_val_top1,
+                "best_score": result.best_score,
+                "score_key": self.task.score_key,
                 "skipped_steps": result.skipped_steps,
                 "seconds": time.perf_counter() - started,
             },
@@ -267,7 +285,8 @@ class SeedRun:
             self._teacher = self._load("teacher")
         else:
             seed_everything(self.seed, self.cfg.deterministic)
-            method = SupervisedMethod(self.new_model("teacher"), student_view="hr")
+            teacher = self.new_model("teacher")
+            method = SupervisedMethod(teacher, self.new_criterion(teacher), student_view="hr")
             metas = {"student": self.meta("teacher", "hr", "supervised")}
             self._train_stage("teacher", method, self.cfg.train.teacher, metas)
             self._teacher = method.student
@@ -286,9 +305,12 @@ class SeedRun:
             teacher = self.teacher()
             seed_everything(self.seed, self.cfg.deterministic)
             assistant = self.new_model("assistant")
-            loss = hybrid_loss(self.cfg.distill.loss, assistant, teacher)
+            loss = hybrid_loss(
+                self.cfg.distill.loss, assistant, teacher, None, self.task.uses_logits
+            )
             method = DistillMethod(
                 assistant,
+                self.new_criterion(assistant),
                 teacher,
                 loss,
                 student_view="hr",
@@ -311,8 +333,10 @@ class SeedRun:
             cfg=self.cfg,
             new_student=lambda: self.new_model("student"),
             new_assistant=lambda: self.new_model("assistant"),
+            new_criterion=self.new_criterion,
             teacher=self.teacher() if spec.needs_teacher else None,
             assistant=self.assistant() if spec.requires_assistant(self.cfg) else None,
+            uses_logits=self.task.uses_logits,
         )
         seed_everything(self.seed, self.cfg.deterministic)
         method = spec.build(ctx)
@@ -324,48 +348,30 @@ class SeedRun:
         return method.student
 
     # ----------------------------------------------------------------- results
-    def test_accuracy(self, model: nn.Module, view: str, **input_kw: Any) -> float:
-        batches = self.eval_batches(self.splits.test)
-        return evaluate_classifier(model, batches, self.device, self.input_fn(view, **input_kw))[
-            "top1"
-        ]
-
     def _cost(self, model: nn.Module, view: str) -> tuple[int, int]:
         side = self.hr_size if view == "hr" or self.upsampled else self.lr_size
-        shape = (self.splits.info.in_channels, side, side)
+        shape = (self.in_channels, side, side)
         return count_parameters(model), count_flops(model, shape)
 
-    def _extra_sizes(self, model: nn.Module, upsample: bool) -> dict[str, float]:
-        sizes = self.cfg.degrade.eval_sizes or []
-        return {
-            f"top1@{s}": self.test_accuracy(model, "lr", size=s, upsample=upsample)
-            for s in sizes
-            if s < self.hr_size
-        }
-
     def run(self, methods: list[str]) -> list[Row]:
+        """Train what the methods need, then score every network once on the test split."""
         rows: list[Row] = []
         teacher = self.teacher()
-        params, flops = self._cost(teacher, "hr")
-        hr = self.test_accuracy(teacher, "hr")
-        rows.append(Row("teacher", "teacher", None, hr, params, flops, {}))
+        t_cost = self._cost(teacher, "hr")
+        rows.append(Row("teacher", "teacher", *t_cost, self.task.test(self, teacher, "hr")))
         for name in methods:
             spec = METHODS.get(name)
             if spec.build is None:  # teacher_lr: the teacher on LR re-upsampled to HR size
-                lr = self.test_accuracy(teacher, "lr", upsample=True)
-                extra = self._extra_sizes(teacher, upsample=True)
-                rows.append(Row(name, "teacher", lr, hr, params, flops, extra))
+                metrics = self.task.test(self, teacher, "teacher_lr")
+                rows.append(Row(name, "teacher", *t_cost, metrics))
                 continue
             if spec.requires_assistant(self.cfg) and not any(r.role == "assistant" for r in rows):
                 assistant = self.assistant()
-                a_params, a_flops = self._cost(assistant, "hr")
-                a_hr = self.test_accuracy(assistant, "hr")
-                rows.append(Row("assistant", "assistant", None, a_hr, a_params, a_flops, {}))
+                metrics = self.task.test(self, assistant, "hr")
+                rows.append(Row("assistant", "assistant", *self._cost(assistant, "hr"), metrics))
             student = self.student(name)
-            s_params, s_flops = self._cost(student, "lr")
-            lr = self.test_accuracy(student, "lr")
-            extra = self._extra_sizes(student, upsample=self.upsampled)
-            rows.append(Row(name, "student", lr, None, s_params, s_flops, extra))
+            metrics = self.task.test(self, student, "lr")
+            rows.append(Row(name, "student", *self._cost(student, "lr"), metrics))
         write_json(self.dir / "results.json", [r.as_dict() for r in rows])
         return rows
 
@@ -400,12 +406,10 @@ def aggregate(rows_per_seed: list[list[Row]]) -> list[dict[str, Any]]:
             "flops": rows[0].flops,
             "seeds": len(rows),
         }
-        keys = ["lr_top1", "hr_top1", *rows[0].extra]
-        for key in keys:
-            values = [v for r in rows if (v := r.as_dict().get(key)) is not None]
-            if values:
-                entry[key] = statistics.fmean(values)
-                entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        for key in rows[0].metrics:
+            values = [r.metrics[key] for r in rows if key in r.metrics]
+            entry[key] = statistics.fmean(values)
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         table.append(entry)
     return table
 
@@ -433,7 +437,7 @@ def run_experiment(
         seed_run = SeedRun(cfg, seed, run_dir, splits=splits, progress=progress, resume=resume)
         all_rows.append(seed_run.run(cfg.methods))
     table = aggregate(all_rows)
-    write_results(run_dir, table, cfg)
+    write_results(run_dir, table, cfg, lr_size=seed_run.lr_size)
     write_json(
         run_dir / "run.json",
         {

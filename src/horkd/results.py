@@ -10,6 +10,32 @@ from typing import Any
 from horkd.config import ExperimentConfig
 
 BASELINES = ("scratch", "hinton_kd", "fitnet", "rkd", "horkd_no_assistant")
+OURS = ("horkd", "horkd_joint")
+NOT_METRICS = {"method", "role", "params", "flops", "seeds"}
+
+
+def metric_columns(table: list[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for entry in table:
+        keys.extend(k for k in entry if k not in NOT_METRICS and not k.endswith("_std"))
+    return list(dict.fromkeys(keys))
+
+
+def primary_metric(table: list[dict[str, Any]]) -> str | None:
+    """The students' headline metric: the first one a student row reports."""
+    for entry in table:
+        if entry.get("role") == "student":
+            columns = [k for k in entry if k not in NOT_METRICS and not k.endswith("_std")]
+            return columns[0] if columns else None
+    return None
+
+
+def _label(key: str, lr_size: int | None) -> str:
+    names = {"lr_top1": "LR top-1", "lr_top5": "LR top-5", "hr_top1": "HR top-1"}
+    label = names.get(key, key)
+    if key.startswith("lr_") and lr_size:
+        label += f" ({lr_size}px)"
+    return label
 
 
 def _fmt(entry: dict[str, Any], key: str) -> str:
@@ -22,28 +48,18 @@ def _fmt(entry: dict[str, Any], key: str) -> str:
     return f"{value:.2f}"
 
 
-def _columns(table: list[dict[str, Any]]) -> list[str]:
-    extra = []
-    for entry in table:
-        extra.extend(k for k in entry if k.startswith("top1@") and not k.endswith("_std"))
-    return list(dict.fromkeys(extra))
-
-
 def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str:
-    """A Markdown table: method, LR top-1, HR top-1, params, FLOPs, extra sizes."""
-    lr_label = f"LR top-1 ({lr_size}px)" if lr_size else "LR top-1"
-    extra = _columns(table)
-    header = ["method", "role", lr_label, "HR top-1", "params", "MFLOPs", *extra]
+    """A Markdown table: method, role, every metric, params, FLOPs."""
+    columns = metric_columns(table)
+    header = ["method", "role", *[_label(c, lr_size) for c in columns], "params", "MFLOPs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in table:
         cells = [
             e["method"],
             e["role"],
-            _fmt(e, "lr_top1"),
-            _fmt(e, "hr_top1"),
+            *[_fmt(e, c) for c in columns],
             f"{e['params']:,}",
             f"{e['flops'] / 1e6:.2f}",
-            *[_fmt(e, k) for k in extra],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -51,39 +67,40 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
 
 def verdict(table: list[dict[str, Any]]) -> str:
     """One honest sentence: does HORKD beat the best baseline in this run, and by how much."""
-    by_name = {e["method"]: e for e in table if e.get("lr_top1") is not None}
-    baselines = {n: e["lr_top1"] for n, e in by_name.items() if n in BASELINES}
-    ours = {n: by_name[n]["lr_top1"] for n in ("horkd", "horkd_joint") if n in by_name}
+    key = primary_metric(table)
+    if key is None:
+        return ""
+    by_name = {e["method"]: e for e in table if e.get(key) is not None}
+    baselines = {n: e[key] for n, e in by_name.items() if n in BASELINES}
+    ours = {n: by_name[n][key] for n in OURS if n in by_name}
     if not baselines or not ours:
         return ""
-    best_name = max(baselines, key=baselines.get)
+    best = max(baselines, key=baselines.__getitem__)
     parts = []
     for name, value in ours.items():
-        diff = value - baselines[best_name]
+        diff = value - baselines[best]
         relation = f"beats by {diff:.2f}" if diff > 0 else f"trails by {-diff:.2f}"
         parts.append(
-            f"{name} ({value:.2f}) {relation} points the best baseline {best_name} "
-            f"({baselines[best_name]:.2f})"
+            f"{name} ({value:.2f}) {relation} points the best baseline {best} ({baselines[best]:.2f})"
         )
-    return "; ".join(parts) + "."
+    return f"On {key}: " + "; ".join(parts) + "."
 
 
-def write_results(run_dir: Path, table: list[dict[str, Any]], cfg: ExperimentConfig) -> str:
+def write_results(
+    run_dir: Path, table: list[dict[str, Any]], cfg: ExperimentConfig, lr_size: int | None = None
+) -> str:
     (run_dir / "results.json").write_text(json.dumps(table, indent=2))
     columns = list(dict.fromkeys(k for e in table for k in e))
     with (run_dir / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(table)
-    lr_size = cfg.degrade.lr_size
-    markdown = format_table(table, lr_size)
-    note = verdict(table)
     seeds = ", ".join(map(str, cfg.seeds))
     text = (
-        f"# {cfg.name}\n\nDataset `{cfg.data.dataset}`, seeds {seeds}. Test-split accuracy (%) of "
-        "the epoch picked on the validation split. LR top-1 is at the student's input; HR top-1 "
-        "is for networks that see HR.\n\n"
-        f"{markdown}\n\n{note}\n"
+        f"# {cfg.name}\n\nTask `{cfg.task}`, dataset `{cfg.data.dataset}`, seeds {seeds}. "
+        "Test-split metrics (%) of the epoch picked on the validation split. Students are "
+        "scored at their LR input; networks that see HR at HR.\n\n"
+        f"{format_table(table, lr_size)}\n\n{verdict(table)}\n"
     )
     (run_dir / "results.md").write_text(text)
     return text

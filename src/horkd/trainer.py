@@ -2,14 +2,14 @@
 
 The method returns a dict of named loss terms; the loop sums them, steps, logs each term, evaluates
 on the validation split (carved from the training data) and keeps the best epoch by validation
-top-1. The test split never reaches this module.
+score (the task's: top-1, Recall@1). The test split never reaches this module.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from horkd.checkpoint import save_checkpoint
 from horkd.config import StageConfig
-from horkd.evaluate import InputFn, evaluate_classifier
 from horkd.logger import MetricsLogger
 from horkd.methods import Batch, Method
 
@@ -39,7 +38,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class StageResult:
     best_epoch: int
-    best_val_top1: float
+    best_score: float  # the validation metric that picked the epoch
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_steps: int = 0
 
@@ -88,8 +87,8 @@ class Trainer:
         *,
         train_batches: Any,
         make_batch: BatchFn,
-        val_batches: Iterable | None,
-        val_input: InputFn,
+        validate: Callable[[torch.nn.Module], dict[str, float]] | None,
+        score_key: str,
         device: torch.device,
         out_dir: str | Path,
         meta: dict[str, dict[str, Any]],
@@ -100,8 +99,8 @@ class Trainer:
         self.cfg = cfg
         self.train_batches = train_batches
         self.make_batch = make_batch
-        self.val_batches = val_batches
-        self.val_input = val_input
+        self.validate = validate
+        self.score_key = score_key
         self.device = device
         self.out_dir = Path(out_dir)
         self.meta = meta  # per saved network role: the build recipe and anything to record
@@ -121,7 +120,7 @@ class Trainer:
         steps_per_epoch = self._steps_per_epoch()
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
         logger = MetricsLogger(self.out_dir)
-        result = StageResult(best_epoch=-1, best_val_top1=-math.inf)
+        result = StageResult(best_epoch=-1, best_score=-math.inf)
         best_state: dict[str, dict[str, Tensor]] | None = None
         consecutive_bad = 0
         try:
@@ -187,16 +186,21 @@ class Trainer:
                 row.update({f"train/{k}": v / max(1, steps) for k, v in sums.items()})
                 row["train/images_per_s"] = seen / max(elapsed, 1e-9)
                 row["lr"] = optimizer.param_groups[0]["lr"]
-                if self.val_batches is not None:
-                    val = evaluate_classifier(
-                        method.student, self.val_batches, self.device, self.val_input
-                    )
-                    row["val/top1"], row["val/top5"] = val["top1"], val["top5"]
+                if self.validate is not None:
+                    row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
                 logger.log(row)
                 result.history.append(row)
-                score = row.get("val/top1", float(epoch))
-                if not cfg.select_on_val or self.val_batches is None or score > result.best_val_top1:
-                    result.best_epoch, result.best_val_top1 = epoch + 1, score
+                if not self.progress:
+                    score_text = f"{row.get(f'val/{self.score_key}', float('nan')):.2f}"
+                    print(
+                        f"[{self.out_dir.name}] epoch {epoch + 1}/{cfg.epochs} "
+                        f"loss {row.get('train/loss', float('nan')):.4f} "
+                        f"val {self.score_key} {score_text} ({elapsed:.0f}s)",
+                        flush=True,
+                    )
+                score = row.get(f"val/{self.score_key}", float(epoch))
+                if not cfg.select_on_val or self.validate is None or score > result.best_score:
+                    result.best_epoch, result.best_score = epoch + 1, score
                     best_state = {
                         role: {k: v.detach().clone() for k, v in net.state_dict().items()}
                         for role, net in method.saved_networks().items()
@@ -215,7 +219,7 @@ class Trainer:
             meta = dict(self.meta.get(role, {}))
             meta["metrics"] = {
                 "best_epoch": result.best_epoch,
-                "best_val_top1": result.best_val_top1,
+                f"best_val_{self.score_key}": result.best_score,
                 "skipped_steps": result.skipped_steps,
             }
             save_checkpoint(self.out_dir / checkpoint_name(role), net, meta)

@@ -6,7 +6,7 @@ import inspect
 
 from torch.utils.data import Subset
 
-from horkd.data import folder, vision  # noqa: F401  (register builders)
+from horkd.data import fine_grained, folder, vision  # noqa: F401  (register builders)
 from horkd.data.augment import AugmentSpec, augment_batch
 from horkd.data.loader import BatchLoader, make_loader
 from horkd.data.memory import TensorImageDataset

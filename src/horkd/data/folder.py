@@ -40,7 +40,6 @@ def image_folder(
             f"image_folder: train/ and {test_dir.name}/ hold different class folders "
             f"({len(train.classes)} vs {len(test.classes)})"
         )
-    mean = IMAGENET_MEAN if channels == 3 else (0.5,)
-    std = IMAGENET_STD if channels == 3 else (0.25,)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
     info = DatasetInfo("image_folder", len(train.classes), channels, mean, std, size, train.classes)
     return train, test, info

@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from horkd.data.memory import TensorImageDataset
 
 
-def _resolve(dataset: Dataset) -> tuple[TensorImageDataset, Tensor] | None:
+def resolve_tensor_dataset(dataset: Dataset) -> tuple[TensorImageDataset, Tensor] | None:
     """The base tensor dataset and the index map of a (possibly nested) Subset, if any."""
     if isinstance(dataset, TensorImageDataset):
         return dataset, torch.arange(len(dataset))
     if isinstance(dataset, Subset):
-        inner = _resolve(dataset.dataset)
+        inner = resolve_tensor_dataset(dataset.dataset)
         if inner is None:
             return None
         base, index_map = inner
@@ -58,7 +58,7 @@ class BatchLoader:
         self.drop_last = drop_last
         self.num_workers = num_workers
         self.epoch = 0
-        self._tensor = _resolve(dataset)
+        self._tensor = resolve_tensor_dataset(dataset)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from horkd.data.memory import TensorImageDataset
 
@@ -15,6 +15,8 @@ def labels_of(dataset: Dataset) -> Tensor:
         return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
     if isinstance(dataset, TensorImageDataset):
         return dataset.labels
+    if isinstance(dataset, ConcatDataset):
+        return torch.cat([labels_of(part) for part in dataset.datasets])
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         return torch.as_tensor(targets, dtype=torch.long)

@@ -37,10 +37,21 @@ def zero_with_graph(*tensors: Tensor) -> Tensor:
 
 
 def centered_gram(e: Tensor) -> Tensor:
-    """Gram matrix of the centred embeddings: relations are translation-invariant, and centring
-    avoids cancellation in G_jk - G_ij - G_ik + G_ii when all embeddings sit far from 0."""
+    """Gram matrix of the centred, unit-scale embeddings.
+
+    Angles and normalised distances ignore translation and scale, so removing both changes no
+    loss value; it keeps the entries of G near 1 whatever the network's embedding scale, which
+    bounds the cancellation error of G_jk - G_ij - G_ik + G_ii and G_ii + G_jj - 2 G_ij.
+    """
     e = e - e.mean(dim=0, keepdim=True)
+    scale = e.norm(dim=1).mean().clamp_min(torch.finfo(e.dtype).tiny ** 0.5)
+    e = e / scale
     return e @ e.t()
+
+
+def coincidence_eps(dtype: torch.dtype) -> float:
+    """Squared distances below this (at unit scale) are rounding noise: the points coincide."""
+    return 16.0 * torch.finfo(dtype).eps
 
 
 def gram_distances(gram: Tensor) -> Tensor:

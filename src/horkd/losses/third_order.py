@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from horkd.losses.functional import EPS, centered_gram, full_precision, no_autocast, zero_with_graph
+from horkd.losses.functional import (
+    EPS,
+    centered_gram,
+    coincidence_eps,
+    full_precision,
+    no_autocast,
+    zero_with_graph,
+)
 from horkd.losses.registry import register_loss
 
 CHUNK_ELEMENTS = 1 << 21  # c * N * N per chunk: ~8 MB per float32 tensor
@@ -25,39 +32,37 @@ def default_chunk(n: int) -> int:
     return max(1, min(n, CHUNK_ELEMENTS // max(1, n * n)))
 
 
-def _chunk_angles(gram: Tensor, diag: Tensor, anchors: slice) -> tuple[Tensor, Tensor, Tensor]:
-    """cos [c, N, N] at the chunk's anchors, with inverse norms [c, N] and where norms are > 0.
+def _chunk_angles(gram: Tensor, diag: Tensor, anchors: slice) -> tuple[Tensor, Tensor]:
+    """cos [c, N, N] at the chunk's anchors and the inverse norms [c, N] (0 where e_j = e_i).
 
-    Entries of non-distinct triplets (j = i, k = i or j = k) are set to 0, so student and
-    teacher agree there and such triplets add nothing to the loss or its gradient.
+    A difference vector of (numerically) zero length has no direction: its cosines are 0, as
+    with normalising a zero vector. Entries of non-distinct triplets (j = i, k = i, j = k) are
+    0 for student and teacher alike, so they add nothing to the loss or its gradient.
     """
     rows = gram[anchors]  # G_ij for i in the chunk: [c, N]
     d_ii = diag[anchors]
-    c, n = rows.shape
+    c = rows.shape[0]
     squared = d_ii.unsqueeze(1) + diag.unsqueeze(0) - 2.0 * rows
-    valid = squared > EPS
-    inv = squared.clamp_min(EPS).rsqrt_()
+    valid = squared > coincidence_eps(gram.dtype)
+    inv = torch.where(valid, squared.clamp_min(EPS).rsqrt(), torch.zeros_like(squared))
     cos = gram.unsqueeze(0).repeat(c, 1, 1)  # G_jk
     cos.sub_(rows.unsqueeze(2)).sub_(rows.unsqueeze(1)).add_(d_ii.view(-1, 1, 1))
-    cos.mul_(inv.unsqueeze(2)).mul_(inv.unsqueeze(1))
+    cos.mul_(inv.unsqueeze(2)).mul_(inv.unsqueeze(1)).clamp_(-1.0, 1.0)
     local = torch.arange(c, device=gram.device)
     anchor = torch.arange(anchors.start, anchors.start + c, device=gram.device)
     cos[local, anchor, :] = 0.0
     cos[local, :, anchor] = 0.0
     cos.diagonal(dim1=1, dim2=2).zero_()
-    return cos, inv, valid
+    return cos, inv
 
 
-def _gram_grad(
-    grad: Tensor, anchors: slice, grad_cos: Tensor, cos: Tensor, inv: Tensor, valid: Tensor
-) -> None:
+def _gram_grad(grad: Tensor, anchors: slice, grad_cos: Tensor, cos: Tensor, inv: Tensor) -> None:
     """Accumulate into ``grad`` the dL/dG of one chunk, given dL/dcos for its angles."""
-    # cos = num * inv_j * inv_k, num = G_jk - G_ij - G_ik + G_ii, inv = (G_ii + G_jj - 2G_ij)^-1/2
+    # cos = num * inv_j * inv_k with num = G_jk - G_ij - G_ik + G_ii and
+    # inv_j = sq_j^(-1/2), sq_j = G_ii + G_jj - 2 G_ij;  d cos / d sq_j = -cos * inv_j^2 / 2.
     grad_num = grad_cos * inv.unsqueeze(2) * inv.unsqueeze(1)
     weighted = grad_cos * cos
-    # d cos / d inv_j = cos / inv_j;  d inv / d squared = -inv^3 / 2
-    grad_inv = (weighted.sum(2) + weighted.sum(1)) / inv.clamp_min(1e-30)
-    grad_sq = -0.5 * grad_inv * inv.pow(3) * valid
+    grad_sq = -0.5 * (weighted.sum(2) + weighted.sum(1)) * inv * inv
     idx = torch.arange(anchors.start, anchors.start + inv.shape[0], device=grad.device)
     grad += grad_num.sum(0)
     grad.index_add_(0, idx, -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq)
@@ -84,16 +89,16 @@ class _AngleLossFromGram(torch.autograd.Function):
         total = gram_s.new_zeros(())
         for start in range(0, n, chunk):
             anchors = slice(start, min(n, start + chunk))
-            cos_s, inv_s, valid_s = _chunk_angles(gram_s, diag_s, anchors)
-            cos_t, inv_t, valid_t = _chunk_angles(gram_t, diag_t, anchors)
+            cos_s, inv_s = _chunk_angles(gram_s, diag_s, anchors)
+            cos_t, inv_t = _chunk_angles(gram_t, diag_t, anchors)
             total += F.huber_loss(cos_s, cos_t, reduction="sum", delta=delta)
             if grad_s is None and grad_t is None:
                 continue
             grad_cos = (cos_s - cos_t).clamp_(-delta, delta).div_(count)
             if grad_s is not None:
-                _gram_grad(grad_s, anchors, grad_cos, cos_s, inv_s, valid_s)
+                _gram_grad(grad_s, anchors, grad_cos, cos_s, inv_s)
             if grad_t is not None:
-                _gram_grad(grad_t, anchors, grad_cos.neg_(), cos_t, inv_t, valid_t)
+                _gram_grad(grad_t, anchors, grad_cos.neg_(), cos_t, inv_t)
         ctx.save_for_backward(grad_s, grad_t)
         return total / count
 

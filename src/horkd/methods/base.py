@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from horkd.models import ModelOutput
@@ -35,19 +34,22 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def task_loss(logits: Tensor, batch: Batch) -> Tensor:
-    """Cross-entropy on the labelled part of the batch; 0 (with a graph) when none is labelled."""
+def task_loss(criterion: nn.Module, out: ModelOutput, batch: Batch) -> Tensor:
+    """The task loss on the labelled part of the batch; 0 (with a graph) when none is labelled."""
     if batch.labeled is None:
-        return F.cross_entropy(logits, batch.target)
+        return criterion(out, batch.target)
     if not bool(batch.labeled.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[batch.labeled], batch.target[batch.labeled])
+        return out.embedding.sum() * 0.0
+    mask = batch.labeled
+    return criterion(ModelOutput(out.embedding[mask], out.logits[mask]), batch.target[mask])
 
 
 class Method(nn.Module):
     """A training objective around one trainable ``student`` (the network this stage produces).
 
-    The optional ``reference`` is frozen and stays in eval mode whatever ``train()`` is called
+    ``criterion`` is the task loss (cross-entropy, a metric-learning loss, a margin head); it may
+    hold parameters (proxies, class centres), which train with the student. The optional
+    ``reference`` is frozen and stays in eval mode whatever ``train()`` is called
     with, so its BatchNorm statistics never drift. ``forward`` returns the student's output and a
     dict of named, already weighted loss terms; the trainer sums them.
     """
@@ -55,6 +57,7 @@ class Method(nn.Module):
     def __init__(
         self,
         student: nn.Module,
+        criterion: nn.Module,
         reference: nn.Module | None = None,
         *,
         student_view: View = "lr",
@@ -62,6 +65,7 @@ class Method(nn.Module):
     ) -> None:
         super().__init__()
         self.student = student
+        self.criterion = criterion
         self.reference = freeze(reference) if reference is not None else None
         self.student_view: View = student_view
         self.task_weight = task_weight

@@ -18,13 +18,16 @@ class DistillMethod(Method):
     def __init__(
         self,
         student: nn.Module,
+        criterion: nn.Module,
         reference: nn.Module,
         loss: HybridOrderLoss,
         *,
         student_view: str = "lr",
         task_weight: float = 1.0,
     ) -> None:
-        super().__init__(student, reference, student_view=student_view, task_weight=task_weight)
+        super().__init__(
+            student, criterion, reference, student_view=student_view, task_weight=task_weight
+        )
         self.distill_loss = loss
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:
@@ -32,5 +35,5 @@ class DistillMethod(Method):
         ref = self.reference_output(batch)
         terms = self.distill_loss(out.embedding, out.logits, ref.embedding, ref.logits)
         if self.task_weight > 0:
-            terms = {"task": self.task_weight * task_loss(out.logits, batch), **terms}
+            terms = {"task": self.task_weight * task_loss(self.criterion, out, batch), **terms}
         return out, terms

@@ -18,7 +18,9 @@ class JointMethod(Method):
     def __init__(
         self,
         student: nn.Module,
+        criterion: nn.Module,
         assistant: nn.Module,
+        assistant_criterion: nn.Module,
         teacher: nn.Module,
         assistant_loss: HybridOrderLoss,
         student_loss: HybridOrderLoss,
@@ -26,8 +28,11 @@ class JointMethod(Method):
         student_view: str = "lr",
         task_weight: float = 1.0,
     ) -> None:
-        super().__init__(student, teacher, student_view=student_view, task_weight=task_weight)
+        super().__init__(
+            student, criterion, teacher, student_view=student_view, task_weight=task_weight
+        )
         self.assistant = assistant
+        self.assistant_criterion = assistant_criterion
         self.assistant_loss = assistant_loss
         self.student_loss = student_loss
 
@@ -40,8 +45,10 @@ class JointMethod(Method):
         s_out = self.student(batch.view(self.student_view))
         terms: dict[str, Tensor] = {}
         if self.task_weight > 0:
-            terms["assistant/task"] = self.task_weight * task_loss(a_out.logits, batch)
-            terms["task"] = self.task_weight * task_loss(s_out.logits, batch)
+            terms["assistant/task"] = self.task_weight * task_loss(
+                self.assistant_criterion, a_out, batch
+            )
+            terms["task"] = self.task_weight * task_loss(self.criterion, s_out, batch)
         a_terms = self.assistant_loss(
             a_out.embedding, a_out.logits, teacher_out.embedding, teacher_out.logits
         )

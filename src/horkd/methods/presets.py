@@ -31,8 +31,10 @@ class MethodContext:
     cfg: ExperimentConfig
     new_student: Callable[[], nn.Module]
     new_assistant: Callable[[], nn.Module]
+    new_criterion: Callable[[nn.Module], nn.Module]  # the task loss for a given network
     teacher: nn.Module | None = None
     assistant: nn.Module | None = None
+    uses_logits: bool = True  # False for tasks whose logits mean nothing (retrieval, faces)
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,18 @@ def hybrid_loss(
     student: nn.Module,
     reference: nn.Module,
     terms: tuple[str, ...] | None = None,
+    uses_logits: bool = True,
 ) -> HybridOrderLoss:
-    """The configured hybrid loss, restricted to ``terms`` (None: the configured orders)."""
+    """The configured hybrid loss, restricted to ``terms`` (None: the configured orders).
+
+    Where the task's logits mean nothing (metric learning, faces), the logit term is dropped.
+    """
     if terms is None:
         wanted = {t for t in TERMS if _TERM_ORDER[t] in loss_cfg.orders}
     else:
         wanted = set(terms)
+    if not uses_logits:
+        wanted.discard("logits")
     return HybridOrderLoss(
         student.embed_dim,
         reference.embed_dim,
@@ -106,9 +114,13 @@ def warm_start(student: nn.Module, assistant: nn.Module) -> None:
 def _distill_from_teacher(ctx: MethodContext, terms: tuple[str, ...] | None) -> Method:
     assert ctx.teacher is not None
     student = ctx.new_student()
-    loss = hybrid_loss(ctx.cfg.distill.loss, student, ctx.teacher, terms)
+    loss = hybrid_loss(ctx.cfg.distill.loss, student, ctx.teacher, terms, ctx.uses_logits)
     return DistillMethod(
-        student, ctx.teacher, loss, task_weight=ctx.cfg.distill.loss.task_weight
+        student,
+        ctx.new_criterion(student),
+        ctx.teacher,
+        loss,
+        task_weight=ctx.cfg.distill.loss.task_weight,
     )
 
 
@@ -121,7 +133,8 @@ METHODS.register("teacher_lr")(
 
 @register_method("scratch", "the student trained on LR with labels only", needs_teacher=False)
 def _scratch(ctx: MethodContext) -> Method:
-    return SupervisedMethod(ctx.new_student(), task_weight=1.0)
+    student = ctx.new_student()
+    return SupervisedMethod(student, ctx.new_criterion(student), task_weight=1.0)
 
 
 @register_method("hinton_kd", "Hinton KD: softened teacher logits, teacher -> student")
@@ -156,9 +169,13 @@ def _horkd(ctx: MethodContext) -> Method:
     student = ctx.new_student()
     if ctx.cfg.distill.warm_start:
         warm_start(student, ctx.assistant)
-    loss = hybrid_loss(ctx.cfg.distill.loss, student, ctx.assistant)
+    loss = hybrid_loss(ctx.cfg.distill.loss, student, ctx.assistant, None, ctx.uses_logits)
     return DistillMethod(
-        student, ctx.assistant, loss, task_weight=ctx.cfg.distill.loss.task_weight
+        student,
+        ctx.new_criterion(student),
+        ctx.assistant,
+        loss,
+        task_weight=ctx.cfg.distill.loss.task_weight,
     )
 
 
@@ -171,9 +188,11 @@ def _horkd_joint(ctx: MethodContext) -> Method:
     loss_cfg = ctx.cfg.distill.loss
     return JointMethod(
         student,
+        ctx.new_criterion(student),
         assistant,
+        ctx.new_criterion(assistant),
         ctx.teacher,
-        hybrid_loss(loss_cfg, assistant, ctx.teacher),
-        hybrid_loss(loss_cfg, student, assistant),
+        hybrid_loss(loss_cfg, assistant, ctx.teacher, None, ctx.uses_logits),
+        hybrid_loss(loss_cfg, student, assistant, None, ctx.uses_logits),
         task_weight=loss_cfg.task_weight,
     )

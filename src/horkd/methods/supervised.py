@@ -11,4 +11,4 @@ from horkd.models import ModelOutput
 class SupervisedMethod(Method):
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:
         out = self.student(batch.view(self.student_view))
-        return out, {"task": self.task_weight * task_loss(out.logits, batch)}
+        return out, {"task": self.task_weight * task_loss(self.criterion, out, batch)}

@@ -1,0 +1,6 @@
+"""Recognition tasks: classification, cross-resolution retrieval, LR face recognition."""
+
+from horkd.tasks import classification, face, retrieval  # noqa: F401  (register)
+from horkd.tasks.base import TASKS, Task, embed
+
+__all__ = ["TASKS", "Task", "embed"]
