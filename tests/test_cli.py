@@ -67,6 +67,7 @@ def test_train_then_eval(tmp_path, tiny_cfg, capsys):
     capsys.readouterr()
     assert main(["eval", str(ckpt), "--sizes", "16,8,4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    assert "top1" in lines[1]
     assert [line.split()[0] for line in lines[-3:]] == ["16", "8", "4"]
     for line in lines[-3:]:
         top1 = float(line.split()[1])

@@ -106,3 +106,44 @@ def test_run_dir_guard_and_resume(tiny_cfg):
     with pytest.raises(RunDirError, match="different config"):
         run_experiment(other, progress=False, resume=True)
     run_experiment(other, progress=False, overwrite=True)
+
+
+def test_teacher_from_checkpoint_and_from_torchvision_weights(tiny_cfg, tmp_path):
+    cfg = config_from_dict(tiny_cfg, ["methods=[teacher_lr]"])
+    run_experiment(cfg, progress=False)
+    ckpt = Path(cfg.output_dir) / "seed0/teacher/model"
+    # A horkd checkpoint as the teacher: nothing is trained again, the numbers are the same.
+    again = config_from_dict(
+        tiny_cfg,
+        ["methods=[teacher_lr]", f"teacher.checkpoint={ckpt}", f"output_dir={tmp_path / 'b'}"],
+    )
+    _, table = run_experiment(again, progress=False)
+    assert not (tmp_path / "b/seed0/teacher").exists()
+    first = json.loads((Path(cfg.output_dir) / "results.json").read_text())
+    assert table[0]["hr_top1"] == first[0]["hr_top1"]
+    # A checkpoint of another architecture is refused with both names.
+    wrong = config_from_dict(
+        tiny_cfg,
+        ["teacher.arch=resnet8", f"teacher.checkpoint={ckpt}", f"output_dir={tmp_path / 'c'}"],
+    )
+    with pytest.raises(ValueError, match="arch='cnn_small'.*arch='resnet8'"):
+        run_experiment(wrong, progress=False)
+    # torchvision backbone weights from a local file (as users hold them), then fine-tuned here.
+    from horkd.models import build_model
+
+    source = build_model("tv_resnet18", 10, 1)
+    torch.save(source.backbone.net.state_dict(), tmp_path / "r18.pth")
+    tv = config_from_dict(
+        tiny_cfg,
+        [
+            "methods=[teacher_lr]",
+            "teacher.arch=tv_resnet18",
+            "teacher.width=null",
+            f"teacher.weights={tmp_path / 'r18.pth'}",
+            "train.teacher.epochs=1",
+            "train.teacher.max_steps_per_epoch=1",
+            f"output_dir={tmp_path / 'd'}",
+        ],
+    )
+    _, table = run_experiment(tv, progress=False)
+    assert table[0]["params"] > 11_000_000 and 0 <= table[0]["hr_top1"] <= 100

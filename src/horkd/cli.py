@@ -7,6 +7,7 @@ traceback for bug reports.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from importlib import resources
@@ -23,6 +24,9 @@ EPILOG = """examples:
   horkd run cfg.yaml train.student.epochs=20 degrade.lr_size=14
   horkd train cfg.yaml --stage teacher         one stage (earlier stages are reused)
   horkd eval runs/x/seed0/students/horkd/model --sizes 28,14,7
+  horkd ablate cfg.yaml                        the effect of each order
+  horkd report runs/x runs/x_ablation          report.md with tables and figures
+  horkd export runs/x/seed0/students/horkd/model --format onnx
   horkd list                                   models, methods, datasets, losses
 """
 
@@ -42,6 +46,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace a different run already in output_dir"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-report", action="store_true", help="skip RUN/report/ at the end")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +114,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--resume", action="store_true")
     demo.add_argument("--overwrite", action="store_true")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--no-report", action="store_true")
+
+    report = sub.add_parser(
+        "report",
+        help="Markdown report with tables and figures from one or more run directories",
+        description=(
+            "Read finished run directories (results, per-epoch metrics, resolution curves, "
+            "ablations, checkpoints) and write report.md, CSV tables and PNG figures."
+        ),
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", help="output folder (default: FIRST_RUN_DIR/report)")
+
+    ablate = sub.add_parser(
+        "ablate",
+        help="train the student with each subset of orders {1},{2},{3},...,{1,2,3}",
+        description=(
+            "The effect of each order (the paper's Fig. 4): the horkd student trained with every "
+            "subset of orders, same teacher/assistant, budget and seeds; writes ablation.json."
+        ),
+    )
+    _add_config_args(ablate)
+
+    export = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
+        description="Write a deployable file and print the max |difference| from PyTorch.",
+    )
+    export.add_argument("checkpoint")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("--out", help="output file (default: beside the checkpoint)")
 
     sub.add_parser("list", help="the registered models, methods, datasets and losses")
     return parser
@@ -134,6 +170,9 @@ def demo_config_dict() -> dict[str, Any]:
 
 def _print_results(run_dir: Path, seconds: float) -> None:
     print((run_dir / "results.md").read_text())
+    report = run_dir / "report" / "report.md"
+    if report.exists():
+        print(f"report: {report.resolve()}")
     print(f"run directory: {run_dir.resolve()}  ({seconds / 60:.1f} min)")
 
 
@@ -143,7 +182,11 @@ def cmd_run(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> int:
     cfg = _config(args, raw)
     started = time.time()
     run_dir, _ = run_experiment(
-        cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
+        cfg,
+        progress=not args.no_progress,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        report=not getattr(args, "no_report", False),
     )
     _print_results(run_dir, time.time() - started)
     return 0
@@ -186,6 +229,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from horkd.report import build_report
+
+    path = build_report(args.run_dirs, args.out)
+    print(f"report: {path.resolve()}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from horkd.pipeline import run_ablation
+
+    cfg = _config(args)
+    run_dir = run_ablation(
+        cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
+    )
+    data = json.loads((run_dir / "ablation.json").read_text())
+    print(f"student {data['metric']} by orders distilled (mean over seeds {data['seeds']}):")
+    for tag, values in data["orders"].items():
+        print(f"  {tag:8s} {sum(values) / len(values):.2f}")
+    print(f"  scratch  {sum(data['scratch']) / len(data['scratch']):.2f}")
+    print(f"run directory: {run_dir.resolve()}  (horkd report {run_dir} draws the chart)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from horkd.export import export_checkpoint
+
+    out, diff = export_checkpoint(args.checkpoint, args.format, args.out)
+    print(f"wrote {out} ({args.format}); max |difference| from PyTorch on a batch: {diff:.2e}")
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     from horkd.data import DATASETS
     from horkd.losses import LOSSES
@@ -211,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "ablate":
+            return cmd_ablate(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "demo":
             args.config = None
             if args.output_dir is None:

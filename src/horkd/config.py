@@ -169,6 +169,13 @@ class DistillConfig(_Strict):
     loss: LossConfig = LossConfig()
 
 
+class ReportConfig(_Strict):
+    resolution_sizes: list[int] | None = Field(
+        None, description="input sizes of the accuracy-vs-resolution curve; null = none"
+    )
+    latency_repeats: int = Field(20, ge=1)
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     output_dir: str = "runs/experiment"
@@ -190,6 +197,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     methods: list[str] = Field(default_factory=lambda: ["scratch", "horkd"], min_length=1)
+    report: ReportConfig = ReportConfig()
 
     @field_validator("methods")
     @classmethod

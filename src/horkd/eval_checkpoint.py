@@ -1,15 +1,12 @@
-"""``horkd eval``: a checkpoint's accuracy at several input sizes, on its own dataset's test split."""
+"""``horkd eval``: a checkpoint's headline metric at several input sizes, on its own test data."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-
-import torch
 
 from horkd.checkpoint import CheckpointError, build_from_checkpoint, load_meta
 from horkd.config import ExperimentConfig
-from horkd.evaluate import evaluate_classifier, identity, lr_input_fn
-from horkd.pipeline import EVAL_BATCH, degrade_spec, load_splits, resolve_device
 
 
 def evaluate_checkpoint(
@@ -18,8 +15,12 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     upsample: bool | None = None,
 ) -> list[str]:
-    """Lines of a small table: size, top-1, top-5. Sizes >= HR size mean the HR images."""
-    from horkd.data import make_loader
+    """Lines of a small table: size and the task's metric. Sizes >= HR size mean HR images.
+
+    The test data is rebuilt from the config stored in the checkpoint (``data_root`` overrides
+    where it lives); images are degraded exactly as the run's resolution curve does.
+    """
+    from horkd.pipeline import SeedRun, load_splits
 
     meta = load_meta(path)
     if "config" not in meta or "input" not in meta:
@@ -27,28 +28,26 @@ def evaluate_checkpoint(
     cfg = ExperimentConfig.model_validate(meta["config"])
     if data_root:
         cfg.data.root = data_root
+    if upsample is not None:
+        cfg.degrade.student_input = "upsampled" if upsample else "native"
+    seed = int(meta.get("seed", 0))
     model_input = meta["input"]
     hr_size = int(model_input["hr_size"])
-    if upsample is None:
-        upsample = bool(model_input.get("upsampled", False))
-    if sizes is None:
-        sizes = [hr_size] + ([model_input["lr_size"]] if model_input.get("lr_size") else [])
+    sizes = sizes or [hr_size] + ([model_input["lr_size"]] if model_input.get("lr_size") else [])
     for size in sizes:
         if size <= 0:
             raise ValueError(f"--sizes must be positive, got {size}")
-    device = resolve_device(cfg.device)
-    model = build_from_checkpoint(path).to(device)
-    splits = load_splits(cfg, int(meta.get("seed", 0)))
-    lines = [f"{meta['model']['arch']} ({meta.get('method', '?')}) on {cfg.data.dataset} test:"]
-    lines.append(f"{'size':>6} {'top1':>7} {'top5':>7}")
-    for size in sizes:
-        if size >= hr_size:
-            to_input = identity
-        else:
-            spec = degrade_spec(cfg.degrade, size, upsample)
-            to_input = lr_input_fn(hr_size, spec, device)
-        batches = make_loader(splits.test, batch_size=EVAL_BATCH, shuffle=False, seed=0)
-        with torch.no_grad():
-            acc = evaluate_classifier(model, batches, device, to_input)
-        lines.append(f"{size:>6} {acc['top1']:>7.2f} {acc['top5']:>7.2f}")
+    with tempfile.TemporaryDirectory() as scratch:
+        run = SeedRun(cfg, seed, Path(scratch), splits=load_splits(cfg, seed), progress=False)
+        model = build_from_checkpoint(path).to(run.device)
+        kind = "hr" if model_input.get("view") == "hr" else "lr"
+        metric = {"classification": "top1", "retrieval": "R@1 LR->HR"}.get(cfg.task, "score")
+        lines = [
+            f"{meta['model']['arch']} ({meta.get('method', '?')}) on {cfg.data.dataset} test, "
+            f"task {cfg.task}:",
+            f"{'size':>6} {metric:>12}",
+        ]
+        for size in sizes:
+            score = run.task.score_at(run, model, run.sized_input(kind, size))
+            lines.append(f"{size:>6} {score:>12.2f}")
     return lines

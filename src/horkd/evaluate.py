@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from horkd.degrade import Degrader, DegradeSpec
@@ -42,12 +43,28 @@ def evaluate_classifier(
     return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}
 
 
-def lr_input_fn(hr_size: int, spec: DegradeSpec, device: torch.device, seed: int = 0) -> InputFn:
-    """Deterministic degradation for evaluation: the same noise for every model compared."""
+def lr_input_fn(
+    hr_size: int,
+    spec: DegradeSpec,
+    device: torch.device,
+    seed: int = 0,
+    input_size: int | None = None,
+) -> InputFn:
+    """Deterministic degradation for evaluation: the same noise for every model compared.
+
+    ``input_size`` resizes the LR image to the size a native-LR model was trained at, so a
+    model trained on 7x7 inputs can be scored on images that were degraded to, say, 14x14 or 5x5
+    (the resolution curve) without seeing an input scale it never saw.
+    """
     degrader = Degrader(hr_size, spec).to(device)
 
     def to_input(x: Tensor) -> Tensor:
         generator = torch.Generator(device=x.device).manual_seed(seed)
-        return degrader(x, generator=generator)
+        lr = degrader(x, generator=generator)
+        if input_size is not None and lr.shape[-1] != input_size:
+            lr = F.interpolate(
+                lr, size=(input_size, input_size), mode="bilinear", antialias=True
+            ).clamp(0.0, 1.0)
+        return lr
 
     return to_input

@@ -36,8 +36,6 @@ from horkd.models import build_model
 from horkd.tasks import TASKS
 from horkd.trainer import Trainer
 
-EVAL_BATCH = 512
-
 
 def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
     """The configured degradation at a given LR size (evaluation sweeps change only the size)."""
@@ -180,7 +178,9 @@ class SeedRun:
             return identity
         size = size or self.lr_size
         upsample = self.upsampled if upsample is None else upsample
-        return lr_input_fn(self.hr_size, self.degrade_spec(size, upsample), self.device, self.seed)
+        spec = self.degrade_spec(size, upsample)
+        input_size = None if upsample else self.lr_size  # native students keep their input size
+        return lr_input_fn(self.hr_size, spec, self.device, self.seed, input_size)
 
     # ----------------------------------------------------------------- networks
     def model_recipe(self, role: str) -> dict[str, Any]:
@@ -322,15 +322,25 @@ class SeedRun:
         self._assistant.eval()
         return self._assistant
 
-    def student(self, method_name: str) -> nn.Module:
-        """A new student trained by ``method_name`` with the student's budget."""
-        name = f"students/{method_name}"
+    def student(
+        self, method_name: str, stage: str | None = None, orders: list[int] | None = None
+    ) -> nn.Module:
+        """A new student trained by ``method_name`` with the student's budget.
+
+        ``orders`` overrides the distilled orders for this student only (the ablation), whose
+        result is kept under ``stage`` (default ``students/<method>``).
+        """
+        name = stage or f"students/{method_name}"
         if self._finished(name):
             return self._load(name)
         spec = METHODS.get(method_name)
         assert spec.build is not None, f"{method_name} trains nothing"
+        cfg = self.cfg
+        if orders is not None:
+            cfg = cfg.model_copy(deep=True)
+            cfg.distill.loss.orders = list(orders)
         ctx = MethodContext(
-            cfg=self.cfg,
+            cfg=cfg,
             new_student=lambda: self.new_model("student"),
             new_assistant=lambda: self.new_model("assistant"),
             new_criterion=self.new_criterion,
@@ -373,7 +383,37 @@ class SeedRun:
             metrics = self.task.test(self, student, "lr")
             rows.append(Row(name, "student", *self._cost(student, "lr"), metrics))
         write_json(self.dir / "results.json", [r.as_dict() for r in rows])
+        if self.cfg.report.resolution_sizes:
+            write_json(self.dir / "resolution_curve.json", self.resolution_curve(methods))
         return rows
+
+    def sized_input(self, kind: str, size: int) -> Any:
+        """The input of a network of ``kind`` when test images are degraded to ``size``."""
+        if size >= self.hr_size:
+            if kind in ("hr", "teacher_lr") or self.upsampled:
+                return identity
+            size = self.lr_size  # a native-LR student sees HR images at its own input size
+        upsample = True if kind in ("hr", "teacher_lr") else None
+        return self.input_fn("lr", size=size, upsample=upsample)
+
+    def resolution_curve(self, methods: list[str]) -> dict[str, dict[str, float]]:
+        """The task's headline metric of every network at each of ``report.resolution_sizes``."""
+        sizes = self.cfg.report.resolution_sizes or []
+        networks: dict[str, tuple[nn.Module, str]] = {"teacher": (self.teacher(), "hr")}
+        for name in methods:
+            spec = METHODS.get(name)
+            if spec.build is None:
+                continue
+            if spec.requires_assistant(self.cfg):
+                networks["assistant"] = (self.assistant(), "hr")
+            networks[name] = (self.student(name), "lr")
+        curve: dict[str, dict[str, float]] = {}
+        for name, (model, kind) in networks.items():
+            curve[name] = {
+                str(size): self.task.score_at(self, model, self.sized_input(kind, size))
+                for size in sizes
+            }
+        return curve
 
 
 def load_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
@@ -414,14 +454,51 @@ def aggregate(rows_per_seed: list[list[Row]]) -> list[dict[str, Any]]:
     return table
 
 
+ORDER_SUBSETS = ([1], [2], [3], [1, 2], [1, 3], [2, 3], [1, 2, 3])
+
+
+def run_ablation(
+    cfg: ExperimentConfig, *, progress: bool = True, resume: bool = False, overwrite: bool = False
+) -> Path:
+    """The student distilled with each subset of orders (same teacher, assistant, budget and
+    seeds), beside the LR-from-scratch student; writes RUN/ablation.json."""
+    from horkd.results import primary_metric
+
+    run_dir = Path(cfg.output_dir)
+    prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    orders: dict[str, list[float]] = {"+".join(map(str, o)): [] for o in ORDER_SUBSETS}
+    scratch: list[float] = []
+    metric = None
+    for seed in cfg.seeds:
+        run = SeedRun(
+            cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=progress, resume=resume
+        )
+        base = run.task.test(run, run.student("scratch"), "lr")
+        metric = metric or primary_metric([{"role": "student", **base}])
+        scratch.append(base[metric])
+        for subset in ORDER_SUBSETS:
+            tag = "+".join(map(str, subset))
+            if sorted(subset) == sorted(cfg.distill.loss.orders):  # that student is the run's own
+                student = run.student("horkd")
+            else:
+                student = run.student("horkd", stage=f"ablation/orders_{tag}", orders=subset)
+            orders[tag].append(run.task.test(run, student, "lr")[metric])
+    data = {"metric": metric, "method": "horkd", "seeds": cfg.seeds, "orders": orders,
+            "scratch": scratch}
+    write_json(run_dir / "ablation.json", data)
+    return run_dir
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     *,
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
+    report: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Run every seed, write results.{json,csv,md} and return the run dir and the table."""
+    """Run every seed, write results.{json,csv,md} (and RUN/report/ when ``report``), and return
+    the run dir and the table."""
     from horkd.results import write_results
 
     run_dir = Path(cfg.output_dir)
@@ -438,6 +515,10 @@ def run_experiment(
         all_rows.append(seed_run.run(cfg.methods))
     table = aggregate(all_rows)
     write_results(run_dir, table, cfg, lr_size=seed_run.lr_size)
+    if report:
+        from horkd.report import build_report
+
+        build_report([run_dir])
     write_json(
         run_dir / "run.json",
         {

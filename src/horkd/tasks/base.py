@@ -54,6 +54,10 @@ class Task:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+        """The headline metric with test images fed through ``to_input`` (resolution curves)."""
+        raise NotImplementedError(f"task '{self.name}' has no resolution curve")
+
     def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
         """Metrics of a final model on the test data. ``kind``: ``hr`` (a network that sees HR),
         ``lr`` (a student), or ``teacher_lr`` (the HR teacher fed LR re-upsampled)."""

@@ -24,6 +24,9 @@ class Classification(Task):
         batches = make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False)
         return evaluate_classifier(model, batches, device, to_input)
 
+    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+        return self.validate(model, run.splits.test, run.device, to_input)["top1"]
+
     def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
         test = run.splits.test
         metrics: dict[str, float] = {}

@@ -131,6 +131,14 @@ class FaceRecognition(Task):
         r = recall_at_k(emb, labels, emb, labels, KS[:1], exclude_same_index=True)
         return {"recall@1": r[1]}
 
+    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+        """Verification accuracy with the second image of each pair fed through ``to_input``."""
+        pairs = self.pairs(run)
+        first = _embed_tensor(model, pairs.first, run.device, run.input_fn("hr"))
+        second = _embed_tensor(model, pairs.second, run.device, to_input)
+        scores = (first * second).sum(1).numpy()
+        return verification_metrics(scores, pairs.same, pairs.fold)["acc"]
+
     def pairs(self, run: Any) -> Pairs:
         face = run.cfg.face
         if id(run) not in self._pairs:

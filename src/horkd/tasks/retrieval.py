@@ -91,6 +91,13 @@ class Retrieval(Task):
         r = recall_at_k(emb, labels, emb, labels, KS, exclude_same_index=True)
         return {f"recall@{k}": v for k, v in r.items()}
 
+    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+        """Recall@1 of queries fed through ``to_input`` against the HR gallery."""
+        test, device = run.splits.test, run.device
+        gallery, labels = embed(model, test, device, run.input_fn("hr"))
+        queries, _ = embed(model, test, device, to_input)
+        return recall_at_k(queries, labels, gallery, labels, (1,), exclude_same_index=True)[1]
+
     def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
         test, device = run.splits.test, run.device
         hr_emb, labels = embed(model, test, device, run.input_fn("hr"))

@@ -1,0 +1,83 @@
+"""``horkd export``: a checkpoint as a deployable file, checked against PyTorch on a batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from horkd.checkpoint import build_from_checkpoint, load_meta, stem_of
+
+FORMATS = ("onnx", "torchscript")
+
+
+class _TupleOutput(nn.Module):
+    """Exporters want plain tuples: (embedding, logits)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(image)
+        return out.embedding, out.logits
+
+
+def input_shape(meta: dict) -> tuple[int, int, int]:
+    """(C, H, W) the network takes: its LR size when it was trained on native LR input."""
+    recipe, given = meta["model"], meta.get("input", {})
+    side = given.get("hr_size")
+    if given.get("view") == "lr" and not given.get("upsampled"):
+        side = given.get("lr_size") or side
+    if side is None:
+        raise ValueError("checkpoint metadata does not say the input size")
+    return int(recipe.get("in_channels", 3)), int(side), int(side)
+
+
+def export_checkpoint(
+    path: str | Path, fmt: str, out: str | Path | None = None, batch: int = 8
+) -> tuple[Path, float]:
+    """Write the model as ONNX or TorchScript; return the file and the max |difference| of its
+    outputs from the PyTorch model's on a random batch."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format '{fmt}'; allowed: {', '.join(FORMATS)}")
+    meta = load_meta(path)
+    model = _TupleOutput(build_from_checkpoint(path)).eval()
+    shape = input_shape(meta)
+    out = Path(out) if out else stem_of(path).with_suffix(".onnx" if fmt == "onnx" else ".pt")
+    x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model(x)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(model, x)
+        traced.save(str(out))
+        exported = torch.jit.load(str(out))
+        with torch.no_grad():
+            outputs = [t.numpy() for t in exported(x)]
+    else:
+        outputs = _onnx_roundtrip(model, x, out)
+    diff = max(
+        float((torch.from_numpy(o) - r).abs().max()) for o, r in zip(outputs, reference, strict=True)
+    )
+    return out, diff
+
+
+def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path) -> list:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(
+            "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'horkd[export]'"
+        ) from None
+    torch.onnx.export(
+        model,
+        (x,),
+        str(out),
+        input_names=["image"],
+        output_names=["embedding", "logits"],
+        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+    )
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": x.numpy()})

@@ -1,0 +1,194 @@
+"""``horkd report``: a Markdown report (and CSV tables, PNG figures) from finished run dirs.
+
+Everything is read from what runs wrote (results.json, metrics.jsonl, resolution_curve.json,
+ablation.json, checkpoints); only the CPU latency of the networks is measured here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from horkd.checkpoint import build_from_checkpoint, load_meta
+from horkd.cost import count_flops, count_parameters, measure_latency
+from horkd.export import input_shape
+from horkd.logger import read_jsonl
+from horkd.report import figures
+from horkd.results import format_table, primary_metric, verdict
+
+
+def _seed_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("seed*") if p.is_dir())
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a horkd run directory (no config.yaml)")
+    return yaml.safe_load(path.read_text())
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def mean_curves(run_dir: Path) -> dict[str, dict[str, float]]:
+    """The resolution curve averaged over seeds."""
+    per_seed = [
+        json.loads(p.read_text())
+        for s in _seed_dirs(run_dir)
+        if (p := s / "resolution_curve.json").is_file()
+    ]
+    if not per_seed:
+        return {}
+    curves: dict[str, dict[str, float]] = {}
+    for name in per_seed[0]:
+        curves[name] = {
+            size: statistics.fmean(c[name][size] for c in per_seed if name in c)
+            for size in per_seed[0][name]
+        }
+    return curves
+
+
+def histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per-epoch metrics of every stage of the first seed."""
+    seeds = _seed_dirs(run_dir)
+    if not seeds:
+        return {}
+    out = {}
+    for path in sorted(seeds[0].rglob("metrics.jsonl")):
+        out[str(path.parent.relative_to(seeds[0]))] = read_jsonl(path)
+    return out
+
+
+def cost_table(run_dir: Path, repeats: int = 20) -> list[dict[str, Any]]:
+    """Params, FLOPs and CPU latency (median, batch 1 and 64) of teacher, assistant, student."""
+    seeds = _seed_dirs(run_dir)
+    if not seeds:
+        return []
+    candidates = {
+        "teacher": seeds[0] / "teacher" / "model",
+        "assistant": seeds[0] / "assistant" / "model",
+    }
+    students = sorted((seeds[0] / "students").glob("*/model.json")) if (
+        seeds[0] / "students").is_dir() else []
+    preferred = [p for p in students if p.parent.name == "horkd"] or students
+    if preferred:
+        candidates["student"] = preferred[0].with_suffix("")
+    rows = []
+    for role, path in candidates.items():
+        if not path.with_suffix(".json").is_file():
+            continue
+        model = build_from_checkpoint(path)
+        shape = input_shape(load_meta(path))
+        rows.append({
+            "network": role,
+            "arch": load_meta(path)["model"]["arch"],
+            "input": f"{shape[1]}x{shape[2]}",
+            "params": count_parameters(model),
+            "mflops": count_flops(model, shape) / 1e6,
+            "latency_ms_b1": measure_latency(model, shape, 1, repeats),
+            "latency_ms_b64": measure_latency(model, shape, 64, max(3, repeats // 4)),
+        })
+    teacher = next((r for r in rows if r["network"] == "teacher"), None)
+    for row in rows:
+        for key in ("params", "mflops", "latency_ms_b1", "latency_ms_b64"):
+            row[f"{key}_vs_teacher"] = row[key] / teacher[key] if teacher and teacher[key] else None
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            cells.append(f"{v:,.3g}" if isinstance(v, float) else ("-" if v is None else f"{v:,}"
+                         if isinstance(v, int) else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
+    """Write ``report.md`` with tables, CSVs and figures; returns the report path."""
+    run_dirs = [Path(d) for d in run_dirs]
+    out = Path(out_dir) if out_dir else run_dirs[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    sections = ["# horkd report", ""]
+    figures_made: list[Path] = []
+    for run_dir in run_dirs:
+        cfg = _config(run_dir)
+        name = cfg.get("name", run_dir.name)
+        sections += [f"## {name}", "", f"Run directory `{run_dir}`; task `{cfg.get('task')}`, "
+                     f"dataset `{cfg['data']['dataset']}`, seeds {cfg.get('seeds')}.", ""]
+        results_path = run_dir / "results.json"
+        if results_path.is_file():
+            table = json.loads(results_path.read_text())
+            lr_size = cfg.get("degrade", {}).get("lr_size")
+            sections += ["### Results (test split, epoch picked on validation)", "",
+                         format_table(table, lr_size), "", verdict(table), ""]
+            _write_csv(out / f"{name}_results.csv", table)
+            metric = primary_metric(table) or "metric"
+        else:
+            table, metric, lr_size = [], "metric", None
+        curves = mean_curves(run_dir)
+        if curves:
+            png = figures.resolution_curve(curves, _curve_metric(cfg), out /
+                                           f"{name}_resolution.png", lr_size)
+            figures_made.append(png)
+            sizes = sorted({int(s) for c in curves.values() for s in c}, reverse=True)
+            rows = [{"network": n, **{f"{s}px": c.get(str(s)) for s in sizes}}
+                    for n, c in curves.items()]
+            _write_csv(out / f"{name}_resolution.csv", rows)
+            sections += ["### Accuracy versus input resolution", "",
+                         _markdown(rows, ["network", *[f"{s}px" for s in sizes]]), "",
+                         f"![resolution curve]({png.name})", ""]
+        ablation = run_dir / "ablation.json"
+        if ablation.is_file():
+            data = json.loads(ablation.read_text())
+            results = {k: _mean_std(v) for k, v in data["orders"].items()}
+            scratch = _mean_std(data["scratch"])[0] if data.get("scratch") else None
+            png = figures.orders_ablation(results, data.get("metric", metric),
+                                          out / f"{name}_orders.png", scratch)
+            figures_made.append(png)
+            rows = [{"orders": k, "mean": m, "std": s} for k, (m, s) in results.items()]
+            _write_csv(out / f"{name}_orders.csv", rows)
+            sections += ["### Effect of each order (student, same budget and seeds)", "",
+                         _markdown(rows, ["orders", "mean", "std"]), "",
+                         f"![orders ablation]({png.name})", ""]
+        hist = histories(run_dir)
+        if hist:
+            png = figures.training_curves(hist, out / f"{name}_training.png")
+            figures_made.append(png)
+            sections += ["### Training curves (first seed)", "", f"![training curves]({png.name})",
+                         ""]
+        costs = cost_table(run_dir, cfg.get("report", {}).get("latency_repeats", 20))
+        if costs:
+            _write_csv(out / f"{name}_cost.csv", costs)
+            columns = ["network", "arch", "input", "params", "mflops", "latency_ms_b1",
+                       "latency_ms_b64", "params_vs_teacher", "mflops_vs_teacher",
+                       "latency_ms_b1_vs_teacher"]
+            sections += ["### Model cost (CPU, median latency in ms)", "",
+                         _markdown(costs, columns), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(sections))
+    return path
+
+
+def _curve_metric(cfg: dict[str, Any]) -> str:
+    return {"retrieval": "Recall@1 LR->HR"}.get(cfg.get("task", ""), "top-1 accuracy")

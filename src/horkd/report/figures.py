@@ -1,0 +1,94 @@
+"""The report's figures: accuracy versus resolution, the orders' effect, training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed (CI, servers)
+import matplotlib.pyplot as plt  # noqa: E402
+
+REFERENCE_STYLE = {"teacher": ("black", "--"), "assistant": ("grey", ":")}
+
+
+def resolution_curve(
+    curves: dict[str, dict[str, float]], metric: str, path: Path, lr_size: int | None = None
+) -> Path:
+    """One line per network: the headline metric against the input resolution (paper Fig. 3)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        sizes = sorted(int(s) for s in points)
+        values = [points[str(s)] for s in sizes]
+        color, style = REFERENCE_STYLE.get(name, (None, "-"))
+        ax.plot(sizes, values, marker="o", label=name, color=color, linestyle=style)
+    if lr_size:
+        ax.axvline(lr_size, color="tab:red", alpha=0.3, linewidth=6, label=f"train LR ({lr_size}px)")
+    ax.set_xlabel("test input resolution (pixels per side)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(f"{metric} versus input resolution")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def orders_ablation(
+    results: dict[str, tuple[float, float]], metric: str, path: Path, baseline: float | None = None
+) -> Path:
+    """Bars of the metric for each subset of orders, mean with std error bars (paper Fig. 4)."""
+    names = list(results)
+    means = [results[n][0] for n in names]
+    stds = [results[n][1] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bars = ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    for bar, mean in zip(bars, means, strict=True):
+        ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean), ha="center",
+                    va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
+    if baseline is not None:
+        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"LR scratch ({baseline:.2f})")
+        ax.legend(fontsize=8)
+    low = min(means + ([baseline] if baseline is not None else []))
+    high = max(m + s for m, s in zip(means, stds, strict=True))
+    ax.set_ylim(max(0.0, low - 2.0), high + 1.5)
+    ax.set_xlabel("orders of relational knowledge distilled (1: samples, 2: pairs, 3: triplets)")
+    ax.set_ylabel(f"student {metric} (%)")
+    ax.set_title("Effect of each order")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Per stage: task loss and each distillation term per epoch, and the validation score."""
+    stages = [s for s, rows in histories.items() if rows]
+    fig, axes = plt.subplots(len(stages), 2, figsize=(11, 2.6 * len(stages)), squeeze=False)
+    for row_axes, stage in zip(axes, stages, strict=True):
+        rows = histories[stage]
+        epochs = [r["epoch"] for r in rows]
+        terms = [k for k in rows[0] if k.startswith("train/") and k not in
+                 ("train/loss", "train/images_per_s")]
+        for term in terms:
+            row_axes[0].plot(epochs, [r.get(term) for r in rows], marker=".",
+                             label=term.removeprefix("train/"))
+        row_axes[0].set_title(f"{stage}: loss terms (weighted)", fontsize=9)
+        row_axes[0].set_xlabel("epoch")
+        row_axes[0].set_ylabel("loss")
+        row_axes[0].legend(fontsize=7)
+        row_axes[0].grid(alpha=0.3)
+        vals = [k for k in rows[0] if k.startswith("val/")]
+        for key in vals[:1]:
+            row_axes[1].plot(epochs, [r.get(key) for r in rows], marker=".", color="tab:green")
+            row_axes[1].set_ylabel(f"{key.removeprefix('val/')} (%)")
+        row_axes[1].set_title(f"{stage}: validation", fontsize=9)
+        row_axes[1].set_xlabel("epoch")
+        row_axes[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

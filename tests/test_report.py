@@ -1,0 +1,91 @@
+"""Report from a finished run, FLOPs against a hand count, ONNX/TorchScript round trips."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from horkd.cli import main
+from horkd.config import config_from_dict
+from horkd.cost import count_flops
+from horkd.export import export_checkpoint
+from horkd.models import build_model
+from horkd.pipeline import run_ablation, run_experiment
+
+
+def test_flops_equal_hand_count():
+    # cnn_tiny, width 2, 1 channel, 7x7 input, embedding 4, 3 classes. A conv costs
+    # 2 * Cin * Cout * 3 * 3 * Hout * Wout, a linear layer 2 * in * out (multiply + add).
+    model = build_model("cnn_tiny", num_classes=3, in_channels=1, embed_dim=4, width=2)
+    hand = (
+        2 * 1 * 2 * 9 * 7 * 7  # stem 1 -> 2 at 7x7
+        + 2 * 2 * 2 * 9 * 7 * 7  # stage 1, 2 -> 2 at 7x7
+        + 2 * 2 * 4 * 9 * 4 * 4  # stage 2, stride 2 -> 4x4
+        + 2 * 4 * 8 * 9 * 2 * 2  # stage 3, stride 2 -> 2x2
+        + 2 * 8 * 4  # embedding
+        + 2 * 4 * 3  # classifier
+    )
+    assert count_flops(model, (1, 7, 7)) == hand == 9988
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from conftest import tiny_config_dict
+
+    out = tmp_path_factory.mktemp("report") / "run"
+    raw = tiny_config_dict(out, methods=["teacher_lr", "scratch", "rkd", "horkd"])
+    raw["seeds"] = [0, 1]
+    raw["report"] = {"resolution_sizes": [16, 8, 6, 4], "latency_repeats": 2}
+    raw["train"] = {s: {"epochs": 2, "batch_size": 32, "max_steps_per_epoch": 2}
+                    for s in ("teacher", "assistant", "student")}
+    cfg = config_from_dict(raw)
+    run_experiment(cfg, progress=False)
+    run_ablation(cfg, progress=False, resume=True)
+    return Path(cfg.output_dir)
+
+
+def test_report_from_run(finished_run):
+    assert main(["report", str(finished_run)]) == 0
+    report_dir = finished_run / "report"
+    text = (report_dir / "report.md").read_text()
+    for png in ("tiny_resolution.png", "tiny_orders.png", "tiny_training.png"):
+        assert (report_dir / png).stat().st_size > 5000, png
+        assert png in text
+    # the table in the report holds the numbers of results.json (mean ± std over 2 seeds)
+    table = json.loads((finished_run / "results.json").read_text())
+    horkd = next(e for e in table if e["method"] == "horkd")
+    assert f"{horkd['lr_top1']:.2f} ± {horkd['lr_top1_std']:.2f}" in text
+    with (report_dir / "tiny_results.csv").open() as handle:
+        rows = {r["method"]: r for r in csv.DictReader(handle)}
+    assert float(rows["horkd"]["lr_top1"]) == pytest.approx(horkd["lr_top1"])
+    # resolution curve: per seed values averaged; the student row exists at every size
+    curves = [json.loads((finished_run / f"seed{s}/resolution_curve.json").read_text())
+              for s in (0, 1)]
+    with (report_dir / "tiny_resolution.csv").open() as handle:
+        res = {r["network"]: r for r in csv.DictReader(handle)}
+    mean8 = (curves[0]["horkd"]["8"] + curves[1]["horkd"]["8"]) / 2
+    assert float(res["horkd"]["8px"]) == pytest.approx(mean8)
+    ablation = json.loads((finished_run / "ablation.json").read_text())
+    assert set(ablation["orders"]) == {"1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"}
+    assert all(len(v) == 2 for v in ablation["orders"].values())
+    with (report_dir / "tiny_cost.csv").open() as handle:
+        cost = {r["network"]: r for r in csv.DictReader(handle)}
+    assert set(cost) == {"teacher", "assistant", "student"}
+    assert float(cost["student"]["mflops"]) < float(cost["teacher"]["mflops"])
+    assert float(cost["teacher"]["params_vs_teacher"]) == 1.0
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_round_trip(finished_run, tmp_path, fmt):
+    ckpt = finished_run / "seed0/students/horkd/model"
+    out, diff = export_checkpoint(ckpt, fmt, tmp_path / f"student.{fmt}")
+    assert out.exists() and out.stat().st_size > 1000
+    assert diff < 1e-4
+
+
+def test_export_rejects_unknown_format(finished_run):
+    with pytest.raises(ValueError, match="onnx, torchscript"):
+        export_checkpoint(finished_run / "seed0/teacher/model", "tflite")
