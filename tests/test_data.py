@@ -70,6 +70,11 @@ def test_idx_resize_and_bad_magic(tmp_path):
     bad.write_bytes(b"\x01\x02\x03\x04garbage")
     with pytest.raises(IdxFormatError, match="magic"):
         read_idx(bad)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(labels, "wb") as handle:
+        handle.write(bytes([0, 0, 0x42, 1]) + struct.pack(">I", 20) + bytes(20))
+    with pytest.raises(IdxFormatError, match="t10k-labels.*magic"):
+        build_splits("mnist", root=str(tmp_path))
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian dataset not installed")
@@ -85,7 +90,17 @@ def test_missing_data_message(tmp_path, monkeypatch):
         build_splits("fashion_mnist", root=str(tmp_path / "empty"))
     text = str(err.value)
     assert "apt-get install dataset-fashion-mnist" in text and "--data-root" in text
-    assert str(tmp_path / "empty") in text
+    assert str(tmp_path / "empty") in text and str(tmp_path / "nowhere") in text
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "stl10"])
+def test_missing_torchvision_format_message(tmp_path, name):
+    with pytest.raises(DataNotFoundError) as err:
+        build_splits(name, root=str(tmp_path))
+    text = str(err.value)
+    assert str(tmp_path) in text and "--data-root" in text and "http" in text
+    with pytest.raises(DataNotFoundError, match="no data root"):
+        build_splits(name)
 
 
 def _cifar_tree(root: Path, hundred: bool) -> None:
@@ -181,6 +196,12 @@ def test_digits_and_splits():
     assert set(labels_of(a.val).tolist()) == set(range(10))  # stratified
     assert a.val.indices == b.val.indices and a.val.indices != c.val.indices
     assert len(a.test) == 100
+    # the test split never depends on the validation carve-out
+    d = build_splits("digits", val_fraction=0.0, seed=0, train_subset=300, test_subset=100)
+    assert d.val is None and d.test.indices == a.test.indices
+    full = build_splits("digits", val_fraction=0.3, seed=1)
+    assert len(full.test) == len(build_splits("digits", val_fraction=0.0).test)
+    assert set(full.train.indices) | set(full.val.indices) == set(range(len(full.train.dataset)))
 
 
 def test_augment_batch():
@@ -190,6 +211,7 @@ def test_augment_batch():
     a = augment_batch(x, spec, torch.Generator().manual_seed(0))
     b = augment_batch(x, spec, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, augment_batch(x, spec, torch.Generator().manual_seed(1)))
     flipped = augment_batch(x, AugmentSpec(hflip=True), torch.Generator().manual_seed(0))
     is_flip = [torch.equal(flipped[i], x[i].flip(-1)) for i in range(64)]
     assert 10 < sum(is_flip) < 54
@@ -217,3 +239,49 @@ def test_loader_covers_epoch_and_reshuffles():
     assert [i.tolist() for _, _, i in loader] != first
     dropped = make_loader(subset, batch_size=7, shuffle=True, drop_last=True)
     assert len(dropped) == 4 and all(len(b[2]) == 7 for b in dropped)
+
+
+def test_loader_fast_path_skips_getitem(monkeypatch):
+    base = TensorImageDataset(torch.zeros(12, 1, 2, 2, dtype=torch.uint8), torch.arange(12) % 3)
+    nested = torch.utils.data.Subset(torch.utils.data.Subset(base, list(range(2, 12))), [0, 5, 9])
+
+    def refuse(self, index):
+        raise AssertionError("per-sample __getitem__ on an in-memory dataset")
+
+    monkeypatch.setattr(TensorImageDataset, "__getitem__", refuse)
+    for dataset, n in ((base, 12), (nested, 3)):
+        batches = list(make_loader(dataset, batch_size=5, shuffle=True))
+        assert sum(len(b[2]) for b in batches) == n
+    labels = torch.cat([y for _, y, _ in make_loader(nested, batch_size=2, shuffle=False)])
+    assert labels.tolist() == [2 % 3, 7 % 3, 11 % 3]
+
+
+class _Plain(torch.utils.data.Dataset):
+    """Not an in-memory tensor dataset: served by a standard DataLoader."""
+
+    def __len__(self):
+        return 11
+
+    def __getitem__(self, index):
+        return torch.full((1, 2, 2), float(index)), index % 4
+
+
+def test_loader_generic_path_indices_and_epochs():
+    loader = make_loader(_Plain(), batch_size=4, shuffle=True, seed=3)
+    seen = []
+    for x, y, idx in loader:
+        assert x.dtype == torch.float32 and y.dtype == torch.int64 and idx.dtype == torch.int64
+        assert torch.equal(x[:, 0, 0, 0].long(), idx) and torch.equal(y, idx % 4)
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(11)) and len(loader) == 3
+    loader.set_epoch(2)
+    assert [i for _, _, b in loader for i in b.tolist()] != seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_augment_cpu_generator_on_gpu_batch():
+    x = torch.rand(16, 3, 8, 8)
+    spec = AugmentSpec(crop_padding=2, hflip=True)
+    on_cpu = augment_batch(x, spec, torch.Generator().manual_seed(0))
+    on_gpu = augment_batch(x.cuda(), spec, torch.Generator().manual_seed(0))
+    assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), on_cpu)

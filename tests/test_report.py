@@ -47,6 +47,12 @@ def finished_run(tmp_path_factory):
     return Path(cfg.output_dir)
 
 
+def test_every_stage_trained_once(finished_run):
+    """The resolution curve and the ablation reuse networks; nothing is trained twice."""
+    for log in finished_run.rglob("metrics.jsonl"):
+        assert len(log.read_text().splitlines()) == 2, log
+
+
 def test_report_from_run(finished_run):
     assert main(["report", str(finished_run)]) == 0
     report_dir = finished_run / "report"

@@ -18,6 +18,7 @@ class MetricsLogger:
         self.jsonl_path = self.directory / "metrics.jsonl"
         self.csv_path = self.directory / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
+        self.jsonl_path.unlink(missing_ok=True)  # a stage that starts over starts a fresh log
         self._writer = None
         if tensorboard:
             try:

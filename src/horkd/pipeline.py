@@ -146,6 +146,7 @@ class SeedRun:
         self.augment = AugmentSpec(cfg.data.augment.crop_padding, cfg.data.augment.hflip)
         self._teacher: nn.Module | None = None
         self._assistant: nn.Module | None = None
+        self._students: dict[str, nn.Module] = {}  # trained once per run, reused by the curve
 
     # ----------------------------------------------------------------- data and inputs
     def degrade_spec(self, lr_size: int, upsample: bool) -> DegradeSpec:
@@ -331,8 +332,11 @@ class SeedRun:
         result is kept under ``stage`` (default ``students/<method>``).
         """
         name = stage or f"students/{method_name}"
+        if name in self._students:
+            return self._students[name]
         if self._finished(name):
-            return self._load(name)
+            self._students[name] = self._load(name)
+            return self._students[name]
         spec = METHODS.get(method_name)
         assert spec.build is not None, f"{method_name} trains nothing"
         cfg = self.cfg
@@ -355,6 +359,7 @@ class SeedRun:
             "assistant": self.meta("assistant", "hr", method_name),
         }
         self._train_stage(name, method, self.cfg.train.student, metas)
+        self._students[name] = method.student
         return method.student
 
     # ----------------------------------------------------------------- results

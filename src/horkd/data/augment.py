@@ -15,20 +15,26 @@ class AugmentSpec:
     hflip: bool = False
 
 
+def _source(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Draw where the generator lives (then move to the batch), so one CPU generator gives the
+    same augmentation whether the batch is on the CPU or a GPU."""
+    return generator.device if generator is not None else device
+
+
 def augment_batch(x: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None) -> Tensor:
     """Random crop with zero padding and random horizontal flip, vectorised over the batch."""
     b, _, h, w = x.shape
+    source = _source(generator, x.device)
     if spec.crop_padding > 0:
         p = spec.crop_padding
         padded = F.pad(x, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=x.device)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=x.device)
-        rows = (dy.view(b, 1) + torch.arange(h, device=x.device).view(1, h))  # [B, H]
-        cols = (dx.view(b, 1) + torch.arange(w, device=x.device).view(1, w))  # [B, W]
+        offsets = torch.randint(0, 2 * p + 1, (2, b), generator=generator, device=source)
+        dy, dx = offsets.to(x.device)
+        rows = dy.view(b, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)  # [B, H, 1]
+        cols = dx.view(b, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)  # [B, 1, W]
         batch = torch.arange(b, device=x.device).view(b, 1, 1)
-        x = padded.permute(0, 2, 3, 1)[batch, rows.view(b, h, 1), cols.view(b, 1, w)]
-        x = x.permute(0, 3, 1, 2).contiguous()
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
     if spec.hflip:
-        flip = torch.rand(b, generator=generator, device=x.device) < 0.5
+        flip = (torch.rand(b, generator=generator, device=source) < 0.5).to(x.device)
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
     return x

@@ -20,6 +20,13 @@ class DataNotFoundError(FileNotFoundError):
 
 @dataclass
 class DatasetInfo:
+    """What a model needs to know about its data.
+
+    ``mean``/``std`` are per-channel in [0, 1] units (the models normalise, the data does not);
+    ``native_size`` is the side of the images the datasets yield: the dataset's own resolution,
+    or the HR size when ``build_splits`` was asked to resize.
+    """
+
     name: str
     num_classes: int
     in_channels: int

@@ -26,6 +26,14 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+SOURCES = {
+    "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist (the four *-ubyte.gz files)",
+    "mnist": "https://yann.lecun.com/exdb/mnist/ or a mirror (the four *-ubyte.gz files)",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extracted into DIR",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, extracted into DIR",
+    "svhn": "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat, test_32x32.mat) into DIR",
+    "stl10": "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz, extracted into DIR",
+}
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -102,6 +110,7 @@ def _idx_dataset(
         if apt_package:
             hints.append(f"apt-get install {apt_package} (puts the files in {system})")
         hints.append("pass --data-root DIR holding the four IDX files (.gz or not)")
+        hints.append(f"they come from {SOURCES[name]}")
         hints.append("or set data.download=true where a network is available")
         looked = ", ".join(str(p) for p in places) or "(no root given)"
         raise DataNotFoundError(
@@ -130,23 +139,27 @@ def mnist(root: str | None, hr_size: int | None, download: bool = False):
     )
 
 
+def _where_to_get(name: str, layout: str) -> str:
+    return (
+        f"pass --data-root DIR holding {layout} (from {SOURCES[name]}), "
+        "or set data.download=true where a network is available"
+    )
+
+
 def _require_root(name: str, root: str | None, layout: str) -> str:
     if not root:
-        raise DataNotFoundError(
-            f"{name}: no data root given; pass --data-root DIR holding {layout} "
-            "(or set data.download=true where a network is available)"
-        )
+        raise DataNotFoundError(f"{name}: no data root given; {_where_to_get(name, layout)}")
     return root
 
 
-def _torchvision_call(name: str, layout: str, build):  # type: ignore[no-untyped-def]
+def _torchvision_call(name: str, layout: str, root: str, build):  # type: ignore[no-untyped-def]
+    """torchvision says "Dataset not found or corrupted"; say where we looked and how to fix it."""
     try:
         return build()
     except RuntimeError as exc:
         if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
             raise DataNotFoundError(
-                f"{name}: files not found; expected {layout}. Pass --data-root DIR or set "
-                "data.download=true where a network is available"
+                f"{name}: files not found in {root}; {_where_to_get(name, layout)}"
             ) from None
         raise
 
@@ -175,7 +188,7 @@ class _CIFAR100(_CIFAR10, tvd.CIFAR100):
 def _cifar(name: str, cls: type, num_classes: int, layout: str, root, hr_size, download):  # type: ignore[no-untyped-def]
     root = _require_root(name, root, layout) if not download else (root or "data")
     splits = [
-        _torchvision_call(name, layout, lambda t=t: cls(root, train=t, download=download))
+        _torchvision_call(name, layout, root, lambda t=t: cls(root, train=t, download=download))
         for t in (True, False)
     ]
     tensors = [
@@ -201,16 +214,22 @@ class _SVHN(tvd.SVHN):
         return (Path(self.root) / self.filename).is_file()
 
 
+def _split_datasets(name: str, cls: type, layout: str, root, hr_size, download):  # type: ignore[no-untyped-def]
+    """The train and test splits of a torchvision class taking ``split=``, in memory."""
+    root = _require_root(name, root, layout) if not download else (root or "data")
+    splits = [
+        _torchvision_call(name, layout, root, lambda s=s: cls(root, split=s, download=download))
+        for s in ("train", "test")
+    ]
+    train, test = (_tensor_split(s.data, s.labels, hr_size) for s in splits)
+    return train, test, getattr(splits[0], "classes", None)
+
+
 @DATASETS.register("svhn")
 def svhn(root: str | None, hr_size: int | None, download: bool = False):
     """SVHN cropped digits: ROOT/{train,test}_32x32.mat (label 10 means digit 0)."""
     layout = "train_32x32.mat and test_32x32.mat"
-    root = _require_root("svhn", root, layout) if not download else (root or "data")
-    splits = [
-        _torchvision_call("svhn", layout, lambda s=s: _SVHN(root, split=s, download=download))
-        for s in ("train", "test")
-    ]
-    train, test = (_tensor_split(s.data, s.labels, hr_size) for s in splits)
+    train, test, _ = _split_datasets("svhn", _SVHN, layout, root, hr_size, download)
     return _pair("svhn", train, test, 10, 32, [str(i) for i in range(10)])
 
 
@@ -225,13 +244,7 @@ class _STL10(tvd.STL10):
 def stl10(root: str | None, hr_size: int | None, download: bool = False):
     """STL-10 labelled splits: ROOT/stl10_binary/{train,test}_{X,y}.bin (96x96 RGB)."""
     layout = "stl10_binary/{train,test}_{X,y}.bin"
-    root = _require_root("stl10", root, layout) if not download else (root or "data")
-    splits = [
-        _torchvision_call("stl10", layout, lambda s=s: _STL10(root, split=s, download=download))
-        for s in ("train", "test")
-    ]
-    train, test = (_tensor_split(s.data, s.labels, hr_size) for s in splits)
-    names = getattr(splits[0], "classes", None)
+    train, test, names = _split_datasets("stl10", _STL10, layout, root, hr_size, download)
     return _pair("stl10", train, test, 10, 96, names)
 
 

@@ -111,17 +111,23 @@ def warm_start(student: nn.Module, assistant: nn.Module) -> None:
         ) from None
 
 
-def _distill_from_teacher(ctx: MethodContext, terms: tuple[str, ...] | None) -> Method:
-    assert ctx.teacher is not None
-    student = ctx.new_student()
-    loss = hybrid_loss(ctx.cfg.distill.loss, student, ctx.teacher, terms, ctx.uses_logits)
+def _distill(
+    ctx: MethodContext, student: nn.Module, reference: nn.Module, terms: tuple[str, ...] | None
+) -> Method:
+    """``student`` learns from labels and the frozen ``reference`` through ``terms``."""
+    loss = hybrid_loss(ctx.cfg.distill.loss, student, reference, terms, ctx.uses_logits)
     return DistillMethod(
         student,
         ctx.new_criterion(student),
-        ctx.teacher,
+        reference,
         loss,
         task_weight=ctx.cfg.distill.loss.task_weight,
     )
+
+
+def _distill_from_teacher(ctx: MethodContext, terms: tuple[str, ...] | None) -> Method:
+    assert ctx.teacher is not None
+    return _distill(ctx, ctx.new_student(), ctx.teacher, terms)
 
 
 METHODS.register("teacher_lr")(
@@ -169,14 +175,7 @@ def _horkd(ctx: MethodContext) -> Method:
     student = ctx.new_student()
     if ctx.cfg.distill.warm_start:
         warm_start(student, ctx.assistant)
-    loss = hybrid_loss(ctx.cfg.distill.loss, student, ctx.assistant, None, ctx.uses_logits)
-    return DistillMethod(
-        student,
-        ctx.new_criterion(student),
-        ctx.assistant,
-        loss,
-        task_weight=ctx.cfg.distill.loss.task_weight,
-    )
+    return _distill(ctx, student, ctx.assistant, None)
 
 
 @register_method(

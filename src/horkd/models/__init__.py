@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from horkd.models import cifar_resnet, small_cnn, torchvision_models  # noqa: F401  (register)
 from horkd.models.head import EmbeddingClassifier, ModelOutput
@@ -14,39 +14,79 @@ from horkd.models.registry import BACKBONES
 from horkd.models.timm_models import PREFIX as TIMM_PREFIX
 from horkd.models.timm_models import build_timm
 
-CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "net.fc.", "net.classifier.", "net.head.")
+# The original model's classifier, dropped from users' files unless the backbone keeps a layer of
+# that name (mobilenet_v3's pre-logit Linear, timm's head.norm).
+CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
+_WRAPPER_KEYS = ("state_dict", "model")  # training scripts nest the weights under these
 
 
-def build_backbone(arch: str, in_channels: int = 3, width: int | None = None, **kwargs) -> nn.Module:
+def build_backbone(
+    arch: str, in_channels: int = 3, width: int | None = None, **kwargs: object
+) -> nn.Module:
+    """``timm:<name>`` goes to timm; every other name must be registered."""
     if arch.startswith(TIMM_PREFIX):
-        return build_timm(arch[len(TIMM_PREFIX):], in_channels, width, **kwargs)
+        return build_timm(arch[len(TIMM_PREFIX) :], in_channels, width, **kwargs)
     return BACKBONES.get(arch)(in_channels=in_channels, width=width, **kwargs)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load users' torchvision/timm weights (classifier keys dropped); mismatches are explained."""
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file, never unpickling arbitrary code."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-    inner = backbone.net if hasattr(backbone, "net") else backbone
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    missing, unexpected = inner.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(CLASSIFIER_PREFIXES)]
-    if missing or unexpected:
+            state: object = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and safetensors errors all mean "not a weights file"
+        raise ValueError(f"cannot read model weights from {path}: {exc}") from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load users' torchvision/timm/own backbone weights; any mismatch is a readable ValueError."""
+    target = backbone.net if isinstance(getattr(backbone, "net", None), nn.Module) else backbone
+    expected = target.state_dict()
+    state = read_state_dict(path)
+    if target is not backbone and state and all(k.startswith("net.") for k in state):
+        state = {k.removeprefix("net."): v for k, v in state.items()}  # saved from a horkd backbone
+    state = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(CLASSIFIER_PREFIXES) or (k in expected and expected[k].shape == v.shape)
+    }
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(v.shape)} (model has {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and expected[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = [
+            f"{label} ({len(keys)}): {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong_shape),
+            )
+            if keys
+        ]
         raise ValueError(
-            f"weights in {path} do not fit this backbone: missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}"
+            f"weights in {path} do not fit this {type(target).__name__} backbone; "
+            + "; ".join(problems)
+            + ". Check the architecture and in_channels match the file."
         )
+    target.load_state_dict(state, strict=False)  # strictness checked above, with better words
 
 
 def build_model(
@@ -58,8 +98,9 @@ def build_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     weights_path: str | Path | None = None,
-    **kwargs,
+    **kwargs: object,
 ) -> EmbeddingClassifier:
+    """The one way the rest of horkd makes a network; ``kwargs`` go to the backbone factory."""
     backbone = build_backbone(arch, in_channels, width, **kwargs)
     if weights_path is not None:
         load_backbone_weights(backbone, weights_path)
@@ -69,15 +110,18 @@ def build_model(
 
 
 def list_models() -> list[str]:
+    """Registered names; any ``timm:<name>`` works too when timm is installed."""
     return BACKBONES.names()
 
 
 __all__ = [
     "BACKBONES",
+    "TIMM_PREFIX",
     "EmbeddingClassifier",
     "ModelOutput",
     "build_backbone",
     "build_model",
     "list_models",
     "load_backbone_weights",
+    "read_state_dict",
 ]

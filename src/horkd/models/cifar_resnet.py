@@ -13,6 +13,8 @@ from horkd.models.registry import BACKBONES
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convs plus a shortcut; a 1x1 projection only where shape changes (option B)."""
+
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
@@ -32,6 +34,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    """Stride-1 stem keeps LR inputs' few pixels; only two stride-2 stages follow."""
+
     def __init__(self, depth: int, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
@@ -51,6 +55,7 @@ class CifarResNet(nn.Module):
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.in_channels = in_channels
         self.out_features = in_planes
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -63,7 +68,7 @@ class CifarResNet(nn.Module):
 def _register(depth: int) -> None:
     @BACKBONES.register(f"resnet{depth}")
     def factory(in_channels: int = 3, width: int | None = None) -> CifarResNet:
-        return CifarResNet(depth, in_channels, width or 16)
+        return CifarResNet(depth, in_channels, 16 if width is None else width)
 
     factory.__doc__ = f"CIFAR-style ResNet-{depth} (width = first-stage channels, default 16)."
 

@@ -20,7 +20,8 @@ class EmbeddingClassifier(nn.Module):
     """Normalisation lives here so data stays in [0, 1] (degradation and export see pixels).
 
     The embedding is linear (Linear + BatchNorm, no ReLU) so relational geometry is not clipped;
-    ``embed_dim=None`` uses the pooled features as the embedding.
+    ``embed_dim=None`` uses the pooled features as the embedding. Forward has no data-dependent
+    branches, so ``torch.jit.trace`` and ONNX export see one graph.
     """
 
     def __init__(
@@ -33,9 +34,12 @@ class EmbeddingClassifier(nn.Module):
     ) -> None:
         super().__init__()
         features = features_width(backbone)
-        in_channels = len(mean) if mean is not None else None
-        self.register_buffer("mean", _channel_buffer(mean, 0.0), persistent=True)
-        self.register_buffer("std", _channel_buffer(std, 1.0), persistent=True)
+        in_channels = getattr(backbone, "in_channels", None)
+        # Persistent, so a checkpoint carries the normalisation its weights were trained with.
+        self.register_buffer("mean", _channel_buffer("mean", mean, 0.0, in_channels))
+        self.register_buffer("std", _channel_buffer("std", std, 1.0, in_channels))
+        if bool((self.std <= 0).any()):
+            raise ValueError(f"std must be positive, got {list(std or [])}")
         self.backbone = backbone
         if embed_dim is None:
             self.embed: nn.Module = nn.Identity()
@@ -43,9 +47,9 @@ class EmbeddingClassifier(nn.Module):
         else:
             self.embed = nn.Sequential(nn.Linear(features, embed_dim), nn.BatchNorm1d(embed_dim))
         self.classifier = nn.Linear(embed_dim, num_classes)
-        self.embed_dim = embed_dim
+        self.embed_dim: int = embed_dim
         self.num_classes = num_classes
-        self.in_channels = in_channels
+        self.in_channels: int | None = in_channels
 
     def forward(self, x: Tensor) -> ModelOutput:
         x = (x - self.mean) / self.std
@@ -53,7 +57,15 @@ class EmbeddingClassifier(nn.Module):
         return ModelOutput(embedding, self.classifier(embedding))
 
 
-def _channel_buffer(values: Sequence[float] | None, default: float) -> Tensor:
+def _channel_buffer(
+    name: str, values: Sequence[float] | None, default: float, in_channels: int | None
+) -> Tensor:
+    """A ``[1, C, 1, 1]`` tensor; one value is broadcast to every channel."""
     if values is None:
         return torch.full((1, 1, 1, 1), default)
-    return torch.tensor(list(values), dtype=torch.float32).view(1, -1, 1, 1)
+    values = [float(v) for v in values]
+    if in_channels is not None and len(values) not in (1, in_channels):
+        raise ValueError(
+            f"{name} has {len(values)} values but the model takes {in_channels} channels"
+        )
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)

@@ -1,28 +1,35 @@
-"""timm backbones by prefix (``timm:<name>``), only when timm is installed."""
+"""timm backbones by prefix (``timm:<name>``), so any timm name works without registering each."""
 
 from __future__ import annotations
 
 import importlib
 
-from torch import nn
+from torch import Tensor, nn
 
 PREFIX = "timm:"
 
 
 class TimmBackbone(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    """Keeps timm's key names under ``.net`` so users' timm state dicts load unchanged."""
+
+    def __init__(self, net: nn.Module, in_channels: int) -> None:
         super().__init__()
         self.net = net
+        self.in_channels = in_channels
         self.out_features = int(net.num_features)
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
-def build_timm(name: str, in_channels: int = 3, width: int | None = None, **kwargs) -> TimmBackbone:
+def build_timm(
+    name: str, in_channels: int = 3, width: int | None = None, **kwargs: object
+) -> TimmBackbone:
     """``num_classes=0`` makes timm return pooled features; ``pretrained=False``: no downloads."""
     if width is not None:
         raise TypeError("timm models take their width from the model name; leave 'width' unset")
+    if not name:
+        raise ValueError(f"give a timm model name after the prefix, e.g. '{PREFIX}resnet18'")
     try:
         timm = importlib.import_module("timm")
     except ImportError:
@@ -30,4 +37,4 @@ def build_timm(name: str, in_channels: int = 3, width: int | None = None, **kwar
             f"model '{PREFIX}{name}' needs timm: pip install timm (or pip install 'horkd[timm]')"
         ) from None
     net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
-    return TimmBackbone(net)
+    return TimmBackbone(net, in_channels)

@@ -5,25 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torchvision.models as tvm
-from torch import nn
+from torch import Tensor, nn
 
 from horkd.models.registry import BACKBONES
 
 
 class TorchvisionBackbone(nn.Module):
-    """A torchvision classifier with its last layer replaced by identity: pooled features out."""
+    """A torchvision classifier whose last Linear is identity, so it returns pooled features.
 
-    def __init__(self, net: nn.Module, out_features: int) -> None:
+    The network stays under ``.net`` with torchvision's own key names, so users' torchvision
+    state dicts load into it unchanged.
+    """
+
+    def __init__(self, net: nn.Module, in_channels: int, out_features: int) -> None:
         super().__init__()
         self.net = net
+        self.in_channels = in_channels
         self.out_features = out_features
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
-def _first_conv_in(net: nn.Module, in_channels: int) -> None:
-    """Swap the stem conv for one taking ``in_channels`` (greyscale data) with the same shape."""
+def _replace_stem(net: nn.Module, in_channels: int) -> None:
+    """Greyscale data needs a stem conv taking ``in_channels``; everything else keeps its shape."""
     if in_channels == 3:
         return
     for name, module in net.named_modules():
@@ -36,37 +41,39 @@ def _first_conv_in(net: nn.Module, in_channels: int) -> None:
                 module.padding,
                 bias=module.bias is not None,
             )
-            parent = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
-            setattr(parent, name.rsplit(".", 1)[-1], new)
+            nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+            parent_name, _, attr = name.rpartition(".")
+            setattr(net.get_submodule(parent_name), attr, new)
             return
+    raise RuntimeError(f"no 3-channel stem conv found in {type(net).__name__}")
 
 
 def _strip_head(net: nn.Module) -> int:
-    """Replace the classifier by identity; return the pooled feature width."""
-    if isinstance(getattr(net, "fc", None), nn.Linear):
+    """Replace the final Linear by identity; return the width of what comes out instead."""
+    if isinstance(getattr(net, "fc", None), nn.Linear):  # resnets, shufflenet
         width = net.fc.in_features
         net.fc = nn.Identity()
         return width
     classifier = net.classifier
-    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
-    if len(linears) == 1:  # mobilenet_v2: Dropout + Linear
-        width = linears[0].in_features
-        net.classifier = nn.Identity()
-        return width
-    # mobilenet_v3: Linear -> Hardswish -> Dropout -> Linear; keep all but the last Linear.
-    width = linears[-1].in_features
+    if not isinstance(classifier, nn.Sequential) or not isinstance(classifier[-1], nn.Linear):
+        raise RuntimeError(f"unexpected classifier layout in {type(net).__name__}")
+    # mobilenet_v2 (Dropout, Linear) and v3 (Linear, Hardswish, Dropout, Linear): the pre-logit
+    # layers of v3 are part of the features, as torchvision trained them.
+    width = classifier[-1].in_features
     classifier[-1] = nn.Identity()
     return width
 
 
 def _register(name: str, constructor: Callable[..., nn.Module]) -> None:
     @BACKBONES.register(f"tv_{name}")
-    def factory(in_channels: int = 3, width: int | None = None) -> TorchvisionBackbone:
+    def factory(
+        in_channels: int = 3, width: int | None = None, **kwargs: object
+    ) -> TorchvisionBackbone:
         if width is not None:
             raise TypeError(f"tv_{name} has a fixed width; leave 'width' unset")
-        net = constructor(weights=None)
-        _first_conv_in(net, in_channels)
-        return TorchvisionBackbone(net, _strip_head(net))
+        net = constructor(weights=None, **kwargs)  # torchvision rejects unknown kwargs itself
+        _replace_stem(net, in_channels)
+        return TorchvisionBackbone(net, in_channels, _strip_head(net))
 
     factory.__doc__ = f"torchvision {name}, no weights (pass a local file as model.weights)."
 
