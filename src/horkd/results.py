@@ -15,8 +15,10 @@ NOT_METRICS = {"method", "role", "params", "flops", "seeds"}
 
 
 def metric_columns(table: list[dict[str, Any]]) -> list[str]:
+    """Metric keys, the students' (the headline) first, then those only HR networks have."""
+    students = [e for e in table if e.get("role") == "student"]
     keys: list[str] = []
-    for entry in table:
+    for entry in students + [e for e in table if e.get("role") != "student"]:
         keys.extend(k for k in entry if k not in NOT_METRICS and not k.endswith("_std"))
     return list(dict.fromkeys(keys))
 

@@ -56,13 +56,15 @@ def mean_curves(run_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def histories(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per-epoch metrics of every stage of the first seed."""
+    """Per-epoch metrics of the main stages of the first seed (teacher, assistant, students)."""
     seeds = _seed_dirs(run_dir)
     if not seeds:
         return {}
     out = {}
-    for path in sorted(seeds[0].rglob("metrics.jsonl")):
-        out[str(path.parent.relative_to(seeds[0]))] = read_jsonl(path)
+    for pattern in ("teacher/metrics.jsonl", "assistant/metrics.jsonl",
+                    "students/*/metrics.jsonl"):
+        for path in sorted(seeds[0].glob(pattern)):
+            out[str(path.parent.relative_to(seeds[0]))] = read_jsonl(path)
     return out
 
 
@@ -118,8 +120,12 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
         cells = []
         for c in columns:
             v = row.get(c)
-            cells.append(f"{v:,.3g}" if isinstance(v, float) else ("-" if v is None else f"{v:,}"
-                         if isinstance(v, int) else str(v)))
+            if isinstance(v, float):
+                cells.append(f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}")
+            elif isinstance(v, int):
+                cells.append(f"{v:,}")
+            else:
+                cells.append("-" if v is None else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

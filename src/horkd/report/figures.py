@@ -52,7 +52,8 @@ def orders_ablation(
         ax.axhline(baseline, color="tab:red", linestyle="--", label=f"LR scratch ({baseline:.2f})")
         ax.legend(fontsize=8)
     low = min(means + ([baseline] if baseline is not None else []))
-    high = max(m + s for m, s in zip(means, stds, strict=True))
+    high = max([m + s for m, s in zip(means, stds, strict=True)] +
+               ([baseline] if baseline is not None else []))
     ax.set_ylim(max(0.0, low - 2.0), high + 1.5)
     ax.set_xlabel("orders of relational knowledge distilled (1: samples, 2: pairs, 3: triplets)")
     ax.set_ylabel(f"student {metric} (%)")
@@ -65,29 +66,39 @@ def orders_ablation(
 
 
 def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Per stage: task loss and each distillation term per epoch, and the validation score."""
-    stages = [s for s, rows in histories.items() if rows]
-    fig, axes = plt.subplots(len(stages), 2, figsize=(11, 2.6 * len(stages)), squeeze=False)
-    for row_axes, stage in zip(axes, stages, strict=True):
-        rows = histories[stage]
-        epochs = [r["epoch"] for r in rows]
-        terms = [k for k in rows[0] if k.startswith("train/") and k not in
-                 ("train/loss", "train/images_per_s")]
-        for term in terms:
-            row_axes[0].plot(epochs, [r.get(term) for r in rows], marker=".",
-                             label=term.removeprefix("train/"))
-        row_axes[0].set_title(f"{stage}: loss terms (weighted)", fontsize=9)
-        row_axes[0].set_xlabel("epoch")
-        row_axes[0].set_ylabel("loss")
-        row_axes[0].legend(fontsize=7)
-        row_axes[0].grid(alpha=0.3)
-        vals = [k for k in rows[0] if k.startswith("val/")]
-        for key in vals[:1]:
-            row_axes[1].plot(epochs, [r.get(key) for r in rows], marker=".", color="tab:green")
-            row_axes[1].set_ylabel(f"{key.removeprefix('val/')} (%)")
-        row_axes[1].set_title(f"{stage}: validation", fontsize=9)
-        row_axes[1].set_xlabel("epoch")
-        row_axes[1].grid(alpha=0.3)
+    """Task loss, each distillation term and the validation score per epoch, a line per stage."""
+    stages = {s: rows for s, rows in histories.items() if rows}
+    terms: list[str] = []
+    for rows in stages.values():
+        for key in rows[0]:
+            if key.startswith("train/") and key not in ("train/loss", "train/images_per_s"):
+                name = key.removeprefix("train/")
+                if name not in terms and "/" not in name:  # joint runs' assistant/* stay out
+                    terms.append(name)
+    val_key = next((k for rows in stages.values() for k in rows[0] if k.startswith("val/")), None)
+    panels = [*terms, *([val_key] if val_key else [])]
+    cols = 3
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(13, 3.6 * nrows), squeeze=False)
+    palette = plt.get_cmap("tab10")
+    colors = {stage: palette(i % 10) for i, stage in enumerate(s for s in stages
+                                                               if s not in REFERENCE_STYLE)}
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        key = panel if panel.startswith("val/") else f"train/{panel}"
+        for stage, rows in stages.items():
+            if key in rows[0]:
+                color, style = REFERENCE_STYLE.get(stage, (colors.get(stage), "-"))
+                ax.plot([r["epoch"] for r in rows], [r.get(key) for r in rows], marker=".",
+                        label=stage.removeprefix("students/"), color=color, linestyle=style)
+        is_val = panel.startswith("val/")
+        ax.set_title(f"validation {panel.removeprefix('val/')}" if is_val
+                     else f"{panel} (weighted, per epoch)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{panel.removeprefix('val/')} (%)" if is_val else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
