@@ -71,7 +71,7 @@ def test_reference_frozen_and_warm_start(tiny_cfg):
     # Warm start: the new student begins exactly at the assistant's weights.
     for key, value in method.student.state_dict().items():
         assert torch.equal(value, before[key]), key
-    run._train_stage("students/horkd", method, cfg.train.student, {})
+    run._train_stage("students/horkd", method, cfg.train.student, {}, fingerprint="test")
     after = assistant.state_dict()
     for key, value in before.items():  # running stats included: the reference stayed in eval
         assert torch.equal(value, after[key]), key
@@ -93,19 +93,35 @@ def test_no_warm_start_when_disabled(tiny_cfg):
     )
 
 
-def test_run_dir_guard_and_resume(tiny_cfg):
+def test_run_dir_continues_same_config_and_guards_a_different_one(tiny_cfg):
     cfg = config_from_dict(tiny_cfg, ["methods=[scratch]"])
     run_experiment(cfg, progress=False)
-    with pytest.raises(RunDirError, match="--resume"):
-        run_experiment(cfg, progress=False)
-    teacher_file = Path(cfg.output_dir) / "seed0/teacher/model.safetensors"
-    stamp = teacher_file.stat().st_mtime_ns
-    _, table = run_experiment(cfg, progress=False, resume=True)  # finished stages are reused
-    assert teacher_file.stat().st_mtime_ns == stamp
+    root = Path(cfg.output_dir) / "seed0"
+    teacher_file, student_file = root / "teacher/model.safetensors", root / "students/scratch/model.json"
+    stamps = teacher_file.stat().st_mtime_ns, student_file.stat().st_mtime_ns
+    run_experiment(cfg, progress=False)  # the same command again continues: nothing retrains
+    assert (teacher_file.stat().st_mtime_ns, student_file.stat().st_mtime_ns) == stamps
+
     other = config_from_dict(tiny_cfg, ["methods=[scratch]", "train.student.epochs=1"])
-    with pytest.raises(RunDirError, match="different config"):
-        run_experiment(other, progress=False, resume=True)
+    with pytest.raises(RunDirError, match=r"different config \(changed: train\.student\.epochs\)"):
+        run_experiment(other, progress=False)
+    # --resume keeps the stages whose own settings did not change: only the student retrains.
+    run_experiment(other, progress=False, resume=True)
+    assert teacher_file.stat().st_mtime_ns == stamps[0]
+    assert student_file.stat().st_mtime_ns != stamps[1]
+    assert (Path(cfg.output_dir) / "config.previous.yaml").exists()
     run_experiment(other, progress=False, overwrite=True)
+    assert teacher_file.stat().st_mtime_ns != stamps[0]
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_run(tiny_cfg, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"not yours to delete")
+    cfg = config_from_dict(tiny_cfg, ["methods=[scratch]", f"output_dir={folder}"])
+    with pytest.raises(RunDirError, match="does not hold a horkd run"):
+        run_experiment(cfg, progress=False, overwrite=True)
+    assert (folder / "holiday.jpg").exists()
 
 
 def test_teacher_from_checkpoint_and_from_torchvision_weights(tiny_cfg, tmp_path):

@@ -7,10 +7,13 @@ file name. Both files are written atomically: a crash mid-save leaves the previo
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,54 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit what the config asks for."""
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that needs more than tensors to load: unpickling it could run code."""
+
+
+_TRUST_PICKLES = contextvars.ContextVar("horkd_trust_pickles", default=False)
+
+
+@contextmanager
+def trusting_pickles(enabled: bool = True) -> Iterator[None]:
+    """Let pickled weight files that need full unpickling load (``--trust-checkpoint``)."""
+    token = _TRUST_PICKLES.set(enabled)
+    try:
+        yield
+    finally:
+        _TRUST_PICKLES.reset(token)
+
+
+def load_pickled_weights(path: Path) -> object:
+    """``torch.load`` restricted to tensors and containers unless the user trusts the file.
+
+    ``weights_only=True`` refuses every global a pickle names beyond tensors, so a payload that
+    would run code is rejected before anything executes.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = str(exc).strip().splitlines()
+        detail = next((line for line in lines if "unsupported global" in line.lower()), "")
+        if not detail:  # not a forbidden object, just not a pickle of weights
+            raise
+        if not _TRUST_PICKLES.get():
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it is a pickle that holds more than tensors, and "
+                f"unpickling it could run code from the file{f' ({detail.strip()})' if detail else ''}. "
+                "Convert it to safetensors, or pass --trust-checkpoint if you trust its source"
+            ) from None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def atomic_write(path: Path, write: Any) -> None:
     """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for torn in path.parent.glob(f".{path.name}.*"):  # left by a save that was killed
+        torn.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -38,9 +86,24 @@ def _atomic_write(path: Path, write: Any) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut could otherwise lose the new name)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -48,7 +111,7 @@ def write_json(path: Path, data: Any) -> None:
         with open(tmp, "w") as handle:
             json.dump(data, handle, indent=2, default=str)
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def git_sha() -> str | None:
@@ -80,7 +143,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     full_meta = {"horkd_version": __version__, "git_sha": git_sha(), **meta}
     weights = stem.with_name(stem.name + WEIGHTS_SUFFIX)
-    _atomic_write(weights, lambda tmp: save_file(state, tmp))
+    atomic_write(weights, lambda tmp: save_file(state, tmp))
     write_json(stem.with_name(stem.name + META_SUFFIX), full_meta)
     return weights
 

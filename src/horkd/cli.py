@@ -45,8 +45,34 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a different run already in output_dir"
     )
+    _add_run_flags(parser)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-report", action="store_true", help="skip RUN/report/ at the end")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave unreadable image files out (counted) instead of stopping at the first",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow weight files that need full unpickling (can run code: trusted files only)",
+    )
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of pixel sizes such as 28,14,7"
+        ) from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text}")
+    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     ev.add_argument("checkpoint", help="checkpoint path (with or without .safetensors/.json)")
-    ev.add_argument("--sizes", default=None, help="comma-separated sizes, e.g. 28,14,7")
+    ev.add_argument(
+        "--sizes", type=_sizes, default=None, help="comma-separated sizes, e.g. 28,14,7"
+    )
     ev.add_argument("--data-root", help="folder holding the dataset")
     ev.add_argument(
         "--upsample",
@@ -113,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default=None, help="default: runs/demo")
     demo.add_argument("--resume", action="store_true")
     demo.add_argument("--overwrite", action="store_true")
-    demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument("--no-report", action="store_true")
+    _add_run_flags(demo)
 
     report = sub.add_parser(
         "report",
@@ -158,6 +185,8 @@ def _config(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> Any:
         overrides.append(f"data.root={args.data_root}")
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    if getattr(args, "skip_bad_images", False):
+        overrides.append("data.skip_bad_images=true")
     if raw is not None:
         return config_from_dict(raw, overrides)
     return load_config(args.config, overrides)
@@ -222,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from horkd.eval_checkpoint import evaluate_checkpoint
 
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+    sizes = args.sizes
     upsample = {"auto": None, "yes": True, "no": False}[args.upsample]
     for line in evaluate_checkpoint(args.checkpoint, sizes, args.data_root, upsample):
         print(line)
@@ -276,9 +305,23 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
+# Exit statuses scripts can tell apart.
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
 def main(argv: list[str] | None = None) -> int:
+    from horkd.checkpoint import trusting_pickles
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    with trusting_pickles(getattr(args, "trust_checkpoint", False)):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from horkd.trainer import TrainingDiverged, TrainingStopped
+
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -301,17 +344,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("horkd: interrupted", file=sys.stderr)
         return 130
+    except TrainingStopped as exc:
+        print(f"horkd: {exc}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(exc) else 130
+    except TrainingDiverged as exc:
+        if args.debug:
+            raise
+        print(f"horkd: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except Exception as exc:  # every user-facing error becomes one line
         if args.debug or not _is_user_error(exc):
             raise
         print(f"horkd: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 def _is_user_error(exc: Exception) -> bool:
+    """Errors about the user's input or files; anything else is a bug and keeps its traceback."""
     from horkd.registry import UnknownNameError
 
-    return isinstance(exc, ValueError | FileNotFoundError | UnknownNameError | PermissionError)
+    return isinstance(exc, ValueError | OSError | UnknownNameError)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class DataConfig(_Strict):
     test_subset: int | None = Field(None, ge=10)
     channels: int | None = Field(None, ge=1, le=3, description="image_folder only: 1 or 3")
     num_workers: int = Field(0, ge=0)
+    skip_bad_images: bool = Field(False, description="leave unreadable image files out, counted")
     augment: AugmentConfig = AugmentConfig()
 
     @field_validator("dataset")
@@ -114,6 +115,12 @@ class StageConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0.0)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
     select_on_val: bool = Field(True, description="keep the epoch with the best validation top-1")
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="also save the resumable state every N steps (always per epoch)"
+    )
+    max_nonfinite_steps: int = Field(
+        20, ge=0, description="stop after more than this many non-finite losses in a row"
+    )
 
 
 class TrainConfig(_Strict):

@@ -12,13 +12,22 @@ from typing import Any
 class MetricsLogger:
     """Appends one row per epoch; CSV columns grow when a later row brings new keys."""
 
-    def __init__(self, directory: str | Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        tensorboard: bool = True,
+        rows: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.directory / "metrics.jsonl"
         self.csv_path = self.directory / "metrics.csv"
-        self.rows: list[dict[str, Any]] = []
-        self.jsonl_path.unlink(missing_ok=True)  # a stage that starts over starts a fresh log
+        # A stage that starts over starts a fresh log; a resumed one rewrites the rows it kept,
+        # dropping any logged after its last saved state.
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        with self.jsonl_path.open("w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in self.rows)
+        self._rewrite_csv()
         self._writer = None
         if tensorboard:
             try:
@@ -41,6 +50,9 @@ class MetricsLogger:
             self._writer.flush()
 
     def _rewrite_csv(self) -> None:
+        if not self.rows:
+            self.csv_path.unlink(missing_ok=True)
+            return
         columns: list[str] = []
         for row in self.rows:
             columns.extend(key for key in row if key not in columns)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from horkd.checkpoint import build_from_checkpoint, git_sha, write_json
-from horkd.config import DegradeConfig, ExperimentConfig, StageConfig, dump_config
+from horkd.config import DegradeConfig, ExperimentConfig, StageConfig
 from horkd.cost import count_flops, count_parameters
 from horkd.data import AugmentSpec, DataSplits, augment_batch, build_splits, make_loader
 from horkd.degrade import Degrader, DegradeSpec, resolve_lr_size
@@ -33,8 +33,18 @@ from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, Batch, DistillMethod, Method, MethodContext, SupervisedMethod
 from horkd.methods.presets import hybrid_loss
 from horkd.models import build_model
+from horkd.run_dir import (
+    RunDirError,
+    assistant_fingerprint,
+    finished_stage,
+    prepare_run_dir,
+    student_fingerprint,
+    teacher_fingerprint,
+)
 from horkd.tasks import TASKS
-from horkd.trainer import Trainer
+from horkd.trainer import STATE_FILE, Trainer
+
+__all__ = ["RunDirError", "SeedRun", "load_splits", "run_ablation", "run_experiment"]
 
 
 def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
@@ -48,10 +58,6 @@ def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
         jpeg_quality=d.jpeg_quality,
         upsample=upsample,
     )
-
-
-class RunDirError(ValueError):
-    """The output directory holds another run; refuse rather than mix two experiments."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,27 +79,28 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run dir must hold the same config (resume) or be replaced."""
-    config_path = run_dir / "config.yaml"
-    text = dump_config(cfg)
-    if config_path.exists():
-        if overwrite:
-            import shutil
+class PairedBatchMaker:
+    """Augment the HR batch once on the device, then degrade that same tensor to LR.
 
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise RunDirError(
-                f"output directory {run_dir} already holds a run; pass --resume to continue it "
-                "or --overwrite to replace it"
-            )
-        elif config_path.read_text() != text:
-            raise RunDirError(
-                f"output directory {run_dir} holds a run with a different config; use another "
-                "output_dir or --overwrite"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(text)
+    Its generator is part of the resumable training state (``state_dict``), so a resumed stage
+    draws the same crops, flips and noise as one that never stopped.
+    """
+
+    def __init__(self, augment: AugmentSpec, degrader: Degrader, generator: torch.Generator):
+        self.augment = augment
+        self.degrader = degrader
+        self.generator = generator
+
+    def __call__(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
+        hr = augment_batch(x, self.augment, self.generator)
+        lr = self.degrader(hr, generator=self.generator)
+        return Batch(hr=hr, lr=lr, target=y, index=index)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
 
 
 @dataclass
@@ -162,17 +169,10 @@ class SeedRun:
             num_workers=self.cfg.data.num_workers,
         )
 
-    def batch_fn(self, seed_offset: int) -> Any:
-        """Augment the HR batch once on the device, then degrade that same tensor to LR."""
+    def batch_fn(self, seed_offset: int) -> PairedBatchMaker:
         degrader = Degrader(self.hr_size, self.student_spec).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed * 1000 + seed_offset)
-        augment = self.augment
-
-        def make(x: Tensor, y: Tensor, index: Tensor) -> Batch:
-            hr = augment_batch(x, augment, generator)
-            return Batch(hr=hr, lr=degrader(hr, generator=generator), target=y, index=index)
-
-        return make
+        return PairedBatchMaker(self.augment, degrader, generator)
 
     def input_fn(self, view: str, size: int | None = None, upsample: bool | None = None) -> Any:
         if view == "hr":
@@ -197,6 +197,11 @@ class SeedRun:
             "std": list(info.std),
             **m.kwargs,
         }
+
+    def _expected(self, role: str) -> dict[str, Any]:
+        """What a user-given checkpoint for ``role`` must match to fit this config."""
+        recipe = self.model_recipe(role)
+        return {k: recipe[k] for k in ("arch", "num_classes", "in_channels")}
 
     def new_model(self, role: str) -> nn.Module:
         m = getattr(self.cfg, role)
@@ -239,7 +244,12 @@ class SeedRun:
         }
 
     def _train_stage(
-        self, name: str, method: Method, stage: StageConfig, metas: dict[str, dict[str, Any]]
+        self,
+        name: str,
+        method: Method,
+        stage: StageConfig,
+        metas: dict[str, dict[str, Any]],
+        fingerprint: str,
     ) -> None:
         out_dir = self.dir / name
         view = method.student_view
@@ -254,12 +264,15 @@ class SeedRun:
             out_dir=out_dir,
             meta=metas,
             progress=self.progress,
+            resume=self.resume,
+            fingerprint=fingerprint,
         )
         started = time.perf_counter()
         result = trainer.fit()
         write_json(
             out_dir / "done.json",
             {
+                "fingerprint": fingerprint,
                 "best_epoch": result.best_epoch,
                 "best_score": result.best_score,
                 "score_key": self.task.score_key,
@@ -267,9 +280,10 @@ class SeedRun:
                 "seconds": time.perf_counter() - started,
             },
         )
+        (out_dir / STATE_FILE).unlink(missing_ok=True)  # the checkpoint above supersedes it
 
-    def _finished(self, name: str) -> bool:
-        return self.resume and (self.dir / name / "done.json").exists()
+    def _finished(self, name: str, fingerprint: str) -> bool:
+        return self.resume and finished_stage(self.dir / name, fingerprint)
 
     def _load(self, name: str, role: str = "model") -> nn.Module:
         return build_from_checkpoint(self.dir / name / role).to(self.device)
@@ -279,17 +293,17 @@ class SeedRun:
             return self._teacher
         m = self.cfg.teacher
         if m.checkpoint:
-            recipe = self.model_recipe("teacher")
-            expect = {"arch": recipe["arch"], "num_classes": recipe["num_classes"]}
-            self._teacher = build_from_checkpoint(m.checkpoint, expect=expect).to(self.device)
-        elif self._finished("teacher"):
+            self._teacher = build_from_checkpoint(
+                m.checkpoint, expect=self._expected("teacher")
+            ).to(self.device)
+        elif self._finished("teacher", fp := teacher_fingerprint(self.cfg, self.seed)):
             self._teacher = self._load("teacher")
         else:
             seed_everything(self.seed, self.cfg.deterministic)
             teacher = self.new_model("teacher")
             method = SupervisedMethod(teacher, self.new_criterion(teacher), student_view="hr")
             metas = {"student": self.meta("teacher", "hr", "supervised")}
-            self._train_stage("teacher", method, self.cfg.train.teacher, metas)
+            self._train_stage("teacher", method, self.cfg.train.teacher, metas, fp)
             self._teacher = method.student
         self._teacher.eval()
         return self._teacher
@@ -299,8 +313,10 @@ class SeedRun:
         if self._assistant is not None:
             return self._assistant
         if self.cfg.assistant.checkpoint:
-            self._assistant = build_from_checkpoint(self.cfg.assistant.checkpoint).to(self.device)
-        elif self._finished("assistant"):
+            self._assistant = build_from_checkpoint(
+                self.cfg.assistant.checkpoint, expect=self._expected("assistant")
+            ).to(self.device)
+        elif self._finished("assistant", fp := assistant_fingerprint(self.cfg, self.seed)):
             self._assistant = self._load("assistant")
         else:
             teacher = self.teacher()
@@ -318,7 +334,7 @@ class SeedRun:
                 task_weight=self.cfg.distill.loss.task_weight,
             )
             metas = {"student": self.meta("assistant", "hr", "horkd_cross_structure")}
-            self._train_stage("assistant", method, self.cfg.train.assistant, metas)
+            self._train_stage("assistant", method, self.cfg.train.assistant, metas, fp)
             self._assistant = method.student
         self._assistant.eval()
         return self._assistant
@@ -334,15 +350,22 @@ class SeedRun:
         name = stage or f"students/{method_name}"
         if name in self._students:
             return self._students[name]
-        if self._finished(name):
-            self._students[name] = self._load(name)
-            return self._students[name]
         spec = METHODS.get(method_name)
         assert spec.build is not None, f"{method_name} trains nothing"
         cfg = self.cfg
         if orders is not None:
             cfg = cfg.model_copy(deep=True)
             cfg.distill.loss.orders = list(orders)
+        fp = student_fingerprint(
+            cfg,
+            self.seed,
+            method_name,
+            teacher=spec.needs_teacher,
+            assistant=spec.requires_assistant(self.cfg),
+        )
+        if self._finished(name, fp):
+            self._students[name] = self._load(name)
+            return self._students[name]
         ctx = MethodContext(
             cfg=cfg,
             new_student=lambda: self.new_model("student"),
@@ -358,7 +381,7 @@ class SeedRun:
             "student": self.meta("student", "lr", method_name),
             "assistant": self.meta("assistant", "hr", method_name),
         }
-        self._train_stage(name, method, self.cfg.train.student, metas)
+        self._train_stage(name, method, self.cfg.train.student, metas, fp)
         self._students[name] = method.student
         return method.student
 
@@ -432,6 +455,7 @@ def load_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
         download=d.download,
         train_subset=d.train_subset,
         test_subset=d.test_subset,
+        skip_bad_images=d.skip_bad_images,
         **({"channels": d.channels} if d.channels else {}),
     )
 
@@ -476,7 +500,7 @@ def run_ablation(
     metric = None
     for seed in cfg.seeds:
         run = SeedRun(
-            cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=progress, resume=resume
+            cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=progress, resume=True
         )
         base = run.task.test(run, run.student("scratch"), "lr")
         metric = metric or primary_metric([{"role": "student", **base}])
@@ -514,9 +538,12 @@ def run_experiment(
         {"name": cfg.name, "git_sha": git_sha(), "seeds": cfg.seeds, "started": started},
     )
     all_rows = []
+    skipped_images: list[str] = []
     for seed in cfg.seeds:
         splits = load_splits(cfg, seed)
-        seed_run = SeedRun(cfg, seed, run_dir, splits=splits, progress=progress, resume=resume)
+        skipped_images = splits.info.skipped_images
+        # prepare_run_dir left either a fresh directory or a run this config may continue.
+        seed_run = SeedRun(cfg, seed, run_dir, splits=splits, progress=progress, resume=True)
         all_rows.append(seed_run.run(cfg.methods))
     table = aggregate(all_rows)
     write_results(run_dir, table, cfg, lr_size=seed_run.lr_size)
@@ -532,6 +559,7 @@ def run_experiment(
             "seeds": cfg.seeds,
             "started": started,
             "seconds": time.time() - started,
+            "skipped_images": {"count": len(skipped_images), "files": skipped_images[:100]},
         },
     )
     return run_dir, table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -14,6 +15,18 @@ class UnknownNameError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable.
         return str(self.args[0])
+
+
+def closest_name(name: str, known: list[str]) -> str | None:
+    """The most similar known name; ties go to the longest shared prefix (typos sit late)."""
+
+    def score(candidate: str) -> tuple[float, int]:
+        ratio = difflib.SequenceMatcher(None, name.lower(), candidate.lower()).ratio()
+        prefix = len(os.path.commonprefix([name.lower(), candidate.lower()]))
+        return ratio, prefix
+
+    best = max(known, key=score, default=None)
+    return best if best is not None and score(best)[0] >= 0.6 else None
 
 
 class Registry(Generic[T]):
@@ -40,8 +53,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._entries:
             known = sorted(self._entries)
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            close = closest_name(name, known)
+            hint = f" Did you mean '{close}'?" if close else ""
             raise UnknownNameError(
                 f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(known)}"
             )

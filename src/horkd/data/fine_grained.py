@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 import torchvision.datasets as tvd
-from PIL import Image
 from torch.utils.data import Dataset
 
 from horkd.data.folder import IMAGENET_MEAN, IMAGENET_STD, _transform
+from horkd.data.image_check import open_rgb_or_gray, readable_samples
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 
@@ -32,8 +32,7 @@ class ImageList(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            return self.transform(image), label
+        return self.transform(open_rgb_or_gray(path)), label
 
 
 def _stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -50,7 +49,13 @@ def _read_table(path: Path) -> dict[int, str]:
 
 
 @DATASETS.register("cub200")
-def cub200(root: str | None, hr_size: int | None, download: bool = False, channels: int = 3):
+def cub200(
+    root: str | None,
+    hr_size: int | None,
+    download: bool = False,
+    channels: int = 3,
+    skip_bad_images: bool = False,
+):
     """CUB-200-2011: ROOT/CUB_200_2011/{images.txt, image_class_labels.txt, images/,
     train_test_split.txt (optional)}; classes 1..200 become labels 0..199."""
     layout = "CUB_200_2011/images.txt, image_class_labels.txt and images/"
@@ -71,9 +76,16 @@ def cub200(root: str | None, hr_size: int | None, download: bool = False, channe
     samples = {True: [], False: []}  # type: dict[bool, list[tuple[Path, int]]]
     for image_id, rel in sorted(images.items()):
         samples[is_train[image_id]].append((base / "images" / rel, int(classes[image_id]) - 1))
+    skipped: list[str] = []
+    for split in (True, False):
+        samples[split], bad = readable_samples(
+            samples[split], skip=skip_bad_images, dataset="cub200"
+        )
+        skipped += bad
     num_classes = max(int(c) for c in classes.values())
     mean, std = _stats(channels)
     info = DatasetInfo("cub200", num_classes, channels, mean, std, size)
+    info.skipped_images = skipped
     return ImageList(samples[True], transform), ImageList(samples[False], transform), info
 
 
@@ -84,9 +96,20 @@ class _Cars(tvd.StanfordCars):
     def targets(self) -> list[int]:
         return [label for _, label in self._samples]
 
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self._samples[index]
+        image = open_rgb_or_gray(path, 3)
+        return (self.transform(image) if self.transform else image), label
+
 
 @DATASETS.register("cars196")
-def cars196(root: str | None, hr_size: int | None, download: bool = False, channels: int = 3):
+def cars196(
+    root: str | None,
+    hr_size: int | None,
+    download: bool = False,
+    channels: int = 3,
+    skip_bad_images: bool = False,
+):
     """Stanford Cars in torchvision's layout: ROOT/stanford_cars/{devkit/cars_meta.mat,
     devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/, cars_test/}."""
     layout = "stanford_cars/ with devkit/, cars_train/, cars_test/ (torchvision's layout)"
@@ -99,6 +122,13 @@ def cars196(root: str | None, hr_size: int | None, download: bool = False, chann
         test = _Cars(root, split="test", transform=transform)
     except RuntimeError as exc:
         raise DataNotFoundError(f"cars196: {exc}; expected {layout}") from None
+    skipped: list[str] = []
+    for split in (train, test):
+        split._samples, bad = readable_samples(
+            split._samples, skip=skip_bad_images, dataset="cars196"
+        )
+        skipped += bad
     mean, std = _stats(channels)
     info = DatasetInfo("cars196", len(train.classes), channels, mean, std, size, train.classes)
+    info.skipped_images = skipped
     return train, test, info

@@ -7,6 +7,7 @@ from pathlib import Path
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 
+from horkd.data.image_check import open_rgb_or_gray, readable_samples
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,7 +21,11 @@ def _transform(hr_size: int, channels: int) -> T.Compose:
 
 @DATASETS.register("image_folder")
 def image_folder(
-    root: str | None, hr_size: int | None, download: bool = False, channels: int = 3
+    root: str | None,
+    hr_size: int | None,
+    download: bool = False,
+    channels: int = 3,
+    skip_bad_images: bool = False,
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test)."""
     layout = "ROOT/train/<class>/<images> and ROOT/test/<class>/<images> (or ROOT/val/)"
@@ -33,8 +38,15 @@ def image_folder(
         raise DataNotFoundError(f"image_folder: {base} is missing train/ or test/; expected {layout}")
     size = hr_size or 224
     transform = _transform(size, channels)
-    train = tvd.ImageFolder(str(train_dir), transform=transform)
-    test = tvd.ImageFolder(str(test_dir), transform=transform)
+    train = tvd.ImageFolder(str(train_dir), transform=transform, loader=open_rgb_or_gray)
+    test = tvd.ImageFolder(str(test_dir), transform=transform, loader=open_rgb_or_gray)
+    skipped: list[str] = []
+    for split in (train, test):
+        split.samples, bad = readable_samples(
+            split.samples, skip=skip_bad_images, dataset="image_folder"
+        )
+        split.imgs, split.targets = split.samples, [label for _, label in split.samples]
+        skipped += bad
     if train.classes != test.classes:
         raise DataNotFoundError(
             f"image_folder: train/ and {test_dir.name}/ hold different class folders "
@@ -42,4 +54,5 @@ def image_folder(
         )
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
     info = DatasetInfo("image_folder", len(train.classes), channels, mean, std, size, train.classes)
+    info.skipped_images = skipped
     return train, test, info

@@ -75,10 +75,16 @@ class BatchLoader:
         return torch.randperm(n, generator=generator)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, first_batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """This epoch's batches from ``first_batch`` on, in the same order as a full pass (a
+        resumed stage continues mid-epoch without reading the batches it already trained on)."""
         order = self._order()
         if self._tensor is not None:
             base, index_map = self._tensor
-            for start in range(0, len(self) * self.batch_size, self.batch_size):
+            first = first_batch * self.batch_size
+            for start in range(first, len(self) * self.batch_size, self.batch_size):
                 positions = order[start : start + self.batch_size]
                 if positions.numel() == 0:
                     break
@@ -88,7 +94,7 @@ class BatchLoader:
         loader = DataLoader(
             _IndexedDataset(self.dataset),
             batch_size=self.batch_size,
-            sampler=order.tolist(),
+            sampler=order[first_batch * self.batch_size :].tolist(),
             drop_last=self.drop_last,
             num_workers=self.num_workers,
         )

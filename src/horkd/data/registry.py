@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
@@ -34,6 +34,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     native_size: int
     class_names: list[str] | None = None
+    skipped_images: list[str] = field(default_factory=list)  # unreadable files left out
 
 
 @dataclass

@@ -53,12 +53,11 @@ def _find_idx(folder: Path) -> dict[str, Path] | None:
 
 
 def _idx_candidates(root: str | None, torchvision_folder: str, system: Path | None) -> list[Path]:
-    places = []
+    """An explicit root is the only place looked in (a mistyped --data-root must not silently
+    fall back to another copy); without one, the distribution's system copy."""
     if root:
-        places += [Path(root), Path(root) / torchvision_folder / "raw"]
-    if system is not None:
-        places.append(system)
-    return places
+        return [Path(root), Path(root) / torchvision_folder / "raw"]
+    return [system] if system is not None else []
 
 
 def _tensor_split(

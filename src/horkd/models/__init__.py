@@ -34,13 +34,17 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model weights file not found: {path}")
+    from horkd.checkpoint import UnsafeCheckpointError, load_pickled_weights
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state: object = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_pickled_weights(path)
+    except UnsafeCheckpointError:
+        raise
     except Exception as exc:  # pickle, zip and safetensors errors all mean "not a weights file"
         raise ValueError(f"cannot read model weights from {path}: {exc}") from None
     for key in _WRAPPER_KEYS:

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 from horkd.data import labels_of
+from horkd.data.image_check import open_rgb_or_gray
 from horkd.metrics import rank1_identification, verification_metrics
 from horkd.tasks.base import TASKS, InputFn, Task, embed
 from horkd.tasks.retrieval import KS, recall_at_k
@@ -66,7 +66,7 @@ def parse_pairs_file(path: str | Path) -> list[tuple[tuple[str, int], tuple[str,
 def _load(path: Path, size: int, channels: int) -> Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"pair image not found: {path}")
-    image = Image.open(path).convert("L" if channels == 1 else "RGB").resize((size, size))
+    image = open_rgb_or_gray(path, channels).resize((size, size))
     array = np.asarray(image, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1)

@@ -1,0 +1,156 @@
+"""Which run an output directory holds, and which of its stages are still valid.
+
+Rerunning the same command continues the run (finished stages are loaded, an interrupted one
+resumes from its last saved state). A different config is refused unless the user says what to do:
+``--overwrite`` replaces the run, ``--resume`` keeps every stage whose own settings did not change
+and retrains the rest. Each stage records a fingerprint of exactly the settings it depends on, so
+fixing a typo in the student's section does not retrain the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from horkd.config import ExperimentConfig, dump_config
+
+CONFIG_FILE = "config.yaml"
+RUN_MARKERS = (CONFIG_FILE, "run.json")
+
+
+class RunDirError(ValueError):
+    """The output directory holds another run; refuse rather than mix two experiments."""
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def prepare_run_dir(
+    cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False
+) -> bool:
+    """Make ``run_dir`` ready for ``cfg``; True when it continues an existing run."""
+    config_path = run_dir / CONFIG_FILE
+    text = dump_config(cfg)
+    is_run = any((run_dir / marker).exists() for marker in RUN_MARKERS)
+    if run_dir.exists() and not is_run and any(run_dir.iterdir()):
+        raise RunDirError(
+            f"output directory {run_dir} is not empty and does not hold a horkd run; choose "
+            "another output_dir (horkd never deletes folders it did not create)"
+        )
+    continuing = False
+    if is_run:
+        old_text = config_path.read_text() if config_path.exists() else ""
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif old_text == text:
+            print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
+            continuing = True
+        elif resume:
+            old = yaml.safe_load(old_text) or {}
+            diff = changed_keys(old, yaml.safe_load(text))
+            print(
+                f"resuming {run_dir} with a changed config ({', '.join(diff[:8])}); stages whose "
+                "settings changed are retrained",
+                flush=True,
+            )
+            (run_dir / "config.previous.yaml").write_text(old_text)
+            continuing = True
+        else:
+            old = yaml.safe_load(old_text) or {}
+            diff = changed_keys(old, yaml.safe_load(text))
+            shown = ", ".join(diff[:8]) + (", ..." if len(diff) > 8 else "")
+            raise RunDirError(
+                f"output directory {run_dir} already holds a run with a different config "
+                f"(changed: {shown or 'unknown'}); pass --resume to keep its unchanged stages, "
+                "--overwrite to replace it, or use another output_dir"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(text)
+    return continuing
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _data_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
+    data = cfg.data.model_dump(mode="json")
+    data.pop("num_workers")  # how fast data loads does not change what a stage learns
+    return {
+        "seed": seed,
+        "data": data,
+        "task": cfg.task,
+        "task_loss": cfg.task_loss.model_dump(mode="json"),
+        "retrieval": cfg.retrieval.model_dump(mode="json"),
+        "face": cfg.face.model_dump(mode="json"),
+        "deterministic": cfg.deterministic,
+    }
+
+
+def teacher_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
+    return _digest(
+        {
+            **_data_settings(cfg, seed),
+            "teacher": cfg.teacher.model_dump(mode="json"),
+            "train": cfg.train.teacher.model_dump(mode="json"),
+        }
+    )
+
+
+def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
+    return _digest(
+        {
+            "teacher": teacher_fingerprint(cfg, seed),
+            "assistant": cfg.assistant.model_dump(mode="json"),
+            "train": cfg.train.assistant.model_dump(mode="json"),
+            "distill": cfg.distill.model_dump(mode="json"),
+        }
+    )
+
+
+def student_fingerprint(
+    cfg: ExperimentConfig, seed: int, method: str, *, teacher: bool, assistant: bool
+) -> str:
+    """``cfg`` is the config the student trains with (the ablation changes its orders)."""
+    return _digest(
+        {
+            **_data_settings(cfg, seed),
+            "method": method,
+            "teacher": teacher_fingerprint(cfg, seed) if teacher else None,
+            "assistant": assistant_fingerprint(cfg, seed) if assistant else None,
+            "student": cfg.student.model_dump(mode="json"),
+            "assistant_model": cfg.assistant.model_dump(mode="json"),  # warm start, joint
+            "train": cfg.train.student.model_dump(mode="json"),
+            "distill": cfg.distill.model_dump(mode="json"),
+            "degrade": cfg.degrade.model_dump(mode="json", exclude={"eval_sizes"}),
+            "schedule": cfg.schedule,
+        }
+    )
+
+
+def finished_stage(stage_dir: Path, fingerprint: str) -> bool:
+    """A stage is reused only when it finished with the settings asked for now."""
+    done = stage_dir / "done.json"
+    if not done.exists():
+        return False
+    try:
+        return json.loads(done.read_text()).get("fingerprint") == fingerprint
+    except json.JSONDecodeError:
+        return False
