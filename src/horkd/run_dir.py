@@ -58,7 +58,7 @@ def prepare_run_dir(
         old_text = config_path.read_text() if config_path.exists() else ""
         if overwrite:
             shutil.rmtree(run_dir)
-        elif old_text == text:
+        elif _same_config(old_text, cfg):
             print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
             continuing = True
         elif resume:
@@ -85,21 +85,36 @@ def prepare_run_dir(
     return continuing
 
 
+def _same_config(old_text: str, cfg: ExperimentConfig) -> bool:
+    """Compared as validated configs, so a setting added later with its default is no change."""
+    try:
+        old = ExperimentConfig.model_validate(yaml.safe_load(old_text) or {})
+    except ValueError:
+        return False
+    return old == cfg
+
+
+def _dump(model: Any) -> Any:
+    """Settings as the fingerprint sees them: only what differs from the defaults, so adding a
+    setting (at its default) in a later version does not invalidate finished stages."""
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
 def _digest(parts: dict[str, Any]) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _data_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
-    data = cfg.data.model_dump(mode="json")
-    data.pop("num_workers")  # how fast data loads does not change what a stage learns
+    data = cfg.data.model_dump(mode="json", exclude_defaults=True, exclude={"num_workers"})
+    # (how fast data loads does not change what a stage learns)
     return {
         "seed": seed,
         "data": data,
         "task": cfg.task,
-        "task_loss": cfg.task_loss.model_dump(mode="json"),
-        "retrieval": cfg.retrieval.model_dump(mode="json"),
-        "face": cfg.face.model_dump(mode="json"),
+        "task_loss": _dump(cfg.task_loss),
+        "retrieval": _dump(cfg.retrieval),
+        "face": _dump(cfg.face),
         "deterministic": cfg.deterministic,
     }
 
@@ -108,8 +123,8 @@ def teacher_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
     return _digest(
         {
             **_data_settings(cfg, seed),
-            "teacher": cfg.teacher.model_dump(mode="json"),
-            "train": cfg.train.teacher.model_dump(mode="json"),
+            "teacher": _dump(cfg.teacher),
+            "train": _dump(cfg.train.teacher),
         }
     )
 
@@ -118,9 +133,9 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
     return _digest(
         {
             "teacher": teacher_fingerprint(cfg, seed),
-            "assistant": cfg.assistant.model_dump(mode="json"),
-            "train": cfg.train.assistant.model_dump(mode="json"),
-            "distill": cfg.distill.model_dump(mode="json"),
+            "assistant": _dump(cfg.assistant),
+            "train": _dump(cfg.train.assistant),
+            "distill": _dump(cfg.distill),
         }
     )
 
@@ -135,11 +150,12 @@ def student_fingerprint(
             "method": method,
             "teacher": teacher_fingerprint(cfg, seed) if teacher else None,
             "assistant": assistant_fingerprint(cfg, seed) if assistant else None,
-            "student": cfg.student.model_dump(mode="json"),
-            "assistant_model": cfg.assistant.model_dump(mode="json"),  # warm start, joint
-            "train": cfg.train.student.model_dump(mode="json"),
-            "distill": cfg.distill.model_dump(mode="json"),
-            "degrade": cfg.degrade.model_dump(mode="json", exclude={"eval_sizes"}),
+            "student": _dump(cfg.student),
+            "assistant_model": _dump(cfg.assistant),  # warm start, joint
+            "train": _dump(cfg.train.student),
+            "distill": _dump(cfg.distill),
+            "degrade": cfg.degrade.model_dump(mode="json", exclude_defaults=True,
+                                              exclude={"eval_sizes"}),
             "schedule": cfg.schedule,
         }
     )

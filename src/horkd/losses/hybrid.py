@@ -6,15 +6,17 @@ gamma = ``angle_weight``. The task loss is added by the method. YAML::
 
     distill:
       loss: {embedding_weight: 1, logit_weight: 1, temperature: 4,
-             distance_weight: 25, angle_weight: 50, orders: [1, 2, 3]}
+             distance_weight: 25, angle_weight: 50, orders: [1, 2, 3], relations: global}
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from torch import Tensor, nn
 
+from horkd import distributed
 from horkd.losses.first_order import EmbeddingRegression, HintonKD
 from horkd.losses.registry import register_loss
 from horkd.losses.second_order import DistanceLoss
@@ -41,8 +43,12 @@ class HybridOrderLoss(nn.Module):
         orders: Iterable[int] = ORDERS,
         projector: bool | None = None,
         angle_chunk_size: int | None = None,
+        relations: Literal["global", "local"] = "global",
     ) -> None:
         super().__init__()
+        if relations not in ("global", "local"):
+            raise ValueError(f"relations must be 'global' or 'local', got {relations!r}")
+        self.relations = relations
         weights = {
             "embedding_weight": embedding_weight,
             "logit_weight": logit_weight,
@@ -84,12 +90,21 @@ class HybridOrderLoss(nn.Module):
             )
         if self.logit_weight > 0 and student_logits is not None and teacher_logits is not None:
             terms["order1_logits"] = self.logit_weight * self.kd(student_logits, teacher_logits)
+        if self.distance_weight > 0 or self.angle_weight > 0:
+            terms.update(self._relations(student_embedding, teacher_embedding))
+        return terms
+
+    def _relations(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
+        """Second and third order; with ``relations="global"`` under torchrun, over the global
+        batch, so the method does not change with the number of processes."""
+        finish = lambda loss: loss  # noqa: E731
+        if self.relations == "global" and distributed.active():
+            student = distributed.gather_with_grad(student)
+            teacher = distributed.gather_with_grad(teacher)
+            finish = distributed.global_relation_loss
+        terms: dict[str, Tensor] = {}
         if self.distance_weight > 0:
-            terms["order2_distance"] = self.distance_weight * self.distance(
-                student_embedding, teacher_embedding
-            )
+            terms["order2_distance"] = self.distance_weight * finish(self.distance(student, teacher))
         if self.angle_weight > 0:
-            terms["order3_angle"] = self.angle_weight * self.angle(
-                student_embedding, teacher_embedding
-            )
+            terms["order3_angle"] = self.angle_weight * finish(self.angle(student, teacher))
         return terms

@@ -96,6 +96,7 @@ def hybrid_loss(
         distance_weight=loss_cfg.distance_weight if "distance" in wanted else 0.0,
         angle_weight=loss_cfg.angle_weight if "angle" in wanted else 0.0,
         huber_delta=loss_cfg.huber_delta,
+        relations=loss_cfg.relations,
         orders=(1, 2, 3),
     )
 

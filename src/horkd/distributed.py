@@ -1,0 +1,107 @@
+"""Several processes through ``torchrun``: process group set-up, rank-0 duties, global relations.
+
+``torchrun --nproc_per_node=N -m horkd run CONFIG`` starts N copies; each reads ``RANK``,
+``LOCAL_RANK`` and ``WORLD_SIZE`` from its environment. Without those variables everything here
+is a no-op, so a single process never touches ``torch.distributed``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(device_type: str) -> None:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); idempotent."""
+    if not launched_by_torchrun() or dist.is_initialized():
+        return
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """The process that logs, prints progress and writes files."""
+    return rank() == 0
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Each process drives its own GPU (``LOCAL_RANK``); CPU processes share the CPU."""
+    if device.type == "cuda" and active():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average per-rank numbers (training loss sums, images/s) so the log shows the whole job."""
+    if not active() or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    tensor /= dist.get_world_size()
+    return dict(zip(keys, tensor.tolist(), strict=True))
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate every rank's ``x`` (rank order); gradients flow back to this rank's part only.
+
+    Local batches may differ in size (the last batch of an epoch): sizes are exchanged first and
+    the slices padded for the collective.
+    """
+    if not active():
+        return x
+    world, me = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    biggest = max(counts)
+    padded = x.detach()
+    if x.shape[0] < biggest:
+        pad = x.new_zeros((biggest - x.shape[0], *x.shape[1:]))
+        padded = torch.cat([padded, pad])
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    pieces = [part[:n] for part, n in zip(parts, counts, strict=True)]
+    pieces[me] = x  # the local slice keeps its graph
+    return torch.cat(pieces)
+
+
+def global_relation_loss(loss: Tensor) -> Tensor:
+    """A loss computed from the gathered global batch, made right for DistributedDataParallel.
+
+    Every rank computes the same global loss but differentiates it only through its own slice;
+    DDP then averages the ranks' gradients, which would divide the true gradient by the world
+    size. The returned tensor has the loss's value and ``world_size`` times its gradient.
+    """
+    world = world_size()
+    if world == 1:
+        return loss
+    return loss * world - (loss * (world - 1)).detach()
