@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from horkd import __version__
+from horkd.distributed import is_main
 
 EPILOG = """examples:
   horkd demo                                   Fashion-MNIST 28px -> 7px, every baseline
@@ -217,17 +218,19 @@ def cmd_run(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> int:
         overwrite=args.overwrite,
         report=not getattr(args, "no_report", False),
     )
-    _print_results(run_dir, time.time() - started)
+    if is_main():
+        _print_results(run_dir, time.time() - started)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from horkd.pipeline import SeedRun, load_splits, prepare_run_dir
+    from horkd.pipeline import SeedRun, load_splits, prepare_run_dir_once, start_processes
 
     cfg = _config(args)
     run_dir = Path(cfg.output_dir)
+    start_processes(cfg)
     # Training a later stage reuses finished earlier ones, so the run dir is always resumable.
-    prepare_run_dir(cfg, run_dir, resume=True, overwrite=args.overwrite)
+    prepare_run_dir_once(cfg, run_dir, resume=True, overwrite=args.overwrite)
     for seed in cfg.seeds:
         run = SeedRun(
             cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=not args.no_progress,
@@ -273,6 +276,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     run_dir = run_ablation(
         cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
     )
+    if not is_main():
+        return 0
     data = json.loads((run_dir / "ablation.json").read_text())
     print(f"student {data['metric']} by orders distilled (mean over seeds {data['seeds']}):")
     for tag, values in data["orders"].items():

@@ -121,6 +121,11 @@ class StageConfig(_Strict):
     max_nonfinite_steps: int = Field(
         20, ge=0, description="stop after more than this many non-finite losses in a row"
     )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype; relational terms always compute in fp32"
+    )
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the trained network")
 
 
 class TrainConfig(_Strict):
@@ -178,6 +183,10 @@ class FaceConfig(_Strict):
 class DistillConfig(_Strict):
     warm_start: bool = Field(True, description="student starts from the assistant's weights")
     loss: LossConfig = LossConfig()
+    cache_reference: bool = Field(
+        False,
+        description="precompute the frozen reference's outputs once (no crops; flips are fine)",
+    )
 
 
 class ReportConfig(_Strict):
@@ -234,6 +243,12 @@ class ExperimentConfig(_Strict):
             raise ValueError(
                 f"methods: hinton_kd distils class logits, which task '{self.task}' does not "
                 "train; drop it (the embedding-based methods apply)"
+            )
+        if self.distill.cache_reference and self.data.augment.crop_padding > 0:
+            raise ValueError(
+                "distill.cache_reference stores one reference output per image and flip; random "
+                "crops (data.augment.crop_padding > 0) have too many to store: set crop_padding "
+                "to 0 or cache_reference to false"
             )
         needs_triplets = 3 in self.distill.loss.orders and self.distill.loss.angle_weight > 0
         for stage in STAGES:

@@ -69,6 +69,26 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, tensor.tolist(), strict=True))
 
 
+def broadcast_from_main(value: object) -> object:
+    """Rank 0's ``value`` on every rank (any picklable object; only between our own processes)."""
+    if not active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_ranks_true(flag: bool) -> bool:
+    """True when ``flag`` holds on every rank: ranks must take (or skip) a step together."""
+    if not active():
+        return flag
+    tensor = torch.tensor([0 if flag else 1], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return int(tensor.item()) == 0
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate every rank's ``x`` (rank order); gradients flow back to this rank's part only.
 

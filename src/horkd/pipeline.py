@@ -23,16 +23,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from horkd import distributed
 from horkd.checkpoint import build_from_checkpoint, git_sha, write_json
 from horkd.config import DegradeConfig, ExperimentConfig, StageConfig
 from horkd.cost import count_flops, count_parameters
-from horkd.data import AugmentSpec, DataSplits, augment_batch, build_splits, make_loader
+from horkd.data import AugmentSpec, DataSplits, build_splits, make_loader
+from horkd.data.augment import augment_batch_with_flips
 from horkd.degrade import Degrader, DegradeSpec, resolve_lr_size
 from horkd.evaluate import identity, lr_input_fn
 from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, Batch, DistillMethod, Method, MethodContext, SupervisedMethod
 from horkd.methods.presets import hybrid_loss
 from horkd.models import build_model
+from horkd.reference_cache import ReferenceCache
 from horkd.run_dir import (
     RunDirError,
     assistant_fingerprint,
@@ -61,13 +64,30 @@ def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The configured device; under torchrun each process takes its own GPU."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA device is available")
-    return torch.device(name)
+    return distributed.local_device(torch.device(name))
+
+
+def start_processes(cfg: ExperimentConfig) -> None:
+    """Join torchrun's process group when launched by it (no-op otherwise)."""
+    distributed.init_distributed(resolve_device(cfg.device).type)
+
+
+def prepare_run_dir_once(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool):
+    """Rank 0 checks and prepares the directory; every rank gets its verdict."""
+    error = None
+    if distributed.is_main():
+        try:
+            prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+        except RunDirError as exc:
+            error = str(exc)
+    error = distributed.broadcast_from_main(error)
+    if error is not None:
+        raise RunDirError(error)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -92,9 +112,9 @@ class PairedBatchMaker:
         self.generator = generator
 
     def __call__(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
-        hr = augment_batch(x, self.augment, self.generator)
+        hr, flipped = augment_batch_with_flips(x, self.augment, self.generator)
         lr = self.degrader(hr, generator=self.generator)
-        return Batch(hr=hr, lr=lr, target=y, index=index)
+        return Batch(hr=hr, lr=lr, target=y, index=index, flipped=flipped)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -165,13 +185,16 @@ class SeedRun:
             batch_size=stage.batch_size,
             shuffle=True,
             seed=self.seed,
-            drop_last=len(self.splits.train) > stage.batch_size,
+            drop_last=len(self.splits.train) > stage.batch_size * distributed.world_size(),
             num_workers=self.cfg.data.num_workers,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
         )
 
     def batch_fn(self, seed_offset: int) -> PairedBatchMaker:
         degrader = Degrader(self.hr_size, self.student_spec).to(self.device)
-        generator = torch.Generator(device=self.device).manual_seed(self.seed * 1000 + seed_offset)
+        seed = self.seed * 1000 + seed_offset + 7919 * distributed.rank()  # own draws per rank
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         return PairedBatchMaker(self.augment, degrader, generator)
 
     def input_fn(self, view: str, size: int | None = None, upsample: bool | None = None) -> Any:
@@ -253,6 +276,10 @@ class SeedRun:
     ) -> None:
         out_dir = self.dir / name
         view = method.student_view
+        if self.cfg.distill.cache_reference and method.reference is not None:
+            method.reference_cache = ReferenceCache.build(
+                method.reference, self.splits.train, self.device, flips=self.augment.hflip
+            )
         trainer = Trainer(
             method,
             stage,
@@ -269,6 +296,8 @@ class SeedRun:
         )
         started = time.perf_counter()
         result = trainer.fit()
+        if not distributed.is_main():
+            return
         write_json(
             out_dir / "done.json",
             {
@@ -410,9 +439,12 @@ class SeedRun:
             student = self.student(name)
             metrics = self.task.test(self, student, "lr")
             rows.append(Row(name, "student", *self._cost(student, "lr"), metrics))
-        write_json(self.dir / "results.json", [r.as_dict() for r in rows])
         if self.cfg.report.resolution_sizes:
-            write_json(self.dir / "resolution_curve.json", self.resolution_curve(methods))
+            curve = self.resolution_curve(methods)
+        if distributed.is_main():
+            write_json(self.dir / "results.json", [r.as_dict() for r in rows])
+            if self.cfg.report.resolution_sizes:
+                write_json(self.dir / "resolution_curve.json", curve)
         return rows
 
     def sized_input(self, kind: str, size: int) -> Any:
@@ -494,7 +526,8 @@ def run_ablation(
     from horkd.results import primary_metric
 
     run_dir = Path(cfg.output_dir)
-    prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    start_processes(cfg)
+    prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
     orders: dict[str, list[float]] = {"+".join(map(str, o)): [] for o in ORDER_SUBSETS}
     scratch: list[float] = []
     metric = None
@@ -514,7 +547,8 @@ def run_ablation(
             orders[tag].append(run.task.test(run, student, "lr")[metric])
     data = {"metric": metric, "method": "horkd", "seeds": cfg.seeds, "orders": orders,
             "scratch": scratch}
-    write_json(run_dir / "ablation.json", data)
+    if distributed.is_main():
+        write_json(run_dir / "ablation.json", data)
     return run_dir
 
 
@@ -531,12 +565,15 @@ def run_experiment(
     from horkd.results import write_results
 
     run_dir = Path(cfg.output_dir)
-    prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    start_processes(cfg)
+    prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
+    main = distributed.is_main()
     started = time.time()
-    write_json(
-        run_dir / "run.json",
-        {"name": cfg.name, "git_sha": git_sha(), "seeds": cfg.seeds, "started": started},
-    )
+    if main:
+        write_json(
+            run_dir / "run.json",
+            {"name": cfg.name, "git_sha": git_sha(), "seeds": cfg.seeds, "started": started},
+        )
     all_rows = []
     skipped_images: list[str] = []
     for seed in cfg.seeds:
@@ -546,6 +583,8 @@ def run_experiment(
         seed_run = SeedRun(cfg, seed, run_dir, splits=splits, progress=progress, resume=True)
         all_rows.append(seed_run.run(cfg.methods))
     table = aggregate(all_rows)
+    if not main:
+        return run_dir, table
     write_results(run_dir, table, cfg, lr_size=seed_run.lr_size)
     if report:
         from horkd.report import build_report
@@ -560,6 +599,7 @@ def run_experiment(
             "started": started,
             "seconds": time.time() - started,
             "skipped_images": {"count": len(skipped_images), "files": skipped_images[:100]},
+            "processes": distributed.world_size(),
         },
     )
     return run_dir, table

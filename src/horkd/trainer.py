@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from horkd import distributed
 from horkd.checkpoint import CheckpointError, save_checkpoint
 from horkd.config import StageConfig
 from horkd.logger import MetricsLogger
@@ -51,6 +52,11 @@ class StageResult:
     best_score: float  # the validation metric that picked the epoch
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_steps: int = 0
+
+
+def print_main(*args: Any, **kwargs: Any) -> None:
+    if distributed.is_main():
+        print(*args, **kwargs)
 
 
 def _empty_partial() -> dict[str, Any]:
@@ -153,6 +159,24 @@ class Trainer:
         fingerprint: str | None = None,
     ) -> None:
         self.method = method.to(device)
+        if cfg.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self.method.student.compile()
+        # Under torchrun the method trains through DDP; ``self.method`` stays the bare module
+        # for saving, validation and resumable state.
+        self.forward: torch.nn.Module = self.method
+        if distributed.active():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(
+                self.method,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,  # a method may leave a head unused in a stage
+            )
+        self.main = distributed.is_main()
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.cfg = cfg
         self.train_batches = train_batches
         self.make_batch = make_batch
@@ -161,7 +185,7 @@ class Trainer:
         self.device = device
         self.out_dir = Path(out_dir)
         self.meta = meta  # per saved network role: the build recipe and anything to record
-        self.progress = progress
+        self.progress = progress and self.main
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
@@ -192,11 +216,12 @@ class Trainer:
         loop = _LoopState()
         if self.resume:
             self._restore(loop, optimizer, scheduler)
-        logger = MetricsLogger(self.out_dir, rows=loop.result.history)
+        logger = MetricsLogger(self.out_dir, rows=loop.result.history) if self.main else None
         result = loop.result
 
         def save_state() -> None:
-            self._save_state(loop, optimizer, scheduler)
+            if self.main:  # one writer; every rank holds the same weights and optimiser
+                self._save_state(loop, optimizer, scheduler)
 
         try:
             with _StopRequests() as stop:
@@ -240,11 +265,14 @@ class Trainer:
                     self._end_epoch(loop, logger, optimizer)
                     save_state()
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
         if loop.best_state is not None:
             for role, net in method.saved_networks().items():
                 net.load_state_dict(loop.best_state[role])
-        self.save_final(result)
+        if self.main:
+            self.save_final(result)
+        distributed.barrier()  # later stages on other ranks may read what rank 0 wrote
         return result
 
     def _train_step(
@@ -260,13 +288,17 @@ class Trainer:
     ) -> None:
         """One optimiser step; a non-finite loss skips it, too many in a row stop the stage."""
         method = self.method
-        batch = self.make_batch(
-            x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index
-        )
-        _, terms = method(batch)
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batch = self.make_batch(x, y.to(self.device, non_blocking=True), index)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            _, terms = self.forward(batch)
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not distributed.all_ranks_true(bool(torch.isfinite(loss))):  # ranks skip together
             loop.consecutive_bad += 1
             loop.result.skipped_steps += 1
             if loop.consecutive_bad > self.cfg.max_nonfinite_steps:
@@ -278,10 +310,12 @@ class Trainer:
                 )
             return
         loop.consecutive_bad = 0
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(method.trainable_parameters(), self.cfg.grad_clip)
-        optimizer.step()
+        self.scaler.step(optimizer)
+        self.scaler.update()
         scheduler.step()
         partial = loop.partial
         partial["steps"] += 1
@@ -292,21 +326,24 @@ class Trainer:
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
 
     def _end_epoch(
-        self, loop: _LoopState, logger: MetricsLogger, optimizer: torch.optim.Optimizer
+        self, loop: _LoopState, logger: MetricsLogger | None, optimizer: torch.optim.Optimizer
     ) -> None:
         """Validate, log the epoch's row and keep the weights if validation improved."""
         cfg, method, partial = self.cfg, self.method, loop.partial
         epoch = loop.epoch
         steps = max(1, partial["steps"])
+        means = distributed.mean_over_ranks({k: v / steps for k, v in partial["sums"].items()})
         row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update({f"train/{k}": v / steps for k, v in partial["sums"].items()})
-        row["train/images_per_s"] = partial["seen"] / max(partial.get("elapsed", 0.0), 1e-9)
+        row.update({f"train/{k}": v for k, v in means.items()})
+        images_per_s = partial["seen"] / max(partial.get("elapsed", 0.0), 1e-9)
+        row["train/images_per_s"] = images_per_s * distributed.world_size()
         row["lr"] = optimizer.param_groups[0]["lr"]
         if self.validate is not None:
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
-        logger.log(row)
+        if logger is not None:
+            logger.log(row)
         loop.result.history.append(row)
-        if not self.progress:
+        if not self.progress and self.main:
             score_text = f"{row.get(f'val/{self.score_key}', float('nan')):.2f}"
             print(
                 f"[{self.out_dir.name}] epoch {epoch + 1}/{cfg.epochs} "
@@ -344,6 +381,7 @@ class Trainer:
             "method": self._trained_state(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": capture_rng(),
             "batch_maker": (
                 self.make_batch.state_dict() if hasattr(self.make_batch, "state_dict") else None
@@ -368,7 +406,7 @@ class Trainer:
             return
         state = load_training_state(self.state_path)
         if state.get("fingerprint") != self.fingerprint:
-            print(
+            print_main(
                 f"[{self.out_dir.name}] the saved training state was made with other settings; "
                 "this stage starts over",
                 flush=True,
@@ -383,6 +421,8 @@ class Trainer:
             )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         if state["batch_maker"] is not None and hasattr(self.make_batch, "load_state_dict"):
             self.make_batch.load_state_dict(state["batch_maker"])
@@ -396,7 +436,7 @@ class Trainer:
             history=state["history"],
             skipped_steps=state["skipped_steps"],
         )
-        print(
+        print_main(
             f"[{self.out_dir.name}] resuming at epoch {loop.epoch + 1}, step {loop.step}",
             flush=True,
         )

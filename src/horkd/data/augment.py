@@ -23,6 +23,14 @@ def _source(generator: torch.Generator | None, device: torch.device) -> torch.de
 
 def augment_batch(x: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None) -> Tensor:
     """Random crop with zero padding and random horizontal flip, vectorised over the batch."""
+    return augment_batch_with_flips(x, spec, generator)[0]
+
+
+def augment_batch_with_flips(
+    x: Tensor, spec: AugmentSpec, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`augment_batch`, also saying which samples were mirrored (None: flips are off), so a
+    cache of the reference's outputs can pick the matching view."""
     b, _, h, w = x.shape
     source = _source(generator, x.device)
     if spec.crop_padding > 0:
@@ -34,7 +42,8 @@ def augment_batch(x: Tensor, spec: AugmentSpec, generator: torch.Generator | Non
         cols = dx.view(b, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)  # [B, 1, W]
         batch = torch.arange(b, device=x.device).view(b, 1, 1)
         x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    flip = None
     if spec.hflip:
         flip = (torch.rand(b, generator=generator, device=source) < 0.5).to(x.device)
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
-    return x
+    return x, flip

@@ -50,8 +50,14 @@ class BatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.dataset = dataset
+        self.rank = rank
+        self.world_size = world_size
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -63,16 +69,27 @@ class BatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def _shard_size(self) -> int:
+        """Samples per process: the global order is cut to a multiple of the world size, as
+        DistributedSampler(drop_last=True) does, so every rank takes as many steps."""
         n = len(self.dataset)  # type: ignore[arg-type]
+        return n // self.world_size
+
+    def __len__(self) -> int:
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> Tensor:
         n = len(self.dataset)  # type: ignore[arg-type]
         if not self.shuffle:
-            return torch.arange(n)
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(n, generator=generator)
+            order = torch.arange(n)
+        else:
+            # The same permutation on every rank (seed + epoch), then each rank its stride.
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=generator)
+        if self.world_size > 1:
+            order = order[: self._shard_size() * self.world_size][self.rank :: self.world_size]
+        return order
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         return self.iter_from(0)
@@ -109,5 +126,7 @@ def make_loader(
     seed: int = 0,
     drop_last: bool = False,
     num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BatchLoader:
-    return BatchLoader(dataset, batch_size, shuffle, seed, drop_last, num_workers)
+    return BatchLoader(dataset, batch_size, shuffle, seed, drop_last, num_workers, rank, world_size)

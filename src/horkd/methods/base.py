@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ class Batch:
     target: Tensor
     index: Tensor | None = None
     labeled: Tensor | None = None  # bool [B]: which labels the task loss may see (few-label runs)
+    flipped: Tensor | None = None  # bool [B]: which HR images augmentation mirrored
 
     def view(self, which: View) -> Tensor:
         return self.hr if which == "hr" else self.lr
@@ -69,6 +70,7 @@ class Method(nn.Module):
         self.reference = freeze(reference) if reference is not None else None
         self.student_view: View = student_view
         self.task_weight = task_weight
+        self.reference_cache: Any = None  # a horkd.reference_cache.ReferenceCache, when built
 
     def train(self, mode: bool = True) -> Method:
         super().train(mode)
@@ -89,7 +91,10 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def reference_output(self, batch: Batch) -> ModelOutput:
+        """The frozen reference on the HR batch: looked up when precomputed, else computed."""
         assert self.reference is not None
+        if self.reference_cache is not None and batch.index is not None:
+            return self.reference_cache.lookup(batch.index, batch.flipped)
         return self.reference(batch.hr)
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:

@@ -1,0 +1,131 @@
+"""Training images per second: plain LR student vs HORKD with a live vs a cached reference.
+
+The three set-ups of one student step, timed side by side in this process (interleaved rounds,
+median per set-up) on the Fashion-MNIST pipeline's networks: teacher resnet20 (width 16) on HR
+28x28, student resnet8 (width 8) on native 7x7 LR, batch 128, flips as augmentation.
+
+- plain:   the student on LR with cross-entropy only (what training from scratch costs);
+- live:    HORKD, all orders; the frozen teacher runs on the HR batch every step;
+- cached:  HORKD, all orders; the teacher's outputs for both flips of every training image were
+           computed once before training (its one-off cost is printed in plain-step equivalents).
+
+    python benchmarks/throughput.py            # 10 rounds of 20 steps per set-up
+    python benchmarks/throughput.py --quick    # a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from horkd.data import AugmentSpec, make_loader
+from horkd.data.memory import TensorImageDataset
+from horkd.degrade import Degrader, DegradeSpec
+from horkd.losses.task import build_task_loss
+from horkd.methods import DistillMethod, Method, SupervisedMethod
+from horkd.models import build_model
+from horkd.pipeline import PairedBatchMaker
+from horkd.reference_cache import ReferenceCache
+
+
+def training_images(n: int) -> tuple[TensorImageDataset, str]:
+    """Fashion-MNIST where it is installed; otherwise random images of the same shape."""
+    try:
+        from horkd.data import build_splits
+
+        splits = build_splits("fashion_mnist", val_fraction=0.0, train_subset=n)
+        return splits.train, "Fashion-MNIST"  # type: ignore[return-value]
+    except FileNotFoundError:
+        images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
+        return TensorImageDataset(images, torch.randint(0, 10, (n,))), "random 28x28 images"
+
+
+def hybrid(student_dim: int, teacher_dim: int):
+    from horkd.losses import HybridOrderLoss
+
+    return HybridOrderLoss(student_dim, teacher_dim, embedding_weight=1.0, logit_weight=1.0,
+                           distance_weight=25.0, angle_weight=50.0)
+
+
+def make_step(method: Method, make_batch: PairedBatchMaker) -> Callable[[tuple], None]:
+    optimizer = torch.optim.SGD(
+        [p for p in method.trainable_parameters()], lr=0.01, momentum=0.9
+    )
+
+    def step(item: tuple) -> None:
+        x, y, index = item
+        _, terms = method(make_batch(x, y, index))
+        optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rounds, steps, batch = (2, 3, 64) if args.quick else (10, 20, 128)
+    torch.manual_seed(0)
+    data, source = training_images(batch * steps * 2)
+    loader = make_loader(data, batch, shuffle=True, seed=0, drop_last=True)
+    batches = list(loader)
+
+    teacher = build_model("resnet20", 10, 1, embed_dim=128, width=16).eval()
+    degrader = Degrader(28, DegradeSpec(lr_size=7))
+    augment = AugmentSpec(crop_padding=0, hflip=True)
+
+    def student() -> torch.nn.Module:
+        torch.manual_seed(1)
+        return build_model("resnet8", 10, 1, embed_dim=64, width=8)
+
+    def maker() -> PairedBatchMaker:
+        return PairedBatchMaker(augment, degrader, torch.Generator().manual_seed(0))
+
+    ce = build_task_loss("cross_entropy", num_classes=10, embed_dim=64)
+    plain = SupervisedMethod(student(), ce, student_view="lr")
+    live_student = student()
+    live = DistillMethod(live_student, ce, teacher, hybrid(64, 128))
+    cached_student = student()
+    cached = DistillMethod(cached_student, ce, teacher, hybrid(64, 128))
+    started = time.perf_counter()
+    cached.reference_cache = ReferenceCache.build(teacher, data, torch.device("cpu"), flips=True)
+    cache_seconds = time.perf_counter() - started
+    for method in (plain, live, cached):
+        method.train()
+
+    setups = {name: make_step(m, maker()) for name, m in
+              (("plain", plain), ("live", live), ("cached", cached))}
+    for step in setups.values():  # warm-up
+        for item in batches[:2]:
+            step(item)
+    seconds: dict[str, list[float]] = {name: [] for name in setups}
+    for r in range(rounds):
+        for name, step in setups.items():
+            chunk = batches[(r * steps) % len(batches):][:steps] or batches[:steps]
+            start = time.perf_counter()
+            for item in chunk:
+                step(item)
+            seconds[name].append((time.perf_counter() - start) / len(chunk))
+
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    print(f"data: {source}; batch {batch}; {rounds} rounds x {steps} steps per set-up; "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'set-up':8s} {'ms/step':>9s} {'images/s':>9s} {'x plain':>8s}")
+    for name, sec in median.items():
+        print(f"{name:8s} {sec * 1e3:9.1f} {batch / sec:9.0f} {sec / median['plain']:8.2f}")
+    per_plain = cache_seconds / median["plain"]
+    print(f"cache build (both flips of {len(data)} images, once): {cache_seconds:.2f} s "
+          f"= {per_plain:.0f} plain steps")
+    target = median["cached"] / median["plain"]
+    print(f"HORKD with the cached reference costs {target:.2f}x the plain step "
+          f"(target <= 1.30: {'met' if target <= 1.3 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

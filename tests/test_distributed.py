@@ -1,0 +1,179 @@
+"""Several processes: torchrun with gloo on CPU, global-batch relations, per-rank data order."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from torch import nn
+
+from horkd.data import make_loader
+from horkd.data.memory import TensorImageDataset
+from horkd.losses import HybridOrderLoss
+from tests.conftest import tiny_config_dict
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _problem(seed: int = 0):
+    """A linear student on 12 samples, a fixed teacher embedding, the relational terms only."""
+    torch.manual_seed(seed)
+    student = nn.Linear(5, 6)
+    x, teacher = torch.randn(12, 5), torch.randn(12, 8)
+    return student, x, teacher
+
+
+def _loss(relations: str) -> HybridOrderLoss:
+    return HybridOrderLoss(6, 8, embedding_weight=0.0, distance_weight=25.0, angle_weight=50.0,
+                           relations=relations)
+
+
+def _worker(rank: int, world: int, port: int, relations: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        student, x, teacher = _problem()
+        part = slice(rank * 12 // world, (rank + 1) * 12 // world)
+        ddp = nn.parallel.DistributedDataParallel(student)
+        terms = _loss(relations)(ddp(x[part]), None, teacher[part], None)
+        sum(terms.values()).backward()
+        if rank == 0:
+            torch.save(
+                {"terms": {k: v.detach() for k, v in terms.items()},
+                 "grads": [p.grad.clone() for p in student.parameters()]},
+                out,
+            )
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_processes(tmp_path: Path, relations: str) -> dict:
+    out = tmp_path / f"{relations}.pt"
+    mp.spawn(_worker, args=(2, _free_port(), relations, str(out)), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+def test_global_relations_equal_one_process_on_the_concatenated_batch(tmp_path):
+    student, x, teacher = _problem()
+    terms = _loss("global")(student(x), None, teacher, None)
+    sum(terms.values()).backward()
+    single = {"terms": terms, "grads": [p.grad for p in student.parameters()]}
+
+    two = _two_processes(tmp_path, "global")
+    assert set(two["terms"]) == {"order2_distance", "order3_angle"}
+    for name, value in single["terms"].items():
+        assert torch.allclose(two["terms"][name], value.detach(), atol=1e-6, rtol=0), name
+    for mine, theirs in zip(two["grads"], single["grads"], strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-6, rtol=0)
+
+    # Per-rank relations are a different method: the check above can fail.
+    local = _two_processes(tmp_path, "local")
+    assert not torch.allclose(local["terms"]["order2_distance"],
+                              single["terms"]["order2_distance"].detach(), atol=1e-6)
+
+
+def test_ranks_split_each_epoch_disjointly_and_epochs_differ():
+    data = TensorImageDataset(torch.zeros(40, 1, 4, 4, dtype=torch.uint8), torch.arange(40) % 4)
+
+    def epoch(rank: int, number: int) -> list[int]:
+        loader = make_loader(data, 4, shuffle=True, seed=3, drop_last=True, rank=rank,
+                             world_size=2)
+        loader.set_epoch(number)
+        return [int(i) for _, _, index in loader for i in index]
+
+    for number in (0, 1):
+        first, second = epoch(0, number), epoch(1, number)
+        assert len(first) == len(second) == 20
+        assert not set(first) & set(second) and len(set(first) | set(second)) == 40
+    assert epoch(0, 0) != epoch(0, 1) and epoch(1, 0) != epoch(1, 1)
+
+
+def test_torchrun_two_cpu_processes_write_one_run(tmp_path):
+    cfg = tiny_config_dict(tmp_path / "run", methods=["scratch", "horkd"])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={_free_port()}", "-m", "horkd", "run", str(path), "--no-progress",
+         "--no-report"],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["processes"] == 2
+    epochs = cfg["train"]["student"]["epochs"]
+    for stage in ("teacher", "assistant", "students/scratch", "students/horkd"):
+        stage_dir = run / "seed0" / stage
+        rows = (stage_dir / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == epochs, stage  # one writer: no doubled rows
+        assert sorted(p.name for p in stage_dir.glob("model.*")) == ["model.json",
+                                                                     "model.safetensors"]
+    assert not list(run.rglob(".*.tmp*")) and not list(run.rglob(f".{'model'}*"))
+    assert proc.stdout.count("| horkd |") == 1  # the table is printed once, by rank 0
+
+
+def test_cached_reference_equals_the_live_reference_with_flips(tmp_path):
+    from horkd.config import config_from_dict
+    from horkd.methods import METHODS, MethodContext
+    from horkd.pipeline import SeedRun, load_splits
+    from horkd.reference_cache import ReferenceCache
+
+    raw = tiny_config_dict(tmp_path / "run", methods=["horkd_no_assistant"])
+    raw["data"]["augment"] = {"crop_padding": 0, "hflip": True}
+    cfg = config_from_dict(raw, ["distill.cache_reference=true"])
+    run = SeedRun(cfg, 0, tmp_path / "run", splits=load_splits(cfg, 0), progress=False)
+    teacher = run.teacher()
+    cache = ReferenceCache.build(teacher, run.splits.train, run.device, flips=True)
+    make = run.batch_fn(seed_offset=1)
+    loader = run.train_batches(cfg.train.student)
+    x, y, index = next(iter(loader))
+    batch = make(x, y, index)
+    assert batch.flipped is not None and 0 < int(batch.flipped.sum()) < len(index)
+    live = teacher(batch.hr)
+    cached = cache.lookup(batch.index, batch.flipped)
+    assert torch.allclose(cached.embedding, live.embedding, atol=1e-5)
+    assert torch.allclose(cached.logits, live.logits, atol=1e-5)
+
+    ctx = MethodContext(cfg=cfg, new_student=lambda: run.new_model("student"),
+                        new_assistant=lambda: run.new_model("assistant"),
+                        new_criterion=run.new_criterion, teacher=teacher, assistant=None,
+                        uses_logits=True)
+    method = METHODS.get("horkd_no_assistant").build(ctx)
+    method.reference_cache = cache
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    method(batch)
+    assert calls == []  # the step never ran the reference
+
+
+def test_cache_reference_refuses_random_crops(tiny_cfg):
+    from horkd.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="crop_padding"):
+        config_from_dict(tiny_cfg, ["distill.cache_reference=true"])
+
+
+def test_bf16_autocast_stage_trains_on_cpu(tiny_cfg):
+    from horkd.config import config_from_dict
+    from horkd.pipeline import run_experiment
+
+    cfg = config_from_dict(tiny_cfg, ["methods=[scratch]", "train.student.precision=bf16",
+                                      "train.student.channels_last=true"])
+    _, table = run_experiment(cfg, progress=False)
+    scratch = next(row for row in table if row["method"] == "scratch")
+    assert 0.0 <= scratch["lr_top1"] <= 100.0
