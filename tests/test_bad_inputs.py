@@ -217,8 +217,8 @@ def test_skip_bad_images_counts_and_leaves_them_out(tmp_path, capsys):
 
 
 def test_trusted_pickle_loads_only_with_the_flag(tmp_path):
-    from horkd.checkpoint import UnsafeCheckpointError, trusting_pickles
     from horkd.models import read_state_dict
+    from horkd.safe_load import UnsafeCheckpointError, trusting_pickles
 
     path = tmp_path / "w.pth"
     torch.save({"w": torch.ones(2), "x": _Payload(tmp_path / "CODE_RAN")}, path)

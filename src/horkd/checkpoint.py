@@ -7,13 +7,10 @@ file name. Both files are written atomically: a crash mid-save leaves the previo
 
 from __future__ import annotations
 
-import contextvars
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +26,6 @@ META_SUFFIX = ".json"
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit what the config asks for."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A pickle that needs more than tensors to load: unpickling it could run code."""
-
-
-_TRUST_PICKLES = contextvars.ContextVar("horkd_trust_pickles", default=False)
-
-
-@contextmanager
-def trusting_pickles(enabled: bool = True) -> Iterator[None]:
-    """Let pickled weight files that need full unpickling load (``--trust-checkpoint``)."""
-    token = _TRUST_PICKLES.set(enabled)
-    try:
-        yield
-    finally:
-        _TRUST_PICKLES.reset(token)
-
-
-def load_pickled_weights(path: Path) -> object:
-    """``torch.load`` restricted to tensors and containers unless the user trusts the file.
-
-    ``weights_only=True`` refuses every global a pickle names beyond tensors, so a payload that
-    would run code is rejected before anything executes.
-    """
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = str(exc).strip().splitlines()
-        detail = next((line for line in lines if "unsupported global" in line.lower()), "")
-        if not detail:  # not a forbidden object, just not a pickle of weights
-            raise
-        if not _TRUST_PICKLES.get():
-            raise UnsafeCheckpointError(
-                f"refusing to load {path}: it is a pickle that holds more than tensors, and "
-                f"unpickling it could run code from the file{f' ({detail.strip()})' if detail else ''}. "
-                "Convert it to safetensors, or pass --trust-checkpoint if you trust its source"
-            ) from None
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def atomic_write(path: Path, write: Any) -> None:

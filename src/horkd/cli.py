@@ -316,7 +316,7 @@ EXIT_DIVERGED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    from horkd.checkpoint import trusting_pickles
+    from horkd.safe_load import trusting_pickles
 
     parser = build_parser()
     args = parser.parse_args(argv)

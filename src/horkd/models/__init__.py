@@ -34,7 +34,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model weights file not found: {path}")
-    from horkd.checkpoint import UnsafeCheckpointError, load_pickled_weights
+    from horkd.safe_load import UnsafeCheckpointError, load_pickled_weights
 
     try:
         if path.suffix == ".safetensors":
