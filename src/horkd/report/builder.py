@@ -169,12 +169,14 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
             data = json.loads(ablation.read_text())
             results = {k: _mean_std(v) for k, v in data["orders"].items()}
             scratch = _mean_std(data["scratch"])[0] if data.get("scratch") else None
+            seeds = len(data.get("scratch") or [None])
             png = figures.orders_ablation(results, data.get("metric", metric),
-                                          out / f"{name}_orders.png", scratch)
+                                          out / f"{name}_orders.png", scratch, seeds=seeds)
             figures_made.append(png)
-            rows = [{"orders": k, "mean": m, "std": s} for k, (m, s) in results.items()]
+            rows = [{"orders": k, "mean": m, "std": s if seeds > 1 else None}
+                    for k, (m, s) in results.items()]
             _write_csv(out / f"{name}_orders.csv", rows)
-            sections += ["### Effect of each order (student, same budget and seeds)", "",
+            sections += [f"### Effect of each order (student, same budget, {seeds} seed(s))", "",
                          _markdown(rows, ["orders", "mean", "std"]), "",
                          f"![orders ablation]({png.name})", ""]
         hist = histories(run_dir)

@@ -13,6 +13,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 REFERENCE_STYLE = {"teacher": ("black", "--"), "assistant": ("grey", ":")}
 
 
+def method_style(name: str) -> tuple[Any, str]:
+    """One colour per method in every figure (the registry's order), references dashed."""
+    from horkd.methods import METHODS
+
+    name = name.removeprefix("students/")
+    if name in REFERENCE_STYLE:
+        return REFERENCE_STYLE[name]
+    known = [m for m in METHODS.names() if m != "teacher_lr"]
+    index = known.index(name) if name in known else sum(map(ord, name))
+    return plt.get_cmap("tab10")(index % 10), "-"
+
+
 def resolution_curve(
     curves: dict[str, dict[str, float]], metric: str, path: Path, lr_size: int | None = None
 ) -> Path:
@@ -21,7 +33,7 @@ def resolution_curve(
     for name, points in curves.items():
         sizes = sorted(int(s) for s in points)
         values = [points[str(s)] for s in sizes]
-        color, style = REFERENCE_STYLE.get(name, (None, "-"))
+        color, style = method_style(name)
         ax.plot(sizes, values, marker="o", label=name, color=color, linestyle=style)
     if lr_size:
         ax.axvline(lr_size, color="tab:red", alpha=0.3, linewidth=6, label=f"train LR ({lr_size}px)")
@@ -37,14 +49,20 @@ def resolution_curve(
 
 
 def orders_ablation(
-    results: dict[str, tuple[float, float]], metric: str, path: Path, baseline: float | None = None
+    results: dict[str, tuple[float, float]],
+    metric: str,
+    path: Path,
+    baseline: float | None = None,
+    seeds: int = 1,
 ) -> Path:
-    """Bars of the metric for each subset of orders, mean with std error bars (paper Fig. 4)."""
+    """Bars of the metric for each subset of orders, mean with std error bars over seeds when
+    there are several (paper Fig. 4)."""
     names = list(results)
     means = [results[n][0] for n in names]
     stds = [results[n][1] for n in names]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars = ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    bars = ax.bar(names, means, yerr=stds if seeds > 1 else None, capsize=4,
+                  color=method_style("horkd")[0], alpha=0.8)
     for bar, mean in zip(bars, means, strict=True):
         ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean), ha="center",
                     va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
@@ -57,7 +75,8 @@ def orders_ablation(
     ax.set_ylim(max(0.0, low - 2.0), high + 1.5)
     ax.set_xlabel("orders of relational knowledge distilled (1: samples, 2: pairs, 3: triplets)")
     ax.set_ylabel(f"student {metric} (%)")
-    ax.set_title("Effect of each order")
+    ax.set_title(f"Effect of each order ({seeds} seed{'s' if seeds > 1 else ''}"
+                 f"{', mean and std' if seeds > 1 else ''})")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -80,14 +99,11 @@ def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> P
     cols = 3
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(13, 3.6 * nrows), squeeze=False)
-    palette = plt.get_cmap("tab10")
-    colors = {stage: palette(i % 10) for i, stage in enumerate(s for s in stages
-                                                               if s not in REFERENCE_STYLE)}
     for ax, panel in zip(axes.flat, panels, strict=False):
         key = panel if panel.startswith("val/") else f"train/{panel}"
         for stage, rows in stages.items():
             if key in rows[0]:
-                color, style = REFERENCE_STYLE.get(stage, (colors.get(stage), "-"))
+                color, style = method_style(stage)
                 ax.plot([r["epoch"] for r in rows], [r.get(key) for r in rows], marker=".",
                         label=stage.removeprefix("students/"), color=color, linestyle=style)
         is_val = panel.startswith("val/")
