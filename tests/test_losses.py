@@ -229,3 +229,31 @@ def test_direct_formulation_agrees_with_rkd_reference_on_distinct_triplets():
     distinct = (i != j) & (i != k) & (j != k)
     ref = F.smooth_l1_loss(dense(s)[distinct], dense(t)[distinct])
     assert abs(float(ref) - float(angle_loss(s, t))) < 1e-9
+
+
+def _angle_at_anchors(s: torch.Tensor, t: torch.Tensor, anchors: list[int]) -> float:
+    """The direct per-triplet formulation restricted to the given anchors i."""
+
+    def cos(e: torch.Tensor, i: int, j: int, k: int) -> float:
+        return float(F.cosine_similarity(e[j] - e[i], e[k] - e[i], dim=0))
+
+    n = s.shape[0]
+    terms = [_huber(cos(s, i, j, k) - cos(t, i, j, k))
+             for i in anchors for j in range(n) for k in range(n) if len({i, j, k}) == 3]
+    return sum(terms) / len(terms)
+
+
+def test_angle_on_random_anchors_is_the_mean_over_those_anchors_and_unbiased():
+    s, t = _pair(n=8, d=4)
+    assert torch.allclose(angle_loss(s, t, anchors=8), angle_loss(s, t), atol=1e-12)
+    torch.manual_seed(5)
+    chosen = torch.randperm(8)[:3].sort().values.tolist()
+    torch.manual_seed(5)
+    sampled = angle_loss(s, t, anchors=3)
+    assert math.isclose(float(sampled), _angle_at_anchors(s, t, chosen), abs_tol=1e-9)
+    student = s.clone().requires_grad_()
+    angle_loss(student, t, anchors=3).backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    draws = torch.stack([angle_loss(s, t, anchors=2) for _ in range(3000)])
+    exact = float(angle_loss(s, t))
+    assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / math.sqrt(3000)

@@ -145,6 +145,11 @@ class LossConfig(_Strict):
     angle_weight: float = Field(50.0, ge=0.0, description="gamma: third order")
     huber_delta: float = Field(1.0, gt=0.0)
     orders: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2, 3])
+    angle_anchors: int | None = Field(
+        None,
+        ge=1,
+        description="third order estimated on this many random anchors per step; null = exact",
+    )
     relations: Literal["global", "local"] = Field(
         "global",
         description="second/third order over the whole global batch (all ranks) or each rank's",

@@ -43,6 +43,7 @@ class HybridOrderLoss(nn.Module):
         orders: Iterable[int] = ORDERS,
         projector: bool | None = None,
         angle_chunk_size: int | None = None,
+        angle_anchors: int | None = None,
         relations: Literal["global", "local"] = "global",
     ) -> None:
         super().__init__()
@@ -74,7 +75,7 @@ class HybridOrderLoss(nn.Module):
         )
         self.kd = HintonKD(temperature)
         self.distance = DistanceLoss(huber_delta)
-        self.angle = AngleLoss(huber_delta, angle_chunk_size)
+        self.angle = AngleLoss(huber_delta, angle_chunk_size, angle_anchors)
 
     def forward(
         self,

@@ -32,7 +32,7 @@ def default_chunk(n: int) -> int:
     return max(1, min(n, CHUNK_ELEMENTS // max(1, n * n)))
 
 
-def _chunk_angles(gram: Tensor, diag: Tensor, anchors: slice) -> tuple[Tensor, Tensor]:
+def _chunk_angles(gram: Tensor, diag: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
     """cos [c, N, N] at the chunk's anchors and the inverse norms [c, N] (0 where e_j = e_i).
 
     A difference vector of (numerically) zero length has no direction: its cosines are 0, as
@@ -49,21 +49,20 @@ def _chunk_angles(gram: Tensor, diag: Tensor, anchors: slice) -> tuple[Tensor, T
     cos.sub_(rows.unsqueeze(2)).sub_(rows.unsqueeze(1)).add_(d_ii.view(-1, 1, 1))
     cos.mul_(inv.unsqueeze(2)).mul_(inv.unsqueeze(1)).clamp_(-1.0, 1.0)
     local = torch.arange(c, device=gram.device)
-    anchor = torch.arange(anchors.start, anchors.start + c, device=gram.device)
-    cos[local, anchor, :] = 0.0
-    cos[local, :, anchor] = 0.0
+    cos[local, anchors, :] = 0.0
+    cos[local, :, anchors] = 0.0
     cos.diagonal(dim1=1, dim2=2).zero_()
     return cos, inv
 
 
-def _gram_grad(grad: Tensor, anchors: slice, grad_cos: Tensor, cos: Tensor, inv: Tensor) -> None:
+def _gram_grad(grad: Tensor, anchors: Tensor, grad_cos: Tensor, cos: Tensor, inv: Tensor) -> None:
     """Accumulate into ``grad`` the dL/dG of one chunk, given dL/dcos for its angles."""
     # cos = num * inv_j * inv_k with num = G_jk - G_ij - G_ik + G_ii and
     # inv_j = sq_j^(-1/2), sq_j = G_ii + G_jj - 2 G_ij;  d cos / d sq_j = -cos * inv_j^2 / 2.
     grad_num = grad_cos * inv.unsqueeze(2) * inv.unsqueeze(1)
     weighted = grad_cos * cos
     grad_sq = -0.5 * (weighted.sum(2) + weighted.sum(1)) * inv * inv
-    idx = torch.arange(anchors.start, anchors.start + inv.shape[0], device=grad.device)
+    idx = anchors
     grad += grad_num.sum(0)
     grad.index_add_(0, idx, -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq)
     grad[idx, idx] += grad_num.sum((1, 2)) + grad_sq.sum(1)
@@ -79,44 +78,58 @@ class _AngleLossFromGram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, chunk: int) -> Tensor:
+    def forward(
+        ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, chunk: int, anchors: Tensor
+    ) -> Tensor:
         n = gram_s.shape[0]
-        count = n * (n - 1) * (n - 2)
+        count = anchors.numel() * (n - 1) * (n - 2)
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_s = torch.zeros_like(gram_s) if need_s else None
         grad_t = torch.zeros_like(gram_t) if need_t else None
         diag_s, diag_t = gram_s.diagonal(), gram_t.diagonal()
         total = gram_s.new_zeros(())
-        for start in range(0, n, chunk):
-            anchors = slice(start, min(n, start + chunk))
-            cos_s, inv_s = _chunk_angles(gram_s, diag_s, anchors)
-            cos_t, inv_t = _chunk_angles(gram_t, diag_t, anchors)
+        for start in range(0, anchors.numel(), chunk):
+            part = anchors[start : start + chunk]
+            cos_s, inv_s = _chunk_angles(gram_s, diag_s, part)
+            cos_t, inv_t = _chunk_angles(gram_t, diag_t, part)
             total += F.huber_loss(cos_s, cos_t, reduction="sum", delta=delta)
             if grad_s is None and grad_t is None:
                 continue
             grad_cos = (cos_s - cos_t).clamp_(-delta, delta).div_(count)
             if grad_s is not None:
-                _gram_grad(grad_s, anchors, grad_cos, cos_s, inv_s)
+                _gram_grad(grad_s, part, grad_cos, cos_s, inv_s)
             if grad_t is not None:
-                _gram_grad(grad_t, anchors, grad_cos.neg_(), cos_t, inv_t)
+                _gram_grad(grad_t, part, grad_cos.neg_(), cos_t, inv_t)
         ctx.save_for_backward(grad_s, grad_t)
         return total / count
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(
+        ctx: Any, grad_out: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         grad_s, grad_t = ctx.saved_tensors
         return (
             grad_s * grad_out if grad_s is not None else None,
             grad_t * grad_out if grad_t is not None else None,
             None,
             None,
+            None,
         )
 
 
 def angle_loss(
-    student: Tensor, teacher: Tensor, huber_delta: float = 1.0, chunk_size: int | None = None
+    student: Tensor,
+    teacher: Tensor,
+    huber_delta: float = 1.0,
+    chunk_size: int | None = None,
+    anchors: int | None = None,
 ) -> Tensor:
-    """Mean over distinct (i, j, k) of huber(a^S_ijk - a^T_ijk); 0 when N < 3."""
+    """Mean over distinct (i, j, k) of huber(a^S_ijk - a^T_ijk); 0 when N < 3.
+
+    ``anchors=k`` estimates it from k anchors i drawn at random (torch's global RNG, so every
+    process of a run draws the same ones): every anchor has as many (j, k) pairs, so the mean over
+    a random subset is an unbiased estimate, at k/N of the cost of the N^3 exact sum.
+    """
     n = student.shape[0]
     if n < 3:
         return zero_with_graph(student, teacher)
@@ -124,17 +137,28 @@ def angle_loss(
         s = full_precision(student)
         t = full_precision(teacher).to(s.dtype)
         chunk = chunk_size or default_chunk(n)
-        return _AngleLossFromGram.apply(centered_gram(s), centered_gram(t), huber_delta, chunk)
+        if anchors is None or anchors >= n:
+            chosen = torch.arange(n, device=s.device)
+        else:
+            chosen = torch.randperm(n)[:anchors].sort().values.to(s.device)
+        return _AngleLossFromGram.apply(
+            centered_gram(s), centered_gram(t), huber_delta, chunk, chosen
+        )
 
 
 @register_loss("rkd_angle")
 class AngleLoss(nn.Module):
     """Third-order relational loss (RKD angle, Gram form). YAML: ``distill.loss.angle_weight: 50``."""
 
-    def __init__(self, huber_delta: float = 1.0, chunk_size: int | None = None) -> None:
+    def __init__(
+        self, huber_delta: float = 1.0, chunk_size: int | None = None, anchors: int | None = None
+    ) -> None:
         super().__init__()
+        if anchors is not None and anchors < 1:
+            raise ValueError(f"anchors must be >= 1 or None, got {anchors}")
         self.huber_delta = huber_delta
         self.chunk_size = chunk_size
+        self.anchors = anchors
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        return angle_loss(student, teacher, self.huber_delta, self.chunk_size)
+        return angle_loss(student, teacher, self.huber_delta, self.chunk_size, self.anchors)

@@ -97,6 +97,7 @@ def hybrid_loss(
         angle_weight=loss_cfg.angle_weight if "angle" in wanted else 0.0,
         huber_delta=loss_cfg.huber_delta,
         relations=loss_cfg.relations,
+        angle_anchors=loss_cfg.angle_anchors,
         orders=(1, 2, 3),
     )
 
