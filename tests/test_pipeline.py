@@ -163,3 +163,25 @@ def test_teacher_from_checkpoint_and_from_torchvision_weights(tiny_cfg, tmp_path
     )
     _, table = run_experiment(tv, progress=False)
     assert table[0]["params"] > 11_000_000 and 0 <= table[0]["hr_top1"] <= 100
+
+
+def test_stage_fingerprints_follow_what_each_stage_depends_on(tiny_cfg):
+    from horkd.run_dir import assistant_fingerprint, student_fingerprint, teacher_fingerprint
+
+    def prints(*overrides: str) -> tuple[str, str, str]:
+        cfg = config_from_dict(tiny_cfg, list(overrides))
+        return (teacher_fingerprint(cfg, 0), assistant_fingerprint(cfg, 0),
+                student_fingerprint(cfg, 0, "horkd", teacher=False, assistant=True))
+
+    base = prints()
+    assert prints("data.num_workers=2") == base  # speed settings change nothing learnt
+    assert prints("report.latency_repeats=3", "methods=[horkd]") == base
+    t, a, s = prints("distill.warm_start=false")  # a student-only setting
+    assert (t, a) == base[:2] and s != base[2]
+    t, a, s = prints("degrade.lr_size=8")
+    assert (t, a) == base[:2] and s != base[2]
+    t, a, s = prints("distill.loss.angle_weight=5")  # the assistant distils too
+    assert t == base[0] and a != base[1] and s != base[2]
+    t, a, s = prints("train.teacher.epochs=3")  # everything downstream of the teacher
+    assert t != base[0] and a != base[1] and s != base[2]
+    assert prints("seeds=[1]") == base  # the seed is an argument, not read from the list

@@ -135,7 +135,7 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
             "teacher": teacher_fingerprint(cfg, seed),
             "assistant": _dump(cfg.assistant),
             "train": _dump(cfg.train.assistant),
-            "distill": _dump(cfg.distill),
+            "distill_loss": _dump(cfg.distill.loss),  # warm_start concerns the students only
         }
     )
 
