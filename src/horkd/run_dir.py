@@ -143,7 +143,12 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
 def student_fingerprint(
     cfg: ExperimentConfig, seed: int, method: str, *, teacher: bool, assistant: bool
 ) -> str:
-    """``cfg`` is the config the student trains with (the ablation changes its orders)."""
+    """``cfg`` is the config the student trains with (the ablation changes its orders).
+
+    A student that learns from labels alone (no teacher, no assistant) ignores the distillation
+    settings, so changing them does not retrain it.
+    """
+    distils = teacher or assistant
     return _digest(
         {
             **_data_settings(cfg, seed),
@@ -151,9 +156,9 @@ def student_fingerprint(
             "teacher": teacher_fingerprint(cfg, seed) if teacher else None,
             "assistant": assistant_fingerprint(cfg, seed) if assistant else None,
             "student": _dump(cfg.student),
-            "assistant_model": _dump(cfg.assistant),  # warm start, joint
+            "assistant_model": _dump(cfg.assistant) if distils else None,  # warm start, joint
             "train": _dump(cfg.train.student),
-            "distill": _dump(cfg.distill),
+            "distill": _dump(cfg.distill) if distils else None,
             "degrade": cfg.degrade.model_dump(mode="json", exclude_defaults=True,
                                               exclude={"eval_sizes"}),
             "schedule": cfg.schedule,
