@@ -247,7 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             for name in names:
                 if METHODS.get(name).build is not None:
                     run.student(name)
-        print(f"seed {seed}: stage '{args.stage}' done in {run.dir}")
+        if is_main():
+            print(f"seed {seed}: stage '{args.stage}' done in {run.dir}")
     return 0
 
 
