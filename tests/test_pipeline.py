@@ -190,3 +190,18 @@ def test_stage_fingerprints_follow_what_each_stage_depends_on(tiny_cfg):
         student_fingerprint(config_from_dict(tiny_cfg), 0, "scratch", teacher=False,
                             assistant=False)
     )  # labels only: the distillation settings are not its business
+
+
+def test_ablation_students_follow_the_runs_assistant(tiny_cfg):
+    """An ablation student distils from the run's assistant: its fingerprint follows that
+    assistant's settings, not the ablation's own orders copy."""
+    from horkd.run_dir import student_fingerprint
+
+    def ablation_print(*overrides: str) -> str:
+        run_cfg = config_from_dict(tiny_cfg, list(overrides))
+        ablation_cfg = run_cfg.model_copy(deep=True)
+        ablation_cfg.distill.loss.orders = [1]
+        return student_fingerprint(ablation_cfg, 0, "horkd", teacher=False, assistant=True,
+                                   upstream=run_cfg)
+
+    assert ablation_print() != ablation_print("distill.loss.orders=[2,3]")

@@ -64,9 +64,21 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
         return values
     keys = sorted(values)
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        tensor = tensor.cuda()
     dist.all_reduce(tensor)
     tensor /= dist.get_world_size()
     return dict(zip(keys, tensor.tolist(), strict=True))
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank. DDP syncs parameters every step but
+    buffers only before a forward, so without this the ranks would validate slightly different
+    networks and could keep different best epochs."""
+    if not active():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def broadcast_from_main(value: object) -> object:

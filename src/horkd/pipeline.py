@@ -106,14 +106,16 @@ class PairedBatchMaker:
     draws the same crops, flips and noise as one that never stopped.
     """
 
-    def __init__(self, augment: AugmentSpec, degrader: Degrader, generator: torch.Generator):
+    def __init__(
+        self, augment: AugmentSpec, degrader: Degrader | None, generator: torch.Generator
+    ) -> None:
         self.augment = augment
         self.degrader = degrader
         self.generator = generator
 
     def __call__(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
         hr, flipped = augment_batch_with_flips(x, self.augment, self.generator)
-        lr = self.degrader(hr, generator=self.generator)
+        lr = hr if self.degrader is None else self.degrader(hr, generator=self.generator)
         return Batch(hr=hr, lr=lr, target=y, index=index, flipped=flipped)
 
     def state_dict(self) -> dict[str, Any]:
@@ -191,8 +193,10 @@ class SeedRun:
             world_size=distributed.world_size(),
         )
 
-    def batch_fn(self, seed_offset: int) -> PairedBatchMaker:
-        degrader = Degrader(self.hr_size, self.student_spec).to(self.device)
+    def batch_fn(self, seed_offset: int, degrade: bool = True) -> PairedBatchMaker:
+        """``degrade=False`` for stages that see only HR (teacher, assistant): they make no LR
+        view, so the degradation settings cannot change what they learn."""
+        degrader = Degrader(self.hr_size, self.student_spec).to(self.device) if degrade else None
         seed = self.seed * 1000 + seed_offset + 7919 * distributed.rank()  # own draws per rank
         generator = torch.Generator(device=self.device).manual_seed(seed)
         return PairedBatchMaker(self.augment, degrader, generator)
@@ -284,7 +288,9 @@ class SeedRun:
             method,
             stage,
             train_batches=self.train_batches(stage),
-            make_batch=self.batch_fn(seed_offset=len(name) + sum(map(ord, name))),
+            make_batch=self.batch_fn(
+                seed_offset=len(name) + sum(map(ord, name)), degrade=view == "lr"
+            ),
             validate=self.validator(view),
             score_key=self.task.score_key,
             device=self.device,
@@ -294,6 +300,8 @@ class SeedRun:
             resume=self.resume,
             fingerprint=fingerprint,
         )
+        if distributed.is_main():  # a stage in training is not finished, whatever ran before
+            (out_dir / "done.json").unlink(missing_ok=True)
         started = time.perf_counter()
         result = trainer.fit()
         if not distributed.is_main():
@@ -391,6 +399,7 @@ class SeedRun:
             method_name,
             teacher=spec.needs_teacher,
             assistant=spec.requires_assistant(self.cfg),
+            upstream=self.cfg,
         )
         if self._finished(name, fp):
             self._students[name] = self._load(name)
@@ -477,6 +486,15 @@ class SeedRun:
 
 
 def load_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
+    """The dataset and its splits; under torchrun a download happens on rank 0 alone first."""
+    if cfg.data.download and distributed.active():
+        if distributed.is_main():
+            _build_splits(cfg, seed)
+        distributed.barrier()
+    return _build_splits(cfg, seed)
+
+
+def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
     d = cfg.data
     return build_splits(
         d.dataset,

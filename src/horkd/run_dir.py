@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from horkd.checkpoint import atomic_write
 from horkd.config import ExperimentConfig, dump_config
 
 CONFIG_FILE = "config.yaml"
@@ -81,7 +82,7 @@ def prepare_run_dir(
                 "--overwrite to replace it, or use another output_dir"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(text)
+    atomic_write(config_path, lambda tmp: Path(tmp).write_text(text))
     return continuing
 
 
@@ -89,7 +90,7 @@ def _same_config(old_text: str, cfg: ExperimentConfig) -> bool:
     """Compared as validated configs, so a setting added later with its default is no change."""
     try:
         old = ExperimentConfig.model_validate(yaml.safe_load(old_text) or {})
-    except ValueError:
+    except (ValueError, yaml.YAMLError):
         return False
     return old == cfg
 
@@ -141,20 +142,28 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
 
 
 def student_fingerprint(
-    cfg: ExperimentConfig, seed: int, method: str, *, teacher: bool, assistant: bool
+    cfg: ExperimentConfig,
+    seed: int,
+    method: str,
+    *,
+    teacher: bool,
+    assistant: bool,
+    upstream: ExperimentConfig | None = None,
 ) -> str:
-    """``cfg`` is the config the student trains with (the ablation changes its orders).
+    """``cfg`` is the config the student trains with (the ablation changes its orders);
+    ``upstream`` the one the teacher and assistant it learns from were trained with.
 
     A student that learns from labels alone (no teacher, no assistant) ignores the distillation
     settings, so changing them does not retrain it.
     """
     distils = teacher or assistant
+    upstream = upstream or cfg  # the config the run's teacher and assistant were trained with
     return _digest(
         {
             **_data_settings(cfg, seed),
             "method": method,
-            "teacher": teacher_fingerprint(cfg, seed) if teacher else None,
-            "assistant": assistant_fingerprint(cfg, seed) if assistant else None,
+            "teacher": teacher_fingerprint(upstream, seed) if teacher else None,
+            "assistant": assistant_fingerprint(upstream, seed) if assistant else None,
             "student": _dump(cfg.student),
             "assistant_model": _dump(cfg.assistant) if distils else None,  # warm start, joint
             "train": _dump(cfg.train.student),

@@ -339,6 +339,7 @@ class Trainer:
         row["train/images_per_s"] = images_per_s * distributed.world_size()
         row["lr"] = optimizer.param_groups[0]["lr"]
         if self.validate is not None:
+            distributed.broadcast_buffers(method)
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
         if logger is not None:
             logger.log(row)
@@ -376,6 +377,7 @@ class Trainer:
     ) -> None:
         state = {
             "fingerprint": self.fingerprint,
+            "world_size": distributed.world_size(),
             "epoch": loop.epoch,
             "step": loop.step,
             "method": self._trained_state(),
@@ -405,6 +407,15 @@ class Trainer:
         if not self.state_path.exists():
             return
         state = load_training_state(self.state_path)
+        if state.get("world_size", 1) != distributed.world_size():
+            print_main(
+                f"[{self.out_dir.name}] the saved training state comes from "
+                f"{state.get('world_size', 1)} process(es), this run has "
+                f"{distributed.world_size()}: the data order and schedule differ, so this stage "
+                "starts over",
+                flush=True,
+            )
+            return
         if state.get("fingerprint") != self.fingerprint:
             print_main(
                 f"[{self.out_dir.name}] the saved training state was made with other settings; "

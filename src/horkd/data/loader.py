@@ -114,6 +114,9 @@ class BatchLoader:
             sampler=order[first_batch * self.batch_size :].tolist(),
             drop_last=self.drop_last,
             num_workers=self.num_workers,
+            # its own generator: an unseeded DataLoader would draw from the global RNG and
+            # shift every later draw, breaking bit-exact resumes
+            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch),
         )
         for images, labels, indices in loader:
             yield images, labels.long(), indices
