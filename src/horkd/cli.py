@@ -17,7 +17,6 @@ from typing import Any
 import yaml
 
 from horkd import __version__
-from horkd.distributed import is_main
 
 EPILOG = """examples:
   horkd demo                                   Fashion-MNIST 28px -> 7px, every baseline
@@ -196,6 +195,13 @@ def _config(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> Any:
 def demo_config_dict() -> dict[str, Any]:
     text = resources.files("horkd").joinpath("demo.yaml").read_text()
     return yaml.safe_load(text)
+
+
+def is_main() -> bool:
+    """Whether this is the process that prints (torchrun starts several); imports torch lazily."""
+    from horkd.distributed import is_main as main_process
+
+    return main_process()
 
 
 def _print_results(run_dir: Path, seconds: float) -> None:

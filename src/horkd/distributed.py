@@ -46,6 +46,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def print_main(*args: object, **kwargs: object) -> None:
+    """``print`` from the main process only, so torchrun logs each line once."""
+    if is_main():
+        print(*args, **kwargs)  # type: ignore[call-overload]
+
+
 def local_device(device: torch.device) -> torch.device:
     """Each process drives its own GPU (``LOCAL_RANK``); CPU processes share the CPU."""
     if device.type == "cuda" and active():

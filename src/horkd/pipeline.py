@@ -45,7 +45,7 @@ from horkd.run_dir import (
     teacher_fingerprint,
 )
 from horkd.tasks import TASKS
-from horkd.trainer import STATE_FILE, Trainer
+from horkd.trainer import Trainer
 
 __all__ = ["RunDirError", "SeedRun", "load_splits", "run_ablation", "run_experiment"]
 
@@ -317,7 +317,7 @@ class SeedRun:
                 "seconds": time.perf_counter() - started,
             },
         )
-        (out_dir / STATE_FILE).unlink(missing_ok=True)  # the checkpoint above supersedes it
+        trainer.discard_state()  # the checkpoint and done.json above supersede it
 
     def _finished(self, name: str, fingerprint: str) -> bool:
         return self.resume and finished_stage(self.dir / name, fingerprint)
@@ -487,11 +487,11 @@ class SeedRun:
 
 def load_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
     """The dataset and its splits; under torchrun a download happens on rank 0 alone first."""
-    if cfg.data.download and distributed.active():
-        if distributed.is_main():
-            _build_splits(cfg, seed)
-        distributed.barrier()
-    return _build_splits(cfg, seed)
+    if not (cfg.data.download and distributed.active()):
+        return _build_splits(cfg, seed)
+    splits = _build_splits(cfg, seed) if distributed.is_main() else None
+    distributed.barrier()
+    return splits if splits is not None else _build_splits(cfg, seed)
 
 
 def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:

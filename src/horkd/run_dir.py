@@ -44,8 +44,8 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def prepare_run_dir(
     cfg: ExperimentConfig, run_dir: Path, *, resume: bool = False, overwrite: bool = False
-) -> bool:
-    """Make ``run_dir`` ready for ``cfg``; True when it continues an existing run."""
+) -> None:
+    """Make ``run_dir`` ready for ``cfg``: new, continued, resumed with changes, or replaced."""
     config_path = run_dir / CONFIG_FILE
     text = dump_config(cfg)
     is_run = any((run_dir / marker).exists() for marker in RUN_MARKERS)
@@ -54,36 +54,36 @@ def prepare_run_dir(
             f"output directory {run_dir} is not empty and does not hold a horkd run; choose "
             "another output_dir (horkd never deletes folders it did not create)"
         )
-    continuing = False
     if is_run:
         old_text = config_path.read_text() if config_path.exists() else ""
         if overwrite:
             shutil.rmtree(run_dir)
         elif _same_config(old_text, cfg):
             print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
-            continuing = True
         elif resume:
-            old = yaml.safe_load(old_text) or {}
-            diff = changed_keys(old, yaml.safe_load(text))
             print(
-                f"resuming {run_dir} with a changed config ({', '.join(diff[:8])}); stages whose "
-                "settings changed are retrained",
+                f"resuming {run_dir} with a changed config ({_changes(old_text, text)}); stages "
+                "whose settings changed are retrained",
                 flush=True,
             )
             (run_dir / "config.previous.yaml").write_text(old_text)
-            continuing = True
         else:
-            old = yaml.safe_load(old_text) or {}
-            diff = changed_keys(old, yaml.safe_load(text))
-            shown = ", ".join(diff[:8]) + (", ..." if len(diff) > 8 else "")
             raise RunDirError(
                 f"output directory {run_dir} already holds a run with a different config "
-                f"(changed: {shown or 'unknown'}); pass --resume to keep its unchanged stages, "
-                "--overwrite to replace it, or use another output_dir"
+                f"(changed: {_changes(old_text, text)}); pass --resume to keep its unchanged "
+                "stages, --overwrite to replace it, or use another output_dir"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(config_path, lambda tmp: Path(tmp).write_text(text))
-    return continuing
+
+
+def _changes(old_text: str, new_text: str) -> str:
+    """The first changed keys between two dumped configs, for a message."""
+    try:
+        diff = changed_keys(yaml.safe_load(old_text) or {}, yaml.safe_load(new_text))
+    except yaml.YAMLError:
+        return "the old config.yaml is unreadable"
+    return (", ".join(diff[:8]) + (", ..." if len(diff) > 8 else "")) or "unknown"
 
 
 def _same_config(old_text: str, cfg: ExperimentConfig) -> bool:

@@ -54,11 +54,6 @@ class StageResult:
     skipped_steps: int = 0
 
 
-def print_main(*args: Any, **kwargs: Any) -> None:
-    if distributed.is_main():
-        print(*args, **kwargs)
-
-
 def _empty_partial() -> dict[str, Any]:
     return {"sums": {}, "seen": 0, "steps": 0, "elapsed": 0.0}
 
@@ -408,7 +403,7 @@ class Trainer:
             return
         state = load_training_state(self.state_path)
         if state.get("world_size", 1) != distributed.world_size():
-            print_main(
+            distributed.print_main(
                 f"[{self.out_dir.name}] the saved training state comes from "
                 f"{state.get('world_size', 1)} process(es), this run has "
                 f"{distributed.world_size()}: the data order and schedule differ, so this stage "
@@ -417,7 +412,7 @@ class Trainer:
             )
             return
         if state.get("fingerprint") != self.fingerprint:
-            print_main(
+            distributed.print_main(
                 f"[{self.out_dir.name}] the saved training state was made with other settings; "
                 "this stage starts over",
                 flush=True,
@@ -447,10 +442,15 @@ class Trainer:
             history=state["history"],
             skipped_steps=state["skipped_steps"],
         )
-        print_main(
+        distributed.print_main(
             f"[{self.out_dir.name}] resuming at epoch {loop.epoch + 1}, step {loop.step}",
             flush=True,
         )
+
+    def discard_state(self) -> None:
+        """Drop the resumable state once the stage's outcome is recorded elsewhere."""
+        if self.main:
+            self.state_path.unlink(missing_ok=True)
 
     def save_final(self, result: StageResult) -> None:
         """One checkpoint per produced network, with the epoch picked on validation."""

@@ -15,7 +15,7 @@ import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
 from horkd.data.folder import IMAGENET_MEAN, IMAGENET_STD, _transform
-from horkd.data.image_check import open_rgb_or_gray, readable_samples
+from horkd.data.image_check import open_rgb_or_gray, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 
@@ -76,12 +76,9 @@ def cub200(
     samples = {True: [], False: []}  # type: dict[bool, list[tuple[Path, int]]]
     for image_id, rel in sorted(images.items()):
         samples[is_train[image_id]].append((base / "images" / rel, int(classes[image_id]) - 1))
-    skipped: list[str] = []
-    for split in (True, False):
-        samples[split], bad = readable_samples(
-            samples[split], skip=skip_bad_images, dataset="cub200"
-        )
-        skipped += bad
+    (samples[True], samples[False]), skipped = readable_splits(
+        samples[True], samples[False], skip=skip_bad_images, dataset="cub200"
+    )
     num_classes = max(int(c) for c in classes.values())
     mean, std = _stats(channels)
     info = DatasetInfo("cub200", num_classes, channels, mean, std, size)
@@ -122,12 +119,9 @@ def cars196(
         test = _Cars(root, split="test", transform=transform)
     except RuntimeError as exc:
         raise DataNotFoundError(f"cars196: {exc}; expected {layout}") from None
-    skipped: list[str] = []
-    for split in (train, test):
-        split._samples, bad = readable_samples(
-            split._samples, skip=skip_bad_images, dataset="cars196"
-        )
-        skipped += bad
+    (train._samples, test._samples), skipped = readable_splits(
+        train._samples, test._samples, skip=skip_bad_images, dataset="cars196"
+    )
     mean, std = _stats(channels)
     info = DatasetInfo("cars196", len(train.classes), channels, mean, std, size, train.classes)
     info.skipped_images = skipped

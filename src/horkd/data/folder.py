@@ -7,7 +7,7 @@ from pathlib import Path
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 
-from horkd.data.image_check import open_rgb_or_gray, readable_samples
+from horkd.data.image_check import open_rgb_or_gray, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,13 +40,12 @@ def image_folder(
     transform = _transform(size, channels)
     train = tvd.ImageFolder(str(train_dir), transform=transform, loader=open_rgb_or_gray)
     test = tvd.ImageFolder(str(test_dir), transform=transform, loader=open_rgb_or_gray)
-    skipped: list[str] = []
-    for split in (train, test):
-        split.samples, bad = readable_samples(
-            split.samples, skip=skip_bad_images, dataset="image_folder"
-        )
-        split.imgs, split.targets = split.samples, [label for _, label in split.samples]
-        skipped += bad
+    kept, skipped = readable_splits(
+        train.samples, test.samples, skip=skip_bad_images, dataset="image_folder"
+    )
+    for split, samples in zip((train, test), kept, strict=True):
+        split.samples = split.imgs = samples
+        split.targets = [label for _, label in samples]
     if train.classes != test.classes:
         raise DataNotFoundError(
             f"image_folder: train/ and {test_dir.name}/ hold different class folders "

@@ -32,23 +32,29 @@ def image_problem(path: str | Path) -> str | None:
     return None
 
 
-def readable_samples(
-    samples: Sequence[Sample], *, skip: bool, dataset: str
-) -> tuple[list[Sample], list[str]]:
-    """The samples whose image files are readable, and the paths that were skipped."""
-    good: list[Sample] = []
+def readable_splits(
+    *splits: Sequence[Sample], skip: bool, dataset: str
+) -> tuple[list[list[Sample]], list[str]]:
+    """Each split's (path, label) samples whose image files are readable, and the paths skipped
+    across all of them (with ``skip``; without it the first unreadable file stops the load)."""
+    kept: list[list[Sample]] = []
     bad: list[str] = []
-    for sample in samples:
-        problem = image_problem(sample[0])
-        if problem is None:
-            good.append(sample)
-        elif skip:
-            bad.append(str(sample[0]))
-        else:
-            raise BadImageError(f"{dataset}: unreadable image {sample[0]} ({problem}); {SKIP_HINT}")
+    for samples in splits:
+        good: list[Sample] = []
+        for sample in samples:
+            problem = image_problem(sample[0])
+            if problem is None:
+                good.append(sample)
+            elif skip:
+                bad.append(str(sample[0]))
+            else:
+                raise BadImageError(
+                    f"{dataset}: unreadable image {sample[0]} ({problem}); {SKIP_HINT}"
+                )
+        kept.append(good)
     if bad:
         print(f"{dataset}: skipped {len(bad)} unreadable image(s), e.g. {bad[0]}", flush=True)
-    return good, bad
+    return kept, bad
 
 
 def open_rgb_or_gray(path: str | Path, channels: int | None = None) -> Image.Image:

@@ -79,14 +79,17 @@ class BatchLoader:
         n = self._shard_size()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _epoch_generator(self) -> torch.Generator:
+        """Seeded by (seed, epoch) alone: the same on every rank and after a resume."""
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
     def _order(self) -> Tensor:
         n = len(self.dataset)  # type: ignore[arg-type]
         if not self.shuffle:
             order = torch.arange(n)
         else:
             # The same permutation on every rank (seed + epoch), then each rank its stride.
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=self._epoch_generator())
         if self.world_size > 1:
             order = order[: self._shard_size() * self.world_size][self.rank :: self.world_size]
         return order
@@ -116,7 +119,7 @@ class BatchLoader:
             num_workers=self.num_workers,
             # its own generator: an unseeded DataLoader would draw from the global RNG and
             # shift every later draw, breaking bit-exact resumes
-            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch),
+            generator=self._epoch_generator(),
         )
         for images, labels, indices in loader:
             yield images, labels.long(), indices

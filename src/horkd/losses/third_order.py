@@ -62,10 +62,9 @@ def _gram_grad(grad: Tensor, anchors: Tensor, grad_cos: Tensor, cos: Tensor, inv
     grad_num = grad_cos * inv.unsqueeze(2) * inv.unsqueeze(1)
     weighted = grad_cos * cos
     grad_sq = -0.5 * (weighted.sum(2) + weighted.sum(1)) * inv * inv
-    idx = anchors
     grad += grad_num.sum(0)
-    grad.index_add_(0, idx, -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq)
-    grad[idx, idx] += grad_num.sum((1, 2)) + grad_sq.sum(1)
+    grad.index_add_(0, anchors, -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq)
+    grad[anchors, anchors] += grad_num.sum((1, 2)) + grad_sq.sum(1)
     grad.diagonal().add_(grad_sq.sum(0))
 
 
