@@ -7,7 +7,7 @@ STAMP := $(VENV)/.horkd-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-all demo lint bench fashion-mnist clean
+.PHONY: test test-all demo results lint bench fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ fashion-mnist:
 
 demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/horkd demo
+
+# The accuracy study behind docs/RESULTS.md (about 1.5 h on a 2-core CPU; resumes if stopped).
+results: $(STAMP) fashion-mnist
+	$(VENV)/bin/horkd study configs/study/fashion_mnist.yaml --doc docs/RESULTS.md
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py

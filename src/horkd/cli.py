@@ -173,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export.add_argument("--out", help="output file (default: beside the checkpoint)")
 
+    study = sub.add_parser(
+        "study",
+        help="regimes x methods x seeds with a validation search; writes RESULTS.md",
+        description=(
+            "Train the study's teachers once, score every method's search candidates on the "
+            "validation split, train the chosen settings with every seed, score them once on the "
+            "test split and write a Markdown page with tables, intervals and figures. Rerunning "
+            "continues where it stopped."
+        ),
+    )
+    study.add_argument("study_file", help="study YAML (see configs/study/)")
+    study.add_argument("--workers", type=int, default=None, help="parallel runs (default: file)")
+    study.add_argument("--doc", default=None, help="where RESULTS.md goes (default: OUT/RESULTS.md)")
+
     sub.add_parser("list", help="the registered models, methods, datasets and losses")
     return parser
 
@@ -294,6 +308,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    import shlex
+
+    from horkd.study import run_study, write_document
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    summary = run_study(args.study_file, workers=args.workers)
+    doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
+    command = shlex.join(["horkd", *sys.argv[1:]]) if len(sys.argv) > 1 else None
+    path = write_document(summary, doc, command)
+    print(f"results: {path.resolve()}  (summary: {summary})")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from horkd.export import export_checkpoint
 
@@ -347,6 +376,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_ablate(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "study":
+            return cmd_study(args)
         if args.command == "demo":
             args.config = None
             if args.output_dir is None:

@@ -38,6 +38,16 @@ class DataConfig(_Strict):
     download: bool = False
     hr_size: int | None = Field(None, ge=2, description="HR side in pixels; null = native size")
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    split_seed: int | None = Field(
+        None, description="seed of the subset/validation carving; null = each run seed's own"
+    )
+    label_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="few labels: the task loss sees this stratified share of the training "
+        "labels; distillation terms still use every training image",
+    )
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
     channels: int | None = Field(None, ge=1, le=3, description="image_folder only: 1 or 3")
@@ -266,23 +276,25 @@ class ExperimentConfig(_Strict):
         return self
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def format_validation_error(
+    err: ValidationError, root: type[BaseModel] | None = None, what: str = "config"
+) -> str:
     lines = []
     for problem in err.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
-            parent = _model_at(problem["loc"][:-1])
+            parent = _model_at(problem["loc"][:-1], root or ExperimentConfig)
             if parent is not None:
                 message += f" (allowed: {', '.join(parent.model_fields)})"
         lines.append(f"  {where}: {message}")
-    return "invalid config:\n" + "\n".join(lines)
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The pydantic model class a location points into, to list its allowed keys."""
-    model: type[BaseModel] = ExperimentConfig
+    model: type[BaseModel] = root
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not isinstance(field.annotation, type):
@@ -336,7 +348,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     try:
         return ExperimentConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

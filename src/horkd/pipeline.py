@@ -12,6 +12,7 @@ A stage whose ``done.json`` exists is loaded instead of retrained when resuming.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -27,8 +28,9 @@ from horkd import distributed
 from horkd.checkpoint import build_from_checkpoint, git_sha, write_json
 from horkd.config import DegradeConfig, ExperimentConfig, StageConfig
 from horkd.cost import count_flops, count_parameters
-from horkd.data import AugmentSpec, DataSplits, build_splits, make_loader
+from horkd.data import AugmentSpec, DataSplits, build_splits, labels_of, make_loader
 from horkd.data.augment import augment_batch_with_flips
+from horkd.data.split import labeled_mask
 from horkd.degrade import Degrader, DegradeSpec, resolve_lr_size
 from horkd.evaluate import identity, lr_input_fn
 from horkd.losses.task import build_task_loss
@@ -107,16 +109,24 @@ class PairedBatchMaker:
     """
 
     def __init__(
-        self, augment: AugmentSpec, degrader: Degrader | None, generator: torch.Generator
+        self,
+        augment: AugmentSpec,
+        degrader: Degrader | None,
+        generator: torch.Generator,
+        labeled: Tensor | None = None,
     ) -> None:
         self.augment = augment
         self.degrader = degrader
         self.generator = generator
+        self.labeled = labeled  # bool per training image (few-label runs); None = all labelled
 
     def __call__(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
         hr, flipped = augment_batch_with_flips(x, self.augment, self.generator)
         lr = hr if self.degrader is None else self.degrader(hr, generator=self.generator)
-        return Batch(hr=hr, lr=lr, target=y, index=index, flipped=flipped)
+        labeled = None
+        if self.labeled is not None:
+            labeled = self.labeled[index.cpu()].to(y.device)
+        return Batch(hr=hr, lr=lr, target=y, index=index, flipped=flipped, labeled=labeled)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -173,6 +183,11 @@ class SeedRun:
         self.upsampled = cfg.degrade.student_input == "upsampled"
         self.student_spec = self.degrade_spec(self.lr_size, upsample=self.upsampled)
         self.augment = AugmentSpec(cfg.data.augment.crop_padding, cfg.data.augment.hflip)
+        self.labeled = None
+        if cfg.data.label_fraction is not None:
+            split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
+            labels = labels_of(self.splits.train)
+            self.labeled = labeled_mask(labels, cfg.data.label_fraction, split_seed)
         self._teacher: nn.Module | None = None
         self._assistant: nn.Module | None = None
         self._students: dict[str, nn.Module] = {}  # trained once per run, reused by the curve
@@ -199,7 +214,7 @@ class SeedRun:
         degrader = Degrader(self.hr_size, self.student_spec).to(self.device) if degrade else None
         seed = self.seed * 1000 + seed_offset + 7919 * distributed.rank()  # own draws per rank
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return PairedBatchMaker(self.augment, degrader, generator)
+        return PairedBatchMaker(self.augment, degrader, generator, self.labeled)
 
     def input_fn(self, view: str, size: int | None = None, upsample: bool | None = None) -> Any:
         if view == "hr":
@@ -281,7 +296,7 @@ class SeedRun:
         out_dir = self.dir / name
         view = method.student_view
         if self.cfg.distill.cache_reference and method.reference is not None:
-            method.reference_cache = ReferenceCache.build(
+            method.reference_cache = ReferenceCache.shared(
                 method.reference, self.splits.train, self.device, flips=self.augment.hflip
             )
         trainer = Trainer(
@@ -423,18 +438,35 @@ class SeedRun:
         self._students[name] = method.student
         return method.student
 
+    def validation_score(self, method_name: str) -> float:
+        """The student's best validation score (the task's score key), training it if needed.
+
+        What a hyper-parameter search compares: the test split is not touched.
+        """
+        self.student(method_name)
+        done = self.dir / "students" / method_name / "done.json"
+        score = json.loads(done.read_text()).get("best_score")
+        if score is None:
+            raise ValueError(f"{done} holds no validation score: the run needs data.val_fraction")
+        return float(score)
+
     # ----------------------------------------------------------------- results
     def _cost(self, model: nn.Module, view: str) -> tuple[int, int]:
         side = self.hr_size if view == "hr" or self.upsampled else self.lr_size
         shape = (self.in_channels, side, side)
         return count_parameters(model), count_flops(model, shape)
 
-    def run(self, methods: list[str]) -> list[Row]:
-        """Train what the methods need, then score every network once on the test split."""
+    def run(self, methods: list[str], *, with_teacher: bool = True) -> list[Row]:
+        """Train what the methods need, then score every network once on the test split.
+
+        ``with_teacher=False`` leaves out the teacher's own rows (a study that runs each method
+        separately scores its shared teacher once, not once per method).
+        """
         rows: list[Row] = []
         teacher = self.teacher()
         t_cost = self._cost(teacher, "hr")
-        rows.append(Row("teacher", "teacher", *t_cost, self.task.test(self, teacher, "hr")))
+        if with_teacher:
+            rows.append(Row("teacher", "teacher", *t_cost, self.task.test(self, teacher, "hr")))
         for name in methods:
             spec = METHODS.get(name)
             if spec.build is None:  # teacher_lr: the teacher on LR re-upsampled to HR size
@@ -449,7 +481,7 @@ class SeedRun:
             metrics = self.task.test(self, student, "lr")
             rows.append(Row(name, "student", *self._cost(student, "lr"), metrics))
         if self.cfg.report.resolution_sizes:
-            curve = self.resolution_curve(methods)
+            curve = self.resolution_curve(methods, with_teacher=with_teacher)
         if distributed.is_main():
             write_json(self.dir / "results.json", [r.as_dict() for r in rows])
             if self.cfg.report.resolution_sizes:
@@ -465,10 +497,14 @@ class SeedRun:
         upsample = True if kind in ("hr", "teacher_lr") else None
         return self.input_fn("lr", size=size, upsample=upsample)
 
-    def resolution_curve(self, methods: list[str]) -> dict[str, dict[str, float]]:
+    def resolution_curve(
+        self, methods: list[str], *, with_teacher: bool = True
+    ) -> dict[str, dict[str, float]]:
         """The task's headline metric of every network at each of ``report.resolution_sizes``."""
         sizes = self.cfg.report.resolution_sizes or []
-        networks: dict[str, tuple[nn.Module, str]] = {"teacher": (self.teacher(), "hr")}
+        networks: dict[str, tuple[nn.Module, str]] = {}
+        if with_teacher:
+            networks["teacher"] = (self.teacher(), "hr")
         for name in methods:
             spec = METHODS.get(name)
             if spec.build is None:
@@ -501,7 +537,7 @@ def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
         root=d.root,
         hr_size=d.hr_size,
         val_fraction=d.val_fraction,
-        seed=seed,
+        seed=seed if d.split_seed is None else d.split_seed,
         download=d.download,
         train_subset=d.train_subset,
         test_subset=d.test_subset,

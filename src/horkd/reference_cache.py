@@ -9,11 +9,15 @@ too many values to store, so they keep the live reference (the config refuses th
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from horkd.data import make_loader
+from horkd.data.memory import TensorImageDataset
 from horkd.models import ModelOutput
 
 
@@ -54,6 +58,26 @@ class ReferenceCache:
             torch.stack([torch.cat(lg) for lg in logits]),
         )
 
+    @classmethod
+    def shared(
+        cls, reference: nn.Module, dataset: Dataset, device: torch.device, *, flips: bool
+    ) -> ReferenceCache:
+        """:meth:`build`, memoised in this process by the reference's weights and the images.
+
+        A study trains many students (methods, seeds, search candidates) from one frozen teacher
+        on one training split; they share its cache instead of each recomputing it.
+        """
+        images = dataset_digest(dataset)
+        if images is None:
+            return cls.build(reference, dataset, device, flips=flips)
+        key = f"{weights_digest(reference)}:{images}:{flips}:{device}"
+        if key not in _SHARED:
+            _SHARED[key] = cls.build(reference, dataset, device, flips=flips)
+            while len(_SHARED) > _SHARED_MAX:
+                _SHARED.popitem(last=False)
+        _SHARED.move_to_end(key)
+        return _SHARED[key]
+
     def lookup(self, index: Tensor, flipped: Tensor | None) -> ModelOutput:
         index = index.to(self.embedding.device)
         if flipped is None:
@@ -62,3 +86,29 @@ class ReferenceCache:
             raise RuntimeError("the batch was flipped but the cache holds no flipped views")
         view = flipped.to(self.embedding.device).long()
         return ModelOutput(self.embedding[view, index], self.logits[view, index])
+
+
+_SHARED: OrderedDict[str, ReferenceCache] = OrderedDict()
+_SHARED_MAX = 4  # a teacher's cache of 54k images and both flips is ~60 MB
+
+
+def weights_digest(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_digest(dataset: Dataset) -> str | None:
+    """Which images, in which order: the chain of index views down to in-memory images (their
+    content, hashed once per tensor); None for file-backed datasets, which are not shared."""
+    parts = []
+    while hasattr(dataset, "indices") and hasattr(dataset, "dataset"):  # Subset and kin
+        indices = torch.as_tensor(dataset.indices)  # type: ignore[attr-defined]
+        parts.append(hashlib.sha256(indices.numpy().tobytes()).hexdigest())
+        dataset = dataset.dataset  # type: ignore[attr-defined]
+    if not isinstance(dataset, TensorImageDataset):
+        return None
+    parts.append(dataset.content_digest())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

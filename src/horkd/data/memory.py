@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,6 +20,13 @@ class TensorImageDataset(Dataset):
             raise ValueError("images and labels differ in length")
         self.images = images
         self.labels = labels.long()
+        self._digest: str | None = None
+
+    def content_digest(self) -> str:
+        """A hash of the images (computed once): equal images, equal digest, across loads."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.images.contiguous().numpy().tobytes()).hexdigest()
+        return self._digest
 
     def __len__(self) -> int:
         return self.images.shape[0]

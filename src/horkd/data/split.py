@@ -64,3 +64,14 @@ def stratified_subset(labels: Tensor, n: int, seed: int) -> Tensor:
         return torch.arange(labels.numel())
     _, chosen = stratified_split(labels, n / labels.numel(), seed)
     return chosen
+
+
+def labeled_mask(labels: Tensor, fraction: float, seed: int) -> Tensor:
+    """bool per sample: whose label the task loss may see in a few-label run.
+
+    Stratified, so every class keeps labels; the same ``seed`` gives the same labelled images to
+    every method, which is what makes their comparison fair.
+    """
+    mask = torch.zeros(labels.numel(), dtype=torch.bool)
+    mask[stratified_subset(labels, max(1, round(fraction * labels.numel())), seed)] = True
+    return mask

@@ -1,0 +1,113 @@
+"""A study: several regimes x methods x seeds, hyper-parameters searched on validation data.
+
+A study file names the teachers (experiment configs trained once and shared), a base experiment
+every student run starts from, the regimes (override lists on top of the base), the per-method
+search candidates (override lists; every method gets the same number: the same search budget) and
+the seeds of the final runs. See ``configs/study/fashion_mnist.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from horkd.config import ConfigError, format_validation_error
+
+BASELINES = ("scratch", "hinton_kd", "fitnet", "rkd")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class RegimeConfig(_Strict):
+    """One setting every method is compared in, e.g. LR 7px, few labels, retrieval."""
+
+    description: str = ""
+    teacher: str = Field(description="a key of the study's `teachers`")
+    overrides: list[str] = Field(default_factory=list, description="KEY=VALUE on top of `base`")
+    methods: list[str] | None = Field(None, description="null = the study's `methods`")
+    choices_from: str | None = Field(
+        None, description="reuse another regime's searched settings instead of searching here"
+    )
+
+
+class SearchConfig(_Strict):
+    seed: int = Field(0, description="the one seed candidates are trained with")
+    candidates: dict[str, list[list[str]]] = Field(
+        description="method -> list of candidate override lists (equal length for all methods)"
+    )
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    output_dir: str = "runs/study"
+    workers: int = Field(1, ge=1, description="runs trained in parallel (processes)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    teachers: dict[str, str] = Field(description="name -> experiment YAML, relative to this file")
+    base: dict[str, Any] = Field(description="the experiment every student run starts from")
+    methods: list[str]
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
+    main_regime: str
+    regimes: dict[str, RegimeConfig]
+    search: SearchConfig
+    ablation_seeds: list[int] = Field(
+        default_factory=lambda: [0], description="seeds of the orders ablation (main regime)"
+    )
+    curve_sizes: list[int] | None = Field(
+        None, description="accuracy-vs-resolution sizes for the main regime's final models"
+    )
+    discussion: str | None = Field(
+        None, description="hand-written Markdown (relative to this file) appended to RESULTS.md"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        from horkd.methods import METHODS
+
+        for name in self.methods + self.baselines:
+            METHODS.get(name)
+        if self.main_regime not in self.regimes:
+            raise ValueError(f"main_regime '{self.main_regime}' is not one of the regimes")
+        for name, regime in self.regimes.items():
+            if regime.teacher not in self.teachers:
+                raise ValueError(f"regimes.{name}.teacher: '{regime.teacher}' is not a teacher")
+            source = regime.choices_from
+            if source is not None and (
+                source not in self.regimes or self.regimes[source].choices_from is not None
+            ):
+                raise ValueError(
+                    f"regimes.{name}.choices_from: '{source}' must be a regime that searches"
+                )
+            for method in self.regime_methods(name):
+                METHODS.get(method)
+                if method not in self.search.candidates and METHODS.get(method).build:
+                    raise ValueError(f"search.candidates has no entry for method '{method}'")
+        budgets = {len(c) for c in self.search.candidates.values()}
+        if len(budgets) > 1:
+            sizes = {m: len(c) for m, c in self.search.candidates.items()}
+            raise ValueError(f"every method needs the same number of search candidates: {sizes}")
+        return self
+
+    def regime_methods(self, regime: str) -> list[str]:
+        return self.regimes[regime].methods or self.methods
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
+    """The validated study and the folder its relative paths start from."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys at the top level")
+    try:
+        return StudyConfig.model_validate(raw), path.parent
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, StudyConfig, "study")) from None

@@ -1,0 +1,226 @@
+"""RESULTS.md from a finished study: setup, per-regime tables with seeds and intervals, the
+search, the figures, and the command with its wall time. Numbers are read, never typed."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from horkd.results import primary_metric
+from horkd.study.stats import paired_difference, summarize
+
+
+def _seed_values(finals: list[dict[str, Any]], regime: str) -> dict[str, Any]:
+    """method -> {seed: metric} for the students, plus the regime's teacher rows."""
+    students: dict[str, dict[int, float]] = {}
+    teachers: dict[str, dict[int, dict[str, float]]] = {}
+    val: dict[str, list[float]] = {}
+    metric = None
+    for res in finals:
+        if res["regime"] != regime:
+            continue
+        val[res["method"]] = list(res["val"].values())
+        for seed, rows in res["rows"].items():
+            metric = metric or primary_metric(rows)
+            for row in rows:
+                if row["role"] == "student":
+                    students.setdefault(row["method"], {})[int(seed)] = row[metric]
+                elif row["role"] == "teacher":
+                    teachers.setdefault(row["method"], {})[int(seed)] = row
+    return {"metric": metric, "students": students, "teachers": teachers, "val": val}
+
+
+def _fmt_diff(d: Any) -> str:
+    if d.low is None:
+        return f"{d.mean:+.2f}"
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
+
+
+def regime_tables(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any]]:
+    """The Markdown tables of one regime and the figures they were computed from."""
+    study = summary["study"]
+    data = _seed_values(summary["finals"], regime)
+    metric, students = data["metric"], data["students"]
+    seeds = sorted(study["seeds"])
+    baselines = [b for b in study["baselines"] if b in students]
+    means = {m: summarize([v[s] for s in seeds]).mean for m, v in students.items()}
+    best = max(baselines, key=lambda b: means[b]) if baselines else None
+    choices = summary["choices"][regime]
+    lines = [
+        "| method | chosen settings | val mean | test mean | std | "
+        f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best}) | vs scratch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "methods": {}}
+    for method, values in students.items():
+        series = [values[s] for s in seeds]
+        stats = summarize(series)
+        vs_best = paired_difference(series, [students[best][s] for s in seeds]) if best else None
+        vs_scratch = (
+            paired_difference(series, [students["scratch"][s] for s in seeds])
+            if "scratch" in students else None
+        )
+        chosen = choices.get(method, {})
+        settings = "; ".join(chosen.get("overrides", [])) or "defaults"
+        lines.append(
+            f"| {method} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
+            f"{stats.mean:.2f} | {stats.std:.2f} | {' / '.join(f'{v:.2f}' for v in series)} | "
+            f"{_fmt_diff(vs_best) if vs_best and method != best else '-'} | "
+            f"{_fmt_diff(vs_scratch) if vs_scratch and method != 'scratch' else '-'} |"
+        )
+        facts["methods"][method] = {
+            "mean": stats.mean,
+            "std": stats.std,
+            "values": series,
+            "vs_best": vs_best.as_dict() if vs_best else None,
+            "vs_scratch": vs_scratch.as_dict() if vs_scratch else None,
+        }
+    teacher_lines = []
+    for name, per_seed in data["teachers"].items():
+        row = next(iter(per_seed.values()))
+        shown = {k: v for k, v in row.items() if k not in ("method", "role", "params", "flops")
+                 and not k.startswith(("R@2", "R@4", "R@8")) and "top5" not in k}
+        facts[name] = shown
+        teacher_lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()))
+    table = "\n".join(lines)
+    if teacher_lines:
+        table += "\n\nTeacher rows (scored once):\n" + "\n".join(teacher_lines)
+    return table, facts
+
+
+def search_table(summary: dict[str, Any]) -> str:
+    study = summary["study"]
+    lines = ["| regime | method | candidate | settings | val score |", "|---|---|---|---|---|"]
+    for res in summary["search"]:
+        method = res["method"]
+        index = int(res["tag"][1:])
+        settings = "; ".join(study["search"]["candidates"][method][index]) or "defaults"
+        chosen = summary["choices"][res["regime"]][method]["tag"] == res["tag"]
+        score = next(iter(res["val"].values()))
+        lines.append(
+            f"| {res['regime']} | {method} | {res['tag']}{' (chosen)' if chosen else ''} | "
+            f"{settings} | {score:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def curve_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
+    from horkd.report.figures import resolution_curve
+
+    regime = summary["study"]["main_regime"]
+    per_network: dict[str, dict[str, list[float]]] = {}
+    for res in summary["finals"]:
+        if res["regime"] != regime:
+            continue
+        for curve in res["curve"].values():
+            for network, points in curve.items():
+                for size, value in points.items():
+                    per_network.setdefault(network, {}).setdefault(size, []).append(value)
+    if not per_network:
+        return None
+    means = {
+        n: {s: statistics.fmean(v) for s, v in points.items()} for n, points in per_network.items()
+    }
+    metric = _seed_values(summary["finals"], regime)["metric"] or "score"
+    lr_size = summary["study"]["base"].get("degrade", {}).get("lr_size")
+    return resolution_curve(means, metric, out_dir / "resolution_curve.png", lr_size=lr_size)
+
+
+def ablation_figure(summary: dict[str, Any], out_dir: Path) -> tuple[Path, str] | None:
+    from horkd.report.figures import orders_ablation
+
+    ablation = summary.get("ablation")
+    if not ablation:
+        return None
+    stats = {tag: summarize(values) for tag, values in ablation["orders"].items()}
+    scratch = summarize(ablation["scratch"]).mean
+    path = orders_ablation(
+        {tag: (s.mean, s.std) for tag, s in stats.items()},
+        ablation["metric"],
+        out_dir / "orders_ablation.png",
+        baseline=scratch,
+        seeds=len(ablation["seeds"]),
+    )
+    rows = ["| orders | " + " | ".join(stats) + " | LR scratch |",
+            "|---" * (len(stats) + 2) + "|",
+            "| " + ablation["metric"] + " | " + " | ".join(f"{s.mean:.2f}" for s in stats.values())
+            + f" | {scratch:.2f} |"]
+    return path, "\n".join(rows)
+
+
+def write_document(
+    summary_path: str | Path, doc_path: str | Path, command: str | None = None
+) -> Path:
+    summary = json.loads(Path(summary_path).read_text())
+    study = summary["study"]
+    doc_path = Path(doc_path)
+    figures = doc_path.parent / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    parts = [
+        f"# Results: {study['name']}",
+        "",
+        "Generated by `horkd study` from the study's own files; every number below was measured "
+        "by the command at the end of this page. Hyper-parameters were chosen on a validation "
+        "split carved from the training set; the test split scored each final model once.",
+        "",
+        "## Setup",
+        "",
+        f"- Seeds of the final runs: {study['seeds']}; search seed {study['search']['seed']}, "
+        f"{len(next(iter(study['search']['candidates'].values())))} candidates per method "
+        "(the same budget for every method).",
+        f"- Baselines: {', '.join(study['baselines'])}. Intervals are paired by seed (same split, "
+        "labelled subset and data order), 95%, Student's t with n-1 degrees of freedom.",
+    ]
+    for name, t in summary["teachers"].items():
+        parts.append(
+            f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
+            f"{t['val']:.2f} ({t['train_seconds'] / 60:.1f} min to train)."
+        )
+    facts_by_regime = {}
+    for regime, r in study["regimes"].items():
+        table, facts = regime_tables(summary, regime)
+        facts_by_regime[regime] = facts
+        source = r.get("choices_from")
+        parts += [
+            "",
+            f"## Regime `{regime}`" + (f": {r['description']}" if r.get("description") else ""),
+            "",
+            f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; teacher `{r['teacher']}`; "
+            f"metric `{facts['metric']}` (test)."
+            + (f" Settings taken from the `{source}` search." if source else ""),
+            "",
+            table,
+        ]
+    curve = curve_figure(summary, figures)
+    if curve is not None:
+        parts += ["", "## Accuracy versus input resolution", "",
+                  f"Main regime `{study['main_regime']}`, mean over seeds.", "",
+                  f"![resolution curve](results/{curve.name})"]
+    ablation = ablation_figure(summary, figures)
+    if ablation is not None:
+        path, table = ablation
+        parts += ["", "## Orders ablation", "",
+                  f"HORKD with the chosen settings, each subset of orders, seeds "
+                  f"{summary['ablation']['seeds']}.", "", table, "",
+                  f"![orders ablation](results/{path.name})"]
+    parts += ["", "## Search (validation split only)", "", search_table(summary)]
+    discussion = study.get("discussion")
+    if discussion:
+        note = Path(summary["study_file"]).parent / discussion
+        if note.exists():
+            parts += ["", note.read_text().strip()]
+    parts += [
+        "",
+        "## Reproduce",
+        "",
+        f"`{command or 'make results'}` ran the whole study in "
+        f"{summary['seconds'] / 60:.1f} min of wall time ({summary['workers']} worker process(es),"
+        f" {summary['threads_per_worker']} thread(s) each; teachers trained beforehand are "
+        "reused, their own training time is listed above).",
+        "",
+    ]
+    doc_path.write_text("\n".join(parts))
+    (figures / "facts.json").write_text(json.dumps(facts_by_regime, indent=1))
+    return doc_path

@@ -1,0 +1,282 @@
+"""Run a study: teachers once, the search on validation data, then the final seeds on test.
+
+Every run is an ordinary horkd run directory under ``OUT/runs/<regime>/<method>/<candidate>``, so
+each stage resumes and is reused exactly as in ``horkd run``: rerunning a study after a crash
+retrains nothing that finished. The final seed-``search.seed`` run of a searched regime is the
+chosen candidate's own run (same config, same seed), so it is trained once. Candidates are scored
+on the validation split only; the test split is scored once per final model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from horkd.config import apply_overrides, config_from_dict, load_config
+from horkd.study.config import StudyConfig, load_study
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run directory: a method with one set of overrides, trained for some seeds."""
+
+    kind: str  # "search" (validation score) | "final" (test metrics)
+    regime: str
+    method: str
+    tag: str  # candidate index, "c0", "c1", ...
+    config: dict[str, Any]
+    with_teacher: bool = False  # also score the teacher (once per regime)
+    threads: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.regime}/{self.method}/{self.tag}"
+
+
+@dataclass
+class JobResult:
+    job: Job
+    val: dict[int, float] = field(default_factory=dict)  # seed -> best validation score
+    rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> test rows
+    curve: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_job(job: Job) -> JobResult:
+    """Train (or reuse) and score one run directory; runs in a worker process."""
+    import torch
+
+    from horkd.pipeline import SeedRun, load_splits
+    from horkd.run_dir import prepare_run_dir
+
+    torch.set_num_threads(job.threads)
+    started = time.perf_counter()
+    cfg = config_from_dict(job.config)
+    run_dir = Path(cfg.output_dir)
+    prepare_run_dir(cfg, run_dir, resume=True)
+    result = JobResult(job)
+    for seed in cfg.seeds:
+        run = SeedRun(cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=False,
+                      resume=True)
+        result.val[seed] = run.validation_score(job.method)
+        if job.kind == "final":
+            rows = run.run(cfg.methods, with_teacher=job.with_teacher)
+            result.rows[seed] = [row.as_dict() for row in rows]
+            curve = run.dir / "resolution_curve.json"
+            if cfg.report.resolution_sizes and curve.exists():
+                result.curve[seed] = json.loads(curve.read_text())
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def execute(
+    jobs: list[Job], workers: int, log: Callable[[str], None] = print
+) -> list[JobResult]:
+    """Run jobs in ``workers`` processes (in this one when 1), results in the jobs' order."""
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            results.append(run_job(job))
+            log(_describe(results[-1]))
+        return results
+    done: dict[int, JobResult] = {}
+    context = get_context("spawn")  # never fork a process whose thread pools have started
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            log(_describe(done[futures[future]]))
+    return [done[i] for i in range(len(jobs))]
+
+
+def _describe(result: JobResult) -> str:
+    scores = ", ".join(f"seed {s}: {v:.2f}" for s, v in result.val.items())
+    return f"[{result.job.label}] val {scores} ({result.seconds:.0f} s)"
+
+
+class Study:
+    """Builds every job's config from the study file and puts the results together."""
+
+    def __init__(self, study: StudyConfig, root: Path, workers: int | None = None) -> None:
+        self.study = study
+        self.root = root
+        self.out = Path(study.output_dir)
+        self.workers = workers or study.workers
+        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self.checkpoints: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ configs
+    def teacher_config(self, name: str) -> Any:
+        path = self.root / self.study.teachers[name]
+        return load_config(path, [f"output_dir={self.out / 'teachers' / name}"])
+
+    def run_dir(self, regime: str, method: str, tag: str) -> Path:
+        source = self.study.regimes[regime].choices_from
+        if tag != "chosen" or source is None:
+            return self.out / "runs" / regime / method / tag
+        return self.out / "runs" / regime / method / "chosen"
+
+    def job_config(
+        self, regime: str, method: str, tag: str, candidate: list[str], seeds: list[int],
+        methods: list[str], curve: bool = False,
+    ) -> dict[str, Any]:
+        r = self.study.regimes[regime]
+        raw = apply_overrides(self.study.base, r.overrides + candidate)
+        raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": self.checkpoints[r.teacher]}
+        raw.update(
+            name=f"{self.study.name}/{regime}/{method}/{tag}",
+            output_dir=str(self.run_dir(regime, method, tag)),
+            seeds=list(seeds),
+            methods=list(methods),
+        )
+        if curve and self.study.curve_sizes:
+            raw.setdefault("report", {})["resolution_sizes"] = list(self.study.curve_sizes)
+        config_from_dict(raw)  # fail here, before any training, on a bad combination
+        return raw
+
+    def trained_methods(self, regime: str) -> list[str]:
+        from horkd.methods import METHODS
+
+        return [m for m in self.study.regime_methods(regime) if METHODS.get(m).build is not None]
+
+    # ------------------------------------------------------------------ phases
+    def train_teachers(self, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+        """Each teacher once, in this process (it is the largest network: all threads)."""
+        from horkd.pipeline import SeedRun, load_splits
+        from horkd.run_dir import prepare_run_dir
+
+        info: dict[str, dict[str, Any]] = {}
+        for name in self.study.teachers:
+            cfg = self.teacher_config(name)
+            run_dir = Path(cfg.output_dir)
+            prepare_run_dir(cfg, run_dir, resume=True)
+            seed = cfg.seeds[0]
+            run = SeedRun(cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=False,
+                          resume=True)
+            run.teacher()
+            self.checkpoints[name] = str(run.dir / "teacher" / "model")
+            done = json.loads((run.dir / "teacher" / "done.json").read_text())
+            info[name] = {
+                "checkpoint": self.checkpoints[name],
+                "config": str(self.root / self.study.teachers[name]),
+                "arch": cfg.teacher.arch,
+                "epochs": cfg.train.teacher.epochs,
+                "val": done.get("best_score"),
+                "train_seconds": done.get("seconds"),
+            }
+            log(f"[teacher {name}] {cfg.teacher.arch}, best val {done.get('best_score'):.2f}")
+        return info
+
+    def search_jobs(self) -> list[Job]:
+        jobs = []
+        for regime, r in self.study.regimes.items():
+            if r.choices_from is not None:
+                continue
+            for method in self.trained_methods(regime):
+                for i, candidate in enumerate(self.study.search.candidates[method]):
+                    tag = f"c{i}"
+                    raw = self.job_config(regime, method, tag, candidate,
+                                          [self.study.search.seed], [method])
+                    jobs.append(Job("search", regime, method, tag, raw, threads=self.threads))
+        return jobs
+
+    def choose(self, results: list[JobResult]) -> dict[str, dict[str, dict[str, Any]]]:
+        """regime -> method -> the candidate with the best validation score (first on ties)."""
+        choices: dict[str, dict[str, dict[str, Any]]] = {}
+        for res in results:
+            job = res.job
+            score = res.val[self.study.search.seed]
+            entry = choices.setdefault(job.regime, {}).setdefault(
+                job.method, {"scores": {}, "tag": None, "val": float("-inf")}
+            )
+            entry["scores"][job.tag] = score
+            if score > entry["val"]:
+                entry.update(tag=job.tag, val=score)
+        for regime, r in self.study.regimes.items():
+            if r.choices_from is not None:
+                choices[regime] = choices[r.choices_from]
+        for per_method in choices.values():
+            for method, entry in per_method.items():
+                index = int(entry["tag"][1:])
+                entry["overrides"] = self.study.search.candidates[method][index]
+        return choices
+
+    def final_jobs(self, choices: dict[str, dict[str, dict[str, Any]]]) -> list[Job]:
+        jobs = []
+        for regime, r in self.study.regimes.items():
+            curve = regime == self.study.main_regime
+            for method in self.trained_methods(regime):
+                chosen = choices[regime][method]
+                tag = chosen["tag"] if r.choices_from is None else "chosen"
+                methods = [method]
+                with_teacher = method == "scratch"  # the regime's teacher rows, scored once
+                if with_teacher and "teacher_lr" in self.study.regime_methods(regime):
+                    methods = ["teacher_lr", method]
+                raw = self.job_config(regime, method, tag, chosen["overrides"],
+                                      self.study.seeds, methods, curve=curve)
+                jobs.append(Job("final", regime, method, tag, raw, with_teacher, self.threads))
+        return jobs
+
+    def ablation(self, choices: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        """The orders ablation of the chosen horkd settings in the main regime."""
+        from horkd.pipeline import run_ablation
+
+        regime = self.study.main_regime
+        if "horkd" not in self.trained_methods(regime):
+            return None
+        chosen = choices[regime]["horkd"]
+        tag = chosen["tag"] if self.study.regimes[regime].choices_from is None else "chosen"
+        raw = self.job_config(regime, "horkd", tag, chosen["overrides"],
+                              self.study.ablation_seeds, ["horkd"])
+        run_dir = run_ablation(config_from_dict(raw), progress=False, resume=True)
+        return json.loads((run_dir / "ablation.json").read_text())
+
+
+def run_study(
+    path: str | Path, *, workers: int | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """Run (or continue) the whole study; writes OUT/study.json and returns its path."""
+    study, root = load_study(path)
+    runner = Study(study, root, workers)
+    started = time.time()
+    teachers = runner.train_teachers(log)
+    search = execute(runner.search_jobs(), runner.workers, log)
+    choices = runner.choose(search)
+    finals = execute(runner.final_jobs(choices), runner.workers, log)
+    ablation = runner.ablation(choices)
+    summary = {
+        "study": study.model_dump(mode="json"),
+        "study_file": str(path),
+        "teachers": teachers,
+        "search": [_result_dict(r) for r in search],
+        "choices": choices,
+        "finals": [_result_dict(r) for r in finals],
+        "ablation": ablation,
+        "seconds": time.time() - started,
+        "workers": runner.workers,
+        "threads_per_worker": runner.threads,
+    }
+    runner.out.mkdir(parents=True, exist_ok=True)
+    out = runner.out / "study.json"
+    out.write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def _result_dict(result: JobResult) -> dict[str, Any]:
+    job = asdict(result.job)
+    job.pop("config")
+    return {
+        **job,
+        "output_dir": result.job.config["output_dir"],
+        "val": result.val,
+        "rows": result.rows,
+        "curve": result.curve,
+        "seconds": result.seconds,
+    }

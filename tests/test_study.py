@@ -1,0 +1,176 @@
+"""The study runner end to end on digits, its statistics, few-label masks and shared splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config_dict
+
+from horkd.cli import main
+from horkd.config import ConfigError, config_from_dict
+from horkd.data.split import labeled_mask
+from horkd.methods import Batch, task_loss
+from horkd.models import ModelOutput
+from horkd.pipeline import SeedRun, load_splits
+from horkd.study import load_study
+from horkd.study.stats import paired_difference, summarize
+
+
+def test_paired_difference_matches_a_hand_computed_t_interval():
+    a, b = [80.0, 82.0, 81.0], [79.0, 80.0, 81.0]
+    d = paired_difference(a, b)
+    # diffs 1, 2, 0: mean 1, sd 1, t(0.975, 2) = 4.302653
+    assert d.mean == pytest.approx(1.0)
+    assert d.low == pytest.approx(1.0 - 4.302653 / 3**0.5, abs=1e-5)
+    assert d.high == pytest.approx(1.0 + 4.302653 / 3**0.5, abs=1e-5)
+    assert not d.above_zero
+    assert paired_difference([3.0, 3.1, 3.2], [1.0, 1.05, 1.1]).above_zero
+    assert paired_difference([1.0], [0.0]).low is None
+    assert summarize([1.0, 3.0]).std == pytest.approx(2**0.5)
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def test_labeled_mask_is_stratified_and_fixed_by_its_seed():
+    labels = torch.arange(10).repeat(20)
+    mask = labeled_mask(labels, 0.1, seed=3)
+    assert int(mask.sum()) == 20
+    assert torch.bincount(labels[mask], minlength=10).tolist() == [2] * 10
+    assert torch.equal(mask, labeled_mask(labels, 0.1, seed=3))
+    assert not torch.equal(mask, labeled_mask(labels, 0.1, seed=4))
+
+
+def test_task_loss_sees_only_labelled_samples():
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    labeled = torch.tensor([True, False, True, False, False, False])
+    batch = Batch(hr=logits, lr=logits, target=y, labeled=labeled)
+
+    def criterion(out: ModelOutput, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(out.logits, target)
+
+    expected = torch.nn.functional.cross_entropy(logits[labeled], y[labeled])
+    assert torch.allclose(task_loss(criterion, ModelOutput(logits, logits), batch), expected)
+    none = Batch(hr=logits, lr=logits, target=y, labeled=torch.zeros(6, dtype=torch.bool))
+    assert task_loss(criterion, ModelOutput(logits, logits), none).item() == 0.0
+
+
+def test_few_labels_run_masks_the_task_loss_and_split_seed_shares_the_split(tmp_path):
+    raw = tiny_config_dict(tmp_path / "run")
+    raw["data"] = {**raw["data"], "label_fraction": 0.25, "split_seed": 7}
+    cfg = config_from_dict(raw)
+    runs = [SeedRun(cfg, s, tmp_path / "run", splits=load_splits(cfg, s)) for s in (0, 1)]
+    assert runs[0].splits.val.indices == runs[1].splits.val.indices  # one split for all seeds
+    assert torch.equal(runs[0].labeled, runs[1].labeled)
+    assert int(runs[0].labeled.sum()) == round(0.25 * len(runs[0].splits.train))
+    maker = runs[0].batch_fn(seed_offset=0)
+    index = torch.arange(8)
+    batch = maker(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), index)
+    assert torch.equal(batch.labeled, runs[0].labeled[index])
+    other = config_from_dict(tiny_config_dict(tmp_path / "other"))
+    assert SeedRun(other, 0, tmp_path / "o", splits=load_splits(other, 0)).labeled is None
+
+
+def _study_file(tmp_path: Path) -> Path:
+    base = tiny_config_dict(tmp_path / "unused")
+    for key in ("name", "output_dir", "seeds", "methods"):
+        base.pop(key)
+    base["data"] = {**base["data"], "split_seed": 0, "augment": {"hflip": True}}
+    one_epoch = {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 3}
+    base["train"] = {"assistant": one_epoch, "student": one_epoch}
+    base["distill"] = {"cache_reference": True}
+    teacher = tiny_config_dict(tmp_path / "unused")
+    teacher["methods"] = ["scratch"]
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
+    (tmp_path / "notes.md").write_text("## What helped\n\nhand-written notes")
+    study = {
+        "name": "tiny_study",
+        "output_dir": str(tmp_path / "study"),
+        "workers": 1,
+        "seeds": [0, 1],
+        "teachers": {"cls": "teacher.yaml"},
+        "base": base,
+        "methods": ["teacher_lr", "scratch", "fitnet", "horkd"],
+        "baselines": ["scratch", "fitnet"],
+        "main_regime": "lr4",
+        "regimes": {
+            "lr4": {"teacher": "cls", "description": "main"},
+            "few": {"teacher": "cls", "overrides": ["data.label_fraction=0.2"],
+                    "methods": ["scratch", "horkd"], "choices_from": "lr4"},
+        },
+        "search": {
+            "seed": 0,
+            "candidates": {
+                "scratch": [["train.student.optimizer.lr=0.05"], ["train.student.optimizer.lr=0.1"]],
+                "fitnet": [["distill.loss.embedding_weight=1"], ["distill.loss.embedding_weight=4"]],
+                "horkd": [["distill.warm_start=true"], ["distill.warm_start=false"]],
+            },
+        },
+        "curve_sizes": [16, 4],
+        "discussion": "notes.md",
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys):
+    path = _study_file(tmp_path)
+    doc = tmp_path / "docs" / "RESULTS.md"
+    assert main(["study", str(path), "--doc", str(doc)]) == 0
+    summary = json.loads((tmp_path / "study" / "study.json").read_text())
+    # search: 3 methods x 2 candidates, seed 0 only, validation scores only (no test rows)
+    assert len(summary["search"]) == 6
+    assert all(r["rows"] == {} and list(r["val"]) == ["0"] for r in summary["search"])
+    for method, entry in summary["choices"]["lr4"].items():
+        assert entry["val"] == max(entry["scores"].values()), method
+    assert summary["choices"]["few"] == summary["choices"]["lr4"]
+    # finals: every method of each regime with both seeds, teacher rows only in scratch's job
+    finals = {(r["regime"], r["method"]): r for r in summary["finals"]}
+    assert set(finals) == {("lr4", "scratch"), ("lr4", "fitnet"), ("lr4", "horkd"),
+                           ("few", "scratch"), ("few", "horkd")}
+    for (regime, method), res in finals.items():
+        assert sorted(res["rows"]) == ["0", "1"]
+        roles = {row["method"] for row in res["rows"]["0"]}
+        expected = {method} | ({"teacher", "teacher_lr"} if method == "scratch" else set())
+        if regime == "few" and method == "scratch":
+            expected = {"scratch", "teacher"}  # the few regime lists no teacher_lr
+        assert expected <= roles | {"assistant"}, (regime, method, roles)
+    # the chosen candidate's seed-0 final is the search run itself (same directory, reused)
+    chosen = summary["choices"]["lr4"]["fitnet"]["tag"]
+    assert finals[("lr4", "fitnet")]["output_dir"].endswith(f"lr4/fitnet/{chosen}")
+    assert finals[("lr4", "horkd")]["curve"]["0"]["horkd"].keys() == {"16", "4"}
+    assert summary["ablation"]["orders"]["1+2+3"]
+    text = doc.read_text()
+    for needle in ("## Regime `lr4`", "## Regime `few`", "vs best baseline", "hand-written notes",
+                   "## Search (validation split only)", "resolution_curve.png", "orders_ablation.png",
+                   "horkd study"):
+        assert needle in text, needle
+    assert (doc.parent / "results" / "resolution_curve.png").stat().st_size > 0
+    # a rerun reuses every finished stage: nothing is trained again
+    before = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("model.safetensors")}
+    assert main(["study", str(path), "--doc", str(doc)]) == 0
+    after = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("model.safetensors")}
+    assert before == after
+
+
+def test_study_file_errors_name_the_problem(tmp_path):
+    path = _study_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["candidates"]["scratch"].append(["train.student.optimizer.lr=0.2"])
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="same number of search candidates"):
+        load_study(path)
+    raw["search"]["candidates"]["scratch"].pop()
+    raw["regimes"]["few"]["choices_from"] = "nowhere"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="must be a regime that searches"):
+        load_study(path)
+    raw["regimes"]["few"]["choices_from"] = "lr4"
+    raw["wokers"] = 2
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="wokers: unknown key .allowed: name, output_dir"):
+        load_study(path)
