@@ -174,3 +174,25 @@ def test_study_file_errors_name_the_problem(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="wokers: unknown key .allowed: name, output_dir"):
         load_study(path)
+
+
+def test_reference_cache_is_shared_across_loads_of_the_same_teacher_and_images(tmp_path):
+    from horkd.models import build_model
+    from horkd.reference_cache import ReferenceCache
+
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "run"))
+    torch.manual_seed(0)
+    teacher = build_model("cnn_tiny", 10, 1, embed_dim=8, width=4).eval()
+    copy = build_model("cnn_tiny", 10, 1, embed_dim=8, width=4).eval()
+    copy.load_state_dict(teacher.state_dict())
+    train_a, train_b = load_splits(cfg, 0).train, load_splits(cfg, 0).train  # two loads
+    device = torch.device("cpu")
+    first = ReferenceCache.shared(teacher, train_a, device, flips=True)
+    assert ReferenceCache.shared(copy, train_b, device, flips=True) is first
+    fresh = ReferenceCache.build(teacher, train_a, device, flips=True)
+    assert torch.equal(first.embedding, fresh.embedding)
+    other_split = load_splits(cfg, 1).train  # another seed: other images
+    assert ReferenceCache.shared(teacher, other_split, device, flips=True) is not first
+    with torch.no_grad():
+        copy.classifier.bias.add_(1.0)
+    assert ReferenceCache.shared(copy, train_b, device, flips=True) is not first
