@@ -82,6 +82,12 @@ class StudyConfig(_Strict):
                 raise ValueError(
                     f"regimes.{name}.choices_from: '{source}' must be a regime that searches"
                 )
+            if source is not None:
+                missing = set(self.regime_methods(name)) - set(self.regime_methods(source))
+                if missing:
+                    raise ValueError(
+                        f"regimes.{name}: methods {sorted(missing)} are not searched in '{source}'"
+                    )
             for method in self.regime_methods(name):
                 METHODS.get(method)
                 if method not in self.search.candidates and METHODS.get(method).build:

@@ -88,11 +88,16 @@ def execute(
         return results
     done: dict[int, JobResult] = {}
     context = get_context("spawn")  # never fork a process whose thread pools have started
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             done[futures[future]] = future.result()
             log(_describe(done[futures[future]]))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
+        raise
+    pool.shutdown()
     return [done[i] for i in range(len(jobs))]
 
 
@@ -204,6 +209,11 @@ class Study:
                 choices[regime] = choices[r.choices_from]
         for per_method in choices.values():
             for method, entry in per_method.items():
+                if entry["tag"] is None:
+                    raise ValueError(
+                        f"search: no candidate of '{method}' reached a finite validation score "
+                        f"({entry['scores']}); widen or fix its candidates"
+                    )
                 index = int(entry["tag"][1:])
                 entry["overrides"] = self.study.search.candidates[method][index]
         return choices

@@ -1,8 +1,9 @@
 """Seed statistics: mean, std, and a paired confidence interval of a difference.
 
-Every method of a study runs with the same seeds, and a seed fixes the split, the labelled subset
-and the data order, so the difference between two methods is taken per seed (paired) and its
-confidence interval uses Student's t with n - 1 degrees of freedom.
+Every method of a study runs with the same seeds on one split (``data.split_seed``), and a seed
+fixes the initialisation and the data order (augmentation draws also depend on the method), so
+the difference between two methods is taken per seed (paired) and its confidence interval uses
+Student's t with n - 1 degrees of freedom.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class Retrieval(Task):
         parts = [splits.train] + ([splits.val] if splits.val is not None else []) + [splits.test]
         pool = _pool(parts)
         train_all = class_split(pool, seen)
-        keep, held = stratified_split(labels_of(train_all), cfg.data.val_fraction, seed)
+        split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
+        keep, held = stratified_split(labels_of(train_all), cfg.data.val_fraction, split_seed)
         info = splits.info
         info.num_classes = len(seen)
         return DataSplits(
