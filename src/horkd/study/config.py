@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from horkd.config import ConfigError, format_validation_error
+from horkd.config import ConfigError, format_validation_error, read_yaml_mapping
 
 BASELINES = ("scratch", "hinton_kd", "fitnet", "rkd")
 
@@ -105,14 +104,7 @@ class StudyConfig(_Strict):
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
     """The validated study and the folder its relative paths start from."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys at the top level")
+    raw = read_yaml_mapping(path, "study")
     try:
         return StudyConfig.model_validate(raw), path.parent
     except ValidationError as err:
