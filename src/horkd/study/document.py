@@ -99,9 +99,10 @@ def search_table(summary: dict[str, Any]) -> str:
         settings = "; ".join(study["search"]["candidates"][method][index]) or "defaults"
         chosen = summary["choices"][res["regime"]][method]["tag"] == res["tag"]
         score = next(iter(res["val"].values()))
+        shown = "diverged" if res.get("error") else f"{score:.2f}"
         lines.append(
             f"| {res['regime']} | {method} | {res['tag']}{' (chosen)' if chosen else ''} | "
-            f"{settings} | {score:.2f} |"
+            f"{settings} | {shown} |"
         )
     return "\n".join(lines)
 

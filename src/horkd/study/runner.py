@@ -47,6 +47,7 @@ class JobResult:
     rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> test rows
     curve: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
+    error: str | None = None  # a search candidate that diverged: it scores nan and loses
 
 
 def run_job(job: Job) -> JobResult:
@@ -55,6 +56,7 @@ def run_job(job: Job) -> JobResult:
 
     from horkd.pipeline import SeedRun, load_splits
     from horkd.run_dir import prepare_run_dir
+    from horkd.trainer import TrainingDiverged
 
     torch.set_num_threads(job.threads)
     started = time.perf_counter()
@@ -65,7 +67,13 @@ def run_job(job: Job) -> JobResult:
     for seed in cfg.seeds:
         run = SeedRun(cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=False,
                       resume=True)
-        result.val[seed] = run.validation_score(job.method)
+        try:
+            result.val[seed] = run.validation_score(job.method)
+        except TrainingDiverged as exc:
+            if job.kind != "search":
+                raise  # a final run must finish: its seed cannot just be left out
+            result.val[seed], result.error = float("nan"), str(exc)
+            continue
         if job.kind == "final":
             rows = run.run(cfg.methods, with_teacher=job.with_teacher)
             result.rows[seed] = [row.as_dict() for row in rows]
@@ -103,7 +111,8 @@ def execute(
 
 def _describe(result: JobResult) -> str:
     scores = ", ".join(f"seed {s}: {v:.2f}" for s, v in result.val.items())
-    return f"[{result.job.label}] val {scores} ({result.seconds:.0f} s)"
+    failed = f"; diverged: {result.error}" if result.error else ""
+    return f"[{result.job.label}] val {scores} ({result.seconds:.0f} s){failed}"
 
 
 class Study:
@@ -289,4 +298,5 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "rows": result.rows,
         "curve": result.curve,
         "seconds": result.seconds,
+        "error": result.error,
     }
