@@ -105,7 +105,9 @@ def _study_file(tmp_path: Path) -> Path:
             "seed": 5,
             "candidates": {
                 "scratch": [["train.student.optimizer.lr=0.05"], ["train.student.optimizer.lr=0.1"]],
-                "fitnet": [["distill.loss.embedding_weight=1"], ["distill.loss.embedding_weight=4"]],
+                "fitnet": [["distill.loss.embedding_weight=1"],  # the second one diverges at once
+                           ["distill.loss.embedding_weight=1e39",
+                            "train.student.max_nonfinite_steps=0"]],
                 "horkd": [["distill.warm_start=true"], ["distill.warm_start=false"]],
             },
         },
@@ -126,7 +128,12 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert len(summary["search"]) == 6
     assert all(r["rows"] == {} and list(r["val"]) == ["5"] for r in summary["search"])
     for method, entry in summary["choices"]["lr4"].items():
-        assert entry["val"] == max(entry["scores"].values()), method
+        finite = [v for v in entry["scores"].values() if v == v]
+        assert entry["val"] == max(finite), method
+    diverged = [r for r in summary["search"] if r["error"]]
+    assert [(r["method"], r["tag"]) for r in diverged] == [("fitnet", "c1")]
+    assert "non-finite" in diverged[0]["error"]
+    assert summary["choices"]["lr4"]["fitnet"]["tag"] == "c0"
     assert summary["choices"]["few"] == summary["choices"]["lr4"]
     # finals: every method of each regime with both seeds, teacher rows only in scratch's job
     finals = {(r["regime"], r["method"]): r for r in summary["finals"]}
@@ -146,6 +153,7 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert summary["ablation"]["orders"]["1+2+3"]
     text = doc.read_text()
     for needle in ("## Regime `lr4`", "## Regime `few`", "vs best baseline", "hand-written notes",
+                   "| diverged |",
                    "## Search (validation split only)", "resolution_curve.png", "orders_ablation.png",
                    "horkd study"):
         assert needle in text, needle
