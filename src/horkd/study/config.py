@@ -32,6 +32,7 @@ class RegimeConfig(_Strict):
     choices_from: str | None = Field(
         None, description="reuse another regime's searched settings instead of searching here"
     )
+    seeds: list[int] | None = Field(None, min_length=1, description="null = the study's seeds")
 
 
 class SearchConfig(_Strict):

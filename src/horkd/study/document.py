@@ -43,7 +43,7 @@ def regime_tables(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, 
     study = summary["study"]
     data = _seed_values(summary["finals"], regime)
     metric, students = data["metric"], data["students"]
-    seeds = sorted(study["seeds"])
+    seeds = sorted(study["regimes"][regime].get("seeds") or study["seeds"])
     baselines = [b for b in study["baselines"] if b in students]
     # the best baseline is the one a user would pick: by validation score, not by test score
     best = max(baselines, key=lambda b: summarize(data["val"][b]).mean) if baselines else None
@@ -175,7 +175,8 @@ def write_document(
         "",
         "## Setup",
         "",
-        f"- Seeds of the final runs: {study['seeds']}; search seed {study['search']['seed']}, "
+        f"- Seeds of the final runs: {study['seeds']} (unless a regime says otherwise); search "
+        f"seed {study['search']['seed']}, "
         f"{len(next(iter(study['search']['candidates'].values())))} candidates per method "
         "(the same budget for every method).",
         f"- Baselines: {', '.join(study['baselines'])}. Intervals are paired by seed (same split, "

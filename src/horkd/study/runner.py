@@ -9,6 +9,7 @@ on the validation split only; the test split is scored once per final model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -65,6 +66,13 @@ def run_job(job: Job) -> JobResult:
     prepare_run_dir(cfg, run_dir, resume=True)
     result = JobResult(job)
     for seed in cfg.seeds:
+        first = seed == cfg.seeds[0]  # the shared teacher is scored with the first seed only
+        stored = _stored(job, run_dir, seed, first)
+        if stored is not None:  # scored before: the test split is not scored again
+            result.val[seed], result.rows[seed] = stored["val"], stored["rows"]
+            if stored["curve"]:
+                result.curve[seed] = stored["curve"]
+            continue
         run = SeedRun(cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=False,
                       resume=True)
         try:
@@ -75,13 +83,45 @@ def run_job(job: Job) -> JobResult:
             result.val[seed], result.error = float("nan"), str(exc)
             continue
         if job.kind == "final":
-            rows = run.run(cfg.methods, with_teacher=job.with_teacher)
+            with_teacher = job.with_teacher and first
+            methods = [m for m in cfg.methods if with_teacher or m != "teacher_lr"]
+            rows = run.run(methods, with_teacher=with_teacher)
             result.rows[seed] = [row.as_dict() for row in rows]
             curve = run.dir / "resolution_curve.json"
             if cfg.report.resolution_sizes and curve.exists():
                 result.curve[seed] = json.loads(curve.read_text())
+            _store(job, run_dir, seed, first, result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _score_key(job: Job, seed: int, first: bool) -> str:
+    """What a stored final score depends on: the run's settings, not the list of seeds."""
+    settings = {k: v for k, v in job.config.items() if k not in ("seeds", "name")}
+    text = json.dumps([settings, job.with_teacher and first, seed], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stored(job: Job, run_dir: Path, seed: int, first: bool) -> dict[str, Any] | None:
+    path = run_dir / f"seed{seed}" / "study_scores.json"
+    if job.kind != "final" or not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored.get("key") == _score_key(job, seed, first) else None
+
+
+def _store(job: Job, run_dir: Path, seed: int, first: bool, result: JobResult) -> None:
+    from horkd.checkpoint import write_json
+
+    write_json(
+        run_dir / f"seed{seed}" / "study_scores.json",
+        {
+            "key": _score_key(job, seed, first),
+            "val": result.val[seed],
+            "rows": result.rows[seed],
+            "curve": result.curve.get(seed, {}),
+        },
+    )
 
 
 def execute(
@@ -239,7 +279,7 @@ class Study:
                 if with_teacher and "teacher_lr" in self.study.regime_methods(regime):
                     methods = ["teacher_lr", method]
                 raw = self.job_config(regime, method, tag, chosen["overrides"],
-                                      self.study.seeds, methods, curve=curve)
+                                      r.seeds or self.study.seeds, methods, curve=curve)
                 jobs.append(Job("final", regime, method, tag, raw, with_teacher, self.threads))
         return jobs
 
