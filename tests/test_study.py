@@ -99,7 +99,7 @@ def _study_file(tmp_path: Path) -> Path:
         "regimes": {
             "lr4": {"teacher": "cls", "description": "main"},
             "few": {"teacher": "cls", "overrides": ["data.label_fraction=0.2"],
-                    "methods": ["scratch", "horkd"], "choices_from": "lr4"},
+                    "methods": ["scratch", "horkd"], "choices_from": "lr4", "seeds": [1]},
         },
         "search": {
             "seed": 5,
@@ -140,12 +140,14 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert set(finals) == {("lr4", "scratch"), ("lr4", "fitnet"), ("lr4", "horkd"),
                            ("few", "scratch"), ("few", "horkd")}
     for (regime, method), res in finals.items():
-        assert sorted(res["rows"]) == ["0", "1"]
-        roles = {row["method"] for row in res["rows"]["0"]}
-        expected = {method} | ({"teacher", "teacher_lr"} if method == "scratch" else set())
-        if regime == "few" and method == "scratch":
-            expected = {"scratch", "teacher"}  # the few regime lists no teacher_lr
-        assert expected <= roles | {"assistant"}, (regime, method, roles)
+        seeds = ["1"] if regime == "few" else ["0", "1"]
+        assert sorted(res["rows"]) == seeds
+        for seed in seeds:  # the shared teacher is scored once: with the regime's first seed
+            networks = {row["method"] for row in res["rows"][seed]} - {"assistant"}
+            expected = {method}
+            if method == "scratch" and seed == seeds[0]:
+                expected |= {"teacher"} | ({"teacher_lr"} if regime == "lr4" else set())
+            assert networks == expected, (regime, method, seed, networks)
     # the finals live in the chosen candidate's run directory (its stages are reused)
     chosen = summary["choices"]["lr4"]["fitnet"]["tag"]
     assert finals[("lr4", "fitnet")]["output_dir"].endswith(f"lr4/fitnet/{chosen}")
@@ -163,6 +165,8 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert main(["study", str(path), "--doc", str(doc)]) == 0
     after = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("model.safetensors")}
     assert before == after
+    scores = sorted((tmp_path / "study").rglob("study_scores.json"))
+    assert len(scores) == 3 * 2 + 2 * 1  # every final seed stored, so a rerun scores nothing
 
 
 def test_study_file_errors_name_the_problem(tmp_path):
