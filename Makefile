@@ -34,7 +34,7 @@ fashion-mnist:
 demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/horkd demo
 
-# The accuracy study behind docs/RESULTS.md (about 1.5 h on a 2-core CPU; resumes if stopped).
+# The accuracy study behind docs/RESULTS.md (about 2-2.5 h on a 2-core CPU; resumes if stopped).
 results: $(STAMP) fashion-mnist
 	$(VENV)/bin/horkd study configs/study/fashion_mnist.yaml --doc docs/RESULTS.md
 

@@ -224,10 +224,11 @@ def write_document(
         "",
         "## Reproduce",
         "",
-        f"`{command or 'make results'}` ran the whole study in "
-        f"{summary['seconds'] / 60:.1f} min of wall time ({summary['workers']} worker process(es),"
-        f" {summary['threads_per_worker']} thread(s) each; teachers trained beforehand are "
-        "reused, their own training time is listed above).",
+        f"`{command or 'make results'}` regenerates everything (rerunning it continues a study "
+        "that stopped and scores nothing twice). Its last invocation took "
+        f"{summary['seconds'] / 60:.1f} min of wall time with {summary['workers']} worker "
+        f"process(es), {summary['threads_per_worker']} thread(s) each; work finished by earlier "
+        "invocations (and teachers trained beforehand, timed above) is reused, not counted.",
         "",
     ]
     doc_path.write_text("\n".join(parts))
