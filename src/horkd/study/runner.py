@@ -172,10 +172,11 @@ class Study:
         return load_config(path, [f"output_dir={self.out / 'teachers' / name}"])
 
     def run_dir(self, regime: str, method: str, tag: str) -> Path:
-        source = self.study.regimes[regime].choices_from
-        if tag != "chosen" or source is None:
-            return self.out / "runs" / regime / method / tag
-        return self.out / "runs" / regime / method / "chosen"
+        return self.out / "runs" / regime / method / tag
+
+    def final_tag(self, regime: str, chosen: dict[str, Any]) -> str:
+        """A searched regime's finals continue the chosen candidate's run; others have their own."""
+        return chosen["tag"] if self.study.regimes[regime].choices_from is None else "chosen"
 
     def job_config(
         self, regime: str, method: str, tag: str, candidate: list[str], seeds: list[int],
@@ -273,7 +274,7 @@ class Study:
             curve = regime == self.study.main_regime
             for method in self.trained_methods(regime):
                 chosen = choices[regime][method]
-                tag = chosen["tag"] if r.choices_from is None else "chosen"
+                tag = self.final_tag(regime, chosen)
                 methods = [method]
                 with_teacher = method == "scratch"  # the regime's teacher rows, scored once
                 if with_teacher and "teacher_lr" in self.study.regime_methods(regime):
@@ -291,7 +292,7 @@ class Study:
         if "horkd" not in self.trained_methods(regime):
             return None
         chosen = choices[regime]["horkd"]
-        tag = chosen["tag"] if self.study.regimes[regime].choices_from is None else "chosen"
+        tag = self.final_tag(regime, chosen)
         raw = self.job_config(regime, "horkd", tag, chosen["overrides"],
                               self.study.ablation_seeds, ["horkd"])
         run_dir = run_ablation(config_from_dict(raw), progress=False, resume=True)
