@@ -103,6 +103,24 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b: reg(a, b), (s, t3))
 
 
+def test_gradcheck_sampled_anchors_and_the_hybrid_loss_sharing_its_gram_matrices():
+    """The closed-form gradients (made in forward, buffers reused in place) on the paths the
+    trainer takes: random anchors in chunks, and both relational terms from one Gram matrix."""
+    s, t = _pair(n=7, d=4)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+
+    def sampled(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(3)  # the same anchors on every evaluation
+        return angle_loss(a, b, anchors=3, chunk_size=2)
+
+    assert torch.autograd.gradcheck(sampled, (s, t))
+    relational = HybridOrderLoss(4, 4, embedding_weight=0.0).double()
+    assert torch.autograd.gradcheck(lambda a, b: sum(relational(a, None, b, None).values()), (s, t))
+    student_only = s.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: sampled(a, t.detach()), (student_only,))
+
+
 def _orthogonal(d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))

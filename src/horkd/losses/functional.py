@@ -52,10 +52,3 @@ def centered_gram(e: Tensor) -> Tensor:
 def coincidence_eps(dtype: torch.dtype) -> float:
     """Squared distances below this (at unit scale) are rounding noise: the points coincide."""
     return 16.0 * torch.finfo(dtype).eps
-
-
-def gram_distances(gram: Tensor) -> Tensor:
-    """Pairwise Euclidean distances from a Gram matrix; clamped so sqrt never sees 0."""
-    diag = gram.diagonal()
-    squared = diag.unsqueeze(1) + diag.unsqueeze(0) - 2.0 * gram
-    return squared.clamp_min(EPS).sqrt()

@@ -1,16 +1,22 @@
-"""Second order, pairs: the student keeps the teacher's normalised pairwise distances."""
+"""Second order, pairs: the student keeps the teacher's normalised pairwise distances.
+
+The loss and its gradient come from the Gram matrices in one forward pass (as for the third
+order): on a batch of 128 the N x N tensors are small, so what a step pays for is the number of
+operations, and autograd through a dozen elementwise steps per side costs several times the
+handful that the closed-form gradient needs.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from horkd.losses.functional import (
     EPS,
     centered_gram,
     full_precision,
-    gram_distances,
     no_autocast,
     zero_with_graph,
 )
@@ -18,33 +24,82 @@ from horkd.losses.registry import register_loss
 
 
 def normalized_distances(e: Tensor) -> Tensor:
-    """d_ij / mean_{i != j} d_ij with a zero diagonal, from the Gram matrix (no N x N x d tensor).
-
-    The off-diagonal entries are picked by multiplying with a mask, not by boolean indexing:
-    indexing costs a device sync and a gather, which at training batch sizes costs more than
-    the loss itself.
-    """
-    n = e.shape[0]
-    d = gram_distances(centered_gram(e)) * _off_diagonal(n, e)
-    return d / (d.sum() / (n * (n - 1))).clamp_min(EPS)
+    """d_ij / mean_{i != j} d_ij with a zero diagonal, from the Gram matrix (no N x N x d tensor)."""
+    distances, _ = _normalized_from_grams(centered_gram(e).unsqueeze(0))
+    return distances[0]
 
 
-def _off_diagonal(n: int, like: Tensor) -> Tensor:
-    return 1.0 - torch.eye(n, dtype=like.dtype, device=like.device)
+def _normalized_from_grams(grams: Tensor) -> tuple[Tensor, Tensor]:
+    """(q, d) for each Gram matrix in ``grams`` [B, N, N]: the distances over their off-diagonal
+    mean, and the raw distances (diagonal 0). The diagonal is zeroed in place, not picked by
+    boolean indexing, which costs a device sync and a gather."""
+    n = grams.shape[-1]
+    diag = grams.diagonal(dim1=1, dim2=2)
+    squared = (diag.unsqueeze(2) + diag.unsqueeze(1)).sub_(grams, alpha=2.0)
+    d = squared.clamp_min_(EPS).sqrt_()
+    d.diagonal(dim1=1, dim2=2).zero_()
+    mean = d.sum((1, 2), keepdim=True).div_(n * (n - 1)).clamp_min_(EPS)
+    return d / mean, d
+
+
+def _gram_grad(grad_q: Tensor, q: Tensor, d: Tensor) -> Tensor:
+    """dL/dG given dL/dq (zero on the diagonal) for q = d / mean(d), d_ij = ||e_i - e_j||."""
+    n = q.shape[0]
+    pairs = n * (n - 1)
+    mean = d.sum() / pairs
+    # q_ab = d_ab / mean  ->  dL/dd_ij = (dL/dq_ij - sum_ab dL/dq_ab q_ab / pairs) / mean
+    grad_d = (grad_q - torch.dot(grad_q.view(-1), q.view(-1)) / pairs) / mean
+    # d = sqrt(clamp(sq, EPS)), sq_ij = G_ii + G_jj - 2 G_ij; the diagonal (and coincident
+    # points, clamped) pass no gradient, as autograd through the clamp would give
+    grad_sq = torch.where(d * d > EPS, grad_d / (2.0 * d).clamp_min(EPS), 0.0)
+    grad = grad_sq.mul(-2.0)
+    grad.diagonal().add_(grad_sq.sum(0) + grad_sq.sum(1))
+    return grad
+
+
+class _DistanceLossFromGram(torch.autograd.Function):
+    """Mean Huber gap of normalised distances; the gradients are made in forward."""
+
+    @staticmethod
+    def forward(ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float) -> Tensor:
+        n = gram_s.shape[0]
+        pairs = n * (n - 1)
+        (q_s, q_t), (d_s, d_t) = _normalized_from_grams(torch.stack((gram_s, gram_t)))
+        gap = q_s - q_t  # 0 on the diagonal, where both are 0
+        clipped = gap.clamp(-delta, delta)  # huber'(gap)
+        flat = clipped.view(-1)
+        loss = (torch.dot(flat, gap.view(-1)) - 0.5 * torch.dot(flat, flat)) / pairs
+        grad_q = clipped.div_(pairs)
+        need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_s = _gram_grad(grad_q, q_s, d_s) if need_s else None
+        grad_t = _gram_grad(grad_q.neg(), q_t, d_t) if need_t else None
+        ctx.save_for_backward(grad_s, grad_t)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        grad_s, grad_t = ctx.saved_tensors
+        return (
+            grad_s * grad_out if grad_s is not None else None,
+            grad_t * grad_out if grad_t is not None else None,
+            None,
+        )
 
 
 def distance_loss(student: Tensor, teacher: Tensor, huber_delta: float = 1.0) -> Tensor:
     """Mean over i != j of huber(d^S_ij - d^T_ij), each side scaled by its mean distance."""
-    n = student.shape[0]
-    if n < 2:
-        return zero_with_graph(student, teacher)
     with no_autocast(student.device.type):
         s = full_precision(student)
         t = full_precision(teacher).to(s.dtype)
-        gap = F.huber_loss(
-            normalized_distances(s), normalized_distances(t), reduction="none", delta=huber_delta
-        )
-        return (gap * _off_diagonal(n, s)).sum() / (n * (n - 1))
+        return distance_loss_from_gram(centered_gram(s), centered_gram(t), huber_delta)
+
+
+def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float = 1.0) -> Tensor:
+    """:func:`distance_loss` from the two Gram matrices (``centered_gram``), which the hybrid loss
+    computes once for both relational terms."""
+    if gram_s.shape[0] < 2:
+        return zero_with_graph(gram_s, gram_t)
+    return _DistanceLossFromGram.apply(gram_s, gram_t, huber_delta)
 
 
 @register_loss("rkd_distance")
@@ -57,3 +112,6 @@ class DistanceLoss(nn.Module):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         return distance_loss(student, teacher, self.huber_delta)
+
+    def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
+        return distance_loss_from_gram(gram_s, gram_t, self.huber_delta)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from horkd.losses.functional import (
@@ -25,47 +24,57 @@ from horkd.losses.functional import (
 )
 from horkd.losses.registry import register_loss
 
-CHUNK_ELEMENTS = 1 << 21  # c * N * N per chunk: ~8 MB per float32 tensor
+CHUNK_ELEMENTS = 1 << 21  # c * N * N per side and chunk: ~8 MB per float32 side
 
 
 def default_chunk(n: int) -> int:
     return max(1, min(n, CHUNK_ELEMENTS // max(1, n * n)))
 
 
-def _chunk_angles(gram: Tensor, diag: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
-    """cos [c, N, N] at the chunk's anchors and the inverse norms [c, N] (0 where e_j = e_i).
+def _chunk_angles(grams: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+    """cos [2, c, N, N] at the chunk's anchors and the inverse norms [2, c, N] (0 where
+    e_j = e_i), for the student's and the teacher's Gram matrix stacked in ``grams`` [2, N, N].
 
-    A difference vector of (numerically) zero length has no direction: its cosines are 0, as
-    with normalising a zero vector. Entries of non-distinct triplets (j = i, k = i, j = k) are
-    0 for student and teacher alike, so they add nothing to the loss or its gradient.
+    Both sides go through one set of operations: at training batch sizes a step pays per
+    operation more than per element. A difference vector of (numerically) zero length has no
+    direction: its cosines are 0, as with normalising a zero vector. That also zeroes the rows
+    and columns j = i and k = i (their squared length is exactly 0), so only the diagonal j = k
+    of a non-distinct triplet is left to the caller.
     """
-    rows = gram[anchors]  # G_ij for i in the chunk: [c, N]
-    d_ii = diag[anchors]
-    c = rows.shape[0]
-    squared = d_ii.unsqueeze(1) + diag.unsqueeze(0) - 2.0 * rows
-    valid = squared > coincidence_eps(gram.dtype)
-    inv = torch.where(valid, squared.clamp_min(EPS).rsqrt(), torch.zeros_like(squared))
-    cos = gram.unsqueeze(0).repeat(c, 1, 1)  # G_jk
-    cos.sub_(rows.unsqueeze(2)).sub_(rows.unsqueeze(1)).add_(d_ii.view(-1, 1, 1))
-    cos.mul_(inv.unsqueeze(2)).mul_(inv.unsqueeze(1)).clamp_(-1.0, 1.0)
-    local = torch.arange(c, device=gram.device)
-    cos[local, anchors, :] = 0.0
-    cos[local, :, anchors] = 0.0
-    cos.diagonal(dim1=1, dim2=2).zero_()
+    diag = grams.diagonal(dim1=1, dim2=2)  # [2, N]
+    rows = grams[:, anchors]  # G_ij for i in the chunk: [2, c, N]
+    d_ii = diag[:, anchors].unsqueeze(2)
+    squared = (d_ii + diag.unsqueeze(1)).sub_(rows, alpha=2.0)
+    inv = torch.where(
+        squared > coincidence_eps(grams.dtype), squared.clamp_min(EPS).rsqrt(), 0.0
+    )
+    half = rows - 0.5 * d_ii  # G_ij + G_ik - G_ii = half_j + half_k
+    cos = grams.unsqueeze(1) - half.unsqueeze(3)
+    cos.sub_(half.unsqueeze(2)).mul_(inv.unsqueeze(3)).mul_(inv.unsqueeze(2)).clamp_(-1.0, 1.0)
     return cos, inv
 
 
-def _gram_grad(grad: Tensor, anchors: Tensor, grad_cos: Tensor, cos: Tensor, inv: Tensor) -> None:
-    """Accumulate into ``grad`` the dL/dG of one chunk, given dL/dcos for its angles."""
+def _gram_grad_(
+    grad: Tensor, anchors: Tensor, grad_cos: Tensor, cos: Tensor, inv: Tensor
+) -> None:
+    """Accumulate into ``grad`` count * dL/dG of one chunk, given count * dL/dcos (symmetric
+    in j, k).
+
+    Overwrites ``grad_cos`` and ``cos``: on a CPU a fresh c x N x N buffer costs more (page
+    faults) than the arithmetic done in it, so the chunk's buffers are reused.
+    """
     # cos = num * inv_j * inv_k with num = G_jk - G_ij - G_ik + G_ii and
     # inv_j = sq_j^(-1/2), sq_j = G_ii + G_jj - 2 G_ij;  d cos / d sq_j = -cos * inv_j^2 / 2.
-    grad_num = grad_cos * inv.unsqueeze(2) * inv.unsqueeze(1)
-    weighted = grad_cos * cos
-    grad_sq = -0.5 * (weighted.sum(2) + weighted.sum(1)) * inv * inv
+    # grad_cos and cos are symmetric in (j, k), so sums over j equal sums over k; with
+    # p_j = sum_k grad_cos * cos * inv_j^2 (= -dL/dsq_j) and r_j = sum_k dL/dnum_jk - p_j:
+    # dG_jk += dL/dnum_jk,  dG_ij -= 2 r_j,  dG_ii += sum_j r_j,  dG_jj -= p_j.
+    p = cos.mul_(grad_cos).sum(2).mul_(inv * inv)
+    grad_num = grad_cos.mul_(inv.unsqueeze(2)).mul_(inv.unsqueeze(1))
+    r = grad_num.sum(2).sub_(p)
     grad += grad_num.sum(0)
-    grad.index_add_(0, anchors, -grad_num.sum(2) - grad_num.sum(1) - 2.0 * grad_sq)
-    grad[anchors, anchors] += grad_num.sum((1, 2)) + grad_sq.sum(1)
-    grad.diagonal().add_(grad_sq.sum(0))
+    grad.index_add_(0, anchors, r, alpha=-2.0)
+    grad.view(-1).index_add_(0, anchors * (grad.shape[0] + 1), r.sum(1))
+    grad.diagonal().sub_(p.sum(0))
 
 
 class _AngleLossFromGram(torch.autograd.Function):
@@ -85,20 +94,30 @@ class _AngleLossFromGram(torch.autograd.Function):
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_s = torch.zeros_like(gram_s) if need_s else None
         grad_t = torch.zeros_like(gram_t) if need_t else None
-        diag_s, diag_t = gram_s.diagonal(), gram_t.diagonal()
+        grams = torch.stack((gram_s, gram_t))
         total = gram_s.new_zeros(())
         for start in range(0, anchors.numel(), chunk):
             part = anchors[start : start + chunk]
-            cos_s, inv_s = _chunk_angles(gram_s, diag_s, part)
-            cos_t, inv_t = _chunk_angles(gram_t, diag_t, part)
-            total += F.huber_loss(cos_s, cos_t, reduction="sum", delta=delta)
+            (cos_s, cos_t), (inv_s, inv_t) = _chunk_angles(grams, part)
+            # the gap goes into cos_t's buffer unless the teacher's side needs its cosines
+            gap = torch.sub(cos_s, cos_t, out=None if grad_t is not None else cos_t)
+            gap.diagonal(dim1=1, dim2=2).zero_()  # j = k: not a distinct triplet
+            clipped = gap.clamp(-delta, delta)  # huber'(gap)
+            # huber(gap) = clipped * (gap - clipped / 2), summed without a temporary
+            flat = clipped.view(-1)
+            total += torch.dot(flat, gap.view(-1)) - 0.5 * torch.dot(flat, flat)
             if grad_s is None and grad_t is None:
                 continue
-            grad_cos = (cos_s - cos_t).clamp_(-delta, delta).div_(count)
-            if grad_s is not None:
-                _gram_grad(grad_s, part, grad_cos, cos_s, inv_s)
+            # dL/dcos = clipped / count for the student, its negative for the teacher: both
+            # scale factors are applied once to the N x N results, not to every chunk
             if grad_t is not None:
-                _gram_grad(grad_t, part, grad_cos.neg_(), cos_t, inv_t)
+                _gram_grad_(grad_t, part, clipped.clone() if need_s else clipped, cos_t, inv_t)
+            if grad_s is not None:
+                _gram_grad_(grad_s, part, clipped, cos_s, inv_s)
+        if grad_s is not None:
+            grad_s.div_(count)
+        if grad_t is not None:
+            grad_t.div_(-count)
         ctx.save_for_backward(grad_s, grad_t)
         return total / count
 
@@ -129,20 +148,32 @@ def angle_loss(
     process of a run draws the same ones): every anchor has as many (j, k) pairs, so the mean over
     a random subset is an unbiased estimate, at k/N of the cost of the N^3 exact sum.
     """
-    n = student.shape[0]
-    if n < 3:
-        return zero_with_graph(student, teacher)
     with no_autocast(student.device.type):
         s = full_precision(student)
         t = full_precision(teacher).to(s.dtype)
-        chunk = chunk_size or default_chunk(n)
-        if anchors is None or anchors >= n:
-            chosen = torch.arange(n, device=s.device)
-        else:
-            chosen = torch.randperm(n)[:anchors].sort().values.to(s.device)
-        return _AngleLossFromGram.apply(
-            centered_gram(s), centered_gram(t), huber_delta, chunk, chosen
+        return angle_loss_from_gram(
+            centered_gram(s), centered_gram(t), huber_delta, chunk_size, anchors
         )
+
+
+def angle_loss_from_gram(
+    gram_s: Tensor,
+    gram_t: Tensor,
+    huber_delta: float = 1.0,
+    chunk_size: int | None = None,
+    anchors: int | None = None,
+) -> Tensor:
+    """:func:`angle_loss` from the two Gram matrices (``centered_gram``), which the hybrid loss
+    computes once for both relational terms."""
+    n = gram_s.shape[0]
+    if n < 3:
+        return zero_with_graph(gram_s, gram_t)
+    chunk = chunk_size or default_chunk(n)
+    if anchors is None or anchors >= n:
+        chosen = torch.arange(n, device=gram_s.device)
+    else:
+        chosen = torch.randperm(n)[:anchors].sort().values.to(gram_s.device)
+    return _AngleLossFromGram.apply(gram_s, gram_t, huber_delta, chunk, chosen)
 
 
 @register_loss("rkd_angle")
@@ -161,3 +192,8 @@ class AngleLoss(nn.Module):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         return angle_loss(student, teacher, self.huber_delta, self.chunk_size, self.anchors)
+
+    def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
+        return angle_loss_from_gram(
+            gram_s, gram_t, self.huber_delta, self.chunk_size, self.anchors
+        )
