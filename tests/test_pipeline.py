@@ -93,6 +93,42 @@ def test_no_warm_start_when_disabled(tiny_cfg):
     )
 
 
+@pytest.mark.parametrize("schedule", ["sequential", "joint"])
+def test_student_logits_from_the_teacher(tiny_cfg, schedule):
+    """With ``distill.student_logits_from: teacher`` the student's KD term targets the teacher's
+    logits while its embedding and relational terms keep the assistant's embedding."""
+    from horkd.losses import HintonKD
+    from horkd.methods.base import Batch
+
+    cfg = config_from_dict(
+        tiny_cfg, [f"schedule={schedule}", "distill.student_logits_from=teacher"]
+    )
+    run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
+    teacher = run.teacher()
+    assistant = run.assistant() if schedule == "sequential" else None
+    ctx = MethodContext(
+        cfg, lambda: run.new_model("student"), lambda: run.new_model("assistant"),
+        run.new_criterion, teacher, assistant,
+    )
+    method = METHODS.get("horkd").build(ctx).eval()
+    x = torch.rand(6, *run.splits.train[0][0].shape)
+    lr = torch.nn.functional.interpolate(x, size=cfg.degrade.lr_size, mode="area")
+    batch = Batch(hr=x, lr=lr, target=torch.arange(6) % 2)
+    with torch.no_grad():
+        out, terms = method(batch)
+        t_out = teacher(x)
+        helper = method.assistant if schedule == "joint" else assistant
+        a_out = helper(x)
+    kd = HintonKD(cfg.distill.loss.temperature)
+    weight = cfg.distill.loss.logit_weight
+    assert torch.allclose(terms["order1_logits"], weight * kd(out.logits, t_out.logits))
+    assert not torch.allclose(terms["order1_logits"], weight * kd(out.logits, a_out.logits))
+    if schedule == "sequential":
+        ref = method.reference_output(batch)
+        assert torch.equal(ref.embedding, a_out.embedding)
+        assert torch.equal(ref.logits, t_out.logits)
+
+
 def test_run_dir_continues_same_config_and_guards_a_different_one(tiny_cfg):
     cfg = config_from_dict(tiny_cfg, ["methods=[scratch]"])
     run_experiment(cfg, progress=False)

@@ -197,6 +197,11 @@ class FaceConfig(_Strict):
 
 class DistillConfig(_Strict):
     warm_start: bool = Field(True, description="student starts from the assistant's weights")
+    student_logits_from: Literal["assistant", "teacher"] = Field(
+        "assistant",
+        description="whose softened logits the HORKD student imitates (embedding and relations "
+        "always come from the assistant)",
+    )
     loss: LossConfig = LossConfig()
     cache_reference: bool = Field(
         False,

@@ -2,7 +2,8 @@
 
 The assistant learns from labels and the frozen teacher; the student learns from labels and the
 assistant's outputs of this very step (detached, so the student cannot pull the assistant toward
-LR features).
+LR features), its softened logits from the teacher's instead with
+``distill.student_logits_from: teacher``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class JointMethod(Method):
         *,
         student_view: str = "lr",
         task_weight: float = 1.0,
+        student_logits_from: str = "assistant",
     ) -> None:
         super().__init__(
             student, criterion, teacher, student_view=student_view, task_weight=task_weight
@@ -35,6 +37,7 @@ class JointMethod(Method):
         self.assistant_criterion = assistant_criterion
         self.assistant_loss = assistant_loss
         self.student_loss = student_loss
+        self.student_logits_from = student_logits_from
 
     def saved_networks(self) -> dict[str, nn.Module]:
         return {"student": self.student, "assistant": self.assistant}
@@ -53,9 +56,10 @@ class JointMethod(Method):
             a_out.embedding, a_out.logits, teacher_out.embedding, teacher_out.logits
         )
         terms.update({f"assistant/{name}": value for name, value in a_terms.items()})
+        target_logits = teacher_out.logits if self.student_logits_from == "teacher" else a_out.logits
         terms.update(
             self.student_loss(
-                s_out.embedding, s_out.logits, a_out.embedding.detach(), a_out.logits.detach()
+                s_out.embedding, s_out.logits, a_out.embedding.detach(), target_logits.detach()
             )
         )
         return s_out, terms

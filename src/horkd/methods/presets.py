@@ -17,6 +17,7 @@ from horkd.losses import HybridOrderLoss
 from horkd.methods.base import Method
 from horkd.methods.distill import DistillMethod
 from horkd.methods.joint import JointMethod
+from horkd.methods.references import LogitsFromTeacher
 from horkd.methods.supervised import SupervisedMethod
 from horkd.registry import Registry
 
@@ -177,7 +178,11 @@ def _horkd(ctx: MethodContext) -> Method:
     student = ctx.new_student()
     if ctx.cfg.distill.warm_start:
         warm_start(student, ctx.assistant)
-    return _distill(ctx, student, ctx.assistant, None)
+    reference = ctx.assistant
+    if ctx.cfg.distill.student_logits_from == "teacher":
+        assert ctx.teacher is not None
+        reference = LogitsFromTeacher(ctx.assistant, ctx.teacher)
+    return _distill(ctx, student, reference, None)
 
 
 @register_method(
@@ -196,4 +201,5 @@ def _horkd_joint(ctx: MethodContext) -> Method:
         hybrid_loss(loss_cfg, assistant, ctx.teacher, None, ctx.uses_logits),
         hybrid_loss(loss_cfg, student, assistant, None, ctx.uses_logits),
         task_weight=loss_cfg.task_weight,
+        student_logits_from=ctx.cfg.distill.student_logits_from,
     )
