@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -47,6 +48,32 @@ def centered_gram(e: Tensor) -> Tensor:
     scale = e.norm(dim=1).mean().clamp_min(torch.finfo(e.dtype).tiny ** 0.5)
     e = e / scale
     return e @ e.t()
+
+
+def relation_grams(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Both sides' :func:`centered_gram` in full precision: what the relational terms start from
+    (the hybrid loss makes them once for the distance and the angle term)."""
+    with no_autocast(student.device.type):
+        s = full_precision(student)
+        return centered_gram(s), centered_gram(full_precision(teacher).to(s.dtype))
+
+
+def huber_sum(gap: Tensor, delta: float) -> tuple[Tensor, Tensor]:
+    """(sum of huber(gap), huber'(gap)): huber = clipped * (gap - clipped / 2), summed as two
+    dot products, so no elementwise loss tensor is made beside the clipped gap."""
+    clipped = gap.clamp(-delta, delta)
+    flat = clipped.view(-1)
+    return torch.dot(flat, gap.view(-1)) - 0.5 * torch.dot(flat, flat), clipped
+
+
+class GradientInForward(torch.autograd.Function):
+    """A scalar loss whose gradients with respect to its first two inputs are made in forward
+    (closed form, in the same pass as the loss) and saved: backward only scales them."""
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grads = tuple(g * grad_out if g is not None else None for g in ctx.saved_tensors)
+        return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))
 
 
 def coincidence_eps(dtype: torch.dtype) -> float:

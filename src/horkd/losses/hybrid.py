@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from horkd import distributed
 from horkd.losses.first_order import EmbeddingRegression, HintonKD
-from horkd.losses.functional import centered_gram, full_precision, no_autocast
+from horkd.losses.functional import relation_grams
 from horkd.losses.registry import register_loss
 from horkd.losses.second_order import DistanceLoss
 from horkd.losses.third_order import AngleLoss
@@ -105,14 +105,11 @@ class HybridOrderLoss(nn.Module):
             teacher = distributed.gather_with_grad(teacher)
             finish = distributed.global_relation_loss
         terms: dict[str, Tensor] = {}
-        with no_autocast(student.device.type):  # one Gram matrix per side for both terms
-            s = full_precision(student)
-            gram_s = centered_gram(s)
-            gram_t = centered_gram(full_precision(teacher).to(s.dtype))
-            if self.distance_weight > 0:
-                distance = self.distance.from_gram(gram_s, gram_t)
-                terms["order2_distance"] = self.distance_weight * finish(distance)
-            if self.angle_weight > 0:
-                angle = self.angle.from_gram(gram_s, gram_t)
-                terms["order3_angle"] = self.angle_weight * finish(angle)
+        gram_s, gram_t = relation_grams(student, teacher)  # one per side for both terms
+        if self.distance_weight > 0:
+            distance = self.distance.from_gram(gram_s, gram_t)
+            terms["order2_distance"] = self.distance_weight * finish(distance)
+        if self.angle_weight > 0:
+            angle = self.angle.from_gram(gram_s, gram_t)
+            terms["order3_angle"] = self.angle_weight * finish(angle)
         return terms

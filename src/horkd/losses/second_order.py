@@ -15,18 +15,13 @@ from torch import Tensor, nn
 
 from horkd.losses.functional import (
     EPS,
-    centered_gram,
-    full_precision,
+    GradientInForward,
+    huber_sum,
     no_autocast,
+    relation_grams,
     zero_with_graph,
 )
 from horkd.losses.registry import register_loss
-
-
-def normalized_distances(e: Tensor) -> Tensor:
-    """d_ij / mean_{i != j} d_ij with a zero diagonal, from the Gram matrix (no N x N x d tensor)."""
-    distances, _ = _normalized_from_grams(centered_gram(e).unsqueeze(0))
-    return distances[0]
 
 
 def _normalized_from_grams(grams: Tensor) -> tuple[Tensor, Tensor]:
@@ -57,7 +52,7 @@ def _gram_grad(grad_q: Tensor, q: Tensor, d: Tensor) -> Tensor:
     return grad
 
 
-class _DistanceLossFromGram(torch.autograd.Function):
+class _DistanceLossFromGram(GradientInForward):
     """Mean Huber gap of normalised distances; the gradients are made in forward."""
 
     @staticmethod
@@ -65,33 +60,18 @@ class _DistanceLossFromGram(torch.autograd.Function):
         n = gram_s.shape[0]
         pairs = n * (n - 1)
         (q_s, q_t), (d_s, d_t) = _normalized_from_grams(torch.stack((gram_s, gram_t)))
-        gap = q_s - q_t  # 0 on the diagonal, where both are 0
-        clipped = gap.clamp(-delta, delta)  # huber'(gap)
-        flat = clipped.view(-1)
-        loss = (torch.dot(flat, gap.view(-1)) - 0.5 * torch.dot(flat, flat)) / pairs
+        total, clipped = huber_sum(q_s - q_t, delta)  # the gap is 0 on the diagonal
         grad_q = clipped.div_(pairs)
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_s = _gram_grad(grad_q, q_s, d_s) if need_s else None
         grad_t = _gram_grad(grad_q.neg(), q_t, d_t) if need_t else None
         ctx.save_for_backward(grad_s, grad_t)
-        return loss
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        grad_s, grad_t = ctx.saved_tensors
-        return (
-            grad_s * grad_out if grad_s is not None else None,
-            grad_t * grad_out if grad_t is not None else None,
-            None,
-        )
+        return total / pairs
 
 
 def distance_loss(student: Tensor, teacher: Tensor, huber_delta: float = 1.0) -> Tensor:
     """Mean over i != j of huber(d^S_ij - d^T_ij), each side scaled by its mean distance."""
-    with no_autocast(student.device.type):
-        s = full_precision(student)
-        t = full_precision(teacher).to(s.dtype)
-        return distance_loss_from_gram(centered_gram(s), centered_gram(t), huber_delta)
+    return distance_loss_from_gram(*relation_grams(student, teacher), huber_delta)
 
 
 def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float = 1.0) -> Tensor:
@@ -99,7 +79,8 @@ def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float =
     computes once for both relational terms."""
     if gram_s.shape[0] < 2:
         return zero_with_graph(gram_s, gram_t)
-    return _DistanceLossFromGram.apply(gram_s, gram_t, huber_delta)
+    with no_autocast(gram_s.device.type):
+        return _DistanceLossFromGram.apply(gram_s, gram_t, huber_delta)
 
 
 @register_loss("rkd_distance")

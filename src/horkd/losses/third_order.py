@@ -16,10 +16,11 @@ from torch import Tensor, nn
 
 from horkd.losses.functional import (
     EPS,
-    centered_gram,
+    GradientInForward,
     coincidence_eps,
-    full_precision,
+    huber_sum,
     no_autocast,
+    relation_grams,
     zero_with_graph,
 )
 from horkd.losses.registry import register_loss
@@ -77,7 +78,7 @@ def _gram_grad_(
     grad.diagonal().sub_(p.sum(0))
 
 
-class _AngleLossFromGram(torch.autograd.Function):
+class _AngleLossFromGram(GradientInForward):
     """Huber loss between student and teacher angles over distinct triplets, chunked.
 
     The loss is a scalar, so its gradient with respect to each Gram matrix (N x N) is computed
@@ -102,10 +103,8 @@ class _AngleLossFromGram(torch.autograd.Function):
             # the gap goes into cos_t's buffer unless the teacher's side needs its cosines
             gap = torch.sub(cos_s, cos_t, out=None if grad_t is not None else cos_t)
             gap.diagonal(dim1=1, dim2=2).zero_()  # j = k: not a distinct triplet
-            clipped = gap.clamp(-delta, delta)  # huber'(gap)
-            # huber(gap) = clipped * (gap - clipped / 2), summed without a temporary
-            flat = clipped.view(-1)
-            total += torch.dot(flat, gap.view(-1)) - 0.5 * torch.dot(flat, flat)
+            chunk_total, clipped = huber_sum(gap, delta)
+            total += chunk_total
             if grad_s is None and grad_t is None:
                 continue
             # dL/dcos = clipped / count for the student, its negative for the teacher: both
@@ -121,19 +120,6 @@ class _AngleLossFromGram(torch.autograd.Function):
         ctx.save_for_backward(grad_s, grad_t)
         return total / count
 
-    @staticmethod
-    def backward(
-        ctx: Any, grad_out: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
-        grad_s, grad_t = ctx.saved_tensors
-        return (
-            grad_s * grad_out if grad_s is not None else None,
-            grad_t * grad_out if grad_t is not None else None,
-            None,
-            None,
-            None,
-        )
-
 
 def angle_loss(
     student: Tensor,
@@ -148,12 +134,7 @@ def angle_loss(
     process of a run draws the same ones): every anchor has as many (j, k) pairs, so the mean over
     a random subset is an unbiased estimate, at k/N of the cost of the N^3 exact sum.
     """
-    with no_autocast(student.device.type):
-        s = full_precision(student)
-        t = full_precision(teacher).to(s.dtype)
-        return angle_loss_from_gram(
-            centered_gram(s), centered_gram(t), huber_delta, chunk_size, anchors
-        )
+    return angle_loss_from_gram(*relation_grams(student, teacher), huber_delta, chunk_size, anchors)
 
 
 def angle_loss_from_gram(
@@ -173,7 +154,8 @@ def angle_loss_from_gram(
         chosen = torch.arange(n, device=gram_s.device)
     else:
         chosen = torch.randperm(n)[:anchors].sort().values.to(gram_s.device)
-    return _AngleLossFromGram.apply(gram_s, gram_t, huber_delta, chunk, chosen)
+    with no_autocast(gram_s.device.type):
+        return _AngleLossFromGram.apply(gram_s, gram_t, huber_delta, chunk, chosen)
 
 
 @register_loss("rkd_angle")
