@@ -101,7 +101,8 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json", exclude_defaults=True)
 
 
-def _digest(parts: dict[str, Any]) -> str:
+def settings_digest(parts: Any) -> str:
+    """A short, stable name for JSON-able settings: equal settings, equal digest."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -121,7 +122,7 @@ def _data_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
 
 
 def teacher_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
-    return _digest(
+    return settings_digest(
         {
             **_data_settings(cfg, seed),
             "teacher": _dump(cfg.teacher),
@@ -131,7 +132,7 @@ def teacher_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
 
 
 def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
-    return _digest(
+    return settings_digest(
         {
             "teacher": teacher_fingerprint(cfg, seed),
             "assistant": _dump(cfg.assistant),
@@ -158,7 +159,7 @@ def student_fingerprint(
     """
     distils = teacher or assistant
     upstream = upstream or cfg  # the config the run's teacher and assistant were trained with
-    return _digest(
+    return settings_digest(
         {
             **_data_settings(cfg, seed),
             "method": method,

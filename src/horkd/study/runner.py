@@ -9,7 +9,6 @@ on the validation split only; the test split is scored once per final model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from horkd.config import apply_overrides, config_from_dict, load_config
+from horkd.run_dir import settings_digest
 from horkd.study.config import StudyConfig, load_study
 
 
@@ -98,8 +98,7 @@ def run_job(job: Job) -> JobResult:
 def _score_key(job: Job, seed: int, first: bool) -> str:
     """What a stored final score depends on: the run's settings, not the list of seeds."""
     settings = {k: v for k, v in job.config.items() if k not in ("seeds", "name")}
-    text = json.dumps([settings, job.with_teacher and first, seed], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return settings_digest([settings, job.with_teacher and first, seed])
 
 
 def _stored(job: Job, run_dir: Path, seed: int, first: bool) -> dict[str, Any] | None:
