@@ -37,6 +37,38 @@ def zero_with_graph(*tensors: Tensor) -> Tensor:
     return total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
 
 
+class _CenteredGram(torch.autograd.Function):
+    """G = x x^T with x = (e - mean(e)) / sigma, sigma = mean_i ||e_i - mean(e)||.
+
+    A Function with the backward written out: autograd through the eight small steps (the row
+    norms' backward above all) costs more per training step than the relational kernels on top.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, e: Tensor) -> Tensor:
+        centred = e - e.mean(dim=0, keepdim=True)
+        norms = torch.linalg.vector_norm(centred, dim=1)
+        sigma = norms.mean()
+        floor = torch.finfo(e.dtype).tiny ** 0.5
+        x = centred / sigma.clamp_min(floor)
+        # a clamped sigma is a constant: its path carries no gradient
+        ctx.save_for_backward(x, norms, sigma)
+        ctx.floor = floor
+        return x @ x.t()
+
+    @staticmethod
+    def backward(ctx: Any, grad_gram: Tensor) -> Tensor:
+        x, norms, sigma = ctx.saved_tensors
+        scale = sigma.clamp_min(ctx.floor)
+        grad_x = (grad_gram + grad_gram.t()) @ x
+        # x = c / sigma(c), d sigma / d c_i = c_i / (N ||c_i||) = x_i / (N ||x_i||), so
+        # dL/dc_i = (dL/dx_i - <dL/dx, x> x_i / (N ||x_i||)) / sigma  (0 where c_i = 0)
+        through_sigma = torch.where(sigma > ctx.floor, torch.sum(grad_x * x), 0.0)
+        per_row = (through_sigma * scale / x.shape[0]) / norms.clamp_min(ctx.floor)
+        grad_c = (grad_x - torch.where(norms > 0, per_row, 0.0).unsqueeze(1) * x) / scale
+        return grad_c - grad_c.mean(dim=0, keepdim=True)
+
+
 def centered_gram(e: Tensor) -> Tensor:
     """Gram matrix of the centred, unit-scale embeddings.
 
@@ -44,10 +76,7 @@ def centered_gram(e: Tensor) -> Tensor:
     loss value; it keeps the entries of G near 1 whatever the network's embedding scale, which
     bounds the cancellation error of G_jk - G_ij - G_ik + G_ii and G_ii + G_jj - 2 G_ij.
     """
-    e = e - e.mean(dim=0, keepdim=True)
-    scale = e.norm(dim=1).mean().clamp_min(torch.finfo(e.dtype).tiny ** 0.5)
-    e = e / scale
-    return e @ e.t()
+    return _CenteredGram.apply(e)
 
 
 def relation_grams(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
