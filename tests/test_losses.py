@@ -21,10 +21,20 @@ from horkd.losses import (
     HybridOrderLoss,
     angle_loss,
     build_loss,
+    cpu_kernels,
     distance_loss,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_values.json"
+
+
+@pytest.fixture(autouse=True, params=["eager", "cpu_kernels"])
+def backend(request):
+    """Every test here runs on both implementations of the relational terms."""
+    if request.param == "cpu_kernels" and not cpu_kernels.installed():
+        pytest.skip("numba is not installed")
+    with cpu_kernels.use_kernels(request.param == "cpu_kernels"):
+        yield request.param
 
 
 def _pair(n: int = 7, d: int = 5, seed: int = 0, dtype=torch.float64):
@@ -275,3 +285,10 @@ def test_angle_on_random_anchors_is_the_mean_over_those_anchors_and_unbiased():
     draws = torch.stack([angle_loss(s, t, anchors=2) for _ in range(3000)])
     exact = float(angle_loss(s, t))
     assert abs(float(draws.mean()) - exact) < 4 * float(draws.std()) / math.sqrt(3000)
+
+
+@pytest.mark.parametrize("fn", [distance_loss, angle_loss])
+def test_a_diverged_student_gives_a_nan_loss_which_the_trainer_skips(fn):
+    s, t = _pair(n=12)
+    s[3, 1] = float("nan")
+    assert torch.isnan(fn(s, t))

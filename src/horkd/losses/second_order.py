@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from horkd.losses import cpu_kernels
 from horkd.losses.functional import (
     EPS,
     GradientInForward,
@@ -52,21 +53,33 @@ def _gram_grad(grad_q: Tensor, q: Tensor, d: Tensor) -> Tensor:
     return grad
 
 
+def _distance_eager(
+    gram_s: Tensor, gram_t: Tensor, delta: float, need_s: bool, need_t: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(loss, dL/dG_s or None, dL/dG_t or None) with ATen operations."""
+    n = gram_s.shape[0]
+    pairs = n * (n - 1)
+    (q_s, q_t), (d_s, d_t) = _normalized_from_grams(torch.stack((gram_s, gram_t)))
+    total, clipped = huber_sum(q_s - q_t, delta)  # the gap is 0 on the diagonal
+    grad_q = clipped.div_(pairs)
+    grad_s = _gram_grad(grad_q, q_s, d_s) if need_s else None
+    grad_t = _gram_grad(grad_q.neg(), q_t, d_t) if need_t else None
+    return total / pairs, grad_s, grad_t
+
+
 class _DistanceLossFromGram(GradientInForward):
-    """Mean Huber gap of normalised distances; the gradients are made in forward."""
+    """Mean Huber gap of normalised distances; the gradients are made in forward (by one fused
+    loop on a CPU with numba, see :mod:`horkd.losses.cpu_kernels`)."""
 
     @staticmethod
     def forward(ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float) -> Tensor:
-        n = gram_s.shape[0]
-        pairs = n * (n - 1)
-        (q_s, q_t), (d_s, d_t) = _normalized_from_grams(torch.stack((gram_s, gram_t)))
-        total, clipped = huber_sum(q_s - q_t, delta)  # the gap is 0 on the diagonal
-        grad_q = clipped.div_(pairs)
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = _gram_grad(grad_q, q_s, d_s) if need_s else None
-        grad_t = _gram_grad(grad_q.neg(), q_t, d_t) if need_t else None
+        fused = None
+        if cpu_kernels.usable(gram_s):
+            fused = cpu_kernels.distance(gram_s, gram_t, delta, need_s, need_t)
+        loss, grad_s, grad_t = fused or _distance_eager(gram_s, gram_t, delta, need_s, need_t)
         ctx.save_for_backward(grad_s, grad_t)
-        return total / pairs
+        return loss
 
 
 def distance_loss(student: Tensor, teacher: Tensor, huber_delta: float = 1.0) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from horkd.losses import cpu_kernels
 from horkd.losses.functional import (
     EPS,
     GradientInForward,
@@ -78,47 +79,68 @@ def _gram_grad_(
     grad.diagonal().sub_(p.sum(0))
 
 
+def _angle_eager(
+    gram_s: Tensor,
+    gram_t: Tensor,
+    anchors: Tensor,
+    delta: float,
+    need_s: bool,
+    need_t: bool,
+    chunk: int,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(loss, dL/dG_s or None, dL/dG_t or None) with ATen operations, a chunk of anchors at a
+    time; what runs on a GPU (and on a CPU without numba)."""
+    n = gram_s.shape[0]
+    count = anchors.numel() * (n - 1) * (n - 2)
+    grad_s = torch.zeros_like(gram_s) if need_s else None
+    grad_t = torch.zeros_like(gram_t) if need_t else None
+    grams = torch.stack((gram_s, gram_t))
+    total = gram_s.new_zeros(())
+    for start in range(0, anchors.numel(), chunk):
+        part = anchors[start : start + chunk]
+        (cos_s, cos_t), (inv_s, inv_t) = _chunk_angles(grams, part)
+        # the gap goes into cos_t's buffer unless the teacher's side needs its cosines
+        gap = torch.sub(cos_s, cos_t, out=None if grad_t is not None else cos_t)
+        gap.diagonal(dim1=1, dim2=2).zero_()  # j = k: not a distinct triplet
+        chunk_total, clipped = huber_sum(gap, delta)
+        total += chunk_total
+        if grad_s is None and grad_t is None:
+            continue
+        # dL/dcos = clipped / count for the student, its negative for the teacher: both
+        # scale factors are applied once to the N x N results, not to every chunk
+        if grad_t is not None:
+            _gram_grad_(grad_t, part, clipped.clone() if need_s else clipped, cos_t, inv_t)
+        if grad_s is not None:
+            _gram_grad_(grad_s, part, clipped, cos_s, inv_s)
+    if grad_s is not None:
+        grad_s.div_(count)
+    if grad_t is not None:
+        grad_t.div_(-count)
+    return total / count, grad_s, grad_t
+
+
 class _AngleLossFromGram(GradientInForward):
-    """Huber loss between student and teacher angles over distinct triplets, chunked.
+    """Huber loss between student and teacher angles over distinct triplets.
 
     The loss is a scalar, so its gradient with respect to each Gram matrix (N x N) is computed
-    in the same pass over the chunks as the loss and only scaled in backward: nothing of size
-    N^3 is kept, and no chunk is computed twice.
+    in the same pass as the loss and only scaled in backward: nothing of size N^3 is kept, and no
+    triplet is computed twice. On a CPU with numba one fused loop does it
+    (:mod:`horkd.losses.cpu_kernels`), elsewhere chunks of ATen operations.
     """
 
     @staticmethod
     def forward(
         ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, chunk: int, anchors: Tensor
     ) -> Tensor:
-        n = gram_s.shape[0]
-        count = anchors.numel() * (n - 1) * (n - 2)
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_s = torch.zeros_like(gram_s) if need_s else None
-        grad_t = torch.zeros_like(gram_t) if need_t else None
-        grams = torch.stack((gram_s, gram_t))
-        total = gram_s.new_zeros(())
-        for start in range(0, anchors.numel(), chunk):
-            part = anchors[start : start + chunk]
-            (cos_s, cos_t), (inv_s, inv_t) = _chunk_angles(grams, part)
-            # the gap goes into cos_t's buffer unless the teacher's side needs its cosines
-            gap = torch.sub(cos_s, cos_t, out=None if grad_t is not None else cos_t)
-            gap.diagonal(dim1=1, dim2=2).zero_()  # j = k: not a distinct triplet
-            chunk_total, clipped = huber_sum(gap, delta)
-            total += chunk_total
-            if grad_s is None and grad_t is None:
-                continue
-            # dL/dcos = clipped / count for the student, its negative for the teacher: both
-            # scale factors are applied once to the N x N results, not to every chunk
-            if grad_t is not None:
-                _gram_grad_(grad_t, part, clipped.clone() if need_s else clipped, cos_t, inv_t)
-            if grad_s is not None:
-                _gram_grad_(grad_s, part, clipped, cos_s, inv_s)
-        if grad_s is not None:
-            grad_s.div_(count)
-        if grad_t is not None:
-            grad_t.div_(-count)
+        fused = None
+        if cpu_kernels.usable(gram_s):
+            fused = cpu_kernels.angle(gram_s, gram_t, anchors, delta, need_s, need_t)
+        loss, grad_s, grad_t = fused or _angle_eager(
+            gram_s, gram_t, anchors, delta, need_s, need_t, chunk
+        )
         ctx.save_for_backward(grad_s, grad_t)
-        return total / count
+        return loss
 
 
 def angle_loss(

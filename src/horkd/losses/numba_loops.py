@@ -1,0 +1,207 @@
+"""The relational losses as single loop nests over pairs and triplets, compiled by numba.
+
+Imported only through :mod:`horkd.losses.cpu_kernels`, which converts tensors and picks these
+over the eager operations. Each function makes the loss and its closed-form gradient with respect
+to the Gram matrices in one pass, the same formulas as ``second_order`` / ``third_order`` (see
+the derivations there); nothing of size N^3 is ever stored. Whether a side's gradient is needed
+is a compile-time constant of each entry point (``_student`` / ``_both``): as a run-time flag it
+keeps LLVM from vectorising the inner loop, which costs about 3x.
+
+Compiled with the fast-math flags that let LLVM reorder and vectorise sums, but not the ones that
+assume no NaN or infinity: a diverged student's NaN must come out as a NaN loss, which the trainer
+skips, as it does from the eager operations.
+
+``consts`` carries the scalar settings as an array of the inputs' dtype, so float32 inputs are
+computed in float32 (a Python float would promote every operation to float64); the loss itself
+is summed in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# consts = [huber delta, coincidence threshold on squared distances, clamp EPS]
+DELTA, COINCIDENT, EPS = 0, 1, 2
+FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}  # no "nnan" / "ninf"
+
+
+@njit(cache=True)
+def all_finite(g):  # type: ignore[no-untyped-def]
+    for value in g.ravel():
+        if not np.isfinite(value):
+            return False
+    return True
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _anchor_directions(g, i, inv, half, coincident):  # type: ignore[no-untyped-def]
+    """inv[j] = 1 / ||e_j - e_i|| (0 where the points coincide), half[j] = G_ij - G_ii / 2."""
+    one = inv.dtype.type(1.0)
+    for j in range(g.shape[0]):
+        squared = g[i, i] + g[j, j] - 2 * g[i, j]
+        inv[j] = one / np.sqrt(squared) if squared > coincident else 0
+        half[j] = g[i, j] - g[i, i] / 2
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _angle_anchor(gs, gt, i, a, scratch, grad_s, grad_t, p_s, r_s, p_t, r_t, consts,
+                  need_s, need_t):  # type: ignore[no-untyped-def]
+    """Sum over (j, k) of huber(cos^S_ijk - cos^T_ijk) at anchor i; accumulates each needed
+    side's dL/dnum into its grad block and stores its p_j and r_j (row ``a``)."""
+    one, half, zero = gs.dtype.type(1.0), gs.dtype.type(0.5), gs.dtype.type(0.0)
+    delta = consts[DELTA]
+    inv_s, half_s, inv_t, half_t = scratch[0], scratch[1], scratch[2], scratch[3]
+    _anchor_directions(gs, i, inv_s, half_s, consts[COINCIDENT])
+    _anchor_directions(gt, i, inv_t, half_t, consts[COINCIDENT])
+    n = gs.shape[0]
+    total = 0.0
+    for j in range(n):
+        inv_sj, half_sj, inv_tj, half_tj = inv_s[j], half_s[j], inv_t[j], half_t[j]
+        row_s, row_t = gs[j], gt[j]
+        out_s, out_t = grad_s[j], grad_t[j]
+        loss = dot_s = sum_s = dot_t = sum_t = zero
+        for k in range(n):
+            cos_s = min(max((row_s[k] - half_sj - half_s[k]) * inv_sj * inv_s[k], -one), one)
+            cos_t = min(max((row_t[k] - half_tj - half_t[k]) * inv_tj * inv_t[k], -one), one)
+            gap = cos_s - cos_t
+            if k == j:  # not a distinct triplet
+                gap = zero
+            clipped = min(max(gap, -delta), delta)
+            loss += clipped * (gap - half * clipped)
+            if need_s:
+                dot_s += clipped * cos_s
+                d_num = clipped * inv_sj * inv_s[k]
+                sum_s += d_num
+                out_s[k] += d_num
+            if need_t:
+                dot_t -= clipped * cos_t
+                d_num = -clipped * inv_tj * inv_t[k]
+                sum_t += d_num
+                out_t[k] += d_num
+        total += loss
+        if need_s:
+            p_s[a, j] = dot_s * inv_sj * inv_sj
+            r_s[a, j] = sum_s - p_s[a, j]
+        if need_t:
+            p_t[a, j] = dot_t * inv_tj * inv_tj
+            r_t[a, j] = sum_t - p_t[a, j]
+    return total
+
+
+@njit(inline="always", error_model="numpy")
+def _finish_angle_grad(blocks, anchors, p, r, scale):  # type: ignore[no-untyped-def]
+    """dL/dG from the per-thread dL/dnum blocks and each anchor's p, r (see third_order)."""
+    grad = blocks[0].copy()
+    for b in range(1, blocks.shape[0]):
+        grad += blocks[b]
+    for a in range(anchors.shape[0]):
+        i = anchors[a]
+        for j in range(grad.shape[0]):
+            grad[i, j] -= 2 * r[a, j]
+            grad[i, i] += r[a, j]
+            grad[j, j] -= p[a, j]
+    return grad * scale
+
+
+@njit(inline="always", error_model="numpy")
+def _angle(gs, gt, anchors, consts, threads, need_s, need_t):  # type: ignore[no-untyped-def]
+    n, m = gs.shape[0], anchors.shape[0]
+    blocks = max(1, min(threads, m))
+    grad_blocks_s = np.zeros((blocks if need_s else 1, n, n), gs.dtype)
+    grad_blocks_t = np.zeros((blocks if need_t else 1, n, n), gs.dtype)
+    p_s, r_s = np.zeros((m, n), gs.dtype), np.zeros((m, n), gs.dtype)
+    p_t, r_t = np.zeros((m, n), gs.dtype), np.zeros((m, n), gs.dtype)
+    totals = np.zeros(blocks)
+    for b in prange(blocks):  # each thread owns a range of anchors and its own grad block
+        scratch = np.empty((4, n), gs.dtype)
+        out_s = grad_blocks_s[b if need_s else 0]
+        out_t = grad_blocks_t[b if need_t else 0]
+        total = 0.0
+        for a in range(b * m // blocks, (b + 1) * m // blocks):
+            total += _angle_anchor(gs, gt, anchors[a], a, scratch, out_s, out_t,
+                                   p_s, r_s, p_t, r_t, consts, need_s, need_t)
+        totals[b] = total
+    count = m * (n - 1) * (n - 2)
+    scale = gs.dtype.type(1.0 / count)
+    grad_s = _finish_angle_grad(grad_blocks_s, anchors, p_s, r_s, scale) if need_s else p_s[:0]
+    grad_t = _finish_angle_grad(grad_blocks_t, anchors, p_t, r_t, scale) if need_t else p_t[:0]
+    return totals.sum() / count, grad_s, grad_t
+
+
+@njit(parallel=True, fastmath=FAST, error_model="numpy", cache=True)
+def angle_student(gs, gt, anchors, consts, threads):  # type: ignore[no-untyped-def]
+    """(loss, dL/dG_student, empty) of the angle loss at ``anchors``."""
+    return _angle(gs, gt, anchors, consts, threads, True, False)
+
+
+@njit(parallel=True, fastmath=FAST, error_model="numpy", cache=True)
+def angle_both(gs, gt, anchors, consts, threads):  # type: ignore[no-untyped-def]
+    """(loss, dL/dG_student, dL/dG_teacher) of the angle loss at ``anchors``."""
+    return _angle(gs, gt, anchors, consts, threads, True, True)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _distances(g, eps):  # type: ignore[no-untyped-def]
+    """||e_j - e_k|| (diagonal 0) and their clamped mean over the off-diagonal pairs."""
+    n = g.shape[0]
+    d = np.empty((n, n), g.dtype)
+    total = 0.0
+    for j in range(n):
+        for k in range(n):
+            squared = max(g[j, j] + g[k, k] - 2 * g[j, k], eps)
+            d[j, k] = np.sqrt(squared) if k != j else 0
+            total += d[j, k]
+    return d, g.dtype.type(max(total / (n * (n - 1)), eps))
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _distance_grad(grad_q, dot, d, mean, eps):  # type: ignore[no-untyped-def]
+    """dL/dG from dL/dq for q = d / mean(d), as second_order._gram_grad."""
+    n = d.shape[0]
+    pairs = n * (n - 1)
+    grad = np.zeros((n, n), d.dtype)
+    shift = d.dtype.type(dot / pairs)
+    for j in range(n):
+        for k in range(n):
+            if d[j, k] * d[j, k] > eps:
+                grad_sq = (grad_q[j, k] - shift) / mean / max(2 * d[j, k], eps)
+                grad[j, k] -= 2 * grad_sq
+                grad[j, j] += grad_sq
+                grad[k, k] += grad_sq
+    return grad
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
+    n = gs.shape[0]
+    pairs = n * (n - 1)
+    delta, eps = consts[DELTA], consts[EPS]
+    d_s, mean_s = _distances(gs, eps)
+    d_t, mean_t = _distances(gt, eps)
+    grad_q = np.empty((n, n), gs.dtype)
+    total = dot_s = dot_t = 0.0
+    for j in range(n):
+        for k in range(n):
+            q_s, q_t = d_s[j, k] / mean_s, d_t[j, k] / mean_t
+            gap = q_s - q_t
+            clipped = min(max(gap, -delta), delta)
+            total += clipped * (gap - clipped / 2)
+            grad_q[j, k] = clipped / pairs
+            dot_s += grad_q[j, k] * q_s
+            dot_t += grad_q[j, k] * q_t
+    grad_s = _distance_grad(grad_q, dot_s, d_s, mean_s, eps) if need_s else grad_q[:0]
+    grad_t = _distance_grad(-grad_q, -dot_t, d_t, mean_t, eps) if need_t else grad_q[:0]
+    return total / pairs, grad_s, grad_t
+
+
+@njit(fastmath=FAST, error_model="numpy", cache=True)
+def distance_student(gs, gt, consts):  # type: ignore[no-untyped-def]
+    """(loss, dL/dG_student, empty) of the normalised-distance loss."""
+    return _distance(gs, gt, consts, True, False)
+
+
+@njit(fastmath=FAST, error_model="numpy", cache=True)
+def distance_both(gs, gt, consts):  # type: ignore[no-untyped-def]
+    """(loss, dL/dG_student, dL/dG_teacher) of the normalised-distance loss."""
+    return _distance(gs, gt, consts, True, True)

@@ -1,0 +1,78 @@
+"""The fused CPU kernels against the eager operations, and their side effects on the process.
+
+tests/test_losses.py runs every loss test on both implementations; these are what only the
+kernels need: agreement at training sizes in float32, when they switch on, and that starting
+numba's thread pool leaves torch's threads alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from horkd.losses import angle_loss, cpu_kernels, distance_loss
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.installed(), reason="numba is not installed")
+
+
+@pytest.mark.parametrize("anchors", [None, 16])
+@pytest.mark.parametrize("teacher_grad", [False, True])
+def test_cpu_kernels_equal_the_eager_operations_at_training_size(anchors, teacher_grad):
+    """float32, N = 96: the fused loops give the eager chunks' loss and gradients (both sides
+    when the teacher trains too, as the joint schedule's assistant does)."""
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(96, 16, generator=g)
+    t = torch.randn(96, 32, generator=g)
+    s[5] = s[9]  # two coincident points: the zero-length directions on both paths
+    results = {}
+    for use in (False, True):
+        a, b = s.clone().requires_grad_(), t.clone().requires_grad_(teacher_grad)
+        torch.manual_seed(0)
+        with cpu_kernels.use_kernels(use):
+            loss = distance_loss(a, b) + 2.0 * angle_loss(a, b, anchors=anchors)
+        loss.backward()
+        results[use] = (loss.detach(), a.grad, b.grad)
+    (loss_e, ga_e, gb_e), (loss_k, ga_k, gb_k) = results[False], results[True]
+    assert torch.allclose(loss_k, loss_e, rtol=1e-5)
+    assert torch.allclose(ga_k, ga_e, rtol=1e-4, atol=1e-5 * float(ga_e.abs().max()))
+    if teacher_grad:
+        assert torch.allclose(gb_k, gb_e, rtol=1e-4, atol=1e-5 * float(gb_e.abs().max()))
+    else:
+        assert gb_k is None and gb_e is None
+
+
+def test_cpu_kernels_stay_off_where_they_do_not_apply():
+    s = torch.randn(7, 5, dtype=torch.float64)
+    with cpu_kernels.use_kernels(True):
+        assert cpu_kernels.usable(s) == cpu_kernels.installed()
+        assert not cpu_kernels.usable(s.half())
+    with cpu_kernels.use_kernels(False):
+        assert not cpu_kernels.usable(s)
+
+
+def test_cpu_kernels_leave_torchs_thread_count_alone():
+    """numba's OpenMP pool starting on the first call must not change how many threads torch
+    uses for the rest of the step (it did: 1 became 2, and resumed runs stopped matching)."""
+    code = (
+        "import torch\n"
+        "from horkd.losses import angle_loss\n"
+        "s = torch.randn(16, 4, requires_grad=True)\n"
+        "angle_loss(s, torch.randn(16, 4)).backward()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HORKD_CPU_KERNELS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_the_environment_switches_them_off():
+    code = "import torch\nfrom horkd.losses import cpu_kernels\nprint(cpu_kernels.usable(torch.eye(3)))\n"
+    env = {**os.environ, "HORKD_CPU_KERNELS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
