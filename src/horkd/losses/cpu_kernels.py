@@ -15,6 +15,7 @@ and gradients. The first call compiles (tens of seconds); numba caches the resul
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -71,24 +72,22 @@ def _consts(gram: Tensor, delta: float) -> np.ndarray:
     return np.array([delta, coincidence_eps(gram.dtype), EPS], dtype=_array(gram).dtype)
 
 
+Result = tuple[Tensor, Tensor | None, Tensor | None]
+
+
 def _results(
     out: tuple[float, np.ndarray, np.ndarray], like: Tensor, need_s: bool, need_t: bool
-) -> Result:
+) -> Result | None:
+    """None for a non-finite loss (non-finite Gram matrices): the eager operations then carry
+    the NaN into the loss exactly as they always did, and the trainer skips the step."""
     loss, grad_s, grad_t = out
+    if not math.isfinite(loss):
+        return None
     return (
         torch.tensor(loss, dtype=like.dtype),
         torch.from_numpy(grad_s) if need_s else None,
         torch.from_numpy(grad_t) if need_t else None,
     )
-
-
-Result = tuple[Tensor, Tensor | None, Tensor | None]
-
-
-def _finite(loops: ModuleType, *arrays: np.ndarray) -> bool:
-    """A diverged network's NaN goes to the eager operations, which carry it into the loss
-    exactly as they always did (the trainer then skips the step)."""
-    return all(loops.all_finite(a) for a in arrays)
 
 
 def angle(
@@ -98,16 +97,16 @@ def angle(
     when the Gram matrices are not finite."""
     loops = _loops()
     kernel = loops.angle_both if need_t else loops.angle_student
-    g_s, g_t = _array(gram_s), _array(gram_t)
-    if not _finite(loops, g_s, g_t):
-        return None
     with _lock:
         import numba
 
         torch_threads = torch.get_num_threads()
         threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
-        numba.set_num_threads(threads)
-        out = kernel(g_s, g_t, _array(anchors), _consts(gram_s, delta), threads)
+        if numba.get_num_threads() != threads:
+            numba.set_num_threads(threads)
+        out = kernel(
+            _array(gram_s), _array(gram_t), _array(anchors), _consts(gram_s, delta), threads
+        )
         if torch.get_num_threads() != torch_threads:
             # numba's OpenMP pool, started on the first call, can reset the OpenMP thread count
             # that torch reads: the rest of the step must keep running on the user's setting
@@ -122,9 +121,6 @@ def distance(
     when the Gram matrices are not finite."""
     loops = _loops()
     kernel = loops.distance_both if need_t else loops.distance_student
-    g_s, g_t = _array(gram_s), _array(gram_t)
-    if not _finite(loops, g_s, g_t):
-        return None
     with _lock:
-        out = kernel(g_s, g_t, _consts(gram_s, delta))
+        out = kernel(_array(gram_s), _array(gram_t), _consts(gram_s, delta))
     return _results(out, gram_s, need_s, need_t)

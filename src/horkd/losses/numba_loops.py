@@ -8,8 +8,9 @@ is a compile-time constant of each entry point (``_student`` / ``_both``): as a 
 keeps LLVM from vectorising the inner loop, which costs about 3x.
 
 Compiled with the fast-math flags that let LLVM reorder and vectorise sums, but not the ones that
-assume no NaN or infinity: a diverged student's NaN must come out as a NaN loss, which the trainer
-skips, as it does from the eager operations.
+assume no NaN or infinity. Non-finite Gram matrices (a diverged student) return a NaN loss at
+once, and the caller hands them to the eager operations, which carry the NaN into the loss as
+they always did (the trainer then skips the step).
 
 ``consts`` carries the scalar settings as an array of the inputs' dtype, so float32 inputs are
 computed in float32 (a Python float would promote every operation to float64); the loss itself
@@ -26,22 +27,26 @@ DELTA, COINCIDENT, EPS = 0, 1, 2
 FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}  # no "nnan" / "ninf"
 
 
-@njit(cache=True)
-def all_finite(g):  # type: ignore[no-untyped-def]
-    for value in g.ravel():
-        if not np.isfinite(value):
-            return False
-    return True
+@njit(inline="always", fastmath=FAST)
+def _finite(g):  # type: ignore[no-untyped-def]
+    """Whether no entry is NaN or infinite: one vectorised sum (NaN and inf survive it; a sum
+    that overflows says False, which only sends finite input to the eager path)."""
+    total = g.dtype.type(0.0)
+    for j in range(g.shape[0]):
+        row = g[j]
+        for k in range(g.shape[1]):
+            total += row[k]
+    return np.isfinite(total)
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def _anchor_directions(g, i, inv, half, coincident):  # type: ignore[no-untyped-def]
     """inv[j] = 1 / ||e_j - e_i|| (0 where the points coincide), half[j] = G_ij - G_ii / 2."""
-    one = inv.dtype.type(1.0)
+    one, zero = inv.dtype.type(1.0), inv.dtype.type(0.0)
     for j in range(g.shape[0]):
-        squared = g[i, i] + g[j, j] - 2 * g[i, j]
-        inv[j] = one / np.sqrt(squared) if squared > coincident else 0
-        half[j] = g[i, j] - g[i, i] / 2
+        squared = g[i, i] + g[j, j] - (g[i, j] + g[i, j])
+        inv[j] = one / np.sqrt(squared) if squared > coincident else zero
+        half[j] = g[i, j] - g[i, i] * inv.dtype.type(0.5)
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
@@ -107,6 +112,8 @@ def _finish_angle_grad(blocks, anchors, p, r, scale):  # type: ignore[no-untyped
 @njit(inline="always", error_model="numpy")
 def _angle(gs, gt, anchors, consts, threads, need_s, need_t):  # type: ignore[no-untyped-def]
     n, m = gs.shape[0], anchors.shape[0]
+    if not (_finite(gs) and _finite(gt)):
+        return np.nan, np.zeros((0, n), gs.dtype), np.zeros((0, n), gs.dtype)
     blocks = max(1, min(threads, m))
     grad_blocks_s = np.zeros((blocks if need_s else 1, n, n), gs.dtype)
     grad_blocks_t = np.zeros((blocks if need_t else 1, n, n), gs.dtype)
@@ -146,53 +153,66 @@ def _distances(g, eps):  # type: ignore[no-untyped-def]
     """||e_j - e_k|| (diagonal 0) and their clamped mean over the off-diagonal pairs."""
     n = g.shape[0]
     d = np.empty((n, n), g.dtype)
-    total = 0.0
+    zero = g.dtype.type(0.0)
+    total = zero
     for j in range(n):
+        row, g_jj = g[j], g[j, j]
         for k in range(n):
-            squared = max(g[j, j] + g[k, k] - 2 * g[j, k], eps)
-            d[j, k] = np.sqrt(squared) if k != j else 0
+            value = np.sqrt(max(g_jj + g[k, k] - (row[k] + row[k]), eps))
+            d[j, k] = value if k != j else zero
             total += d[j, k]
-    return d, g.dtype.type(max(total / (n * (n - 1)), eps))
+    return d, max(total / g.dtype.type(n * (n - 1)), eps)
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def _distance_grad(grad_q, dot, d, mean, eps):  # type: ignore[no-untyped-def]
-    """dL/dG from dL/dq for q = d / mean(d), as second_order._gram_grad."""
+    """dL/dG from dL/dq for q = d / mean(d), as second_order._gram_grad: dL/dsq_jk enters
+    G_jk with -2 and G_jj, G_kk with +1 (coincident points and the diagonal pass nothing)."""
     n = d.shape[0]
-    pairs = n * (n - 1)
-    grad = np.zeros((n, n), d.dtype)
-    shift = d.dtype.type(dot / pairs)
+    zero = d.dtype.type(0.0)
+    shift = dot / d.dtype.type(n * (n - 1))
+    grad = np.empty((n, n), d.dtype)
+    rows = np.zeros(n, d.dtype)
+    cols = np.zeros(n, d.dtype)
     for j in range(n):
+        row_q, row_d, out = grad_q[j], d[j], grad[j]
         for k in range(n):
-            if d[j, k] * d[j, k] > eps:
-                grad_sq = (grad_q[j, k] - shift) / mean / max(2 * d[j, k], eps)
-                grad[j, k] -= 2 * grad_sq
-                grad[j, j] += grad_sq
-                grad[k, k] += grad_sq
+            dist = row_d[k]
+            grad_sq = (row_q[k] - shift) / mean / max(dist + dist, eps)
+            grad_sq = grad_sq if dist * dist > eps else zero
+            out[k] = -(grad_sq + grad_sq)
+            rows[j] += grad_sq
+            cols[k] += grad_sq
+    for j in range(n):
+        grad[j, j] += rows[j] + cols[j]
     return grad
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
     n = gs.shape[0]
-    pairs = n * (n - 1)
+    if not (_finite(gs) and _finite(gt)):
+        return np.nan, np.zeros((0, n), gs.dtype), np.zeros((0, n), gs.dtype)
     delta, eps = consts[DELTA], consts[EPS]
+    half, zero = gs.dtype.type(0.5), gs.dtype.type(0.0)
+    per_pair = gs.dtype.type(1.0 / (n * (n - 1)))
     d_s, mean_s = _distances(gs, eps)
     d_t, mean_t = _distances(gt, eps)
     grad_q = np.empty((n, n), gs.dtype)
-    total = dot_s = dot_t = 0.0
+    total = dot_s = dot_t = zero
     for j in range(n):
+        row_s, row_t, out = d_s[j], d_t[j], grad_q[j]
         for k in range(n):
-            q_s, q_t = d_s[j, k] / mean_s, d_t[j, k] / mean_t
+            q_s, q_t = row_s[k] / mean_s, row_t[k] / mean_t
             gap = q_s - q_t
             clipped = min(max(gap, -delta), delta)
-            total += clipped * (gap - clipped / 2)
-            grad_q[j, k] = clipped / pairs
-            dot_s += grad_q[j, k] * q_s
-            dot_t += grad_q[j, k] * q_t
+            total += clipped * (gap - half * clipped)
+            out[k] = clipped * per_pair
+            dot_s += out[k] * q_s
+            dot_t += out[k] * q_t
     grad_s = _distance_grad(grad_q, dot_s, d_s, mean_s, eps) if need_s else grad_q[:0]
     grad_t = _distance_grad(-grad_q, -dot_t, d_t, mean_t, eps) if need_t else grad_q[:0]
-    return total / pairs, grad_s, grad_t
+    return total * per_pair, grad_s, grad_t
 
 
 @njit(fastmath=FAST, error_model="numpy", cache=True)
