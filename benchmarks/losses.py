@@ -1,5 +1,8 @@
 """Third-order (angle) loss: horkd's Gram-form chunked version against the direct RKD formulation.
 
+horkd runs its fused CPU kernel when numba is installed (``horkd[cpu]``); the "eager ms" column
+times the same loss on ATen operations (what runs without numba, and on a GPU).
+
 The direct formulation builds the N x N x d tensor of differences, normalises it and takes a
 batched matmul (N^3 angles, mean over all of them), as the RKD reference code does. Both are
 timed forward + backward side by side in this one process (median of repeats after a warm-up);
@@ -23,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from horkd.losses import angle_loss
+from horkd.losses import angle_loss, cpu_kernels
 
 
 def rkd_reference_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -53,8 +56,14 @@ def rkd_reference_distinct(student: torch.Tensor, teacher: torch.Tensor) -> torc
     return F.smooth_l1_loss(angles(student)[distinct], angles(teacher)[distinct])
 
 
+def eager_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    with cpu_kernels.use_kernels(False):
+        return angle_loss(student, teacher)
+
+
 IMPLS = {
     "horkd": lambda s, t: angle_loss(s, t),
+    "eager": eager_angle,
     "reference": rkd_reference_angle,
 }
 
@@ -112,11 +121,12 @@ def _rss_kib() -> int:
 def peak_memory_child(impl: str, n: int, d: int) -> None:
     """Runs in a fresh process: prints the peak-RSS growth (MiB) of one forward + backward.
 
-    The baseline is taken after the inputs exist and the autograd engine has run once, with
-    the kernel's peak-RSS mark reset there, so only what the loss itself allocates counts.
+    The baseline is taken after the inputs exist and the loss has run once on a tiny batch
+    (the autograd engine started, numba's compiled kernel loaded), with the kernel's peak-RSS
+    mark reset there, so only what the loss itself allocates at this size counts.
     """
     s, t = _inputs(n, d)
-    torch.zeros(1).requires_grad_(True).sum().backward()
+    _fwd_bwd(impl, *_inputs(8, d))
     if _reset_peak_rss():
         base = _rss_kib()
     else:  # no clear_refs: fall back to the lifetime peak, which can hide small cases
@@ -153,10 +163,12 @@ def main() -> None:
         return
     ns = (64, 128) if args.quick else (64, 128, 256)
     ds = (128, 512) if args.quick else (128, 512, 2048)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
+    kernel = "fused CPU kernel (numba)" if cpu_kernels.installed() else "eager ops (no numba)"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; "
+          f"horkd: {kernel}")
     print("time: median forward+backward; memory: peak RSS growth in a fresh process (MiB)")
     header = (
-        f"{'N':>4} {'d':>5} | {'horkd ms':>9} {'ref ms':>9} {'speed x':>8} | "
+        f"{'N':>4} {'d':>5} | {'horkd ms':>9} {'eager ms':>9} {'ref ms':>9} {'speed x':>8} | "
         f"{'horkd MiB':>9} {'ref MiB':>9} {'mem ratio':>9} | {'|diff| f32':>10} {'|diff| f64':>10}"
     )
     print(header)
@@ -164,6 +176,7 @@ def main() -> None:
     for n in ns:
         for d in ds:
             ours = time_case("horkd", n, d, args.repeats)
+            eager = time_case("eager", n, d, args.repeats)
             ref = time_case("reference", n, d, args.repeats)
             ours_mem = peak_memory("horkd", n, d)
             ref_mem = peak_memory("reference", n, d)
@@ -171,7 +184,8 @@ def main() -> None:
             diff32 = distinct_difference(n, d, torch.float32)
             diff64 = distinct_difference(n, d, torch.float64)
             print(
-                f"{n:>4} {d:>5} | {ours * 1e3:>9.2f} {ref * 1e3:>9.2f} {ref / ours:>8.1f} | "
+                f"{n:>4} {d:>5} | {ours * 1e3:>9.2f} {eager * 1e3:>9.2f} {ref * 1e3:>9.2f} "
+                f"{ref / ours:>8.1f} | "
                 f"{ours_mem:>9.1f} {ref_mem:>9.1f} {ratio:>9.3f} | {diff32:>10.1e} {diff64:>10.1e}",
                 flush=True,
             )
