@@ -76,3 +76,25 @@ def test_the_environment_switches_them_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_result_does_not_depend_on_the_thread_count():
+    """The anchors are split into a fixed number of ranges, so the order of the float sums, and
+    the bits of loss and gradient, are the same on 1 or 2 threads (one process against several,
+    a resumed run against its original)."""
+    g = torch.Generator().manual_seed(6)
+    s, t = torch.randn(40, 8, generator=g), torch.randn(40, 8, generator=g)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            a = s.clone().requires_grad_()
+            with cpu_kernels.use_kernels(True):
+                loss = angle_loss(a, t)
+            loss.backward()
+            results.append((loss.detach(), a.grad))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])

@@ -104,9 +104,7 @@ def angle(
         threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
-        out = kernel(
-            _array(gram_s), _array(gram_t), _array(anchors), _consts(gram_s, delta), threads
-        )
+        out = kernel(_array(gram_s), _array(gram_t), _array(anchors), _consts(gram_s, delta))
         if torch.get_num_threads() != torch_threads:
             # numba's OpenMP pool, started on the first call, can reset the OpenMP thread count
             # that torch reads: the rest of the step must keep running on the user's setting

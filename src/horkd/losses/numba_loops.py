@@ -109,18 +109,29 @@ def _finish_angle_grad(blocks, anchors, p, r, scale):  # type: ignore[no-untyped
     return grad * scale
 
 
+@njit(inline="always")
+def _blocks(n, m):  # type: ignore[no-untyped-def]
+    """How many ranges the anchors are split into (each with its own N x N gradient buffer):
+    up to 4, as many threads can share the work, fewer when the buffers would pass 2^24 floats
+    in all. Never the number of threads: that sets the order of the float sums, so the result
+    would change with the thread count (several processes would disagree with one, and a
+    resumed run with its original). Splitting the rows j instead needs no buffers but was 1.8x
+    slower (each row streams every anchor's directions)."""
+    return max(1, min(m, 4, (1 << 24) // (n * n)))
+
+
 @njit(inline="always", error_model="numpy")
-def _angle(gs, gt, anchors, consts, threads, need_s, need_t):  # type: ignore[no-untyped-def]
+def _angle(gs, gt, anchors, consts, need_s, need_t):  # type: ignore[no-untyped-def]
     n, m = gs.shape[0], anchors.shape[0]
     if not (_finite(gs) and _finite(gt)):
         return np.nan, np.zeros((0, n), gs.dtype), np.zeros((0, n), gs.dtype)
-    blocks = max(1, min(threads, m))
+    blocks = _blocks(n, m)
     grad_blocks_s = np.zeros((blocks if need_s else 1, n, n), gs.dtype)
     grad_blocks_t = np.zeros((blocks if need_t else 1, n, n), gs.dtype)
     p_s, r_s = np.zeros((m, n), gs.dtype), np.zeros((m, n), gs.dtype)
     p_t, r_t = np.zeros((m, n), gs.dtype), np.zeros((m, n), gs.dtype)
     totals = np.zeros(blocks)
-    for b in prange(blocks):  # each thread owns a range of anchors and its own grad block
+    for b in prange(blocks):  # a block: a range of anchors and its own grad buffer
         scratch = np.empty((4, n), gs.dtype)
         out_s = grad_blocks_s[b if need_s else 0]
         out_t = grad_blocks_t[b if need_t else 0]
@@ -137,15 +148,15 @@ def _angle(gs, gt, anchors, consts, threads, need_s, need_t):  # type: ignore[no
 
 
 @njit(parallel=True, fastmath=FAST, error_model="numpy", cache=True)
-def angle_student(gs, gt, anchors, consts, threads):  # type: ignore[no-untyped-def]
+def angle_student(gs, gt, anchors, consts):  # type: ignore[no-untyped-def]
     """(loss, dL/dG_student, empty) of the angle loss at ``anchors``."""
-    return _angle(gs, gt, anchors, consts, threads, True, False)
+    return _angle(gs, gt, anchors, consts, True, False)
 
 
 @njit(parallel=True, fastmath=FAST, error_model="numpy", cache=True)
-def angle_both(gs, gt, anchors, consts, threads):  # type: ignore[no-untyped-def]
+def angle_both(gs, gt, anchors, consts):  # type: ignore[no-untyped-def]
     """(loss, dL/dG_student, dL/dG_teacher) of the angle loss at ``anchors``."""
-    return _angle(gs, gt, anchors, consts, threads, True, True)
+    return _angle(gs, gt, anchors, consts, True, True)
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
