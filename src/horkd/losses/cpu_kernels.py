@@ -18,6 +18,7 @@ import importlib.util
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -57,10 +58,22 @@ def usable(gram: Tensor) -> bool:
     )
 
 
-def _loops() -> ModuleType:
-    """Imported on first use: numba's import and compilation cost nothing until then."""
-    from horkd.losses import numba_loops
-
+def _loops() -> ModuleType | None:
+    """Imported on first use: numba's import and compilation cost nothing until then. A numba
+    that is installed but does not import (say, built for another numpy) switches the kernels
+    off with one warning instead of stopping the training."""
+    global _installed
+    try:
+        from horkd.losses import numba_loops
+    except Exception as error:  # noqa: BLE001 - any import failure means: use the eager ops
+        _installed = False
+        warnings.warn(
+            f"horkd: the fused CPU kernels are off, numba did not import ({error}); "
+            "the relational losses run on PyTorch operations",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
     return numba_loops
 
 
@@ -94,8 +107,10 @@ def angle(
     gram_s: Tensor, gram_t: Tensor, anchors: Tensor, delta: float, need_s: bool, need_t: bool
 ) -> Result | None:
     """(angle loss at ``anchors``, dL/dG_s or None, dL/dG_t or None), see third_order; None
-    when the Gram matrices are not finite."""
+    when the Gram matrices are not finite or numba does not import."""
     loops = _loops()
+    if loops is None:
+        return None
     kernel = loops.angle_both if need_t else loops.angle_student
     with _lock:
         import numba
@@ -116,8 +131,10 @@ def distance(
     gram_s: Tensor, gram_t: Tensor, delta: float, need_s: bool, need_t: bool
 ) -> Result | None:
     """(normalised-distance loss, dL/dG_s or None, dL/dG_t or None), see second_order; None
-    when the Gram matrices are not finite."""
+    when the Gram matrices are not finite or numba does not import."""
     loops = _loops()
+    if loops is None:
+        return None
     kernel = loops.distance_both if need_t else loops.distance_student
     with _lock:
         out = kernel(_array(gram_s), _array(gram_t), _consts(gram_s, delta))
