@@ -103,15 +103,15 @@ def _results(
     )
 
 
-def angle(
-    gram_s: Tensor, gram_t: Tensor, anchors: Tensor, delta: float, need_s: bool, need_t: bool
-) -> Result | None:
-    """(angle loss at ``anchors``, dL/dG_s or None, dL/dG_t or None), see third_order; None
-    when the Gram matrices are not finite or numba does not import."""
+def _run(
+    name: str, need_t: bool, *arrays: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """Call ``{name}_both`` (both sides' gradients) or ``{name}_student`` on torch's thread
+    count; None when numba does not import."""
     loops = _loops()
     if loops is None:
         return None
-    kernel = loops.angle_both if need_t else loops.angle_student
+    kernel = getattr(loops, f"{name}_both" if need_t else f"{name}_student")
     with _lock:
         import numba
 
@@ -119,12 +119,22 @@ def angle(
         threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
-        out = kernel(_array(gram_s), _array(gram_t), _array(anchors), _consts(gram_s, delta))
+        out = kernel(*arrays)
         if torch.get_num_threads() != torch_threads:
             # numba's OpenMP pool, started on the first call, can reset the OpenMP thread count
             # that torch reads: the rest of the step must keep running on the user's setting
             torch.set_num_threads(torch_threads)
-    return _results(out, gram_s, need_s, need_t)
+    return out
+
+
+def angle(
+    gram_s: Tensor, gram_t: Tensor, anchors: Tensor, delta: float, need_s: bool, need_t: bool
+) -> Result | None:
+    """(angle loss at ``anchors``, dL/dG_s or None, dL/dG_t or None), see third_order; None
+    when the Gram matrices are not finite or numba does not import."""
+    arrays = (_array(gram_s), _array(gram_t), _array(anchors), _consts(gram_s, delta))
+    out = _run("angle", need_t, *arrays)
+    return None if out is None else _results(out, gram_s, need_s, need_t)
 
 
 def distance(
@@ -132,10 +142,5 @@ def distance(
 ) -> Result | None:
     """(normalised-distance loss, dL/dG_s or None, dL/dG_t or None), see second_order; None
     when the Gram matrices are not finite or numba does not import."""
-    loops = _loops()
-    if loops is None:
-        return None
-    kernel = loops.distance_both if need_t else loops.distance_student
-    with _lock:
-        out = kernel(_array(gram_s), _array(gram_t), _consts(gram_s, delta))
-    return _results(out, gram_s, need_s, need_t)
+    out = _run("distance", need_t, _array(gram_s), _array(gram_t), _consts(gram_s, delta))
+    return None if out is None else _results(out, gram_s, need_s, need_t)
