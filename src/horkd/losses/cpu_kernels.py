@@ -81,8 +81,9 @@ def _array(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _consts(gram: Tensor, delta: float) -> np.ndarray:
-    return np.array([delta, coincidence_eps(gram.dtype), EPS], dtype=_array(gram).dtype)
+def _consts(gram: Tensor, like: np.ndarray, delta: float) -> np.ndarray:
+    """The scalar settings in the Gram matrix's own dtype (``like`` is its array)."""
+    return np.array([delta, coincidence_eps(gram.dtype), EPS], dtype=like.dtype)
 
 
 Result = tuple[Tensor, Tensor | None, Tensor | None]
@@ -132,8 +133,8 @@ def angle(
 ) -> Result | None:
     """(angle loss at ``anchors``, dL/dG_s or None, dL/dG_t or None), see third_order; None
     when the Gram matrices are not finite or numba does not import."""
-    arrays = (_array(gram_s), _array(gram_t), _array(anchors), _consts(gram_s, delta))
-    out = _run("angle", need_t, *arrays)
+    g_s, g_t = _array(gram_s), _array(gram_t)
+    out = _run("angle", need_t, g_s, g_t, _array(anchors), _consts(gram_s, g_s, delta))
     return None if out is None else _results(out, gram_s, need_s, need_t)
 
 
@@ -142,5 +143,6 @@ def distance(
 ) -> Result | None:
     """(normalised-distance loss, dL/dG_s or None, dL/dG_t or None), see second_order; None
     when the Gram matrices are not finite or numba does not import."""
-    out = _run("distance", need_t, _array(gram_s), _array(gram_t), _consts(gram_s, delta))
+    g_s, g_t = _array(gram_s), _array(gram_t)
+    out = _run("distance", need_t, g_s, g_t, _consts(gram_s, g_s, delta))
     return None if out is None else _results(out, gram_s, need_s, need_t)

@@ -13,8 +13,8 @@ once, and the caller hands them to the eager operations, which carry the NaN int
 they always did (the trainer then skips the step).
 
 ``consts`` carries the scalar settings as an array of the inputs' dtype, so float32 inputs are
-computed in float32 (a Python float would promote every operation to float64); the loss itself
-is summed in float64.
+computed in float32 (a Python float would promote every operation to float64). Sums over one
+row are kept in the inputs' dtype (so they vectorise); the angle term adds its rows in float64.
 """
 
 from __future__ import annotations
