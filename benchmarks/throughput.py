@@ -1,10 +1,11 @@
 """Training images per second: plain LR student vs HORKD with a live vs a cached reference.
 
-The set-ups of one student step, timed side by side in this process: every round runs each
-set-up for a few steps back to back, and a set-up's ratio to plain training is the median over
-rounds of its time divided by plain's time in the same round, so a machine that slows down or
-speeds up between rounds does not bias it (the spread across rounds is printed beside it) on the Fashion-MNIST pipeline's networks: teacher resnet20 (width 16) on HR
-28x28, student resnet8 (width 8) on native 7x7 LR, batch 128, flips as augmentation.
+The set-ups of one student step on the Fashion-MNIST pipeline's networks (teacher resnet20,
+width 16, on HR 28x28; student resnet8, width 8, on native 7x7 LR; batch 128; flips as
+augmentation), timed side by side in this process: every round runs each set-up for a few steps
+back to back, and a set-up's ratio to plain training is the median over rounds of its time
+divided by plain's time in the same round, so a machine that slows down or speeds up between
+rounds does not bias it (the spread across rounds is printed beside it).
 
 - plain:   the student on LR with cross-entropy only (what training from scratch costs);
 - live:    HORKD, all orders; the frozen teacher runs on the HR batch every step;
