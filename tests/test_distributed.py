@@ -87,6 +87,74 @@ def test_global_relations_equal_one_process_on_the_concatenated_batch(tmp_path):
                               single["terms"]["order2_distance"].detach(), atol=1e-6)
 
 
+def _evaluation_problem():
+    """A tiny classifier, 50 noisy-LR test images (7 evaluation batches of 8: uneven shares, a
+    short last batch) and 600 pair images (3 chunks of 256)."""
+    from horkd.degrade import DegradeSpec
+    from horkd.evaluate import lr_input_fn
+    from horkd.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn_tiny", 5, 1, embed_dim=6).eval()
+    data = TensorImageDataset(torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8),
+                              torch.arange(50) % 5)
+    pairs = torch.rand(600, 1, 8, 8)
+    to_input = lr_input_fn(8, DegradeSpec(lr_size=4, noise_std=0.1, upsample=True),
+                           torch.device("cpu"))
+    return model, data, pairs, to_input
+
+
+def _evaluate(model, data, pairs, to_input) -> dict:
+    from horkd.tasks import TASKS
+    from horkd.tasks.base import embed
+    from horkd.tasks.face import _embed_tensor
+
+    cpu = torch.device("cpu")
+    images = []
+    model.register_forward_hook(lambda _m, inputs, _o: images.append(inputs[0].shape[0]))
+    out = {
+        "classification": TASKS.get("classification")().validate(model, data, cpu, to_input),
+        "retrieval": TASKS.get("retrieval")().validate(model, data, cpu, to_input),
+        "embed": embed(model, data, cpu, to_input),
+        "pairs": _embed_tensor(model, pairs, cpu, to_input),
+    }
+    out["images_forwarded"] = sum(images)
+    return out
+
+
+def _evaluation_worker(rank: int, world: int, port: int, out: str) -> None:
+    import horkd.tasks.base
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        horkd.tasks.base.EVAL_BATCH = 8
+        torch.save(_evaluate(*_evaluation_problem()), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_is_split_between_processes_and_equals_one_process(tmp_path, monkeypatch):
+    import horkd.tasks.base
+
+    monkeypatch.setattr(horkd.tasks.base, "EVAL_BATCH", 8)
+    single = _evaluate(*_evaluation_problem())
+    out = str(tmp_path / "eval.pt")
+    mp.spawn(_evaluation_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1)]
+    for two in ranks:  # every process ends with the whole split's numbers
+        assert two["classification"] == single["classification"]
+        assert two["retrieval"] == single["retrieval"]
+        for mine, theirs in zip(two["embed"], single["embed"], strict=True):
+            assert mine.shape == theirs.shape
+            assert torch.allclose(mine, theirs, atol=1e-6, rtol=0)
+        assert torch.allclose(two["pairs"], single["pairs"], atol=1e-6, rtol=0)
+    # three passes over the 50 images and one over the 600 pair images, split between ranks:
+    # rank 0 takes batches 0-2 (24 images) and chunk 0, rank 1 batches 3-6 (26) and chunks 1-2
+    assert single["images_forwarded"] == 3 * 50 + 600
+    assert [two["images_forwarded"] for two in ranks] == [3 * 24 + 256, 3 * 26 + 344]
+
+
 def test_ranks_split_each_epoch_disjointly_and_epochs_differ():
     data = TensorImageDataset(torch.zeros(40, 1, 4, 4, dtype=torch.uint8), torch.arange(40) % 4)
 

@@ -70,8 +70,7 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
         return values
     keys = sorted(values)
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
-        tensor = tensor.cuda()
+    tensor = tensor.to(_collective_device(tensor))  # NCCL reduces CUDA tensors only
     dist.all_reduce(tensor)
     tensor /= dist.get_world_size()
     return dict(zip(keys, tensor.tolist(), strict=True))
@@ -101,21 +100,16 @@ def all_ranks_true(flag: bool) -> bool:
     if not active():
         return flag
     tensor = torch.tensor([0 if flag else 1], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
+    tensor = tensor.to(_collective_device(tensor))
     dist.all_reduce(tensor)
     return int(tensor.item()) == 0
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate every rank's ``x`` (rank order); gradients flow back to this rank's part only.
-
-    Local batches may differ in size (the last batch of an epoch): sizes are exchanged first and
-    the slices padded for the collective.
-    """
-    if not active():
-        return x
-    world, me = dist.get_world_size(), dist.get_rank()
+def _gather_pieces(x: Tensor) -> list[Tensor]:
+    """Every rank's ``x`` (rank order, no gradient). The ranks' row counts may differ (the last
+    batch of an epoch, uneven evaluation shares): they are exchanged first and the slices padded
+    for the collective."""
+    world = dist.get_world_size()
     size = torch.tensor([x.shape[0]], device=x.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
@@ -127,9 +121,57 @@ def gather_with_grad(x: Tensor) -> Tensor:
         padded = torch.cat([padded, pad])
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded.contiguous())
-    pieces = [part[:n] for part, n in zip(parts, counts, strict=True)]
-    pieces[me] = x  # the local slice keeps its graph
+    return [part[:n] for part, n in zip(parts, counts, strict=True)]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate every rank's ``x`` (rank order); gradients flow back to this rank's part only."""
+    if not active():
+        return x
+    pieces = _gather_pieces(x)
+    pieces[dist.get_rank()] = x  # the local slice keeps its graph
     return torch.cat(pieces)
+
+
+def _collective_device(x: Tensor) -> torch.device:
+    """Where a tensor must be for the process group's collectives (NCCL: this rank's GPU)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return x.device
+
+
+def evaluation_share(batches: int) -> range:
+    """The evaluation batches this process scores, out of ``batches``: under torchrun one
+    contiguous run per rank, in rank order, so :func:`gather_rows` puts the results back in
+    dataset order; all of them on one process, or when there are fewer batches than processes
+    (every rank then scores all, and nothing is gathered)."""
+    if not evaluation_split(batches):
+        return range(batches)
+    world, me = dist.get_world_size(), dist.get_rank()
+    return range(batches * me // world, batches * (me + 1) // world)
+
+
+def evaluation_split(batches: int) -> bool:
+    """Whether :func:`evaluation_share` splits ``batches`` between the processes."""
+    return active() and batches >= dist.get_world_size()
+
+
+def gather_rows(x: Tensor) -> Tensor:
+    """Every rank's rows concatenated in rank order (the evaluation shares' embeddings or labels
+    back in dataset order), on ``x``'s device."""
+    if not active():
+        return x
+    pieces = _gather_pieces(x.to(_collective_device(x)))
+    return torch.cat(pieces).to(x.device)
+
+
+def sum_over_ranks(x: Tensor) -> Tensor:
+    """The sum of ``x`` over the ranks (counts of correct predictions over evaluation shares)."""
+    if not active():
+        return x
+    total = x.to(_collective_device(x)).clone()
+    dist.all_reduce(total)
+    return total.to(x.device)
 
 
 def global_relation_loss(loss: Tensor) -> Tensor:

@@ -18,26 +18,31 @@ def identity(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate_classifier(
+def classifier_hits(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, ...]],
     device: torch.device,
     to_input: InputFn = identity,
-) -> dict[str, float]:
-    """Accuracy of ``model(to_input(hr))`` over the batches; ``to_input`` degrades HR to LR."""
+) -> Tensor:
+    """[top-1 hits, top-5 hits, images] of ``model(to_input(hr))`` over the batches: counts, so
+    the shares of several processes add up (:func:`accuracy` turns them into percentages)."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = total = 0
+    counts = torch.zeros(3, dtype=torch.long)
     for x, y, *_ in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(to_input(x)).logits.float()
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hits = top == y.unsqueeze(1)
-        correct1 += int(hits[:, 0].sum())
-        correct5 += int(hits.any(dim=1).sum())
-        total += int(y.numel())
+        counts += torch.tensor([int(hits[:, 0].sum()), int(hits.any(dim=1).sum()), y.numel()])
     model.train(was_training)
+    return counts
+
+
+def accuracy(hits: Tensor) -> dict[str, float]:
+    """Top-1 / top-5 in percent from :func:`classifier_hits`' counts (NaN for no images)."""
+    correct1, correct5, total = (int(v) for v in hits)
     if total == 0:
         return {"top1": float("nan"), "top5": float("nan")}
     return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}

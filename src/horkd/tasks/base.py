@@ -6,12 +6,14 @@ contract and one registry line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from horkd import distributed
 from horkd.data import DataSplits, make_loader
 from horkd.registry import Registry
 
@@ -23,19 +25,37 @@ TASKS: Registry = Registry("task")
 EVAL_BATCH = 512
 
 
+def eval_batches(dataset: Any) -> tuple[Iterator[tuple[Tensor, Tensor, Tensor]], bool]:
+    """This process's share of a split's evaluation batches, and whether the processes split
+    them (then their results must be combined). All of them on one process; under torchrun a
+    contiguous run per rank (:func:`horkd.distributed.evaluation_share`). The batches are the
+    single process's own, so every image gets the same degradation noise."""
+    loader = make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False)
+    share = distributed.evaluation_share(len(loader))
+    split = distributed.evaluation_split(len(loader))
+    return itertools.islice(loader.iter_from(share.start), len(share)), split
+
+
 @torch.no_grad()
 def embed(
     model: nn.Module, dataset: Any, device: torch.device, to_input: InputFn
 ) -> tuple[Tensor, Tensor]:
-    """Embeddings and labels of a whole dataset, in order, with ``to_input`` applied to HR."""
+    """Embeddings and labels of a whole dataset, in order, with ``to_input`` applied to HR.
+
+    Under torchrun each process embeds its share and the shares are gathered, so every process
+    returns the whole split's embeddings (retrieval and verification compare all of them)."""
     was_training = model.training
     model.eval()
     embeddings, labels = [], []
-    for x, y, _ in make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False):
+    batches, split = eval_batches(dataset)
+    for x, y, _ in batches:
         embeddings.append(model(to_input(x.to(device))).embedding.float().cpu())
         labels.append(y)
     model.train(was_training)
-    return torch.cat(embeddings), torch.cat(labels)
+    emb, lab = torch.cat(embeddings), torch.cat(labels)
+    if split:
+        emb, lab = distributed.gather_rows(emb), distributed.gather_rows(lab)
+    return emb, lab
 
 
 class Task:

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from horkd.evaluate import evaluate_classifier
-from horkd.tasks.base import EVAL_BATCH, TASKS, InputFn, Task
+from horkd import distributed
+from horkd.evaluate import accuracy, classifier_hits
+from horkd.tasks.base import TASKS, InputFn, Task, eval_batches
 
 
 @TASKS.register("classification")
@@ -19,10 +20,10 @@ class Classification(Task):
     def validate(
         self, model: nn.Module, dataset: Any, device: torch.device, to_input: InputFn
     ) -> dict[str, float]:
-        from horkd.data import make_loader
-
-        batches = make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False)
-        return evaluate_classifier(model, batches, device, to_input)
+        """Under torchrun each process scores its share and the counts are summed."""
+        batches, split = eval_batches(dataset)
+        hits = classifier_hits(model, batches, device, to_input)
+        return accuracy(distributed.sum_over_ranks(hits) if split else hits)
 
     def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
         return self.validate(model, run.splits.test, run.device, to_input)["top1"]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from horkd import distributed
 from horkd.data import labels_of
 from horkd.data.image_check import open_rgb_or_gray
 from horkd.metrics import rank1_identification, verification_metrics
@@ -109,9 +110,16 @@ def sample_pairs(dataset: Any, n_pairs: int, folds: int = 10, seed: int = 0) -> 
 
 @torch.no_grad()
 def _embed_tensor(model: nn.Module, images: Tensor, device: torch.device, to_input: InputFn):
+    """L2-normalised embeddings of pair images; under torchrun each process embeds a contiguous
+    share of the chunks and the shares are gathered, as :func:`embed` does for datasets."""
     model.eval()
-    out = [model(to_input(chunk.to(device))).embedding.float().cpu() for chunk in images.split(256)]
-    return F.normalize(torch.cat(out), dim=1)
+    chunks = images.split(256)
+    share = distributed.evaluation_share(len(chunks))
+    mine = chunks[share.start : share.stop]
+    out = torch.cat([model(to_input(c.to(device))).embedding.float().cpu() for c in mine])
+    if distributed.evaluation_split(len(chunks)):
+        out = distributed.gather_rows(out)
+    return F.normalize(out, dim=1)
 
 
 @TASKS.register("face")
