@@ -88,8 +88,8 @@ def test_global_relations_equal_one_process_on_the_concatenated_batch(tmp_path):
 
 
 def _evaluation_problem():
-    """A tiny classifier, 50 noisy-LR test images (7 evaluation batches of 8: uneven shares, a
-    short last batch) and 600 pair images (3 chunks of 256)."""
+    """A tiny classifier, 50 noisy-LR test images (7 batches of 8: uneven shares, a short last
+    batch) and 600 pair images (3 chunks of 256)."""
     from horkd.degrade import DegradeSpec
     from horkd.evaluate import lr_input_fn
     from horkd.models import build_model
@@ -105,6 +105,7 @@ def _evaluation_problem():
 
 
 def _evaluate(model, data, pairs, to_input) -> dict:
+    from horkd.reference_cache import ReferenceCache
     from horkd.tasks import TASKS
     from horkd.tasks.base import embed
     from horkd.tasks.face import _embed_tensor
@@ -119,6 +120,9 @@ def _evaluate(model, data, pairs, to_input) -> dict:
         "pairs": _embed_tensor(model, pairs, cpu, to_input),
     }
     out["images_forwarded"] = sum(images)
+    cache = ReferenceCache.build(model, data, cpu, flips=True, batch_size=8)
+    out["cache"] = (cache.embedding, cache.logits)
+    out["cache_images_forwarded"] = sum(images) - out["images_forwarded"]
     return out
 
 
@@ -134,7 +138,7 @@ def _evaluation_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_evaluation_is_split_between_processes_and_equals_one_process(tmp_path, monkeypatch):
+def test_evaluation_and_reference_cache_are_split_between_processes(tmp_path, monkeypatch):
     import horkd.tasks.base
 
     monkeypatch.setattr(horkd.tasks.base, "EVAL_BATCH", 8)
@@ -153,6 +157,13 @@ def test_evaluation_is_split_between_processes_and_equals_one_process(tmp_path, 
     # rank 0 takes batches 0-2 (24 images) and chunk 0, rank 1 batches 3-6 (26) and chunks 1-2
     assert single["images_forwarded"] == 3 * 50 + 600
     assert [two["images_forwarded"] for two in ranks] == [3 * 24 + 256, 3 * 26 + 344]
+    # the reference cache (both flips, batches of 8) is built the same way
+    for two in ranks:
+        for mine, theirs in zip(two["cache"], single["cache"], strict=True):
+            assert mine.shape == theirs.shape == (2, 50, mine.shape[-1])
+            assert torch.allclose(mine, theirs, atol=1e-6, rtol=0)
+    assert single["cache_images_forwarded"] == 2 * 50
+    assert [two["cache_images_forwarded"] for two in ranks] == [2 * 24, 2 * 26]
 
 
 def test_ranks_split_each_epoch_disjointly_and_epochs_differ():

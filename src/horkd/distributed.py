@@ -140,25 +140,25 @@ def _collective_device(x: Tensor) -> torch.device:
     return x.device
 
 
-def evaluation_share(batches: int) -> range:
-    """The evaluation batches this process scores, out of ``batches``: under torchrun one
-    contiguous run per rank, in rank order, so :func:`gather_rows` puts the results back in
-    dataset order; all of them on one process, or when there are fewer batches than processes
-    (every rank then scores all, and nothing is gathered)."""
-    if not evaluation_split(batches):
+def my_batches(batches: int) -> range:
+    """Which of a fixed pass's ``batches`` (evaluation, the reference cache) this process takes:
+    under torchrun one contiguous run per rank, in rank order, so :func:`gather_rows` puts the
+    results back in order; all of them on one process, or when there are fewer batches than
+    processes (every rank then takes all, and nothing is gathered)."""
+    if not batches_are_split(batches):
         return range(batches)
     world, me = dist.get_world_size(), dist.get_rank()
     return range(batches * me // world, batches * (me + 1) // world)
 
 
-def evaluation_split(batches: int) -> bool:
-    """Whether :func:`evaluation_share` splits ``batches`` between the processes."""
+def batches_are_split(batches: int) -> bool:
+    """Whether :func:`my_batches` splits ``batches`` between the processes."""
     return active() and batches >= dist.get_world_size()
 
 
 def gather_rows(x: Tensor) -> Tensor:
-    """Every rank's rows concatenated in rank order (the evaluation shares' embeddings or labels
-    back in dataset order), on ``x``'s device."""
+    """Every rank's rows concatenated in rank order (the results of :func:`my_batches` back in
+    dataset order), on ``x``'s device."""
     if not active():
         return x
     pieces = _gather_pieces(x.to(_collective_device(x)))
@@ -166,7 +166,7 @@ def gather_rows(x: Tensor) -> Tensor:
 
 
 def sum_over_ranks(x: Tensor) -> Tensor:
-    """The sum of ``x`` over the ranks (counts of correct predictions over evaluation shares)."""
+    """The sum of ``x`` over the ranks (counts of correct predictions from each rank's share)."""
     if not active():
         return x
     total = x.to(_collective_device(x)).clone()

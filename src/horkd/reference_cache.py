@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from horkd import distributed
 from horkd.data import make_loader
 from horkd.data.memory import TensorImageDataset
 from horkd.models import ModelOutput
@@ -43,19 +44,28 @@ class ReferenceCache:
         flips: bool,
         batch_size: int = 256,
     ) -> ReferenceCache:
+        """One pass of ``reference`` over ``dataset`` (twice with ``flips``); under torchrun each
+        process computes a contiguous share of the batches and the shares are gathered, so every
+        process holds the whole cache after 1/N of the pass."""
         reference.eval()
         views = (False, True) if flips else (False,)
         embeddings: list[list[Tensor]] = [[] for _ in views]
         logits: list[list[Tensor]] = [[] for _ in views]
-        for x, _, _ in make_loader(dataset, batch_size, shuffle=False):
+        loader = make_loader(dataset, batch_size, shuffle=False)
+        for x, _, _ in loader.iter_range(distributed.my_batches(len(loader))):
             x = x.to(device)
             for v, flipped in enumerate(views):
                 out = reference(x.flip(-1) if flipped else x)
                 embeddings[v].append(out.embedding.float())
                 logits[v].append(out.logits.float())
+        split = distributed.batches_are_split(len(loader))
+
+        def rows(parts: list[Tensor]) -> Tensor:
+            local = torch.cat(parts)
+            return distributed.gather_rows(local) if split else local
+
         return cls(
-            torch.stack([torch.cat(e) for e in embeddings]),
-            torch.stack([torch.cat(lg) for lg in logits]),
+            torch.stack([rows(e) for e in embeddings]), torch.stack([rows(lg) for lg in logits])
         )
 
     @classmethod

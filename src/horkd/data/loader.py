@@ -7,6 +7,7 @@ standard ``DataLoader``. ``set_epoch`` reshuffles deterministically (seed + epoc
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -96,6 +97,11 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         return self.iter_from(0)
+
+    def iter_range(self, batches: range) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """This epoch's batches numbered ``batches`` (contiguous): a process's share of a pass
+        split between processes, without reading the batches before it."""
+        return itertools.islice(self.iter_from(batches.start), len(batches))
 
     def iter_from(self, first_batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """This epoch's batches from ``first_batch`` on, in the same order as a full pass (a

@@ -6,7 +6,6 @@ contract and one registry line.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +27,11 @@ EVAL_BATCH = 512
 def eval_batches(dataset: Any) -> tuple[Iterator[tuple[Tensor, Tensor, Tensor]], bool]:
     """This process's share of a split's evaluation batches, and whether the processes split
     them (then their results must be combined). All of them on one process; under torchrun a
-    contiguous run per rank (:func:`horkd.distributed.evaluation_share`). The batches are the
+    contiguous run per rank (:func:`horkd.distributed.my_batches`). The batches are the
     single process's own, so every image gets the same degradation noise."""
     loader = make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False)
-    share = distributed.evaluation_share(len(loader))
-    split = distributed.evaluation_split(len(loader))
-    return itertools.islice(loader.iter_from(share.start), len(share)), split
+    share = distributed.my_batches(len(loader))
+    return loader.iter_range(share), distributed.batches_are_split(len(loader))
 
 
 @torch.no_grad()

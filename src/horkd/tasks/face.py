@@ -114,10 +114,10 @@ def _embed_tensor(model: nn.Module, images: Tensor, device: torch.device, to_inp
     share of the chunks and the shares are gathered, as :func:`embed` does for datasets."""
     model.eval()
     chunks = images.split(256)
-    share = distributed.evaluation_share(len(chunks))
+    share = distributed.my_batches(len(chunks))
     mine = chunks[share.start : share.stop]
     out = torch.cat([model(to_input(c.to(device))).embedding.float().cpu() for c in mine])
-    if distributed.evaluation_split(len(chunks)):
+    if distributed.batches_are_split(len(chunks)):
         out = distributed.gather_rows(out)
     return F.normalize(out, dim=1)
 
