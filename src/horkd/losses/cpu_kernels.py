@@ -132,7 +132,10 @@ def angle(
     gram_s: Tensor, gram_t: Tensor, anchors: Tensor, delta: float, need_s: bool, need_t: bool
 ) -> Result | None:
     """(angle loss at ``anchors``, dL/dG_s or None, dL/dG_t or None), see third_order; None
-    when the Gram matrices are not finite or numba does not import."""
+    where the kernels do not apply (:func:`usable`), the Gram matrices are not finite or numba
+    does not import: the caller then runs the eager operations."""
+    if not usable(gram_s):
+        return None
     g_s, g_t = _array(gram_s), _array(gram_t)
     out = _run("angle", need_t, g_s, g_t, _array(anchors), _consts(gram_s, g_s, delta))
     return None if out is None else _results(out, gram_s, need_s, need_t)
@@ -142,7 +145,9 @@ def distance(
     gram_s: Tensor, gram_t: Tensor, delta: float, need_s: bool, need_t: bool
 ) -> Result | None:
     """(normalised-distance loss, dL/dG_s or None, dL/dG_t or None), see second_order; None
-    when the Gram matrices are not finite or numba does not import."""
+    as for :func:`angle`."""
+    if not usable(gram_s):
+        return None
     g_s, g_t = _array(gram_s), _array(gram_t)
     out = _run("distance", need_t, g_s, g_t, _consts(gram_s, g_s, delta))
     return None if out is None else _results(out, gram_s, need_s, need_t)

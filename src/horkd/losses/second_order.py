@@ -74,10 +74,9 @@ class _DistanceLossFromGram(GradientInForward):
     @staticmethod
     def forward(ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float) -> Tensor:
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        fused = None
-        if cpu_kernels.usable(gram_s):
-            fused = cpu_kernels.distance(gram_s, gram_t, delta, need_s, need_t)
-        loss, grad_s, grad_t = fused or _distance_eager(gram_s, gram_t, delta, need_s, need_t)
+        loss, grad_s, grad_t = cpu_kernels.distance(
+            gram_s, gram_t, delta, need_s, need_t
+        ) or _distance_eager(gram_s, gram_t, delta, need_s, need_t)
         ctx.save_for_backward(grad_s, grad_t)
         return loss
 

@@ -133,12 +133,9 @@ class _AngleLossFromGram(GradientInForward):
         ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, chunk: int, anchors: Tensor
     ) -> Tensor:
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        fused = None
-        if cpu_kernels.usable(gram_s):
-            fused = cpu_kernels.angle(gram_s, gram_t, anchors, delta, need_s, need_t)
-        loss, grad_s, grad_t = fused or _angle_eager(
-            gram_s, gram_t, anchors, delta, need_s, need_t, chunk
-        )
+        loss, grad_s, grad_t = cpu_kernels.angle(
+            gram_s, gram_t, anchors, delta, need_s, need_t
+        ) or _angle_eager(gram_s, gram_t, anchors, delta, need_s, need_t, chunk)
         ctx.save_for_backward(grad_s, grad_t)
         return loss
 
