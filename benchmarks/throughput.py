@@ -33,14 +33,14 @@ from collections.abc import Callable
 
 import torch
 
-from horkd.data import AugmentSpec, make_loader
+from horkd.data import AugmentSpec, BatchLoader
 from horkd.data.memory import TensorImageDataset
 from horkd.degrade import Degrader, DegradeSpec
+from horkd.experiment.batches import PairedBatchMaker
 from horkd.losses import cpu_kernels
 from horkd.losses.task import build_task_loss
 from horkd.methods import DistillMethod, Method, SupervisedMethod
 from horkd.models import build_model
-from horkd.pipeline import PairedBatchMaker
 from horkd.reference_cache import ReferenceCache
 
 
@@ -88,7 +88,7 @@ def main() -> None:
     rounds, steps, batch = (2, 3, 64) if args.quick else (40, 6, 128)
     torch.manual_seed(0)
     data, source = training_images(batch * 40)
-    loader = make_loader(data, batch, shuffle=True, seed=0, drop_last=True)
+    loader = BatchLoader(data, batch, shuffle=True, seed=0, drop_last=True)
     batches = list(loader)
 
     teacher = build_model("resnet20", 10, 1, embed_dim=128, width=16).eval()

@@ -46,7 +46,7 @@ def test_lr_not_smaller_than_hr(tiny_cfg):
         ("teacher.arch=resnet21", "Did you mean"),
         ("data.dataset=fashionmnist", "fashion_mnist"),
         ("seeds=[]", "seeds"),
-        ("schedule=parallel", "sequential"),
+        ("schedule=parallel", "horkd_joint"),
     ],
 )
 def test_bad_values(tiny_cfg, override, needle):

@@ -14,12 +14,12 @@ from PIL import Image
 
 from horkd.data import (
     AugmentSpec,
+    BatchLoader,
     DataNotFoundError,
     TensorImageDataset,
     augment_batch,
     build_splits,
     labels_of,
-    make_loader,
 )
 from horkd.data.idx import IdxFormatError, read_idx
 from horkd.data.vision import DEBIAN_FASHION_MNIST
@@ -175,7 +175,7 @@ def test_image_folder(tmp_path, channels):
                           channels=channels)
     assert splits.info.class_names == ["cat", "dog"] and splits.info.in_channels == channels
     assert splits.test[0][0].shape == (channels, 16, 16)
-    batches = list(make_loader(splits.test, batch_size=4, shuffle=False))
+    batches = list(BatchLoader(splits.test, batch_size=4, shuffle=False))
     assert batches[0][0].shape == (4, channels, 16, 16)
 
 
@@ -227,7 +227,7 @@ def test_loader_covers_epoch_and_reshuffles():
     images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 1, 2, 2).clone()
     base = TensorImageDataset(images, torch.arange(50) % 5)
     subset = torch.utils.data.Subset(base, list(range(10, 40)))
-    loader = make_loader(subset, batch_size=7, shuffle=True, seed=0)
+    loader = BatchLoader(subset, batch_size=7, shuffle=True, seed=0)
     seen = []
     for x, y, idx in loader:
         assert torch.equal((x[:, 0, 0, 0] * 255).round().long(), idx + 10)  # index -> image
@@ -237,7 +237,7 @@ def test_loader_covers_epoch_and_reshuffles():
     first = [i.tolist() for _, _, i in loader]
     loader.set_epoch(1)
     assert [i.tolist() for _, _, i in loader] != first
-    dropped = make_loader(subset, batch_size=7, shuffle=True, drop_last=True)
+    dropped = BatchLoader(subset, batch_size=7, shuffle=True, drop_last=True)
     assert len(dropped) == 4 and all(len(b[2]) == 7 for b in dropped)
 
 
@@ -250,9 +250,9 @@ def test_loader_fast_path_skips_getitem(monkeypatch):
 
     monkeypatch.setattr(TensorImageDataset, "__getitem__", refuse)
     for dataset, n in ((base, 12), (nested, 3)):
-        batches = list(make_loader(dataset, batch_size=5, shuffle=True))
+        batches = list(BatchLoader(dataset, batch_size=5, shuffle=True))
         assert sum(len(b[2]) for b in batches) == n
-    labels = torch.cat([y for _, y, _ in make_loader(nested, batch_size=2, shuffle=False)])
+    labels = torch.cat([y for _, y, _ in BatchLoader(nested, batch_size=2, shuffle=False)])
     assert labels.tolist() == [2 % 3, 7 % 3, 11 % 3]
 
 
@@ -267,7 +267,7 @@ class _Plain(torch.utils.data.Dataset):
 
 
 def test_loader_generic_path_indices_and_epochs():
-    loader = make_loader(_Plain(), batch_size=4, shuffle=True, seed=3)
+    loader = BatchLoader(_Plain(), batch_size=4, shuffle=True, seed=3)
     seen = []
     for x, y, idx in loader:
         assert x.dtype == torch.float32 and y.dtype == torch.int64 and idx.dtype == torch.int64

@@ -1,24 +1,26 @@
-"""Degradation: sizes, real antialiasing, paired views from one augmentation, determinism."""
+"""Degradation: sizes, real antialiasing, noise and JPEG, determinism."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from horkd import degrade as degrade_module
 from horkd.degrade import (
     Degrader,
     DegradeSpec,
-    PairedViews,
-    degrade,
     jpeg_roundtrip,
     resolve_lr_size,
 )
 
 MODES = ("area", "bilinear", "bicubic")
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def degrade(x: torch.Tensor, generator: torch.Generator | None = None, **spec) -> torch.Tensor:
+    """A one-off Degrader for an image batch of its own (square) size."""
+    return Degrader(x.shape[-1], DegradeSpec(**spec))(x, generator=generator)
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -223,59 +225,3 @@ def test_degrader_errors():
 
 
 # ----------------------------------------------------------------------------- paired views
-class _RandomCropFlip(Dataset):
-    """A base dataset with its own random augmentation, as a user's pipeline would have."""
-
-    def __init__(self) -> None:
-        self.images = torch.rand(6, 1, 20, 20)
-        self.rng = torch.Generator().manual_seed(0)
-
-    def __len__(self) -> int:
-        return 6
-
-    def __getitem__(self, i: int):
-        top, left = (int(v) for v in torch.randint(0, 5, (2,), generator=self.rng))
-        img = self.images[i, :, top : top + 16, left : left + 16]
-        if torch.rand(1, generator=self.rng) < 0.5:
-            img = img.flip(-1)
-        return img, i % 2
-
-
-class _Fixed(Dataset):
-    def __init__(self, hr: torch.Tensor) -> None:
-        self.hr = hr
-
-    def __len__(self) -> int:
-        return 3
-
-    def __getitem__(self, i: int):
-        return self.hr, 0
-
-
-def test_paired_views_share_one_augmentation():
-    deg = Degrader(16, DegradeSpec(lr_size=4, noise_std=0.02))
-    views = PairedViews(_RandomCropFlip(), deg, seed=5)
-    for _ in range(2):  # the base draws a fresh crop/flip on every access
-        for i in range(len(views)):
-            hr, lr, label = views[i]
-            assert torch.equal(lr, deg(hr, generator=views.generator_for(i)))
-            assert label == i % 2
-    # and the pairing is not an accident of noise: without noise lr is exactly degrade(hr)
-    clean = PairedViews(_RandomCropFlip(), Degrader(16, DegradeSpec(factor=4)))
-    hr, lr, _ = clean[3]
-    assert torch.equal(lr, degrade(hr, factor=4))
-
-
-def test_paired_views_noise_reproducible_per_seed_epoch_index():
-    deg = Degrader(16, DegradeSpec(lr_size=4, noise_std=0.05))
-    hr = torch.rand(1, 16, 16)
-    views = PairedViews(_Fixed(hr), deg, seed=1)
-    first = views[0][1]
-    assert torch.equal(first, views[0][1])  # same (seed, epoch, index)
-    assert torch.equal(first, views[-3][1])  # negative index: same sample, same noise
-    assert not torch.equal(first, views[1][1])  # other index
-    assert not torch.equal(first, PairedViews(_Fixed(hr), deg, seed=2)[0][1])  # other seed
-    views.set_epoch(1)
-    assert not torch.equal(first, views[0][1])  # other epoch
-    views.set_epoch(0)
-    assert torch.equal(first, views[0][1])  # and back again

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
-from horkd.data import make_loader
+from horkd.data import BatchLoader
 from horkd.data.memory import TensorImageDataset
 from horkd.losses import HybridOrderLoss
 from tests.conftest import tiny_config_dict
@@ -114,8 +114,8 @@ def _evaluate(model, data, pairs, to_input) -> dict:
     images = []
     model.register_forward_hook(lambda _m, inputs, _o: images.append(inputs[0].shape[0]))
     out = {
-        "classification": TASKS.get("classification")().validate(model, data, cpu, to_input),
-        "retrieval": TASKS.get("retrieval")().validate(model, data, cpu, to_input),
+        "classification": TASKS.get("classification")().score_split(model, data, cpu, to_input),
+        "retrieval": TASKS.get("retrieval")().score_split(model, data, cpu, to_input),
         "embed": embed(model, data, cpu, to_input),
         "pairs": _embed_tensor(model, pairs, cpu, to_input),
     }
@@ -170,7 +170,7 @@ def test_ranks_split_each_epoch_disjointly_and_epochs_differ():
     data = TensorImageDataset(torch.zeros(40, 1, 4, 4, dtype=torch.uint8), torch.arange(40) % 4)
 
     def epoch(rank: int, number: int) -> list[int]:
-        loader = make_loader(data, 4, shuffle=True, seed=3, drop_last=True, rank=rank,
+        loader = BatchLoader(data, 4, shuffle=True, seed=3, drop_last=True, rank=rank,
                              world_size=2)
         loader.set_epoch(number)
         return [int(i) for _, _, index in loader for i in index]
@@ -208,18 +208,19 @@ def test_torchrun_two_cpu_processes_write_one_run(tmp_path):
 
 def test_cached_reference_equals_the_live_reference_with_flips(tmp_path):
     from horkd.config import config_from_dict
+    from horkd.experiment import open_seed
+    from horkd.experiment.batches import batch_maker, train_batches
     from horkd.methods import METHODS, MethodContext
-    from horkd.pipeline import SeedRun, load_splits
     from horkd.reference_cache import ReferenceCache
 
     raw = tiny_config_dict(tmp_path / "run", methods=["horkd_no_assistant"])
     raw["data"]["augment"] = {"crop_padding": 0, "hflip": True}
     cfg = config_from_dict(raw, ["distill.cache_reference=true"])
-    run = SeedRun(cfg, 0, tmp_path / "run", splits=load_splits(cfg, 0), progress=False)
-    teacher = run.teacher()
-    cache = ReferenceCache.build(teacher, run.splits.train, run.device, flips=True)
-    make = run.batch_fn(seed_offset=1)
-    loader = run.train_batches(cfg.train.student)
+    ctx, networks = open_seed(cfg, 0, progress=False)
+    teacher = networks.teacher()
+    cache = ReferenceCache.build(teacher, ctx.splits.train, ctx.device, flips=True)
+    make = batch_maker(ctx, "students/horkd_no_assistant")
+    loader = train_batches(ctx, cfg.train.student)
     x, y, index = next(iter(loader))
     batch = make(x, y, index)
     assert batch.flipped is not None and 0 < int(batch.flipped.sum()) < len(index)
@@ -228,11 +229,9 @@ def test_cached_reference_equals_the_live_reference_with_flips(tmp_path):
     assert torch.allclose(cached.embedding, live.embedding, atol=1e-5)
     assert torch.allclose(cached.logits, live.logits, atol=1e-5)
 
-    ctx = MethodContext(cfg=cfg, new_student=lambda: run.new_model("student"),
-                        new_assistant=lambda: run.new_model("assistant"),
-                        new_criterion=run.new_criterion, teacher=teacher, assistant=None,
-                        uses_logits=True)
-    method = METHODS.get("horkd_no_assistant").build(ctx)
+    method_ctx = MethodContext(distill=cfg.distill, new_network=networks.new_network,
+                               new_criterion=networks.new_criterion, teacher=teacher)
+    method = METHODS.get("horkd_no_assistant").build(method_ctx)
     method.reference_cache = cache
     calls = []
     teacher.register_forward_hook(lambda *_: calls.append(1))
@@ -249,10 +248,10 @@ def test_cache_reference_refuses_random_crops(tiny_cfg):
 
 def test_bf16_autocast_stage_trains_on_cpu(tiny_cfg):
     from horkd.config import config_from_dict
-    from horkd.pipeline import run_experiment
+    from horkd.experiment import run_experiment
 
     cfg = config_from_dict(tiny_cfg, ["methods=[scratch]", "train.student.precision=bf16",
                                       "train.student.channels_last=true"])
-    _, table = run_experiment(cfg, progress=False)
+    table = run_experiment(cfg, progress=False).table
     scratch = next(row for row in table if row["method"] == "scratch")
     assert 0.0 <= scratch["lr_top1"] <= 100.0

@@ -13,14 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from horkd.losses import (
-    LOSSES,
     AngleLoss,
     DistanceLoss,
     EmbeddingRegression,
     HintonKD,
     HybridOrderLoss,
     angle_loss,
-    build_loss,
     cpu_kernels,
     distance_loss,
 )
@@ -222,12 +220,30 @@ def test_hybrid_rejects_bad_settings(kwargs, needle):
         HybridOrderLoss(4, 4, **kwargs)
 
 
-def test_registry_builds_by_name():
-    assert set(LOSSES.names()) >= {"embedding_regression", "hinton_kd", "rkd_distance",
-                                   "rkd_angle", "horkd"}
-    assert isinstance(build_loss("rkd_angle", huber_delta=0.5), AngleLoss)
-    with pytest.raises(KeyError, match="rkd_angle"):
-        build_loss("rkd_angel")
+def test_config_keys_reach_the_loss_and_the_order_switch_applies_once():
+    """The one way to choose terms: ``distill.loss`` weights and orders through the method's
+    terms. A method that follows the orders takes exactly the configured orders' terms; a
+    baseline keeps its own terms whatever the orders say; a task without logits drops them."""
+    from horkd.config import LossConfig
+    from horkd.methods import hybrid_loss
+
+    student, teacher = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    student.embed_dim, teacher.embed_dim = 4, 6
+    s, t = torch.randn(8, 4), torch.randn(8, 6)
+    zs, zt = torch.randn(8, 3), torch.randn(8, 3)
+
+    def terms(loss_cfg: LossConfig, method_terms=None, uses_logits=True) -> set[str]:
+        loss = hybrid_loss(loss_cfg, student, teacher, method_terms, uses_logits)
+        return set(loss(s, zs, t, zt))
+
+    everything = {"order1_embedding", "order1_logits", "order2_distance", "order3_angle"}
+    assert terms(LossConfig()) == everything
+    assert terms(LossConfig(orders=[2, 3])) == {"order2_distance", "order3_angle"}
+    assert terms(LossConfig(orders=[1], logit_weight=0.0)) == {"order1_embedding"}
+    assert terms(LossConfig(orders=[2, 3]), ("logits",)) == {"order1_logits"}  # hinton_kd
+    assert terms(LossConfig(), None, uses_logits=False) == everything - {"order1_logits"}
+    value = hybrid_loss(LossConfig(angle_weight=3.0), student, teacher)(s, zs, t, zt)
+    assert torch.allclose(value["order3_angle"], 3.0 * angle_loss(s, t))
 
 
 def test_stored_values():

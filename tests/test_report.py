@@ -11,9 +11,9 @@ import pytest
 from horkd.cli import main
 from horkd.config import config_from_dict
 from horkd.cost import count_flops
+from horkd.experiment import run_ablation, run_experiment
 from horkd.export import export_checkpoint
 from horkd.models import build_model
-from horkd.pipeline import run_ablation, run_experiment
 
 
 def test_flops_equal_hand_count():
@@ -75,8 +75,13 @@ def test_report_from_run(finished_run):
     mean8 = (curves[0]["horkd"]["8"] + curves[1]["horkd"]["8"]) / 2
     assert float(res["horkd"]["8px"]) == pytest.approx(mean8)
     ablation = json.loads((finished_run / "ablation.json").read_text())
-    assert set(ablation["orders"]) == {"1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"}
-    assert all(len(v) == 2 for v in ablation["orders"].values())
+    assert set(ablation["orders"]) == {"horkd"}  # the run's only method of group ours
+    assert set(ablation["orders"]["horkd"]) == {"1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"}
+    assert all(len(v) == 2 for v in ablation["orders"]["horkd"].values())
+    assert set(ablation["baselines"]) == {"scratch", "rkd"}  # the run's baselines, 2 seeds each
+    assert all(len(v) == 2 for v in ablation["baselines"].values())
+    orders_csv = (report_dir / "tiny_orders.csv").read_text()
+    assert "rkd,baseline" in orders_csv and "horkd,1+2+3" in orders_csv
     with (report_dir / "tiny_cost.csv").open() as handle:
         cost = {r["network"]: r for r in csv.DictReader(handle)}
     assert set(cost) == {"teacher", "assistant", "student"}

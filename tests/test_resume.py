@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from horkd.checkpoint import CheckpointError
 from horkd.config import config_from_dict
-from horkd.pipeline import PairedBatchMaker, SeedRun, load_splits
+from horkd.experiment import Networks, open_seed
+from horkd.experiment.batches import PairedBatchMaker
 from horkd.train_state import load_training_state, save_training_state
 from horkd.trainer import STATE_FILE
 from tests.conftest import tiny_config_dict
@@ -157,7 +158,7 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run_bit_for_bit(
 def test_trainer_resumes_in_process_to_identical_weights(tmp_path, monkeypatch):
     """The library path: a stage interrupted by an exception resumes to the same weights."""
 
-    def new_run(name: str) -> SeedRun:
+    def new_run(name: str) -> Networks:
         raw = tiny_config_dict(tmp_path / name, deterministic=True, methods=["scratch"])
         raw["train"]["student"] = {
             **raw["train"]["student"],
@@ -165,10 +166,9 @@ def test_trainer_resumes_in_process_to_identical_weights(tmp_path, monkeypatch):
             "select_on_val": False,  # the last epoch's weights, trained across the crash
         }
         cfg = config_from_dict(raw)
-        return SeedRun(cfg, 0, tmp_path / name, splits=load_splits(cfg, 0), progress=False,
-                       resume=True)
+        return open_seed(cfg, 0, progress=False)[1]
 
-    straight = new_run("straight").student("scratch").state_dict()
+    straight = new_run("straight").student("scratch").model.state_dict()
 
     calls = {"n": 0}
     real_call = PairedBatchMaker.__call__
@@ -185,7 +185,7 @@ def test_trainer_resumes_in_process_to_identical_weights(tmp_path, monkeypatch):
     monkeypatch.undo()
     saved = load_training_state(tmp_path / "crashed/seed0/students/scratch" / STATE_FILE)
     assert (saved["epoch"], saved["step"]) == (1, 2)
-    resumed = new_run("crashed").student("scratch").state_dict()
+    resumed = new_run("crashed").student("scratch").model.state_dict()
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from horkd.config import config_from_dict
 from horkd.data import build_splits, labels_of
+from horkd.experiment import run_experiment
 from horkd.losses.task import TASK_LOSSES, build_task_loss
 from horkd.models import ModelOutput
-from horkd.pipeline import run_experiment
 from horkd.tasks.face import parse_pairs_file
 from horkd.tasks.retrieval import Retrieval
 
@@ -53,13 +53,13 @@ def test_retrieval_pipeline(tiny_cfg):
     tiny_cfg.update(task="retrieval", methods=["teacher_lr", "scratch", "rkd", "horkd"])
     tiny_cfg["degrade"] = {"lr_size": 4, "student_input": "upsampled"}
     cfg = config_from_dict(tiny_cfg)
-    run_dir, table = run_experiment(cfg, progress=False)
+    table = run_experiment(cfg, progress=False).table
     _finite(table)
     rows = {e["method"]: e for e in table}
     assert {"R@1 HR->HR", "R@8 HR->HR"} <= set(rows["teacher"])
     for name in ("scratch", "rkd", "horkd", "teacher_lr"):
         assert {"R@1 LR->HR", "R@1 LR->LR", "R@8 LR->HR"} <= set(rows[name])
-    assert "R@1 LR->HR" in (Path(run_dir) / "results.md").read_text()
+    assert "R@1 LR->HR" in (Path(cfg.output_dir) / "results.md").read_text()
 
 
 def test_retrieval_splits_classes(tiny_cfg):
@@ -123,7 +123,7 @@ def test_face_pipeline_smoke(tmp_path, tiny_cfg):
     tiny_cfg["face"] = {"pairs_file": str(tmp_path / "pairs.txt"),
                         "pairs_root": str(tmp_path / "faces" / "test"), "probe_sizes": [8, 4]}
     cfg = config_from_dict(tiny_cfg)
-    _, table = run_experiment(cfg, progress=False)
+    table = run_experiment(cfg, progress=False).table
     _finite(table)
     rows = {e["method"]: e for e in table}
     assert {"HR-HR acc", "HR-HR auc"} <= set(rows["teacher"])
@@ -140,7 +140,7 @@ def test_face_sampled_pairs(tmp_path, tiny_cfg):
                         "val_fraction": 0.2}
     tiny_cfg["degrade"] = {"lr_size": 8}
     tiny_cfg["face"] = {"sampled_pairs": 40, "probe_sizes": [8]}
-    _, table = run_experiment(config_from_dict(tiny_cfg), progress=False)
+    table = run_experiment(config_from_dict(tiny_cfg), progress=False).table
     _finite(table)
     assert "8px LR-HR auc" in {k for e in table for k in e}
 

@@ -7,7 +7,6 @@ traceback for bug reports.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from importlib import resources
@@ -75,28 +74,13 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="horkd",
-        description=(
-            "Hybrid order relational knowledge distillation: turn a strong high-resolution "
-            "recogniser into a small low-resolution one through a teacher -> assistant -> "
-            "student chain."
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"horkd {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run_commands(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="train teacher, assistant, student and every baseline; print the results table",
         description="Run the whole pipeline of a config and write RUN/results.{md,csv,json}.",
     )
     _add_config_args(run)
-
     train = sub.add_parser(
         "train",
         help="train one stage (teacher, assistant or one student method) or all",
@@ -110,7 +94,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage", choices=["teacher", "assistant", "student", "all"], default="all"
     )
     train.add_argument("--method", help="student method for --stage student (default: all)")
+    demo = sub.add_parser(
+        "demo",
+        help="the embedded Fashion-MNIST demo (HR 28, LR 7, every baseline)",
+        description="Run the embedded demo config; KEY=VALUE overrides apply to it.",
+    )
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    demo.add_argument("--data-root", help="folder holding the Fashion-MNIST IDX files")
+    demo.add_argument("--output-dir", default=None, help="default: runs/demo")
+    demo.add_argument("--resume", action="store_true")
+    demo.add_argument("--overwrite", action="store_true")
+    _add_run_flags(demo)
+    ablate = sub.add_parser(
+        "ablate",
+        help="train the student with each subset of orders {1},{2},{3},...,{1,2,3}",
+        description=(
+            "The effect of each order (the paper's Fig. 4): every listed method of group 'ours' "
+            "trained with every subset of orders, same teacher/assistant, budget and seeds, "
+            "beside the listed baselines; writes ablation.json."
+        ),
+    )
+    _add_config_args(ablate)
 
+
+def _add_model_commands(sub: Any) -> None:
     ev = sub.add_parser(
         "eval",
         help="accuracy of a checkpoint at several input sizes",
@@ -130,19 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="feed LR re-upsampled to HR size (auto: as the model was trained)",
     )
-
-    demo = sub.add_parser(
-        "demo",
-        help="the embedded Fashion-MNIST demo (HR 28, LR 7, every baseline)",
-        description="Run the embedded demo config; KEY=VALUE overrides apply to it.",
+    export = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
+        description="Write a deployable file and print the max |difference| from PyTorch.",
     )
-    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    demo.add_argument("--data-root", help="folder holding the Fashion-MNIST IDX files")
-    demo.add_argument("--output-dir", default=None, help="default: runs/demo")
-    demo.add_argument("--resume", action="store_true")
-    demo.add_argument("--overwrite", action="store_true")
-    _add_run_flags(demo)
+    export.add_argument("checkpoint")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("--out", help="output file (default: beside the checkpoint)")
 
+
+def _add_result_commands(sub: Any) -> None:
     report = sub.add_parser(
         "report",
         help="Markdown report with tables and figures from one or more run directories",
@@ -153,26 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", help="output folder (default: FIRST_RUN_DIR/report)")
-
-    ablate = sub.add_parser(
-        "ablate",
-        help="train the student with each subset of orders {1},{2},{3},...,{1,2,3}",
-        description=(
-            "The effect of each order (the paper's Fig. 4): the horkd student trained with every "
-            "subset of orders, same teacher/assistant, budget and seeds; writes ablation.json."
-        ),
-    )
-    _add_config_args(ablate)
-
-    export = sub.add_parser(
-        "export",
-        help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
-        description="Write a deployable file and print the max |difference| from PyTorch.",
-    )
-    export.add_argument("checkpoint")
-    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    export.add_argument("--out", help="output file (default: beside the checkpoint)")
-
     study = sub.add_parser(
         "study",
         help="regimes x methods x seeds with a validation search; writes RESULTS.md",
@@ -186,8 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("study_file", help="study YAML (see configs/study/)")
     study.add_argument("--workers", type=int, default=None, help="parallel runs (default: file)")
     study.add_argument("--doc", default=None, help="where RESULTS.md goes (default: OUT/RESULTS.md)")
+    sub.add_parser("list", help="the registered models, methods (by group), datasets and losses")
 
-    sub.add_parser("list", help="the registered models, methods, datasets and losses")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="horkd",
+        description=(
+            "Hybrid order relational knowledge distillation: turn a strong high-resolution "
+            "recogniser into a small low-resolution one through a teacher -> assistant -> "
+            "student chain."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"horkd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(sub)
+    _add_model_commands(sub)
+    _add_result_commands(sub)
     return parser
 
 
@@ -227,11 +230,11 @@ def _print_results(run_dir: Path, seconds: float) -> None:
 
 
 def cmd_run(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> int:
-    from horkd.pipeline import run_experiment
+    from horkd.experiment import run_experiment
 
     cfg = _config(args, raw)
     started = time.time()
-    run_dir, _ = run_experiment(
+    outcome = run_experiment(
         cfg,
         progress=not args.no_progress,
         resume=args.resume,
@@ -239,36 +242,31 @@ def cmd_run(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> int:
         report=not getattr(args, "no_report", False),
     )
     if is_main():
-        _print_results(run_dir, time.time() - started)
+        _print_results(outcome.run_dir, time.time() - started)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from horkd.pipeline import SeedRun, load_splits, prepare_run_dir_once, start_processes
+    from horkd.experiment import open_seed, prepare_run_dir_once, start_processes
+    from horkd.methods import METHODS
 
     cfg = _config(args)
-    run_dir = Path(cfg.output_dir)
     start_processes(cfg)
     # Training a later stage reuses finished earlier ones, so the run dir is always resumable.
-    prepare_run_dir_once(cfg, run_dir, resume=True, overwrite=args.overwrite)
+    prepare_run_dir_once(cfg, Path(cfg.output_dir), resume=True, overwrite=args.overwrite)
     for seed in cfg.seeds:
-        run = SeedRun(
-            cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=not args.no_progress,
-            resume=True,
-        )
+        _, networks = open_seed(cfg, seed, progress=not args.no_progress)
         if args.stage in ("teacher", "all"):
-            run.teacher()
+            networks.teacher()
         if args.stage in ("assistant", "all"):
-            run.assistant()
+            networks.assistant()
         if args.stage in ("student", "all"):
-            from horkd.methods import METHODS
-
             names = [args.method] if args.method else cfg.methods
             for name in names:
-                if METHODS.get(name).build is not None:
-                    run.student(name)
+                if METHODS.get(name).trains:
+                    networks.student(name)
         if is_main():
-            print(f"seed {seed}: stage '{args.stage}' done in {run.dir}")
+            print(f"seed {seed}: stage '{args.stage}' done in {networks.stages.seed_dir}")
     return 0
 
 
@@ -291,20 +289,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from horkd.pipeline import run_ablation
+    from horkd.experiment import run_ablation
 
     cfg = _config(args)
-    run_dir = run_ablation(
+    result = run_ablation(
         cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
     )
     if not is_main():
         return 0
-    data = json.loads((run_dir / "ablation.json").read_text())
-    print(f"student {data['metric']} by orders distilled (mean over seeds {data['seeds']}):")
-    for tag, values in data["orders"].items():
-        print(f"  {tag:8s} {sum(values) / len(values):.2f}")
-    print(f"  scratch  {sum(data['scratch']) / len(data['scratch']):.2f}")
-    print(f"run directory: {run_dir.resolve()}  (horkd report {run_dir} draws the chart)")
+    print(f"student {result.metric} by orders distilled (mean over seeds {result.seeds}):")
+    for method, by_tag in result.orders.items():
+        means = "  ".join(f"{tag} {sum(v) / len(v):.2f}" for tag, v in by_tag.items())
+        print(f"  {method}: {means}")
+    for name, values in result.baselines.items():
+        print(f"  {name} (baseline): {sum(values) / len(values):.2f}")
+    print(f"run directory: {Path(cfg.output_dir).resolve()}  (horkd report draws the chart)")
     return 0
 
 
@@ -333,16 +332,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_list(_: argparse.Namespace) -> int:
     from horkd.data import DATASETS
-    from horkd.losses import LOSSES
-    from horkd.methods import METHODS
+    from horkd.losses.hybrid import TERM_ORDER
+    from horkd.losses.task import TASK_LOSSES
+    from horkd.methods import GROUP_MEANING, METHODS, methods_in
     from horkd.models import BACKBONES
 
-    print("models:   " + ", ".join(BACKBONES.names()) + ", timm:<name>")
-    print("datasets: " + ", ".join(DATASETS.names()))
-    print("losses:   " + ", ".join(LOSSES.names()))
+    print("models:      " + ", ".join(BACKBONES.names()) + ", timm:<name>")
+    print("datasets:    " + ", ".join(DATASETS.names()))
+    print("task losses: " + ", ".join(TASK_LOSSES.names()) + "  (task_loss.name)")
+    terms = ", ".join(f"{term} (order {order})" for term, order in TERM_ORDER.items())
+    print(f"distillation terms: {terms}  (distill.loss.*_weight, distill.loss.orders)")
     print("methods:")
-    for name in METHODS.names():
-        print(f"  {name:20s} {METHODS.get(name).description}")
+    for group, meaning in GROUP_MEANING:
+        print(f"  {group}: {meaning}")
+        for name in methods_in(group):
+            print(f"    {name:20s} {METHODS.get(name).description}")
     return 0
 
 

@@ -226,9 +226,6 @@ class ExperimentConfig(_Strict):
     retrieval: RetrievalConfig = RetrievalConfig()
     face: FaceConfig = FaceConfig()
     deterministic: bool = False
-    schedule: Literal["sequential", "joint"] = Field(
-        "sequential", description="how the horkd method trains assistant and student"
-    )
     data: DataConfig = DataConfig()
     degrade: DegradeConfig = DegradeConfig()
     teacher: ModelConfig = ModelConfig(arch="resnet20")
@@ -239,13 +236,31 @@ class ExperimentConfig(_Strict):
     methods: list[str] = Field(default_factory=lambda: ["scratch", "horkd"], min_length=1)
     report: ReportConfig = ReportConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, raw: Any) -> Any:
+        """``schedule`` chose what the name ``horkd`` meant; the joint schedule is now its own
+        method, so a name always means one method. Old run directories still load."""
+        if isinstance(raw, dict) and "schedule" in raw:
+            raw = dict(raw)
+            if raw.pop("schedule") != "sequential":
+                raise ValueError(
+                    "schedule was removed: horkd is the sequential schedule and the joint one is "
+                    "the method horkd_joint: list it in methods (and drop schedule)"
+                )
+        return raw
+
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, names: list[str]) -> list[str]:
         from horkd.methods import METHODS
 
         for name in names:
-            METHODS.get(name)
+            if METHODS.get(name).group == "stage":
+                raise ValueError(
+                    f"methods: '{name}' is a stage other methods build on (trained when a "
+                    "listed method needs it), not a method to list"
+                )
         if len(set(names)) != len(names):
             raise ValueError("methods lists a name twice")
         return names
@@ -257,13 +272,16 @@ class ExperimentConfig(_Strict):
             raise ValueError(
                 f"degrade.lr_size ({self.degrade.lr_size}) must be smaller than data.hr_size ({hr})"
             )
+        from horkd.methods import METHODS
         from horkd.tasks import TASKS
 
-        if not TASKS.get(self.task).uses_logits and "hinton_kd" in self.methods:
-            raise ValueError(
-                f"methods: hinton_kd distils class logits, which task '{self.task}' does not "
-                "train; drop it (the embedding-based methods apply)"
-            )
+        if not TASKS.get(self.task).uses_logits:
+            for name in self.methods:
+                if METHODS.get(name).logits_only:
+                    raise ValueError(
+                        f"methods: {name} distils class logits, which task '{self.task}' does "
+                        "not train; drop it (the embedding-based methods apply)"
+                    )
         if self.distill.cache_reference and self.data.augment.crop_padding > 0:
             raise ValueError(
                 "distill.cache_reference stores one reference output per image and flip; random "

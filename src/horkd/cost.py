@@ -51,7 +51,3 @@ def measure_latency(
         times.append((time.perf_counter() - start) * 1000.0)
     model.train(was_training)
     return statistics.median(times)
-
-
-def model_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
-    return {"params": count_parameters(model), "flops": count_flops(model, input_shape)}

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 INTERPOLATIONS = ("area", "bilinear", "bicubic")
 
@@ -222,57 +221,3 @@ class Degrader(nn.Module):
             lr = _resize(lr, self.hr_size, spec.upsample_interpolation, spec.antialias)
             lr = lr.clamp(0.0, 1.0)
         return lr.squeeze(0) if single else lr
-
-
-def degrade(
-    x: Tensor, hr_size: int | None = None, generator: torch.Generator | None = None, **spec_kwargs
-) -> Tensor:
-    """Functional form: ``degrade(batch, factor=4, interpolation="bicubic")``.
-
-    ``hr_size`` defaults to the image's own (square) side.
-    """
-    return Degrader(hr_size or x.shape[-1], DegradeSpec(**spec_kwargs))(x, generator=generator)
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 64-bit seed per (run seed, epoch, sample), so nearby triples do not collide."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)
-    return int(state[0])
-
-
-class PairedViews(Dataset):
-    """``(hr, lr, label)`` where ``lr`` is degraded from that very (already augmented) ``hr``.
-
-    ``base[i]`` must return ``(hr [C, H, W] float in [0, 1], label)`` with its augmentation
-    already applied, so the pair lines up pixel for pixel. Noise is reproducible: sample ``i`` in
-    epoch ``e`` uses a generator seeded from ``(seed, e, i)``, independent of worker and order;
-    call :meth:`set_epoch` each epoch so the noise differs between epochs.
-    """
-
-    def __init__(self, base: Dataset, degrader: Degrader, seed: int = 0) -> None:
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        self.base = base
-        self.degrader = degrader
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def generator_for(self, index: int, device: torch.device | str = "cpu") -> torch.Generator:
-        """The generator sample ``index`` uses in the current epoch."""
-        if index < 0:  # dataset[-1] and dataset[n - 1] are one sample, so one seed
-            index += len(self)
-        generator = torch.Generator(device=device)
-        return generator.manual_seed(sample_seed(self.seed, self.epoch, index))
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
-        hr, label = self.base[index]
-        lr = self.degrader(hr, generator=self.generator_for(index, hr.device))
-        return hr, lr, label

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from horkd.checkpoint import CheckpointError, build_from_checkpoint, load_meta
@@ -18,9 +17,11 @@ def evaluate_checkpoint(
     """Lines of a small table: size and the task's metric. Sizes >= HR size mean HR images.
 
     The test data is rebuilt from the config stored in the checkpoint (``data_root`` overrides
-    where it lives); images are degraded exactly as the run's resolution curve does.
+    where it lives) into a run context (no run directory is touched); images are degraded
+    exactly as the run's resolution curve does.
     """
-    from horkd.pipeline import SeedRun, load_splits
+    from horkd.experiment import build_context
+    from horkd.experiment.evaluation import sized_input
 
     meta = load_meta(path)
     if "config" not in meta or "input" not in meta:
@@ -30,24 +31,22 @@ def evaluate_checkpoint(
         cfg.data.root = data_root
     if upsample is not None:
         cfg.degrade.student_input = "upsampled" if upsample else "native"
-    seed = int(meta.get("seed", 0))
     model_input = meta["input"]
     hr_size = int(model_input["hr_size"])
     sizes = sizes or [hr_size] + ([model_input["lr_size"]] if model_input.get("lr_size") else [])
     for size in sizes:
         if size <= 0:
             raise ValueError(f"--sizes must be positive, got {size}")
-    with tempfile.TemporaryDirectory() as scratch:
-        run = SeedRun(cfg, seed, Path(scratch), splits=load_splits(cfg, seed), progress=False)
-        model = build_from_checkpoint(path).to(run.device)
-        kind = "hr" if model_input.get("view") == "hr" else "lr"
-        metric = {"classification": "top1", "retrieval": "R@1 LR->HR"}.get(cfg.task, "score")
-        lines = [
-            f"{meta['model']['arch']} ({meta.get('method', '?')}) on {cfg.data.dataset} test, "
-            f"task {cfg.task}:",
-            f"{'size':>6} {metric:>12}",
-        ]
-        for size in sizes:
-            score = run.task.score_at(run, model, run.sized_input(kind, size))
-            lines.append(f"{size:>6} {score:>12.2f}")
+    ctx = build_context(cfg, int(meta.get("seed", 0)))
+    model = build_from_checkpoint(path).to(ctx.device)
+    takes_hr = model_input.get("view") == "hr"
+    metric = {"classification": "top1", "retrieval": "R@1 LR->HR"}.get(cfg.task, "score")
+    lines = [
+        f"{meta['model']['arch']} ({meta.get('method', '?')}) on {cfg.data.dataset} test, "
+        f"task {cfg.task}:",
+        f"{'size':>6} {metric:>12}",
+    ]
+    for size in sizes:
+        score = ctx.task.score_at(ctx, model, sized_input(ctx, takes_hr, size))
+        lines.append(f"{size:>6} {score:>12.2f}")
     return lines

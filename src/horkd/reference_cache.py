@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from horkd import distributed
-from horkd.data import make_loader
+from horkd.checkpoint import atomic_write
+from horkd.data import BatchLoader
 from horkd.data.memory import TensorImageDataset
 from horkd.models import ModelOutput
 
@@ -51,7 +54,7 @@ class ReferenceCache:
         views = (False, True) if flips else (False,)
         embeddings: list[list[Tensor]] = [[] for _ in views]
         logits: list[list[Tensor]] = [[] for _ in views]
-        loader = make_loader(dataset, batch_size, shuffle=False)
+        loader = BatchLoader(dataset, batch_size, shuffle=False)
         for x, _, _ in loader.iter_range(distributed.my_batches(len(loader))):
             x = x.to(device)
             for v, flipped in enumerate(views):
@@ -68,26 +71,6 @@ class ReferenceCache:
             torch.stack([rows(e) for e in embeddings]), torch.stack([rows(lg) for lg in logits])
         )
 
-    @classmethod
-    def shared(
-        cls, reference: nn.Module, dataset: Dataset, device: torch.device, *, flips: bool
-    ) -> ReferenceCache:
-        """:meth:`build`, memoised in this process by the reference's weights and the images.
-
-        A study trains many students (methods, seeds, search candidates) from one frozen teacher
-        on one training split; they share its cache instead of each recomputing it.
-        """
-        images = dataset_digest(dataset)
-        if images is None:
-            return cls.build(reference, dataset, device, flips=flips)
-        key = f"{weights_digest(reference)}:{images}:{flips}:{device}"
-        if key not in _SHARED:
-            _SHARED[key] = cls.build(reference, dataset, device, flips=flips)
-            while len(_SHARED) > _SHARED_MAX:
-                _SHARED.popitem(last=False)
-        _SHARED.move_to_end(key)
-        return _SHARED[key]
-
     def lookup(self, index: Tensor, flipped: Tensor | None) -> ModelOutput:
         index = index.to(self.embedding.device)
         if flipped is None:
@@ -98,8 +81,49 @@ class ReferenceCache:
         return ModelOutput(self.embedding[view, index], self.logits[view, index])
 
 
-_SHARED: OrderedDict[str, ReferenceCache] = OrderedDict()
-_SHARED_MAX = 4  # a teacher's cache of 54k images and both flips is ~60 MB
+class ReferenceCaches:
+    """The caches of one process's runs, by reference weights and training images.
+
+    A study trains many students (methods, seeds, search candidates) from one frozen teacher on
+    one training split; they share its cache instead of each recomputing it. With a
+    ``directory`` the caches are also kept on disk (safetensors, written atomically), so the
+    runs of other processes, and a rerun after a crash, load them instead of recomputing.
+    """
+
+    def __init__(self, directory: str | Path | None = None, keep: int = 4) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.keep = keep  # a teacher's cache of 54k images and both flips is ~60 MB
+        self._memory: OrderedDict[str, ReferenceCache] = OrderedDict()
+
+    def get(
+        self, reference: nn.Module, dataset: Dataset, device: torch.device, *, flips: bool
+    ) -> ReferenceCache:
+        images = dataset_digest(dataset)
+        if images is None:  # file-backed images: not worth a key, built for this stage alone
+            return ReferenceCache.build(reference, dataset, device, flips=flips)
+        key = f"{weights_digest(reference)}-{images}-{'flips' if flips else 'plain'}"
+        if key not in self._memory:
+            self._memory[key] = self._load_or_build(key, reference, dataset, device, flips)
+            while len(self._memory) > self.keep:
+                self._memory.popitem(last=False)
+        self._memory.move_to_end(key)
+        return self._memory[key]
+
+    def _load_or_build(
+        self, key: str, reference: nn.Module, dataset: Dataset, device: torch.device, flips: bool
+    ) -> ReferenceCache:
+        path = self.directory / f"{key}.safetensors" if self.directory is not None else None
+        if path is not None and path.is_file():
+            try:
+                tensors = load_file(str(path), device=str(device))
+                return ReferenceCache(tensors["embedding"], tensors["logits"])
+            except Exception:  # noqa: BLE001 - a torn or foreign file is rebuilt
+                path.unlink(missing_ok=True)
+        cache = ReferenceCache.build(reference, dataset, device, flips=flips)
+        if path is not None and distributed.is_main():
+            tensors = {"embedding": cache.embedding.cpu(), "logits": cache.logits.cpu()}
+            atomic_write(path, lambda tmp: save_file(tensors, tmp))
+        return cache
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -50,6 +50,12 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> T:
+        """Remove an entry (a plugin or a test taking back what it registered)."""
+        if name not in self._entries:
+            raise UnknownNameError(f"{self.kind} '{name}' is not registered")
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         if name not in self._entries:
             known = sorted(self._entries)

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from horkd.config import ExperimentConfig
+from horkd.methods import METHODS
 
-BASELINES = ("scratch", "hinton_kd", "fitnet", "rkd", "horkd_no_assistant")
-OURS = ("horkd", "horkd_joint")
-NOT_METRICS = {"method", "role", "params", "flops", "seeds"}
+NOT_METRICS = frozenset({"method", "role", "params", "flops", "seeds"})
 
 
 def metric_columns(table: list[dict[str, Any]]) -> list[str]:
@@ -51,13 +50,15 @@ def _fmt(entry: dict[str, Any], key: str) -> str:
 
 
 def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str:
-    """A Markdown table: method, role, every metric, params, FLOPs."""
+    """A Markdown table: method, its group, role, every metric, params, FLOPs."""
     columns = metric_columns(table)
-    header = ["method", "role", *[_label(c, lr_size) for c in columns], "params", "MFLOPs"]
+    header = ["method", "group", "role", *[_label(c, lr_size) for c in columns], "params",
+              "MFLOPs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in table:
         cells = [
             e["method"],
+            _group(e["method"]) or "-",
             e["role"],
             *[_fmt(e, c) for c in columns],
             f"{e['params']:,}",
@@ -67,23 +68,30 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
     return "\n".join(lines)
 
 
+def _group(method: str) -> str | None:
+    return METHODS.get(method).group if method in METHODS else None
+
+
 def verdict(table: list[dict[str, Any]]) -> str:
-    """One honest sentence: does HORKD beat the best baseline in this run, and by how much."""
+    """One honest sentence per method of ours: does it beat the best baseline in this run, and
+    by how much. Groups come from the method registry, so a new method takes part by itself."""
     key = primary_metric(table)
     if key is None:
         return ""
-    by_name = {e["method"]: e for e in table if e.get(key) is not None}
-    baselines = {n: e[key] for n, e in by_name.items() if n in BASELINES}
-    ours = {n: by_name[n][key] for n in OURS if n in by_name}
+    by_name = {e["method"]: e[key] for e in table if e.get(key) is not None}
+    baselines = {n: v for n, v in by_name.items() if _group(n) == "baseline"}
+    ours = {n: v for n, v in by_name.items() if _group(n) == "ours"}
     if not baselines or not ours:
         return ""
     best = max(baselines, key=baselines.__getitem__)
     parts = []
     for name, value in ours.items():
         diff = value - baselines[best]
-        relation = f"beats by {diff:.2f}" if diff > 0 else f"trails by {-diff:.2f}"
+        relation = "ties" if round(diff, 2) == 0 else (
+            f"beats by {diff:.2f} points" if diff > 0 else f"trails by {-diff:.2f} points"
+        )
         parts.append(
-            f"{name} ({value:.2f}) {relation} points the best baseline {best} ({baselines[best]:.2f})"
+            f"{name} ({value:.2f}) {relation} the best baseline {best} ({baselines[best]:.2f})"
         )
     return f"On {key}: " + "; ".join(parts) + "."
 

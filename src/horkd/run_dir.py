@@ -171,7 +171,6 @@ def student_fingerprint(
             "distill": _dump(cfg.distill) if distils else None,
             "degrade": cfg.degrade.model_dump(mode="json", exclude_defaults=True,
                                               exclude={"eval_sizes"}),
-            "schedule": cfg.schedule,
         }
     )
 

@@ -7,12 +7,10 @@ score (the task's: top-1, Recall@1). The test split never reaches this module.
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +19,36 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from horkd import distributed
-from horkd.checkpoint import CheckpointError, save_checkpoint
+from horkd.checkpoint import save_checkpoint
 from horkd.config import StageConfig
 from horkd.logger import MetricsLogger
+from horkd.loop_state import (
+    LoopState,
+    StageParts,
+    StageResult,
+    empty_partial,
+    restore_loop,
+    save_loop,
+)
 from horkd.methods import Batch, Method
-from horkd.train_state import capture_rng, load_training_state, restore_rng, save_training_state
+from horkd.optim import build_optimizer, build_scheduler
 
 BatchFn = Callable[[Tensor, Tensor, Tensor], Batch]
+STATE_FILE = "train_state.safetensors"
+
+__all__ = [
+    "STATE_FILE",
+    "StageResult",
+    "Trainer",
+    "TrainingDiverged",
+    "TrainingStopped",
+    "checkpoint_name",
+]
 
 
 def checkpoint_name(role: str) -> str:
     """The network a stage produces is ``model``; companions (the joint assistant) keep their role."""
     return "model" if role == "student" else role
-
-
-STATE_FILE = "train_state.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,31 +59,7 @@ class TrainingStopped(RuntimeError):
     """SIGTERM/SIGINT arrived; the state was saved at the end of the current step."""
 
 
-@dataclass
-class StageResult:
-    best_epoch: int
-    best_score: float  # the validation metric that picked the epoch
-    history: list[dict[str, Any]] = field(default_factory=list)
-    skipped_steps: int = 0
-
-
-def _empty_partial() -> dict[str, Any]:
-    return {"sums": {}, "seen": 0, "steps": 0, "elapsed": 0.0}
-
-
-@dataclass
-class _LoopState:
-    """Where the loop is: what a resumed stage needs besides the optimiser and the RNGs."""
-
-    epoch: int = 0  # the epoch in progress (== epochs when the stage is done)
-    step: int = 0  # batches of that epoch already trained on
-    result: StageResult = field(default_factory=lambda: StageResult(-1, -math.inf))
-    best_state: dict[str, dict[str, Tensor]] | None = None
-    consecutive_bad: int = 0
-    partial: dict[str, Any] = field(default_factory=_empty_partial)  # the epoch's running sums
-
-
-class _StopRequests:
+class StopRequests:
     """Turn SIGTERM (pre-emption) and SIGINT into a request honoured at the next step boundary,
     so the state saved on the way out is consistent."""
 
@@ -83,7 +72,7 @@ class _StopRequests:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
 
-    def __enter__(self) -> _StopRequests:
+    def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -94,47 +83,66 @@ class _StopRequests:
             signal.signal(signum, handler)
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: StageConfig) -> torch.optim.Optimizer:
-    opt = cfg.optimizer
-    if opt.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=opt.lr,
-            momentum=opt.momentum,
-            weight_decay=opt.weight_decay,
-            nesterov=opt.nesterov and opt.momentum > 0,
-        )
-    optimizer_cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return optimizer_cls(params, lr=opt.lr, weight_decay=opt.weight_decay)
+def epoch_batches(loader: Any, epoch: int, first_step: int) -> Iterator[Any]:
+    """The epoch's batches from ``first_step`` on, in the order of a full pass."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    if hasattr(loader, "iter_from"):
+        return loader.iter_from(first_step)
+    batches = iter(loader)  # a plain DataLoader: replay the skipped batches to keep order
+    for _ in range(first_step):
+        next(batches, None)
+    return batches
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: StageConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step learning-rate factor: linear warm-up, then cosine, step or constant."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = cfg.warmup_epochs * steps_per_epoch
+def wrap_for_processes(method: Method, device: torch.device) -> torch.nn.Module:
+    """Under torchrun the method trains through DDP; on one process it is its own forward."""
+    if not distributed.active():
+        return method
+    from torch.nn.parallel import DistributedDataParallel
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if cfg.scheduler == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        if cfg.scheduler == "step":
-            return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
-        return 1.0
+    return DistributedDataParallel(
+        method,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,  # a method may leave a head unused in a stage
+    )
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def progress_text(partial: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's running means of the epoch's loss terms and its images per second."""
+    sums, steps = partial["sums"], max(1, partial["steps"])
+    shown = sums if len(sums) <= 6 else {"loss": sums.get("loss", 0.0)}
+    rate = partial["seen"] / max(1e-9, partial["elapsed"])
+    return {k: f"{v / steps:.3f}" for k, v in shown.items()} | {"img/s": f"{rate:.0f}"}
+
+
+def add_step(partial: dict[str, Any], terms: dict[str, Tensor], loss: Tensor, images: int) -> None:
+    """Add one trained step to the epoch's running sums (what the epoch's log row averages)."""
+    partial["steps"] += 1
+    partial["seen"] += images
+    sums = partial["sums"]
+    for name, value in terms.items():
+        sums[name] = sums.get(name, 0.0) + float(value.detach())
+    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+
+
+def epoch_row(partial: dict[str, Any], epoch: int, lr: float) -> dict[str, Any]:
+    """The epoch's log row: mean of each loss term over its steps (and processes), speed, lr."""
+    steps = max(1, partial["steps"])
+    means = distributed.mean_over_ranks({k: v / steps for k, v in partial["sums"].items()})
+    row: dict[str, Any] = {"epoch": epoch + 1}
+    row.update({f"train/{k}": v for k, v in means.items()})
+    images_per_s = partial["seen"] / max(partial.get("elapsed", 0.0), 1e-9)
+    row["train/images_per_s"] = images_per_s * distributed.world_size()
+    row["lr"] = lr
+    return row
 
 
 class Trainer:
     """Trains ``method`` for one stage and leaves the best-on-validation weights in it.
 
     With ``resume`` the stage continues from ``out_dir/train_state.safetensors`` (written at every
-    epoch end and every ``checkpoint_every_steps`` steps): weights, optimiser, scheduler, RNG
-    states, the batch maker's generator and the position in the epoch's data order, so on CPU a
-    resumed stage ends with the same weights, bit for bit, as one that never stopped.
+    epoch end and every ``checkpoint_every_steps`` steps), see :mod:`horkd.loop_state`.
     """
 
     def __init__(
@@ -158,23 +166,12 @@ class Trainer:
             self.method.to(memory_format=torch.channels_last)
         if cfg.compile:
             self.method.student.compile()
-        # Under torchrun the method trains through DDP; ``self.method`` stays the bare module
-        # for saving, validation and resumable state.
-        self.forward: torch.nn.Module = self.method
-        if distributed.active():
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(
-                self.method,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True,  # a method may leave a head unused in a stage
-            )
+        # ``self.method`` stays the bare module for saving, validation and resumable state.
+        self.forward = wrap_for_processes(self.method, device)
         self.main = distributed.is_main()
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.cfg = cfg
         self.train_batches = train_batches
-        self.make_batch = make_batch
         self.validate = validate
         self.score_key = score_key
         self.device = device
@@ -184,115 +181,94 @@ class Trainer:
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
+        optimizer = build_optimizer(self.method.trainable_parameters(), cfg)
+        self.parts = StageParts(
+            method=self.method,
+            optimizer=optimizer,
+            scheduler=build_scheduler(optimizer, cfg, self.steps_per_epoch()),
+            scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+            make_batch=make_batch,
+        )
 
-    def _steps_per_epoch(self) -> int:
+    def steps_per_epoch(self) -> int:
         steps = len(self.train_batches)
         if self.cfg.max_steps_per_epoch is not None:
             steps = min(steps, self.cfg.max_steps_per_epoch)
         return max(1, steps)
 
-    def _epoch_batches(self, epoch: int, first_step: int) -> Iterator[Any]:
-        loader = self.train_batches
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        if hasattr(loader, "iter_from"):
-            return loader.iter_from(first_step)
-        batches = iter(loader)  # a plain DataLoader: replay the skipped batches to keep order
-        for _ in range(first_step):
-            next(batches, None)
-        return batches
-
     def fit(self) -> StageResult:
-        cfg = self.cfg
-        method = self.method
-        optimizer = build_optimizer(method.trainable_parameters(), cfg)
-        steps_per_epoch = self._steps_per_epoch()
-        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-        loop = _LoopState()
+        loop = LoopState()
         if self.resume:
-            self._restore(loop, optimizer, scheduler)
+            restore_loop(self.state_path, loop, self.parts, self.fingerprint)
         logger = MetricsLogger(self.out_dir, rows=loop.result.history) if self.main else None
-        result = loop.result
-
-        def save_state() -> None:
-            if self.main:  # one writer; every rank holds the same weights and optimiser
-                self._save_state(loop, optimizer, scheduler)
-
         try:
-            with _StopRequests() as stop:
-                while loop.epoch < cfg.epochs:
-                    epoch = loop.epoch
-                    method.train()
-                    bar = tqdm(
-                        total=steps_per_epoch,
-                        initial=loop.step,
-                        desc=f"{self.out_dir.name} {epoch + 1}/{cfg.epochs}",
-                        disable=not self.progress,
-                        leave=False,
-                        dynamic_ncols=True,
-                    )
-                    start = time.perf_counter() - loop.partial.get("elapsed", 0.0)
-                    batches = self._epoch_batches(epoch, loop.step)
-                    for step, (x, y, index) in enumerate(batches, start=loop.step):
-                        if step >= steps_per_epoch:
-                            break
-                        self._train_step(loop, optimizer, scheduler, x, y, index, epoch, step)
-                        loop.step = step + 1
-                        loop.partial["elapsed"] = time.perf_counter() - start
-                        if self.progress:
-                            sums, steps = loop.partial["sums"], max(1, loop.partial["steps"])
-                            shown = sums if len(sums) <= 6 else {"loss": sums.get("loss", 0.0)}
-                            bar.set_postfix(
-                                {k: f"{v / steps:.3f}" for k, v in shown.items()}
-                                | {"img/s": f"{loop.partial['seen'] / max(1e-9, loop.partial['elapsed']):.0f}"}
-                            )
-                        bar.update(1)
-                        every = cfg.checkpoint_every_steps
-                        if stop.requested or (every and loop.step % every == 0):
-                            save_state()
-                        if stop.requested:
-                            raise TrainingStopped(
-                                f"stopped by {stop.requested} at epoch {epoch + 1}, step "
-                                f"{loop.step}; the state is saved in {self.state_path}: run the "
-                                "same command again to continue"
-                            )
-                    bar.close()
-                    self._end_epoch(loop, logger, optimizer)
-                    save_state()
+            with StopRequests() as stop:
+                while loop.epoch < self.cfg.epochs:
+                    self._train_epoch(loop, stop)
+                    self._end_epoch(loop, logger)
+                    self._save_state(loop)
         finally:
             if logger is not None:
                 logger.close()
         if loop.best_state is not None:
-            for role, net in method.saved_networks().items():
+            for role, net in self.method.saved_networks().items():
                 net.load_state_dict(loop.best_state[role])
         if self.main:
-            self.save_final(result)
+            self.save_final(loop.result)
         distributed.barrier()  # later stages on other ranks may read what rank 0 wrote
-        return result
+        return loop.result
+
+    def _save_state(self, loop: LoopState) -> None:
+        if self.main:  # one writer; every rank holds the same weights and optimiser
+            save_loop(self.state_path, loop, self.parts, self.fingerprint)
+
+    def _train_epoch(self, loop: LoopState, stop: StopRequests) -> None:
+        """The rest of ``loop.epoch`` from ``loop.step``; saves and stops on a signal."""
+        epoch, steps_per_epoch = loop.epoch, self.steps_per_epoch()
+        self.method.train()
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=loop.step,
+            desc=f"{self.out_dir.name} {epoch + 1}/{self.cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter() - loop.partial.get("elapsed", 0.0)
+        batches = epoch_batches(self.train_batches, epoch, loop.step)
+        for step, (x, y, index) in enumerate(batches, start=loop.step):
+            if step >= steps_per_epoch:
+                break
+            self._train_step(loop, x, y, index, epoch, step)
+            loop.step = step + 1
+            loop.partial["elapsed"] = time.perf_counter() - start
+            if self.progress:
+                bar.set_postfix(progress_text(loop.partial))
+            bar.update(1)
+            every = self.cfg.checkpoint_every_steps
+            if stop.requested or (every and loop.step % every == 0):
+                self._save_state(loop)
+            if stop.requested:
+                raise TrainingStopped(
+                    f"stopped by {stop.requested} at epoch {epoch + 1}, step {loop.step}; the "
+                    f"state is saved in {self.state_path}: run the same command again to continue"
+                )
+        bar.close()
 
     def _train_step(
-        self,
-        loop: _LoopState,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        x: Tensor,
-        y: Tensor,
-        index: Tensor,
-        epoch: int,
-        step: int,
+        self, loop: LoopState, x: Tensor, y: Tensor, index: Tensor, epoch: int, step: int
     ) -> None:
         """One optimiser step; a non-finite loss skips it, too many in a row stop the stage."""
-        method = self.method
+        parts = self.parts
         x = x.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        batch = self.make_batch(x, y.to(self.device, non_blocking=True), index)
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        ):
+        batch = parts.make_batch(x, y.to(self.device, non_blocking=True), index)
+        enabled = self.autocast_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled):
             _, terms = self.forward(batch)
         loss = sum(terms.values())
-        optimizer.zero_grad(set_to_none=True)
+        parts.optimizer.zero_grad(set_to_none=True)
         if not distributed.all_ranks_true(bool(torch.isfinite(loss))):  # ranks skip together
             loop.consecutive_bad += 1
             loop.result.skipped_steps += 1
@@ -305,34 +281,19 @@ class Trainer:
                 )
             return
         loop.consecutive_bad = 0
-        self.scaler.scale(loss).backward()
+        parts.scaler.scale(loss).backward()
         if self.cfg.grad_clip is not None:
-            self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(method.trainable_parameters(), self.cfg.grad_clip)
-        self.scaler.step(optimizer)
-        self.scaler.update()
-        scheduler.step()
-        partial = loop.partial
-        partial["steps"] += 1
-        partial["seen"] += int(y.shape[0])
-        sums = partial["sums"]
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            parts.scaler.unscale_(parts.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.cfg.grad_clip)
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        parts.scheduler.step()
+        add_step(loop.partial, terms, loss, int(y.shape[0]))
 
-    def _end_epoch(
-        self, loop: _LoopState, logger: MetricsLogger | None, optimizer: torch.optim.Optimizer
-    ) -> None:
+    def _end_epoch(self, loop: LoopState, logger: MetricsLogger | None) -> None:
         """Validate, log the epoch's row and keep the weights if validation improved."""
-        cfg, method, partial = self.cfg, self.method, loop.partial
-        epoch = loop.epoch
-        steps = max(1, partial["steps"])
-        means = distributed.mean_over_ranks({k: v / steps for k, v in partial["sums"].items()})
-        row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update({f"train/{k}": v for k, v in means.items()})
-        images_per_s = partial["seen"] / max(partial.get("elapsed", 0.0), 1e-9)
-        row["train/images_per_s"] = images_per_s * distributed.world_size()
-        row["lr"] = optimizer.param_groups[0]["lr"]
+        method, partial, epoch = self.method, loop.partial, loop.epoch
+        row = epoch_row(partial, epoch, self.parts.optimizer.param_groups[0]["lr"])
         if self.validate is not None:
             distributed.broadcast_buffers(method)
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
@@ -342,110 +303,20 @@ class Trainer:
         if not self.progress and self.main:
             score_text = f"{row.get(f'val/{self.score_key}', float('nan')):.2f}"
             print(
-                f"[{self.out_dir.name}] epoch {epoch + 1}/{cfg.epochs} "
+                f"[{self.out_dir.name}] epoch {epoch + 1}/{self.cfg.epochs} "
                 f"loss {row.get('train/loss', float('nan')):.4f} "
                 f"val {self.score_key} {score_text} ({partial.get('elapsed', 0.0):.0f}s)",
                 flush=True,
             )
         score = row.get(f"val/{self.score_key}", float(epoch))
         result = loop.result
-        if not cfg.select_on_val or self.validate is None or score > result.best_score:
+        if not self.cfg.select_on_val or self.validate is None or score > result.best_score:
             result.best_epoch, result.best_score = epoch + 1, score
             loop.best_state = {
                 role: {k: v.detach().clone() for k, v in net.state_dict().items()}
                 for role, net in method.saved_networks().items()
             }
-        loop.epoch, loop.step, loop.partial = epoch + 1, 0, _empty_partial()
-
-    # ----------------------------------------------------------------- resumable state
-    def _trained_state(self) -> dict[str, Tensor]:
-        """The method's weights minus the frozen reference, which the stage rebuilds anyway."""
-        return {
-            k: v for k, v in self.method.state_dict().items() if not k.startswith("reference.")
-        }
-
-    def _save_state(
-        self,
-        loop: _LoopState,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> None:
-        state = {
-            "fingerprint": self.fingerprint,
-            "world_size": distributed.world_size(),
-            "epoch": loop.epoch,
-            "step": loop.step,
-            "method": self._trained_state(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
-            "batch_maker": (
-                self.make_batch.state_dict() if hasattr(self.make_batch, "state_dict") else None
-            ),
-            "best_epoch": loop.result.best_epoch,
-            "best_score": loop.result.best_score,
-            "best_state": loop.best_state,
-            "history": loop.result.history,
-            "skipped_steps": loop.result.skipped_steps,
-            "consecutive_bad": loop.consecutive_bad,
-            "partial": loop.partial,
-        }
-        save_training_state(self.state_path, state)
-
-    def _restore(
-        self,
-        loop: _LoopState,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> None:
-        if not self.state_path.exists():
-            return
-        state = load_training_state(self.state_path)
-        if state.get("world_size", 1) != distributed.world_size():
-            distributed.print_main(
-                f"[{self.out_dir.name}] the saved training state comes from "
-                f"{state.get('world_size', 1)} process(es), this run has "
-                f"{distributed.world_size()}: the data order and schedule differ, so this stage "
-                "starts over",
-                flush=True,
-            )
-            return
-        if state.get("fingerprint") != self.fingerprint:
-            distributed.print_main(
-                f"[{self.out_dir.name}] the saved training state was made with other settings; "
-                "this stage starts over",
-                flush=True,
-            )
-            return
-        missing, unexpected = self.method.load_state_dict(state["method"], strict=False)
-        missing = [k for k in missing if not k.startswith("reference.")]
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{self.state_path} does not fit this stage's networks (missing: "
-                f"{', '.join(missing[:5]) or '-'}; unexpected: {', '.join(unexpected[:5]) or '-'})"
-            )
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
-        if state["batch_maker"] is not None and hasattr(self.make_batch, "load_state_dict"):
-            self.make_batch.load_state_dict(state["batch_maker"])
-        loop.epoch, loop.step = state["epoch"], state["step"]
-        loop.best_state = state["best_state"]
-        loop.consecutive_bad = state["consecutive_bad"]
-        loop.partial = state["partial"]
-        loop.result = StageResult(
-            best_epoch=state["best_epoch"],
-            best_score=state["best_score"],
-            history=state["history"],
-            skipped_steps=state["skipped_steps"],
-        )
-        distributed.print_main(
-            f"[{self.out_dir.name}] resuming at epoch {loop.epoch + 1}, step {loop.step}",
-            flush=True,
-        )
+        loop.epoch, loop.step, loop.partial = epoch + 1, 0, empty_partial()
 
     def discard_state(self) -> None:
         """Drop the resumable state once the stage's outcome is recorded elsewhere."""

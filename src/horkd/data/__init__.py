@@ -8,7 +8,7 @@ from torch.utils.data import Subset
 
 from horkd.data import fine_grained, folder, vision  # noqa: F401  (register builders)
 from horkd.data.augment import AugmentSpec, augment_batch
-from horkd.data.loader import BatchLoader, make_loader
+from horkd.data.loader import BatchLoader
 from horkd.data.memory import TensorImageDataset
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo, DataSplits
 from horkd.data.split import labels_of, stratified_split, stratified_subset
@@ -59,7 +59,6 @@ __all__ = [
     "augment_batch",
     "build_splits",
     "labels_of",
-    "make_loader",
     "stratified_split",
     "stratified_subset",
 ]

@@ -129,16 +129,3 @@ class BatchLoader:
         )
         for images, labels, indices in loader:
             yield images, labels.long(), indices
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-    drop_last: bool = False,
-    num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-) -> BatchLoader:
-    return BatchLoader(dataset, batch_size, shuffle, seed, drop_last, num_workers, rank, world_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -20,24 +21,24 @@ from horkd.data.memory import TensorImageDataset, channel_stats, resize_uint8
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = {
+IDX_FILES = MappingProxyType({
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
-}
-SOURCES = {
+})
+SOURCES = MappingProxyType({
     "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist (the four *-ubyte.gz files)",
     "mnist": "https://yann.lecun.com/exdb/mnist/ or a mirror (the four *-ubyte.gz files)",
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extracted into DIR",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, extracted into DIR",
     "svhn": "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat, test_32x32.mat) into DIR",
     "stl10": "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz, extracted into DIR",
-}
-FASHION_CLASSES = [
+})
+FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+)  # fmt: skip
 
 
 def _find_idx(folder: Path) -> dict[str, Path] | None:
@@ -125,7 +126,7 @@ def fashion_mnist(root: str | None, hr_size: int | None, download: bool = False)
     """Zalando's Fashion-MNIST: 60k/10k greyscale 28x28, 10 classes."""
     return _idx_dataset(
         "fashion_mnist", tvd.FashionMNIST, "FashionMNIST", DEBIAN_FASHION_MNIST, root, hr_size,
-        download, FASHION_CLASSES, "dataset-fashion-mnist",
+        download, list(FASHION_CLASSES), "dataset-fashion-mnist",
     )
 
 

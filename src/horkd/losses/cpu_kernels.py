@@ -14,6 +14,7 @@ and gradients. The first call compiles (tens of seconds); numba caches the resul
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -27,46 +28,54 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from horkd.losses.functional import EPS, coincidence_eps
+from horkd.losses.numerics import EPS, coincidence_eps
 
-_enabled = os.environ.get("HORKD_CPU_KERNELS", "1").strip().lower() not in ("0", "false", "off")
-_installed = importlib.util.find_spec("numba") is not None
+SWITCH = "HORKD_CPU_KERNELS"  # the environment variable that turns the kernels off
 _lock = threading.Lock()  # numba's thread pools are not safe for calls from several threads
 
 
+def enabled() -> bool:
+    """Read at every call, so a switch set after import (the benchmark, a test) takes effect."""
+    return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "off")
+
+
 def installed() -> bool:
-    return _installed
+    return importlib.util.find_spec("numba") is not None and _loops() is not None
 
 
 @contextmanager
-def use_kernels(enabled: bool) -> Iterator[None]:
+def use_kernels(on: bool) -> Iterator[None]:
     """Switch the kernels on or off inside the block (tests and the benchmark compare both)."""
-    global _enabled
-    before, _enabled = _enabled, enabled
+    before = os.environ.get(SWITCH)
+    os.environ[SWITCH] = "1" if on else "0"
     try:
         yield
     finally:
-        _enabled = before
+        if before is None:
+            os.environ.pop(SWITCH, None)
+        else:
+            os.environ[SWITCH] = before
 
 
 def usable(gram: Tensor) -> bool:
     return (
-        _enabled
-        and _installed
-        and gram.device.type == "cpu"
+        gram.device.type == "cpu"
         and gram.dtype in (torch.float32, torch.float64)
+        and enabled()
+        and installed()
     )
 
 
+@functools.cache
 def _loops() -> ModuleType | None:
-    """Imported on first use: numba's import and compilation cost nothing until then. A numba
-    that is installed but does not import (say, built for another numpy) switches the kernels
-    off with one warning instead of stopping the training."""
-    global _installed
+    """Imported on first use (numba's import and compilation cost nothing until then), once. A
+    numba that is installed but does not import (say, built for another numpy) switches the
+    kernels off with one warning instead of stopping the training."""
+    if importlib.util.find_spec("numba") is None:
+        return None
     try:
         from horkd.losses import numba_loops
     except Exception as error:  # noqa: BLE001 - any import failure means: use the eager ops
-        _installed = False
         warnings.warn(
             f"horkd: the fused CPU kernels are off, numba did not import ({error}); "
             "the relational losses run on PyTorch operations",

@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from horkd.losses.functional import full_precision, no_autocast
-from horkd.losses.registry import register_loss
+from horkd.losses.numerics import full_precision, no_autocast
 
 
-@register_loss("embedding_regression")
 class EmbeddingRegression(nn.Module):
     """Mean over samples of ||P s_i - t_i||^2 / d (FitNet-style hint on the embedding).
 
@@ -34,7 +32,6 @@ class EmbeddingRegression(nn.Module):
             return F.mse_loss(projected, full_precision(teacher).to(projected.dtype))
 
 
-@register_loss("hinton_kd")
 class HintonKD(nn.Module):
     """KL(softmax(t / T) || softmax(s / T)) * T^2 (Hinton et al. 2015), batch mean.
 

@@ -12,21 +12,22 @@ gamma = ``angle_weight``. The task loss is added by the method. YAML::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import MappingProxyType
 from typing import Literal
 
 from torch import Tensor, nn
 
 from horkd import distributed
 from horkd.losses.first_order import EmbeddingRegression, HintonKD
-from horkd.losses.functional import relation_grams
-from horkd.losses.registry import register_loss
+from horkd.losses.numerics import relation_grams
 from horkd.losses.second_order import DistanceLoss
 from horkd.losses.third_order import AngleLoss
 
 ORDERS = (1, 2, 3)
+# The distillation terms and the order each belongs to: what a method may ask the loss for.
+TERM_ORDER = MappingProxyType({"embedding": 1, "logits": 1, "distance": 2, "angle": 3})
 
 
-@register_loss("horkd")
 class HybridOrderLoss(nn.Module):
     """Returns a dict of weighted terms; a term is absent when switched off or weighted 0."""
 

@@ -24,10 +24,10 @@ from numba import njit, prange
 
 # consts = [huber delta, coincidence threshold on squared distances, clamp EPS]
 DELTA, COINCIDENT, EPS = 0, 1, 2
-FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}  # no "nnan" / "ninf"
+FAST = ("reassoc", "contract", "arcp", "nsz", "afn")  # no "nnan" / "ninf"
 
 
-@njit(inline="always", fastmath=FAST)
+@njit(inline="always", fastmath=set(FAST))
 def _finite(g):  # type: ignore[no-untyped-def]
     """Whether no entry is NaN or infinite: one vectorised sum (NaN and inf survive it; a sum
     that overflows says False, which only sends finite input to the eager path)."""
@@ -39,7 +39,7 @@ def _finite(g):  # type: ignore[no-untyped-def]
     return np.isfinite(total)
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=set(FAST), error_model="numpy")
 def _anchor_directions(g, i, inv, half, coincident):  # type: ignore[no-untyped-def]
     """inv[j] = 1 / ||e_j - e_i|| (0 where the points coincide), half[j] = G_ij - G_ii / 2."""
     one, zero = inv.dtype.type(1.0), inv.dtype.type(0.0)
@@ -49,7 +49,7 @@ def _anchor_directions(g, i, inv, half, coincident):  # type: ignore[no-untyped-
         half[j] = g[i, j] - g[i, i] * inv.dtype.type(0.5)
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=set(FAST), error_model="numpy")
 def _angle_anchor(gs, gt, i, a, scratch, grad_s, grad_t, p_s, r_s, p_t, r_t, consts,
                   need_s, need_t):  # type: ignore[no-untyped-def]
     """Sum over (j, k) of huber(cos^S_ijk - cos^T_ijk) at anchor i; accumulates each needed
@@ -147,19 +147,19 @@ def _angle(gs, gt, anchors, consts, need_s, need_t):  # type: ignore[no-untyped-
     return totals.sum() / count, grad_s, grad_t
 
 
-@njit(parallel=True, fastmath=FAST, error_model="numpy", cache=True)
+@njit(parallel=True, fastmath=set(FAST), error_model="numpy", cache=True)
 def angle_student(gs, gt, anchors, consts):  # type: ignore[no-untyped-def]
     """(loss, dL/dG_student, empty) of the angle loss at ``anchors``."""
     return _angle(gs, gt, anchors, consts, True, False)
 
 
-@njit(parallel=True, fastmath=FAST, error_model="numpy", cache=True)
+@njit(parallel=True, fastmath=set(FAST), error_model="numpy", cache=True)
 def angle_both(gs, gt, anchors, consts):  # type: ignore[no-untyped-def]
     """(loss, dL/dG_student, dL/dG_teacher) of the angle loss at ``anchors``."""
     return _angle(gs, gt, anchors, consts, True, True)
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=set(FAST), error_model="numpy")
 def _distances(g, eps):  # type: ignore[no-untyped-def]
     """||e_j - e_k|| (diagonal 0) and their clamped mean over the off-diagonal pairs."""
     n = g.shape[0]
@@ -175,7 +175,7 @@ def _distances(g, eps):  # type: ignore[no-untyped-def]
     return d, max(total / g.dtype.type(n * (n - 1)), eps)
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=set(FAST), error_model="numpy")
 def _distance_grad(grad_q, dot, d, mean, eps):  # type: ignore[no-untyped-def]
     """dL/dG from dL/dq for q = d / mean(d), as second_order._gram_grad: dL/dsq_jk enters
     G_jk with -2 and G_jj, G_kk with +1 (coincident points and the diagonal pass nothing)."""
@@ -199,7 +199,7 @@ def _distance_grad(grad_q, dot, d, mean, eps):  # type: ignore[no-untyped-def]
     return grad
 
 
-@njit(inline="always", fastmath=FAST, error_model="numpy")
+@njit(inline="always", fastmath=set(FAST), error_model="numpy")
 def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
     n = gs.shape[0]
     if not (_finite(gs) and _finite(gt)):
@@ -226,13 +226,13 @@ def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
     return total * per_pair, grad_s, grad_t
 
 
-@njit(fastmath=FAST, error_model="numpy", cache=True)
+@njit(fastmath=set(FAST), error_model="numpy", cache=True)
 def distance_student(gs, gt, consts):  # type: ignore[no-untyped-def]
     """(loss, dL/dG_student, empty) of the normalised-distance loss."""
     return _distance(gs, gt, consts, True, False)
 
 
-@njit(fastmath=FAST, error_model="numpy", cache=True)
+@njit(fastmath=set(FAST), error_model="numpy", cache=True)
 def distance_both(gs, gt, consts):  # type: ignore[no-untyped-def]
     """(loss, dL/dG_student, dL/dG_teacher) of the normalised-distance loss."""
     return _distance(gs, gt, consts, True, True)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from horkd.losses import cpu_kernels
-from horkd.losses.functional import (
+from horkd.losses.numerics import (
     EPS,
     GradientInForward,
     huber_sum,
@@ -22,7 +22,6 @@ from horkd.losses.functional import (
     relation_grams,
     zero_with_graph,
 )
-from horkd.losses.registry import register_loss
 
 
 def _normalized_from_grams(grams: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,7 +94,6 @@ def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float =
         return _DistanceLossFromGram.apply(gram_s, gram_t, huber_delta)
 
 
-@register_loss("rkd_distance")
 class DistanceLoss(nn.Module):
     """Second-order relational loss (RKD distance). YAML: ``distill.loss.distance_weight: 25``."""
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from horkd.losses import cpu_kernels
-from horkd.losses.functional import (
+from horkd.losses.numerics import (
     EPS,
     GradientInForward,
     coincidence_eps,
@@ -24,7 +24,6 @@ from horkd.losses.functional import (
     relation_grams,
     zero_with_graph,
 )
-from horkd.losses.registry import register_loss
 
 CHUNK_ELEMENTS = 1 << 21  # c * N * N per side and chunk: ~8 MB per float32 side
 
@@ -177,7 +176,6 @@ def angle_loss_from_gram(
         return _AngleLossFromGram.apply(gram_s, gram_t, huber_delta, chunk, chosen)
 
 
-@register_loss("rkd_angle")
 class AngleLoss(nn.Module):
     """Third-order relational loss (RKD angle, Gram form). YAML: ``distill.loss.angle_weight: 50``."""
 

@@ -1,12 +1,22 @@
-"""What one training stage optimises; see :mod:`horkd.methods.presets` for the named methods."""
+"""What one training stage optimises; :mod:`horkd.methods.presets` registers the named methods."""
 
+from horkd.methods import presets  # noqa: F401  (register)
 from horkd.methods.base import Batch, Method, freeze, task_loss
 from horkd.methods.distill import DistillMethod
 from horkd.methods.joint import JointMethod
-from horkd.methods.presets import METHODS, MethodContext, MethodSpec, hybrid_loss, register_method
+from horkd.methods.presets import hybrid_loss
+from horkd.methods.registry import (
+    GROUP_MEANING,
+    METHODS,
+    MethodContext,
+    MethodSpec,
+    methods_in,
+    register_method,
+)
 from horkd.methods.supervised import SupervisedMethod
 
 __all__ = [
+    "GROUP_MEANING",
     "METHODS",
     "Batch",
     "DistillMethod",
@@ -17,6 +27,7 @@ __all__ = [
     "SupervisedMethod",
     "freeze",
     "hybrid_loss",
+    "methods_in",
     "register_method",
     "task_loss",
 ]

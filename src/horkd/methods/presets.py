@@ -1,74 +1,26 @@
-"""Every method a config can name, in one registry: the baselines and HORKD itself.
+"""Every registered method: the teacher and assistant stages, the baselines and HORKD.
 
-A preset says which trained networks it needs (teacher, assistant) and builds the
-:class:`~horkd.methods.base.Method` that trains a new student. Adding a method is one function here
-(or in its own module) with ``@METHODS.register("name")``.
+Adding a method is one build function with ``@register_method`` (here, or in any module that is
+imported before the config is read: a plugin, a test).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from horkd.config import ExperimentConfig, LossConfig
 from horkd.losses import HybridOrderLoss
+from horkd.losses.hybrid import ORDERS, TERM_ORDER
 from horkd.methods.base import Method
 from horkd.methods.distill import DistillMethod
 from horkd.methods.joint import JointMethod
 from horkd.methods.references import LogitsFromTeacher
+from horkd.methods.registry import METHODS, MethodContext, MethodSpec, register_method
 from horkd.methods.supervised import SupervisedMethod
-from horkd.registry import Registry
 
-TERMS = ("embedding", "logits", "distance", "angle")
-_TERM_ORDER = {"embedding": 1, "logits": 1, "distance": 2, "angle": 3}
-
-
-@dataclass
-class MethodContext:
-    """What a preset may use: the config, the trained reference networks, fresh networks."""
-
-    cfg: ExperimentConfig
-    new_student: Callable[[], nn.Module]
-    new_assistant: Callable[[], nn.Module]
-    new_criterion: Callable[[nn.Module], nn.Module]  # the task loss for a given network
-    teacher: nn.Module | None = None
-    assistant: nn.Module | None = None
-    uses_logits: bool = True  # False for tasks whose logits mean nothing (retrieval, faces)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    description: str
-    build: Callable[[MethodContext], Method] | None  # None: evaluation only, nothing trained
-    needs_teacher: bool = True
-    needs_assistant: bool | Callable[[ExperimentConfig], bool] = False
-
-    def requires_assistant(self, cfg: ExperimentConfig) -> bool:
-        """Whether the sequential assistant stage must have run before this method."""
-        if callable(self.needs_assistant):
-            return self.needs_assistant(cfg)
-        return self.needs_assistant
-
-
-METHODS: Registry[MethodSpec] = Registry("method")
-
-
-def register_method(
-    name: str,
-    description: str,
-    *,
-    needs_teacher: bool = True,
-    needs_assistant: bool | Callable[[ExperimentConfig], bool] = False,
-) -> Callable:
-    def decorator(build: Callable[[MethodContext], Method]) -> Callable[[MethodContext], Method]:
-        spec = MethodSpec(name, description, build, needs_teacher, needs_assistant)
-        METHODS.register(name)(spec)
-        return build
-
-    return decorator
+if TYPE_CHECKING:
+    from horkd.config import LossConfig
 
 
 def hybrid_loss(
@@ -78,28 +30,34 @@ def hybrid_loss(
     terms: tuple[str, ...] | None = None,
     uses_logits: bool = True,
 ) -> HybridOrderLoss:
-    """The configured hybrid loss, restricted to ``terms`` (None: the configured orders).
+    """The configured hybrid loss restricted to a method's ``terms``.
 
-    Where the task's logits mean nothing (metric learning, faces), the logit term is dropped.
+    ``terms`` None: the terms of the configured orders (the order switch is applied once, by
+    the loss); a fixed tuple (a baseline's): those terms, whatever the orders say. Where the
+    task's logits mean nothing (metric learning, faces), the logit term is dropped.
     """
-    if terms is None:
-        wanted = {t for t in TERMS if _TERM_ORDER[t] in loss_cfg.orders}
-    else:
-        wanted = set(terms)
+    wanted = set(TERM_ORDER) if terms is None else set(terms)
     if not uses_logits:
         wanted.discard("logits")
+    weights = {
+        "embedding": loss_cfg.embedding_weight,
+        "logits": loss_cfg.logit_weight,
+        "distance": loss_cfg.distance_weight,
+        "angle": loss_cfg.angle_weight,
+    }
+    weight = {term: value if term in wanted else 0.0 for term, value in weights.items()}
     return HybridOrderLoss(
         student.embed_dim,
         reference.embed_dim,
-        embedding_weight=loss_cfg.embedding_weight if "embedding" in wanted else 0.0,
-        logit_weight=loss_cfg.logit_weight if "logits" in wanted else 0.0,
+        embedding_weight=weight["embedding"],
+        logit_weight=weight["logits"],
         temperature=loss_cfg.temperature,
-        distance_weight=loss_cfg.distance_weight if "distance" in wanted else 0.0,
-        angle_weight=loss_cfg.angle_weight if "angle" in wanted else 0.0,
+        distance_weight=weight["distance"],
+        angle_weight=weight["angle"],
         huber_delta=loss_cfg.huber_delta,
         relations=loss_cfg.relations,
         angle_anchors=loss_cfg.angle_anchors,
-        orders=(1, 2, 3),
+        orders=loss_cfg.orders if terms is None else ORDERS,
     )
 
 
@@ -114,84 +72,141 @@ def warm_start(student: nn.Module, assistant: nn.Module) -> None:
         ) from None
 
 
-def _distill(
-    ctx: MethodContext, student: nn.Module, reference: nn.Module, terms: tuple[str, ...] | None
+def distill(
+    ctx: MethodContext,
+    student: nn.Module,
+    reference: nn.Module,
+    terms: tuple[str, ...] | None,
+    student_view: str = "lr",
 ) -> Method:
     """``student`` learns from labels and the frozen ``reference`` through ``terms``."""
-    loss = hybrid_loss(ctx.cfg.distill.loss, student, reference, terms, ctx.uses_logits)
+    loss = hybrid_loss(ctx.distill.loss, student, reference, terms, ctx.uses_logits)
     return DistillMethod(
         student,
         ctx.new_criterion(student),
         reference,
         loss,
-        task_weight=ctx.cfg.distill.loss.task_weight,
+        student_view=student_view,
+        task_weight=ctx.distill.loss.task_weight,
     )
 
 
-def _distill_from_teacher(ctx: MethodContext, terms: tuple[str, ...] | None) -> Method:
+def _from_teacher(ctx: MethodContext, terms: tuple[str, ...] | None) -> Method:
     assert ctx.teacher is not None
-    return _distill(ctx, ctx.new_student(), ctx.teacher, terms)
+    return distill(ctx, ctx.new_network("student"), ctx.teacher, terms)
 
 
+# ---------------------------------------------------------------- stages other methods build on
+@register_method(
+    "teacher", "the HR teacher trained on labels", group="stage", needs=(), produces="teacher"
+)
+def _teacher(ctx: MethodContext) -> Method:
+    teacher = ctx.new_network("teacher")
+    return SupervisedMethod(teacher, ctx.new_criterion(teacher), student_view="hr")
+
+
+@register_method(
+    "assistant",
+    "cross-structure distillation: the light network learns from the teacher on HR",
+    group="stage",
+    terms=None,
+    produces="assistant",
+)
+def _assistant(ctx: MethodContext) -> Method:
+    assert ctx.teacher is not None
+    return distill(ctx, ctx.new_network("assistant"), ctx.teacher, None, student_view="hr")
+
+
+# ---------------------------------------------------------------- references and baselines
 METHODS.register("teacher_lr")(
     MethodSpec(
-        "teacher_lr", "the HR teacher applied to LR input re-upsampled to HR size", build=None
+        "teacher_lr",
+        "the HR teacher applied to LR input re-upsampled to HR size",
+        group="reference",
+        build=None,
+        scores="teacher",
     )
 )
 
 
-@register_method("scratch", "the student trained on LR with labels only", needs_teacher=False)
+@register_method(
+    "scratch", "the student trained on LR with labels only", group="baseline", needs=()
+)
 def _scratch(ctx: MethodContext) -> Method:
-    student = ctx.new_student()
+    student = ctx.new_network("student")
     return SupervisedMethod(student, ctx.new_criterion(student), task_weight=1.0)
 
 
-@register_method("hinton_kd", "Hinton KD: softened teacher logits, teacher -> student")
+@register_method(
+    "hinton_kd",
+    "Hinton KD: softened teacher logits, teacher -> student",
+    group="baseline",
+    terms=("logits",),
+)
 def _hinton_kd(ctx: MethodContext) -> Method:
-    return _distill_from_teacher(ctx, ("logits",))
+    return _from_teacher(ctx, ("logits",))
 
 
-@register_method("fitnet", "embedding regression (FitNet-style), teacher -> student")
+@register_method(
+    "fitnet",
+    "embedding regression (FitNet-style), teacher -> student",
+    group="baseline",
+    terms=("embedding",),
+)
 def _fitnet(ctx: MethodContext) -> Method:
-    return _distill_from_teacher(ctx, ("embedding",))
+    return _from_teacher(ctx, ("embedding",))
 
 
-@register_method("rkd", "RKD distance + angle, teacher -> student, no assistant")
+@register_method(
+    "rkd",
+    "RKD distance + angle, teacher -> student, no assistant",
+    group="baseline",
+    terms=("distance", "angle"),
+)
 def _rkd(ctx: MethodContext) -> Method:
-    return _distill_from_teacher(ctx, ("distance", "angle"))
+    return _from_teacher(ctx, ("distance", "angle"))
 
 
-@register_method("horkd_no_assistant", "hybrid orders, teacher -> student directly")
+# ---------------------------------------------------------------- hybrid-order distillation
+@register_method(
+    "horkd_no_assistant",
+    "hybrid orders, teacher -> student directly",
+    group="ours",
+    terms=None,
+)
 def _horkd_no_assistant(ctx: MethodContext) -> Method:
-    return _distill_from_teacher(ctx, None)
+    return _from_teacher(ctx, None)
 
 
 @register_method(
     "horkd",
-    "hybrid orders through the assistant: T -> A on HR, then A -> S on LR (config `schedule`)",
-    needs_assistant=lambda cfg: cfg.schedule == "sequential",
+    "hybrid orders through the assistant: T -> A on HR, then A -> S on LR",
+    group="ours",
+    needs=("teacher", "assistant"),
+    terms=None,
 )
 def _horkd(ctx: MethodContext) -> Method:
-    if ctx.cfg.schedule == "joint":
-        return _horkd_joint(ctx)
     assert ctx.assistant is not None
-    student = ctx.new_student()
-    if ctx.cfg.distill.warm_start:
+    student = ctx.new_network("student")
+    if ctx.distill.warm_start:
         warm_start(student, ctx.assistant)
-    reference = ctx.assistant
-    if ctx.cfg.distill.student_logits_from == "teacher":
+    reference: nn.Module = ctx.assistant
+    if ctx.distill.student_logits_from == "teacher":
         assert ctx.teacher is not None
         reference = LogitsFromTeacher(ctx.assistant, ctx.teacher)
-    return _distill(ctx, student, reference, None)
+    return distill(ctx, student, reference, None)
 
 
 @register_method(
-    "horkd_joint", "hybrid orders, assistant (HR) and student (LR) trained together on each batch"
+    "horkd_joint",
+    "hybrid orders, assistant (HR) and student (LR) trained together on each batch",
+    group="ours",
+    terms=None,
 )
 def _horkd_joint(ctx: MethodContext) -> Method:
     assert ctx.teacher is not None
-    student, assistant = ctx.new_student(), ctx.new_assistant()
-    loss_cfg = ctx.cfg.distill.loss
+    student, assistant = ctx.new_network("student"), ctx.new_network("assistant")
+    loss_cfg = ctx.distill.loss
     return JointMethod(
         student,
         ctx.new_criterion(student),
@@ -201,5 +216,5 @@ def _horkd_joint(ctx: MethodContext) -> Method:
         hybrid_loss(loss_cfg, assistant, ctx.teacher, None, ctx.uses_logits),
         hybrid_loss(loss_cfg, student, assistant, None, ctx.uses_logits),
         task_weight=loss_cfg.task_weight,
-        student_logits_from=ctx.cfg.distill.student_logits_from,
+        student_logits_from=ctx.distill.student_logits_from,
     )

@@ -18,8 +18,9 @@ from horkd.checkpoint import build_from_checkpoint, load_meta
 from horkd.cost import count_flops, count_parameters, measure_latency
 from horkd.export import input_shape
 from horkd.logger import read_jsonl
+from horkd.methods import methods_in
 from horkd.report import figures
-from horkd.results import format_table, primary_metric, verdict
+from horkd.results import format_table, verdict
 
 
 def _seed_dirs(run_dir: Path) -> list[Path]:
@@ -79,7 +80,8 @@ def cost_table(run_dir: Path, repeats: int = 20) -> list[dict[str, Any]]:
     }
     students = sorted((seeds[0] / "students").glob("*/model.json")) if (
         seeds[0] / "students").is_dir() else []
-    preferred = [p for p in students if p.parent.name == "horkd"] or students
+    ours = methods_in("ours")
+    preferred = [p for p in students if p.parent.name in ours] or students
     if preferred:
         candidates["student"] = preferred[0].with_suffix("")
     rows = []
@@ -130,69 +132,82 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _results_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> list[str]:
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        return []
+    table = json.loads(results_path.read_text())
+    lr_size = cfg.get("degrade", {}).get("lr_size")
+    _write_csv(out / f"{name}_results.csv", table)
+    return ["### Results (test split, epoch picked on validation)", "",
+            format_table(table, lr_size), "", verdict(table), ""]
+
+
+def _curve_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> list[str]:
+    curves = mean_curves(run_dir)
+    if not curves:
+        return []
+    lr_size = cfg.get("degrade", {}).get("lr_size")
+    png = figures.resolution_curve(curves, _curve_metric(cfg), out / f"{name}_resolution.png",
+                                   lr_size)
+    sizes = sorted({int(s) for c in curves.values() for s in c}, reverse=True)
+    rows = [{"network": n, **{f"{s}px": c.get(str(s)) for s in sizes}} for n, c in curves.items()]
+    _write_csv(out / f"{name}_resolution.csv", rows)
+    return ["### Accuracy versus input resolution", "",
+            _markdown(rows, ["network", *[f"{s}px" for s in sizes]]), "",
+            f"![resolution curve]({png.name})", ""]
+
+
+def _ablation_section(run_dir: Path, out: Path, name: str) -> list[str]:
+    path = run_dir / "ablation.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    seeds = len(data.get("seeds") or [None])
+    results = {m: {t: _mean_std(v) for t, v in tags.items()} for m, tags in data["orders"].items()}
+    baselines = {b: _mean_std(v)[0] for b, v in data.get("baselines", {}).items() if v}
+    png = figures.orders_ablation(results, data.get("metric", "metric"),
+                                  out / f"{name}_orders.png", baselines, seeds=seeds)
+    rows = [{"method": m, "orders": t, "mean": ms[0], "std": ms[1] if seeds > 1 else None}
+            for m, tags in results.items() for t, ms in tags.items()]
+    rows += [{"method": b, "orders": "baseline", "mean": v, "std": None}
+             for b, v in baselines.items()]
+    _write_csv(out / f"{name}_orders.csv", rows)
+    return [f"### Effect of each order (student, same budget, {seeds} seed(s))", "",
+            _markdown(rows, ["method", "orders", "mean", "std"]), "",
+            f"![orders ablation]({png.name})", ""]
+
+
+def _cost_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> list[str]:
+    costs = cost_table(run_dir, cfg.get("report", {}).get("latency_repeats", 20))
+    if not costs:
+        return []
+    _write_csv(out / f"{name}_cost.csv", costs)
+    columns = ["network", "arch", "input", "params", "mflops", "latency_ms_b1", "latency_ms_b64",
+               "params_vs_teacher", "mflops_vs_teacher", "latency_ms_b1_vs_teacher"]
+    return ["### Model cost (CPU, median latency in ms)", "", _markdown(costs, columns), ""]
+
+
 def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` with tables, CSVs and figures; returns the report path."""
     run_dirs = [Path(d) for d in run_dirs]
     out = Path(out_dir) if out_dir else run_dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     sections = ["# horkd report", ""]
-    figures_made: list[Path] = []
     for run_dir in run_dirs:
         cfg = _config(run_dir)
         name = cfg.get("name", run_dir.name)
         sections += [f"## {name}", "", f"Run directory `{run_dir}`; task `{cfg.get('task')}`, "
                      f"dataset `{cfg['data']['dataset']}`, seeds {cfg.get('seeds')}.", ""]
-        results_path = run_dir / "results.json"
-        if results_path.is_file():
-            table = json.loads(results_path.read_text())
-            lr_size = cfg.get("degrade", {}).get("lr_size")
-            sections += ["### Results (test split, epoch picked on validation)", "",
-                         format_table(table, lr_size), "", verdict(table), ""]
-            _write_csv(out / f"{name}_results.csv", table)
-            metric = primary_metric(table) or "metric"
-        else:
-            table, metric, lr_size = [], "metric", None
-        curves = mean_curves(run_dir)
-        if curves:
-            png = figures.resolution_curve(curves, _curve_metric(cfg), out /
-                                           f"{name}_resolution.png", lr_size)
-            figures_made.append(png)
-            sizes = sorted({int(s) for c in curves.values() for s in c}, reverse=True)
-            rows = [{"network": n, **{f"{s}px": c.get(str(s)) for s in sizes}}
-                    for n, c in curves.items()]
-            _write_csv(out / f"{name}_resolution.csv", rows)
-            sections += ["### Accuracy versus input resolution", "",
-                         _markdown(rows, ["network", *[f"{s}px" for s in sizes]]), "",
-                         f"![resolution curve]({png.name})", ""]
-        ablation = run_dir / "ablation.json"
-        if ablation.is_file():
-            data = json.loads(ablation.read_text())
-            results = {k: _mean_std(v) for k, v in data["orders"].items()}
-            scratch = _mean_std(data["scratch"])[0] if data.get("scratch") else None
-            seeds = len(data.get("scratch") or [None])
-            png = figures.orders_ablation(results, data.get("metric", metric),
-                                          out / f"{name}_orders.png", scratch, seeds=seeds)
-            figures_made.append(png)
-            rows = [{"orders": k, "mean": m, "std": s if seeds > 1 else None}
-                    for k, (m, s) in results.items()]
-            _write_csv(out / f"{name}_orders.csv", rows)
-            sections += [f"### Effect of each order (student, same budget, {seeds} seed(s))", "",
-                         _markdown(rows, ["orders", "mean", "std"]), "",
-                         f"![orders ablation]({png.name})", ""]
+        sections += _results_section(run_dir, cfg, out, name)
+        sections += _curve_section(run_dir, cfg, out, name)
+        sections += _ablation_section(run_dir, out, name)
         hist = histories(run_dir)
         if hist:
             png = figures.training_curves(hist, out / f"{name}_training.png")
-            figures_made.append(png)
             sections += ["### Training curves (first seed)", "", f"![training curves]({png.name})",
                          ""]
-        costs = cost_table(run_dir, cfg.get("report", {}).get("latency_repeats", 20))
-        if costs:
-            _write_csv(out / f"{name}_cost.csv", costs)
-            columns = ["network", "arch", "input", "params", "mflops", "latency_ms_b1",
-                       "latency_ms_b64", "params_vs_teacher", "mflops_vs_teacher",
-                       "latency_ms_b1_vs_teacher"]
-            sections += ["### Model cost (CPU, median latency in ms)", "",
-                         _markdown(costs, columns), ""]
+        sections += _cost_section(run_dir, cfg, out, name)
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import matplotlib
@@ -10,17 +11,17 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed (CI, servers)
 import matplotlib.pyplot as plt  # noqa: E402
 
-REFERENCE_STYLE = {"teacher": ("black", "--"), "assistant": ("grey", ":")}
+REFERENCE_STYLE = MappingProxyType({"teacher": ("black", "--"), "assistant": ("grey", ":")})
 
 
 def method_style(name: str) -> tuple[Any, str]:
     """One colour per method in every figure (the registry's order), references dashed."""
-    from horkd.methods import METHODS
+    from horkd.methods import methods_in
 
     name = name.removeprefix("students/")
     if name in REFERENCE_STYLE:
         return REFERENCE_STYLE[name]
-    known = [m for m in METHODS.names() if m != "teacher_lr"]
+    known = methods_in("baseline") + methods_in("ours")
     index = known.index(name) if name in known else sum(map(ord, name))
     return plt.get_cmap("tab10")(index % 10), "-"
 
@@ -49,35 +50,43 @@ def resolution_curve(
 
 
 def orders_ablation(
-    results: dict[str, tuple[float, float]],
+    results: dict[str, dict[str, tuple[float, float]]],
     metric: str,
     path: Path,
-    baseline: float | None = None,
+    baselines: dict[str, float] | None = None,
     seeds: int = 1,
 ) -> Path:
-    """Bars of the metric for each subset of orders, mean with std error bars over seeds when
-    there are several (paper Fig. 4)."""
-    names = list(results)
-    means = [results[n][0] for n in names]
-    stds = [results[n][1] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars = ax.bar(names, means, yerr=stds if seeds > 1 else None, capsize=4,
-                  color=method_style("horkd")[0], alpha=0.8)
-    for bar, mean in zip(bars, means, strict=True):
-        ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean), ha="center",
-                    va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
-    if baseline is not None:
-        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"LR scratch ({baseline:.2f})")
-        ax.legend(fontsize=8)
-    low = min(means + ([baseline] if baseline is not None else []))
-    high = max([m + s for m, s in zip(means, stds, strict=True)] +
-               ([baseline] if baseline is not None else []))
-    ax.set_ylim(max(0.0, low - 2.0), high + 1.5)
+    """Bars of the metric for each subset of orders (a bar group per ablated method), mean with
+    std error bars over seeds when there are several, and a dashed line per baseline (paper
+    Fig. 4)."""
+    baselines = baselines or {}
+    methods = list(results)
+    tags = list(next(iter(results.values())))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    tops: list[float] = []
+    for i, method in enumerate(methods):
+        xs = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tags))]
+        means = [results[method][tag][0] for tag in tags]
+        stds = [results[method][tag][1] for tag in tags]
+        tops += [m + s for m, s in zip(means, stds, strict=True)] + means
+        bars = ax.bar(xs, means, width, yerr=stds if seeds > 1 else None, capsize=3,
+                      color=method_style(method)[0], alpha=0.8, label=method)
+        for bar, mean in zip(bars, means, strict=True):
+            ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean), ha="center",
+                        va="bottom", fontsize=7, xytext=(0, 3), textcoords="offset points")
+    for name, value in baselines.items():
+        ax.axhline(value, color=method_style(name)[0], linestyle="--",
+                   label=f"{name} ({value:.2f})")
+    ax.set_xticks(range(len(tags)), tags)
+    values = tops + list(baselines.values())
+    ax.set_ylim(max(0.0, min(values) - 2.0), max(values) + 1.5)
     ax.set_xlabel("orders of relational knowledge distilled (1: samples, 2: pairs, 3: triplets)")
     ax.set_ylabel(f"student {metric} (%)")
     ax.set_title(f"Effect of each order ({seeds} seed{'s' if seeds > 1 else ''}"
                  f"{', mean and std' if seeds > 1 else ''})")
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

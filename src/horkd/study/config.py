@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from horkd.config import ConfigError, format_validation_error, read_yaml_mapping
 
-BASELINES = ("scratch", "hinton_kd", "fitnet", "rkd")
+
+def _registered_baselines() -> list[str]:
+    from horkd.methods import methods_in
+
+    return methods_in("baseline")
 
 
 class _Strict(BaseModel):
@@ -50,10 +54,16 @@ class StudyConfig(_Strict):
     teachers: dict[str, str] = Field(description="name -> experiment YAML, relative to this file")
     base: dict[str, Any] = Field(description="the experiment every student run starts from")
     methods: list[str]
-    baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
+    baselines: list[str] = Field(
+        default_factory=_registered_baselines,
+        description="the methods results are compared against (default: every 'baseline')",
+    )
     main_regime: str
     regimes: dict[str, RegimeConfig]
     search: SearchConfig
+    ablation_methods: list[str] | None = Field(
+        None, description="methods the orders ablation varies; null = every 'ours' method"
+    )
     ablation_seeds: list[int] = Field(
         default_factory=lambda: [0], description="seeds of the orders ablation (main regime)"
     )
@@ -90,7 +100,7 @@ class StudyConfig(_Strict):
                     )
             for method in self.regime_methods(name):
                 METHODS.get(method)
-                if method not in self.search.candidates and METHODS.get(method).build:
+                if method not in self.search.candidates and METHODS.get(method).trains:
                     raise ValueError(f"search.candidates has no entry for method '{method}'")
         budgets = {len(c) for c in self.search.candidates.values()}
         if len(budgets) > 1:

@@ -135,37 +135,37 @@ def ablation_figure(summary: dict[str, Any], out_dir: Path) -> tuple[Path, str] 
     ablation = summary.get("ablation")
     if not ablation:
         return None
-    stats = {tag: summarize(values) for tag, values in ablation["orders"].items()}
-    # the reference line is the final scratch student (its searched settings) at the same seeds
+    stats = {
+        method: {tag: summarize(values) for tag, values in tags.items()}
+        for method, tags in ablation["orders"].items()
+    }
+    # reference lines: the final baselines (their searched settings) at the ablation's seeds
     finals = _seed_values(summary["finals"], summary["study"]["main_regime"])["students"]
-    final_scratch = finals.get("scratch", {})
     seeds = [int(s) for s in ablation["seeds"]]
-    if all(s in final_scratch for s in seeds):
-        scratch = summarize([final_scratch[s] for s in seeds]).mean
-    else:
-        scratch = summarize(ablation["scratch"]).mean
+    baselines = {
+        name: summarize([finals[name][s] for s in seeds]).mean
+        for name in summary["study"]["baselines"]
+        if name in finals and all(s in finals[name] for s in seeds)
+    }
     path = orders_ablation(
-        {tag: (s.mean, s.std) for tag, s in stats.items()},
+        {m: {t: (s.mean, s.std) for t, s in tags.items()} for m, tags in stats.items()},
         ablation["metric"],
         out_dir / "orders_ablation.png",
-        baseline=scratch,
-        seeds=len(ablation["seeds"]),
+        baselines,
+        seeds=len(seeds),
     )
-    rows = ["| orders | " + " | ".join(stats) + " | LR scratch |",
-            "|---" * (len(stats) + 2) + "|",
-            "| " + ablation["metric"] + " | " + " | ".join(f"{s.mean:.2f}" for s in stats.values())
-            + f" | {scratch:.2f} |"]
+    tags = list(next(iter(stats.values())))
+    rows = ["| method | " + " | ".join(tags) + " |", "|---" * (len(tags) + 1) + "|"]
+    for method, by_tag in stats.items():
+        rows.append(f"| {method} | " + " | ".join(f"{by_tag[t].mean:.2f}" for t in tags) + " |")
+    if baselines:
+        rows += ["", "Baselines at the same seeds: "
+                 + ", ".join(f"{n} {v:.2f}" for n, v in baselines.items()) + "."]
     return path, "\n".join(rows)
 
 
-def write_document(
-    summary_path: str | Path, doc_path: str | Path, command: str | None = None
-) -> Path:
-    summary = json.loads(Path(summary_path).read_text())
+def _setup(summary: dict[str, Any]) -> list[str]:
     study = summary["study"]
-    doc_path = Path(doc_path)
-    figures = doc_path.parent / "results"
-    figures.mkdir(parents=True, exist_ok=True)
     parts = [
         f"# Results: {study['name']}",
         "",
@@ -187,8 +187,13 @@ def write_document(
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
             f"{t['val']:.2f} ({t['train_seconds'] / 60:.1f} min to train)."
         )
+    return parts
+
+
+def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    parts: list[str] = []
     facts_by_regime = {}
-    for regime, r in study["regimes"].items():
+    for regime, r in summary["study"]["regimes"].items():
         table, facts = regime_tables(summary, regime)
         facts_by_regime[regime] = facts
         source = r.get("choices_from")
@@ -202,25 +207,34 @@ def write_document(
             "",
             table,
         ]
+    return parts, facts_by_regime
+
+
+def _figures(summary: dict[str, Any], figures: Path) -> list[str]:
+    parts: list[str] = []
     curve = curve_figure(summary, figures)
     if curve is not None:
         parts += ["", "## Accuracy versus input resolution", "",
-                  f"Main regime `{study['main_regime']}`, mean over seeds.", "",
+                  f"Main regime `{summary['study']['main_regime']}`, mean over seeds.", "",
                   f"![resolution curve](results/{curve.name})"]
     ablation = ablation_figure(summary, figures)
     if ablation is not None:
         path, table = ablation
         parts += ["", "## Orders ablation", "",
-                  f"HORKD with the chosen settings, each subset of orders, seeds "
+                  f"The ablated methods with their chosen settings, each subset of orders, seeds "
                   f"{summary['ablation']['seeds']}.", "", table, "",
                   f"![orders ablation](results/{path.name})"]
-    parts += ["", "## Search (validation split only)", "", search_table(summary)]
-    discussion = study.get("discussion")
+    return parts
+
+
+def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
+    parts = ["", "## Search (validation split only)", "", search_table(summary)]
+    discussion = summary["study"].get("discussion")
     if discussion:
         note = Path(summary["study_file"]).parent / discussion
         if note.exists():
             parts += ["", note.read_text().strip()]
-    parts += [
+    return parts + [
         "",
         "## Reproduce",
         "",
@@ -231,6 +245,17 @@ def write_document(
         "invocations (and teachers trained beforehand, timed above) is reused, not counted.",
         "",
     ]
+
+
+def write_document(
+    summary_path: str | Path, doc_path: str | Path, command: str | None = None
+) -> Path:
+    summary = json.loads(Path(summary_path).read_text())
+    doc_path = Path(doc_path)
+    figures = doc_path.parent / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    regimes, facts_by_regime = _regimes(summary)
+    parts = _setup(summary) + regimes + _figures(summary, figures) + _closing(summary, command)
     doc_path.write_text("\n".join(parts))
     (figures / "facts.json").write_text(json.dumps(facts_by_regime, indent=1))
     return doc_path

@@ -35,6 +35,7 @@ class Job:
     config: dict[str, Any]
     with_teacher: bool = False  # also score the teacher (once per regime)
     threads: int = 1
+    cache_dir: str | None = None  # where frozen teachers' outputs are kept for every worker
 
     @property
     def label(self) -> str:
@@ -55,7 +56,9 @@ def run_job(job: Job) -> JobResult:
     """Train (or reuse) and score one run directory; runs in a worker process."""
     import torch
 
-    from horkd.pipeline import SeedRun, load_splits
+    from horkd.experiment import open_seed
+    from horkd.experiment.run import run_seed
+    from horkd.reference_cache import ReferenceCaches
     from horkd.run_dir import prepare_run_dir
     from horkd.trainer import TrainingDiverged
 
@@ -64,6 +67,7 @@ def run_job(job: Job) -> JobResult:
     cfg = config_from_dict(job.config)
     run_dir = Path(cfg.output_dir)
     prepare_run_dir(cfg, run_dir, resume=True)
+    caches = ReferenceCaches(job.cache_dir)
     result = JobResult(job)
     for seed in cfg.seeds:
         first = seed == cfg.seeds[0]  # the shared teacher is scored with the first seed only
@@ -73,26 +77,30 @@ def run_job(job: Job) -> JobResult:
             if stored["curve"]:
                 result.curve[seed] = stored["curve"]
             continue
-        run = SeedRun(cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=False,
-                      resume=True)
+        ctx, networks = open_seed(cfg, seed, progress=False, caches=caches)
         try:
-            result.val[seed] = run.validation_score(job.method)
+            result.val[seed] = _validation_score(networks.student(job.method))
         except TrainingDiverged as exc:
             if job.kind != "search":
                 raise  # a final run must finish: its seed cannot just be left out
             result.val[seed], result.error = float("nan"), str(exc)
             continue
         if job.kind == "final":
-            with_teacher = job.with_teacher and first
-            methods = [m for m in cfg.methods if with_teacher or m != "teacher_lr"]
-            rows = run.run(methods, with_teacher=with_teacher)
-            result.rows[seed] = [row.as_dict() for row in rows]
-            curve = run.dir / "resolution_curve.json"
-            if cfg.report.resolution_sizes and curve.exists():
-                result.curve[seed] = json.loads(curve.read_text())
+            scored = run_seed(ctx, networks, cfg.methods, with_teacher=job.with_teacher and first)
+            result.rows[seed] = [row.as_dict() for row in scored.rows]
+            if scored.curve:
+                result.curve[seed] = scored.curve
             _store(job, run_dir, seed, first, result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _validation_score(outcome: Any) -> float:
+    """The student's best validation score (what a search compares; the test split is not
+    touched)."""
+    if outcome.best_score is None:
+        raise ValueError("the stage holds no validation score: the run needs data.val_fraction")
+    return float(outcome.best_score)
 
 
 def _score_key(job: Job, seed: int, first: bool) -> str:
@@ -164,6 +172,7 @@ class Study:
         self.workers = workers or study.workers
         self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.checkpoints: dict[str, str] = {}
+        self.cache_dir = str(self.out / "reference_cache")
 
     # ------------------------------------------------------------------ configs
     def teacher_config(self, name: str) -> Any:
@@ -198,34 +207,37 @@ class Study:
     def trained_methods(self, regime: str) -> list[str]:
         from horkd.methods import METHODS
 
-        return [m for m in self.study.regime_methods(regime) if METHODS.get(m).build is not None]
+        return [m for m in self.study.regime_methods(regime) if METHODS.get(m).trains]
+
+    def reference_methods(self, regime: str) -> list[str]:
+        from horkd.methods import methods_in
+
+        return methods_in("reference", self.study.regime_methods(regime))
 
     # ------------------------------------------------------------------ phases
     def train_teachers(self, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
         """Each teacher once, in this process (it is the largest network: all threads)."""
-        from horkd.pipeline import SeedRun, load_splits
+        from horkd.experiment import open_seed
         from horkd.run_dir import prepare_run_dir
 
         info: dict[str, dict[str, Any]] = {}
         for name in self.study.teachers:
             cfg = self.teacher_config(name)
-            run_dir = Path(cfg.output_dir)
-            prepare_run_dir(cfg, run_dir, resume=True)
+            prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
             seed = cfg.seeds[0]
-            run = SeedRun(cfg, seed, run_dir, splits=load_splits(cfg, seed), progress=False,
-                          resume=True)
-            run.teacher()
-            self.checkpoints[name] = str(run.dir / "teacher" / "model")
-            done = json.loads((run.dir / "teacher" / "done.json").read_text())
+            _, networks = open_seed(cfg, seed, progress=False)
+            networks.teacher()
+            self.checkpoints[name] = str(networks.stages.seed_dir / "teacher" / "model")
+            record = networks.outcome("teacher")
             info[name] = {
                 "checkpoint": self.checkpoints[name],
                 "config": str(self.root / self.study.teachers[name]),
                 "arch": cfg.teacher.arch,
                 "epochs": cfg.train.teacher.epochs,
-                "val": done.get("best_score"),
-                "train_seconds": done.get("seconds"),
+                "val": record.best_score,
+                "train_seconds": record.record.get("seconds"),
             }
-            log(f"[teacher {name}] {cfg.teacher.arch}, best val {done.get('best_score'):.2f}")
+            log(f"[teacher {name}] {cfg.teacher.arch}, best val {record.best_score:.2f}")
         return info
 
     def search_jobs(self) -> list[Job]:
@@ -238,7 +250,8 @@ class Study:
                     tag = f"c{i}"
                     raw = self.job_config(regime, method, tag, candidate,
                                           [self.study.search.seed], [method])
-                    jobs.append(Job("search", regime, method, tag, raw, threads=self.threads))
+                    jobs.append(Job("search", regime, method, tag, raw, threads=self.threads,
+                                    cache_dir=self.cache_dir))
         return jobs
 
     def choose(self, results: list[JobResult]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -274,28 +287,41 @@ class Study:
             for method in self.trained_methods(regime):
                 chosen = choices[regime][method]
                 tag = self.final_tag(regime, chosen)
-                methods = [method]
-                with_teacher = method == "scratch"  # the regime's teacher rows, scored once
-                if with_teacher and "teacher_lr" in self.study.regime_methods(regime):
-                    methods = ["teacher_lr", method]
+                # the regime's teacher rows are scored once, beside its first trained method
+                with_teacher = method == self.trained_methods(regime)[0]
+                methods = [*self.reference_methods(regime), method] if with_teacher else [method]
                 raw = self.job_config(regime, method, tag, chosen["overrides"],
                                       r.seeds or self.study.seeds, methods, curve=curve)
-                jobs.append(Job("final", regime, method, tag, raw, with_teacher, self.threads))
+                jobs.append(Job("final", regime, method, tag, raw, with_teacher, self.threads,
+                                self.cache_dir))
         return jobs
 
     def ablation(self, choices: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
-        """The orders ablation of the chosen horkd settings in the main regime."""
-        from horkd.pipeline import run_ablation
+        """The orders ablation of each ablated method's chosen settings in the main regime."""
+        from horkd.experiment import run_ablation
 
         regime = self.study.main_regime
-        if "horkd" not in self.trained_methods(regime):
+        methods = [m for m in self.ablated_methods() if m in self.trained_methods(regime)]
+        if not methods:
             return None
-        chosen = choices[regime]["horkd"]
-        tag = self.final_tag(regime, chosen)
-        raw = self.job_config(regime, "horkd", tag, chosen["overrides"],
-                              self.study.ablation_seeds, ["horkd"])
-        run_dir = run_ablation(config_from_dict(raw), progress=False, resume=True)
-        return json.loads((run_dir / "ablation.json").read_text())
+        merged: dict[str, Any] = {"orders": {}}
+        for method in methods:
+            chosen = choices[regime][method]
+            tag = self.final_tag(regime, chosen)
+            raw = self.job_config(regime, method, tag, chosen["overrides"],
+                                  self.study.ablation_seeds, [method])
+            result = run_ablation(config_from_dict(raw), progress=False, resume=True)
+            merged.update(metric=result.metric, seeds=result.seeds)
+            merged["orders"].update(result.orders)
+        return merged
+
+    def ablated_methods(self) -> list[str]:
+        from horkd.methods import METHODS, methods_in
+
+        if self.study.ablation_methods is not None:
+            return self.study.ablation_methods
+        main = self.study.regime_methods(self.study.main_regime)
+        return [m for m in methods_in("ours", main) if METHODS.get(m).follows_orders]
 
 
 def run_study(

@@ -1,23 +1,25 @@
 """What a task decides: which labels the networks see, their task loss, and how they are scored.
 
-The pipeline, trainer and methods are shared by every task; a task plugs in through this small
+The experiment, trainer and methods are shared by every task; a task plugs in through this small
 contract and one registry line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from horkd import distributed
-from horkd.data import DataSplits, make_loader
+from horkd.data import BatchLoader, DataSplits
 from horkd.registry import Registry
 
 if TYPE_CHECKING:
     from horkd.config import ExperimentConfig
+    from horkd.experiment.context import RunContext
 
 InputFn = Callable[[Tensor], Tensor]
 TASKS: Registry = Registry("task")
@@ -29,7 +31,7 @@ def eval_batches(dataset: Any) -> tuple[Iterator[tuple[Tensor, Tensor, Tensor]],
     them (then their results must be combined). All of them on one process; under torchrun a
     contiguous run per rank (:func:`horkd.distributed.my_batches`). The batches are the
     single process's own, so every image gets the same degradation noise."""
-    loader = make_loader(dataset, batch_size=EVAL_BATCH, shuffle=False)
+    loader = BatchLoader(dataset, batch_size=EVAL_BATCH, shuffle=False)
     share = distributed.my_batches(len(loader))
     return loader.iter_range(share), distributed.batches_are_split(len(loader))
 
@@ -56,8 +58,22 @@ def embed(
     return emb, lab
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a final network is scored on the test split: at HR, at LR, or both. ``upsample``:
+    LR re-upsampled to the HR size (None: as the run's students take LR)."""
+
+    hr: bool = False
+    lr: bool = False
+    upsample: bool | None = None
+
+
 class Task:
-    """One recognition task. ``score_key`` is the validation metric that picks epochs."""
+    """One recognition task. ``score_key`` is the validation metric that picks epochs.
+
+    A task sees a run only through its :class:`~horkd.experiment.context.RunContext`: the
+    splits, the device, the sizes and ``ctx.inputs(view, size)``.
+    """
 
     name = "task"
     score_key = "top1"
@@ -67,16 +83,20 @@ class Task:
     def prepare(self, splits: DataSplits, cfg: ExperimentConfig, seed: int = 0) -> DataSplits:
         return splits
 
-    def validate(
+    def validate(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> dict[str, float]:
+        """Metrics on the validation split (what picks epochs and search candidates)."""
+        assert ctx.splits.val is not None
+        return self.score_split(model, ctx.splits.val, ctx.device, to_input)
+
+    def score_split(
         self, model: nn.Module, dataset: Any, device: torch.device, to_input: InputFn
     ) -> dict[str, float]:
         raise NotImplementedError
 
-    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
         """The headline metric with test images fed through ``to_input`` (resolution curves)."""
         raise NotImplementedError(f"task '{self.name}' has no resolution curve")
 
-    def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
-        """Metrics of a final model on the test data. ``kind``: ``hr`` (a network that sees HR),
-        ``lr`` (a student), or ``teacher_lr`` (the HR teacher fed LR re-upsampled)."""
+    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+        """Metrics of a final network on the test data, scored as ``scoring`` says."""
         raise NotImplementedError

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from horkd import distributed
 from horkd.evaluate import accuracy, classifier_hits
-from horkd.tasks.base import TASKS, InputFn, Task, eval_batches
+from horkd.tasks.base import TASKS, InputFn, Scoring, Task, eval_batches
+
+if TYPE_CHECKING:
+    from horkd.experiment.context import RunContext
 
 
 @TASKS.register("classification")
@@ -17,7 +20,7 @@ class Classification(Task):
     name = "classification"
     score_key = "top1"
 
-    def validate(
+    def score_split(
         self, model: nn.Module, dataset: Any, device: torch.device, to_input: InputFn
     ) -> dict[str, float]:
         """Under torchrun each process scores its share and the counts are summed."""
@@ -25,22 +28,20 @@ class Classification(Task):
         hits = classifier_hits(model, batches, device, to_input)
         return accuracy(distributed.sum_over_ranks(hits) if split else hits)
 
-    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
-        return self.validate(model, run.splits.test, run.device, to_input)["top1"]
+    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
+        return self.score_split(model, ctx.splits.test, ctx.device, to_input)["top1"]
 
-    def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
-        test = run.splits.test
+    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+        test, device = ctx.splits.test, ctx.device
         metrics: dict[str, float] = {}
-        if kind in ("hr", "teacher_lr"):
-            metrics["hr_top1"] = self.validate(model, test, run.device, run.input_fn("hr"))["top1"]
-        if kind in ("lr", "teacher_lr"):
-            upsample = True if kind == "teacher_lr" else None
-            lr = self.validate(model, test, run.device, run.input_fn("lr", upsample=upsample))
+        if scoring.hr:
+            metrics["hr_top1"] = self.score_split(model, test, device, ctx.inputs("hr"))["top1"]
+        if scoring.lr:
+            upsample = scoring.upsample
+            lr = self.score_split(model, test, device, ctx.inputs("lr", upsample=upsample))
             metrics = {"lr_top1": lr["top1"], "lr_top5": lr["top5"], **metrics}
-            for size in run.cfg.degrade.eval_sizes or []:
-                if size < run.hr_size:
-                    to_input = run.input_fn("lr", size=size, upsample=upsample)
-                    metrics[f"top1@{size}"] = self.validate(model, test, run.device, to_input)[
-                        "top1"
-                    ]
+            for size in ctx.cfg.degrade.eval_sizes or []:
+                if size < ctx.hr_size:
+                    to_input = ctx.inputs("lr", size=size, upsample=upsample)
+                    metrics[f"top1@{size}"] = self.score_at(ctx, model, to_input)
         return metrics

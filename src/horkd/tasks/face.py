@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,8 +23,11 @@ from horkd import distributed
 from horkd.data import labels_of
 from horkd.data.image_check import open_rgb_or_gray
 from horkd.metrics import rank1_identification, verification_metrics
-from horkd.tasks.base import TASKS, InputFn, Task, embed
+from horkd.tasks.base import TASKS, InputFn, Scoring, Task, embed
 from horkd.tasks.retrieval import KS, recall_at_k
+
+if TYPE_CHECKING:
+    from horkd.experiment.context import RunContext
 
 
 @dataclass
@@ -130,60 +133,59 @@ class FaceRecognition(Task):
     uses_logits = False
 
     def __init__(self) -> None:
-        self._pairs: dict[int, Pairs] = {}
+        self._pairs: Pairs | None = None  # one task object per run context: its pairs
 
-    def validate(
+    def score_split(
         self, model: nn.Module, dataset: Any, device: torch.device, to_input: InputFn
     ) -> dict[str, float]:
         emb, labels = embed(model, dataset, device, to_input)
         r = recall_at_k(emb, labels, emb, labels, KS[:1], exclude_same_index=True)
         return {"recall@1": r[1]}
 
-    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
         """Verification accuracy with the second image of each pair fed through ``to_input``."""
-        pairs = self.pairs(run)
-        first = _embed_tensor(model, pairs.first, run.device, run.input_fn("hr"))
-        second = _embed_tensor(model, pairs.second, run.device, to_input)
+        pairs = self.pairs(ctx)
+        first = _embed_tensor(model, pairs.first, ctx.device, ctx.inputs("hr"))
+        second = _embed_tensor(model, pairs.second, ctx.device, to_input)
         scores = (first * second).sum(1).numpy()
         return verification_metrics(scores, pairs.same, pairs.fold)["acc"]
 
-    def pairs(self, run: Any) -> Pairs:
-        face = run.cfg.face
-        if id(run) not in self._pairs:
+    def pairs(self, ctx: RunContext) -> Pairs:
+        """The verification pairs: the configured pairs file, or pairs drawn from the test
+        identities with the run's seed. Read once."""
+        if self._pairs is None:
+            face = ctx.cfg.face
             if face.pairs_file:
                 root = face.pairs_root or Path(face.pairs_file).parent
-                pairs = load_pairs_file(face.pairs_file, root, run.hr_size, run.in_channels)
+                self._pairs = load_pairs_file(face.pairs_file, root, ctx.hr_size, ctx.in_channels)
             else:
-                pairs = sample_pairs(run.splits.test, face.sampled_pairs, seed=run.seed)
-            self._pairs[id(run)] = pairs
-        return self._pairs[id(run)]
+                self._pairs = sample_pairs(ctx.splits.test, face.sampled_pairs, seed=ctx.seed)
+        return self._pairs
 
-    def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
-        device = run.device
-        pairs = self.pairs(run)
-        upsample = True if kind == "teacher_lr" else None
-        sizes = [run.lr_size] + [s for s in run.cfg.face.probe_sizes if s != run.lr_size]
-        metrics: dict[str, float] = {}
-        hr_first = _embed_tensor(model, pairs.first, device, run.input_fn("hr"))
-        if kind == "hr":
-            hr_second = _embed_tensor(model, pairs.second, device, run.input_fn("hr"))
+    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+        device, pairs = ctx.device, self.pairs(ctx)
+        hr_first = _embed_tensor(model, pairs.first, device, ctx.inputs("hr"))
+        if not scoring.lr:
+            hr_second = _embed_tensor(model, pairs.second, device, ctx.inputs("hr"))
             scores = (hr_first * hr_second).sum(1).numpy()
             v = verification_metrics(scores, pairs.same, pairs.fold)
-            metrics.update({f"HR-HR {k}": val for k, val in v.items() if k != "acc_std"})
-            return metrics
+            return {f"HR-HR {k}": val for k, val in v.items() if k != "acc_std"}
+        metrics: dict[str, float] = {}
+        sizes = [ctx.lr_size] + [s for s in ctx.cfg.face.probe_sizes if s != ctx.lr_size]
         for size in sizes:
-            if size >= run.hr_size:
+            if size >= ctx.hr_size:
                 continue
-            to_lr = run.input_fn("lr", size=size, upsample=upsample)
+            to_lr = ctx.inputs("lr", size=size, upsample=scoring.upsample)
             lr_second = _embed_tensor(model, pairs.second, device, to_lr)
             scores = (hr_first * lr_second).sum(1).numpy()
             v = verification_metrics(scores, pairs.same, pairs.fold)
-            keys = ("acc", "auc", "tar@far=0.01", "tar@far=0.001") if size == run.lr_size else (
+            keys = ("acc", "auc", "tar@far=0.01", "tar@far=0.001") if size == ctx.lr_size else (
                 "acc",)
             metrics.update({f"{size}px LR-HR {k}": v[k] for k in keys})
-        gallery_idx, probe_idx = _gallery_split(run.splits.test)
-        emb_hr, labels = embed(model, run.splits.test, device, run.input_fn("hr"))
-        emb_lr, _ = embed(model, run.splits.test, device, run.input_fn("lr", upsample=upsample))
+        gallery_idx, probe_idx = _gallery_split(ctx.splits.test)
+        emb_hr, labels = embed(model, ctx.splits.test, device, ctx.inputs("hr"))
+        to_lr = ctx.inputs("lr", upsample=scoring.upsample)
+        emb_lr, _ = embed(model, ctx.splits.test, device, to_lr)
         metrics["rank1 LR->HR"] = rank1_identification(
             emb_lr[probe_idx], labels[probe_idx], emb_hr[gallery_idx], labels[gallery_idx]
         )

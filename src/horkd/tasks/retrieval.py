@@ -9,7 +9,7 @@ both at the HR size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,7 +19,10 @@ from horkd.data import DataSplits, TensorImageDataset, labels_of
 from horkd.data.loader import resolve_tensor_dataset
 from horkd.data.split import stratified_split
 from horkd.metrics import recall_at_k
-from horkd.tasks.base import TASKS, InputFn, Task, embed
+from horkd.tasks.base import TASKS, InputFn, Scoring, Task, embed
+
+if TYPE_CHECKING:
+    from horkd.experiment.context import RunContext
 
 KS = (1, 2, 4, 8)
 
@@ -85,32 +88,32 @@ class Retrieval(Task):
             info=info,
         )
 
-    def validate(
+    def score_split(
         self, model: nn.Module, dataset: Any, device: torch.device, to_input: InputFn
     ) -> dict[str, float]:
         emb, labels = embed(model, dataset, device, to_input)
         r = recall_at_k(emb, labels, emb, labels, KS, exclude_same_index=True)
         return {f"recall@{k}": v for k, v in r.items()}
 
-    def score_at(self, run: Any, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
         """Recall@1 of queries fed through ``to_input`` against the HR gallery."""
-        test, device = run.splits.test, run.device
-        gallery, labels = embed(model, test, device, run.input_fn("hr"))
+        test, device = ctx.splits.test, ctx.device
+        gallery, labels = embed(model, test, device, ctx.inputs("hr"))
         queries, _ = embed(model, test, device, to_input)
         return recall_at_k(queries, labels, gallery, labels, (1,), exclude_same_index=True)[1]
 
-    def test(self, run: Any, model: nn.Module, kind: str) -> dict[str, float]:
-        test, device = run.splits.test, run.device
-        hr_emb, labels = embed(model, test, device, run.input_fn("hr"))
+    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+        test, device = ctx.splits.test, ctx.device
+        hr_emb, labels = embed(model, test, device, ctx.inputs("hr"))
         metrics: dict[str, float] = {}
-        if kind in ("lr", "teacher_lr"):
-            upsample = True if kind == "teacher_lr" else None
-            lr_emb, _ = embed(model, test, device, run.input_fn("lr", upsample=upsample))
+        if scoring.lr:
+            to_lr = ctx.inputs("lr", upsample=scoring.upsample)
+            lr_emb, _ = embed(model, test, device, to_lr)
             lr_hr = recall_at_k(lr_emb, labels, hr_emb, labels, KS, exclude_same_index=True)
             lr_lr = recall_at_k(lr_emb, labels, lr_emb, labels, KS, exclude_same_index=True)
             metrics.update({f"R@{k} LR->HR": v for k, v in lr_hr.items()})
             metrics.update({f"R@{k} LR->LR": v for k, v in lr_lr.items()})
-        if kind in ("hr", "teacher_lr"):
+        if scoring.hr:
             hr_hr = recall_at_k(hr_emb, labels, hr_emb, labels, KS, exclude_same_index=True)
             metrics.update({f"R@{k} HR->HR": v for k, v in hr_hr.items()})
         return metrics

@@ -1,4 +1,5 @@
-"""Shared numerics of the relational losses: float32 islands inside autocast, safe roots."""
+"""Shared numerics of the relational losses: float32 islands, the centred Gram matrix, Huber sums
+and gradients made in the forward pass."""
 
 from __future__ import annotations
 

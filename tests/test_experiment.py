@@ -1,18 +1,21 @@
-"""End to end on tiny real data: every stage runs, writes what it promises, freezes what it must."""
+"""The experiment package end to end on tiny real data: every stage runs, writes what it
+promises, freezes what it must; the context, networks and stage runner behave as documented."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from horkd.checkpoint import load_state
 from horkd.config import config_from_dict
+from horkd.experiment import RunDirError, open_seed, run_experiment
 from horkd.methods import METHODS, MethodContext
-from horkd.pipeline import RunDirError, SeedRun, load_splits, run_experiment
 
 ALL_METHODS = [
     "teacher_lr", "scratch", "hinton_kd", "fitnet", "rkd", "horkd_no_assistant", "horkd",
@@ -27,13 +30,13 @@ def _finite_table(table):
                 assert math.isfinite(value), (entry["method"], key)
 
 
-@pytest.mark.parametrize("schedule", ["sequential", "joint"])
-def test_full_pipeline(tiny_cfg, schedule):
+def test_full_pipeline(tiny_cfg):
     tiny_cfg["methods"] = ALL_METHODS
-    cfg = config_from_dict(tiny_cfg, [f"schedule={schedule}"])
-    run_dir, table = run_experiment(cfg, progress=False)
+    cfg = config_from_dict(tiny_cfg)
+    outcome = run_experiment(cfg, progress=False)
+    run_dir, table = outcome.run_dir, outcome.table
     seed_dir = Path(run_dir) / "seed0"
-    for name in ["teacher", *[f"students/{m}" for m in ALL_METHODS if m != "teacher_lr"]]:
+    for name in ["teacher", "assistant", *[f"students/{m}" for m in ALL_METHODS[1:]]]:
         stage = seed_dir / name
         assert (stage / "model.safetensors").exists(), name
         meta = json.loads((stage / "model.json").read_text())
@@ -41,7 +44,8 @@ def test_full_pipeline(tiny_cfg, schedule):
         rows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
         assert len(rows) == 2 and all(math.isfinite(r["train/loss"]) for r in rows)
         assert (stage / "metrics.csv").exists() and (stage / "tensorboard").is_dir()
-    assert (seed_dir / "assistant" / "model.safetensors").exists() == (schedule == "sequential")
+        done = json.loads((stage / "done.json").read_text())
+        assert done["best_epoch"] in (1, 2) and done["score_key"] == "top1"
     assert (seed_dir / "students" / "horkd_joint" / "assistant.safetensors").exists()
     for ext in ("md", "csv", "json"):
         assert (Path(run_dir) / f"results.{ext}").exists()
@@ -51,79 +55,91 @@ def test_full_pipeline(tiny_cfg, schedule):
     student_rows = [e for e in table if e["role"] == "student"]
     assert all(0 <= e["lr_top1"] <= 100 and "top1@8" in e for e in student_rows)
     assert all(0 <= e["hr_top1"] <= 100 for e in table if e["role"] != "student")
-    assert "| horkd |" in (Path(run_dir) / "results.md").read_text()
+    text = (Path(run_dir) / "results.md").read_text()
+    assert "| horkd | ours | student |" in text and "| rkd | baseline | student |" in text
+    assert "| teacher_lr | reference | teacher |" in text
+    assert [r.method for r in outcome.seeds[0].rows] == methods  # one seed: rows = table
+
+
+def test_joint_schedule_is_its_own_method(tiny_cfg):
+    """``schedule: joint`` used to turn ``horkd`` into ``horkd_joint`` silently; it is refused
+    with the way out, while the old ``schedule: sequential`` of earlier run directories loads."""
+    from horkd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="list it in methods"):
+        config_from_dict(tiny_cfg, ["schedule=joint"])
+    assert config_from_dict(tiny_cfg, ["schedule=sequential"]) == config_from_dict(tiny_cfg)
+    with pytest.raises(ConfigError, match="'assistant' is a stage"):
+        config_from_dict(tiny_cfg, ["methods=[scratch,assistant]"])
+
+
+def _method_context(networks, cfg, teacher=True, assistant=True) -> MethodContext:
+    return MethodContext(
+        distill=cfg.distill,
+        new_network=networks.new_network,
+        new_criterion=networks.new_criterion,
+        teacher=networks.teacher() if teacher else None,
+        assistant=networks.assistant() if assistant else None,
+    )
 
 
 def test_reference_frozen_and_warm_start(tiny_cfg):
     cfg = config_from_dict(tiny_cfg)
-    run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
-    assistant = run.assistant()
+    ctx, networks = open_seed(cfg, 0, progress=False)
+    assistant = networks.assistant()
     before = {k: v.clone() for k, v in assistant.state_dict().items()}
-    ctx = MethodContext(
-        cfg=cfg,
-        new_student=lambda: run.new_model("student"),
-        new_assistant=lambda: run.new_model("assistant"),
-        new_criterion=run.new_criterion,
-        teacher=run.teacher(),
-        assistant=assistant,
-    )
-    method = METHODS.get("horkd").build(ctx)
+    method = METHODS.get("horkd").build(_method_context(networks, cfg))
     # Warm start: the new student begins exactly at the assistant's weights.
     for key, value in method.student.state_dict().items():
         assert torch.equal(value, before[key]), key
-    run._train_stage("students/horkd", method, cfg.train.student, {}, fingerprint="test")
+    outcome = networks.stages.train("students/horkd", method, cfg.train.student, {}, "test")
     after = assistant.state_dict()
     for key, value in before.items():  # running stats included: the reference stayed in eval
         assert torch.equal(value, after[key]), key
     trained = load_state(Path(cfg.output_dir) / "seed0/students/horkd/model")
     assert any(not torch.equal(trained[k], before[k]) for k in before)
+    # the runner returns what it wrote: the record equals done.json, the network the checkpoint
+    done = json.loads((Path(cfg.output_dir) / "seed0/students/horkd/done.json").read_text())
+    assert outcome.record == done and outcome.best_score == done["best_score"]
+    for key, value in outcome.model.state_dict().items():
+        assert torch.equal(value.cpu(), trained[key]), key
 
 
 def test_no_warm_start_when_disabled(tiny_cfg):
     cfg = config_from_dict(tiny_cfg, ["distill.warm_start=false"])
-    run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
-    assistant = run.assistant()
-    ctx = MethodContext(
-        cfg, lambda: run.new_model("student"), lambda: None, run.new_criterion, run.teacher(),
-        assistant,
-    )
-    student = METHODS.get("horkd").build(ctx).student
+    _, networks = open_seed(cfg, 0, progress=False)
+    assistant = networks.assistant()
+    student = METHODS.get("horkd").build(_method_context(networks, cfg)).student
     assert not all(
         torch.equal(v, assistant.state_dict()[k]) for k, v in student.state_dict().items()
     )
 
 
-@pytest.mark.parametrize("schedule", ["sequential", "joint"])
-def test_student_logits_from_the_teacher(tiny_cfg, schedule):
+@pytest.mark.parametrize("method_name", ["horkd", "horkd_joint"])
+def test_student_logits_from_the_teacher(tiny_cfg, method_name):
     """With ``distill.student_logits_from: teacher`` the student's KD term targets the teacher's
     logits while its embedding and relational terms keep the assistant's embedding."""
     from horkd.losses import HintonKD
     from horkd.methods.base import Batch
 
-    cfg = config_from_dict(
-        tiny_cfg, [f"schedule={schedule}", "distill.student_logits_from=teacher"]
-    )
-    run = SeedRun(cfg, 0, Path(cfg.output_dir), splits=load_splits(cfg, 0), progress=False)
-    teacher = run.teacher()
-    assistant = run.assistant() if schedule == "sequential" else None
-    ctx = MethodContext(
-        cfg, lambda: run.new_model("student"), lambda: run.new_model("assistant"),
-        run.new_criterion, teacher, assistant,
-    )
-    method = METHODS.get("horkd").build(ctx).eval()
-    x = torch.rand(6, *run.splits.train[0][0].shape)
+    cfg = config_from_dict(tiny_cfg, ["distill.student_logits_from=teacher"])
+    ctx, networks = open_seed(cfg, 0, progress=False)
+    sequential = method_name == "horkd"
+    method_ctx = _method_context(networks, cfg, assistant=sequential)
+    method = METHODS.get(method_name).build(method_ctx).eval()
+    x = torch.rand(6, *ctx.splits.train[0][0].shape)
     lr = torch.nn.functional.interpolate(x, size=cfg.degrade.lr_size, mode="area")
     batch = Batch(hr=x, lr=lr, target=torch.arange(6) % 2)
     with torch.no_grad():
         out, terms = method(batch)
-        t_out = teacher(x)
-        helper = method.assistant if schedule == "joint" else assistant
+        t_out = method_ctx.teacher(x)
+        helper = method_ctx.assistant if sequential else method.assistant
         a_out = helper(x)
     kd = HintonKD(cfg.distill.loss.temperature)
     weight = cfg.distill.loss.logit_weight
     assert torch.allclose(terms["order1_logits"], weight * kd(out.logits, t_out.logits))
     assert not torch.allclose(terms["order1_logits"], weight * kd(out.logits, a_out.logits))
-    if schedule == "sequential":
+    if sequential:
         ref = method.reference_output(batch)
         assert torch.equal(ref.embedding, a_out.embedding)
         assert torch.equal(ref.logits, t_out.logits)
@@ -169,7 +185,7 @@ def test_teacher_from_checkpoint_and_from_torchvision_weights(tiny_cfg, tmp_path
         tiny_cfg,
         ["methods=[teacher_lr]", f"teacher.checkpoint={ckpt}", f"output_dir={tmp_path / 'b'}"],
     )
-    _, table = run_experiment(again, progress=False)
+    table = run_experiment(again, progress=False).table
     assert not (tmp_path / "b/seed0/teacher").exists()
     first = json.loads((Path(cfg.output_dir) / "results.json").read_text())
     assert table[0]["hr_top1"] == first[0]["hr_top1"]
@@ -197,7 +213,7 @@ def test_teacher_from_checkpoint_and_from_torchvision_weights(tiny_cfg, tmp_path
             f"output_dir={tmp_path / 'd'}",
         ],
     )
-    _, table = run_experiment(tv, progress=False)
+    table = run_experiment(tv, progress=False).table
     assert table[0]["params"] > 11_000_000 and 0 <= table[0]["hr_top1"] <= 100
 
 
@@ -241,3 +257,82 @@ def test_ablation_students_follow_the_runs_assistant(tiny_cfg):
                                    upstream=run_cfg)
 
     assert ablation_print() != ablation_print("distill.loss.orders=[2,3]")
+
+
+def test_a_new_method_is_one_registration_and_reaches_the_table_and_verdict(tiny_cfg, tmp_path,
+                                                                            capsys):
+    """Adding a distillation method touches one file: this test registers one (softened logits
+    and distances from the teacher) and ``horkd run`` trains it beside the baselines; the table
+    shows its group and the verdict weighs it against the best baseline."""
+    from horkd.cli import main
+    from horkd.methods import register_method
+    from horkd.methods.presets import distill
+
+    @register_method("throwaway_kd", "logits + distances from the teacher (a test's method)",
+                     group="ours", terms=("logits", "distance"))
+    def _throwaway(ctx: MethodContext):
+        return distill(ctx, ctx.new_network("student"), ctx.teacher, ("logits", "distance"))
+
+    try:
+        tiny_cfg["methods"] = ["scratch", "rkd", "throwaway_kd"]
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(tiny_cfg))
+        assert main(["run", str(path), "--no-progress", "--no-report"]) == 0
+    finally:
+        METHODS.unregister("throwaway_kd")
+    out = capsys.readouterr().out
+    assert "| throwaway_kd | ours | student |" in out
+    assert "throwaway_kd (" in out and "the best baseline" in out
+    done = json.loads((Path(tiny_cfg["output_dir"]) / "seed0/students/throwaway_kd/done.json")
+                      .read_text())
+    metrics = (Path(tiny_cfg["output_dir"]) / "seed0/students/throwaway_kd/metrics.jsonl")
+    assert "train/order1_logits" in metrics.read_text()
+    assert "train/order2_distance" in metrics.read_text() and done["best_epoch"] >= 1
+    assert "throwaway_kd" not in METHODS
+
+
+def test_batch_maker_degrades_the_augmented_hr_it_returns(tiny_cfg):
+    """Augment once, then degrade that same tensor: the LR view is the degradation of the very
+    HR view the batch carries; a stage's draws repeat with its seed and differ between stages."""
+    from horkd.degrade import Degrader
+    from horkd.experiment import build_context
+    from horkd.experiment.batches import batch_maker
+
+    raw = {**tiny_cfg, "degrade": {"lr_size": 4, "noise_std": 0.05}}
+    raw["data"] = {**raw["data"], "augment": {"crop_padding": 2, "hflip": True}}
+    ctx = build_context(config_from_dict(raw), 0)
+    x, y, index = torch.rand(16, 1, 16, 16), torch.zeros(16, dtype=torch.long), torch.arange(16)
+    maker = batch_maker(ctx, "students/horkd")
+    state = maker.state_dict()
+    batch = maker(x, y, index)
+    assert batch.hr.shape == x.shape and batch.lr.shape == (16, 1, 4, 4)
+    assert not torch.equal(batch.hr, x)  # crops and flips happened
+    replay = batch_maker(ctx, "students/horkd")
+    replay.load_state_dict(state)
+    again = replay(x, y, index)
+    assert torch.equal(again.hr, batch.hr) and torch.equal(again.lr, batch.lr)
+    # the LR view continues the same stream right after the augmentation draws
+    generator = torch.Generator().manual_seed(0)
+    generator.set_state(state["generator"])
+    from horkd.data.augment import augment_batch_with_flips
+
+    hr, _ = augment_batch_with_flips(x, ctx.augment, generator)
+    lr = Degrader(16, ctx.degrade_spec(4, upsample=False))(hr, generator=generator)
+    assert torch.equal(hr, batch.hr) and torch.equal(lr, batch.lr)
+    other = batch_maker(ctx, "students/rkd")(x, y, index)
+    assert not torch.equal(other.lr, batch.lr)
+
+
+def test_context_inputs_and_a_face_task_per_context(tiny_cfg):
+    from horkd.experiment import build_context
+
+    cfg = config_from_dict(tiny_cfg)
+    ctx = build_context(cfg, 0)
+    x = torch.rand(3, 1, 16, 16)
+    assert ctx.inputs("hr")(x) is x
+    assert ctx.inputs("lr")(x).shape == (3, 1, 4, 4)
+    assert ctx.inputs("lr", size=8)(x).shape == (3, 1, 4, 4)  # a native student's own size
+    assert ctx.inputs("lr", size=8, upsample=True)(x).shape == (3, 1, 16, 16)
+    assert build_context(cfg, 0).task is not ctx.task  # tasks keep per-run state per context
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.seed = 1  # type: ignore[misc]

@@ -1,0 +1,147 @@
+"""One seed of one experiment as a frozen value: config, device, splits, sizes, input functions.
+
+This is all a task or an evaluation sees. It owns no files and trains nothing; the stage runner
+and the networks (``stages.py``, ``networks.py``) do that on top of it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from horkd import distributed
+from horkd.config import DegradeConfig, ExperimentConfig
+from horkd.data import AugmentSpec, DatasetInfo, DataSplits, build_splits, labels_of
+from horkd.data.split import labeled_mask
+from horkd.degrade import DegradeSpec, resolve_lr_size
+from horkd.evaluate import InputFn, identity, lr_input_fn
+from horkd.methods.base import View
+from horkd.tasks import TASKS, Task
+
+
+def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
+    """The configured degradation at a given LR size (evaluation sweeps change only the size)."""
+    return DegradeSpec(
+        lr_size=lr_size,
+        interpolation=d.interpolation,
+        antialias=d.antialias,
+        blur_sigma=d.blur_sigma,
+        noise_std=d.noise_std,
+        jpeg_quality=d.jpeg_quality,
+        upsample=upsample,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """The configured device; under torchrun each process takes its own GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return distributed.local_device(torch.device(name))
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything fixed about one seed of a run before anything trains."""
+
+    cfg: ExperimentConfig
+    seed: int
+    device: torch.device
+    splits: DataSplits
+    task: Task
+    hr_size: int
+    lr_size: int
+    upsampled: bool  # the student takes LR re-upsampled to the HR size
+    labeled: Tensor | None  # bool per training image in few-label runs; None: all labelled
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.splits.info
+
+    @property
+    def in_channels(self) -> int:
+        return self.splits.info.in_channels
+
+    @property
+    def augment(self) -> AugmentSpec:
+        a = self.cfg.data.augment
+        return AugmentSpec(a.crop_padding, a.hflip)
+
+    def degrade_spec(self, lr_size: int, upsample: bool) -> DegradeSpec:
+        return degrade_spec(self.cfg.degrade, lr_size, upsample)
+
+    def inputs(self, view: View, size: int | None = None, upsample: bool | None = None) -> InputFn:
+        """HR test images turned into a network's input: ``hr`` as they are; ``lr`` degraded to
+        ``size`` (default: the run's LR size), re-upsampled to HR when ``upsample`` (default: as
+        the run's students take LR), else resized to the LR size a native student takes."""
+        if view == "hr":
+            return identity
+        size = size or self.lr_size
+        upsample = self.upsampled if upsample is None else upsample
+        spec = self.degrade_spec(size, upsample)
+        input_size = None if upsample else self.lr_size
+        return lr_input_fn(self.hr_size, spec, self.device, self.seed, input_size)
+
+
+def load_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
+    """The dataset and its splits; under torchrun a download happens on rank 0 alone first."""
+    if not (cfg.data.download and distributed.active()):
+        return _build_splits(cfg, seed)
+    splits = _build_splits(cfg, seed) if distributed.is_main() else None
+    distributed.barrier()
+    return splits if splits is not None else _build_splits(cfg, seed)
+
+
+def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
+    d = cfg.data
+    return build_splits(
+        d.dataset,
+        root=d.root,
+        hr_size=d.hr_size,
+        val_fraction=d.val_fraction,
+        seed=seed if d.split_seed is None else d.split_seed,
+        download=d.download,
+        train_subset=d.train_subset,
+        test_subset=d.test_subset,
+        skip_bad_images=d.skip_bad_images,
+        **({"channels": d.channels} if d.channels else {}),
+    )
+
+
+def build_context(
+    cfg: ExperimentConfig, seed: int, splits: DataSplits | None = None
+) -> RunContext:
+    """The context of ``seed``: the task prepares its splits (a class split for retrieval), the
+    sizes are resolved and checked, the labelled subset of a few-label run is drawn."""
+    task = TASKS.get(cfg.task)()
+    prepared = task.prepare(splits if splits is not None else load_splits(cfg, seed), cfg, seed)
+    hr_size = cfg.data.hr_size or prepared.info.native_size
+    labeled = None
+    if cfg.data.label_fraction is not None:
+        split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
+        labeled = labeled_mask(labels_of(prepared.train), cfg.data.label_fraction, split_seed)
+    return RunContext(
+        cfg=cfg,
+        seed=seed,
+        device=resolve_device(cfg.device),
+        splits=prepared,
+        task=task,
+        hr_size=hr_size,
+        lr_size=resolve_lr_size(hr_size, cfg.degrade.lr_size, cfg.degrade.factor),
+        upsampled=cfg.degrade.student_input == "upsampled",
+        labeled=labeled,
+    )

@@ -1,0 +1,158 @@
+"""Scoring the final networks of a seed once on the test split: result rows, the resolution
+curve, the cost. The one place where "a network that sees HR, fed LR re-upsampled" (the
+``reference`` methods such as ``teacher_lr``) is special."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from horkd.cost import count_flops, count_parameters
+from horkd.evaluate import InputFn, identity
+from horkd.experiment.context import RunContext
+from horkd.experiment.networks import Networks
+from horkd.methods import METHODS
+from horkd.tasks import Scoring
+
+AT_HR = Scoring(hr=True)  # a network that sees HR (teacher, assistant)
+AT_LR = Scoring(lr=True)  # a student, at the LR input it was trained on
+ON_UPSAMPLED_LR = Scoring(hr=True, lr=True, upsample=True)  # an HR network fed LR
+
+
+@dataclass
+class Row:
+    """One line of the results table: a network, its cost and its task metrics."""
+
+    method: str
+    role: str  # teacher | assistant | student
+    params: int
+    flops: int
+    metrics: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "role": self.role,
+            "params": self.params,
+            "flops": self.flops,
+            **self.metrics,
+        }
+
+
+@dataclass
+class SeedResult:
+    """What one seed measured on the test split: the rows and the resolution curve."""
+
+    seed: int
+    rows: list[Row]
+    curve: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def cost(ctx: RunContext, model: nn.Module, takes_hr: bool) -> tuple[int, int]:
+    """Parameters and FLOPs at the input size the network takes."""
+    side = ctx.hr_size if takes_hr or ctx.upsampled else ctx.lr_size
+    return count_parameters(model), count_flops(model, (ctx.in_channels, side, side))
+
+
+def result_rows(
+    ctx: RunContext, networks: Networks, methods: list[str], *, with_teacher: bool = True
+) -> list[Row]:
+    """Train what the methods need, then score every network once on the test split.
+
+    ``with_teacher=False`` leaves out the rows of the networks that see HR (a study that runs
+    each method separately scores its shared teacher once, not once per method).
+    """
+    task = ctx.task
+    teacher = networks.teacher()
+    t_cost = cost(ctx, teacher, takes_hr=True)
+    rows: list[Row] = []
+    if with_teacher:
+        rows.append(Row("teacher", "teacher", *t_cost, task.test(ctx, teacher, AT_HR)))
+    for name in methods:
+        spec = METHODS.get(name)
+        if not spec.trains:
+            if not with_teacher:  # it scores the teacher: one of the rows left out
+                continue
+            network = networks.scored(name)
+            metrics = task.test(ctx, network, ON_UPSAMPLED_LR)
+            rows.append(Row(name, spec.scores or "teacher", *cost(ctx, network, True), metrics))
+            continue
+        if "assistant" in spec.needs and not any(r.role == "assistant" for r in rows):
+            assistant = networks.assistant()
+            metrics = task.test(ctx, assistant, AT_HR)
+            rows.append(Row("assistant", "assistant", *cost(ctx, assistant, True), metrics))
+        student = networks.student(name).model
+        metrics = task.test(ctx, student, AT_LR)
+        rows.append(Row(name, "student", *cost(ctx, student, False), metrics))
+    return rows
+
+
+def sized_input(ctx: RunContext, takes_hr: bool, size: int) -> InputFn:
+    """The input of a network when the test images are degraded to ``size`` pixels: an HR
+    network takes them re-upsampled to HR, a student as it takes LR (a native student resized to
+    its own LR size). Sizes at or above HR mean the HR images themselves."""
+    if size >= ctx.hr_size:
+        if takes_hr or ctx.upsampled:
+            return identity
+        size = ctx.lr_size  # a native-LR student sees HR images at its own input size
+    return ctx.inputs("lr", size=size, upsample=True if takes_hr else None)
+
+
+def resolution_curve(
+    ctx: RunContext, networks: Networks, methods: list[str], *, with_teacher: bool = True
+) -> dict[str, dict[str, float]]:
+    """The task's headline metric of every trained network at each ``report.resolution_sizes``."""
+    sizes = ctx.cfg.report.resolution_sizes or []
+    scored: dict[str, tuple[nn.Module, bool]] = {}
+    if with_teacher:
+        scored["teacher"] = (networks.teacher(), True)
+    for name in methods:
+        spec = METHODS.get(name)
+        if not spec.trains:
+            continue
+        if "assistant" in spec.needs:
+            scored["assistant"] = (networks.assistant(), True)
+        scored[name] = (networks.student(name).model, False)
+    return {
+        name: {
+            str(size): ctx.task.score_at(ctx, model, sized_input(ctx, takes_hr, size))
+            for size in sizes
+        }
+        for name, (model, takes_hr) in scored.items()
+    }
+
+
+def score_seed(
+    ctx: RunContext, networks: Networks, methods: list[str], *, with_teacher: bool = True
+) -> SeedResult:
+    rows = result_rows(ctx, networks, methods, with_teacher=with_teacher)
+    curve = {}
+    if ctx.cfg.report.resolution_sizes:
+        curve = resolution_curve(ctx, networks, methods, with_teacher=with_teacher)
+    return SeedResult(ctx.seed, rows, curve)
+
+
+def aggregate(rows_per_seed: list[list[Row]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds per method, in the order methods first appear."""
+    by_method: dict[str, list[Row]] = {}
+    for rows in rows_per_seed:
+        for row in rows:
+            by_method.setdefault(row.method, []).append(row)
+    table = []
+    for method, rows in by_method.items():
+        entry: dict[str, Any] = {
+            "method": method,
+            "role": rows[0].role,
+            "params": rows[0].params,
+            "flops": rows[0].flops,
+            "seeds": len(rows),
+        }
+        for key in rows[0].metrics:
+            values = [r.metrics[key] for r in rows if key in r.metrics]
+            entry[key] = statistics.fmean(values)
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(entry)
+    return table

@@ -1,0 +1,179 @@
+"""The networks of one seed: teacher, assistant and students, each trained once or loaded.
+
+Every network is built through the method registry: the teacher and the assistant are the
+``stage`` methods ``teacher`` and ``assistant``, each student its own method. A method's
+``needs`` says which trained networks it is given.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from horkd.checkpoint import build_from_checkpoint
+from horkd.config import ExperimentConfig
+from horkd.experiment.context import RunContext, seed_everything
+from horkd.experiment.stages import StageOutcome, StageRunner
+from horkd.losses.task import build_task_loss
+from horkd.methods import METHODS, MethodContext, MethodSpec
+from horkd.models import build_model
+from horkd.run_dir import assistant_fingerprint, student_fingerprint, teacher_fingerprint
+
+STAGE_VIEW = MappingProxyType({"teacher": "hr", "assistant": "hr", "student": "lr"})
+
+
+class Networks:
+    """Builds, trains (through the stage runner) and keeps the networks of ``ctx``'s seed."""
+
+    def __init__(self, ctx: RunContext, stages: StageRunner) -> None:
+        self.ctx = ctx
+        self.stages = stages
+        self._trained: dict[str, StageOutcome] = {}  # by stage folder, reused by every table
+
+    # ----------------------------------------------------------------- building
+    def recipe(self, role: str) -> dict[str, Any]:
+        m, info = getattr(self.ctx.cfg, role), self.ctx.info
+        return {
+            "arch": m.arch,
+            "num_classes": info.num_classes,
+            "in_channels": info.in_channels,
+            "embed_dim": m.embed_dim,
+            "width": m.width,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            **m.kwargs,
+        }
+
+    def new_network(self, role: str) -> nn.Module:
+        weights = getattr(self.ctx.cfg, role).weights
+        return build_model(**self.recipe(role), weights_path=weights).to(self.ctx.device)
+
+    def new_criterion(self, network: nn.Module) -> nn.Module:
+        loss = self.ctx.cfg.task_loss
+        return build_task_loss(
+            loss.name or self.ctx.task.default_loss,
+            num_classes=self.ctx.info.num_classes,
+            embed_dim=network.embed_dim,
+            **loss.kwargs,
+        ).to(self.ctx.device)
+
+    def meta(self, role: str, method: str) -> dict[str, Any]:
+        """What a checkpoint records: how to rebuild it, what it takes as input, its config."""
+        ctx, view = self.ctx, STAGE_VIEW[role]
+        return {
+            "model": self.recipe(role),
+            "role": role,
+            "method": method,
+            "seed": ctx.seed,
+            "input": {
+                "view": view,
+                "hr_size": ctx.hr_size,
+                "lr_size": ctx.lr_size if view == "lr" else None,
+                "upsampled": ctx.upsampled if view == "lr" else False,
+            },
+            "dataset": ctx.cfg.data.dataset,
+            "task": ctx.cfg.task,
+            "config": ctx.cfg.model_dump(mode="json"),
+        }
+
+    def _given(self, role: str) -> nn.Module | None:
+        """A user's checkpoint for ``role`` (teacher.checkpoint, assistant.checkpoint)."""
+        path = getattr(self.ctx.cfg, role).checkpoint
+        if not path:
+            return None
+        if role not in self._trained:
+            expect = {k: self.recipe(role)[k] for k in ("arch", "num_classes", "in_channels")}
+            network = build_from_checkpoint(path, expect=expect).to(self.ctx.device).eval()
+            self._trained[role] = StageOutcome({"student": network})
+        return self._trained[role].model
+
+    # ----------------------------------------------------------------- training
+    def _train(
+        self,
+        spec: MethodSpec,
+        stage: str,
+        fingerprint: str,
+        cfg: ExperimentConfig | None = None,
+    ) -> StageOutcome:
+        """Load ``stage`` when it finished with ``fingerprint``, else build ``spec``'s method
+        (given the networks it needs, trained first) and train it with its role's budget."""
+        if stage in self._trained:
+            return self._trained[stage]
+        outcome = self.stages.finished(stage, fingerprint)
+        if outcome is None:
+            cfg = cfg or self.ctx.cfg
+            method_ctx = MethodContext(
+                distill=cfg.distill,
+                new_network=self.new_network,  # type: ignore[arg-type]
+                new_criterion=self.new_criterion,
+                teacher=self.teacher() if "teacher" in spec.needs else None,
+                assistant=self.assistant() if "assistant" in spec.needs else None,
+                uses_logits=self.ctx.task.uses_logits,
+            )
+            seed_everything(self.ctx.seed, self.ctx.cfg.deterministic)
+            assert spec.build is not None
+            method = spec.build(method_ctx)
+            metas = {"student": self.meta(spec.produces, spec.name)}
+            if spec.produces == "student":
+                metas["assistant"] = self.meta("assistant", spec.name)  # the joint companion
+            budget = getattr(self.ctx.cfg.train, spec.produces)
+            outcome = self.stages.train(stage, method, budget, metas, fingerprint)
+        for network in outcome.networks.values():
+            network.eval()
+        self._trained[stage] = outcome
+        return outcome
+
+    def teacher(self) -> nn.Module:
+        given = self._given("teacher")
+        if given is not None:
+            return given
+        fingerprint = teacher_fingerprint(self.ctx.cfg, self.ctx.seed)
+        return self._train(METHODS.get("teacher"), "teacher", fingerprint).model
+
+    def assistant(self) -> nn.Module:
+        """Cross-structure distillation: the light network learns from the teacher on HR."""
+        given = self._given("assistant")
+        if given is not None:
+            return given
+        fingerprint = assistant_fingerprint(self.ctx.cfg, self.ctx.seed)
+        return self._train(METHODS.get("assistant"), "assistant", fingerprint).model
+
+    def student(
+        self, method: str, stage: str | None = None, orders: list[int] | None = None
+    ) -> StageOutcome:
+        """A new student trained by ``method`` with the student's budget.
+
+        ``orders`` overrides the distilled orders for this student only (the ablation), whose
+        result is kept under ``stage`` (default ``students/<method>``).
+        """
+        spec = METHODS.get(method)
+        if not spec.trains:
+            raise ValueError(f"method '{method}' trains nothing (it scores the {spec.scores})")
+        cfg = self.ctx.cfg
+        if orders is not None:
+            cfg = cfg.model_copy(deep=True)
+            cfg.distill.loss.orders = list(orders)
+        fingerprint = student_fingerprint(
+            cfg,
+            self.ctx.seed,
+            method,
+            teacher="teacher" in spec.needs,
+            assistant="assistant" in spec.needs,
+            upstream=self.ctx.cfg,
+        )
+        return self._train(spec, stage or f"students/{method}", fingerprint, cfg)
+
+    def outcome(self, stage: str) -> StageOutcome:
+        """What a stage of this seed trained or loaded (``teacher``, ``students/<method>``)."""
+        if stage not in self._trained:
+            raise KeyError(f"stage '{stage}' has not run in this seed")
+        return self._trained[stage]
+
+    def scored(self, method: str) -> nn.Module:
+        """The network a method's row scores: its student, or the network it names."""
+        spec = METHODS.get(method)
+        if spec.trains:
+            return self.student(method).model
+        return self.teacher() if spec.scores == "teacher" else self.assistant()

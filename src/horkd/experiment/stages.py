@@ -1,0 +1,130 @@
+"""Train or load one stage: the Trainer, resume, ``done.json`` and the reference cache.
+
+A stage is a folder of a seed's run directory (``teacher``, ``assistant``, ``students/<name>``)
+holding the networks it produced and ``done.json``: the fingerprint of the settings it was
+trained with and its validation outcome. The runner returns what it trained or loaded; nothing
+in the same process reads the files back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from horkd import distributed
+from horkd.checkpoint import build_from_checkpoint, write_json
+from horkd.config import StageConfig
+from horkd.experiment.batches import batch_maker, train_batches
+from horkd.experiment.context import RunContext
+from horkd.methods import Method
+from horkd.reference_cache import ReferenceCaches
+from horkd.run_dir import finished_stage
+from horkd.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """The networks a stage produced (by role: ``student``, ``assistant`` for the joint method)
+    and its record: fingerprint, best epoch, validation score, seconds."""
+
+    networks: dict[str, nn.Module]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.networks["student"]
+
+    @property
+    def best_score(self) -> float | None:
+        return self.record.get("best_score")
+
+
+class StageRunner:
+    """Trains a seed's stages under ``seed_dir``; a finished stage with the same fingerprint is
+    loaded instead (``resume``), an interrupted one continues from its saved state."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        seed_dir: Path,
+        *,
+        progress: bool = True,
+        resume: bool = False,
+        caches: ReferenceCaches | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.seed_dir = seed_dir
+        self.progress = progress
+        self.resume = resume
+        self.caches = caches if caches is not None else ReferenceCaches()
+
+    def finished(self, name: str, fingerprint: str) -> StageOutcome | None:
+        """The stage's networks and record when it finished with these settings, else None."""
+        stage_dir = self.seed_dir / name
+        if not (self.resume and finished_stage(stage_dir, fingerprint)):
+            return None
+        record = json.loads((stage_dir / "done.json").read_text())
+        networks = {"student": build_from_checkpoint(stage_dir / "model").to(self.ctx.device)}
+        return StageOutcome(networks, record)
+
+    def train(
+        self,
+        name: str,
+        method: Method,
+        stage: StageConfig,
+        metas: dict[str, dict[str, Any]],
+        fingerprint: str,
+    ) -> StageOutcome:
+        ctx = self.ctx
+        out_dir = self.seed_dir / name
+        view = method.student_view
+        if ctx.cfg.distill.cache_reference and method.reference is not None:
+            method.reference_cache = self.caches.get(
+                method.reference, ctx.splits.train, ctx.device, flips=ctx.augment.hflip
+            )
+        trainer = Trainer(
+            method,
+            stage,
+            train_batches=train_batches(ctx, stage),
+            make_batch=batch_maker(ctx, name, degrade=view == "lr"),
+            validate=self._validator(view),
+            score_key=ctx.task.score_key,
+            device=ctx.device,
+            out_dir=out_dir,
+            meta=metas,
+            progress=self.progress,
+            resume=self.resume,
+            fingerprint=fingerprint,
+        )
+        if distributed.is_main():  # a stage in training is not finished, whatever ran before
+            (out_dir / "done.json").unlink(missing_ok=True)
+        started = time.perf_counter()
+        result = trainer.fit()
+        record = {
+            "fingerprint": fingerprint,
+            "best_epoch": result.best_epoch,
+            "best_score": result.best_score,
+            "score_key": ctx.task.score_key,
+            "skipped_steps": result.skipped_steps,
+            "seconds": time.perf_counter() - started,
+        }
+        if distributed.is_main():
+            write_json(out_dir / "done.json", record)
+            trainer.discard_state()  # the checkpoint and done.json above supersede it
+        return StageOutcome(method.saved_networks(), record)
+
+    def _validator(self, view: str) -> Any:
+        ctx = self.ctx
+        if ctx.splits.val is None:
+            return None
+        to_input = ctx.inputs(view)  # type: ignore[arg-type]
+
+        def validate(model: nn.Module) -> dict[str, float]:
+            return ctx.task.validate(ctx, model, to_input)
+
+        return validate

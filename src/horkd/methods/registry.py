@@ -1,0 +1,101 @@
+"""The method registry: every network a run can train or score, with what it needs and its group.
+
+A method is one build function and one ``@register_method`` line. Its spec says which trained
+networks it learns from (``needs``), which group it belongs to (the results verdict, the study and
+the ablation read groups, never names), and which distillation terms it uses. Builders see only
+a :class:`MethodContext`: the sub-configs they use, network factories and the frozen references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from torch import nn
+
+from horkd.methods.base import Method
+from horkd.registry import Registry
+
+if TYPE_CHECKING:
+    from horkd.config import DistillConfig
+
+Group = Literal["stage", "reference", "baseline", "ours"]
+Role = Literal["teacher", "assistant", "student"]
+GROUPS: tuple[Group, ...] = ("stage", "reference", "baseline", "ours")
+# What each group means, for `horkd list`, the results page and the config errors.
+GROUP_MEANING = (
+    ("stage", "trains a network other methods learn from (not listed in `methods`)"),
+    ("reference", "an existing network scored on the student's input (nothing trained)"),
+    ("baseline", "a student trained by a published or plain method, the comparison"),
+    ("ours", "a student trained by hybrid-order distillation"),
+)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a builder may use: the distillation settings, fresh networks, frozen references."""
+
+    distill: DistillConfig
+    new_network: Callable[[Role], nn.Module]
+    new_criterion: Callable[[nn.Module], nn.Module]  # the task loss for a given network
+    teacher: nn.Module | None = None
+    assistant: nn.Module | None = None
+    uses_logits: bool = True  # False for tasks whose logits mean nothing (retrieval, faces)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """``build`` None: the method trains nothing and scores ``scores`` (a trained network) on
+    the student's input, re-upsampled to the HR size (``teacher_lr``)."""
+
+    name: str
+    description: str
+    group: Group
+    build: Callable[[MethodContext], Method] | None
+    needs: tuple[Role, ...] = ("teacher",)
+    terms: tuple[str, ...] | None = ()  # distillation terms; None: those of distill.loss.orders
+    produces: Role = "student"
+    scores: Role | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.build is not None
+
+    @property
+    def follows_orders(self) -> bool:
+        """Whether ``distill.loss.orders`` picks its terms (what the orders ablation varies)."""
+        return self.terms is None
+
+    @property
+    def logits_only(self) -> bool:
+        return self.terms == ("logits",)
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(
+    name: str,
+    description: str,
+    *,
+    group: Group,
+    needs: tuple[Role, ...] = ("teacher",),
+    terms: tuple[str, ...] | None = (),
+    produces: Role = "student",
+) -> Callable[[Callable[[MethodContext], Method]], Callable[[MethodContext], Method]]:
+    """Register a build function; the one line a new method adds (besides the function)."""
+    if group not in GROUPS:
+        raise ValueError(f"method '{name}': group must be one of {GROUPS}, got {group!r}")
+
+    def decorator(build: Callable[[MethodContext], Method]) -> Callable[[MethodContext], Method]:
+        METHODS.register(name)(MethodSpec(name, description, group, build, needs, terms, produces))
+        return build
+
+    return decorator
+
+
+def methods_in(group: Group, names: list[str] | None = None) -> list[str]:
+    """The registered methods of ``group`` (among ``names`` when given, in their order)."""
+    pool = names if names is not None else METHODS.names()
+    return [n for n in pool if n in METHODS and METHODS.get(n).group == group]
