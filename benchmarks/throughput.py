@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 
 from horkd.data import AugmentSpec, BatchLoader
+from horkd.data.augment import FlipViews
 from horkd.data.memory import TensorImageDataset
 from horkd.degrade import Degrader, DegradeSpec
 from horkd.experiment.batches import PairedBatchMaker
@@ -109,7 +110,7 @@ def main() -> None:
     cached_student = student()
     cached = DistillMethod(cached_student, ce, teacher, hybrid(64, 128))
     started = time.perf_counter()
-    cached.reference_cache = ReferenceCache.build(teacher, data, torch.device("cpu"), flips=True)
+    cached.reference_cache = ReferenceCache.build(teacher, data, torch.device("cpu"), views=FlipViews(True))
     cache_seconds = time.perf_counter() - started
     sampled = DistillMethod(student(), ce, teacher, hybrid(64, 128, angle_anchors=16))
     sampled.reference_cache = cached.reference_cache

@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 from horkd.data import BatchLoader
+from horkd.data.augment import FlipViews
 from horkd.data.memory import TensorImageDataset
 from horkd.losses import HybridOrderLoss
 from tests.conftest import tiny_config_dict
@@ -120,7 +121,7 @@ def _evaluate(model, data, pairs, to_input) -> dict:
         "pairs": _embed_tensor(model, pairs, cpu, to_input),
     }
     out["images_forwarded"] = sum(images)
-    cache = ReferenceCache.build(model, data, cpu, flips=True, batch_size=8)
+    cache = ReferenceCache.build(model, data, cpu, views=FlipViews(True), batch_size=8)
     out["cache"] = (cache.embedding, cache.logits)
     out["cache_images_forwarded"] = sum(images) - out["images_forwarded"]
     return out
@@ -218,14 +219,14 @@ def test_cached_reference_equals_the_live_reference_with_flips(tmp_path):
     cfg = config_from_dict(raw, ["distill.cache_reference=true"])
     ctx, networks = open_seed(cfg, 0, progress=False)
     teacher = networks.teacher()
-    cache = ReferenceCache.build(teacher, ctx.splits.train, ctx.device, flips=True)
+    cache = ReferenceCache.build(teacher, ctx.splits.train, ctx.device, views=FlipViews(True))
     make = batch_maker(ctx, "students/horkd_no_assistant")
     loader = train_batches(ctx, cfg.train.student)
     x, y, index = next(iter(loader))
     batch = make(x, y, index)
-    assert batch.flipped is not None and 0 < int(batch.flipped.sum()) < len(index)
+    assert batch.view_id is not None and 0 < int(batch.view_id.sum()) < len(index)
     live = teacher(batch.hr)
-    cached = cache.lookup(batch.index, batch.flipped)
+    cached = cache.lookup(batch.index, batch.view_id)
     assert torch.allclose(cached.embedding, live.embedding, atol=1e-5)
     assert torch.allclose(cached.logits, live.logits, atol=1e-5)
 

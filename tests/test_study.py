@@ -12,11 +12,12 @@ from conftest import tiny_config_dict
 
 from horkd.cli import main
 from horkd.config import ConfigError, config_from_dict
+from horkd.data import labels_of
 from horkd.data.split import labeled_mask
 from horkd.experiment import build_context
 from horkd.experiment.batches import batch_maker
 from horkd.methods import Batch, task_loss
-from horkd.models import ModelOutput
+from horkd.models import ModelOutput, build_model
 from horkd.study import load_study
 from horkd.study.stats import paired_difference, summarize
 
@@ -45,34 +46,62 @@ def test_labeled_mask_is_stratified_and_fixed_by_its_seed():
     assert not torch.equal(mask, labeled_mask(labels, 0.1, seed=4))
 
 
-def test_task_loss_sees_only_labelled_samples():
-    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
-    labeled = torch.tensor([True, False, True, False, False, False])
-    batch = Batch(hr=logits, lr=logits, target=y, labeled=labeled)
+def test_task_loss_sees_only_the_labelled_batch():
+    """Few labels: the task term of every method is computed on the labelled batch drawn beside
+    the main one; scratch trains on the labelled batch alone; the student runs on both in one
+    pass (one set of batch-norm statistics)."""
+    from horkd.methods import DistillMethod, SupervisedMethod, forward_both
+    from horkd.methods.presets import hybrid_loss
+
+    torch.manual_seed(0)
+    student = build_model("cnn_tiny", 3, 1, embed_dim=4, width=2).eval()
+    teacher = build_model("cnn_tiny", 3, 1, embed_dim=4, width=2).eval()
+    x, xl = torch.rand(6, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    labeled = Batch(hr=xl, lr=xl, target=torch.tensor([0, 1, 2, 0]))
+    batch = Batch(hr=x, lr=x, target=torch.tensor([2, 2, 2, 2, 2, 2]), labeled=labeled)
+    out, out_l = forward_both(student, batch, "lr")
+    assert torch.allclose(out.logits, student(x).logits, atol=1e-6)
+    assert torch.allclose(out_l.logits, student(xl).logits, atol=1e-6)
 
     def criterion(out: ModelOutput, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(out.logits, target)
 
-    expected = torch.nn.functional.cross_entropy(logits[labeled], y[labeled])
-    assert torch.allclose(task_loss(criterion, ModelOutput(logits, logits), batch), expected)
-    none = Batch(hr=logits, lr=logits, target=y, labeled=torch.zeros(6, dtype=torch.bool))
-    assert task_loss(criterion, ModelOutput(logits, logits), none).item() == 0.0
+    expected = criterion(student(xl), labeled.target)
+    assert torch.allclose(task_loss(criterion, out, out_l, batch), expected, atol=1e-6)
+    scratch = SupervisedMethod(student, criterion).eval()
+    assert torch.allclose(scratch(batch)[1]["task"], expected, atol=1e-6)
+    distill = DistillMethod(student, criterion, teacher,
+                            hybrid_loss(config_from_dict({}).distill.loss, student, teacher)).eval()
+    assert torch.allclose(distill(batch)[1]["task"], expected, atol=1e-6)
 
 
-def test_few_labels_run_masks_the_task_loss_and_split_seed_shares_the_split(tmp_path):
+def test_few_labels_stream_and_split_seed_shares_the_split(tmp_path):
     raw = tiny_config_dict(tmp_path / "run")
-    raw["data"] = {**raw["data"], "label_fraction": 0.25, "split_seed": 7}
+    raw["data"] = {**raw["data"], "label_fraction": 0.25, "split_seed": 7, "labeled_batch_size": 5}
     cfg = config_from_dict(raw)
     runs = [build_context(cfg, s) for s in (0, 1)]
     assert runs[0].splits.val.indices == runs[1].splits.val.indices  # one split for all seeds
-    assert torch.equal(runs[0].labeled, runs[1].labeled)
-    assert int(runs[0].labeled.sum()) == round(0.25 * len(runs[0].splits.train))
+    labeled = runs[0].labeled_indices
+    assert torch.equal(labeled, runs[1].labeled_indices)
+    assert len(labeled) == round(0.25 * len(runs[0].splits.train))
     maker = batch_maker(runs[0], "students/scratch")
-    index = torch.arange(8)
-    batch = maker(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), index)
-    assert torch.equal(batch.labeled, runs[0].labeled[index])
+    train_labels = labels_of(runs[0].splits.train)
+    seen = []
+    for _ in range(2 * len(labeled) // 5 + 1):  # more than two passes over the labelled images
+        batch = maker(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), torch.arange(8))
+        assert batch.labeled.hr.shape == (5, 1, 16, 16) and batch.labeled.lr.shape[-1] == 4
+        assert set(batch.labeled.index.tolist()) <= set(labeled.tolist())
+        assert torch.equal(batch.labeled.target, train_labels[batch.labeled.index])
+        seen += batch.labeled.index.tolist()
+    assert len(set(seen)) >= len(labeled) - 4  # each pass covers the labelled set (drop_last)
+    state = maker.state_dict()
+    replay = batch_maker(runs[0], "students/scratch")
+    replay.load_state_dict(state)
+    a = maker(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), torch.arange(8))
+    b = replay(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), torch.arange(8))
+    assert torch.equal(a.labeled.index, b.labeled.index) and torch.equal(a.labeled.lr, b.labeled.lr)
     other = config_from_dict(tiny_config_dict(tmp_path / "other"))
-    assert build_context(other, 0).labeled is None
+    assert build_context(other, 0).labeled_indices is None
 
 
 def _study_file(tmp_path: Path) -> Path:
@@ -135,7 +164,8 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert [(r["method"], r["tag"]) for r in diverged] == [("fitnet", "c1")]
     assert "non-finite" in diverged[0]["error"]
     assert summary["choices"]["lr4"]["fitnet"]["tag"] == "c0"
-    assert summary["choices"]["few"] == summary["choices"]["lr4"]
+    assert summary["choices"]["few"] == {m: summary["choices"]["lr4"][m] for m in ("scratch",
+                                                                                 "horkd")}
     # finals: every method of each regime with both seeds, teacher rows only in scratch's job
     finals = {(r["regime"], r["method"]): r for r in summary["finals"]}
     assert set(finals) == {("lr4", "scratch"), ("lr4", "fitnet"), ("lr4", "horkd"),
@@ -167,8 +197,24 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert main(["study", str(path), "--doc", str(doc)]) == 0
     after = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("model.safetensors")}
     assert before == after
-    scores = sorted((tmp_path / "study").rglob("study_scores.json"))
-    assert len(scores) == 3 * 2 + 2 * 1  # every final seed stored, so a rerun scores nothing
+    records = tmp_path / "records"
+    assert len(list(records.rglob("final-seed*.json"))) == 3 * 2 + 2 * 1  # every final seed
+    assert len(list(records.rglob("search-seed5.json"))) == 6
+    assert len(list((records / "teachers").glob("*.json"))) == 1
+    # a fresh clone holds the records but no run directory: the page is rebuilt, nothing trains
+    text_before = doc.read_text()
+    import shutil
+
+    shutil.rmtree(tmp_path / "study")
+    assert main(["study", str(path), "--doc", str(doc)]) == 0
+    assert not list((tmp_path / "study").rglob("model.safetensors"))  # no teacher, no student
+    strip = lambda t: t.split("## Reproduce")[0]  # noqa: E731  (wall times differ)
+    assert strip(doc.read_text()) == strip(text_before)
+    # one recorded run trained again from its settings gives the recorded scores, to the bit
+    record = records / "lr4" / "fitnet" / "c0" / "final-seed0.json"
+    capsys.readouterr()
+    assert main(["study", str(path), "--reproduce", str(record)]) == 0
+    assert "reproduced: identical scores" in capsys.readouterr().out
 
 
 def test_study_file_errors_name_the_problem(tmp_path):
@@ -193,6 +239,7 @@ def test_study_file_errors_name_the_problem(tmp_path):
 def test_reference_caches_are_shared_across_loads_and_processes(tmp_path):
     """One store shares a teacher's cache between loads of the same images; with a directory a
     second store (another worker process, a rerun) loads it from disk, equal to the bit."""
+    from horkd.data.augment import FlipViews
     from horkd.experiment import load_splits
     from horkd.models import build_model
     from horkd.reference_cache import ReferenceCache, ReferenceCaches
@@ -205,17 +252,17 @@ def test_reference_caches_are_shared_across_loads_and_processes(tmp_path):
     train_a, train_b = load_splits(cfg, 0).train, load_splits(cfg, 0).train  # two loads
     device = torch.device("cpu")
     store = ReferenceCaches(tmp_path / "caches")
-    first = store.get(teacher, train_a, device, flips=True)
-    assert store.get(copy, train_b, device, flips=True) is first
-    fresh = ReferenceCache.build(teacher, train_a, device, flips=True)
+    first = store.get(teacher, train_a, device, views=FlipViews(True))
+    assert store.get(copy, train_b, device, views=FlipViews(True)) is first
+    fresh = ReferenceCache.build(teacher, train_a, device, views=FlipViews(True))
     assert torch.equal(first.embedding, fresh.embedding)
     assert len(list((tmp_path / "caches").glob("*.safetensors"))) == 1
-    from_disk = ReferenceCaches(tmp_path / "caches").get(copy, train_b, device, flips=True)
+    from_disk = ReferenceCaches(tmp_path / "caches").get(copy, train_b, device, views=FlipViews(True))
     assert torch.equal(from_disk.embedding, first.embedding)
     assert torch.equal(from_disk.logits, first.logits)
     other_split = load_splits(cfg, 1).train  # another seed: other images
-    assert store.get(teacher, other_split, device, flips=True) is not first
+    assert store.get(teacher, other_split, device, views=FlipViews(True)) is not first
     with torch.no_grad():
         copy.classifier.bias.add_(1.0)
-    changed = store.get(copy, train_b, device, flips=True)
+    changed = store.get(copy, train_b, device, views=FlipViews(True))
     assert changed is not first and not torch.equal(changed.logits, first.logits)

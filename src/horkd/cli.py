@@ -170,7 +170,21 @@ def _add_result_commands(sub: Any) -> None:
     )
     study.add_argument("study_file", help="study YAML (see configs/study/)")
     study.add_argument("--workers", type=int, default=None, help="parallel runs (default: file)")
+    study.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: cores / workers)"
+    )
     study.add_argument("--doc", default=None, help="where RESULTS.md goes (default: OUT/RESULTS.md)")
+    study.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: write the page from the recorded runs (missing ones are pending)",
+    )
+    study.add_argument(
+        "--reproduce",
+        metavar="RECORD",
+        help="train one recorded run again from its settings and say whether it reproduces the "
+        "recorded scores (exit status 1 when it does not)",
+    )
     sub.add_parser("list", help="the registered models, methods (by group), datasets and losses")
 
 
@@ -312,9 +326,19 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     from horkd.study import run_study, write_document
 
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    summary = run_study(args.study_file, workers=args.workers)
+    for flag in ("workers", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {value}")
+    if args.reproduce:
+        from horkd.study.runner import reproduce
+
+        same = reproduce(args.study_file, args.reproduce)
+        print("reproduced: identical scores" if same else "NOT reproduced: the scores differ")
+        return 0 if same else 1
+    summary = run_study(
+        args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train
+    )
     doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
     command = shlex.join(["horkd", *sys.argv[1:]]) if len(sys.argv) > 1 else None
     path = write_document(summary, doc, command)

@@ -30,6 +30,12 @@ class AugmentConfig(_Strict):
 
     crop_padding: int = Field(0, ge=0)
     hflip: bool = False
+    views: int | None = Field(
+        None,
+        ge=1,
+        description="K fixed augmentations per training image (drawn once); each step takes one "
+        "at random. Lets distill.cache_reference store every view, random crops included",
+    )
 
 
 class DataConfig(_Strict):
@@ -46,7 +52,14 @@ class DataConfig(_Strict):
         gt=0.0,
         le=1.0,
         description="few labels: the task loss sees this stratified share of the training "
-        "labels; distillation terms still use every training image",
+        "labels, in batches of labelled images of their own; distillation terms still use "
+        "every training image",
+    )
+    labeled_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="few labels: each step also draws this many labelled images for the task "
+        "loss (null = the stage's batch size)",
     )
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
@@ -93,7 +106,11 @@ class ModelConfig(_Strict):
     embed_dim: int | None = Field(128, ge=2)
     width: int | None = Field(None, ge=1)
     weights: str | None = Field(None, description="local torchvision/timm backbone weights file")
-    checkpoint: str | None = Field(None, description="a horkd checkpoint to load instead of training")
+    checkpoint: str | None = Field(
+        None,
+        description="a horkd checkpoint to load instead of training; {seed} stands for the run "
+        "seed (one checkpoint per seed)",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("arch")
@@ -160,6 +177,13 @@ class LossConfig(_Strict):
         ge=1,
         description="third order estimated on this many random anchors per step; null = exact",
     )
+    bank_size: int = Field(
+        0,
+        ge=0,
+        description="second order also compares each sample with the last M samples of earlier "
+        "steps (their student embeddings detached, their reference embeddings exact): relations "
+        "that look beyond one batch; 0 = within the batch",
+    )
     relations: Literal["global", "local"] = Field(
         "global",
         description="second/third order over the whole global batch (all ranks) or each rank's",
@@ -185,6 +209,11 @@ class TaskLossConfig(_Strict):
 class RetrievalConfig(_Strict):
     train_classes: int | None = Field(
         None, ge=1, description="classes 0..n-1 train, the rest test; null = first half"
+    )
+    random_classes: bool = Field(
+        False,
+        description="the training classes are drawn at random with the run seed (every method of "
+        "a seed shares the split; each seed has its own) instead of the first ones",
     )
 
 
@@ -282,11 +311,13 @@ class ExperimentConfig(_Strict):
                         f"methods: {name} distils class logits, which task '{self.task}' does "
                         "not train; drop it (the embedding-based methods apply)"
                     )
-        if self.distill.cache_reference and self.data.augment.crop_padding > 0:
+        augment = self.data.augment
+        if self.distill.cache_reference and augment.crop_padding > 0 and augment.views is None:
             raise ValueError(
                 "distill.cache_reference stores one reference output per image and flip; random "
-                "crops (data.augment.crop_padding > 0) have too many to store: set crop_padding "
-                "to 0 or cache_reference to false"
+                "crops (data.augment.crop_padding > 0) have too many to store: set "
+                "data.augment.views (K fixed views per image, all cached), crop_padding to 0, or "
+                "cache_reference to false"
             )
         needs_triplets = 3 in self.distill.loss.orders and self.distill.loss.angle_weight > 0
         for stage in STAGES:

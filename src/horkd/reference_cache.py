@@ -1,10 +1,11 @@
 """The frozen reference's outputs computed once per (image, augmentation) and reused every epoch.
 
 The teacher (or assistant) is frozen and in eval mode, so its output for a given HR image never
-changes. When augmentation can take only a few values per image (none, or a horizontal flip), all
-of them are computed in one pass before training and a training step looks them up by dataset
-index instead of running the reference: the reference forward leaves the step. Random crops have
-too many values to store, so they keep the live reference (the config refuses the combination).
+changes. When augmentation can take only a few values per image (none, a horizontal flip, or K
+fixed views drawn once: ``data.augment.views``), all of them are computed in one pass before
+training and a training step looks them up by dataset index and view instead of running the
+reference: the reference forward leaves the step. Fresh random crops have too many values to
+store, so they keep the live reference (the config refuses the combination).
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from torch.utils.data import Dataset
 from horkd import distributed
 from horkd.checkpoint import atomic_write
 from horkd.data import BatchLoader
+from horkd.data.augment import FixedViews, FlipViews
 from horkd.data.memory import TensorImageDataset
 from horkd.models import ModelOutput
 
+Views = FixedViews | FlipViews
+
 
 class ReferenceCache:
-    """``embedding[v, i]`` and ``logits[v, i]`` for view ``v`` (0 plain, 1 flipped) of image ``i``.
+    """``embedding[v, i]`` and ``logits[v, i]`` for view ``v`` of image ``i`` (view 0 plain and 1
+    mirrored for :class:`FlipViews`, one of K fixed views for :class:`FixedViews`).
 
     Plain tensors on the training device, deliberately not module buffers: they are never saved
     in checkpoints (a resumed stage rebuilds them) and DDP does not broadcast them every step.
@@ -44,21 +49,21 @@ class ReferenceCache:
         dataset: Dataset,
         device: torch.device,
         *,
-        flips: bool,
+        views: Views,
         batch_size: int = 256,
     ) -> ReferenceCache:
-        """One pass of ``reference`` over ``dataset`` (twice with ``flips``); under torchrun each
-        process computes a contiguous share of the batches and the shares are gathered, so every
-        process holds the whole cache after 1/N of the pass."""
+        """One pass of ``reference`` over ``dataset`` per view; under torchrun each process
+        computes a contiguous share of the batches and the shares are gathered, so every process
+        holds the whole cache after 1/N of the pass."""
         reference.eval()
-        views = (False, True) if flips else (False,)
-        embeddings: list[list[Tensor]] = [[] for _ in views]
-        logits: list[list[Tensor]] = [[] for _ in views]
+        embeddings: list[list[Tensor]] = [[] for _ in range(views.views)]
+        logits: list[list[Tensor]] = [[] for _ in range(views.views)]
         loader = BatchLoader(dataset, batch_size, shuffle=False)
-        for x, _, _ in loader.iter_range(distributed.my_batches(len(loader))):
+        for x, _, positions in loader.iter_range(distributed.my_batches(len(loader))):
             x = x.to(device)
-            for v, flipped in enumerate(views):
-                out = reference(x.flip(-1) if flipped else x)
+            for v in range(views.views):
+                view = torch.full((x.shape[0],), v, dtype=torch.long)
+                out = reference(views.apply(x, positions, view))
                 embeddings[v].append(out.embedding.float())
                 logits[v].append(out.logits.float())
         split = distributed.batches_are_split(len(loader))
@@ -71,13 +76,16 @@ class ReferenceCache:
             torch.stack([rows(e) for e in embeddings]), torch.stack([rows(lg) for lg in logits])
         )
 
-    def lookup(self, index: Tensor, flipped: Tensor | None) -> ModelOutput:
+    def lookup(self, index: Tensor, view_id: Tensor | None) -> ModelOutput:
         index = index.to(self.embedding.device)
-        if flipped is None:
+        if view_id is None:
             return ModelOutput(self.embedding[0, index], self.logits[0, index])
-        if self.embedding.shape[0] < 2:
-            raise RuntimeError("the batch was flipped but the cache holds no flipped views")
-        view = flipped.to(self.embedding.device).long()
+        view = view_id.to(self.embedding.device).long()
+        if int(view.max()) >= self.embedding.shape[0]:
+            raise RuntimeError(
+                f"the batch took view {int(view.max())} but the cache holds "
+                f"{self.embedding.shape[0]} view(s) per image"
+            )
         return ModelOutput(self.embedding[view, index], self.logits[view, index])
 
 
@@ -96,21 +104,24 @@ class ReferenceCaches:
         self._memory: OrderedDict[str, ReferenceCache] = OrderedDict()
 
     def get(
-        self, reference: nn.Module, dataset: Dataset, device: torch.device, *, flips: bool
+        self, reference: nn.Module, dataset: Dataset, device: torch.device, *, views: Views
     ) -> ReferenceCache:
         images = dataset_digest(dataset)
         if images is None:  # file-backed images: not worth a key, built for this stage alone
-            return ReferenceCache.build(reference, dataset, device, flips=flips)
-        key = f"{weights_digest(reference)}-{images}-{'flips' if flips else 'plain'}"
+            return ReferenceCache.build(reference, dataset, device, views=views)
+        key = f"{weights_digest(reference)}-{images}-{views.key()}"
+        if isinstance(views, FixedViews):  # the table itself, not only its size
+            key += "-" + hashlib.sha256(views.offsets.numpy().tobytes()
+                                        + views.flips.numpy().tobytes()).hexdigest()[:12]
         if key not in self._memory:
-            self._memory[key] = self._load_or_build(key, reference, dataset, device, flips)
+            self._memory[key] = self._load_or_build(key, reference, dataset, device, views)
             while len(self._memory) > self.keep:
                 self._memory.popitem(last=False)
         self._memory.move_to_end(key)
         return self._memory[key]
 
     def _load_or_build(
-        self, key: str, reference: nn.Module, dataset: Dataset, device: torch.device, flips: bool
+        self, key: str, reference: nn.Module, dataset: Dataset, device: torch.device, views: Views
     ) -> ReferenceCache:
         path = self.directory / f"{key}.safetensors" if self.directory is not None else None
         if path is not None and path.is_file():
@@ -119,7 +130,7 @@ class ReferenceCaches:
                 return ReferenceCache(tensors["embedding"], tensors["logits"])
             except Exception:  # noqa: BLE001 - a torn or foreign file is rebuilt
                 path.unlink(missing_ok=True)
-        cache = ReferenceCache.build(reference, dataset, device, flips=flips)
+        cache = ReferenceCache.build(reference, dataset, device, views=views)
         if path is not None and distributed.is_main():
             tensors = {"embedding": cache.embedding.cpu(), "logits": cache.logits.cpu()}
             atomic_write(path, lambda tmp: save_file(tensors, tmp))

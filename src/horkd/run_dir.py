@@ -150,6 +150,7 @@ def student_fingerprint(
     teacher: bool,
     assistant: bool,
     upstream: ExperimentConfig | None = None,
+    network: str = "student",
 ) -> str:
     """``cfg`` is the config the student trains with (the ablation changes its orders);
     ``upstream`` the one the teacher and assistant it learns from were trained with.
@@ -165,9 +166,9 @@ def student_fingerprint(
             "method": method,
             "teacher": teacher_fingerprint(upstream, seed) if teacher else None,
             "assistant": assistant_fingerprint(upstream, seed) if assistant else None,
-            "student": _dump(cfg.student),
+            "student": _dump(getattr(cfg, network)),
             "assistant_model": _dump(cfg.assistant) if distils else None,  # warm start, joint
-            "train": _dump(cfg.train.student),
+            "train": _dump(getattr(cfg.train, network)),
             "distill": _dump(cfg.distill) if distils else None,
             "degrade": cfg.degrade.model_dump(mode="json", exclude_defaults=True,
                                               exclude={"eval_sizes"}),

@@ -16,6 +16,7 @@ from torch import Tensor
 from horkd import distributed
 from horkd.config import DegradeConfig, ExperimentConfig
 from horkd.data import AugmentSpec, DatasetInfo, DataSplits, build_splits, labels_of
+from horkd.data.augment import FixedViews, FlipViews
 from horkd.data.split import labeled_mask
 from horkd.degrade import DegradeSpec, resolve_lr_size
 from horkd.evaluate import InputFn, identity, lr_input_fn
@@ -66,7 +67,8 @@ class RunContext:
     hr_size: int
     lr_size: int
     upsampled: bool  # the student takes LR re-upsampled to the HR size
-    labeled: Tensor | None  # bool per training image in few-label runs; None: all labelled
+    labeled_indices: Tensor | None  # few-label runs: the training images whose labels count
+    views: FixedViews | None = None  # K fixed augmentations per training image (if configured)
 
     @property
     def info(self) -> DatasetInfo:
@@ -80,6 +82,11 @@ class RunContext:
     def augment(self) -> AugmentSpec:
         a = self.cfg.data.augment
         return AugmentSpec(a.crop_padding, a.hflip)
+
+    def cache_views(self) -> FixedViews | FlipViews:
+        """The augmentations a reference cache must hold: the fixed views, or plain (and
+        mirrored when flips are on)."""
+        return self.views if self.views is not None else FlipViews(self.augment.hflip)
 
     def degrade_spec(self, lr_size: int, upsample: bool) -> DegradeSpec:
         return degrade_spec(self.cfg.degrade, lr_size, upsample)
@@ -130,10 +137,16 @@ def build_context(
     task = TASKS.get(cfg.task)()
     prepared = task.prepare(splits if splits is not None else load_splits(cfg, seed), cfg, seed)
     hr_size = cfg.data.hr_size or prepared.info.native_size
+    split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
     labeled = None
     if cfg.data.label_fraction is not None:
-        split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
-        labeled = labeled_mask(labels_of(prepared.train), cfg.data.label_fraction, split_seed)
+        mask = labeled_mask(labels_of(prepared.train), cfg.data.label_fraction, split_seed)
+        labeled = torch.nonzero(mask).flatten()
+    augment = cfg.data.augment
+    views = None
+    if augment.views is not None:
+        spec = AugmentSpec(augment.crop_padding, augment.hflip)
+        views = FixedViews(len(prepared.train), augment.views, spec, seed=split_seed)
     return RunContext(
         cfg=cfg,
         seed=seed,
@@ -143,5 +156,6 @@ def build_context(
         hr_size=hr_size,
         lr_size=resolve_lr_size(hr_size, cfg.degrade.lr_size, cfg.degrade.factor),
         upsampled=cfg.degrade.student_input == "upsampled",
-        labeled=labeled,
+        labeled_indices=labeled,
+        views=views,
     )

@@ -51,6 +51,11 @@ class SeedResult:
     curve: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+def student_scoring(method: str) -> Scoring:
+    """A trained method's network at its LR input (re-upsampled for the LR oracle)."""
+    return Scoring(lr=True, upsample=True) if METHODS.get(method).upsampled else AT_LR
+
+
 def cost(ctx: RunContext, model: nn.Module, takes_hr: bool) -> tuple[int, int]:
     """Parameters and FLOPs at the input size the network takes."""
     side = ctx.hr_size if takes_hr or ctx.upsampled else ctx.lr_size
@@ -85,8 +90,8 @@ def result_rows(
             metrics = task.test(ctx, assistant, AT_HR)
             rows.append(Row("assistant", "assistant", *cost(ctx, assistant, True), metrics))
         student = networks.student(name).model
-        metrics = task.test(ctx, student, AT_LR)
-        rows.append(Row(name, "student", *cost(ctx, student, False), metrics))
+        metrics = task.test(ctx, student, student_scoring(name))
+        rows.append(Row(name, "student", *cost(ctx, student, spec.upsampled), metrics))
     return rows
 
 
@@ -115,7 +120,7 @@ def resolution_curve(
             continue
         if "assistant" in spec.needs:
             scored["assistant"] = (networks.assistant(), True)
-        scored[name] = (networks.student(name).model, False)
+        scored[name] = (networks.student(name).model, spec.upsampled)
     return {
         name: {
             str(size): ctx.task.score_at(ctx, model, sized_input(ctx, takes_hr, size))

@@ -7,7 +7,6 @@ Every network is built through the method registry: the teacher and the assistan
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -20,8 +19,6 @@ from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, MethodContext, MethodSpec
 from horkd.models import build_model
 from horkd.run_dir import assistant_fingerprint, student_fingerprint, teacher_fingerprint
-
-STAGE_VIEW = MappingProxyType({"teacher": "hr", "assistant": "hr", "student": "lr"})
 
 
 class Networks:
@@ -59,9 +56,12 @@ class Networks:
             **loss.kwargs,
         ).to(self.ctx.device)
 
-    def meta(self, role: str, method: str) -> dict[str, Any]:
+    def meta(
+        self, role: str, method: str, view: str = "lr", upsampled: bool | None = None
+    ) -> dict[str, Any]:
         """What a checkpoint records: how to rebuild it, what it takes as input, its config."""
-        ctx, view = self.ctx, STAGE_VIEW[role]
+        ctx = self.ctx
+        upsampled = ctx.upsampled if upsampled is None else upsampled
         return {
             "model": self.recipe(role),
             "role": role,
@@ -71,7 +71,7 @@ class Networks:
                 "view": view,
                 "hr_size": ctx.hr_size,
                 "lr_size": ctx.lr_size if view == "lr" else None,
-                "upsampled": ctx.upsampled if view == "lr" else False,
+                "upsampled": upsampled if view == "lr" else False,
             },
             "dataset": ctx.cfg.data.dataset,
             "task": ctx.cfg.task,
@@ -79,10 +79,12 @@ class Networks:
         }
 
     def _given(self, role: str) -> nn.Module | None:
-        """A user's checkpoint for ``role`` (teacher.checkpoint, assistant.checkpoint)."""
+        """A user's checkpoint for ``role`` (teacher.checkpoint, assistant.checkpoint); ``{seed}``
+        in the path stands for the run seed (a teacher per seed)."""
         path = getattr(self.ctx.cfg, role).checkpoint
         if not path:
             return None
+        path = path.replace("{seed}", str(self.ctx.seed))
         if role not in self._trained:
             expect = {k: self.recipe(role)[k] for k in ("arch", "num_classes", "in_channels")}
             network = build_from_checkpoint(path, expect=expect).to(self.ctx.device).eval()
@@ -115,11 +117,13 @@ class Networks:
             seed_everything(self.ctx.seed, self.ctx.cfg.deterministic)
             assert spec.build is not None
             method = spec.build(method_ctx)
-            metas = {"student": self.meta(spec.produces, spec.name)}
-            if spec.produces == "student":
-                metas["assistant"] = self.meta("assistant", spec.name)  # the joint companion
-            budget = getattr(self.ctx.cfg.train, spec.produces)
-            outcome = self.stages.train(stage, method, budget, metas, fingerprint)
+            upsampled = True if spec.upsampled else None
+            metas = {
+                "student": self.meta(spec.network, spec.name, spec.view, upsampled),
+                "assistant": self.meta("assistant", spec.name, "hr"),  # the joint companion
+            }
+            budget = getattr(self.ctx.cfg.train, spec.network)
+            outcome = self.stages.train(stage, method, budget, metas, fingerprint, upsampled)
         for network in outcome.networks.values():
             network.eval()
         self._trained[stage] = outcome
@@ -162,6 +166,7 @@ class Networks:
             teacher="teacher" in spec.needs,
             assistant="assistant" in spec.needs,
             upstream=self.ctx.cfg,
+            network=spec.network,
         )
         return self._train(spec, stage or f"students/{method}", fingerprint, cfg)
 

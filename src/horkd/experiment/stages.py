@@ -79,20 +79,23 @@ class StageRunner:
         stage: StageConfig,
         metas: dict[str, dict[str, Any]],
         fingerprint: str,
+        upsample: bool | None = None,
     ) -> StageOutcome:
+        """Train ``method`` as stage ``name``; ``upsample`` overrides how it takes LR (the LR
+        oracle: at the HR size whatever the students take)."""
         ctx = self.ctx
         out_dir = self.seed_dir / name
         view = method.student_view
         if ctx.cfg.distill.cache_reference and method.reference is not None:
             method.reference_cache = self.caches.get(
-                method.reference, ctx.splits.train, ctx.device, flips=ctx.augment.hflip
+                method.reference, ctx.splits.train, ctx.device, views=ctx.cache_views()
             )
         trainer = Trainer(
             method,
             stage,
             train_batches=train_batches(ctx, stage),
-            make_batch=batch_maker(ctx, name, degrade=view == "lr"),
-            validate=self._validator(view),
+            make_batch=batch_maker(ctx, name, view == "lr", stage, upsample),
+            validate=self._validator(view, upsample),
             score_key=ctx.task.score_key,
             device=ctx.device,
             out_dir=out_dir,
@@ -118,11 +121,11 @@ class StageRunner:
             trainer.discard_state()  # the checkpoint and done.json above supersede it
         return StageOutcome(method.saved_networks(), record)
 
-    def _validator(self, view: str) -> Any:
+    def _validator(self, view: str, upsample: bool | None) -> Any:
         ctx = self.ctx
         if ctx.splits.val is None:
             return None
-        to_input = ctx.inputs(view)  # type: ignore[arg-type]
+        to_input = ctx.inputs(view, upsample=upsample)  # type: ignore[arg-type]
 
         def validate(model: nn.Module) -> dict[str, float]:
             return ctx.task.validate(ctx, model, to_input)

@@ -18,9 +18,10 @@ from typing import Literal
 from torch import Tensor, nn
 
 from horkd import distributed
+from horkd.losses.bank import RelationBank
 from horkd.losses.first_order import EmbeddingRegression, HintonKD
 from horkd.losses.numerics import relation_grams
-from horkd.losses.second_order import DistanceLoss
+from horkd.losses.second_order import DistanceLoss, bank_distance_loss
 from horkd.losses.third_order import AngleLoss
 
 ORDERS = (1, 2, 3)
@@ -47,6 +48,7 @@ class HybridOrderLoss(nn.Module):
         angle_chunk_size: int | None = None,
         angle_anchors: int | None = None,
         relations: Literal["global", "local"] = "global",
+        bank_size: int = 0,
     ) -> None:
         super().__init__()
         if relations not in ("global", "local"):
@@ -78,6 +80,13 @@ class HybridOrderLoss(nn.Module):
         self.kd = HintonKD(temperature)
         self.distance = DistanceLoss(huber_delta)
         self.angle = AngleLoss(huber_delta, angle_chunk_size, angle_anchors)
+        self.huber_delta = huber_delta
+        # "look more": the second order also spans the last bank_size samples of earlier steps
+        self.bank = (
+            RelationBank(bank_size, student_dim, teacher_dim)
+            if bank_size > 0 and self.distance_weight > 0
+            else None
+        )
 
     def forward(
         self,
@@ -107,7 +116,12 @@ class HybridOrderLoss(nn.Module):
             finish = distributed.global_relation_loss
         terms: dict[str, Tensor] = {}
         gram_s, gram_t = relation_grams(student, teacher)  # one per side for both terms
-        if self.distance_weight > 0:
+        if self.distance_weight > 0 and self.bank is not None and self.training:
+            distance = bank_distance_loss(student, teacher, *self.bank.contents(),
+                                          self.huber_delta)
+            self.bank.push(student, teacher)
+            terms["order2_distance"] = self.distance_weight * finish(distance)
+        elif self.distance_weight > 0:
             distance = self.distance.from_gram(gram_s, gram_t)
             terms["order2_distance"] = self.distance_weight * finish(distance)
         if self.angle_weight > 0:

@@ -17,6 +17,7 @@ from horkd.losses import cpu_kernels
 from horkd.losses.numerics import (
     EPS,
     GradientInForward,
+    full_precision,
     huber_sum,
     no_autocast,
     relation_grams,
@@ -106,3 +107,35 @@ class DistanceLoss(nn.Module):
 
     def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
         return distance_loss_from_gram(gram_s, gram_t, self.huber_delta)
+
+
+def bank_distance_loss(
+    student: Tensor,
+    teacher: Tensor,
+    bank_student: Tensor,
+    bank_teacher: Tensor,
+    huber_delta: float = 1.0,
+) -> Tensor:
+    """Distances of each batch sample to the batch *and* to a bank of earlier samples ("look
+    more" than one batch): mean over the pairs (i in batch, j in batch or bank, j != i) of
+    huber(d^S_ij - d^T_ij), each side scaled by its mean over those pairs. The bank's student
+    embeddings are detached (earlier steps), so gradients flow through the batch alone."""
+    with no_autocast(student.device.type):
+        s, t = full_precision(student), full_precision(teacher).to(full_precision(student).dtype)
+        s_all = torch.cat([s, bank_student.to(s.dtype)])
+        t_all = torch.cat([t, bank_teacher.to(s.dtype)])
+        n = s.shape[0]
+        if s_all.shape[0] < 2:
+            return zero_with_graph(student, teacher)
+        valid = torch.ones(n, s_all.shape[0], dtype=torch.bool, device=s.device)
+        valid[:, :n].fill_diagonal_(False)
+
+        def normalized(x: Tensor, pool: Tensor) -> Tensor:
+            squared = (x.unsqueeze(1) - pool.unsqueeze(0)).pow(2).sum(-1)
+            d = torch.where(valid, squared.clamp_min(EPS), 1.0).sqrt()
+            return d / (d[valid].mean().clamp_min(EPS))
+
+        gap = normalized(s, s_all) - normalized(t, t_all)
+        clipped = gap.clamp(-huber_delta, huber_delta)
+        huber = clipped * (gap - clipped / 2)
+        return huber[valid].mean()

@@ -1,7 +1,7 @@
 """What one training stage optimises; :mod:`horkd.methods.presets` registers the named methods."""
 
 from horkd.methods import presets  # noqa: F401  (register)
-from horkd.methods.base import Batch, Method, freeze, task_loss
+from horkd.methods.base import Batch, Method, forward_both, freeze, task_loss
 from horkd.methods.distill import DistillMethod
 from horkd.methods.joint import JointMethod
 from horkd.methods.presets import hybrid_loss
@@ -25,6 +25,7 @@ __all__ = [
     "MethodContext",
     "MethodSpec",
     "SupervisedMethod",
+    "forward_both",
     "freeze",
     "hybrid_loss",
     "methods_in",

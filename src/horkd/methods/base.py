@@ -15,14 +15,20 @@ View = Literal["hr", "lr"]
 
 @dataclass
 class Batch:
-    """One augmentation of the HR images and the LR view degraded from that same tensor."""
+    """One augmentation of the HR images and the LR view degraded from that same tensor.
+
+    ``view``: which cacheable augmentation each image took (0 plain / 1 mirrored, or one of the
+    K fixed views), so a reference cache can look up the matching output. ``labeled``: in
+    few-label runs, a batch of labelled images drawn beside this one; the task loss sees only
+    it, while distillation terms use this batch (every training image).
+    """
 
     hr: Tensor
     lr: Tensor
     target: Tensor
     index: Tensor | None = None
-    labeled: Tensor | None = None  # bool [B]: which labels the task loss may see (few-label runs)
-    flipped: Tensor | None = None  # bool [B]: which HR images augmentation mirrored
+    view_id: Tensor | None = None
+    labeled: Batch | None = None
 
     def view(self, which: View) -> Tensor:
         return self.hr if which == "hr" else self.lr
@@ -35,14 +41,29 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def task_loss(criterion: nn.Module, out: ModelOutput, batch: Batch) -> Tensor:
-    """The task loss on the labelled part of the batch; 0 (with a graph) when none is labelled."""
+def forward_both(
+    network: nn.Module, batch: Batch, view: View
+) -> tuple[ModelOutput, ModelOutput | None]:
+    """``network`` on the batch and, in few-label runs, on its labelled batch, in one pass (one
+    set of batch-norm statistics for both)."""
+    if batch.labeled is None:
+        return network(batch.view(view)), None
+    n = batch.target.shape[0]
+    out = network(torch.cat([batch.view(view), batch.labeled.view(view)]))
+    return (
+        ModelOutput(out.embedding[:n], out.logits[:n]),
+        ModelOutput(out.embedding[n:], out.logits[n:]),
+    )
+
+
+def task_loss(
+    criterion: nn.Module, out: ModelOutput, labeled_out: ModelOutput | None, batch: Batch
+) -> Tensor:
+    """The task loss: on the labelled batch in few-label runs, else on the batch itself."""
     if batch.labeled is None:
         return criterion(out, batch.target)
-    if not bool(batch.labeled.any()):
-        return out.embedding.sum() * 0.0
-    mask = batch.labeled
-    return criterion(ModelOutput(out.embedding[mask], out.logits[mask]), batch.target[mask])
+    assert labeled_out is not None
+    return criterion(labeled_out, batch.labeled.target)
 
 
 class Method(nn.Module):
@@ -94,7 +115,7 @@ class Method(nn.Module):
         """The frozen reference on the HR batch: looked up when precomputed, else computed."""
         assert self.reference is not None
         if self.reference_cache is not None and batch.index is not None:
-            return self.reference_cache.lookup(batch.index, batch.flipped)
+            return self.reference_cache.lookup(batch.index, batch.view_id)
         return self.reference(batch.hr)
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:

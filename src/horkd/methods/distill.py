@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from horkd.losses import HybridOrderLoss
-from horkd.methods.base import Batch, Method, task_loss
+from horkd.methods.base import Batch, Method, forward_both, task_loss
 from horkd.models import ModelOutput
 
 
@@ -31,9 +31,10 @@ class DistillMethod(Method):
         self.distill_loss = loss
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:
-        out = self.student(batch.view(self.student_view))
+        out, labeled_out = forward_both(self.student, batch, self.student_view)  # type: ignore[arg-type]
         ref = self.reference_output(batch)
         terms = self.distill_loss(out.embedding, out.logits, ref.embedding, ref.logits)
         if self.task_weight > 0:
-            terms = {"task": self.task_weight * task_loss(self.criterion, out, batch), **terms}
+            task = task_loss(self.criterion, out, labeled_out, batch)
+            terms = {"task": self.task_weight * task, **terms}
         return out, terms

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from horkd.losses import HybridOrderLoss
-from horkd.methods.base import Batch, Method, task_loss
+from horkd.methods.base import Batch, Method, forward_both, task_loss
 from horkd.models import ModelOutput
 
 
@@ -44,14 +44,14 @@ class JointMethod(Method):
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:
         teacher_out = self.reference_output(batch)
-        a_out = self.assistant(batch.hr)
-        s_out = self.student(batch.view(self.student_view))
+        a_out, a_labeled = forward_both(self.assistant, batch, "hr")
+        s_out, s_labeled = forward_both(self.student, batch, self.student_view)  # type: ignore[arg-type]
         terms: dict[str, Tensor] = {}
         if self.task_weight > 0:
             terms["assistant/task"] = self.task_weight * task_loss(
-                self.assistant_criterion, a_out, batch
+                self.assistant_criterion, a_out, a_labeled, batch
             )
-            terms["task"] = self.task_weight * task_loss(self.criterion, s_out, batch)
+            terms["task"] = self.task_weight * task_loss(self.criterion, s_out, s_labeled, batch)
         a_terms = self.assistant_loss(
             a_out.embedding, a_out.logits, teacher_out.embedding, teacher_out.logits
         )

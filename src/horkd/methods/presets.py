@@ -58,6 +58,7 @@ def hybrid_loss(
         relations=loss_cfg.relations,
         angle_anchors=loss_cfg.angle_anchors,
         orders=loss_cfg.orders if terms is None else ORDERS,
+        bank_size=loss_cfg.bank_size,
     )
 
 
@@ -98,7 +99,7 @@ def _from_teacher(ctx: MethodContext, terms: tuple[str, ...] | None) -> Method:
 
 # ---------------------------------------------------------------- stages other methods build on
 @register_method(
-    "teacher", "the HR teacher trained on labels", group="stage", needs=(), produces="teacher"
+    "teacher", "the HR teacher trained on labels", group="stage", needs=(), network="teacher"
 )
 def _teacher(ctx: MethodContext) -> Method:
     teacher = ctx.new_network("teacher")
@@ -110,7 +111,7 @@ def _teacher(ctx: MethodContext) -> Method:
     "cross-structure distillation: the light network learns from the teacher on HR",
     group="stage",
     terms=None,
-    produces="assistant",
+    network="assistant",
 )
 def _assistant(ctx: MethodContext) -> Method:
     assert ctx.teacher is not None
@@ -127,6 +128,20 @@ METHODS.register("teacher_lr")(
         scores="teacher",
     )
 )
+
+
+@register_method(
+    "lr_oracle",
+    "the teacher's architecture and budget trained on LR re-upsampled to the HR size with every "
+    "label: what the LR pixels themselves support",
+    group="reference",
+    needs=(),
+    network="teacher",
+    upsampled=True,
+)
+def _lr_oracle(ctx: MethodContext) -> Method:
+    network = ctx.new_network("teacher")
+    return SupervisedMethod(network, ctx.new_criterion(network), student_view="lr")
 
 
 @register_method(

@@ -47,7 +47,9 @@ class MethodContext:
 @dataclass(frozen=True)
 class MethodSpec:
     """``build`` None: the method trains nothing and scores ``scores`` (a trained network) on
-    the student's input, re-upsampled to the HR size (``teacher_lr``)."""
+    the student's input, re-upsampled to the HR size (``teacher_lr``). ``network``: whose
+    architecture and training budget the trained network takes (the LR oracle: the teacher's).
+    ``upsampled``: it takes LR re-upsampled to the HR size whatever the students take."""
 
     name: str
     description: str
@@ -55,8 +57,14 @@ class MethodSpec:
     build: Callable[[MethodContext], Method] | None
     needs: tuple[Role, ...] = ("teacher",)
     terms: tuple[str, ...] | None = ()  # distillation terms; None: those of distill.loss.orders
-    produces: Role = "student"
+    network: Role = "student"
     scores: Role | None = None
+    upsampled: bool = False
+
+    @property
+    def view(self) -> str:
+        """The input of the network it trains: HR for the stages, LR for everything scored."""
+        return "hr" if self.group == "stage" else "lr"
 
     @property
     def trains(self) -> bool:
@@ -82,14 +90,18 @@ def register_method(
     group: Group,
     needs: tuple[Role, ...] = ("teacher",),
     terms: tuple[str, ...] | None = (),
-    produces: Role = "student",
+    network: Role = "student",
+    upsampled: bool = False,
 ) -> Callable[[Callable[[MethodContext], Method]], Callable[[MethodContext], Method]]:
     """Register a build function; the one line a new method adds (besides the function)."""
     if group not in GROUPS:
         raise ValueError(f"method '{name}': group must be one of {GROUPS}, got {group!r}")
 
     def decorator(build: Callable[[MethodContext], Method]) -> Callable[[MethodContext], Method]:
-        METHODS.register(name)(MethodSpec(name, description, group, build, needs, terms, produces))
+        spec = MethodSpec(
+            name, description, group, build, needs, terms, network, upsampled=upsampled
+        )
+        METHODS.register(name)(spec)
         return build
 
     return decorator

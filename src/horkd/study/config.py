@@ -37,6 +37,11 @@ class RegimeConfig(_Strict):
         None, description="reuse another regime's searched settings instead of searching here"
     )
     seeds: list[int] | None = Field(None, min_length=1, description="null = the study's seeds")
+    teacher_per_seed: bool = Field(
+        False,
+        description="train the teacher once per seed (a retrieval class split per seed): the "
+        "teacher config runs with the regime's seeds and each run takes its seed's teacher",
+    )
 
 
 class SearchConfig(_Strict):
@@ -50,6 +55,11 @@ class StudyConfig(_Strict):
     name: str = "study"
     output_dir: str = "runs/study"
     workers: int = Field(1, ge=1, description="runs trained in parallel (processes)")
+    records: str = Field(
+        "records",
+        description="folder (relative to this file) of the committed run records: a recorded "
+        "run is reused, never trained again",
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     teachers: dict[str, str] = Field(description="name -> experiment YAML, relative to this file")
     base: dict[str, Any] = Field(description="the experiment every student run starts from")
@@ -100,7 +110,7 @@ class StudyConfig(_Strict):
                     )
             for method in self.regime_methods(name):
                 METHODS.get(method)
-                if method not in self.search.candidates and METHODS.get(method).trains:
+                if method not in self.search.candidates and searched(method):
                     raise ValueError(f"search.candidates has no entry for method '{method}'")
         budgets = {len(c) for c in self.search.candidates.values()}
         if len(budgets) > 1:
@@ -110,6 +120,15 @@ class StudyConfig(_Strict):
 
     def regime_methods(self, regime: str) -> list[str]:
         return self.regimes[regime].methods or self.methods
+
+
+def searched(method: str) -> bool:
+    """Whether a method's settings are searched: every trained method but the references (the
+    LR oracle trains with the teacher's own settings)."""
+    from horkd.methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec.trains and spec.group != "reference"
 
 
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:

@@ -38,37 +38,66 @@ def _fmt_diff(d: Any) -> str:
     return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
 
 
+def _label_only(study: dict[str, Any], students: dict[str, Any]) -> str | None:
+    """The baseline that learns from labels alone (scratch), the "vs scratch" reference."""
+    from horkd.methods import METHODS
+
+    for name in study["baselines"]:
+        if name in students and name in METHODS and METHODS.get(name).needs == ():
+            return name
+    return None
+
+
+def _gap_closed(value: float, low: float | None, high: float | None) -> str:
+    """The share of the gap between ``low`` (scratch) and ``high`` (the LR oracle) closed."""
+    if low is None or high is None or high <= low:
+        return "-"
+    return f"{100 * (value - low) / (high - low):.0f}%"
+
+
 def regime_tables(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any]]:
-    """The Markdown tables of one regime and the figures they were computed from."""
+    """The Markdown tables of one regime and the figures they were computed from; seeds that
+    are not recorded yet leave a method pending (its intervals wait for every seed)."""
     study = summary["study"]
     data = _seed_values(summary["finals"], regime)
     metric, students = data["metric"], data["students"]
     seeds = sorted(study["regimes"][regime].get("seeds") or study["seeds"])
-    baselines = [b for b in study["baselines"] if b in students]
+    done = {m: v for m, v in students.items() if all(s in v for s in seeds)}
+    baselines = [b for b in study["baselines"] if b in done]
     # the best baseline is the one a user would pick: by validation score, not by test score
     best = max(baselines, key=lambda b: summarize(data["val"][b]).mean) if baselines else None
-    choices = summary["choices"][regime]
+    scratch = _label_only(study, done)
+    oracle = next((m for m in done if m == "lr_oracle"), None)
+    mean = {m: summarize([v[s] for s in seeds]).mean for m, v in done.items()}
+    choices = summary["choices"].get(regime, {})
     lines = [
         "| method | chosen settings | val mean | test mean | std | "
-        f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best}, by val) | vs scratch |",
-        "|---|---|---|---|---|---|---|---|",
+        f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best}, by val) | "
+        f"vs {scratch or 'scratch'} |" + (" gap closed |" if oracle else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else ""),
     ]
     facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "methods": {}}
-    for method, values in students.items():
-        series = [values[s] for s in seeds]
+    for method in study["regimes"][regime].get("methods") or study["methods"]:
+        if method not in students:
+            continue
+        settings = "; ".join(choices.get(method, {}).get("overrides", [])) or "defaults"
+        if method not in done:
+            have = len(students[method])
+            lines.append(f"| {method} | {settings} | - | pending ({have} of {len(seeds)} seeds) "
+                         "| - | - | - | - |" + (" - |" if oracle else ""))
+            continue
+        series = [done[method][s] for s in seeds]
         stats = summarize(series)
-        vs_best = paired_difference(series, [students[best][s] for s in seeds]) if best else None
-        vs_scratch = (
-            paired_difference(series, [students["scratch"][s] for s in seeds])
-            if "scratch" in students else None
-        )
-        chosen = choices.get(method, {})
-        settings = "; ".join(chosen.get("overrides", [])) or "defaults"
+        vs_best = paired_difference(series, [done[best][s] for s in seeds]) if best else None
+        vs_scratch = (paired_difference(series, [done[scratch][s] for s in seeds])
+                      if scratch else None)
+        gap = _gap_closed(stats.mean, mean.get(scratch), mean.get(oracle)) if oracle else None
         lines.append(
             f"| {method} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
             f"{stats.mean:.2f} | {stats.std:.2f} | {' / '.join(f'{v:.2f}' for v in series)} | "
             f"{_fmt_diff(vs_best) if vs_best and method != best else '-'} | "
-            f"{_fmt_diff(vs_scratch) if vs_scratch and method != 'scratch' else '-'} |"
+            f"{_fmt_diff(vs_scratch) if vs_scratch and method != scratch else '-'} |"
+            + (f" {gap} |" if oracle else "")
         )
         facts["methods"][method] = {
             "mean": stats.mean,
@@ -76,18 +105,21 @@ def regime_tables(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, 
             "values": series,
             "vs_best": vs_best.as_dict() if vs_best else None,
             "vs_scratch": vs_scratch.as_dict() if vs_scratch else None,
+            "gap_closed": gap,
         }
-    teacher_lines = []
-    for name, per_seed in data["teachers"].items():
+    table = "\n".join(lines) + _teacher_lines(data["teachers"], facts)
+    return table, facts
+
+
+def _teacher_lines(teachers: dict[str, dict[int, dict[str, float]]], facts: dict) -> str:
+    lines = []
+    for name, per_seed in teachers.items():
         row = next(iter(per_seed.values()))
         shown = {k: v for k, v in row.items() if k not in ("method", "role", "params", "flops")
                  and not k.startswith(("R@2", "R@4", "R@8")) and "top5" not in k}
         facts[name] = shown
-        teacher_lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()))
-    table = "\n".join(lines)
-    if teacher_lines:
-        table += "\n\nTeacher rows (scored once):\n" + "\n".join(teacher_lines)
-    return table, facts
+        lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()))
+    return "\n\nTeacher rows (scored once):\n" + "\n".join(lines) if lines else ""
 
 
 def search_table(summary: dict[str, Any]) -> str:
@@ -97,9 +129,10 @@ def search_table(summary: dict[str, Any]) -> str:
         method = res["method"]
         index = int(res["tag"][1:])
         settings = "; ".join(study["search"]["candidates"][method][index]) or "defaults"
-        chosen = summary["choices"][res["regime"]][method]["tag"] == res["tag"]
-        score = next(iter(res["val"].values()))
-        shown = "diverged" if res.get("error") else f"{score:.2f}"
+        chosen = summary["choices"].get(res["regime"], {}).get(method, {}).get("tag") == res["tag"]
+        score = next(iter(res["val"].values()), None)
+        shown = ("diverged" if res.get("error") else "pending" if score is None
+                 else f"{score:.2f}")
         lines.append(
             f"| {res['regime']} | {method} | {res['tag']}{' (chosen)' if chosen else ''} | "
             f"{settings} | {shown} |"
@@ -185,7 +218,7 @@ def _setup(summary: dict[str, Any]) -> list[str]:
     for name, t in summary["teachers"].items():
         parts.append(
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
-            f"{t['val']:.2f} ({t['train_seconds'] / 60:.1f} min to train)."
+            f"{t['val']:.2f} ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
         )
     return parts
 
@@ -242,7 +275,9 @@ def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
         "that stopped and scores nothing twice). Its last invocation took "
         f"{summary['seconds'] / 60:.1f} min of wall time with {summary['workers']} worker "
         f"process(es), {summary['threads_per_worker']} thread(s) each; work finished by earlier "
-        "invocations (and teachers trained beforehand, timed above) is reused, not counted.",
+        "invocations (and teachers trained beforehand, timed above) is reused, not counted. "
+        f"The recorded runs on this page took {summary.get('compute_seconds', 0) / 3600:.1f} h of "
+        "training and scoring in all (the sum of their own wall times).",
         "",
     ]
 

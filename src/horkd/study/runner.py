@@ -1,208 +1,173 @@
 """Run a study: teachers once, the search on validation data, then the final seeds on test.
 
 Every run is an ordinary horkd run directory under ``OUT/runs/<regime>/<method>/<candidate>``, so
-each stage resumes and is reused exactly as in ``horkd run``: rerunning a study after a crash
-retrains nothing that finished. The final seed-``search.seed`` run of a searched regime is the
-chosen candidate's own run (same config, same seed), so it is trained once. Candidates are scored
-on the validation split only; the test split is scored once per final model.
+each stage resumes and is reused exactly as in ``horkd run``. Every finished seed of every job is
+also kept as a run record (``records``, committed with the study): a recorded run is never
+trained again, so a fresh clone retrains only what is missing, and a study that records every run
+rebuilds its page in minutes. Regimes run one after another (search, choice, finals), so a study
+stopped half-way holds finished regimes. Candidates are scored on the validation split only; the
+test split is scored once per final model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
-from horkd.run_dir import settings_digest
-from horkd.study.config import StudyConfig, load_study
+from horkd.study.config import StudyConfig, load_study, searched
+from horkd.study.jobs import Job, JobResult, execute
+from horkd.study.records import RecordBook, record_key
 
 
-@dataclass(frozen=True)
-class Job:
-    """One run directory: a method with one set of overrides, trained for some seeds."""
-
-    kind: str  # "search" (validation score) | "final" (test metrics)
-    regime: str
-    method: str
-    tag: str  # candidate index, "c0", "c1", ...
-    config: dict[str, Any]
-    with_teacher: bool = False  # also score the teacher (once per regime)
-    threads: int = 1
-    cache_dir: str | None = None  # where frozen teachers' outputs are kept for every worker
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.regime}/{self.method}/{self.tag}"
-
-
-@dataclass
-class JobResult:
-    job: Job
-    val: dict[int, float] = field(default_factory=dict)  # seed -> best validation score
-    rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> test rows
-    curve: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None  # a search candidate that diverged: it scores nan and loses
-
-
-def run_job(job: Job) -> JobResult:
-    """Train (or reuse) and score one run directory; runs in a worker process."""
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run a block on ``threads`` threads, then give the process its own setting back."""
     import torch
 
-    from horkd.experiment import open_seed
-    from horkd.experiment.run import run_seed
-    from horkd.reference_cache import ReferenceCaches
-    from horkd.run_dir import prepare_run_dir
-    from horkd.trainer import TrainingDiverged
-
-    torch.set_num_threads(job.threads)
-    started = time.perf_counter()
-    cfg = config_from_dict(job.config)
-    run_dir = Path(cfg.output_dir)
-    prepare_run_dir(cfg, run_dir, resume=True)
-    caches = ReferenceCaches(job.cache_dir)
-    result = JobResult(job)
-    for seed in cfg.seeds:
-        first = seed == cfg.seeds[0]  # the shared teacher is scored with the first seed only
-        stored = _stored(job, run_dir, seed, first)
-        if stored is not None:  # scored before: the test split is not scored again
-            result.val[seed], result.rows[seed] = stored["val"], stored["rows"]
-            if stored["curve"]:
-                result.curve[seed] = stored["curve"]
-            continue
-        ctx, networks = open_seed(cfg, seed, progress=False, caches=caches)
-        try:
-            result.val[seed] = _validation_score(networks.student(job.method))
-        except TrainingDiverged as exc:
-            if job.kind != "search":
-                raise  # a final run must finish: its seed cannot just be left out
-            result.val[seed], result.error = float("nan"), str(exc)
-            continue
-        if job.kind == "final":
-            scored = run_seed(ctx, networks, cfg.methods, with_teacher=job.with_teacher and first)
-            result.rows[seed] = [row.as_dict() for row in scored.rows]
-            if scored.curve:
-                result.curve[seed] = scored.curve
-            _store(job, run_dir, seed, first, result)
-    result.seconds = time.perf_counter() - started
-    return result
-
-
-def _validation_score(outcome: Any) -> float:
-    """The student's best validation score (what a search compares; the test split is not
-    touched)."""
-    if outcome.best_score is None:
-        raise ValueError("the stage holds no validation score: the run needs data.val_fraction")
-    return float(outcome.best_score)
-
-
-def _score_key(job: Job, seed: int, first: bool) -> str:
-    """What a stored final score depends on: the run's settings, not the list of seeds."""
-    settings = {k: v for k, v in job.config.items() if k not in ("seeds", "name")}
-    return settings_digest([settings, job.with_teacher and first, seed])
-
-
-def _stored(job: Job, run_dir: Path, seed: int, first: bool) -> dict[str, Any] | None:
-    path = run_dir / f"seed{seed}" / "study_scores.json"
-    if job.kind != "final" or not path.exists():
-        return None
-    stored = json.loads(path.read_text())
-    return stored if stored.get("key") == _score_key(job, seed, first) else None
-
-
-def _store(job: Job, run_dir: Path, seed: int, first: bool, result: JobResult) -> None:
-    from horkd.checkpoint import write_json
-
-    write_json(
-        run_dir / f"seed{seed}" / "study_scores.json",
-        {
-            "key": _score_key(job, seed, first),
-            "val": result.val[seed],
-            "rows": result.rows[seed],
-            "curve": result.curve.get(seed, {}),
-        },
-    )
-
-
-def execute(
-    jobs: list[Job], workers: int, log: Callable[[str], None] = print
-) -> list[JobResult]:
-    """Run jobs in ``workers`` processes (in this one when 1), results in the jobs' order."""
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(run_job(job))
-            log(_describe(results[-1]))
-        return results
-    done: dict[int, JobResult] = {}
-    context = get_context("spawn")  # never fork a process whose thread pools have started
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            done[futures[future]] = future.result()
-            log(_describe(done[futures[future]]))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
-        raise
-    pool.shutdown()
-    return [done[i] for i in range(len(jobs))]
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def _describe(result: JobResult) -> str:
-    scores = ", ".join(f"seed {s}: {v:.2f}" for s, v in result.val.items())
-    failed = f"; diverged: {result.error}" if result.error else ""
-    return f"[{result.job.label}] val {scores} ({result.seconds:.0f} s){failed}"
+class Teachers:
+    """The study's teachers: trained once (per seed for a ``teacher_per_seed`` regime), in this
+    process with every thread, and only when a run that is not recorded needs one."""
+
+    def __init__(
+        self, study: StudyConfig, root: Path, book: RecordBook, log: Callable, threads: int
+    ) -> None:
+        self.study, self.root, self.book, self.log = study, root, book, log
+        self.out = Path(study.output_dir) / "teachers"
+        self.threads = threads  # results on a CPU depend on the thread count: keep it fixed
+
+    def config(self, name: str, seed: int | None = None) -> Any:
+        """Teacher ``name``'s experiment config, for one ``seed`` (default: its own first)."""
+        path = self.root / self.study.teachers[name]
+        extra = [] if seed is None else [f"seeds=[{seed}]"]
+        return load_config(path, [f"output_dir={self.out / name}", *extra])
+
+    def seed_of(self, regime: str, seed: int) -> int:
+        """Which teacher seed a run of ``regime`` with ``seed`` learns from."""
+        if self.study.regimes[regime].teacher_per_seed:
+            return seed
+        return self.config(self.study.regimes[regime].teacher).seeds[0]
+
+    def checkpoint(self, name: str, per_seed: bool) -> str:
+        seed_dir = "seed{seed}" if per_seed else f"seed{self.config(name).seeds[0]}"
+        return str(self.out / name / seed_dir / "teacher" / "model")
+
+    def fingerprint(self, name: str, seed: int) -> str:
+        from horkd.run_dir import teacher_fingerprint
+
+        return teacher_fingerprint(self.config(name, seed), seed)
+
+    def ensure(self, name: str, seed: int) -> dict[str, Any]:
+        """Train (or load) teacher ``name`` of ``seed``; its facts are recorded for the page."""
+        from horkd.experiment import open_seed
+        from horkd.run_dir import prepare_run_dir
+
+        cfg = self.config(name, seed)
+        prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
+        with torch_threads(self.threads):
+            _, networks = open_seed(cfg, seed, progress=False)
+            networks.teacher()
+        outcome = networks.outcome("teacher")
+        info = {
+            "name": name,
+            "seed": seed,
+            "fingerprint": self.fingerprint(name, seed),
+            "config": self.study.teachers[name],
+            "arch": cfg.teacher.arch,
+            "epochs": cfg.train.teacher.epochs,
+            "val": outcome.best_score,
+            "train_seconds": outcome.record.get("seconds"),
+            "threads": self.threads,
+        }
+        from horkd.checkpoint import write_json
+
+        write_json(self.book.teacher_path(name, seed), info)
+        self.log(f"[teacher {name} seed {seed}] {cfg.teacher.arch}, best val {info['val']:.2f}")
+        return info
+
+    def recorded(self) -> dict[str, dict[str, Any]]:
+        """Every teacher's recorded facts, by ``name`` (``name/seed`` for per-seed teachers)."""
+        out = {}
+        for path in sorted((self.book.folder / "teachers").glob("*.json")):
+            info = json.loads(path.read_text())
+            out[f"{info['name']}/seed{info['seed']}"] = info
+        return out
 
 
 class Study:
     """Builds every job's config from the study file and puts the results together."""
 
-    def __init__(self, study: StudyConfig, root: Path, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        study: StudyConfig,
+        root: Path,
+        workers: int | None = None,
+        threads: int | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.study = study
         self.root = root
         self.out = Path(study.output_dir)
         self.workers = workers or study.workers
-        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
-        self.checkpoints: dict[str, str] = {}
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self.book = RecordBook((root / study.records).resolve())
+        self.teachers = Teachers(study, root, self.book, log, self.threads)
         self.cache_dir = str(self.out / "reference_cache")
+        self.log = log
 
     # ------------------------------------------------------------------ configs
-    def teacher_config(self, name: str) -> Any:
-        path = self.root / self.study.teachers[name]
-        return load_config(path, [f"output_dir={self.out / 'teachers' / name}"])
-
     def run_dir(self, regime: str, method: str, tag: str) -> Path:
         return self.out / "runs" / regime / method / tag
 
     def final_tag(self, regime: str, chosen: dict[str, Any]) -> str:
         """A searched regime's finals continue the chosen candidate's run; others have their own."""
-        return chosen["tag"] if self.study.regimes[regime].choices_from is None else "chosen"
+        if chosen["tag"] == "fixed" or self.study.regimes[regime].choices_from is None:
+            return chosen["tag"]
+        return "chosen"
 
-    def job_config(
-        self, regime: str, method: str, tag: str, candidate: list[str], seeds: list[int],
-        methods: list[str], curve: bool = False,
-    ) -> dict[str, Any]:
+    def job(
+        self, kind: str, regime: str, method: str, tag: str, candidate: list[str],
+        seeds: list[int], methods: list[str], with_teacher: bool = False,
+    ) -> Job:
         r = self.study.regimes[regime]
         raw = apply_overrides(self.study.base, r.overrides + candidate)
-        raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": self.checkpoints[r.teacher]}
+        checkpoint = self.teachers.checkpoint(r.teacher, r.teacher_per_seed)
+        raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": checkpoint}
         raw.update(
             name=f"{self.study.name}/{regime}/{method}/{tag}",
             output_dir=str(self.run_dir(regime, method, tag)),
             seeds=list(seeds),
             methods=list(methods),
         )
-        if curve and self.study.curve_sizes:
+        if kind == "final" and regime == self.study.main_regime and self.study.curve_sizes:
             raw.setdefault("report", {})["resolution_sizes"] = list(self.study.curve_sizes)
         config_from_dict(raw)  # fail here, before any training, on a bad combination
-        return raw
+        teacher = {
+            str(seed): {
+                "name": r.teacher,
+                "fingerprint": self.teachers.fingerprint(
+                    r.teacher, self.teachers.seed_of(regime, seed)
+                ),
+            }
+            for seed in seeds
+        }
+        return Job(kind, regime, method, tag, raw, teacher, str(self.book.folder), with_teacher,
+                   self.threads, self.cache_dir)
 
     def trained_methods(self, regime: str) -> list[str]:
         from horkd.methods import METHODS
@@ -210,110 +175,144 @@ class Study:
         return [m for m in self.study.regime_methods(regime) if METHODS.get(m).trains]
 
     def reference_methods(self, regime: str) -> list[str]:
-        from horkd.methods import methods_in
+        from horkd.methods import METHODS
 
-        return methods_in("reference", self.study.regime_methods(regime))
+        return [m for m in self.study.regime_methods(regime) if not METHODS.get(m).trains]
 
     # ------------------------------------------------------------------ phases
-    def train_teachers(self, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-        """Each teacher once, in this process (it is the largest network: all threads)."""
-        from horkd.experiment import open_seed
-        from horkd.run_dir import prepare_run_dir
+    def search_jobs(self, regime: str) -> list[Job]:
+        seed = self.study.search.seed
+        return [
+            self.job("search", regime, method, f"c{i}", candidate, [seed], [method])
+            for method in self.trained_methods(regime)
+            if searched(method)
+            for i, candidate in enumerate(self.study.search.candidates[method])
+        ]
 
-        info: dict[str, dict[str, Any]] = {}
-        for name in self.study.teachers:
-            cfg = self.teacher_config(name)
-            prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
-            seed = cfg.seeds[0]
-            _, networks = open_seed(cfg, seed, progress=False)
-            networks.teacher()
-            self.checkpoints[name] = str(networks.stages.seed_dir / "teacher" / "model")
-            record = networks.outcome("teacher")
-            info[name] = {
-                "checkpoint": self.checkpoints[name],
-                "config": str(self.root / self.study.teachers[name]),
-                "arch": cfg.teacher.arch,
-                "epochs": cfg.train.teacher.epochs,
-                "val": record.best_score,
-                "train_seconds": record.record.get("seconds"),
-            }
-            log(f"[teacher {name}] {cfg.teacher.arch}, best val {record.best_score:.2f}")
-        return info
-
-    def search_jobs(self) -> list[Job]:
-        jobs = []
-        for regime, r in self.study.regimes.items():
-            if r.choices_from is not None:
-                continue
-            for method in self.trained_methods(regime):
-                for i, candidate in enumerate(self.study.search.candidates[method]):
-                    tag = f"c{i}"
-                    raw = self.job_config(regime, method, tag, candidate,
-                                          [self.study.search.seed], [method])
-                    jobs.append(Job("search", regime, method, tag, raw, threads=self.threads,
-                                    cache_dir=self.cache_dir))
-        return jobs
-
-    def choose(self, results: list[JobResult]) -> dict[str, dict[str, dict[str, Any]]]:
-        """regime -> method -> the candidate with the best validation score (first on ties)."""
-        choices: dict[str, dict[str, dict[str, Any]]] = {}
+    def choose(self, regime: str, results: list[JobResult]) -> dict[str, dict[str, Any]]:
+        """method -> the candidate with the best validation score (first on ties)."""
+        choices: dict[str, dict[str, Any]] = {}
         for res in results:
             job = res.job
-            score = res.val[self.study.search.seed]
-            entry = choices.setdefault(job.regime, {}).setdefault(
-                job.method, {"scores": {}, "tag": None, "val": float("-inf")}
-            )
+            score = res.records[self.study.search.seed].val
+            entry = choices.setdefault(job.method, {"scores": {}, "tag": None, "val": -math.inf})
             entry["scores"][job.tag] = score
             if score > entry["val"]:
                 entry.update(tag=job.tag, val=score)
-        for regime, r in self.study.regimes.items():
-            if r.choices_from is not None:
-                choices[regime] = choices[r.choices_from]
-        for per_method in choices.values():
-            for method, entry in per_method.items():
-                if entry["tag"] is None:
-                    raise ValueError(
-                        f"search: no candidate of '{method}' reached a finite validation score "
-                        f"({entry['scores']}); widen or fix its candidates"
-                    )
-                index = int(entry["tag"][1:])
-                entry["overrides"] = self.study.search.candidates[method][index]
+        for method, entry in choices.items():
+            if entry["tag"] is None:
+                raise ValueError(
+                    f"search in '{regime}': no candidate of '{method}' reached a finite "
+                    f"validation score ({entry['scores']}); widen or fix its candidates"
+                )
+            entry["overrides"] = self.study.search.candidates[method][int(entry["tag"][1:])]
+        for method in self.trained_methods(regime):
+            if not searched(method):
+                choices[method] = {"scores": {}, "tag": "fixed", "val": None, "overrides": []}
         return choices
 
-    def final_jobs(self, choices: dict[str, dict[str, dict[str, Any]]]) -> list[Job]:
+    def final_jobs(self, regime: str, choices: dict[str, dict[str, Any]]) -> list[Job]:
+        r = self.study.regimes[regime]
         jobs = []
-        for regime, r in self.study.regimes.items():
-            curve = regime == self.study.main_regime
-            for method in self.trained_methods(regime):
-                chosen = choices[regime][method]
-                tag = self.final_tag(regime, chosen)
-                # the regime's teacher rows are scored once, beside its first trained method
-                with_teacher = method == self.trained_methods(regime)[0]
-                methods = [*self.reference_methods(regime), method] if with_teacher else [method]
-                raw = self.job_config(regime, method, tag, chosen["overrides"],
-                                      r.seeds or self.study.seeds, methods, curve=curve)
-                jobs.append(Job("final", regime, method, tag, raw, with_teacher, self.threads,
-                                self.cache_dir))
+        trained = self.trained_methods(regime)
+        for method in trained:
+            chosen = choices[method]
+            # the regime's teacher rows are scored once, beside its first trained method
+            with_teacher = method == trained[0]
+            methods = [*self.reference_methods(regime), method] if with_teacher else [method]
+            jobs.append(self.job("final", regime, method, self.final_tag(regime, chosen),
+                                 chosen["overrides"], r.seeds or self.study.seeds, methods,
+                                 with_teacher))
         return jobs
 
-    def ablation(self, choices: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
-        """The orders ablation of each ablated method's chosen settings in the main regime."""
+    def run(self, jobs: list[Job], train: bool) -> list[JobResult]:
+        """Every job's results: recorded ones read, the others trained (their teachers first);
+        with ``train=False`` the unrecorded seeds are left out."""
+        from horkd.study.jobs import run_job
+
+        if not train:
+            results = [JobResult(j, {s: r for s in j.seeds if (r := j.recorded(s))}) for j in jobs]
+            return results
+        needed = {
+            (j.teacher[str(s)]["name"], self.teachers.seed_of(j.regime, s))
+            for j in jobs for s in j.seeds if j.recorded(s) is None
+        }
+        for name, seed in sorted(needed):
+            self.teachers.ensure(name, seed)
+        if not needed:
+            return [run_job(j) for j in jobs]
+        return execute(jobs, self.workers, self.log)
+
+    def regimes(self, train: bool) -> tuple[list[JobResult], dict[str, Any], list[JobResult]]:
+        """Search, choice and finals of every regime in the study's order."""
+        search: list[JobResult] = []
+        finals: list[JobResult] = []
+        choices: dict[str, Any] = {}
+        for regime in self._order():
+            r = self.study.regimes[regime]
+            if r.choices_from is None:
+                found = self.run(self.search_jobs(regime), train)
+                search += found
+                if any(self.study.search.seed not in res.records for res in found):
+                    self.log(f"[{regime}] search incomplete: finals wait")
+                    continue
+                choices[regime] = self.choose(regime, found)
+            elif r.choices_from in choices:
+                choices[regime] = {
+                    m: c for m, c in choices[r.choices_from].items()
+                    if m in self.trained_methods(regime)
+                }
+                for method in self.trained_methods(regime):
+                    choices[regime].setdefault(method, {"scores": {}, "tag": "fixed",
+                                                        "val": None, "overrides": []})
+            else:
+                continue
+            finals += self.run(self.final_jobs(regime, choices[regime]), train)
+        return search, choices, finals
+
+    def _order(self) -> list[str]:
+        """The regimes in the file's order, each after the regime it takes its choices from."""
+        order: list[str] = []
+        for regime, r in self.study.regimes.items():
+            if r.choices_from is not None and r.choices_from not in order:
+                order.append(r.choices_from)
+            if regime not in order:
+                order.append(regime)
+        return order
+
+    def ablation(
+        self, choices: dict[str, dict[str, dict[str, Any]]], train: bool = True
+    ) -> dict[str, Any] | None:
+        """The orders ablation of each ablated method's chosen settings in the main regime
+        (recorded like the runs: a recorded ablation is read, not trained again)."""
         from horkd.experiment import run_ablation
 
         regime = self.study.main_regime
         methods = [m for m in self.ablated_methods() if m in self.trained_methods(regime)]
-        if not methods:
+        if not methods or regime not in choices:
             return None
         merged: dict[str, Any] = {"orders": {}}
         for method in methods:
             chosen = choices[regime][method]
             tag = self.final_tag(regime, chosen)
-            raw = self.job_config(regime, method, tag, chosen["overrides"],
-                                  self.study.ablation_seeds, [method])
-            result = run_ablation(config_from_dict(raw), progress=False, resume=True)
-            merged.update(metric=result.metric, seeds=result.seeds)
-            merged["orders"].update(result.orders)
-        return merged
+            job = self.job("final", regime, method, tag, chosen["overrides"],
+                           self.study.ablation_seeds, [method])
+            teacher = [job.teacher[str(s)]["fingerprint"] for s in job.seeds]
+            key = record_key(job.config, ",".join(teacher), -1, "ablation", False)
+            path = self.book.folder / "ablation" / f"{method}.json"
+            stored = json.loads(path.read_text()) if path.is_file() else {}
+            if stored.get("key") != key:
+                if not train:
+                    continue
+                for seed in job.seeds:
+                    self.teachers.ensure(job.teacher[str(seed)]["name"],
+                                         self.teachers.seed_of(regime, seed))
+                result = run_ablation(config_from_dict(job.config), progress=False, resume=True)
+                stored = {"key": key, "result": result.as_dict()}
+                write_json(path, stored)
+            merged.update(metric=stored["result"]["metric"], seeds=stored["result"]["seeds"])
+            merged["orders"].update(stored["result"]["orders"])
+        return merged if merged["orders"] else None
 
     def ablated_methods(self) -> list[str]:
         from horkd.methods import METHODS, methods_in
@@ -325,26 +324,31 @@ class Study:
 
 
 def run_study(
-    path: str | Path, *, workers: int | None = None, log: Callable[[str], None] = print
+    path: str | Path,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    train: bool = True,
+    log: Callable[[str], None] = print,
 ) -> Path:
-    """Run (or continue) the whole study; writes OUT/study.json and returns its path."""
+    """Run (or continue) the whole study; writes OUT/study.json and returns its path. With
+    ``train=False`` nothing is trained: the summary holds what the records hold."""
     study, root = load_study(path)
-    runner = Study(study, root, workers)
+    runner = Study(study, root, workers, threads, log)
     started = time.time()
-    teachers = runner.train_teachers(log)
-    search = execute(runner.search_jobs(), runner.workers, log)
-    choices = runner.choose(search)
-    finals = execute(runner.final_jobs(choices), runner.workers, log)
-    ablation = runner.ablation(choices)
+    search, choices, finals = runner.regimes(train)
+    ablation = runner.ablation(choices, train) if study.ablation_seeds else None
     summary = {
         "study": study.model_dump(mode="json"),
         "study_file": str(path),
-        "teachers": teachers,
+        "teachers": runner.teachers.recorded(),
         "search": [_result_dict(r) for r in search],
         "choices": choices,
         "finals": [_result_dict(r) for r in finals],
         "ablation": ablation,
         "seconds": time.time() - started,
+        "compute_seconds": sum(r.seconds for res in search + finals
+                               for r in res.records.values()),
         "workers": runner.workers,
         "threads_per_worker": runner.threads,
     }
@@ -355,14 +359,53 @@ def run_study(
 
 
 def _result_dict(result: JobResult) -> dict[str, Any]:
-    job = asdict(result.job)
-    job.pop("config")
+    job = result.job
+    records = result.records
     return {
-        **job,
-        "output_dir": result.job.config["output_dir"],
-        "val": result.val,
-        "rows": result.rows,
-        "curve": result.curve,
-        "seconds": result.seconds,
+        "kind": job.kind,
+        "regime": job.regime,
+        "method": job.method,
+        "tag": job.tag,
+        "with_teacher": job.with_teacher,
+        "seeds": job.seeds,
+        "output_dir": job.config["output_dir"],
+        "val": {s: r.val for s, r in records.items()},
+        "rows": {s: r.rows for s, r in records.items() if r.rows},
+        "curve": {s: r.curve for s, r in records.items() if r.curve},
+        "history": {s: r.history for s, r in records.items()},
+        "seconds": sum(r.seconds for r in records.values()),
         "error": result.error,
     }
+
+
+def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], None] = print) -> bool:
+    """Train one recorded run again from its settings in a fresh directory and say whether it
+    reproduces the recorded scores exactly (bit for bit on CPU with the same thread count)."""
+    import tempfile
+
+    from horkd.study.jobs import run_job
+    from horkd.study.records import read_record
+
+    study, root = load_study(path)
+    record = read_record(record_path)
+    runner = Study(study, root, 1, record.threads, log)
+    runner.teachers.ensure(record.teacher["name"], runner.teachers.seed_of(record.regime,
+                                                                            record.seed))
+    with tempfile.TemporaryDirectory() as scratch:
+        config = {**record.config, "output_dir": str(Path(scratch) / "run"),
+                  "seeds": [record.seed]}
+        teacher = {str(record.seed): record.teacher}
+        job = Job(record.kind, record.regime, record.method, record.tag, config, teacher,
+                  str(Path(scratch) / "records"), record.kind == "final" and any(
+                      row["role"] == "teacher" for row in record.rows), record.threads)
+        again = run_job(job).records[record.seed]
+    same_val = again.val == record.val or (math.isnan(again.val) and math.isnan(record.val))
+    same_rows = again.rows == record.rows
+    log(f"recorded val {record.val!r}, again {again.val!r}; test rows "
+        f"{'identical' if same_rows else 'differ'} ({again.seconds:.0f} s, "
+        f"{record.threads} thread(s))")
+    if not same_rows:
+        for old, new in zip(record.rows, again.rows, strict=False):
+            if old != new:
+                log(f"  {old.get('method')}: recorded {old} vs {new}")
+    return same_val and same_rows

@@ -59,6 +59,14 @@ def class_split(dataset: Any, classes: list[int]) -> Any:
     return _Relabeled(dataset, chosen.tolist(), mapping)
 
 
+def seen_classes(classes: int, train: int, seed: int | None) -> list[int]:
+    """The training classes: the first ``train``, or ``train`` drawn at random with ``seed``."""
+    if seed is None:
+        return list(range(train))
+    order = torch.randperm(classes, generator=torch.Generator().manual_seed(10_007 + seed))
+    return sorted(order[:train].tolist())
+
+
 @TASKS.register("retrieval")
 class Retrieval(Task):
     name = "retrieval"
@@ -70,7 +78,8 @@ class Retrieval(Task):
         """The protocol of the field: pool every image, the first classes train (a validation
         part carved from them), the remaining classes -- never seen in training -- are tested."""
         n = splits.info.num_classes
-        seen = list(range(cfg.retrieval.train_classes or n // 2))
+        seen = seen_classes(n, cfg.retrieval.train_classes or n // 2,
+                            seed if cfg.retrieval.random_classes else None)
         unseen = [c for c in range(n) if c not in seen]
         if not unseen:
             raise ValueError("retrieval.train_classes leaves no unseen class to test on")

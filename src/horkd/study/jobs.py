@@ -1,0 +1,170 @@
+"""One study job (a run directory: a method, one set of overrides, some seeds) and the worker
+processes that run them. A seed whose record exists with the same settings key is reused; any
+other is trained (or continued from its run directory), scored and recorded."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from horkd.study.records import RecordBook, RunRecord, record_key
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run directory: a method with one set of overrides, trained for some seeds."""
+
+    kind: str  # "search" (validation score) | "final" (test metrics)
+    regime: str
+    method: str
+    tag: str  # candidate index "c0", "c1", ...; "fixed" for a method that is not searched
+    config: dict[str, Any]
+    teacher: dict[str, dict[str, str]]  # seed -> {"name", "fingerprint"} of its teacher
+    records: str  # the study's records folder
+    with_teacher: bool = False  # also score the teacher rows (once per regime, first seed)
+    threads: int = 1
+    cache_dir: str | None = None  # where frozen teachers' outputs are kept for every worker
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.regime}/{self.method}/{self.tag}"
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.config["seeds"])
+
+    def scored(self, seed: int) -> bool:
+        return self.kind == "final" and self.with_teacher and seed == self.seeds[0]
+
+    def key(self, seed: int) -> str:
+        teacher = self.teacher[str(seed)]["fingerprint"]
+        return record_key(self.config, teacher, seed, self.kind, self.scored(seed))
+
+    def recorded(self, seed: int) -> RunRecord | None:
+        book = RecordBook(Path(self.records))
+        return book.load(self.kind, self.regime, self.method, self.tag, seed, self.key(seed))
+
+
+@dataclass
+class JobResult:
+    job: Job
+    records: dict[int, RunRecord] = field(default_factory=dict)
+    trained: bool = False  # whether any seed was trained here (not read from a record)
+
+    @property
+    def error(self) -> str | None:
+        return next((r.error for r in self.records.values() if r.error), None)
+
+
+def run_job(job: Job) -> JobResult:
+    """Train (or reuse) and score one run directory; runs in a worker process."""
+    result = JobResult(job)
+    missing = []
+    for seed in job.seeds:
+        record = job.recorded(seed)
+        if record is not None:
+            result.records[seed] = record
+        else:
+            missing.append(seed)
+    if missing:
+        result.trained = True
+        result.records.update(_train(job, missing))
+    return result
+
+
+def _train(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        return _train_seeds(job, seeds)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_seeds(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
+    from horkd.config import config_from_dict
+    from horkd.experiment import open_seed
+    from horkd.experiment.run import run_seed
+    from horkd.reference_cache import ReferenceCaches
+    from horkd.run_dir import prepare_run_dir
+    from horkd.trainer import TrainingDiverged
+
+    cfg = config_from_dict(job.config)
+    prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
+    caches = ReferenceCaches(job.cache_dir)
+    book = RecordBook(Path(job.records))
+    out = {}
+    for seed in seeds:
+        started = time.perf_counter()
+        record = RunRecord(job.key(seed), job.kind, job.regime, job.method, job.tag, seed,
+                           job.config, job.teacher[str(seed)], math.nan, threads=job.threads)
+        ctx, networks = open_seed(cfg, seed, progress=False, caches=caches)
+        try:
+            outcome = networks.student(job.method)
+        except TrainingDiverged as exc:
+            if job.kind != "search":
+                raise  # a final run must finish: its seed cannot just be left out
+            record.error = str(exc)
+        else:
+            record.val = float(outcome.best_score) if outcome.best_score is not None else math.nan
+            record.history = _validation_history(networks.stages.seed_dir, job.method)
+            if job.kind == "final":
+                scored = run_seed(ctx, networks, cfg.methods, with_teacher=job.scored(seed))
+                record.rows = [row.as_dict() for row in scored.rows]
+                record.curve = scored.curve
+        record.seconds = time.perf_counter() - started
+        book.save(record)
+        out[seed] = record
+    return out
+
+
+def _validation_history(seed_dir: Path, method: str) -> list[dict[str, float]]:
+    """Per-epoch validation scores of the student (what picked its epoch)."""
+    from horkd.logger import read_jsonl
+
+    path = seed_dir / "students" / method / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [{k: v for k, v in row.items() if k == "epoch" or k.startswith("val/")}
+            for row in read_jsonl(path)]
+
+
+def execute(
+    jobs: list[Job], workers: int, log: Callable[[str], None] = print
+) -> list[JobResult]:
+    """Run jobs in ``workers`` processes (in this one when 1), results in the jobs' order."""
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            results.append(run_job(job))
+            log(describe(results[-1]))
+        return results
+    done: dict[int, JobResult] = {}
+    context = get_context("spawn")  # never fork a process whose thread pools have started
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            log(describe(done[futures[future]]))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
+        raise
+    pool.shutdown()
+    return [done[i] for i in range(len(jobs))]
+
+
+def describe(result: JobResult) -> str:
+    scores = ", ".join(f"seed {s}: {r.val:.2f}" for s, r in result.records.items())
+    seconds = sum(r.seconds for r in result.records.values())
+    how = f"{seconds:.0f} s" if result.trained else "recorded"
+    failed = f"; diverged: {result.error}" if result.error else ""
+    return f"[{result.job.label}] val {scores} ({how}){failed}"

@@ -1,0 +1,90 @@
+"""Run records: what each finished run of a study measured, as a small JSON file kept in git.
+
+Run directories hold gigabytes and stay on the machine that trained them; a record holds the
+settings key, the validation and test scores, the resolution curve and the wall time, so a fresh
+clone reuses every recorded run and trains only what is missing. The key is a digest of exactly
+what the run's numbers depend on: its config without paths and seeds, the fingerprint of the
+teacher it learnt from, its seed and what it was scored for.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from horkd.checkpoint import git_sha, write_json
+from horkd.run_dir import settings_digest
+
+VOLATILE = ("name", "output_dir", "seeds")  # where and how a run is filed, not what it learns
+
+
+def record_key(config: dict[str, Any], teacher: str, seed: int, kind: str, scored: bool) -> str:
+    """The settings key of one seed of one job: equal key, equal numbers (on one machine)."""
+    settings = {k: v for k, v in config.items() if k not in VOLATILE}
+    settings["teacher"] = {k: v for k, v in settings.get("teacher", {}).items()
+                           if k != "checkpoint"}
+    return settings_digest([settings, teacher, seed, kind, scored])
+
+
+@dataclass
+class RunRecord:
+    key: str
+    kind: str  # search | final
+    regime: str
+    method: str
+    tag: str
+    seed: int
+    config: dict[str, Any]  # the job's experiment config (what `--reproduce` trains again)
+    teacher: dict[str, str]  # name and fingerprint of the teacher it learnt from
+    val: float  # best validation score (the task's score key); NaN for a diverged search run
+    rows: list[dict[str, Any]] = field(default_factory=list)  # test rows (finals only)
+    curve: dict[str, dict[str, float]] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch validation
+    seconds: float = 0.0
+    threads: int = 1
+    error: str | None = None
+    machine: str = field(default_factory=platform.machine)
+    git_sha: str | None = field(default_factory=git_sha)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RecordBook:
+    """The records folder: ``<regime>/<method>/<tag>/<kind>-seed<N>.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, kind: str, regime: str, method: str, tag: str, seed: int) -> Path:
+        return self.folder / regime / method / tag / f"{kind}-seed{seed}.json"
+
+    def load(self, kind: str, regime: str, method: str, tag: str, seed: int,
+             key: str) -> RunRecord | None:
+        """The record of that run when it holds the same settings key, else None."""
+        path = self.path(kind, regime, method, tag, seed)
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return RunRecord(**data) if data.get("key") == key else None
+
+    def save(self, record: RunRecord) -> Path:
+        path = self.path(record.kind, record.regime, record.method, record.tag, record.seed)
+        write_json(path, record.as_dict())
+        return path
+
+    def teacher_path(self, name: str, seed: int) -> Path:
+        return self.folder / "teachers" / f"{name}-seed{seed}.json"
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run record not found: {path}")
+    try:
+        return RunRecord(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{path} is not a horkd run record: {exc}") from None
