@@ -7,6 +7,7 @@ traceback for bug reports.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from importlib import resources
@@ -237,6 +238,10 @@ def is_main() -> bool:
 
 def _print_results(run_dir: Path, seconds: float) -> None:
     print((run_dir / "results.md").read_text())
+    record = json.loads((run_dir / "run.json").read_text())
+    skipped = record.get("skipped_images", {}).get("count", 0)
+    if skipped:
+        print(f"left out {skipped} unreadable image file(s) (listed in {run_dir / 'run.json'})")
     report = run_dir / "report" / "report.md"
     if report.exists():
         print(f"report: {report.resolve()}")
@@ -261,13 +266,19 @@ def cmd_run(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from horkd.experiment import open_seed, prepare_run_dir_once, start_processes
-    from horkd.methods import METHODS
+    from horkd.experiment import owning
 
     cfg = _config(args)
-    start_processes(cfg)
     # Training a later stage reuses finished earlier ones, so the run dir is always resumable.
-    prepare_run_dir_once(cfg, Path(cfg.output_dir), resume=True, overwrite=args.overwrite)
+    with owning(cfg, resume=True, overwrite=args.overwrite):
+        _train_stages(cfg, args)
+    return 0
+
+
+def _train_stages(cfg: Any, args: argparse.Namespace) -> None:
+    from horkd.experiment import open_seed
+    from horkd.methods import METHODS
+
     for seed in cfg.seeds:
         _, networks = open_seed(cfg, seed, progress=not args.no_progress)
         if args.stage in ("teacher", "all"):
@@ -281,7 +292,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                     networks.student(name)
         if is_main():
             print(f"seed {seed}: stage '{args.stage}' done in {networks.stages.seed_dir}")
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from horkd.data import BatchLoader
 from horkd.data.augment import FixedViews, FlipViews
 from horkd.data.memory import TensorImageDataset
 from horkd.models import ModelOutput
+from horkd.run_lock import waiting_lock
 
 Views = FixedViews | FlipViews
 
@@ -123,17 +124,25 @@ class ReferenceCaches:
     def _load_or_build(
         self, key: str, reference: nn.Module, dataset: Dataset, device: torch.device, views: Views
     ) -> ReferenceCache:
-        path = self.directory / f"{key}.safetensors" if self.directory is not None else None
-        if path is not None and path.is_file():
+        if self.directory is None or distributed.active():  # a build there is collective
+            return ReferenceCache.build(reference, dataset, device, views=views)
+        with waiting_lock(self.directory / f".{key}.lock"):  # one builder per key
+            return self._read_or_build(key, reference, dataset, device, views)
+
+    def _read_or_build(
+        self, key: str, reference: nn.Module, dataset: Dataset, device: torch.device, views: Views
+    ) -> ReferenceCache:
+        assert self.directory is not None
+        path = self.directory / f"{key}.safetensors"
+        if path.is_file():
             try:
                 tensors = load_file(str(path), device=str(device))
                 return ReferenceCache(tensors["embedding"], tensors["logits"])
             except Exception:  # noqa: BLE001 - a torn or foreign file is rebuilt
                 path.unlink(missing_ok=True)
         cache = ReferenceCache.build(reference, dataset, device, views=views)
-        if path is not None and distributed.is_main():
-            tensors = {"embedding": cache.embedding.cpu(), "logits": cache.logits.cpu()}
-            atomic_write(path, lambda tmp: save_file(tensors, tmp))
+        tensors = {"embedding": cache.embedding.cpu(), "logits": cache.logits.cpu()}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp))
         return cache
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from horkd.checkpoint import atomic_write
 from horkd.config import ExperimentConfig, dump_config
+from horkd.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 RUN_MARKERS = (CONFIG_FILE, "run.json")
@@ -49,15 +50,20 @@ def prepare_run_dir(
     config_path = run_dir / CONFIG_FILE
     text = dump_config(cfg)
     is_run = any((run_dir / marker).exists() for marker in RUN_MARKERS)
-    if run_dir.exists() and not is_run and any(run_dir.iterdir()):
+    held = run_dir / LOCK_FILE  # this process's own lock: never the user's content
+    if run_dir.exists() and not is_run and any(p != held for p in run_dir.iterdir()):
         raise RunDirError(
             f"output directory {run_dir} is not empty and does not hold a horkd run; choose "
             "another output_dir (horkd never deletes folders it did not create)"
         )
     if is_run:
         old_text = config_path.read_text() if config_path.exists() else ""
-        if overwrite:
-            shutil.rmtree(run_dir)
+        if overwrite:  # everything but the lock this process holds on the directory
+            for entry in run_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                elif entry != held:
+                    entry.unlink()
         elif _same_config(old_text, cfg):
             print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
         elif resume:

@@ -15,24 +15,28 @@ import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
 from horkd.data.folder import IMAGENET_MEAN, IMAGENET_STD, _transform
-from horkd.data.image_check import open_rgb_or_gray, readable_splits
+from horkd.data.images import load_image, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 
 class ImageList(Dataset):
     """(path, label) pairs decoded on access; ``targets`` lets splits read labels without I/O."""
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: Any) -> None:
+    def __init__(self, samples: list[tuple[Path, int]], transform: Any, channels: int = 3,
+                 skip_bad: bool = False) -> None:
         self.samples = samples
         self.targets = [label for _, label in samples]
         self.transform = transform
+        self.channels = channels
+        self.skip_bad = skip_bad  # read by the batch loader: skip files that fail mid-run
+        self.lost: list[str] = []
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(open_rgb_or_gray(path)), label
+        return self.transform(load_image(path, self.channels)), label
 
 
 def _stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -83,7 +87,8 @@ def cub200(
     mean, std = _stats(channels)
     info = DatasetInfo("cub200", num_classes, channels, mean, std, size)
     info.skipped_images = skipped
-    return ImageList(samples[True], transform), ImageList(samples[False], transform), info
+    return (ImageList(samples[True], transform, channels, skip_bad_images),
+            ImageList(samples[False], transform, channels, skip_bad_images), info)
 
 
 class _Cars(tvd.StanfordCars):
@@ -95,7 +100,7 @@ class _Cars(tvd.StanfordCars):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self._samples[index]
-        image = open_rgb_or_gray(path, 3)
+        image = load_image(path, getattr(self, "channels", 3))
         return (self.transform(image) if self.transform else image), label
 
 
@@ -119,6 +124,8 @@ def cars196(
         test = _Cars(root, split="test", transform=transform)
     except RuntimeError as exc:
         raise DataNotFoundError(f"cars196: {exc}; expected {layout}") from None
+    for split in (train, test):
+        split.channels, split.skip_bad, split.lost = channels, skip_bad_images, []
     (train._samples, test._samples), skipped = readable_splits(
         train._samples, test._samples, skip=skip_bad_images, dataset="cars196"
     )

@@ -1,22 +1,61 @@
-"""Any ``train/`` + ``test/`` (or ``val/``) tree of class folders, decoded lazily by torchvision."""
+"""Any ``train/`` + ``test/`` (or ``val/``) tree of class folders, decoded lazily.
+
+Every file is checked once when the tree loads (:mod:`horkd.data.images`); the class folders of
+the two splits must agree. A file that fails later (gone while the run reads it) raises a
+:class:`BadImageError` naming it, which the batch loader turns into a skip when skipping is on.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 
-from horkd.data.image_check import open_rgb_or_gray, readable_splits
+from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LAYOUT = "ROOT/train/<class>/<images> and ROOT/test/<class>/<images> (or ROOT/val/)"
 
 
 def _transform(hr_size: int, channels: int) -> T.Compose:
-    steps = [T.Grayscale(1)] if channels == 1 else [T.Lambda(lambda im: im.convert("RGB"))]
-    return T.Compose([*steps, T.Resize((hr_size, hr_size), antialias=True), T.ToTensor()])
+    return T.Compose([T.Resize((hr_size, hr_size), antialias=True), T.ToTensor()])
+
+
+class CheckedImageFolder(tvd.ImageFolder):
+    """An ImageFolder whose files are decoded by :func:`load_image` in ``channels``; ``skip_bad``
+    and ``lost`` (files that failed during the run, in the main process) are read by the batch
+    loader."""
+
+    def __init__(self, root: Path, channels: int, transform: Any, skip_bad: bool) -> None:
+        super().__init__(
+            str(root),
+            transform=transform,
+            loader=functools.partial(load_image, channels=channels),
+            is_valid_file=_is_image,
+        )
+        self.skip_bad = skip_bad
+        self.lost: list[str] = []
+
+
+def _is_image(path: str) -> bool:
+    name = Path(path).name
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _split(base: Path, name: str, channels: int, transform: Any, skip: bool) -> Any:
+    folder = base / name
+    try:
+        return CheckedImageFolder(folder, channels, transform, skip)
+    except FileNotFoundError as exc:  # no class folder, or a class folder without images
+        raise DataNotFoundError(
+            f"image_folder: {folder}: {exc} (expected {LAYOUT}; image files end in "
+            f"{', '.join(IMAGE_EXTENSIONS)})"
+        ) from None
 
 
 @DATASETS.register("image_folder")
@@ -28,29 +67,30 @@ def image_folder(
     skip_bad_images: bool = False,
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test)."""
-    layout = "ROOT/train/<class>/<images> and ROOT/test/<class>/<images> (or ROOT/val/)"
     if not root:
-        raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {layout}")
+        raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
     base = Path(root)
-    train_dir = base / "train"
-    test_dir = next((base / n for n in ("test", "val") if (base / n).is_dir()), None)
-    if not train_dir.is_dir() or test_dir is None:
-        raise DataNotFoundError(f"image_folder: {base} is missing train/ or test/; expected {layout}")
+    test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
+    if not (base / "train").is_dir() or test_name is None:
+        raise DataNotFoundError(f"image_folder: {base} is missing train/ or test/; expected {LAYOUT}")
     size = hr_size or 224
     transform = _transform(size, channels)
-    train = tvd.ImageFolder(str(train_dir), transform=transform, loader=open_rgb_or_gray)
-    test = tvd.ImageFolder(str(test_dir), transform=transform, loader=open_rgb_or_gray)
+    train = _split(base, "train", channels, transform, skip_bad_images)
+    test = _split(base, test_name, channels, transform, skip_bad_images)
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise DataNotFoundError(
+            f"image_folder: train/ and {test_name}/ hold different class folders (only in "
+            f"train/: {', '.join(only_train) or '-'}; only in {test_name}/: "
+            f"{', '.join(only_test) or '-'}); every class needs a folder in both"
+        )
     kept, skipped = readable_splits(
         train.samples, test.samples, skip=skip_bad_images, dataset="image_folder"
     )
     for split, samples in zip((train, test), kept, strict=True):
         split.samples = split.imgs = samples
         split.targets = [label for _, label in samples]
-    if train.classes != test.classes:
-        raise DataNotFoundError(
-            f"image_folder: train/ and {test_dir.name}/ hold different class folders "
-            f"({len(train.classes)} vs {len(test.classes)})"
-        )
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
     info = DatasetInfo("image_folder", len(train.classes), channels, mean, std, size, train.classes)
     info.skipped_images = skipped

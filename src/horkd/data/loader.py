@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from horkd.data.images import BadImageError
 from horkd.data.memory import TensorImageDataset
 
 
@@ -31,15 +33,42 @@ def resolve_tensor_dataset(dataset: Dataset) -> tuple[TensorImageDataset, Tensor
 
 
 class _IndexedDataset(Dataset):
+    """Items with their index; a file that fails to decode (:class:`BadImageError`) becomes a
+    marker carrying the message, so the main process decides (skip or stop) and counts it,
+    whichever worker process read it."""
+
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        image, label = self.dataset[index]
-        return image, label, index
+    def __getitem__(self, index: int) -> tuple[Tensor | None, int, int, str | None]:
+        try:
+            image, label = self.dataset[index]
+        except BadImageError as exc:
+            return None, -1, index, str(exc)
+        return image, label, index, None
+
+
+def _collate(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    good = [item[:3] for item in items if item[3] is None]
+    failed = [item[3] for item in items if item[3] is not None]
+    if not good:
+        return None, None, None, failed
+    images, labels, indices = default_collate(good)
+    return images, labels, indices, failed
+
+
+def file_roots(dataset: Any) -> list[Any]:
+    """The file-backed datasets under Subsets, relabelling wrappers and concatenations."""
+    if hasattr(dataset, "datasets"):
+        return [r for part in dataset.datasets for r in file_roots(part)]
+    for attribute in ("dataset", "subset"):
+        inner = getattr(dataset, attribute, None)
+        if inner is not None and not hasattr(dataset, "skip_bad"):
+            return file_roots(inner)
+    return [dataset]
 
 
 class BatchLoader:
@@ -119,6 +148,7 @@ class BatchLoader:
             return
         loader = DataLoader(
             _IndexedDataset(self.dataset),
+            collate_fn=_collate,
             batch_size=self.batch_size,
             sampler=order[first_batch * self.batch_size :].tolist(),
             drop_last=self.drop_last,
@@ -127,5 +157,20 @@ class BatchLoader:
             # shift every later draw, breaking bit-exact resumes
             generator=self._epoch_generator(),
         )
-        for images, labels, indices in loader:
-            yield images, labels.long(), indices
+        for images, labels, indices, failed in loader:
+            if failed:
+                self._lost(failed)
+            if images is not None:
+                yield images, labels.long(), indices
+
+    def _lost(self, messages: list[str]) -> None:
+        """Files that failed while being read: skipped and counted on their dataset when it
+        skips bad images, else the end of the run, naming them."""
+        roots = file_roots(self.dataset)
+        if not all(getattr(root, "skip_bad", False) for root in roots):
+            raise BadImageError(
+                f"{messages[0]} (pass --skip-bad-images to skip such files and count them)"
+            )
+        for message in messages:
+            print(f"skipped an unreadable image: {message}", flush=True)
+        roots[0].lost.extend(messages)

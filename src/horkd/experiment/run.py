@@ -13,6 +13,8 @@ A stage whose ``done.json`` holds the current settings' fingerprint is loaded, n
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from horkd.experiment.stages import StageRunner
 from horkd.methods import METHODS, methods_in
 from horkd.reference_cache import ReferenceCaches
 from horkd.run_dir import RunDirError, prepare_run_dir
+from horkd.run_lock import RunLock, RunLockedError
 
 ORDER_SUBSETS = ([1], [2], [3], [1, 2], [1, 3], [2, 3], [1, 2, 3])
 
@@ -51,6 +54,31 @@ def prepare_run_dir_once(
         raise RunDirError(error)
 
 
+@contextmanager
+def owning(
+    cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False
+) -> Iterator[Path]:
+    """Join torchrun's processes, take the run directory's lock (rank 0: one writer) and
+    prepare the directory; the lock is held until the block ends (or the process dies)."""
+    run_dir = Path(cfg.output_dir)
+    start_processes(cfg)
+    error, lock = None, None
+    if distributed.is_main():
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunLockedError as exc:
+            error = str(exc)
+    error = distributed.broadcast_from_main(error)
+    if error is not None:
+        raise RunLockedError(error)
+    try:
+        prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
+        yield run_dir
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def open_seed(
     cfg: ExperimentConfig,
     seed: int,
@@ -64,6 +92,20 @@ def open_seed(
     seed_dir = Path(cfg.output_dir) / f"seed{seed}"
     stages = StageRunner(ctx, seed_dir, progress=progress, resume=True, caches=caches)
     return ctx, Networks(ctx, stages)
+
+
+def skipped_images(ctx: RunContext) -> list[str]:
+    """Image files left out: found unreadable up front, or failing while the run read them."""
+    from horkd.data.loader import file_roots
+
+    lost = [
+        message
+        for split in (ctx.splits.train, ctx.splits.val, ctx.splits.test)
+        if split is not None
+        for root in file_roots(split)
+        for message in getattr(root, "lost", [])
+    ]
+    return list(ctx.info.skipped_images) + list(dict.fromkeys(lost))
 
 
 @dataclass
@@ -99,11 +141,21 @@ def run_experiment(
     caches: ReferenceCaches | None = None,
 ) -> RunOutcome:
     """Run every seed, write results.{json,csv,md} (and RUN/report/ when ``report``)."""
+
+    with owning(cfg, resume=resume, overwrite=overwrite) as run_dir:
+        return _run(cfg, run_dir, progress=progress, report=report, caches=caches)
+
+
+def _run(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    *,
+    progress: bool,
+    report: bool,
+    caches: ReferenceCaches | None,
+) -> RunOutcome:
     from horkd.results import write_results
 
-    run_dir = Path(cfg.output_dir)
-    start_processes(cfg)
-    prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
     started = time.time()
     record: dict[str, Any] = {
         "name": cfg.name, "git_sha": git_sha(), "seeds": cfg.seeds, "started": started,
@@ -114,8 +166,8 @@ def run_experiment(
     results, skipped = [], []
     for seed in cfg.seeds:
         ctx, networks = open_seed(cfg, seed, progress=progress, caches=caches)
-        skipped = ctx.info.skipped_images
         results.append(run_seed(ctx, networks, cfg.methods))
+        skipped = skipped_images(ctx)
     outcome = RunOutcome(run_dir, aggregate([r.rows for r in results]), results, ctx.lr_size)
     if not distributed.is_main():
         return outcome
@@ -172,12 +224,21 @@ def run_ablation(
 ) -> AblationResult:
     """Every ``ours`` method of the run distilled with each subset of orders (same teacher,
     assistant, budget and seeds), beside the run's baselines; writes RUN/ablation.json."""
+    ours, baselines = ablated_methods(cfg), methods_in("baseline", cfg.methods)
+    with owning(cfg, resume=resume, overwrite=overwrite) as run_dir:
+        return _ablation(cfg, run_dir, ours, baselines, progress, caches)
+
+
+def _ablation(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    ours: list[str],
+    baselines: list[str],
+    progress: bool,
+    caches: ReferenceCaches | None,
+) -> AblationResult:
     from horkd.results import primary_metric
 
-    ours, baselines = ablated_methods(cfg), methods_in("baseline", cfg.methods)
-    run_dir = Path(cfg.output_dir)
-    start_processes(cfg)
-    prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
     caches = caches if caches is not None else ReferenceCaches()
     tags = ["+".join(map(str, subset)) for subset in ORDER_SUBSETS]
     result = AblationResult("", list(cfg.seeds), {m: {t: [] for t in tags} for m in ours},

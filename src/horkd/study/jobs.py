@@ -91,14 +91,21 @@ def _train(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
 
 def _train_seeds(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
     from horkd.config import config_from_dict
+    from horkd.run_dir import prepare_run_dir
+    from horkd.run_lock import RunLock
+
+    cfg = config_from_dict(job.config)
+    with RunLock(cfg.output_dir):
+        prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
+        return _record_seeds(job, cfg, seeds)
+
+
+def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
     from horkd.experiment import open_seed
     from horkd.experiment.run import run_seed
     from horkd.reference_cache import ReferenceCaches
-    from horkd.run_dir import prepare_run_dir
     from horkd.trainer import TrainingDiverged
 
-    cfg = config_from_dict(job.config)
-    prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
     caches = ReferenceCaches(job.cache_dir)
     book = RecordBook(Path(job.records))
     out = {}

@@ -76,10 +76,11 @@ class Teachers:
         """Train (or load) teacher ``name`` of ``seed``; its facts are recorded for the page."""
         from horkd.experiment import open_seed
         from horkd.run_dir import prepare_run_dir
+        from horkd.run_lock import RunLock
 
         cfg = self.config(name, seed)
-        prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
-        with torch_threads(self.threads):
+        with RunLock(cfg.output_dir), torch_threads(self.threads):
+            prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
             _, networks = open_seed(cfg, seed, progress=False)
             networks.teacher()
         outcome = networks.outcome("teacher")

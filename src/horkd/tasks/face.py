@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from horkd import distributed
 from horkd.data import labels_of
-from horkd.data.image_check import open_rgb_or_gray
+from horkd.data.images import load_image
 from horkd.metrics import rank1_identification, verification_metrics
 from horkd.tasks.base import TASKS, InputFn, Scoring, Task, embed
 from horkd.tasks.retrieval import KS, recall_at_k
@@ -70,7 +70,7 @@ def parse_pairs_file(path: str | Path) -> list[tuple[tuple[str, int], tuple[str,
 def _load(path: Path, size: int, channels: int) -> Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"pair image not found: {path}")
-    image = open_rgb_or_gray(path, channels).resize((size, size))
+    image = load_image(path, channels).resize((size, size))
     array = np.asarray(image, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1)
