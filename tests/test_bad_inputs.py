@@ -162,7 +162,7 @@ CASES = [
     Case("image folder without train/", lambda t: _config(t, "data.dataset=image_folder",
                                                         f"data.root={t}"),
          ("missing train/ or test/",)),
-    Case("corrupt image", _corrupt_image, ("unreadable image", "broken.png", "--skip-bad-images")),
+    Case("corrupt image", _corrupt_image, ("unusable image", "broken.png", "--skip-bad-images")),
     # ----------------------------------------------------------------- checkpoints and weights
     Case("checkpoint missing", lambda t: ["eval", str(t / "none/model")], ("not found",)),
     Case("corrupt checkpoint weights", _corrupt_weights, ("cannot read checkpoint weights",)),
@@ -211,7 +211,7 @@ def test_skip_bad_images_counts_and_leaves_them_out(tmp_path, capsys):
                           skip_bad_images=True)
     assert [Path(p).name for p in splits.info.skipped_images] == ["broken.png"]
     assert len(splits.train) == 8 and len(splits.test) == 8
-    assert "skipped 1 unreadable image" in capsys.readouterr().out
+    assert "left out 1 unusable image" in capsys.readouterr().out
     image, label = splits.train[0]
     assert image.shape == (3, 12, 12) and label == 0
 

@@ -26,7 +26,10 @@ EPILOG = """examples:
   horkd eval runs/x/seed0/students/horkd/model --sizes 28,14,7
   horkd ablate cfg.yaml                        the effect of each order
   horkd report runs/x runs/x_ablation          report.md with tables and figures
-  horkd export runs/x/seed0/students/horkd/model --format onnx
+  horkd export runs/x/seed0/students/horkd --format onnx
+  horkd predict runs/x/seed0/students/horkd photos/ --top-k 3 --out labels.csv
+  horkd search MODEL --gallery hr_images/ --query lr_images/
+  horkd verify MODEL enrolment.jpg probe.png --input lr
   horkd list                                   models, methods, datasets, losses
 """
 
@@ -148,6 +151,79 @@ def _add_model_commands(sub: Any) -> None:
     export.add_argument("--out", help="output file (default: beside the checkpoint)")
 
 
+MODEL_HELP = (
+    "a trained model: its stage directory (runs/x/seed0/students/horkd), its 'model' stem, "
+    "model.safetensors, or an .onnx file from horkd export"
+)
+INPUT_HELP = (
+    "hr (default): the images are high-resolution pictures, degraded by the model's own "
+    "degradation to its LR size; lr: they are real low-resolution captures, only resized"
+)
+
+
+def _add_input_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", choices=["hr", "lr"], default="hr", help=INPUT_HELP)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader processes decoding images"
+    )
+
+
+def _add_use_commands(sub: Any) -> None:
+    predict = sub.add_parser(
+        "predict",
+        help="labels (classifiers) or embeddings (retrieval, face) of your own images",
+        description=(
+            "Run a trained model on image files and folders (searched recursively for png, "
+            "jpg, jpeg, bmp, webp, tif). Classifiers write CSV (path, label, score, then "
+            "label_2, score_2, ... up to --top-k); retrieval and face models write embeddings "
+            "(.npy beside <stem>.paths.txt, or .safetensors with the paths in its metadata). "
+            "Unreadable files are listed with their error; the exit status is 1 when any failed."
+        ),
+    )
+    predict.add_argument("model", help=MODEL_HELP)
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    predict.add_argument("--top-k", type=int, default=1, help="labels per image (classifiers)")
+    predict.add_argument(
+        "--out", help="CSV (default: standard output) or .npy/.safetensors for embeddings"
+    )
+    _add_input_args(predict)
+    search = sub.add_parser(
+        "search",
+        help="find LR query images in an HR gallery",
+        description=(
+            "Embed the gallery once (kept in an index file beside --out, reused while the "
+            "gallery and model are unchanged) and write, for each query, the --top-k most "
+            "similar gallery images (cosine similarity) as CSV."
+        ),
+    )
+    search.add_argument("model", help=MODEL_HELP + " (embeds the queries)")
+    search.add_argument("--gallery", required=True, help="folder of HR gallery images")
+    search.add_argument("--query", required=True, help="folder (or file) of query images")
+    search.add_argument(
+        "--gallery-model",
+        help="embed the gallery with this model instead (e.g. the teacher); needs a query "
+        "model trained with an embedding term toward it",
+    )
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--out", default="search.csv", help="CSV of the results")
+    _add_input_args(search)
+    verify = sub.add_parser(
+        "verify",
+        help="do two face images show the same person?",
+        description=(
+            "Cosine similarity of IMAGE_A (a reference, HR) and IMAGE_B (the probe, taken as "
+            "--input says), and same/different at the threshold the face model's training chose "
+            "on validation pairs (or --threshold)."
+        ),
+    )
+    verify.add_argument("model", help=MODEL_HELP)
+    verify.add_argument("image_a", help="the reference image (HR)")
+    verify.add_argument("image_b", help="the probe image")
+    verify.add_argument("--input", choices=["hr", "lr"], default="hr", help=INPUT_HELP)
+    verify.add_argument("--threshold", type=float, default=None, help="override the threshold")
+
+
 def _add_result_commands(sub: Any) -> None:
     report = sub.add_parser(
         "report",
@@ -205,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_commands(sub)
     _add_model_commands(sub)
+    _add_use_commands(sub)
     _add_result_commands(sub)
     return parser
 
@@ -241,7 +318,7 @@ def _print_results(run_dir: Path, seconds: float) -> None:
     record = json.loads((run_dir / "run.json").read_text())
     skipped = record.get("skipped_images", {}).get("count", 0)
     if skipped:
-        print(f"left out {skipped} unreadable image file(s) (listed in {run_dir / 'run.json'})")
+        print(f"left out {skipped} unusable image file(s) (listed in {run_dir / 'run.json'})")
     report = run_dir / "report" / "report.md"
     if report.exists():
         print(f"report: {report.resolve()}")
@@ -356,6 +433,50 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _report(outcome: Any, what: str) -> int:
+    where = outcome.out if outcome.out is not None else "standard output"
+    print(f"{what} of {outcome.used} image(s) written to {where}", file=sys.stderr)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} file(s) could not be used (listed in the output), e.g. "
+              f"{outcome.failed[0]}", file=sys.stderr)
+    return outcome.status
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from horkd.inference.commands import predict
+
+    _positive(args, "top_k", "batch_size")
+    outcome = predict(args.model, args.paths, args.input, args.top_k, args.out,
+                      args.batch_size, args.workers)
+    return _report(outcome, "predictions")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from horkd.inference.commands import search
+
+    _positive(args, "top_k", "batch_size")
+    outcome = search(args.model, args.gallery, args.query, args.gallery_model, args.input,
+                     args.top_k, args.out, args.batch_size, args.workers)
+    return _report(outcome, "search results")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from horkd.inference.commands import verify
+
+    similarity, same, threshold = verify(args.model, args.image_a, args.image_b, args.input,
+                                         args.threshold)
+    verdict = "same" if same else "different"
+    print(f"similarity {similarity:.4f}: {verdict} (threshold {threshold})")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from horkd.export import export_checkpoint
 
@@ -416,6 +537,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_export(args)
         if args.command == "study":
             return cmd_study(args)
+        if args.command in ("predict", "search", "verify"):
+            return {"predict": cmd_predict, "search": cmd_search,
+                    "verify": cmd_verify}[args.command](args)
         if args.command == "demo":
             args.config = None
             if args.output_dir is None:

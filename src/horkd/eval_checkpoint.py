@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from horkd.checkpoint import CheckpointError, build_from_checkpoint, load_meta
+from horkd.checkpoint import CheckpointError, build_from_checkpoint
 from horkd.config import ExperimentConfig
 
 
@@ -22,8 +22,12 @@ def evaluate_checkpoint(
     """
     from horkd.experiment import build_context
     from horkd.experiment.evaluation import sized_input
+    from horkd.inference.model_file import resolve_model
 
-    meta = load_meta(path)
+    model_file = resolve_model(path)
+    if model_file.onnx:
+        raise ValueError(f"{path}: horkd eval scores a checkpoint; name the one it was exported from")
+    path, meta = model_file.path, model_file.meta
     if "config" not in meta or "input" not in meta:
         raise CheckpointError(f"{path}: metadata lacks the training config; cannot find its data")
     cfg = ExperimentConfig.model_validate(meta["config"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from horkd.checkpoint import build_from_checkpoint, load_meta, stem_of
+from horkd.checkpoint import build_from_checkpoint, stem_of
 
 FORMATS = ("onnx", "torchscript")
 
@@ -40,9 +40,14 @@ def export_checkpoint(
 ) -> tuple[Path, float]:
     """Write the model as ONNX or TorchScript; return the file and the max |difference| of its
     outputs from the PyTorch model's on a random batch."""
+    from horkd.inference.model_file import resolve_model
+
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}'; allowed: {', '.join(FORMATS)}")
-    meta = load_meta(path)
+    model_file = resolve_model(path)
+    if model_file.onnx:
+        raise ValueError(f"{path} is already an exported ONNX model; export its checkpoint")
+    path, meta = model_file.path, model_file.meta
     model = _TupleOutput(build_from_checkpoint(path)).eval()
     shape = input_shape(meta)
     out = Path(out) if out else stem_of(path).with_suffix(".onnx" if fmt == "onnx" else ".pt")
@@ -57,14 +62,14 @@ def export_checkpoint(
         with torch.no_grad():
             outputs = [t.numpy() for t in exported(x)]
     else:
-        outputs = _onnx_roundtrip(model, x, out)
+        outputs = _onnx_roundtrip(model, x, out, meta)
     diff = max(
         float((torch.from_numpy(o) - r).abs().max()) for o, r in zip(outputs, reference, strict=True)
     )
     return out, diff
 
 
-def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path) -> list:
+def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path, meta: dict) -> list:
     try:
         import onnxruntime
     except ImportError:
@@ -79,5 +84,21 @@ def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path) -> list:
         output_names=["embedding", "logits"],
         dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
     )
+    _attach_meta(out, meta)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return session.run(None, {"image": x.numpy()})
+
+
+def _attach_meta(path: Path, meta: dict) -> None:
+    """The checkpoint's metadata (input size, degradation, classes, task) inside the ONNX file,
+    so ``horkd predict model.onnx`` preprocesses exactly as the checkpoint would."""
+    import json
+
+    import onnx
+
+    from horkd.inference.model_file import ONNX_META_KEY
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, default=str)
+    onnx.save(model, str(path))

@@ -59,6 +59,15 @@ def recall_at_k(
     return {k: 100.0 * float(hits[:, :k].any(dim=1).float().mean()) for k in ks}
 
 
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """The score threshold (same pair when score >= it) with the best accuracy on these pairs,
+    and that accuracy in [0, 1]; ties go to the lower threshold."""
+    candidates = np.unique(scores)
+    accuracy = [float(np.mean((scores >= t) == same)) for t in candidates]
+    best = int(np.argmax(accuracy))
+    return float(candidates[best]), accuracy[best]
+
+
 def kfold_verification_accuracy(
     scores: np.ndarray, same: np.ndarray, folds: np.ndarray
 ) -> tuple[float, float]:

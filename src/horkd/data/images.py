@@ -31,13 +31,18 @@ class BadImageError(ValueError):
     """An image file that cannot be used; the message names the file and what is wrong."""
 
 
+ORIENTATION = 0x0112  # the EXIF tag saying how a photo must be turned to be shown upright
+
+
 def _open(path: str | Path) -> Image.Image:
-    """Open and fully decode, refusing decompression bombs before decoding them."""
+    """Open and fully decode, refusing decompression bombs before decoding them, upright."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image) or image.copy()
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        return ImageOps.exif_transpose(image)
+    return image
 
 
 def describe_failure(path: str | Path, exc: BaseException) -> str:
@@ -81,7 +86,8 @@ def to_channels(image: Image.Image, channels: int | None) -> Image.Image:
         image = Image.fromarray((np.clip(array / top, 0, 1) * 255).round().astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    return image.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)
 
 
 def load_image(path: str | Path, channels: int | None = None) -> Image.Image:

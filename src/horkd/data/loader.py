@@ -172,5 +172,5 @@ class BatchLoader:
                 f"{messages[0]} (pass --skip-bad-images to skip such files and count them)"
             )
         for message in messages:
-            print(f"skipped an unreadable image: {message}", flush=True)
+            print(f"skipped an unusable image file: {message}", flush=True)
         roots[0].lost.extend(messages)

@@ -74,6 +74,8 @@ class Networks:
                 "upsampled": upsampled if view == "lr" else False,
             },
             "dataset": ctx.cfg.data.dataset,
+            "classes": list(ctx.info.class_names or []) if ctx.cfg.task == "classification"
+            else [],
             "task": ctx.cfg.task,
             "config": ctx.cfg.model_dump(mode="json"),
         }

@@ -44,6 +44,32 @@ class StageOutcome:
         return self.record.get("best_score")
 
 
+def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
+    """The learned map P of a first-order embedding term toward a frozen reference, saved as
+    ``projector.safetensors`` with the reference's weights digest (what it maps into)."""
+    from safetensors.torch import save_file
+
+    from horkd.checkpoint import atomic_write
+    from horkd.reference_cache import weights_digest
+
+    loss = getattr(method, "distill_loss", None)
+    embedding = getattr(loss, "embedding", None)
+    reference = method.reference
+    if embedding is None or reference is None:
+        return None
+    target = getattr(reference, "assistant", reference)  # LogitsFromTeacher: the embedding's
+    facts: dict[str, Any] = {
+        "target": "assistant" if target is not reference else "reference",
+        "target_weights": weights_digest(target),
+    }
+    weight = getattr(embedding.projector, "weight", None)
+    if weight is None:
+        return {**facts, "identity": True}
+    tensors = {"weight": weight.detach().float().cpu().contiguous()}
+    atomic_write(out_dir / "projector.safetensors", lambda tmp: save_file(tensors, tmp))
+    return {**facts, "file": "projector.safetensors"}
+
+
 class StageRunner:
     """Trains a seed's stages under ``seed_dir``; a finished stage with the same fingerprint is
     loaded instead (``resume``), an interrupted one continues from its saved state."""
@@ -117,9 +143,25 @@ class StageRunner:
             "seconds": time.perf_counter() - started,
         }
         if distributed.is_main():
+            self._record_facts(out_dir, method, view, upsample)
             write_json(out_dir / "done.json", record)
             trainer.discard_state()  # the checkpoint and done.json above supersede it
         return StageOutcome(method.saved_networks(), record)
+
+    def _record_facts(
+        self, out_dir: Path, method: Method, view: str, upsample: bool | None
+    ) -> None:
+        """What using the network later needs, beside its weights: the projector of its
+        embedding term (to search a gallery embedded by that reference) and the task's facts
+        (a face model's verification threshold, chosen on validation pairs)."""
+        meta_path = out_dir / "model.json"
+        meta = json.loads(meta_path.read_text())
+        to_input = self.ctx.inputs(view, upsample=upsample)  # type: ignore[arg-type]
+        meta.update(self.ctx.task.checkpoint_facts(self.ctx, method.student, to_input))
+        projector = save_projector(out_dir, method)
+        if projector:
+            meta["projector"] = projector
+        write_json(meta_path, meta)
 
     def _validator(self, view: str, upsample: bool | None) -> Any:
         ctx = self.ctx

@@ -281,47 +281,48 @@ class Study:
                 order.append(regime)
         return order
 
-    def ablation(
-        self, choices: dict[str, dict[str, dict[str, Any]]], train: bool = True
-    ) -> dict[str, Any] | None:
-        """The orders ablation of each ablated method's chosen settings in the main regime
-        (recorded like the runs: a recorded ablation is read, not trained again)."""
-        from horkd.experiment import run_ablation
+def ablation(
+    runner: Study, choices: dict[str, dict[str, dict[str, Any]]], train: bool = True
+) -> dict[str, Any] | None:
+    """The orders ablation of each ablated method's chosen settings in the main regime
+    (recorded like the runs: a recorded ablation is read, not trained again)."""
+    from horkd.experiment import run_ablation
 
-        regime = self.study.main_regime
-        methods = [m for m in self.ablated_methods() if m in self.trained_methods(regime)]
-        if not methods or regime not in choices:
-            return None
-        merged: dict[str, Any] = {"orders": {}}
-        for method in methods:
-            chosen = choices[regime][method]
-            tag = self.final_tag(regime, chosen)
-            job = self.job("final", regime, method, tag, chosen["overrides"],
-                           self.study.ablation_seeds, [method])
-            teacher = [job.teacher[str(s)]["fingerprint"] for s in job.seeds]
-            key = record_key(job.config, ",".join(teacher), -1, "ablation", False)
-            path = self.book.folder / "ablation" / f"{method}.json"
-            stored = json.loads(path.read_text()) if path.is_file() else {}
-            if stored.get("key") != key:
-                if not train:
-                    continue
-                for seed in job.seeds:
-                    self.teachers.ensure(job.teacher[str(seed)]["name"],
-                                         self.teachers.seed_of(regime, seed))
-                result = run_ablation(config_from_dict(job.config), progress=False, resume=True)
-                stored = {"key": key, "result": result.as_dict()}
-                write_json(path, stored)
-            merged.update(metric=stored["result"]["metric"], seeds=stored["result"]["seeds"])
-            merged["orders"].update(stored["result"]["orders"])
-        return merged if merged["orders"] else None
+    regime = runner.study.main_regime
+    methods = [m for m in ablated_methods(runner) if m in runner.trained_methods(regime)]
+    if not methods or regime not in choices:
+        return None
+    merged: dict[str, Any] = {"orders": {}}
+    for method in methods:
+        chosen = choices[regime][method]
+        tag = runner.final_tag(regime, chosen)
+        job = runner.job("final", regime, method, tag, chosen["overrides"],
+                       runner.study.ablation_seeds, [method])
+        teacher = [job.teacher[str(s)]["fingerprint"] for s in job.seeds]
+        key = record_key(job.config, ",".join(teacher), -1, "ablation", False)
+        path = runner.book.folder / "ablation" / f"{method}.json"
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        if stored.get("key") != key:
+            if not train:
+                continue
+            for seed in job.seeds:
+                runner.teachers.ensure(job.teacher[str(seed)]["name"],
+                                     runner.teachers.seed_of(regime, seed))
+            result = run_ablation(config_from_dict(job.config), progress=False, resume=True)
+            stored = {"key": key, "result": result.as_dict()}
+            write_json(path, stored)
+        merged.update(metric=stored["result"]["metric"], seeds=stored["result"]["seeds"])
+        merged["orders"].update(stored["result"]["orders"])
+    return merged if merged["orders"] else None
 
-    def ablated_methods(self) -> list[str]:
-        from horkd.methods import METHODS, methods_in
 
-        if self.study.ablation_methods is not None:
-            return self.study.ablation_methods
-        main = self.study.regime_methods(self.study.main_regime)
-        return [m for m in methods_in("ours", main) if METHODS.get(m).follows_orders]
+def ablated_methods(runner: Study) -> list[str]:
+    from horkd.methods import METHODS, methods_in
+
+    if runner.study.ablation_methods is not None:
+        return runner.study.ablation_methods
+    main = runner.study.regime_methods(runner.study.main_regime)
+    return [m for m in methods_in("ours", main) if METHODS.get(m).follows_orders]
 
 
 def run_study(
@@ -338,7 +339,7 @@ def run_study(
     runner = Study(study, root, workers, threads, log)
     started = time.time()
     search, choices, finals = runner.regimes(train)
-    ablation = runner.ablation(choices, train) if study.ablation_seeds else None
+    ablation_result = ablation(runner, choices, train) if study.ablation_seeds else None
     summary = {
         "study": study.model_dump(mode="json"),
         "study_file": str(path),
@@ -346,7 +347,7 @@ def run_study(
         "search": [_result_dict(r) for r in search],
         "choices": choices,
         "finals": [_result_dict(r) for r in finals],
-        "ablation": ablation,
+        "ablation": ablation_result,
         "seconds": time.time() - started,
         "compute_seconds": sum(r.seconds for res in search + finals
                                for r in res.records.values()),

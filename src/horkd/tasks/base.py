@@ -93,6 +93,12 @@ class Task:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def checkpoint_facts(
+        self, ctx: RunContext, model: nn.Module, to_input: InputFn
+    ) -> dict[str, Any]:
+        """What a trained network's checkpoint records for later use (none by default)."""
+        return {}
+
     def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
         """The headline metric with test images fed through ``to_input`` (resolution curves)."""
         raise NotImplementedError(f"task '{self.name}' has no resolution curve")

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from horkd import distributed
 from horkd.data import labels_of
 from horkd.data.images import load_image
-from horkd.metrics import rank1_identification, verification_metrics
+from horkd.metrics import best_threshold, rank1_identification, verification_metrics
 from horkd.tasks.base import TASKS, InputFn, Scoring, Task, embed
 from horkd.tasks.retrieval import KS, recall_at_k
 
@@ -149,6 +149,25 @@ class FaceRecognition(Task):
         second = _embed_tensor(model, pairs.second, ctx.device, to_input)
         scores = (first * second).sum(1).numpy()
         return verification_metrics(scores, pairs.same, pairs.fold)["acc"]
+
+    def checkpoint_facts(
+        self, ctx: RunContext, model: nn.Module, to_input: InputFn
+    ) -> dict[str, Any]:
+        """The verification threshold, chosen on pairs drawn from the validation split (the
+        first image HR, the second as the network takes it): ``horkd verify`` decides with it."""
+        if ctx.splits.val is None:
+            return {}
+        try:
+            pairs = sample_pairs(ctx.splits.val, ctx.cfg.face.sampled_pairs, seed=ctx.seed + 1)
+        except ValueError:  # too few identities with two images in the validation split
+            return {}
+        first = _embed_tensor(model, pairs.first, ctx.device, ctx.inputs("hr"))
+        second = _embed_tensor(model, pairs.second, ctx.device, to_input)
+        scores = (first * second).sum(1).numpy()
+        threshold, accuracy = best_threshold(scores, pairs.same)
+        source = (f"chosen on {len(scores)} pairs of the validation split during training "
+                  f"(accuracy {100 * accuracy:.1f}% there)")
+        return {"verification": {"threshold": threshold, "source": source}}
 
     def pairs(self, ctx: RunContext) -> Pairs:
         """The verification pairs: the configured pairs file, or pairs drawn from the test

@@ -1,0 +1,66 @@
+"""A trained model as a user names it: its stage directory, its ``model`` stem, the
+``.safetensors`` or ``.json`` file, or an exported ``.onnx`` file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from horkd.checkpoint import META_SUFFIX, WEIGHTS_SUFFIX, CheckpointError, load_meta, stem_of
+
+ONNX_META_KEY = "horkd"  # the ONNX metadata_props entry holding the checkpoint's metadata
+ACCEPTED = (
+    "a stage directory (e.g. runs/x/seed0/students/horkd), its 'model' stem, the "
+    "model.safetensors or model.json file, or an .onnx file written by horkd export"
+)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """Where a model lives and what it is (its checkpoint metadata)."""
+
+    path: Path  # the checkpoint stem, or the .onnx file
+    meta: dict[str, Any]
+    onnx: bool = False
+
+    @property
+    def task(self) -> str:
+        return str(self.meta.get("task", "classification"))
+
+
+def resolve_model(path: str | Path) -> ModelFile:
+    """Whatever the user typed, the model it names; one clear error otherwise."""
+    given = Path(path)
+    if given.suffix == ".onnx":
+        if not given.is_file():
+            raise CheckpointError(f"ONNX model not found: {given}")
+        return ModelFile(given, onnx_meta(given), onnx=True)
+    stem = given / "model" if given.is_dir() else stem_of(given)
+    if not stem.with_name(stem.name + META_SUFFIX).is_file():
+        where = f"{given} holds no model.json" if given.is_dir() else f"model not found: {given}"
+        raise CheckpointError(f"{where}; name a model as {ACCEPTED}")
+    if not stem.with_name(stem.name + WEIGHTS_SUFFIX).is_file():
+        raise CheckpointError(f"checkpoint weights not found: {stem}{WEIGHTS_SUFFIX}")
+    return ModelFile(stem, load_meta(stem))
+
+
+def onnx_meta(path: Path) -> dict[str, Any]:
+    """The horkd metadata an exported ONNX file carries (``horkd export`` writes it)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("ONNX models need onnx and onnxruntime: pip install 'horkd[export]'") \
+            from None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises its own decode errors
+        raise CheckpointError(f"{path} is not a readable ONNX file: {exc}") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_META_KEY not in props:
+        raise CheckpointError(
+            f"{path} carries no horkd metadata (input size, degradation, class names): export "
+            "the checkpoint with `horkd export`, or use the checkpoint itself"
+        )
+    return json.loads(props[ONNX_META_KEY])

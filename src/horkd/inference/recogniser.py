@@ -1,0 +1,106 @@
+"""Use a trained recogniser on your own images: labels, embeddings, by checkpoint or ONNX.
+
+>>> from horkd import Recogniser
+>>> model = Recogniser.load("runs/demo/seed0/students/horkd")
+>>> model.predict(["photo.png"], top_k=3)          # [[("Sneaker", 0.91), ...]]
+>>> model.embed(["photo.png"]).shape               # torch.Size([1, 64])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from horkd.inference.model_file import ModelFile, resolve_model
+from horkd.inference.preprocess import ImageLike, InputKind, ModelInput
+from horkd.inference.stream import Failures, as_batch, stream
+from horkd.models import ModelOutput
+
+
+class _Onnx:
+    """An exported model behind the same call as the PyTorch network."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: Tensor) -> ModelOutput:
+        embedding, logits = self.session.run(None, {"image": x.cpu().numpy().astype(np.float32)})
+        return ModelOutput(torch.from_numpy(embedding), torch.from_numpy(logits))
+
+
+class Recogniser:
+    """A trained network with its own preprocessing (input size, channels, degradation)."""
+
+    def __init__(self, model: ModelFile, device: str | torch.device = "cpu") -> None:
+        self.file = model
+        self.meta = model.meta
+        self.input = ModelInput.from_meta(model.meta)
+        self.device = torch.device(device)
+        if model.onnx:
+            self.network: Any = _Onnx(model.path)
+        else:
+            from horkd.checkpoint import build_from_checkpoint
+
+            self.network = build_from_checkpoint(model.path).to(self.device).eval()
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Recogniser:
+        return cls(resolve_model(path), device)
+
+    @property
+    def task(self) -> str:
+        return self.file.task
+
+    @property
+    def classes(self) -> list[str]:
+        given = self.meta.get("classes")
+        count = int(self.meta["model"]["num_classes"])
+        return list(given) if given else [str(i) for i in range(count)]
+
+    @torch.no_grad()
+    def outputs(self, batch: Tensor, kind: InputKind = "hr") -> ModelOutput:
+        """The network on a batch from the per-image steps (the batch step applied here)."""
+        x = self.input.batch_step(kind, self.device)(batch.to(self.device))
+        return self.network(x)
+
+    def predict(
+        self, images: list[ImageLike], top_k: int = 1, kind: InputKind = "hr"
+    ) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` labels of each image with their softmax probabilities."""
+        if self.task != "classification":
+            raise ValueError(
+                f"this is a {self.task} model: it embeds images (Recogniser.embed, horkd search "
+                "or horkd verify) rather than naming classes"
+            )
+        probs = self.outputs(as_batch(images, self.input, kind), kind).logits.float().softmax(1)
+        return self.top(probs, top_k)
+
+    def top(self, probs: Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+        k = min(top_k, probs.shape[1])
+        scores, labels = probs.topk(k, dim=1)
+        names = self.classes
+        return [[(names[int(c)], float(s)) for c, s in zip(row_c, row_s, strict=True)]
+                for row_c, row_s in zip(labels, scores, strict=True)]
+
+    def embed(self, images: list[ImageLike], kind: InputKind = "hr") -> Tensor:
+        """Each image's embedding (not normalised; cosine similarity normalises)."""
+        return self.outputs(as_batch(images, self.input, kind), kind).embedding.float().cpu()
+
+    def stream(
+        self,
+        paths: list[Path],
+        kind: InputKind = "hr",
+        batch_size: int = 64,
+        workers: int = 2,
+        failures: Failures | None = None,
+    ) -> Iterator[tuple[ModelOutput, list[int]]]:
+        """The network's outputs for image files, a batch at a time, with their indices."""
+        for batch, indices in stream(paths, self.input, kind, batch_size, workers, failures):
+            yield self.outputs(batch, kind), indices

@@ -1,0 +1,99 @@
+"""Users' image files streamed through a DataLoader with workers: never all in memory, and a file
+that cannot be read is reported (with what is wrong) instead of stopping the others."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from horkd.data.images import IMAGE_EXTENSIONS, BadImageError
+from horkd.inference.preprocess import InputKind, ModelInput, image_tensor
+
+
+def image_paths(paths: list[str | Path]) -> list[Path]:
+    """Image files among ``paths``: files as given, folders searched recursively (sorted)."""
+    found: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found += sorted(
+                p for p in given.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                and (p.is_file() or p.is_symlink())
+            )
+        elif given.exists() or given.is_symlink():
+            found.append(given)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {given}")
+    if not found:
+        shown = ", ".join(map(str, paths))
+        raise FileNotFoundError(
+            f"no image files in {shown} (looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)"
+        )
+    return found
+
+
+class _Files(Dataset):
+    def __init__(self, paths: list[Path], model: ModelInput, kind: InputKind) -> None:
+        self.paths, self.model, self.kind = paths, model, kind
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor | None, int, str | None]:
+        try:
+            return image_tensor(self.paths[index], self.model, self.kind), index, None
+        except BadImageError as exc:
+            return None, index, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any file a user points at may fail anyhow
+            return None, index, f"{self.paths[index]}: {type(exc).__name__}: {exc}"
+
+
+def _collate(items: list[tuple[Any, ...]]) -> tuple[Tensor | None, list[int], list[str]]:
+    good = [(x, i) for x, i, error in items if error is None]
+    failed = [error for _, _, error in items if error is not None]
+    if not good:
+        return None, [], failed
+    images = default_collate([x for x, _ in good])
+    return images, [i for _, i in good], failed
+
+
+@dataclass
+class Failures:
+    """Files that could not be used, in the order met: (path index, what is wrong)."""
+
+    items: list[str] = field(default_factory=list)
+
+
+def stream(
+    paths: list[Path],
+    model: ModelInput,
+    kind: InputKind,
+    batch_size: int = 64,
+    workers: int = 2,
+    failures: Failures | None = None,
+) -> Iterator[tuple[Tensor, list[int]]]:
+    """Batches of (images, indices into ``paths``); unreadable files go to ``failures``."""
+    loader = DataLoader(
+        _Files(paths, model, kind),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    for images, indices, failed in loader:
+        if failures is not None:
+            failures.items.extend(failed)
+        if images is not None:
+            yield images, indices
+
+
+def as_batch(images: list[Any], model: ModelInput, kind: InputKind) -> Tensor:
+    """In-memory images (the Python API) through the same per-image steps."""
+    return torch.stack([image_tensor(image, model, kind) for image in images])
