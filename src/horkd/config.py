@@ -81,6 +81,12 @@ class DegradeConfig(_Strict):
     """How LR is made from HR (see :mod:`horkd.degrade`) and how the student takes it."""
 
     lr_size: int | None = Field(None, ge=1)
+    lr_sizes: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="train across sizes: each batch draws one of these LR sizes (the student "
+        "is evaluated inside this range at an image's own size); lr_size is then the smallest",
+    )
     factor: int | None = Field(None, ge=2)
     interpolation: Literal["area", "bilinear", "bicubic"] = "area"
     antialias: bool = True
@@ -94,6 +100,18 @@ class DegradeConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_size(self) -> DegradeConfig:
+        if self.lr_sizes is not None:
+            sizes = sorted(set(self.lr_sizes))
+            if any(s < 1 for s in sizes):
+                raise ValueError(f"degrade.lr_sizes must be positive pixel sizes, got {sizes}")
+            if self.factor is not None:
+                raise ValueError("give degrade.lr_sizes or degrade.factor, not both")
+            if self.lr_size is not None and self.lr_size != sizes[0]:
+                raise ValueError(
+                    f"with degrade.lr_sizes the LR size is their smallest ({sizes[0]}); drop "
+                    "degrade.lr_size"
+                )
+            self.lr_sizes, self.lr_size = sizes, sizes[0]
         if self.lr_size is None and self.factor is None:
             self.factor = 4
         if self.lr_size is not None and self.factor is not None:
@@ -300,6 +318,12 @@ class ExperimentConfig(_Strict):
         if hr is not None and self.degrade.lr_size is not None and self.degrade.lr_size >= hr:
             raise ValueError(
                 f"degrade.lr_size ({self.degrade.lr_size}) must be smaller than data.hr_size ({hr})"
+            )
+        too_large = [s for s in self.degrade.lr_sizes or [] if hr is not None and s >= hr]
+        if too_large:
+            raise ValueError(
+                f"degrade.lr_sizes: {too_large} not below data.hr_size ({hr}); every LR size "
+                "must be smaller than the HR images"
             )
         from horkd.methods import METHODS
         from horkd.tasks import TASKS

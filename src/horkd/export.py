@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -82,11 +83,21 @@ def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path, meta: dict) -> list:
         str(out),
         input_names=["image"],
         output_names=["embedding", "logits"],
-        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+        dynamic_shapes={"image": _dynamic_axes(meta)},
     )
     _attach_meta(out, meta)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return session.run(None, {"image": x.numpy()})
+
+
+def _dynamic_axes(meta: dict) -> dict[int, Any]:
+    """The batch is free; a native student trained across LR sizes also takes any side."""
+    axes: dict[int, Any] = {0: torch.export.Dim("batch", min=1)}
+    given = meta.get("input", {})
+    if given.get("lr_sizes") and not given.get("upsampled"):
+        axes[2] = torch.export.Dim("height", min=2, max=4096)
+        axes[3] = torch.export.Dim("width", min=2, max=4096)
+    return axes
 
 
 def _attach_meta(path: Path, meta: dict) -> None:

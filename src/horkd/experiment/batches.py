@@ -68,18 +68,24 @@ class PairedBatchMaker:
     def __init__(
         self,
         augment: AugmentSpec,
-        degrader: Degrader | None,
+        degrader: Degrader | list[Degrader] | None,
         generator: torch.Generator,
         views: FixedViews | None = None,
         labeled: LabeledStream | None = None,
     ) -> None:
         self.augment = augment
-        self.degrader = degrader
+        # one degrader per LR size; with several, each step draws one (the whole batch's size)
+        self.degraders = degrader if isinstance(degrader, list) else [degrader]
+        self.degrader = self.degraders[0]
         self.generator = generator
         self.views = views
         self.labeled = labeled
 
     def __call__(self, x: Tensor, y: Tensor, index: Tensor) -> Batch:
+        if len(self.degraders) > 1:  # the step's LR size, drawn from the seeded stream
+            drawn = torch.randint(len(self.degraders), (1,), generator=self.generator,
+                                  device=self.generator.device)
+            self.degrader = self.degraders[int(drawn)]
         batch = self.pair(x, y, index)
         if self.labeled is not None:
             xl, yl, il = self.labeled.next()
@@ -137,8 +143,11 @@ def batch_maker(
     view is given (the LR oracle takes it at the HR size whatever the students take).
     """
     upsample = ctx.upsampled if upsample is None else upsample
-    student_spec = ctx.degrade_spec(ctx.lr_size, upsample=upsample)
-    degrader = Degrader(ctx.hr_size, student_spec).to(ctx.device) if degrade else None
+    degrader: list[Degrader] | None = None
+    if degrade:  # one per trained LR size (the LR oracle: the run's LR size only)
+        sizes = ctx.lr_sizes if upsample == ctx.upsampled else (ctx.lr_size,)
+        degrader = [Degrader(ctx.hr_size, ctx.degrade_spec(s, upsample)).to(ctx.device)
+                    for s in sizes]
     offset = len(stage_name) + sum(map(ord, stage_name))
     seed = ctx.seed * 1000 + offset + 7919 * distributed.rank()  # own draws per rank
     generator = torch.Generator(device=ctx.device).manual_seed(seed)

@@ -67,6 +67,7 @@ class RunContext:
     hr_size: int
     lr_size: int
     upsampled: bool  # the student takes LR re-upsampled to the HR size
+    lr_sizes: tuple[int, ...]  # the LR sizes the student trains at (one, or a range)
     labeled_indices: Tensor | None  # few-label runs: the training images whose labels count
     views: FixedViews | None = None  # K fixed augmentations per training image (if configured)
 
@@ -91,6 +92,12 @@ class RunContext:
     def degrade_spec(self, lr_size: int, upsample: bool) -> DegradeSpec:
         return degrade_spec(self.cfg.degrade, lr_size, upsample)
 
+    def input_side(self, size: int) -> int:
+        """The side a native student takes an image degraded to ``size``: the size itself inside
+        its trained range, the nearest trained size outside it (a single-size student: always
+        its own LR size)."""
+        return min(max(size, self.lr_sizes[0]), self.lr_sizes[-1])
+
     def inputs(self, view: View, size: int | None = None, upsample: bool | None = None) -> InputFn:
         """HR test images turned into a network's input: ``hr`` as they are; ``lr`` degraded to
         ``size`` (default: the run's LR size), re-upsampled to HR when ``upsample`` (default: as
@@ -100,7 +107,7 @@ class RunContext:
         size = size or self.lr_size
         upsample = self.upsampled if upsample is None else upsample
         spec = self.degrade_spec(size, upsample)
-        input_size = None if upsample else self.lr_size
+        input_size = None if upsample else self.input_side(size)
         return lr_input_fn(self.hr_size, spec, self.device, self.seed, input_size)
 
 
@@ -137,6 +144,10 @@ def build_context(
     task = TASKS.get(cfg.task)()
     prepared = task.prepare(splits if splits is not None else load_splits(cfg, seed), cfg, seed)
     hr_size = cfg.data.hr_size or prepared.info.native_size
+    lr_size = resolve_lr_size(hr_size, cfg.degrade.lr_size, cfg.degrade.factor)
+    lr_sizes = tuple(cfg.degrade.lr_sizes or [lr_size])
+    for size in lr_sizes:
+        resolve_lr_size(hr_size, size)  # each below the HR size of the data
     split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
     labeled = None
     if cfg.data.label_fraction is not None:
@@ -154,8 +165,9 @@ def build_context(
         splits=prepared,
         task=task,
         hr_size=hr_size,
-        lr_size=resolve_lr_size(hr_size, cfg.degrade.lr_size, cfg.degrade.factor),
+        lr_size=lr_size,
         upsampled=cfg.degrade.student_input == "upsampled",
+        lr_sizes=lr_sizes,
         labeled_indices=labeled,
         views=views,
     )

@@ -102,7 +102,7 @@ def sized_input(ctx: RunContext, takes_hr: bool, size: int) -> InputFn:
     if size >= ctx.hr_size:
         if takes_hr or ctx.upsampled:
             return identity
-        size = ctx.lr_size  # a native-LR student sees HR images at its own input size
+        size = ctx.input_side(size)  # a native student sees HR at its (largest) input size
     return ctx.inputs("lr", size=size, upsample=True if takes_hr else None)
 
 
@@ -137,7 +137,20 @@ def score_seed(
     curve = {}
     if ctx.cfg.report.resolution_sizes:
         curve = resolution_curve(ctx, networks, methods, with_teacher=with_teacher)
+        add_curve_summary(rows, curve)
     return SeedResult(ctx.seed, rows, curve)
+
+
+def add_curve_summary(rows: list[Row], curve: dict[str, dict[str, float]]) -> None:
+    """Each row's mean and worst headline metric over the resolution curve's sizes: how well
+    one network serves the whole range a camera delivers."""
+    for row in rows:
+        points = curve.get(row.method)
+        if row.role == "student" and points:
+            sizes = sorted(int(s) for s in points)
+            span = f"{sizes[0]}-{sizes[-1]}px"
+            row.metrics[f"mean@{span}"] = statistics.fmean(points.values())
+            row.metrics[f"worst@{span}"] = min(points.values())
 
 
 def aggregate(rows_per_seed: list[list[Row]]) -> list[dict[str, Any]]:

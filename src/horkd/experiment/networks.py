@@ -71,6 +71,8 @@ class Networks:
                 "view": view,
                 "hr_size": ctx.hr_size,
                 "lr_size": ctx.lr_size if view == "lr" else None,
+                "lr_sizes": list(ctx.lr_sizes) if view == "lr" and len(ctx.lr_sizes) > 1
+                else None,
                 "upsampled": upsampled if view == "lr" else False,
             },
             "dataset": ctx.cfg.data.dataset,

@@ -164,12 +164,16 @@ class StageRunner:
         write_json(meta_path, meta)
 
     def _validator(self, view: str, upsample: bool | None) -> Any:
+        """Validation at the stage's input; a student trained across LR sizes is scored at each
+        and the metrics averaged, so the epoch picked is the best over the range."""
         ctx = self.ctx
         if ctx.splits.val is None:
             return None
-        to_input = ctx.inputs(view, upsample=upsample)  # type: ignore[arg-type]
+        sizes = ctx.lr_sizes if view == "lr" and upsample is None else (ctx.lr_size,)
+        inputs = [ctx.inputs(view, size=s, upsample=upsample) for s in sizes]  # type: ignore[arg-type]
 
         def validate(model: nn.Module) -> dict[str, float]:
-            return ctx.task.validate(ctx, model, to_input)
+            scores = [ctx.task.validate(ctx, model, to_input) for to_input in inputs]
+            return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
         return validate

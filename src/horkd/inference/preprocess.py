@@ -38,6 +38,7 @@ class ModelInput:
     upsampled: bool  # LR given re-upsampled to the HR size
     degrade: dict[str, Any]  # the run's degrade config (interpolation, blur, noise, JPEG)
     seed: int  # the run seed, which fixes the degradation noise as in its test scoring
+    lr_range: tuple[int, int] | None = None  # trained across LR sizes: the smallest, largest
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> ModelInput:
@@ -45,6 +46,7 @@ class ModelInput:
         if not given or "hr_size" not in given:
             raise ValueError("the model's metadata does not say its input size")
         lr = given.get("lr_size") if given.get("view") == "lr" else None
+        sizes = given.get("lr_sizes") if given.get("view") == "lr" else None
         return cls(
             channels=int(meta["model"].get("in_channels", 3)),
             hr_size=int(given["hr_size"]),
@@ -52,6 +54,7 @@ class ModelInput:
             upsampled=bool(given.get("upsampled")),
             degrade=dict(meta.get("config", {}).get("degrade", {})),
             seed=int(meta.get("seed", 0)),
+            lr_range=(min(sizes), max(sizes)) if sizes and not given.get("upsampled") else None,
         )
 
     @property
@@ -103,6 +106,8 @@ def image_tensor(image: ImageLike, model: ModelInput, kind: InputKind) -> Tensor
     """One image as the float tensor the batch step takes (decoded, converted, resized)."""
     pil = to_pil(image, model.channels)
     side = model.image_size(kind)
+    if kind == "lr" and model.lr_range is not None:  # its own size inside the trained range
+        side = min(max(max(pil.size), model.lr_range[0]), model.lr_range[1])
     if pil.size != (side, side):
         pil = TF.resize(pil, [side, side], antialias=True)
     pixels = torch.from_numpy(np.array(pil, dtype=np.uint8, copy=True))

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from horkd.inference.model_file import ModelFile, resolve_model
 from horkd.inference.preprocess import ImageLike, InputKind, ModelInput
-from horkd.inference.stream import Failures, as_batch, stream
+from horkd.inference.stream import Failures, as_batches, stream
 from horkd.models import ModelOutput
 
 
@@ -79,8 +79,16 @@ class Recogniser:
                 f"this is a {self.task} model: it embeds images (Recogniser.embed, horkd search "
                 "or horkd verify) rather than naming classes"
             )
-        probs = self.outputs(as_batch(images, self.input, kind), kind).logits.float().softmax(1)
-        return self.top(probs, top_k)
+        return self.top(self._all(images, kind).logits.float().softmax(1), top_k)
+
+    def _all(self, images: list[ImageLike], kind: InputKind) -> ModelOutput:
+        """The network on every image, in order (images of several sizes run size by size)."""
+        parts = [(self.outputs(batch, kind), idx) for batch, idx in
+                 as_batches(images, self.input, kind)]
+        order = torch.tensor([i for _, idx in parts for i in idx]).argsort()
+        embedding = torch.cat([out.embedding.float().cpu() for out, _ in parts])[order]
+        logits = torch.cat([out.logits.float().cpu() for out, _ in parts])[order]
+        return ModelOutput(embedding, logits)
 
     def top(self, probs: Tensor, top_k: int) -> list[list[tuple[str, float]]]:
         k = min(top_k, probs.shape[1])
@@ -91,7 +99,7 @@ class Recogniser:
 
     def embed(self, images: list[ImageLike], kind: InputKind = "hr") -> Tensor:
         """Each image's embedding (not normalised; cosine similarity normalises)."""
-        return self.outputs(as_batch(images, self.input, kind), kind).embedding.float().cpu()
+        return self._all(images, kind).embedding
 
     def stream(
         self,

@@ -54,13 +54,16 @@ class _Files(Dataset):
             return None, index, f"{self.paths[index]}: {type(exc).__name__}: {exc}"
 
 
-def _collate(items: list[tuple[Any, ...]]) -> tuple[Tensor | None, list[int], list[str]]:
-    good = [(x, i) for x, i, error in items if error is None]
+def _collate(items: list[tuple[Any, ...]]) -> tuple[list[tuple[Tensor, list[int]]], list[str]]:
+    """Images of one size stacked together (a model trained across LR sizes takes LR captures
+    at their own sizes), and the failures."""
+    groups: dict[tuple[int, ...], list[tuple[Tensor, int]]] = {}
+    for x, i, error in items:
+        if error is None:
+            groups.setdefault(tuple(x.shape), []).append((x, i))
     failed = [error for _, _, error in items if error is not None]
-    if not good:
-        return None, [], failed
-    images = default_collate([x for x, _ in good])
-    return images, [i for _, i in good], failed
+    batches = [(default_collate([x for x, _ in g]), [i for _, i in g]) for g in groups.values()]
+    return batches, failed
 
 
 @dataclass
@@ -87,13 +90,17 @@ def stream(
         collate_fn=_collate,
         persistent_workers=False,
     )
-    for images, indices, failed in loader:
+    for batches, failed in loader:
         if failures is not None:
             failures.items.extend(failed)
-        if images is not None:
-            yield images, indices
+        yield from batches
 
 
-def as_batch(images: list[Any], model: ModelInput, kind: InputKind) -> Tensor:
-    """In-memory images (the Python API) through the same per-image steps."""
-    return torch.stack([image_tensor(image, model, kind) for image in images])
+def as_batches(images: list[Any], model: ModelInput, kind: InputKind) -> list[tuple[Tensor,
+                                                                                 list[int]]]:
+    """In-memory images (the Python API) through the same per-image steps, stacked by size."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    tensors = [image_tensor(image, model, kind) for image in images]
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return [(torch.stack([tensors[i] for i in idx]), idx) for idx in groups.values()]

@@ -154,6 +154,11 @@ def _curve_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> 
     rows = [{"network": n, **{f"{s}px": c.get(str(s)) for s in sizes}} for n, c in curves.items()]
     _write_csv(out / f"{name}_resolution.csv", rows)
     return ["### Accuracy versus input resolution", "",
+            "A point at s px: the HR test image degraded to s px, then given to each network the "
+            "way it takes input: networks that see HR get it re-upsampled to the HR size; a "
+            "native student trained at one LR size gets it resized to that size; a student "
+            "trained across sizes takes it at s itself inside its trained range, resized to the "
+            "nearest trained size outside it.", "",
             _markdown(rows, ["network", *[f"{s}px" for s in sizes]]), "",
             f"![resolution curve]({png.name})", ""]
 

@@ -1,0 +1,104 @@
+"""Training across LR sizes against training at one, side by side in one run.
+
+The step timed is a student's distillation step as ``horkd run`` makes it: the batch maker
+(augmentation, then the degradation, here to one size drawn per batch), the student (resnet8,
+width 8) forward and backward through the hybrid loss against a cached teacher, the optimiser.
+Both set-ups run the same number of steps in alternating rounds after a warm-up; the ratio is the
+median of per-round ratios (across sizes over one size). Native input: a 21-px batch costs the
+student about 9x a 7-px one, so the mean cost depends on the sizes drawn; with ``--upsampled``
+every batch is re-upsampled to 28 px and the size changes nothing.
+
+    python benchmarks/multisize.py                      # native, sizes 5,7,10,14,21 vs 7
+    python benchmarks/multisize.py --upsampled
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from horkd.config import config_from_dict
+from horkd.data.vision import DEBIAN_FASHION_MNIST
+from horkd.experiment import build_context
+from horkd.experiment.batches import batch_maker, train_batches
+from horkd.losses.task import build_task_loss
+from horkd.methods import METHODS, MethodContext
+from horkd.models import build_model
+from horkd.optim import build_optimizer
+from horkd.reference_cache import ReferenceCache
+
+
+def setup(sizes: list[int] | None, upsampled: bool):
+    degrade = {"lr_sizes": sizes} if sizes else {"lr_size": 7}
+    degrade["student_input"] = "upsampled" if upsampled else "native"
+    data = {"dataset": "fashion_mnist", "hr_size": 28, "train_subset": 6000,
+            "augment": {"hflip": True}}
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        data = {"dataset": "digits", "hr_size": 28, "augment": {"hflip": True}}
+    cfg = config_from_dict({"device": "cpu", "data": data, "degrade": degrade,
+                            "distill": {"cache_reference": True}})
+    ctx = build_context(cfg, 0)
+    torch.manual_seed(0)
+    teacher = build_model("resnet20", ctx.info.num_classes, ctx.in_channels, 128, 16).eval()
+    student = build_model("resnet8", ctx.info.num_classes, ctx.in_channels, 64, 8)
+    method_ctx = MethodContext(
+        cfg.distill, lambda role: student,
+        lambda n: build_task_loss("cross_entropy", ctx.info.num_classes, n.embed_dim),
+        teacher=teacher,
+    )
+    method = METHODS.get("horkd_no_assistant").build(method_ctx)
+    method.reference_cache = ReferenceCache.build(teacher, ctx.splits.train, ctx.device,
+                                                  views=ctx.cache_views())
+    optimizer = build_optimizer(method.trainable_parameters(), cfg.train.student)
+    return ctx, method, optimizer, batch_maker(ctx, "students/bench"), train_batches(
+        ctx, cfg.train.student)
+
+
+def run_steps(parts, steps: int) -> float:
+    ctx, method, optimizer, make, loader = parts
+    method.train()
+    batches = iter(loader)
+    started = time.perf_counter()
+    for _ in range(steps):
+        try:
+            x, y, index = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y, index = next(batches)
+        _, terms = method(make(x, y, index))
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="5,7,10,14,21")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--upsampled", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    single, across = setup(None, args.upsampled), setup(sizes, args.upsampled)
+    run_steps(single, 5)
+    run_steps(across, 5)
+    ratios, times = [], {"single": [], "across": []}
+    for _ in range(args.rounds):
+        t_single, t_across = run_steps(single, args.steps), run_steps(across, args.steps)
+        times["single"].append(t_single / args.steps * 1000)
+        times["across"].append(t_across / args.steps * 1000)
+        ratios.append(t_across / t_single)
+    mode = "upsampled to 28 px" if args.upsampled else "native"
+    print(f"student step ({mode}, threads {torch.get_num_threads()}): one size (7 px) "
+          f"{statistics.median(times['single']):.1f} ms, across {sizes} "
+          f"{statistics.median(times['across']):.1f} ms: ratio "
+          f"{statistics.median(ratios):.2f} (median of {args.rounds} rounds; target <= 1.20)")
+
+
+if __name__ == "__main__":
+    main()

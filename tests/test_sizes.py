@@ -1,0 +1,171 @@
+"""One student for a range of resolutions: the size drawn per batch, evaluation inside and
+outside the trained range, the summary columns, and using such a model on images of any size."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from horkd.cli import main
+from horkd.config import ConfigError, config_from_dict
+from horkd.experiment import build_context, open_seed, run_experiment
+from horkd.experiment.batches import batch_maker
+from horkd.experiment.evaluation import sized_input
+from horkd.methods import METHODS, MethodContext
+from horkd.models import build_model
+from tests.conftest import tiny_config_dict
+
+
+def _sizes_config(tmp_path: Path, **changes) -> dict:
+    raw = tiny_config_dict(tmp_path / "run", **changes)
+    raw["degrade"] = {"lr_sizes": [3, 4, 6, 8]}
+    raw["report"] = {"resolution_sizes": [16, 8, 6, 4, 3, 2]}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("degrade", "needle"),
+    [
+        ({"lr_sizes": [4, 16]}, "degrade.lr_sizes: [16] not below data.hr_size (16)"),
+        ({"lr_sizes": [4, 20, 8]}, "not below data.hr_size"),
+        ({"lr_sizes": [4, 8], "factor": 2}, "lr_sizes or degrade.factor"),
+        ({"lr_sizes": [4, 8], "lr_size": 8}, "the LR size is their smallest (4)"),
+        ({"lr_sizes": [0, 8]}, "positive"),
+    ],
+)
+def test_size_range_errors_name_the_problem(tmp_path, degrade, needle):
+    raw = tiny_config_dict(tmp_path / "run")
+    raw["degrade"] = degrade
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("(", r"\(")
+                       .replace(")", r"\)").replace("]", r"\]")):
+        config_from_dict(raw)
+
+
+def test_each_batch_draws_its_size_from_the_seeded_stream(tmp_path):
+    ctx = build_context(config_from_dict(_sizes_config(tmp_path)), 0)
+    assert ctx.lr_sizes == (3, 4, 6, 8) and ctx.lr_size == 3
+    x, y, index = torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), torch.arange(8)
+    maker = batch_maker(ctx, "students/scratch")
+    state = maker.state_dict()
+    sizes = [maker(x, y, index).lr.shape[-1] for _ in range(40)]
+    assert set(sizes) == {3, 4, 6, 8}  # every size is drawn, the whole batch at one size
+    replay = batch_maker(ctx, "students/scratch")
+    replay.load_state_dict(state)
+    assert [replay(x, y, index).lr.shape[-1] for _ in range(40)] == sizes
+    teacher_batch = batch_maker(ctx, "teacher", degrade=False)(x, y, index)
+    assert teacher_batch.lr.shape[-1] == 16  # the HR stages never see LR
+
+
+def test_inside_the_range_a_native_student_takes_the_image_at_its_own_size(tmp_path):
+    ctx = build_context(config_from_dict(_sizes_config(tmp_path)), 0)
+    x = torch.rand(2, 1, 16, 16)
+    assert sized_input(ctx, False, 6)(x).shape[-1] == 6  # inside the trained range
+    assert sized_input(ctx, False, 5)(x).shape[-1] == 5  # between trained sizes: still its own
+    assert sized_input(ctx, False, 2)(x).shape[-1] == 3  # below: the nearest trained size
+    assert sized_input(ctx, False, 16)(x).shape[-1] == 8  # HR: the largest trained size
+    assert sized_input(ctx, True, 6)(x).shape[-1] == 16  # an HR network: re-upsampled
+    single = build_context(config_from_dict(tiny_config_dict(tmp_path / "one")), 0)
+    assert sized_input(single, False, 8)(x).shape[-1] == 4  # one size: always its own
+
+
+@pytest.mark.parametrize("size", [5, 21])
+def test_a_batch_at_5_and_at_21_px_gives_finite_losses_and_gradients(size):
+    torch.manual_seed(0)
+    student = build_model("resnet8", 10, 1, embed_dim=16, width=4)
+    teacher = build_model("resnet8", 10, 1, embed_dim=32, width=4).eval()
+    cfg = config_from_dict({})
+
+    def new_network(role):
+        return student
+
+    from horkd.losses.task import build_task_loss
+
+    ctx = MethodContext(cfg.distill, new_network,
+                        lambda n: build_task_loss("cross_entropy", 10, n.embed_dim),
+                        teacher=teacher)
+    from horkd.methods.base import Batch
+    from horkd.models import ModelOutput
+
+    method = METHODS.get("horkd_no_assistant").build(ctx)
+    hr = torch.rand(16, 1, 28, 28)
+    lr = torch.nn.functional.adaptive_avg_pool2d(hr, size)
+    _, terms = method(Batch(hr=hr, lr=lr, target=torch.arange(16) % 10))
+    loss = sum(terms.values())
+    loss.backward()
+    assert torch.isfinite(loss) and set(terms) >= {"order2_distance", "order3_angle"}
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert isinstance(method.student(lr), ModelOutput)
+
+
+def test_a_run_across_sizes_resumes_bit_exact_and_reports_the_range(tmp_path, monkeypatch):
+    from horkd.experiment.batches import PairedBatchMaker
+
+    def config(name: str):
+        raw = _sizes_config(tmp_path / name, deterministic=True, methods=["scratch", "rkd"])
+        raw["train"]["student"] = {**raw["train"]["student"], "checkpoint_every_steps": 1,
+                                   "select_on_val": False}
+        return config_from_dict(raw)
+
+    straight = run_experiment(config("straight"), progress=False)
+    calls = {"n": 0}
+    real_call = PairedBatchMaker.__call__
+
+    def crash(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 16:  # teacher 6 steps, scratch 3 + 1 of its second epoch
+            raise RuntimeError("simulated crash")
+        return real_call(self, *args)
+
+    monkeypatch.setattr(PairedBatchMaker, "__call__", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_experiment(config("crashed"), progress=False)
+    monkeypatch.undo()
+    resumed = run_experiment(config("crashed"), progress=False)
+    assert resumed.table == straight.table  # every number, the size draws included
+    rows = {r["method"]: r for r in resumed.table}
+    assert {"mean@2-16px", "worst@2-16px"} <= set(rows["scratch"])
+    curve = json.loads((tmp_path / "crashed/run/seed0/resolution_curve.json").read_text())
+    assert rows["rkd"]["worst@2-16px"] == min(curve["rkd"].values())
+    meta = json.loads((tmp_path / "crashed/run/seed0/students/rkd/model.json").read_text())
+    assert meta["input"]["lr_sizes"] == [3, 4, 6, 8]
+
+
+def test_predict_and_onnx_take_lr_images_at_their_own_size(tmp_path):
+    raw = _sizes_config(tmp_path, methods=["scratch"])
+    cfg = config_from_dict(raw)
+    run_experiment(cfg, progress=False)
+    model = tmp_path / "run/seed0/students/scratch"
+    images = tmp_path / "lr"
+    images.mkdir()
+    for side in (2, 5, 8, 12):
+        Image.new("L", (side, side), 90).save(images / f"side{side:02d}.png")
+    from horkd import Recogniser
+
+    api = Recogniser.load(model)
+    seen = []
+    api.network.register_forward_hook(
+        lambda _m, inputs, _o: seen.append((inputs[0].shape[-1], inputs[0].shape[0])))
+    api.predict(sorted(images.iterdir()), kind="lr")
+    assert sorted(seen) == [(3, 1), (5, 1), (8, 2)]  # 5, 8 as they are; 2 -> 3, 12 -> 8
+    assert main(["predict", str(model), str(images), "--input", "lr",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(list(csv.DictReader((tmp_path / "p.csv").open()))) == 4
+    assert main(["export", str(model), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert main(["predict", str(tmp_path / "m.onnx"), str(images), "--input", "lr",
+                 "--out", str(tmp_path / "o.csv")]) == 0
+    ours = [r["label"] for r in csv.DictReader((tmp_path / "p.csv").open())]
+    assert [r["label"] for r in csv.DictReader((tmp_path / "o.csv").open())] == ours
+    yaml.safe_dump(raw)  # the config stays plain data
+
+
+def test_the_hr_network_and_a_context_are_unchanged_by_a_size_range(tmp_path):
+    cfg = config_from_dict(_sizes_config(tmp_path, methods=["scratch"]))
+    _, networks = open_seed(cfg, 0, progress=False)
+    assert networks.meta("teacher", "teacher", "hr")["input"]["lr_sizes"] is None
