@@ -84,7 +84,7 @@ def _method_context(networks, cfg, teacher=True, assistant=True) -> MethodContex
 
 
 def test_reference_frozen_and_warm_start(tiny_cfg):
-    cfg = config_from_dict(tiny_cfg)
+    cfg = config_from_dict(tiny_cfg, ["distill.warm_start=true", "distill.assistant_guard=null"])
     ctx, networks = open_seed(cfg, 0, progress=False)
     assistant = networks.assistant()
     before = {k: v.clone() for k, v in assistant.state_dict().items()}
@@ -105,8 +105,9 @@ def test_reference_frozen_and_warm_start(tiny_cfg):
         assert torch.equal(value.cpu(), trained[key]), key
 
 
-def test_no_warm_start_when_disabled(tiny_cfg):
-    cfg = config_from_dict(tiny_cfg, ["distill.warm_start=false"])
+def test_no_warm_start_by_default(tiny_cfg):
+    cfg = config_from_dict(tiny_cfg)
+    assert cfg.distill.warm_start is False
     _, networks = open_seed(cfg, 0, progress=False)
     assistant = networks.assistant()
     student = METHODS.get("horkd").build(_method_context(networks, cfg)).student
@@ -228,7 +229,7 @@ def test_stage_fingerprints_follow_what_each_stage_depends_on(tiny_cfg):
     base = prints()
     assert prints("data.num_workers=2") == base  # speed settings change nothing learnt
     assert prints("report.latency_repeats=3", "methods=[horkd]") == base
-    t, a, s = prints("distill.warm_start=false")  # a student-only setting
+    t, a, s = prints("distill.warm_start=true")  # a student-only setting
     assert (t, a) == base[:2] and s != base[2]
     t, a, s = prints("degrade.lr_size=8")
     assert (t, a) == base[:2] and s != base[2]
@@ -336,3 +337,25 @@ def test_context_inputs_and_a_face_task_per_context(tiny_cfg):
     assert build_context(cfg, 0).task is not ctx.task  # tasks keep per-run state per context
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.seed = 1  # type: ignore[misc]
+
+
+def test_a_poor_assistant_is_bypassed_by_validation(tiny_cfg):
+    """distill.assistant_guard: an assistant whose validation score trails the teacher's by more
+    than the guard is not a bridge worth learning from; HORKD then learns from the teacher."""
+    tiny_cfg["train"]["assistant"] = {**tiny_cfg["train"]["assistant"], "epochs": 0}
+    cfg = config_from_dict(tiny_cfg, ["distill.warm_start=true", "distill.assistant_guard=0",
+                                      "methods=[horkd]", "train.teacher.epochs=4"])
+    _, networks = open_seed(cfg, 0, progress=False)
+    verdict = networks.assistant_verdict()
+    assert verdict["assistant"] < verdict["teacher"] and verdict["trusted"] is False
+    untrusted = dataclasses.replace(_method_context(networks, cfg), assistant_trusted=False)
+    method = METHODS.get("horkd").build(untrusted)
+    assert method.reference is networks.teacher()  # every order from the teacher, no warm start
+    weights, start = networks.assistant().state_dict(), method.student.state_dict()
+    assert not all(torch.equal(start[k], v) for k, v in weights.items())
+    student = networks.student("horkd")
+    meta = json.loads((Path(cfg.output_dir) / "seed0/students/horkd/model.json").read_text())
+    assert meta["assistant_guard"]["trusted"] is False and student.best_score is not None
+    trusting = config_from_dict(tiny_cfg, ["distill.assistant_guard=null", "methods=[horkd]",
+                                           f"output_dir={cfg.output_dir}_b"])
+    assert open_seed(trusting, 0, progress=False)[1].assistant_verdict()["trusted"] is True

@@ -243,7 +243,18 @@ class FaceConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    warm_start: bool = Field(True, description="student starts from the assistant's weights")
+    warm_start: bool = Field(
+        False,
+        description="the HORKD student starts from the assistant's weights (same architecture); "
+        "off by default: a weak assistant's weights cost more than they give",
+    )
+    assistant_guard: float | None = Field(
+        5.0,
+        ge=0.0,
+        description="the HORKD student learns from the assistant only when the assistant's "
+        "validation score is within this many points of the teacher's (both on HR); otherwise "
+        "from the teacher directly, recorded in its checkpoint. null: always the assistant",
+    )
     student_logits_from: Literal["assistant", "teacher"] = Field(
         "assistant",
         description="whose softened logits the HORKD student imitates (embedding and relations "
@@ -252,7 +263,8 @@ class DistillConfig(_Strict):
     loss: LossConfig = LossConfig()
     cache_reference: bool = Field(
         False,
-        description="precompute the frozen reference's outputs once (no crops; flips are fine)",
+        description="precompute the frozen reference's outputs once per image and view (flips, "
+        "or data.augment.views fixed views; fresh random crops cannot be cached)",
     )
 
 

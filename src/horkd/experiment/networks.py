@@ -28,6 +28,7 @@ class Networks:
         self.ctx = ctx
         self.stages = stages
         self._trained: dict[str, StageOutcome] = {}  # by stage folder, reused by every table
+        self._facts: dict[str, Any] = {}  # what this seed measured once (the assistant's guard)
 
     # ----------------------------------------------------------------- building
     def recipe(self, role: str) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class Networks:
                 teacher=self.teacher() if "teacher" in spec.needs else None,
                 assistant=self.assistant() if "assistant" in spec.needs else None,
                 uses_logits=self.ctx.task.uses_logits,
+                assistant_trusted="assistant" not in spec.needs or self.assistant_verdict()["trusted"],
             )
             seed_everything(self.ctx.seed, self.ctx.cfg.deterministic)
             assert spec.build is not None
@@ -126,6 +128,8 @@ class Networks:
                 "student": self.meta(spec.network, spec.name, spec.view, upsampled),
                 "assistant": self.meta("assistant", spec.name, "hr"),  # the joint companion
             }
+            if "assistant" in spec.needs:
+                metas["student"]["assistant_guard"] = self.assistant_verdict()
             budget = getattr(self.ctx.cfg.train, spec.network)
             outcome = self.stages.train(stage, method, budget, metas, fingerprint, upsampled)
         for network in outcome.networks.values():
@@ -173,6 +177,26 @@ class Networks:
             network=spec.network,
         )
         return self._train(spec, stage or f"students/{method}", fingerprint, cfg)
+
+    def assistant_verdict(self) -> dict[str, Any]:
+        """Whether the assistant is a bridge worth learning from: its validation score on HR
+        within ``distill.assistant_guard`` points of the teacher's (computed once per seed)."""
+        if "assistant_verdict" not in self._facts:
+            guard = self.ctx.cfg.distill.assistant_guard
+            verdict: dict[str, Any] = {"trusted": True, "guard": guard}
+            if guard is not None and self.ctx.splits.val is not None:
+                hr, task = self.ctx.inputs("hr"), self.ctx.task
+                teacher = task.validate(self.ctx, self.teacher(), hr)[task.score_key]
+                assistant = task.validate(self.ctx, self.assistant(), hr)[task.score_key]
+                verdict.update(teacher=teacher, assistant=assistant,
+                               trusted=assistant >= teacher - guard)
+                if not verdict["trusted"]:
+                    print(f"the assistant scores {assistant:.2f} on validation against the "
+                          f"teacher's {teacher:.2f} (more than distill.assistant_guard={guard} "
+                          "points below): HORKD students learn from the teacher directly",
+                          flush=True)
+            self._facts["assistant_verdict"] = verdict
+        return self._facts["assistant_verdict"]
 
     def outcome(self, stage: str) -> StageOutcome:
         """What a stage of this seed trained or loaded (``teacher``, ``students/<method>``)."""

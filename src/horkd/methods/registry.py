@@ -42,6 +42,7 @@ class MethodContext:
     teacher: nn.Module | None = None
     assistant: nn.Module | None = None
     uses_logits: bool = True  # False for tasks whose logits mean nothing (retrieval, faces)
+    assistant_trusted: bool = True  # False: the assistant failed its guard (learn from T)
 
 
 @dataclass(frozen=True)
