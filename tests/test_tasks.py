@@ -60,6 +60,40 @@ def test_retrieval_pipeline(tiny_cfg):
     for name in ("scratch", "rkd", "horkd", "teacher_lr"):
         assert {"R@1 LR->HR", "R@1 LR->LR", "R@8 LR->HR"} <= set(rows[name])
     assert "R@1 LR->HR" in (Path(cfg.output_dir) / "results.md").read_text()
+    # the asymmetric protocol: the teacher embeds the gallery; the students' queries reach its
+    # space by a fitted linear map unless their embedding term trained a projector toward it
+    for name in ("scratch", "rkd", "horkd"):
+        assert 0 <= rows[name]["R@1 LR->HR teacher"] <= 100
+    assert rows["scratch"]["teacher map fitted"] == 1.0 and rows["rkd"]["teacher map fitted"] == 1.0
+    assert "R@1 LR->HR teacher" not in rows["teacher_lr"]
+
+
+def test_fitted_map_recovers_a_linear_relation(tiny_cfg):
+    """The least-squares map takes a student's space to the teacher's when one is a linear
+    image of the other (up to the normalisation both sides get)."""
+    from horkd.experiment import build_context
+    from horkd.experiment.evaluation import fit_linear_map
+    from horkd.models import ModelOutput
+
+    ctx = build_context(config_from_dict(tiny_cfg, ["task=retrieval", "methods=[scratch]"]), 0)
+    torch.manual_seed(0)
+    rotation = torch.linalg.qr(torch.randn(16, 16))[0]
+
+    class Student(torch.nn.Module):
+        def forward(self, x):
+            e = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+            return ModelOutput(e, e[:, :2])
+
+    class Teacher(Student):
+        def forward(self, x):
+            e = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ rotation
+            return ModelOutput(e, e[:, :2])
+
+    weight = fit_linear_map(ctx, Student(), Teacher())
+    x = torch.rand(64, 1, 16, 16)
+    mapped = torch.nn.functional.normalize(Student()(x).embedding, dim=1) @ weight
+    target = torch.nn.functional.normalize(Teacher()(x).embedding, dim=1)
+    assert torch.nn.functional.cosine_similarity(mapped, target).min() > 0.98
 
 
 def test_retrieval_splits_classes(tiny_cfg):

@@ -8,7 +8,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from horkd.cost import count_flops, count_parameters
 from horkd.evaluate import InputFn, identity
@@ -56,6 +58,37 @@ def student_scoring(method: str) -> Scoring:
     return Scoring(lr=True, upsample=True) if METHODS.get(method).upsampled else AT_LR
 
 
+def teacher_gallery(ctx: RunContext, networks: Networks, method: str) -> Scoring:
+    """The asymmetric protocol: the teacher embeds the HR gallery once, the student the LR
+    queries, mapped into the teacher's space by the projector of its embedding term toward that
+    teacher, or else by a linear map fitted (least squares) on the training split."""
+    from horkd.reference_cache import weights_digest
+
+    outcome, teacher = networks.student(method), networks.teacher()
+    projector = outcome.projector
+    if projector and projector.get("target_weights") == weights_digest(teacher):
+        weight = projector.get("weight")
+        mapping = (lambda e: e) if weight is None else (lambda e: e @ weight.t())
+        return Scoring(lr=True, gallery=teacher, query_map=mapping)
+    weight = fit_linear_map(ctx, outcome.model, teacher)
+    return Scoring(lr=True, gallery=teacher, map_fitted=True,
+                   query_map=lambda e: F.normalize(e, dim=1) @ weight)
+
+
+def fit_linear_map(ctx: RunContext, student: nn.Module, teacher: nn.Module) -> Tensor:
+    """W minimising ||X W - Y||^2 + l ||W||^2 over the training images: X the student's
+    normalised embeddings of their LR views, Y the teacher's of the HR images."""
+    from horkd.tasks import embed
+
+    x, _ = embed(student, ctx.splits.train, ctx.device, ctx.inputs("lr"))
+    y, _ = embed(teacher, ctx.splits.train, ctx.device, ctx.inputs("hr"))
+    x, y = F.normalize(x.double(), dim=1), F.normalize(y.double(), dim=1)
+    gram = x.t() @ x
+    ridge = 1e-3 * gram.trace() / gram.shape[0]
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    return torch.linalg.solve(gram + ridge * eye, x.t() @ y).float()
+
+
 def cost(ctx: RunContext, model: nn.Module, takes_hr: bool) -> tuple[int, int]:
     """Parameters and FLOPs at the input size the network takes."""
     side = ctx.hr_size if takes_hr or ctx.upsampled else ctx.lr_size
@@ -90,7 +123,10 @@ def result_rows(
             metrics = task.test(ctx, assistant, AT_HR)
             rows.append(Row("assistant", "assistant", *cost(ctx, assistant, True), metrics))
         student = networks.student(name).model
-        metrics = task.test(ctx, student, student_scoring(name))
+        scoring = student_scoring(name)
+        if task.teacher_gallery and spec.group in ("baseline", "ours"):
+            scoring = teacher_gallery(ctx, networks, name)
+        metrics = task.test(ctx, student, scoring)
         rows.append(Row(name, "student", *cost(ctx, student, spec.upsampled), metrics))
     return rows
 

@@ -34,6 +34,7 @@ class StageOutcome:
 
     networks: dict[str, nn.Module]
     record: dict[str, Any] = field(default_factory=dict)
+    projector: dict[str, Any] | None = None  # its embedding term's map P (weight, target digest)
 
     @property
     def model(self) -> nn.Module:
@@ -44,12 +45,9 @@ class StageOutcome:
         return self.record.get("best_score")
 
 
-def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
-    """The learned map P of a first-order embedding term toward a frozen reference, saved as
-    ``projector.safetensors`` with the reference's weights digest (what it maps into)."""
-    from safetensors.torch import save_file
-
-    from horkd.checkpoint import atomic_write
+def projector_of(method: Method) -> dict[str, Any] | None:
+    """The learned map P of a first-order embedding term toward a frozen reference, with the
+    digest of the network it maps into (None: the method has no such term)."""
     from horkd.reference_cache import weights_digest
 
     loss = getattr(method, "distill_loss", None)
@@ -65,7 +63,20 @@ def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
     weight = getattr(embedding.projector, "weight", None)
     if weight is None:
         return {**facts, "identity": True}
-    tensors = {"weight": weight.detach().float().cpu().contiguous()}
+    return {**facts, "weight": weight.detach().float().cpu().contiguous()}
+
+
+def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
+    """:func:`projector_of`, its weight saved as ``projector.safetensors`` beside the model
+    (``horkd search --gallery-model`` maps queries with it); returns what model.json records."""
+    from safetensors.torch import save_file
+
+    from horkd.checkpoint import atomic_write
+
+    facts = projector_of(method)
+    if facts is None or "weight" not in facts:
+        return facts
+    tensors = {"weight": facts.pop("weight")}
     atomic_write(out_dir / "projector.safetensors", lambda tmp: save_file(tensors, tmp))
     return {**facts, "file": "projector.safetensors"}
 
@@ -96,7 +107,12 @@ class StageRunner:
             return None
         record = json.loads((stage_dir / "done.json").read_text())
         networks = {"student": build_from_checkpoint(stage_dir / "model").to(self.ctx.device)}
-        return StageOutcome(networks, record)
+        projector = json.loads((stage_dir / "model.json").read_text()).get("projector")
+        if projector and projector.get("file"):
+            from safetensors.torch import load_file
+
+            projector["weight"] = load_file(str(stage_dir / projector["file"]))["weight"]
+        return StageOutcome(networks, record, projector)
 
     def train(
         self,
@@ -146,7 +162,7 @@ class StageRunner:
             self._record_facts(out_dir, method, view, upsample)
             write_json(out_dir / "done.json", record)
             trainer.discard_state()  # the checkpoint and done.json above supersede it
-        return StageOutcome(method.saved_networks(), record)
+        return StageOutcome(method.saved_networks(), record, projector_of(method))
 
     def _record_facts(
         self, out_dir: Path, method: Method, view: str, upsample: bool | None

@@ -37,6 +37,12 @@ class RegimeConfig(_Strict):
         None, description="reuse another regime's searched settings instead of searching here"
     )
     seeds: list[int] | None = Field(None, min_length=1, description="null = the study's seeds")
+    candidates: dict[str, list[list[str]]] | None = Field(
+        None,
+        description="this regime's own search candidates per method (null: search.candidates); "
+        "the same number for every method",
+    )
+    curve: bool = Field(False, description="also score the accuracy-vs-resolution curve here")
     teacher_per_seed: bool = Field(
         False,
         description="train the teacher once per seed (a retrieval class split per seed): the "
@@ -112,11 +118,22 @@ class StudyConfig(_Strict):
                 METHODS.get(method)
                 if method not in self.search.candidates and searched(method):
                     raise ValueError(f"search.candidates has no entry for method '{method}'")
-        budgets = {len(c) for c in self.search.candidates.values()}
-        if len(budgets) > 1:
-            sizes = {m: len(c) for m, c in self.search.candidates.items()}
-            raise ValueError(f"every method needs the same number of search candidates: {sizes}")
+        for where, candidates in [("search.candidates", self.search.candidates)] + [
+            (f"regimes.{n}.candidates", r.candidates) for n, r in self.regimes.items()
+            if r.candidates
+        ]:
+            budgets = {len(c) for c in candidates.values()}
+            if len(budgets) > 1:
+                sizes = {m: len(c) for m, c in candidates.items()}
+                raise ValueError(
+                    f"{where}: every method needs the same number of search candidates: {sizes}"
+                )
         return self
+
+    def candidates(self, regime: str, method: str) -> list[list[str]]:
+        """The search candidates of ``method`` in ``regime``."""
+        own = self.regimes[regime].candidates or {}
+        return own.get(method) or self.search.candidates[method]
 
     def regime_methods(self, regime: str) -> list[str]:
         return self.regimes[regime].methods or self.methods

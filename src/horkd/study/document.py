@@ -128,7 +128,9 @@ def search_table(summary: dict[str, Any]) -> str:
     for res in summary["search"]:
         method = res["method"]
         index = int(res["tag"][1:])
-        settings = "; ".join(study["search"]["candidates"][method][index]) or "defaults"
+        own = study["regimes"][res["regime"]].get("candidates") or {}
+        candidates = own.get(method) or study["search"]["candidates"][method]
+        settings = "; ".join(candidates[index]) or "defaults"
         chosen = summary["choices"].get(res["regime"], {}).get(method, {}).get("tag") == res["tag"]
         score = next(iter(res["val"].values()), None)
         shown = ("diverged" if res.get("error") else "pending" if score is None

@@ -155,7 +155,8 @@ class Study:
             seeds=list(seeds),
             methods=list(methods),
         )
-        if kind == "final" and regime == self.study.main_regime and self.study.curve_sizes:
+        curve = regime == self.study.main_regime or r.curve
+        if kind == "final" and curve and self.study.curve_sizes:
             raw.setdefault("report", {})["resolution_sizes"] = list(self.study.curve_sizes)
         config_from_dict(raw)  # fail here, before any training, on a bad combination
         teacher = {
@@ -187,7 +188,7 @@ class Study:
             self.job("search", regime, method, f"c{i}", candidate, [seed], [method])
             for method in self.trained_methods(regime)
             if searched(method)
-            for i, candidate in enumerate(self.study.search.candidates[method])
+            for i, candidate in enumerate(self.study.candidates(regime, method))
         ]
 
     def choose(self, regime: str, results: list[JobResult]) -> dict[str, dict[str, Any]]:
@@ -206,7 +207,7 @@ class Study:
                     f"search in '{regime}': no candidate of '{method}' reached a finite "
                     f"validation score ({entry['scores']}); widen or fix its candidates"
                 )
-            entry["overrides"] = self.study.search.candidates[method][int(entry["tag"][1:])]
+            entry["overrides"] = self.study.candidates(regime, method)[int(entry["tag"][1:])]
         for method in self.trained_methods(regime):
             if not searched(method):
                 choices[method] = {"scores": {}, "tag": "fixed", "val": None, "overrides": []}

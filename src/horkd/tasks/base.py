@@ -61,11 +61,16 @@ def embed(
 @dataclass(frozen=True)
 class Scoring:
     """How a final network is scored on the test split: at HR, at LR, or both. ``upsample``:
-    LR re-upsampled to the HR size (None: as the run's students take LR)."""
+    LR re-upsampled to the HR size (None: as the run's students take LR). ``gallery``: another
+    network (the teacher) embeds the HR gallery and ``query_map`` takes the scored network's
+    embeddings into that network's space (retrieval's asymmetric protocol)."""
 
     hr: bool = False
     lr: bool = False
     upsample: bool | None = None
+    gallery: nn.Module | None = None
+    query_map: Callable[[Tensor], Tensor] | None = None
+    map_fitted: bool = False  # the map was fitted on the training split (no projector)
 
 
 class Task:
@@ -79,6 +84,7 @@ class Task:
     score_key = "top1"
     default_loss = "cross_entropy"
     uses_logits = True  # whether logit-based distillation (Hinton KD) means anything here
+    teacher_gallery = False  # students are also scored against a gallery the teacher embeds
 
     def prepare(self, splits: DataSplits, cfg: ExperimentConfig, seed: int = 0) -> DataSplits:
         return splits

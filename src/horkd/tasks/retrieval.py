@@ -73,6 +73,7 @@ class Retrieval(Task):
     score_key = "recall@1"
     default_loss = "proxy_anchor"
     uses_logits = False
+    teacher_gallery = True
 
     def prepare(self, splits: DataSplits, cfg: Any, seed: int = 0) -> DataSplits:
         """The protocol of the field: pool every image, the first classes train (a validation
@@ -122,6 +123,12 @@ class Retrieval(Task):
             lr_lr = recall_at_k(lr_emb, labels, lr_emb, labels, KS, exclude_same_index=True)
             metrics.update({f"R@{k} LR->HR": v for k, v in lr_hr.items()})
             metrics.update({f"R@{k} LR->LR": v for k, v in lr_lr.items()})
+            if scoring.gallery is not None and scoring.query_map is not None:
+                gallery, _ = embed(scoring.gallery, test, device, ctx.inputs("hr"))
+                mapped = scoring.query_map(lr_emb)
+                asym = recall_at_k(mapped, labels, gallery, labels, KS, exclude_same_index=True)
+                metrics.update({f"R@{k} LR->HR teacher": v for k, v in asym.items()})
+                metrics["teacher map fitted"] = float(scoring.map_fitted)
         if scoring.hr:
             hr_hr = recall_at_k(hr_emb, labels, hr_emb, labels, KS, exclude_same_index=True)
             metrics.update({f"R@{k} HR->HR": v for k, v in hr_hr.items()})
