@@ -238,6 +238,8 @@ def test_stage_fingerprints_follow_what_each_stage_depends_on(tiny_cfg):
     t, a, s = prints("train.teacher.epochs=3")  # everything downstream of the teacher
     assert t != base[0] and a != base[1] and s != base[2]
     assert prints("seeds=[1]") == base  # the seed is an argument, not read from the list
+    t, a, s = prints("data.label_fraction=0.1")  # the teacher sees every label: not its business
+    assert t == base[0] and a != base[1] and s != base[2]
     scratch = config_from_dict(tiny_cfg, ["distill.warm_start=false"])
     assert student_fingerprint(scratch, 0, "scratch", teacher=False, assistant=False) == (
         student_fingerprint(config_from_dict(tiny_cfg), 0, "scratch", teacher=False,

@@ -100,6 +100,9 @@ def test_few_labels_stream_and_split_seed_shares_the_split(tmp_path):
     a = maker(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), torch.arange(8))
     b = replay(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long), torch.arange(8))
     assert torch.equal(a.labeled.index, b.labeled.index) and torch.equal(a.labeled.lr, b.labeled.lr)
+    teacher = batch_maker(runs[0], "teacher", degrade=False, few_labels=False)
+    assert teacher(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.long),
+                   torch.arange(8)).labeled is None  # the teacher learns from every label
     other = config_from_dict(tiny_config_dict(tmp_path / "other"))
     assert build_context(other, 0).labeled_indices is None
 

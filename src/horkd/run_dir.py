@@ -113,8 +113,14 @@ def settings_digest(parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _data_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
-    data = cfg.data.model_dump(mode="json", exclude_defaults=True, exclude={"num_workers"})
+LABEL_SETTINGS = {"label_fraction", "labeled_batch_size"}
+
+
+def _data_settings(cfg: ExperimentConfig, seed: int, labels: bool = True) -> dict[str, Any]:
+    """What a stage's data is; ``labels=False`` for the stages that see every label (the
+    teacher, the LR oracle), so a few-label setting does not retrain them."""
+    exclude = {"num_workers"} | (set() if labels else LABEL_SETTINGS)
+    data = cfg.data.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
     # (how fast data loads does not change what a stage learns)
     return {
         "seed": seed,
@@ -130,7 +136,7 @@ def _data_settings(cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
 def teacher_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
     return settings_digest(
         {
-            **_data_settings(cfg, seed),
+            **_data_settings(cfg, seed, labels=False),
             "teacher": _dump(cfg.teacher),
             "train": _dump(cfg.train.teacher),
         }
@@ -144,6 +150,7 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
             "assistant": _dump(cfg.assistant),
             "train": _dump(cfg.train.assistant),
             "distill_loss": _dump(cfg.distill.loss),  # warm_start concerns the students only
+            "labels": cfg.data.model_dump(mode="json", include=LABEL_SETTINGS),
         }
     )
 
@@ -168,7 +175,7 @@ def student_fingerprint(
     upstream = upstream or cfg  # the config the run's teacher and assistant were trained with
     return settings_digest(
         {
-            **_data_settings(cfg, seed),
+            **_data_settings(cfg, seed, labels=network != "teacher"),
             "method": method,
             "teacher": teacher_fingerprint(upstream, seed) if teacher else None,
             "assistant": assistant_fingerprint(upstream, seed) if assistant else None,

@@ -135,12 +135,15 @@ def batch_maker(
     degrade: bool = True,
     stage: StageConfig | None = None,
     upsample: bool | None = None,
+    few_labels: bool = True,
 ) -> PairedBatchMaker:
     """The stage's own augmentation stream, seeded by the run seed and the stage's name.
 
     ``degrade=False`` for stages that see only HR (teacher, assistant): they make no LR view, so
     the degradation settings cannot change what they learn. ``upsample`` overrides how the LR
     view is given (the LR oracle takes it at the HR size whatever the students take).
+    ``few_labels=False``: the stage sees every label even in a few-label run (the teacher and
+    the LR oracle stand for networks trained on data whose labels the student lacks).
     """
     upsample = ctx.upsampled if upsample is None else upsample
     degrader: list[Degrader] | None = None
@@ -152,7 +155,7 @@ def batch_maker(
     seed = ctx.seed * 1000 + offset + 7919 * distributed.rank()  # own draws per rank
     generator = torch.Generator(device=ctx.device).manual_seed(seed)
     labeled = None
-    if ctx.labeled_indices is not None:
+    if ctx.labeled_indices is not None and few_labels:
         size = ctx.cfg.data.labeled_batch_size or (stage.batch_size if stage else 128)
         labeled = LabeledStream(ctx.splits.train, ctx.labeled_indices, size, seed + 1)
     return PairedBatchMaker(ctx.augment, degrader, generator, ctx.views, labeled)

@@ -131,7 +131,8 @@ class Networks:
             if "assistant" in spec.needs:
                 metas["student"]["assistant_guard"] = self.assistant_verdict()
             budget = getattr(self.ctx.cfg.train, spec.network)
-            outcome = self.stages.train(stage, method, budget, metas, fingerprint, upsampled)
+            outcome = self.stages.train(stage, method, budget, metas, fingerprint, upsampled,
+                                        few_labels=spec.network != "teacher")
         for network in outcome.networks.values():
             network.eval()
         self._trained[stage] = outcome

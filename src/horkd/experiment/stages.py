@@ -122,6 +122,7 @@ class StageRunner:
         metas: dict[str, dict[str, Any]],
         fingerprint: str,
         upsample: bool | None = None,
+        few_labels: bool = True,
     ) -> StageOutcome:
         """Train ``method`` as stage ``name``; ``upsample`` overrides how it takes LR (the LR
         oracle: at the HR size whatever the students take)."""
@@ -136,7 +137,7 @@ class StageRunner:
             method,
             stage,
             train_batches=train_batches(ctx, stage),
-            make_batch=batch_maker(ctx, name, view == "lr", stage, upsample),
+            make_batch=batch_maker(ctx, name, view == "lr", stage, upsample, few_labels),
             validate=self._validator(view, upsample),
             score_key=ctx.task.score_key,
             device=ctx.device,

@@ -11,13 +11,28 @@ from typing import Any
 from horkd.results import primary_metric
 from horkd.study.stats import paired_difference, summarize
 
+EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
 
-def _seed_values(finals: list[dict[str, Any]], regime: str) -> dict[str, Any]:
+
+def regime_metrics(finals: list[dict[str, Any]], regime: str) -> list[str]:
+    """The headline metric of a regime's students, then the extra ones they report (the
+    teacher-gallery protocol, the mean and worst over the resolution curve)."""
+    rows = [row for res in finals if res["regime"] == regime for rs in res["rows"].values()
+            for row in rs if row["role"] == "student"]
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    head = primary_metric(rows)
+    return [head] + [k for k in keys if k.startswith(EXTRA_METRICS) and not k.endswith("_std")]
+
+
+def _seed_values(
+    finals: list[dict[str, Any]], regime: str, metric: str | None = None
+) -> dict[str, Any]:
     """method -> {seed: metric} for the students, plus the regime's teacher rows."""
     students: dict[str, dict[int, float]] = {}
     teachers: dict[str, dict[int, dict[str, float]]] = {}
     val: dict[str, list[float]] = {}
-    metric = None
     for res in finals:
         if res["regime"] != regime:
             continue
@@ -25,7 +40,7 @@ def _seed_values(finals: list[dict[str, Any]], regime: str) -> dict[str, Any]:
         for seed, rows in res["rows"].items():
             metric = metric or primary_metric(rows)
             for row in rows:
-                if row["role"] == "student":
+                if row["role"] == "student" and metric in row:
                     students.setdefault(row["method"], {})[int(seed)] = row[metric]
                 elif row["role"] == "teacher":
                     teachers.setdefault(row["method"], {})[int(seed)] = row
@@ -55,11 +70,14 @@ def _gap_closed(value: float, low: float | None, high: float | None) -> str:
     return f"{100 * (value - low) / (high - low):.0f}%"
 
 
-def regime_tables(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any]]:
-    """The Markdown tables of one regime and the figures they were computed from; seeds that
-    are not recorded yet leave a method pending (its intervals wait for every seed)."""
+def regime_tables(
+    summary: dict[str, Any], regime: str, metric: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The Markdown table of one regime for one metric (default: the headline) and the figures
+    it was computed from; seeds not recorded yet leave a method pending (its intervals wait for
+    every seed)."""
     study = summary["study"]
-    data = _seed_values(summary["finals"], regime)
+    data = _seed_values(summary["finals"], regime, metric)
     metric, students = data["metric"], data["students"]
     seeds = sorted(study["regimes"][regime].get("seeds") or study["seeds"])
     done = {m: v for m, v in students.items() if all(s in v for s in seeds)}
@@ -227,21 +245,23 @@ def _setup(summary: dict[str, Any]) -> list[str]:
 
 def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     parts: list[str] = []
-    facts_by_regime = {}
+    facts_by_regime: dict[str, Any] = {}
     for regime, r in summary["study"]["regimes"].items():
-        table, facts = regime_tables(summary, regime)
-        facts_by_regime[regime] = facts
+        head = f"## Regime `{regime}`" + (f": {r['description']}" if r.get("description") else "")
+        metrics = regime_metrics(summary["finals"], regime)
         source = r.get("choices_from")
-        parts += [
-            "",
-            f"## Regime `{regime}`" + (f": {r['description']}" if r.get("description") else ""),
-            "",
-            f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; teacher `{r['teacher']}`; "
-            f"metric `{facts['metric']}` (test)."
-            + (f" Settings taken from the `{source}` search." if source else ""),
-            "",
-            table,
-        ]
+        parts += ["", head, "",
+                  f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; teacher `{r['teacher']}`."
+                  + (f" Settings taken from the `{source}` search." if source else "")]
+        if not metrics:
+            parts += ["", "Pending: no final run of this regime is recorded yet."]
+            continue
+        for i, metric in enumerate(metrics):
+            table, facts = regime_tables(summary, regime, metric)
+            facts_by_regime.setdefault(regime, {})[metric] = facts
+            if i:  # the teacher rows are listed once, under the headline metric
+                table = table.split("\n\nTeacher rows")[0]
+            parts += ["", f"Metric `{metric}` (test):", "", table]
     return parts, facts_by_regime
 
 
