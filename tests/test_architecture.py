@@ -23,20 +23,14 @@ def _modules() -> dict[str, ast.Module]:
     return out
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def _runtime_imports(tree: ast.Module, module: str, known: set[str]) -> set[str]:
-    """Modules of the package this one imports when it runs (function-level imports included,
-    ``if TYPE_CHECKING:`` blocks not): ``from a.b import c`` counts as ``a.b.c`` when that is a
-    module, else ``a.b``."""
+    """Modules of the package this one imports anywhere (function-level imports and imports for
+    type checking included): ``from a.b import c`` counts as ``a.b.c`` when that is a module,
+    else ``a.b``."""
     found: set[str] = set()
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
-        if _is_type_checking(node):
-            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:

@@ -113,7 +113,7 @@ def settings_digest(parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-LABEL_SETTINGS = {"label_fraction", "labeled_batch_size"}
+LABEL_SETTINGS = frozenset({"label_fraction", "labeled_batch_size"})
 
 
 def _data_settings(cfg: ExperimentConfig, seed: int, labels: bool = True) -> dict[str, Any]:

@@ -6,8 +6,6 @@ imported before the config is read: a plugin, a test).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
 from horkd.losses import HybridOrderLoss
@@ -16,15 +14,18 @@ from horkd.methods.base import Method
 from horkd.methods.distill import DistillMethod
 from horkd.methods.joint import JointMethod
 from horkd.methods.references import LogitsFromTeacher
-from horkd.methods.registry import METHODS, MethodContext, MethodSpec, register_method
+from horkd.methods.registry import (
+    METHODS,
+    LossSettings,
+    MethodContext,
+    MethodSpec,
+    register_method,
+)
 from horkd.methods.supervised import SupervisedMethod
-
-if TYPE_CHECKING:
-    from horkd.config import LossConfig
 
 
 def hybrid_loss(
-    loss_cfg: LossConfig,
+    loss_cfg: LossSettings,
     student: nn.Module,
     reference: nn.Module,
     terms: tuple[str, ...] | None = None,

@@ -10,15 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal, Protocol
 
 from torch import nn
 
 from horkd.methods.base import Method
 from horkd.registry import Registry
 
-if TYPE_CHECKING:
-    from horkd.config import DistillConfig
+
+class LossSettings(Protocol):
+    """The distillation loss settings a method builds its loss from (``distill.loss``)."""
+
+    task_weight: float
+    embedding_weight: float
+    logit_weight: float
+    temperature: float
+    distance_weight: float
+    angle_weight: float
+    huber_delta: float
+    orders: list[int]
+    angle_anchors: int | None
+    relations: Any
+    bank_size: int
+
+
+class DistillSettings(Protocol):
+    """The distillation settings a builder may read (``distill``)."""
+
+    loss: LossSettings
+    warm_start: bool
+    student_logits_from: str
 
 Group = Literal["stage", "reference", "baseline", "ours"]
 Role = Literal["teacher", "assistant", "student"]
@@ -36,7 +57,7 @@ GROUP_MEANING = (
 class MethodContext:
     """What a builder may use: the distillation settings, fresh networks, frozen references."""
 
-    distill: DistillConfig
+    distill: DistillSettings
     new_network: Callable[[Role], nn.Module]
     new_criterion: Callable[[nn.Module], nn.Module]  # the task loss for a given network
     teacher: nn.Module | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -17,12 +17,31 @@ from horkd import distributed
 from horkd.data import BatchLoader, DataSplits
 from horkd.registry import Registry
 
-if TYPE_CHECKING:
-    from horkd.config import ExperimentConfig
-    from horkd.experiment.context import RunContext
-
 InputFn = Callable[[Tensor], Tensor]
 TASKS: Registry = Registry("task")
+
+
+class TaskContext(Protocol):
+    """What a task sees of one seed of a run (:class:`horkd.experiment.RunContext` is one):
+    its config, seed, device, splits, sizes and ``inputs(view, size)``, the input function."""
+
+    @property
+    def cfg(self) -> Any: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def splits(self) -> DataSplits: ...
+    @property
+    def hr_size(self) -> int: ...
+    @property
+    def lr_size(self) -> int: ...
+    @property
+    def in_channels(self) -> int: ...
+    def inputs(
+        self, view: str, size: int | None = None, upsample: bool | None = None
+    ) -> InputFn: ...
 EVAL_BATCH = 512
 
 
@@ -76,8 +95,8 @@ class Scoring:
 class Task:
     """One recognition task. ``score_key`` is the validation metric that picks epochs.
 
-    A task sees a run only through its :class:`~horkd.experiment.context.RunContext`: the
-    splits, the device, the sizes and ``ctx.inputs(view, size)``.
+    A task sees a run only through its :class:`TaskContext`: the splits, the device, the sizes
+    and ``ctx.inputs(view, size)``.
     """
 
     name = "task"
@@ -86,10 +105,11 @@ class Task:
     uses_logits = True  # whether logit-based distillation (Hinton KD) means anything here
     teacher_gallery = False  # students are also scored against a gallery the teacher embeds
 
-    def prepare(self, splits: DataSplits, cfg: ExperimentConfig, seed: int = 0) -> DataSplits:
+    def prepare(self, splits: DataSplits, cfg: Any, seed: int = 0) -> DataSplits:
+        """The splits this task trains and tests on (``cfg``: the experiment config)."""
         return splits
 
-    def validate(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> dict[str, float]:
+    def validate(self, ctx: TaskContext, model: nn.Module, to_input: InputFn) -> dict[str, float]:
         """Metrics on the validation split (what picks epochs and search candidates)."""
         assert ctx.splits.val is not None
         return self.score_split(model, ctx.splits.val, ctx.device, to_input)
@@ -100,15 +120,15 @@ class Task:
         raise NotImplementedError
 
     def checkpoint_facts(
-        self, ctx: RunContext, model: nn.Module, to_input: InputFn
+        self, ctx: TaskContext, model: nn.Module, to_input: InputFn
     ) -> dict[str, Any]:
         """What a trained network's checkpoint records for later use (none by default)."""
         return {}
 
-    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: TaskContext, model: nn.Module, to_input: InputFn) -> float:
         """The headline metric with test images fed through ``to_input`` (resolution curves)."""
         raise NotImplementedError(f"task '{self.name}' has no resolution curve")
 
-    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+    def test(self, ctx: TaskContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
         """Metrics of a final network on the test data, scored as ``scoring`` says."""
         raise NotImplementedError

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from horkd import distributed
 from horkd.evaluate import accuracy, classifier_hits
-from horkd.tasks.base import TASKS, InputFn, Scoring, Task, eval_batches
-
-if TYPE_CHECKING:
-    from horkd.experiment.context import RunContext
+from horkd.tasks.base import TASKS, InputFn, Scoring, Task, TaskContext, eval_batches
 
 
 @TASKS.register("classification")
@@ -28,10 +25,10 @@ class Classification(Task):
         hits = classifier_hits(model, batches, device, to_input)
         return accuracy(distributed.sum_over_ranks(hits) if split else hits)
 
-    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: TaskContext, model: nn.Module, to_input: InputFn) -> float:
         return self.score_split(model, ctx.splits.test, ctx.device, to_input)["top1"]
 
-    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+    def test(self, ctx: TaskContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
         test, device = ctx.splits.test, ctx.device
         metrics: dict[str, float] = {}
         if scoring.hr:

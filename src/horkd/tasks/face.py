@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,11 +23,8 @@ from horkd import distributed
 from horkd.data import labels_of
 from horkd.data.images import load_image
 from horkd.metrics import best_threshold, rank1_identification, verification_metrics
-from horkd.tasks.base import TASKS, InputFn, Scoring, Task, embed
+from horkd.tasks.base import TASKS, InputFn, Scoring, Task, TaskContext, embed
 from horkd.tasks.retrieval import KS, recall_at_k
-
-if TYPE_CHECKING:
-    from horkd.experiment.context import RunContext
 
 
 @dataclass
@@ -142,7 +139,7 @@ class FaceRecognition(Task):
         r = recall_at_k(emb, labels, emb, labels, KS[:1], exclude_same_index=True)
         return {"recall@1": r[1]}
 
-    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: TaskContext, model: nn.Module, to_input: InputFn) -> float:
         """Verification accuracy with the second image of each pair fed through ``to_input``."""
         pairs = self.pairs(ctx)
         first = _embed_tensor(model, pairs.first, ctx.device, ctx.inputs("hr"))
@@ -151,7 +148,7 @@ class FaceRecognition(Task):
         return verification_metrics(scores, pairs.same, pairs.fold)["acc"]
 
     def checkpoint_facts(
-        self, ctx: RunContext, model: nn.Module, to_input: InputFn
+        self, ctx: TaskContext, model: nn.Module, to_input: InputFn
     ) -> dict[str, Any]:
         """The verification threshold, chosen on pairs drawn from the validation split (the
         first image HR, the second as the network takes it): ``horkd verify`` decides with it."""
@@ -169,7 +166,7 @@ class FaceRecognition(Task):
                   f"(accuracy {100 * accuracy:.1f}% there)")
         return {"verification": {"threshold": threshold, "source": source}}
 
-    def pairs(self, ctx: RunContext) -> Pairs:
+    def pairs(self, ctx: TaskContext) -> Pairs:
         """The verification pairs: the configured pairs file, or pairs drawn from the test
         identities with the run's seed. Read once."""
         if self._pairs is None:
@@ -181,7 +178,7 @@ class FaceRecognition(Task):
                 self._pairs = sample_pairs(ctx.splits.test, face.sampled_pairs, seed=ctx.seed)
         return self._pairs
 
-    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+    def test(self, ctx: TaskContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
         device, pairs = ctx.device, self.pairs(ctx)
         hr_first = _embed_tensor(model, pairs.first, device, ctx.inputs("hr"))
         if not scoring.lr:

@@ -9,7 +9,7 @@ both at the HR size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,10 +19,7 @@ from horkd.data import DataSplits, TensorImageDataset, labels_of
 from horkd.data.loader import resolve_tensor_dataset
 from horkd.data.split import stratified_split
 from horkd.metrics import recall_at_k
-from horkd.tasks.base import TASKS, InputFn, Scoring, Task, embed
-
-if TYPE_CHECKING:
-    from horkd.experiment.context import RunContext
+from horkd.tasks.base import TASKS, InputFn, Scoring, Task, TaskContext, embed
 
 KS = (1, 2, 4, 8)
 
@@ -105,14 +102,14 @@ class Retrieval(Task):
         r = recall_at_k(emb, labels, emb, labels, KS, exclude_same_index=True)
         return {f"recall@{k}": v for k, v in r.items()}
 
-    def score_at(self, ctx: RunContext, model: nn.Module, to_input: InputFn) -> float:
+    def score_at(self, ctx: TaskContext, model: nn.Module, to_input: InputFn) -> float:
         """Recall@1 of queries fed through ``to_input`` against the HR gallery."""
         test, device = ctx.splits.test, ctx.device
         gallery, labels = embed(model, test, device, ctx.inputs("hr"))
         queries, _ = embed(model, test, device, to_input)
         return recall_at_k(queries, labels, gallery, labels, (1,), exclude_same_index=True)[1]
 
-    def test(self, ctx: RunContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
+    def test(self, ctx: TaskContext, model: nn.Module, scoring: Scoring) -> dict[str, float]:
         test, device = ctx.splits.test, ctx.device
         hr_emb, labels = embed(model, test, device, ctx.inputs("hr"))
         metrics: dict[str, float] = {}
