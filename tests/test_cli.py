@@ -32,8 +32,10 @@ def test_demo_config_is_valid():
     cfg = config_from_dict(demo_config_dict())
     assert cfg.data.dataset == "fashion_mnist" and cfg.data.hr_size == 28
     assert cfg.degrade.lr_size == 7
-    assert {"teacher_lr", "scratch", "hinton_kd", "fitnet", "rkd", "horkd_no_assistant",
-            "horkd"} <= set(cfg.methods)
+    assert cfg.data.label_fraction is not None  # the few-label regime the demo shows
+    assert {"teacher_lr", "scratch", "hinton_kd", "rkd", "horkd_no_assistant", "horkd"} <= set(
+        cfg.methods)
+    assert cfg.distill.cache_reference and cfg.data.augment.views
 
 
 @pytest.mark.parametrize(
