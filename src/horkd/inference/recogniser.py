@@ -43,6 +43,7 @@ class Recogniser:
         self.meta = model.meta
         self.input = ModelInput.from_meta(model.meta)
         self.device = torch.device(device)
+        self._steps: dict[str, Any] = {}  # the batch step of each input kind, built once
         if model.onnx:
             self.network: Any = _Onnx(model.path)
         else:
@@ -67,8 +68,9 @@ class Recogniser:
     @torch.no_grad()
     def outputs(self, batch: Tensor, kind: InputKind = "hr") -> ModelOutput:
         """The network on a batch from the per-image steps (the batch step applied here)."""
-        x = self.input.batch_step(kind, self.device)(batch.to(self.device))
-        return self.network(x)
+        if kind not in self._steps:
+            self._steps[kind] = self.input.batch_step(kind, self.device)
+        return self.network(self._steps[kind](batch.to(self.device)))
 
     def predict(
         self, images: list[ImageLike], top_k: int = 1, kind: InputKind = "hr"
@@ -94,8 +96,8 @@ class Recogniser:
         k = min(top_k, probs.shape[1])
         scores, labels = probs.topk(k, dim=1)
         names = self.classes
-        return [[(names[int(c)], float(s)) for c, s in zip(row_c, row_s, strict=True)]
-                for row_c, row_s in zip(labels, scores, strict=True)]
+        return [[(names[c], s) for c, s in zip(row_c, row_s, strict=True)]
+                for row_c, row_s in zip(labels.tolist(), scores.tolist(), strict=True)]
 
     def embed(self, images: list[ImageLike], kind: InputKind = "hr") -> Tensor:
         """Each image's embedding (not normalised; cosine similarity normalises)."""
