@@ -308,3 +308,28 @@ def test_a_diverged_student_gives_a_nan_loss_which_the_trainer_skips(fn):
     s, t = _pair(n=12)
     s[3, 1] = float("nan")
     assert torch.isnan(fn(s, t))
+
+
+def test_bank_distances_look_beyond_the_batch():
+    """Second order over the batch and a bank of earlier samples: with an empty bank it is the
+    in-batch distance loss; gradients reach the batch only; the bank is first in, first out."""
+    from horkd.losses.bank import RelationBank
+    from horkd.losses.second_order import bank_distance_loss
+
+    torch.manual_seed(0)
+    s, t = torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 6, dtype=torch.float64)
+    empty_s, empty_t = torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, 6, dtype=torch.float64)
+    assert torch.allclose(bank_distance_loss(s, t, empty_s, empty_t), distance_loss(s, t))
+    bank = RelationBank(5, 4, 6)
+    bank.push(torch.ones(3, 4), torch.ones(3, 6))
+    bank.push(2 * torch.ones(4, 4), 2 * torch.ones(4, 6))
+    kept, _ = bank.contents()
+    assert kept.shape == (5, 4) and sorted(kept[:, 0].tolist()) == [1, 2, 2, 2, 2]  # 2 oldest out
+    student = s.clone().requires_grad_(True)
+    bank_s = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    loss = bank_distance_loss(student, t, bank_s.detach(), torch.randn(8, 6, dtype=torch.float64))
+    loss.backward()
+    assert torch.isfinite(loss) and student.grad.abs().sum() > 0 and bank_s.grad is None
+    loss_fn = HybridOrderLoss(4, 6, embedding_weight=0, angle_weight=0, bank_size=16)
+    terms = loss_fn(s.float(), None, t.float(), None)  # a training step fills the bank
+    assert "order2_distance" in terms and int(loss_fn.bank.filled) == 12

@@ -131,7 +131,8 @@ def bank_distance_loss(
         valid[:, :n].fill_diagonal_(False)
 
         def normalized(x: Tensor, pool: Tensor) -> Tensor:
-            squared = (x.unsqueeze(1) - pool.unsqueeze(0)).pow(2).sum(-1)
+            # ||x_i - p_j||^2 from inner products: no N x (N + M) x d tensor of differences
+            squared = (x * x).sum(1, keepdim=True) + (pool * pool).sum(1) - 2.0 * x @ pool.t()
             d = torch.where(valid, squared.clamp_min(EPS), 1.0).sqrt()
             return d / (d[valid].mean().clamp_min(EPS))
 
