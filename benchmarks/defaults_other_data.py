@@ -7,6 +7,7 @@ start and imitation used to cost about 20 points against the scratch student) an
 method gets the same student budget; the table is test top-1 at 4 px (mean over the seeds).
 
     python benchmarks/defaults_other_data.py               # both schedules, seeds 0 and 1
+    python benchmarks/defaults_other_data.py distill.warm_start=true distill.assistant_guard=null
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def write_digits(root: Path) -> None:
         Image.fromarray(pixels).save(folder / f"{i:04d}.png")
 
 
-def run(root: Path, out: Path, schedule: str, seeds: list[int]) -> dict[str, float]:
+def run(
+    root: Path, out: Path, schedule: str, seeds: list[int], overrides: list[str]
+) -> dict[str, float]:
     teacher, assistant, student = SCHEDULES[schedule]
     stage = {"batch_size": 64, "optimizer": {"lr": 0.05}}
-    cfg = config_from_dict({
+    raw = {
         "name": f"digits_{schedule}", "output_dir": str(out / schedule), "seeds": seeds,
         "device": "cpu",
         "data": {"dataset": "image_folder", "root": str(root), "channels": 1, "hr_size": 16,
@@ -56,8 +59,8 @@ def run(root: Path, out: Path, schedule: str, seeds: list[int]) -> dict[str, flo
         "train": {"teacher": {**stage, "epochs": teacher}, "assistant": {**stage,
                   "epochs": assistant}, "student": {**stage, "epochs": student}},
         "methods": METHODS,
-    })
-    table = run_experiment(cfg, progress=False).table
+    }
+    table = run_experiment(config_from_dict(raw, overrides), progress=False).table
     return {row["method"]: row.get("lr_top1", row.get("hr_top1")) for row in table}
 
 
@@ -65,12 +68,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--schedules", default="short,normal")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="settings to try instead of the defaults, e.g. distill.warm_start=true "
+        "distill.assistant_guard=null (the defaults of the previous version)",
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "digits"
         write_digits(root)
-        results = {s: run(root, Path(tmp) / "runs", s, seeds) for s in args.schedules.split(",")}
+        results = {s: run(root, Path(tmp) / "runs", s, seeds, args.overrides)
+                   for s in args.schedules.split(",")}
     names = ["teacher"] + METHODS
     print("| schedule (epochs T/A/S) | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
