@@ -269,3 +269,27 @@ def test_reference_caches_are_shared_across_loads_and_processes(tmp_path):
         copy.classifier.bias.add_(1.0)
     changed = store.get(copy, train_b, device, views=FlipViews(True))
     assert changed is not first and not torch.equal(changed.logits, first.logits)
+
+
+def test_the_page_gives_every_protocol_and_says_how_queries_reach_the_teachers_space():
+    from horkd.study.document import _map_note, regime_metrics, regime_tables
+
+    def row(method, r1, teacher_r1, fitted):
+        return {"method": method, "role": "student", "params": 1, "flops": 1, "R@1 LR->HR": r1,
+                "R@1 LR->HR teacher": teacher_r1, "teacher map fitted": fitted}
+
+    finals = [
+        {"regime": "ret", "method": m, "val": {"0": 50.0, "1": 51.0},
+         "rows": {str(s): [row(m, 40.0 + s + i, 30.0 + 2 * s + i, f)] for s in (0, 1)}}
+        for i, (m, f) in enumerate([("scratch", 1.0), ("fitnet", 0.0)])
+    ]
+    study = {"seeds": [0, 1], "baselines": ["scratch", "fitnet"], "methods": ["scratch", "fitnet"],
+             "regimes": {"ret": {"seeds": [0, 1], "methods": ["scratch", "fitnet"]}}}
+    summary = {"study": study, "finals": finals, "choices": {}}
+    assert regime_metrics(finals, "ret") == ["R@1 LR->HR", "R@1 LR->HR teacher"]
+    table, facts = regime_tables(summary, "ret", "R@1 LR->HR teacher")
+    assert facts["metric"] == "R@1 LR->HR teacher"
+    assert facts["methods"]["fitnet"]["values"] == [31.0, 33.0]
+    assert "+1.00 [+1.00, +1.00]" in table  # fitnet vs scratch, paired by seed
+    note = _map_note(finals, "ret")
+    assert "fitnet: their embedding term's projector" in note and "scratch: a least-squares" in note

@@ -262,7 +262,31 @@ def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
             if i:  # the teacher rows are listed once, under the headline metric
                 table = table.split("\n\nTeacher rows")[0]
             parts += ["", f"Metric `{metric}` (test):", "", table]
+            if metric.endswith("LR->HR teacher"):
+                parts += ["", _map_note(summary["finals"], regime)]
     return parts, facts_by_regime
+
+
+def _map_note(finals: list[dict[str, Any]], regime: str) -> str:
+    """Which students reached the teacher's space through their own projector, which through a
+    linear map fitted on the training split."""
+    fitted: dict[str, set[bool]] = {}
+    for res in finals:
+        if res["regime"] == regime:
+            for rows in res["rows"].values():
+                for row in rows:
+                    if "teacher map fitted" in row:
+                        fitted.setdefault(row["method"], set()).add(bool(row["teacher map fitted"]))
+    by_map = {
+        "their embedding term's projector toward the teacher": [m for m, f in fitted.items()
+                                                                 if f == {False}],
+        "a least-squares linear map fitted on the training split (no first-order embedding "
+        "term toward the teacher)": [m for m, f in fitted.items() if f == {True}],
+        "either, depending on the seed": [m for m, f in fitted.items() if len(f) > 1],
+    }
+    found = [f"{', '.join(ms)}: {how}" for how, ms in by_map.items() if ms]
+    return ("The teacher embeds the HR gallery; the students' LR queries reach its space by "
+            + "; ".join(found) + ".")
 
 
 def _figures(summary: dict[str, Any], figures: Path) -> list[str]:
