@@ -249,14 +249,14 @@ class DistillConfig(_Strict):
         "off by default: a weak assistant's weights cost more than they give",
     )
     assistant_guard: float | None = Field(
-        5.0,
+        10.0,
         ge=0.0,
         description="the HORKD student learns from the assistant only when the assistant's "
         "validation score is within this many points of the teacher's (both on HR); otherwise "
         "from the teacher directly, recorded in its checkpoint. null: always the assistant",
     )
     student_logits_from: Literal["assistant", "teacher"] = Field(
-        "assistant",
+        "teacher",
         description="whose softened logits the HORKD student imitates (embedding and relations "
         "always come from the assistant)",
     )

@@ -262,9 +262,30 @@ def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
             if i:  # the teacher rows are listed once, under the headline metric
                 table = table.split("\n\nTeacher rows")[0]
             parts += ["", f"Metric `{metric}` (test):", "", table]
+            if not i:
+                parts += _guard_note(summary["finals"], regime)
             if metric.endswith("LR->HR teacher"):
                 parts += ["", _map_note(summary["finals"], regime)]
     return parts, facts_by_regime
+
+
+def _guard_note(finals: list[dict[str, Any]], regime: str) -> list[str]:
+    """Where ``distill.assistant_guard`` sent a HORKD student to the teacher instead of the
+    assistant: the assistant's and the teacher's validation scores."""
+    lines = []
+    for res in finals:
+        verdicts = [f["assistant_guard"] for f in res.get("facts", {}).values()
+                    if "assistant_guard" in f]
+        bypassed = [v for v in verdicts if not v.get("trusted", True)]
+        if res["regime"] == regime and bypassed:
+            gap = sum(v["teacher"] - v["assistant"] for v in bypassed) / len(bypassed)
+            lines.append(
+                f"- {res['method']}: in {len(bypassed)} of {len(verdicts)} seeds the assistant's "
+                f"validation score trailed the teacher's by {gap:.1f} points on average (more "
+                f"than `distill.assistant_guard` = {bypassed[0]['guard']}), so the student "
+                "learnt every order from the teacher"
+            )
+    return ["", "Assistant guard:", "", *lines] if lines else []
 
 
 def _map_note(finals: list[dict[str, Any]], regime: str) -> str:

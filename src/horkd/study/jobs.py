@@ -123,6 +123,10 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
         else:
             record.val = float(outcome.best_score) if outcome.best_score is not None else math.nan
             record.history = _validation_history(networks.stages.seed_dir, job.method)
+            from horkd.methods import METHODS
+
+            if "assistant" in METHODS.get(job.method).needs:
+                record.facts["assistant_guard"] = networks.assistant_verdict()
             if job.kind == "final":
                 scored = run_seed(ctx, networks, cfg.methods, with_teacher=job.scored(seed))
                 record.rows = [row.as_dict() for row in scored.rows]

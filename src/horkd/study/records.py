@@ -46,6 +46,7 @@ class RunRecord:
     seconds: float = 0.0
     threads: int = 1
     error: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # e.g. the assistant guard's verdict
     machine: str = field(default_factory=platform.machine)
     git_sha: str | None = field(default_factory=git_sha)
 

@@ -376,6 +376,7 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "rows": {s: r.rows for s, r in records.items() if r.rows},
         "curve": {s: r.curve for s, r in records.items() if r.curve},
         "history": {s: r.history for s, r in records.items()},
+        "facts": {s: r.facts for s, r in records.items() if r.facts},
         "seconds": sum(r.seconds for r in records.values()),
         "error": result.error,
     }
