@@ -47,7 +47,7 @@ GROUPS: tuple[Group, ...] = ("stage", "reference", "baseline", "ours")
 # What each group means, for `horkd list`, the results page and the config errors.
 GROUP_MEANING = (
     ("stage", "trains a network other methods learn from (not listed in `methods`)"),
-    ("reference", "an existing network scored on the student's input (nothing trained)"),
+    ("reference", "a bound beside the students: the HR teacher on LR input, the LR oracle"),
     ("baseline", "a student trained by a published or plain method, the comparison"),
     ("ours", "a student trained by hybrid-order distillation"),
 )
