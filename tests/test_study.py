@@ -182,9 +182,9 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
             if method == "scratch" and seed == seeds[0]:
                 expected |= {"teacher"} | ({"teacher_lr"} if regime == "lr4" else set())
             assert networks == expected, (regime, method, seed, networks)
-    # the finals live in the chosen candidate's run directory (its stages are reused)
+    # the finals of a method run a job per seed (workers share them), in directories of their own
     chosen = summary["choices"]["lr4"]["fitnet"]["tag"]
-    assert finals[("lr4", "fitnet")]["output_dir"].endswith(f"lr4/fitnet/{chosen}")
+    assert (tmp_path / f"study/runs/lr4/fitnet/{chosen}-seed1/seed1/students/fitnet").is_dir()
     assert finals[("lr4", "horkd")]["curve"]["0"]["horkd"].keys() == {"16", "4"}
     assert set(summary["ablation"]["orders"]) == {"horkd"}  # the study's method of group ours
     assert summary["ablation"]["orders"]["horkd"]["1+2+3"]

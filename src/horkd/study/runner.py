@@ -1,6 +1,7 @@
 """Run a study: teachers once, the search on validation data, then the final seeds on test.
 
-Every run is an ordinary horkd run directory under ``OUT/runs/<regime>/<method>/<candidate>``, so
+Every run is an ordinary horkd run directory under ``OUT/runs/<regime>/<method>/<candidate>``
+(``<candidate>-seed<N>`` for a final seed: a job per seed, so workers share a method's seeds), so
 each stage resumes and is reused exactly as in ``horkd run``. Every finished seed of every job is
 also kept as a run record (``records``, committed with the study): a recorded run is never
 trained again, so a fresh clone retrains only what is missing, and a study that records every run
@@ -144,6 +145,7 @@ class Study:
     def job(
         self, kind: str, regime: str, method: str, tag: str, candidate: list[str],
         seeds: list[int], methods: list[str], with_teacher: bool = False,
+        run_name: str | None = None,
     ) -> Job:
         r = self.study.regimes[regime]
         raw = apply_overrides(self.study.base, r.overrides + candidate)
@@ -151,7 +153,7 @@ class Study:
         raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": checkpoint}
         raw.update(
             name=f"{self.study.name}/{regime}/{method}/{tag}",
-            output_dir=str(self.run_dir(regime, method, tag)),
+            output_dir=str(self.run_dir(regime, method, run_name or tag)),
             seeds=list(seeds),
             methods=list(methods),
         )
@@ -214,17 +216,20 @@ class Study:
         return choices
 
     def final_jobs(self, regime: str, choices: dict[str, dict[str, Any]]) -> list[Job]:
-        r = self.study.regimes[regime]
+        """A job per method and seed (so the workers share a method's seeds), each in a run
+        directory of its own."""
+        seeds = self.study.regimes[regime].seeds or self.study.seeds
         jobs = []
         trained = self.trained_methods(regime)
         for method in trained:
             chosen = choices[method]
-            # the regime's teacher rows are scored once, beside its first trained method
-            with_teacher = method == trained[0]
-            methods = [*self.reference_methods(regime), method] if with_teacher else [method]
-            jobs.append(self.job("final", regime, method, self.final_tag(regime, chosen),
-                                 chosen["overrides"], r.seeds or self.study.seeds, methods,
-                                 with_teacher))
+            tag = self.final_tag(regime, chosen)
+            for seed in seeds:
+                # the regime's teacher rows are scored once: its first method, its first seed
+                with_teacher = method == trained[0] and seed == seeds[0]
+                methods = [*self.reference_methods(regime), method] if with_teacher else [method]
+                jobs.append(self.job("final", regime, method, tag, chosen["overrides"], [seed],
+                                     methods, with_teacher, run_name=f"{tag}-seed{seed}"))
         return jobs
 
     def run(self, jobs: list[Job], train: bool) -> list[JobResult]:
@@ -269,7 +274,7 @@ class Study:
                                                         "val": None, "overrides": []})
             else:
                 continue
-            finals += self.run(self.final_jobs(regime, choices[regime]), train)
+            finals += merge_seeds(self.run(self.final_jobs(regime, choices[regime]), train))
         return search, choices, finals
 
     def _order(self) -> list[str]:
@@ -281,6 +286,19 @@ class Study:
             if regime not in order:
                 order.append(regime)
         return order
+
+def merge_seeds(results: list[JobResult]) -> list[JobResult]:
+    """One result per (regime, method, candidate): the per-seed jobs' records together."""
+    merged: dict[tuple[str, str, str], JobResult] = {}
+    for res in results:
+        key = (res.job.regime, res.job.method, res.job.tag)
+        if key not in merged:
+            merged[key] = JobResult(res.job, dict(res.records), res.trained)
+        else:
+            merged[key].records.update(res.records)
+            merged[key].trained |= res.trained
+    return list(merged.values())
+
 
 def ablation(
     runner: Study, choices: dict[str, dict[str, dict[str, Any]]], train: bool = True
@@ -370,7 +388,7 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "method": job.method,
         "tag": job.tag,
         "with_teacher": job.with_teacher,
-        "seeds": job.seeds,
+        "seeds": sorted(records),
         "output_dir": job.config["output_dir"],
         "val": {s: r.val for s, r in records.items()},
         "rows": {s: r.rows for s, r in records.items() if r.rows},
