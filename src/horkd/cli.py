@@ -100,7 +100,7 @@ def _add_run_commands(sub: Any) -> None:
     train.add_argument("--method", help="student method for --stage student (default: all)")
     demo = sub.add_parser(
         "demo",
-        help="the embedded demo: Fashion-MNIST 28 -> 7 px with 3% of the labels, its baselines",
+        help="the embedded demo: Fashion-MNIST 28 -> 7 px with 3%% of the labels, its baselines",
         description="Run the embedded demo config; KEY=VALUE overrides apply to it.",
     )
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
