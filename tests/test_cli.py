@@ -28,6 +28,19 @@ def test_help_lists_commands(capsys):
         assert command in out
 
 
+COMMANDS = ("run", "train", "demo", "ablate", "eval", "export", "predict", "search", "verify",
+            "report", "study", "list")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    """argparse formats help strings with %, so a stray percent sign breaks only --help."""
+    with pytest.raises(SystemExit) as code:
+        main([command, "--help"])
+    assert code.value.code == 0
+    assert f"horkd {command}" in capsys.readouterr().out
+
+
 def test_demo_config_is_valid():
     cfg = config_from_dict(demo_config_dict())
     assert cfg.data.dataset == "fashion_mnist" and cfg.data.hr_size == 28
