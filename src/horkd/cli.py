@@ -305,7 +305,7 @@ DEMO_INTRO = (
     "horkd demo: the few-label regime - a 7x7 Fashion-MNIST student with the labels of 3% of "
     "its training images, every image for distillation (the teacher stands for a model trained "
     "on labels you do not have): where an HR teacher's knowledge is needed (docs/RESULTS.md). "
-    "About 9 minutes on 2 CPU cores."
+    "About 10 minutes on 2 CPU cores."
 )
 
 
