@@ -293,3 +293,27 @@ def test_the_page_gives_every_protocol_and_says_how_queries_reach_the_teachers_s
     assert "+1.00 [+1.00, +1.00]" in table  # fitnet vs scratch, paired by seed
     note = _map_note(finals, "ret")
     assert "fitnet: their embedding term's projector" in note and "scratch: a least-squares" in note
+
+
+def test_findings_call_a_difference_only_where_the_interval_says_so():
+    from horkd.study.document import _regimes, findings
+
+    def final(method, values):
+        return {"regime": "few", "method": method, "val": {str(s): values[0] for s in range(3)},
+                "rows": {str(s): [{"method": method, "role": "student", "lr_top1": v}]
+                         for s, v in enumerate(values)}}
+
+    finals = [final("scratch", [70.0, 71.0, 72.0]), final("hinton_kd", [80.0, 81.0, 82.0]),
+              final("horkd", [80.5, 80.0, 82.6]), final("horkd_no_assistant", [70.0])]
+    study = {"seeds": [0, 1, 2], "baselines": ["scratch", "hinton_kd"],
+             "methods": ["scratch", "hinton_kd", "horkd", "horkd_no_assistant"],
+             "regimes": {"few": {"overrides": [], "teacher": "t"},
+                         "later": {"overrides": [], "teacher": "t"}}}
+    summary = {"study": study, "finals": finals, "choices": {}}
+    _, facts = _regimes(summary)
+    text = "\n".join(findings(summary, facts))
+    assert "`few`, horkd: 81.03 lr_top1" in text
+    assert "vs the best baseline (hinton_kd) +0.03" in text and "level" in text
+    assert "vs the label-only student +10.03" in text and "above" in text
+    assert "horkd_no_assistant" not in text  # one seed of three: pending, not a finding
+    assert "Not finished yet" in text and "`later`" in text

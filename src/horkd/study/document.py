@@ -269,6 +269,49 @@ def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     return parts, facts_by_regime
 
 
+def _verdict(diff: dict[str, Any] | None) -> str:
+    """Above, below or level with the other side, by the paired interval (not by the mean)."""
+    if not diff:
+        return "-"
+    if diff["low"] is None:
+        return f"{diff['mean']:+.2f} (too few seeds for an interval)"
+    word = ("above" if diff["low"] > 0 else "below" if diff["high"] < 0
+            else "level: the interval holds 0")
+    return f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}], {word}"
+
+
+def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[str]:
+    """One line per regime and method of ours on its headline metric: against the best baseline
+    and against the label-only student, called above/below only where the interval says so."""
+    from horkd.methods import METHODS
+
+    study = summary["study"]
+    lines, pending = [], []
+    for regime in study["regimes"]:
+        facts = next(iter(facts_by_regime.get(regime, {}).values()), None)
+        ours = [m for m in (facts or {}).get("methods", {})
+                if m in METHODS and METHODS.get(m).group == "ours"]
+        if not ours:
+            pending.append(f"`{regime}`")
+            continue
+        best = facts["best_baseline"]
+        for method in ours:
+            f = facts["methods"][method]
+            lines.append(
+                f"- `{regime}`, {method}: {f['mean']:.2f} {facts['metric']}; vs the best baseline "
+                f"({best}) {_verdict(f['vs_best'])}; vs the label-only student "
+                f"{_verdict(f['vs_scratch'])}"
+            )
+    if not lines:
+        return []
+    parts = ["", "## Findings", "",
+             "Read from the tables below (paired 95% intervals over seeds; \"level\" means the "
+             "interval includes no difference).", "", *lines]
+    if pending:
+        parts += ["", f"Not finished yet (no method of ours with every seed): {', '.join(pending)}."]
+    return parts
+
+
 def _guard_note(finals: list[dict[str, Any]], regime: str) -> list[str]:
     """Where ``distill.assistant_guard`` sent a HORKD student to the teacher instead of the
     assistant: the assistant's and the teacher's validation scores."""
@@ -357,7 +400,8 @@ def write_document(
     figures = doc_path.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)
     regimes, facts_by_regime = _regimes(summary)
-    parts = _setup(summary) + regimes + _figures(summary, figures) + _closing(summary, command)
+    parts = (_setup(summary) + findings(summary, facts_by_regime) + regimes
+             + _figures(summary, figures) + _closing(summary, command))
     doc_path.write_text("\n".join(parts))
     (figures / "facts.json").write_text(json.dumps(facts_by_regime, indent=1))
     return doc_path
