@@ -10,6 +10,7 @@ every batch is re-upsampled to 28 px and the size changes nothing.
 
     python benchmarks/multisize.py                      # native, sizes 5,7,10,14,21 vs 7
     python benchmarks/multisize.py --upsampled
+    python benchmarks/multisize.py --single 14          # against the 14-px specialist
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from horkd.optim import build_optimizer
 from horkd.reference_cache import ReferenceCache
 
 
-def setup(sizes: list[int] | None, upsampled: bool):
-    degrade = {"lr_sizes": sizes} if sizes else {"lr_size": 7}
+def setup(sizes: list[int] | None, upsampled: bool, single: int = 7):
+    degrade = {"lr_sizes": sizes} if sizes else {"lr_size": single}
     degrade["student_input"] = "upsampled" if upsampled else "native"
     data = {"dataset": "fashion_mnist", "hr_size": 28, "train_subset": 6000,
             "augment": {"hflip": True}}
@@ -82,9 +83,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--upsampled", action="store_true")
+    parser.add_argument("--single", type=int, default=7, help="the single-size run's LR size")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    single, across = setup(None, args.upsampled), setup(sizes, args.upsampled)
+    single, across = setup(None, args.upsampled, args.single), setup(sizes, args.upsampled)
     run_steps(single, 5)
     run_steps(across, 5)
     ratios, times = [], {"single": [], "across": []}
@@ -94,7 +96,7 @@ def main() -> None:
         times["across"].append(t_across / args.steps * 1000)
         ratios.append(t_across / t_single)
     mode = "upsampled to 28 px" if args.upsampled else "native"
-    print(f"student step ({mode}, threads {torch.get_num_threads()}): one size (7 px) "
+    print(f"student step ({mode}, threads {torch.get_num_threads()}): one size ({args.single} px) "
           f"{statistics.median(times['single']):.1f} ms, across {sizes} "
           f"{statistics.median(times['across']):.1f} ms: ratio "
           f"{statistics.median(ratios):.2f} (median of {args.rounds} rounds; target <= 1.20)")
