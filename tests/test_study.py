@@ -295,7 +295,7 @@ def test_the_page_gives_every_protocol_and_says_how_queries_reach_the_teachers_s
     assert "fitnet: their embedding term's projector" in note and "scratch: a least-squares" in note
 
 
-def test_findings_call_a_difference_only_where_the_interval_says_so():
+def test_findings_call_a_difference_only_where_the_interval_says_so(tmp_path):
     from horkd.study.document import _regimes, findings
 
     def final(method, values):
@@ -310,10 +310,43 @@ def test_findings_call_a_difference_only_where_the_interval_says_so():
              "regimes": {"few": {"overrides": [], "teacher": "t"},
                          "later": {"overrides": [], "teacher": "t"}}}
     summary = {"study": study, "finals": finals, "choices": {}}
-    _, facts = _regimes(summary)
+    _, facts = _regimes(summary, tmp_path)
     text = "\n".join(findings(summary, facts))
     assert "`few`, horkd: 81.03 lr_top1" in text
     assert "vs the best baseline (hinton_kd) +0.03" in text and "level" in text
     assert "vs the label-only student +10.03" in text and "above" in text
     assert "horkd_no_assistant" not in text  # one seed of three: pending, not a finding
     assert "Not finished yet" in text and "`later`" in text
+
+
+def test_across_sizes_students_are_set_beside_the_specialists_at_their_own_sizes(tmp_path):
+    from horkd.study.across_sizes import comparison
+
+    sizes = (5, 7, 10, 14, 21, 28)
+
+    def final(regime, method, curve):  # curve: size -> score for seed 0; +1 per seed
+        return {"regime": regime, "method": method, "val": {},
+                "rows": {str(s): [{"method": method, "role": "student", "lr_top1": 0.0}]
+                         for s in range(3)},
+                "curve": {str(s): {method: {str(z): curve(z) + s for z in sizes}}
+                          for s in range(3)}}
+
+    finals = [
+        final("full", "horkd", lambda z: 80.0 if z == 7 else 60.0),          # 7-px specialist
+        final("lr14", "horkd", lambda z: 88.0 if z >= 14 else 50.0),         # 14-px specialist
+        final("sizes", "horkd", lambda z: 79.5 if z == 7 else 87.0 if z == 14 else 70.0),
+        final("full", "scratch", lambda z: 75.0),                            # flat: most robust
+    ]
+    study = {"seeds": [0, 1, 2], "base": {"degrade": {"lr_size": 7}}, "regimes": {
+        "full": {"overrides": []},
+        "lr14": {"overrides": ["degrade.lr_size=14"]},
+        "sizes": {"overrides": ["degrade.lr_sizes=[5,7,10,14,21]", "degrade.lr_size=null"],
+                  "specialists": ["full", "lr14"]}}}
+    text = "\n".join(comparison({"study": study, "finals": finals}, "sizes", tmp_path))
+    assert "at 7 px: across vs `full`" in text and "at 14 px: across vs `lr14`" in text
+    row = next(line for line in text.splitlines() if line.startswith("| horkd"))
+    assert "80.50 vs 81.00: -0.50" in row  # at 7 px: 79.5 + mean seed offset 1
+    assert "88.00 vs 89.00: -1.00" in row  # at 14 px
+    assert "71.00 vs 76.00 (scratch @7px): -5.00" in row and "below" in row
+    assert (tmp_path / "across_sizes_sizes.png").stat().st_size > 0
+    assert comparison({"study": study, "finals": finals[:2]}, "sizes", tmp_path) == []

@@ -27,14 +27,19 @@ def method_style(name: str) -> tuple[Any, str]:
 
 
 def resolution_curve(
-    curves: dict[str, dict[str, float]], metric: str, path: Path, lr_size: int | None = None
+    curves: dict[str, dict[str, float]],
+    metric: str,
+    path: Path,
+    lr_size: int | None = None,
+    styles: dict[str, tuple[Any, str]] | None = None,
 ) -> Path:
-    """One line per network: the headline metric against the input resolution (paper Fig. 3)."""
+    """One line per network: the headline metric against the input resolution (paper Fig. 3).
+    ``styles`` (name -> colour, line style) overrides the per-method style."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
         sizes = sorted(int(s) for s in points)
         values = [points[str(s)] for s in sizes]
-        color, style = method_style(name)
+        color, style = (styles or {}).get(name) or method_style(name)
         ax.plot(sizes, values, marker="o", label=name, color=color, linestyle=style)
     if lr_size:
         ax.axvline(lr_size, color="tab:red", alpha=0.3, linewidth=6, label=f"train LR ({lr_size}px)")

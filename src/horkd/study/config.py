@@ -43,6 +43,12 @@ class RegimeConfig(_Strict):
         "the same number for every method",
     )
     curve: bool = Field(False, description="also score the accuracy-vs-resolution curve here")
+    specialists: list[str] = Field(
+        default_factory=list,
+        description="regimes of single-size students that this regime's students (trained "
+        "across sizes) are compared with, each at the specialist's own size and by the worst "
+        "point of the resolution curve; every regime named here and this one score the curve",
+    )
     teacher_per_seed: bool = Field(
         False,
         description="train the teacher once per seed (a retrieval class split per seed): the "
@@ -114,6 +120,9 @@ class StudyConfig(_Strict):
                     raise ValueError(
                         f"regimes.{name}: methods {sorted(missing)} are not searched in '{source}'"
                     )
+            for other in regime.specialists:
+                if other not in self.regimes or other == name:
+                    raise ValueError(f"regimes.{name}.specialists: '{other}' is not another regime")
             for method in self.regime_methods(name):
                 METHODS.get(method)
                 if method not in self.search.candidates and searched(method):

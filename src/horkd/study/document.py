@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from horkd.results import primary_metric
-from horkd.study.stats import paired_difference, summarize
+from horkd.study.across_sizes import comparison
+from horkd.study.stats import Difference, paired_difference, summarize
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
 
@@ -243,7 +244,7 @@ def _setup(summary: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[str, Any]]:
     parts: list[str] = []
     facts_by_regime: dict[str, Any] = {}
     for regime, r in summary["study"]["regimes"].items():
@@ -266,18 +267,12 @@ def _regimes(summary: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
                 parts += _guard_note(summary["finals"], regime)
             if metric.endswith("LR->HR teacher"):
                 parts += ["", _map_note(summary["finals"], regime)]
+        parts += comparison(summary, regime, figures)
     return parts, facts_by_regime
 
 
 def _verdict(diff: dict[str, Any] | None) -> str:
-    """Above, below or level with the other side, by the paired interval (not by the mean)."""
-    if not diff:
-        return "-"
-    if diff["low"] is None:
-        return f"{diff['mean']:+.2f} (too few seeds for an interval)"
-    word = ("above" if diff["low"] > 0 else "below" if diff["high"] < 0
-            else "level: the interval holds 0")
-    return f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}], {word}"
+    return Difference(**diff).verdict() if diff else "-"
 
 
 def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[str]:
@@ -399,7 +394,7 @@ def write_document(
     doc_path = Path(doc_path)
     figures = doc_path.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)
-    regimes, facts_by_regime = _regimes(summary)
+    regimes, facts_by_regime = _regimes(summary, figures)
     parts = (_setup(summary) + findings(summary, facts_by_regime) + regimes
              + _figures(summary, figures) + _closing(summary, command))
     doc_path.write_text("\n".join(parts))

@@ -157,7 +157,8 @@ class Study:
             seeds=list(seeds),
             methods=list(methods),
         )
-        curve = regime == self.study.main_regime or r.curve
+        curve = (regime == self.study.main_regime or r.curve or bool(r.specialists)
+                 or any(regime in other.specialists for other in self.study.regimes.values()))
         if kind == "final" and curve and self.study.curve_sizes:
             raw.setdefault("report", {})["resolution_sizes"] = list(self.study.curve_sizes)
         config_from_dict(raw)  # fail here, before any training, on a bad combination
