@@ -282,20 +282,20 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[s
 
     study = summary["study"]
     lines, pending = [], []
-    for regime in study["regimes"]:
-        facts = next(iter(facts_by_regime.get(regime, {}).values()), None)
-        ours = [m for m in (facts or {}).get("methods", {})
-                if m in METHODS and METHODS.get(m).group == "ours"]
-        if not ours:
-            pending.append(f"`{regime}`")
-            continue
-        best = facts["best_baseline"]
-        for method in ours:
-            f = facts["methods"][method]
+    for regime, r in study["regimes"].items():
+        facts = facts_by_regime.get(regime, {})
+        facts = next(iter(facts.values())) if facts else {"methods": {}}
+        for method in r.get("methods") or study["methods"]:
+            if method not in METHODS or METHODS.get(method).group != "ours":
+                continue
+            f = facts["methods"].get(method)
+            if f is None:
+                pending.append(f"`{regime}` {method}")
+                continue
             lines.append(
                 f"- `{regime}`, {method}: {f['mean']:.2f} {facts['metric']}; vs the best baseline "
-                f"({best}) {_verdict(f['vs_best'])}; vs the label-only student "
-                f"{_verdict(f['vs_scratch'])}"
+                f"({facts['best_baseline']}) {_verdict(f['vs_best'])}; vs the label-only "
+                f"student {_verdict(f['vs_scratch'])}"
             )
     if not lines:
         return []
@@ -303,7 +303,7 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[s
              "Read from the tables below (paired 95% intervals over seeds; \"level\" means the "
              "interval includes no difference).", "", *lines]
     if pending:
-        parts += ["", f"Not finished yet (no method of ours with every seed): {', '.join(pending)}."]
+        parts += ["", f"Not every seed recorded yet: {', '.join(pending)}."]
     return parts
 
 
