@@ -48,12 +48,6 @@ def _seed_values(
     return {"metric": metric, "students": students, "teachers": teachers, "val": val}
 
 
-def _fmt_diff(d: Any) -> str:
-    if d.low is None:
-        return f"{d.mean:+.2f}"
-    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
-
-
 def _label_only(study: dict[str, Any], students: dict[str, Any]) -> str | None:
     """The baseline that learns from labels alone (scratch), the "vs scratch" reference."""
     from horkd.methods import METHODS
@@ -114,8 +108,8 @@ def regime_tables(
         lines.append(
             f"| {method} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
             f"{stats.mean:.2f} | {stats.std:.2f} | {' / '.join(f'{v:.2f}' for v in series)} | "
-            f"{_fmt_diff(vs_best) if vs_best and method != best else '-'} | "
-            f"{_fmt_diff(vs_scratch) if vs_scratch and method != scratch else '-'} |"
+            f"{vs_best.interval() if vs_best and method != best else '-'} | "
+            f"{vs_scratch.interval() if vs_scratch and method != scratch else '-'} |"
             + (f" {gap} |" if oracle else "")
         )
         facts["methods"][method] = {

@@ -288,6 +288,7 @@ class Study:
                 order.append(regime)
         return order
 
+
 def merge_seeds(results: list[JobResult]) -> list[JobResult]:
     """One result per (regime, method, candidate): the per-seed jobs' records together."""
     merged: dict[tuple[str, str, str], JobResult] = {}

@@ -48,13 +48,19 @@ class Difference:
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
 
+    def interval(self) -> str:
+        """``+m [+low, +high]``, or the mean alone where there is no interval."""
+        if self.low is None or self.high is None:
+            return f"{self.mean:+.2f}"
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
     def verdict(self) -> str:
         """Above, below or level, by the interval rather than the mean."""
         if self.low is None or self.high is None:
-            return f"{self.mean:+.2f} (too few seeds for an interval)"
+            return f"{self.interval()} (too few seeds for an interval)"
         word = ("above" if self.low > 0 else "below" if self.high < 0
                 else "level: the interval holds 0")
-        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}], {word}"
+        return f"{self.interval()}, {word}"
 
 
 def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> Difference:
