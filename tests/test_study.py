@@ -220,6 +220,34 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert "reproduced: identical scores" in capsys.readouterr().out
 
 
+def test_only_trains_the_named_regime_and_method_with_the_search_it_depends_on(
+    tmp_path, capsys
+):
+    path = _study_file(tmp_path)
+    doc = tmp_path / "RESULTS.md"
+    assert main(["study", str(path), "--only", "few/rkd"]) != 0
+    assert "regime 'few' has no method 'rkd' (methods: scratch, horkd)" in capsys.readouterr().err
+    assert main(["study", str(path), "--only", "lr7"]) != 0
+    assert "no regime 'lr7' in the study (regimes: few, lr4)" in capsys.readouterr().err
+    assert main(["study", str(path), "--only", "few/horkd", "--doc", str(doc)]) == 0
+    summary = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert len(summary["search"]) == 6  # few takes lr4's choices: lr4's search is trained
+    trained = {(r["regime"], r["method"]) for r in summary["finals"] if r["seeds"]}
+    assert trained == {("few", "horkd")}
+    assert summary["ablation"] is None  # the main regime was not named
+    records = tmp_path / "records"
+    assert [p.parent.parent.name for p in records.rglob("final-seed*.json")] == ["horkd"]
+    text = doc.read_text()
+    assert "| scratch | train.student.optimizer.lr=0.05 | - | pending (0 of 1 seeds) |" in text
+    assert "vs the best baseline (none recorded yet)" in text
+    assert "Pending: no final run of this regime is recorded yet." in text
+    # the page's "regenerates everything" command is the one that trains everything
+    from horkd.cli import _training_args
+
+    argv = ["study", "s.yaml", "--only", "lr4", "--no-train", "--only=few/horkd", "--doc", "d.md"]
+    assert _training_args(argv) == ["study", "s.yaml", "--doc", "d.md"]
+
+
 def test_study_file_errors_name_the_problem(tmp_path):
     path = _study_file(tmp_path)
     raw = yaml.safe_load(path.read_text())

@@ -257,6 +257,14 @@ def _add_result_commands(sub: Any) -> None:
         help="train nothing: write the page from the recorded runs (missing ones are pending)",
     )
     study.add_argument(
+        "--only",
+        action="append",
+        metavar="REGIME[/METHOD]",
+        help="train only this regime (or one method of it; repeatable), with the search it takes "
+        "its choices from; everything else is read from the records (the page lists the rest as "
+        "pending)",
+    )
+    study.add_argument(
         "--reproduce",
         metavar="RECORD",
         help="train one recorded run again from its settings and say whether it reproduces the "
@@ -416,6 +424,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_args(argv: list[str]) -> list[str]:
+    """The study command as it trains everything: without --no-train and --only, which only
+    say what this invocation trained."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--only":
+            skip = True
+        elif arg != "--no-train" and not arg.startswith("--only="):
+            out.append(arg)
+    return out
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     import shlex
 
@@ -432,10 +454,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         print("reproduced: identical scores" if same else "NOT reproduced: the scores differ")
         return 0 if same else 1
     summary = run_study(
-        args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train
+        args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train,
+        only=args.only,
     )
     doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
-    command = shlex.join(["horkd", *sys.argv[1:]]) if len(sys.argv) > 1 else None
+    command = shlex.join(["horkd", *_training_args(sys.argv[1:])]) if len(sys.argv) > 1 else None
     path = write_document(summary, doc, command)
     print(f"results: {path.resolve()}  (summary: {summary})")
     return 0

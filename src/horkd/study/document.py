@@ -90,12 +90,14 @@ def regime_tables(
         "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else ""),
     ]
     facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "methods": {}}
+    from horkd.methods import METHODS
+
     for method in study["regimes"][regime].get("methods") or study["methods"]:
-        if method not in students:
-            continue
+        if method not in students and (method not in METHODS or not METHODS.get(method).trains):
+            continue  # a reference (teacher) row: listed under the table
         settings = "; ".join(choices.get(method, {}).get("overrides", [])) or "defaults"
         if method not in done:
-            have = len(students[method])
+            have = len(students.get(method, {}))
             lines.append(f"| {method} | {settings} | - | pending ({have} of {len(seeds)} seeds) "
                          "| - | - | - | - |" + (" - |" if oracle else ""))
             continue
@@ -286,10 +288,11 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[s
             if f is None:
                 pending.append(f"`{regime}` {method}")
                 continue
+            best = facts["best_baseline"]
             lines.append(
                 f"- `{regime}`, {method}: {f['mean']:.2f} {facts['metric']}; vs the best baseline "
-                f"({facts['best_baseline']}) {_verdict(f['vs_best'])}; vs the label-only "
-                f"student {_verdict(f['vs_scratch'])}"
+                + (f"({best}) {_verdict(f['vs_best'])}" if best else "(none recorded yet) -")
+                + f"; vs the label-only student {_verdict(f['vs_scratch'])}"
             )
     if not lines:
         return []
