@@ -378,3 +378,67 @@ def test_across_sizes_students_are_set_beside_the_specialists_at_their_own_sizes
     assert "71.00 vs 76.00 (scratch @7px): -5.00" in row and "below" in row
     assert (tmp_path / "across_sizes_sizes.png").stat().st_size > 0
     assert comparison({"study": study, "finals": finals[:2]}, "sizes", tmp_path) == []
+
+
+_ORPHAN_SCRIPT = """
+import os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from horkd.study.jobs import follow_parent
+
+def hang(path, ignore_term):
+    if ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+if __name__ == "__main__":
+    grace = float(sys.argv[3])
+    pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=follow_parent,
+                               initargs=(os.getpid(), grace, 0.2))
+    pool.submit(hang, sys.argv[1], sys.argv[2] == "1")
+    time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("ignore_term", [False, True])
+def test_a_worker_stops_when_the_study_process_is_killed(tmp_path, ignore_term):
+    """Killing the study (even with SIGKILL) must not leave workers training on unseen: they
+    get SIGTERM (a run saves at its step boundary) and exit after the grace period anyway."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script, pid_file = tmp_path / "study_like.py", tmp_path / "worker.pid"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file),
+                               "1" if ignore_term else "0", "1.0" if ignore_term else "600"])
+    worker = None
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert _running(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 20
+        while _running(worker) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker)
+    finally:
+        parent.kill()
+        if worker is not None and _running(worker):  # a failed check leaves no orphan behind
+            os.kill(worker, signal.SIGKILL)

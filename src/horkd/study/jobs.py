@@ -5,6 +5,9 @@ other is trained (or continued from its run directory), scored and recorded."""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -160,7 +163,8 @@ def execute(
         return results
     done: dict[int, JobResult] = {}
     context = get_context("spawn")  # never fork a process whose thread pools have started
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=follow_parent, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
@@ -171,6 +175,22 @@ def execute(
         raise
     pool.shutdown()
     return [done[i] for i in range(len(jobs))]
+
+
+def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:
+    """Worker initializer: when the study process is gone (killed, crashed) the worker stops
+    too, instead of training on unseen (and holding its run's lock): SIGTERM first, so a
+    training run saves its state at the step boundary as on any pre-emption, then exit after
+    ``grace`` seconds whatever it is doing."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def describe(result: JobResult) -> str:
