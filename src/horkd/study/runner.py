@@ -26,6 +26,7 @@ from horkd.config import apply_overrides, config_from_dict, load_config
 from horkd.study.config import StudyConfig, load_study, searched
 from horkd.study.jobs import Job, JobResult, execute
 from horkd.study.records import RecordBook, record_key
+from horkd.study.selection import Selection
 
 
 @contextmanager
@@ -124,7 +125,7 @@ class Study:
         only: list[str] | None = None,
     ) -> None:
         self.study = study
-        self.only = parse_only(study, only)
+        self.only = Selection(study, only)
         self.root = root
         self.out = Path(study.output_dir)
         self.workers = workers or study.workers
@@ -235,30 +236,12 @@ class Study:
                                      methods, with_teacher, run_name=f"{tag}-seed{seed}"))
         return jobs
 
-    def picked_regime(self, regime: str, methods: list[str]) -> bool:
-        """Whether ``--only`` names this regime as a whole or one of these methods of it."""
-        if self.only is None:
-            return True
-        named = self.only.get(regime)
-        return named is not None and (not named or any(m in named for m in methods))
-
-    def picked(self, job: Job) -> bool:
-        """Whether ``--only`` lets this job train: its regime (and method) was named, or it is a
-        search whose choices a named regime takes."""
-        if self.only is None:
-            return True
-        if self.picked_regime(job.regime, [job.method]):
-            return True
-        return job.kind == "search" and any(
-            self.study.regimes[name].choices_from == job.regime for name in self.only
-        )
-
     def run(self, jobs: list[Job], train: bool) -> list[JobResult]:
         """Every job's results: recorded ones read, the others trained (their teachers first);
         with ``train=False`` (or for a job ``--only`` leaves out) the unrecorded seeds are left
         out."""
-        if not train or self.only is not None:
-            read = [j for j in jobs if not train or not self.picked(j)]
+        if not train or not self.only.everything:
+            read = [j for j in jobs if not train or not self.only.job(j)]
             trained = iter(self._train([j for j in jobs if j not in read]) if train else [])
             return [
                 JobResult(j, {s: r for s in j.seeds if (r := j.recorded(s))}) if j in read
@@ -316,31 +299,6 @@ class Study:
             if regime not in order:
                 order.append(regime)
         return order
-
-
-def parse_only(study: StudyConfig, only: list[str] | None) -> dict[str, set[str]] | None:
-    """``["lr14", "full/horkd"]`` -> ``{"lr14": set(), "full": {"horkd"}}`` (an empty set: every
-    method of the regime); unknown names fail before anything trains."""
-    if not only:
-        return None
-    picked: dict[str, set[str]] = {}
-    for item in only:
-        regime, _, method = item.partition("/")
-        if regime not in study.regimes:
-            raise ValueError(
-                f"--only {item}: no regime '{regime}' in the study (regimes: "
-                f"{', '.join(study.regimes)})"
-            )
-        if method and method not in study.regime_methods(regime):
-            raise ValueError(
-                f"--only {item}: regime '{regime}' has no method '{method}' (methods: "
-                f"{', '.join(study.regime_methods(regime))})"
-            )
-        if not method or picked.get(regime) == set():
-            picked[regime] = set()
-        else:
-            picked.setdefault(regime, set()).add(method)
-    return picked
 
 
 def merge_seeds(results: list[JobResult]) -> list[JobResult]:
@@ -417,7 +375,7 @@ def run_study(
     runner = Study(study, root, workers, threads, log, only)
     started = time.time()
     search, choices, finals = runner.regimes(train)
-    ablate = train and runner.picked_regime(study.main_regime, ablated_methods(runner))
+    ablate = train and runner.only.regime(study.main_regime, ablated_methods(runner))
     ablation_result = ablation(runner, choices, ablate) if study.ablation_seeds else None
     summary = {
         "study": study.model_dump(mode="json"),
