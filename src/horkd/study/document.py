@@ -71,6 +71,8 @@ def regime_tables(
     """The Markdown table of one regime for one metric (default: the headline) and the figures
     it was computed from; seeds not recorded yet leave a method pending (its intervals wait for
     every seed)."""
+    from horkd.methods import METHODS
+
     study = summary["study"]
     data = _seed_values(summary["finals"], regime, metric)
     metric, students = data["metric"], data["students"]
@@ -90,8 +92,6 @@ def regime_tables(
         "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else ""),
     ]
     facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "methods": {}}
-    from horkd.methods import METHODS
-
     for method in study["regimes"][regime].get("methods") or study["methods"]:
         if method not in students and (method not in METHODS or not METHODS.get(method).trains):
             continue  # a reference (teacher) row: listed under the table

@@ -240,15 +240,12 @@ class Study:
         """Every job's results: recorded ones read, the others trained (their teachers first);
         with ``train=False`` (or for a job ``--only`` leaves out) the unrecorded seeds are left
         out."""
-        if not train or not self.only.everything:
-            read = [j for j in jobs if not train or not self.only.job(j)]
-            trained = iter(self._train([j for j in jobs if j not in read]) if train else [])
-            return [
-                JobResult(j, {s: r for s in j.seeds if (r := j.recorded(s))}) if j in read
-                else next(trained)
-                for j in jobs
-            ]
-        return self._train(jobs)
+        picked = [train and self.only.job(j) for j in jobs]
+        trained = iter(self._train([j for j, p in zip(jobs, picked, strict=True) if p]))
+        return [
+            next(trained) if p else JobResult(j, {s: r for s in j.seeds if (r := j.recorded(s))})
+            for j, p in zip(jobs, picked, strict=True)
+        ]
 
     def _train(self, jobs: list[Job]) -> list[JobResult]:
         from horkd.study.jobs import run_job

@@ -13,7 +13,7 @@ class Selection:
 
     def __init__(self, study: StudyConfig, only: list[str] | None) -> None:
         self.study = study
-        self.named: dict[str, set[str]] | None = None  # regime -> methods (empty: all of them)
+        named: dict[str, set[str]] = {}  # regime -> methods (empty: all of them)
         for item in only or []:
             regime, _, method = item.partition("/")
             if regime not in study.regimes:
@@ -23,15 +23,11 @@ class Selection:
             if method and method not in methods:
                 raise ValueError(f"--only {item}: regime '{regime}' has no method '{method}' "
                                  f"(methods: {', '.join(methods)})")
-            self.named = self.named or {}
-            if not method or self.named.get(regime) == set():
-                self.named[regime] = set()
+            if not method or named.get(regime) == set():
+                named[regime] = set()
             else:
-                self.named.setdefault(regime, set()).add(method)
-
-    @property
-    def everything(self) -> bool:
-        return self.named is None
+                named.setdefault(regime, set()).add(method)
+        self.named = named if only else None
 
     def regime(self, regime: str, methods: list[str]) -> bool:
         """Whether this regime is named as a whole or through one of ``methods``."""
