@@ -1,12 +1,16 @@
 """How much of an across-sizes student's loss is its BatchNorm statistics, side by side in one run.
 
-A native student trained across LR sizes (``degrade.lr_sizes``) shares one set of BatchNorm
-running statistics between batches of 5 and of 21 pixels, whose features differ in scale and in
-how much of them is zero padding; the running average is then a mix weighted towards the last
-batches' sizes. This reads a finished student from its run directory and scores it on the
+A native student trained across LR sizes (``degrade.lr_sizes``) with ``degrade.size_statistics:
+shared`` keeps one set of BatchNorm running statistics for batches of 5 and of 21 pixels, whose
+features differ in scale and in how much of them is zero padding; the running average is then a
+mix weighted towards the last batches' sizes. This reads a finished student from its run directory and scores it on the
 validation split at every trained size three ways: with the statistics as trained, recomputed on
 training images at each size separately (an upper bound for per-size statistics), and recomputed
 once over all sizes. Weights are never changed; the test split is not touched.
+
+For a student that keeps its statistics per size (``degrade.size_statistics: per_size``, the
+default) every batch updates its own size's set, so both recomputed rows are per size: they show
+how far the running averages kept during training lag behind a fresh estimate.
 
     python benchmarks/sizes_batchnorm.py RUN_DIR METHOD [--seed N] [--batches 20]
 """
@@ -22,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from horkd.config import load_config
 from horkd.experiment import open_seed
+from horkd.models.size_norm import SizeBatchNorm
 
 
 def recompute_statistics(
@@ -30,7 +35,7 @@ def recompute_statistics(
     """Running statistics as the plain average over ``batches`` training batches, the inputs
     cycling through ``to_inputs`` (one per size)."""
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, SizeBatchNorm)):
             module.reset_running_stats()
             module.momentum = None  # a cumulative average, not an exponential one
     model.train()

@@ -135,6 +135,7 @@ def test_a_run_across_sizes_resumes_bit_exact_and_reports_the_range(tmp_path, mo
     assert rows["rkd"]["worst@2-16px"] == min(curve["rkd"].values())
     meta = json.loads((tmp_path / "crashed/run/seed0/students/rkd/model.json").read_text())
     assert meta["input"]["lr_sizes"] == [3, 4, 6, 8]
+    assert meta["model"]["norm_sizes"] == [3, 4, 6, 8]  # rebuilt with statistics per size
 
 
 def test_predict_and_onnx_take_lr_images_at_their_own_size(tmp_path):
@@ -169,3 +170,101 @@ def test_the_hr_network_and_a_context_are_unchanged_by_a_size_range(tmp_path):
     cfg = config_from_dict(_sizes_config(tmp_path, methods=["scratch"]))
     _, networks = open_seed(cfg, 0, progress=False)
     assert networks.meta("teacher", "teacher", "hr")["input"]["lr_sizes"] is None
+
+
+def _trained_per_size(sizes=(4, 8)):
+    """A tiny model whose statistics per size differ: the batches of each size are scaled
+    differently, as features of 4 px and of 8 px images are."""
+    from horkd.models.size_norm import SizeBatchNorm
+
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10, 1, embed_dim=8, width=4, norm_sizes=list(sizes))
+    assert any(isinstance(m, SizeBatchNorm) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            for scale, size in enumerate(sizes, start=1):
+                model(torch.rand(8, 1, size, size) * 3 * scale)
+    return model.eval()
+
+
+def test_each_trained_size_keeps_its_own_batchnorm_statistics():
+    from horkd.models.size_norm import SizeBatchNorm
+
+    model = _trained_per_size()
+    norms = [m for m in model.modules() if isinstance(m, SizeBatchNorm)]
+    for norm in norms:
+        assert norm.running_mean.shape[0] == 2 and norm.num_batches_tracked.tolist() == [5, 5]
+    stem = norms[0]  # sees pixels scaled by 3 at 4 px and by 6 at 8 px: means differ
+    assert not torch.allclose(stem.running_mean[0], stem.running_mean[1])
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        as_8 = model(x).logits
+        for norm in norms:  # the 4 px statistics given to an 8 px image: another answer
+            norm.running_mean[1], norm.running_var[1] = norm.running_mean[0], norm.running_var[0]
+        assert not torch.allclose(model(x).logits, as_8)
+
+
+def test_an_image_between_or_beyond_the_trained_sizes_uses_the_nearest_statistics():
+    model = _trained_per_size()
+    picked = {}
+    for side in (2, 4, 5, 6, 7, 8, 16):
+        with torch.no_grad():
+            model(torch.rand(1, 1, side, side))
+        picked[side] = model.size_slot.sizes[int(model.size_slot.current)]
+    assert picked == {2: 4, 4: 4, 5: 4, 6: 4, 7: 8, 8: 8, 16: 8}  # a tie (6) goes to 4
+
+
+def test_traced_onnx_and_copied_models_choose_the_statistics_from_the_input_side(tmp_path):
+    import copy
+
+    import onnxruntime
+
+    from horkd.export import _TupleOutput
+
+    model = _TupleOutput(_trained_per_size()).eval()
+    inputs = {side: torch.rand(2, 1, side, side) for side in (3, 4, 6, 8, 12)}
+    with torch.no_grad():
+        eager = {side: model(x)[1] for side, x in inputs.items()}
+        traced = torch.jit.trace(model, inputs[4])  # traced at 4 px, used at every side
+        for side, x in inputs.items():
+            torch.testing.assert_close(traced(x)[1], eager[side])
+    side = torch.export.Dim("side", min=2, max=64)
+    torch.onnx.export(model, (inputs[4],), str(tmp_path / "m.onnx"), input_names=["image"],
+                      dynamic_shapes={"image": {2: side, 3: side}})
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    for side, x in inputs.items():
+        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[1])
+        torch.testing.assert_close(got, eager[side])
+    twin = copy.deepcopy(model)  # after an export: its own slot, the same answers
+    with torch.no_grad():
+        torch.testing.assert_close(twin(inputs[8])[1], eager[8])
+    assert twin.model.size_slot is not model.model.size_slot
+
+
+def test_shared_statistics_and_single_size_students_keep_plain_batchnorm(tmp_path):
+    from horkd.run_dir import student_fingerprint
+
+    def networks(**degrade):
+        raw = _sizes_config(tmp_path, methods=["scratch"])
+        raw["degrade"].update(degrade)
+        cfg = config_from_dict(raw)
+        return cfg, open_seed(cfg, 0, progress=False)[1]
+
+    per_size_cfg, per_size = networks()
+    shared_cfg, shared = networks(size_statistics="shared")
+    assert per_size.recipe("student")["norm_sizes"] == [3, 4, 6, 8]
+    assert "norm_sizes" not in shared.recipe("student")
+    assert "norm_sizes" not in per_size.recipe("teacher")  # HR networks see one size
+    plain = shared.new_network("student")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    upsampled_cfg, upsampled = networks(student_input="upsampled")
+    assert "norm_sizes" not in upsampled.recipe("student")  # one input side: nothing to pick
+
+    def fingerprint(cfg):
+        return student_fingerprint(cfg, 0, "scratch", teacher=False, assistant=False)
+
+    # a run trained with shared statistics (before they were kept per size) is not reused
+    assert fingerprint(per_size_cfg) != fingerprint(shared_cfg)

@@ -94,9 +94,21 @@ class DegradeConfig(_Strict):
     noise_std: float = Field(0.0, ge=0.0)
     jpeg_quality: int | None = Field(None, ge=1, le=100)
     student_input: Literal["native", "upsampled"] = "native"
+    size_statistics: Literal["per_size", "shared"] = Field(
+        "per_size",
+        description="a native student trained across lr_sizes keeps BatchNorm running statistics "
+        "per trained size (an image uses the nearest size's) or one shared set; weights are "
+        "shared either way",
+    )
     eval_sizes: list[int] | None = Field(
         None, description="extra LR sizes every final model is evaluated at"
     )
+
+    @property
+    def statistics_per_size(self) -> bool:
+        """Whether the student keeps BatchNorm statistics per trained size."""
+        return (len(self.lr_sizes or []) > 1 and self.student_input == "native"
+                and self.size_statistics == "per_size")
 
     @model_validator(mode="after")
     def _one_size(self) -> DegradeConfig:

@@ -185,6 +185,9 @@ def student_fingerprint(
             "distill": _dump(cfg.distill) if distils else None,
             "degrade": cfg.degrade.model_dump(mode="json", exclude_defaults=True,
                                               exclude={"eval_sizes"}),
+            # named only where it applies, so every other student keeps its fingerprint
+            **({"size_statistics": "per_size"}
+               if network == "student" and cfg.degrade.statistics_per_size else {}),
         }
     )
 

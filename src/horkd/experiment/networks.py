@@ -33,7 +33,7 @@ class Networks:
     # ----------------------------------------------------------------- building
     def recipe(self, role: str) -> dict[str, Any]:
         m, info = getattr(self.ctx.cfg, role), self.ctx.info
-        return {
+        recipe = {
             "arch": m.arch,
             "num_classes": info.num_classes,
             "in_channels": info.in_channels,
@@ -43,6 +43,9 @@ class Networks:
             "std": list(info.std),
             **m.kwargs,
         }
+        if role == "student" and self.ctx.cfg.degrade.statistics_per_size:
+            recipe["norm_sizes"] = list(self.ctx.lr_sizes)
+        return recipe
 
     def new_network(self, role: str) -> nn.Module:
         weights = getattr(self.ctx.cfg, role).weights

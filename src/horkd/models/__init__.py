@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from horkd.models import cifar_resnet, small_cnn, torchvision_models  # noqa: F401  (register)
 from horkd.models.head import EmbeddingClassifier, ModelOutput
 from horkd.models.registry import BACKBONES
+from horkd.models.size_norm import keep_statistics_per_size
 from horkd.models.timm_models import PREFIX as TIMM_PREFIX
 from horkd.models.timm_models import build_timm
 
@@ -102,14 +103,21 @@ def build_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     weights_path: str | Path | None = None,
+    norm_sizes: Sequence[int] | None = None,
     **kwargs: object,
 ) -> EmbeddingClassifier:
-    """The one way the rest of horkd makes a network; ``kwargs`` go to the backbone factory."""
+    """The one way the rest of horkd makes a network; ``kwargs`` go to the backbone factory.
+
+    ``norm_sizes`` (two or more input sides) keeps BatchNorm statistics per side, for a native
+    student trained across LR sizes (:mod:`horkd.models.size_norm`).
+    """
     backbone = build_backbone(arch, in_channels, width, **kwargs)
     if weights_path is not None:
         load_backbone_weights(backbone, weights_path)
     model = EmbeddingClassifier(backbone, num_classes, embed_dim, mean, std)
     model.in_channels = in_channels
+    if norm_sizes is not None and len(set(norm_sizes)) > 1:
+        keep_statistics_per_size(model, norm_sizes)
     return model
 
 

@@ -1,0 +1,103 @@
+"""BatchNorm statistics kept per input size, for a native student trained across LR sizes.
+
+A batch at 5 px and one at 21 px give a layer features of different scale and with a different
+share of zero padding, so one running average fits neither: on the study's across-sizes
+students, recomputing the statistics per size lifted validation accuracy by about 9 points and
+the worst size by about 20, while one set recomputed over all sizes changed nothing
+(``benchmarks/sizes_batchnorm.py``). Weights stay shared; only the running mean and variance
+(what an evaluation uses in place of the batch's) are kept per trained size.
+
+The size is read from the input's side, so training, evaluation, ``horkd predict`` and the
+exported model all pick the statistics of the trained size nearest the image: the model's
+forward pre-hook selects the slot, with tensor operations only, which tracing and ONNX export
+record as part of the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SizeSlot:
+    """The trained sizes and which one the current input is nearest to (shared by every layer
+    of one model; a plain object, so a deep copy of the model gets its own)."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.sizes = sorted(int(s) for s in sizes)
+        self.current = torch.zeros((), dtype=torch.long)
+
+    def select(self, images: Tensor) -> None:
+        # The side as a tensor computed from the input's shape, not a Python int, so a trace or
+        # an ONNX graph with a free side keeps the choice instead of freezing the traced one.
+        side = torch.ones_like(images[0, 0, 0]).sum()
+        distances = torch.stack([(side - size).abs() for size in self.sizes])
+        self.current = distances.argmin()  # a tie goes to the smaller size
+
+    # Copies and pickles keep the sizes only: ``current`` is set again by the next forward, and
+    # after an export it holds a tracing placeholder that cannot be copied.
+    def __getstate__(self) -> dict[str, list[int]]:
+        return {"sizes": self.sizes}
+
+    def __setstate__(self, state: dict[str, list[int]]) -> None:
+        self.__init__(state["sizes"])
+
+
+class SizeBatchNorm(nn.Module):
+    """A BatchNorm layer (1d or 2d) with one running mean and variance per trained size."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm, slot: SizeSlot) -> None:
+        super().__init__()
+        if not norm.track_running_stats or norm.running_mean is None:
+            raise ValueError("per-size statistics need a BatchNorm that tracks running statistics")
+        count = len(slot.sizes)
+        self.eps, self.momentum = norm.eps, norm.momentum
+        self.weight, self.bias = norm.weight, norm.bias  # shared across sizes
+        self.register_buffer("running_mean", norm.running_mean.repeat(count, 1))
+        self.register_buffer("running_var", norm.running_var.repeat(count, 1))
+        self.register_buffer("num_batches_tracked", torch.zeros(count, dtype=torch.long))
+        self.slot = slot
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        index = self.slot.current
+        if self.training:
+            i = int(index)  # training is never traced: update this size's rows in place
+            self.num_batches_tracked[i] += 1
+            momentum = self.momentum
+            if momentum is None:  # a cumulative average (as when statistics are recomputed)
+                momentum = 1.0 / float(self.num_batches_tracked[i])
+            return F.batch_norm(x, self.running_mean[i], self.running_var[i], self.weight,
+                                self.bias, True, momentum, self.eps)
+        mean = self.running_mean.index_select(0, index.view(1)).squeeze(0)
+        var = self.running_var.index_select(0, index.view(1)).squeeze(0)
+        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def keep_statistics_per_size(model: nn.Module, sizes: Sequence[int]) -> nn.Module:
+    """Give every BatchNorm layer of ``model`` one set of running statistics per size in
+    ``sizes``; the model's input side picks the set (nearest size). Returns ``model``."""
+    slot = SizeSlot(sizes)
+    model.size_slot = slot
+    _replace_norms(model, slot)
+    model.register_forward_pre_hook(_select_size)
+    return model
+
+
+def _select_size(model: nn.Module, args: tuple[Tensor, ...]) -> None:
+    model.size_slot.select(args[0])
+
+
+def _replace_norms(module: nn.Module, slot: SizeSlot) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, SizeBatchNorm(child, slot))
+        else:
+            _replace_norms(child, slot)
