@@ -6,7 +6,8 @@ width 8) forward and backward through the hybrid loss against a cached teacher, 
 Both set-ups run the same number of steps in alternating rounds after a warm-up; the ratio is the
 median of per-round ratios (across sizes over one size). Native input: a 21-px batch costs the
 student about 9x a 7-px one, so the mean cost depends on the sizes drawn; with ``--upsampled``
-every batch is re-upsampled to 28 px and the size changes nothing.
+every batch is re-upsampled to 28 px and the size changes nothing. The across-sizes student keeps
+its BatchNorm statistics per size, as a run does by default (``--shared-statistics``: one set).
 
     python benchmarks/multisize.py                      # native, sizes 5,7,10,14,21 vs 7
     python benchmarks/multisize.py --upsampled
@@ -32,9 +33,11 @@ from horkd.optim import build_optimizer
 from horkd.reference_cache import ReferenceCache
 
 
-def setup(sizes: list[int] | None, upsampled: bool, single: int = 7):
+def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
+          statistics_per_size: bool = True):
     degrade = {"lr_sizes": sizes} if sizes else {"lr_size": single}
     degrade["student_input"] = "upsampled" if upsampled else "native"
+    degrade["size_statistics"] = "per_size" if statistics_per_size else "shared"
     data = {"dataset": "fashion_mnist", "hr_size": 28, "train_subset": 6000,
             "augment": {"hflip": True}}
     if not DEBIAN_FASHION_MNIST.is_dir():
@@ -44,7 +47,9 @@ def setup(sizes: list[int] | None, upsampled: bool, single: int = 7):
     ctx = build_context(cfg, 0)
     torch.manual_seed(0)
     teacher = build_model("resnet20", ctx.info.num_classes, ctx.in_channels, 128, 16).eval()
-    student = build_model("resnet8", ctx.info.num_classes, ctx.in_channels, 64, 8)
+    norm_sizes = list(ctx.lr_sizes) if cfg.degrade.statistics_per_size else None  # as a run does
+    student = build_model("resnet8", ctx.info.num_classes, ctx.in_channels, 64, 8,
+                          norm_sizes=norm_sizes)
     method_ctx = MethodContext(
         cfg.distill, lambda role: student,
         lambda n: build_task_loss("cross_entropy", ctx.info.num_classes, n.embed_dim),
@@ -84,9 +89,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--upsampled", action="store_true")
     parser.add_argument("--single", type=int, default=7, help="the single-size run's LR size")
+    parser.add_argument("--shared-statistics", action="store_true",
+                        help="one set of BatchNorm statistics for every size (default: per size)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    single, across = setup(None, args.upsampled, args.single), setup(sizes, args.upsampled)
+    single = setup(None, args.upsampled, args.single)
+    across = setup(sizes, args.upsampled, statistics_per_size=not args.shared_statistics)
     run_steps(single, 5)
     run_steps(across, 5)
     ratios, times = [], {"single": [], "across": []}
@@ -96,6 +104,8 @@ def main() -> None:
         times["across"].append(t_across / args.steps * 1000)
         ratios.append(t_across / t_single)
     mode = "upsampled to 28 px" if args.upsampled else "native"
+    if not args.upsampled:
+        mode += ", statistics " + ("shared" if args.shared_statistics else "per size")
     print(f"student step ({mode}, threads {torch.get_num_threads()}): one size ({args.single} px) "
           f"{statistics.median(times['single']):.1f} ms, across {sizes} "
           f"{statistics.median(times['across']):.1f} ms: ratio "
