@@ -268,3 +268,17 @@ def test_shared_statistics_and_single_size_students_keep_plain_batchnorm(tmp_pat
 
     # a run trained with shared statistics (before they were kept per size) is not reused
     assert fingerprint(per_size_cfg) != fingerprint(shared_cfg)
+
+
+def test_a_batchnorm_subclass_that_does_more_is_refused_with_the_way_out():
+    from torch import nn
+
+    from horkd.models.size_norm import keep_statistics_per_size
+
+    class NormThenAct(nn.BatchNorm2d):  # as timm's BatchNormAct2d: BatchNorm, then activation
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), NormThenAct(4))
+    with pytest.raises(ValueError, match=r"layer '1' is a NormThenAct.*size_statistics=shared"):
+        keep_statistics_per_size(model, [4, 8])

@@ -95,9 +95,20 @@ def _select_size(model: nn.Module, args: tuple[Tensor, ...]) -> None:
     model.size_slot.select(args[0])
 
 
-def _replace_norms(module: nn.Module, slot: SizeSlot) -> None:
+# Layers whose forward is plain batch normalisation; a subclass may add more (timm's
+# BatchNormAct2d applies its activation inside), which a replacement would silently drop.
+PLAIN_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _replace_norms(module: nn.Module, slot: SizeSlot, prefix: str = "") -> None:
     for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+        if type(child) in PLAIN_NORMS:
             setattr(module, name, SizeBatchNorm(child, slot))
+        elif isinstance(child, nn.modules.batchnorm._BatchNorm):
+            raise ValueError(
+                f"layer '{prefix}{name}' is a {type(child).__name__}, whose forward does more than "
+                "BatchNorm, so its statistics cannot be kept per size; set "
+                "degrade.size_statistics=shared for this student"
+            )
         else:
-            _replace_norms(child, slot)
+            _replace_norms(child, slot, f"{prefix}{name}.")
