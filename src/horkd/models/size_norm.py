@@ -29,6 +29,7 @@ class SizeSlot:
     def __init__(self, sizes: Sequence[int]) -> None:
         self.sizes = sorted(int(s) for s in sizes)
         self.current = torch.zeros((), dtype=torch.long)
+        self.position = 0  # the same choice as a Python int
 
     def select(self, images: Tensor) -> None:
         # The side as a tensor computed from the input's shape, not a Python int, so a trace or
@@ -36,6 +37,11 @@ class SizeSlot:
         side = torch.ones_like(images[0, 0, 0]).sum()
         distances = torch.stack([(side - size).abs() for size in self.sizes])
         self.current = distances.argmin()  # a tie goes to the smaller size
+        # Training takes it as an int (no device sync per layer); never under a trace or an
+        # export, where an int of a free side would pin it.
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            gaps = [abs(int(images.shape[-1]) - size) for size in self.sizes]
+            self.position = gaps.index(min(gaps))
 
     # Copies and pickles keep the sizes only: ``current`` is set again by the next forward, and
     # after an export it holds a tracing placeholder that cannot be copied.
@@ -67,17 +73,17 @@ class SizeBatchNorm(nn.Module):
         self.num_batches_tracked.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        index = self.slot.current
-        if self.training:
-            i = int(index)  # training is never traced: update this size's rows in place
+        if self.training:  # training is never traced: update this size's rows in place
+            i = self.slot.position
             self.num_batches_tracked[i] += 1
             momentum = self.momentum
             if momentum is None:  # a cumulative average (as when statistics are recomputed)
                 momentum = 1.0 / float(self.num_batches_tracked[i])
             return F.batch_norm(x, self.running_mean[i], self.running_var[i], self.weight,
                                 self.bias, True, momentum, self.eps)
-        mean = self.running_mean.index_select(0, index.view(1)).squeeze(0)
-        var = self.running_var.index_select(0, index.view(1)).squeeze(0)
+        index = self.slot.current.view(1)
+        mean = self.running_mean.index_select(0, index).squeeze(0)
+        var = self.running_var.index_select(0, index).squeeze(0)
         return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
 
 
