@@ -282,3 +282,23 @@ def test_a_batchnorm_subclass_that_does_more_is_refused_with_the_way_out():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), NormThenAct(4))
     with pytest.raises(ValueError, match=r"layer '1' is a NormThenAct.*size_statistics=shared"):
         keep_statistics_per_size(model, [4, 8])
+
+
+def test_weights_with_one_set_of_statistics_load_into_every_size():
+    """A warm start from the assistant (or a single-size student's weights) gives every trained
+    size that network's statistics."""
+    from horkd.methods.presets import warm_start
+
+    torch.manual_seed(0)
+    plain = build_model("resnet8", 10, 1, embed_dim=8, width=4)
+    plain.train()
+    with torch.no_grad():
+        plain(torch.rand(8, 1, 8, 8) * 5)
+    plain.eval()
+    per_size = build_model("resnet8", 10, 1, embed_dim=8, width=4, norm_sizes=[4, 8]).eval()
+    warm_start(per_size, plain)
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(per_size(x).logits, plain(x).logits)
+        x4 = torch.rand(2, 1, 4, 4)
+        torch.testing.assert_close(per_size(x4).logits, plain(x4).logits)

@@ -16,6 +16,7 @@ record as part of the graph.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,19 @@ class SizeBatchNorm(nn.Module):
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
         self.num_batches_tracked.zero_()
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # Weights of a network with one set of statistics (a warm start from the assistant, a
+        # single-size student): every size starts from that set.
+        count = len(self.slot.sizes)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == getattr(self, name).dim() - 1:
+                state_dict[prefix + name] = value.unsqueeze(0).repeat(
+                    count, *([1] * value.dim()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:  # training is never traced: update this size's rows in place
