@@ -47,9 +47,8 @@ def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
     ctx = build_context(cfg, 0)
     torch.manual_seed(0)
     teacher = build_model("resnet20", ctx.info.num_classes, ctx.in_channels, 128, 16).eval()
-    norm_sizes = list(ctx.lr_sizes) if cfg.degrade.statistics_per_size else None  # as a run does
     student = build_model("resnet8", ctx.info.num_classes, ctx.in_channels, 64, 8,
-                          norm_sizes=norm_sizes)
+                          norm_sizes=cfg.degrade.norm_sizes)  # as a run builds it
     method_ctx = MethodContext(
         cfg.distill, lambda role: student,
         lambda n: build_task_loss("cross_entropy", ctx.info.num_classes, n.embed_dim),

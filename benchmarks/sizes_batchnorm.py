@@ -3,10 +3,11 @@
 A native student trained across LR sizes (``degrade.lr_sizes``) with ``degrade.size_statistics:
 shared`` keeps one set of BatchNorm running statistics for batches of 5 and of 21 pixels, whose
 features differ in scale and in how much of them is zero padding; the running average is then a
-mix weighted towards the last batches' sizes. This reads a finished student from its run directory and scores it on the
-validation split at every trained size three ways: with the statistics as trained, recomputed on
-training images at each size separately (an upper bound for per-size statistics), and recomputed
-once over all sizes. Weights are never changed; the test split is not touched.
+mix weighted towards the last batches' sizes. This reads a finished student from its run
+directory and scores it on the validation split at every trained size three ways: with the
+statistics as trained, recomputed on training images at each size separately (an upper bound
+for per-size statistics), and recomputed once over all sizes. Weights are never changed; the
+test split is not touched.
 
 For a student that keeps its statistics per size (``degrade.size_statistics: per_size``, the
 default) every batch updates its own size's set, so both recomputed rows are per size: they show

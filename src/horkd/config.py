@@ -105,10 +105,11 @@ class DegradeConfig(_Strict):
     )
 
     @property
-    def statistics_per_size(self) -> bool:
-        """Whether the student keeps BatchNorm statistics per trained size."""
-        return (len(self.lr_sizes or []) > 1 and self.student_input == "native"
-                and self.size_statistics == "per_size")
+    def norm_sizes(self) -> list[int] | None:
+        """The sizes a student keeps BatchNorm statistics for (``None``: one set)."""
+        per_size = (len(self.lr_sizes or []) > 1 and self.student_input == "native"
+                    and self.size_statistics == "per_size")
+        return list(self.lr_sizes or []) if per_size else None
 
     @model_validator(mode="after")
     def _one_size(self) -> DegradeConfig:

@@ -187,7 +187,7 @@ def student_fingerprint(
                                               exclude={"eval_sizes"}),
             # named only where it applies, so every other student keeps its fingerprint
             **({"size_statistics": "per_size"}
-               if network == "student" and cfg.degrade.statistics_per_size else {}),
+               if network == "student" and cfg.degrade.norm_sizes else {}),
         }
     )
 

@@ -43,8 +43,8 @@ class Networks:
             "std": list(info.std),
             **m.kwargs,
         }
-        if role == "student" and self.ctx.cfg.degrade.statistics_per_size:
-            recipe["norm_sizes"] = list(self.ctx.lr_sizes)
+        if role == "student" and self.ctx.cfg.degrade.norm_sizes:
+            recipe["norm_sizes"] = self.ctx.cfg.degrade.norm_sizes
         return recipe
 
     def new_network(self, role: str) -> nn.Module:

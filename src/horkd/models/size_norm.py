@@ -29,20 +29,18 @@ class SizeSlot:
 
     def __init__(self, sizes: Sequence[int]) -> None:
         self.sizes = sorted(int(s) for s in sizes)
-        self.current = torch.zeros((), dtype=torch.long)
-        self.position = 0  # the same choice as a Python int
+        self.current: int | Tensor = 0  # an int in eager mode, a tensor under a trace or export
 
     def select(self, images: Tensor) -> None:
-        # The side as a tensor computed from the input's shape, not a Python int, so a trace or
-        # an ONNX graph with a free side keeps the choice instead of freezing the traced one.
-        side = torch.ones_like(images[0, 0, 0]).sum()
-        distances = torch.stack([(side - size).abs() for size in self.sizes])
-        self.current = distances.argmin()  # a tie goes to the smaller size
-        # Training takes it as an int (no device sync per layer); never under a trace or an
-        # export, where an int of a free side would pin it.
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # The side as a tensor computed from the input's shape, so a trace or an ONNX graph
+            # with a free side keeps the choice instead of freezing the traced one.
+            side = torch.ones_like(images[0, 0, 0]).sum()
+            distances = torch.stack([(side - size).abs() for size in self.sizes])
+            self.current = distances.argmin()  # a tie goes to the smaller size
+        else:  # a plain int: no tensor work, no device sync per layer
             gaps = [abs(int(images.shape[-1]) - size) for size in self.sizes]
-            self.position = gaps.index(min(gaps))
+            self.current = gaps.index(min(gaps))
 
     # Copies and pickles keep the sizes only: ``current`` is set again by the next forward, and
     # after an export it holds a tracing placeholder that cannot be copied.
@@ -87,18 +85,19 @@ class SizeBatchNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:  # training is never traced: update this size's rows in place
-            i = self.slot.position
-            self.num_batches_tracked[i] += 1
-            momentum = self.momentum
-            if momentum is None:  # a cumulative average (as when statistics are recomputed)
-                momentum = 1.0 / float(self.num_batches_tracked[i])
-            return F.batch_norm(x, self.running_mean[i], self.running_var[i], self.weight,
-                                self.bias, True, momentum, self.eps)
-        index = self.slot.current.view(1)
-        mean = self.running_mean.index_select(0, index).squeeze(0)
-        var = self.running_var.index_select(0, index).squeeze(0)
-        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        index = self.slot.current
+        if isinstance(index, int):  # eager: views of this size's rows, updated in place
+            mean, var = self.running_mean[index], self.running_var[index]
+        else:  # traced (never training): the choice is part of the graph
+            mean = self.running_mean.index_select(0, index.view(1)).squeeze(0)
+            var = self.running_var.index_select(0, index.view(1)).squeeze(0)
+        if not self.training:
+            return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        self.num_batches_tracked[index] += 1
+        momentum = self.momentum
+        if momentum is None:  # a cumulative average (as when statistics are recomputed)
+            momentum = 1.0 / float(self.num_batches_tracked[index])
+        return F.batch_norm(x, mean, var, self.weight, self.bias, True, momentum, self.eps)
 
 
 def keep_statistics_per_size(model: nn.Module, sizes: Sequence[int]) -> nn.Module:
