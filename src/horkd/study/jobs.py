@@ -9,10 +9,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +80,22 @@ def run_job(job: Job) -> JobResult:
     return result
 
 
-def _train(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run a block on ``threads`` threads, then give the process its own setting back."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(job.threads)
+    torch.set_num_threads(threads)
     try:
-        return _train_seeds(job, seeds)
+        yield
     finally:
         torch.set_num_threads(before)
+
+
+def _train(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
+    with torch_threads(job.threads):  # results on a CPU depend on the thread count
+        return _train_seeds(job, seeds)
 
 
 def _train_seeds(job: Job, seeds: list[int]) -> dict[int, RunRecord]:
@@ -151,29 +157,67 @@ def _validation_history(seed_dir: Path, method: str) -> list[dict[str, float]]:
             for row in read_jsonl(path)]
 
 
+@dataclass(frozen=True)
+class TeacherJob:
+    """One study teacher (one seed's, for a per-seed teacher), trained in a worker like a run."""
+
+    name: str
+    seed: int
+    config_path: str  # the teacher's experiment file ...
+    overrides: tuple[str, ...]  # ... with its run directory and seed
+    record: str  # where its facts are written for the page
+    facts: dict[str, Any]  # what is known before training (fingerprint, architecture, ...)
+    threads: int = 1
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return ("teacher", self.name, self.seed)
+
+
+def run_teacher(job: TeacherJob) -> dict[str, Any]:
+    """Train (or load) one teacher and record its facts; runs in a worker process."""
+    from horkd.checkpoint import write_json
+    from horkd.config import load_config
+    from horkd.experiment import open_seed
+    from horkd.run_dir import prepare_run_dir
+    from horkd.run_lock import RunLock
+
+    cfg = load_config(job.config_path, list(job.overrides))
+    with RunLock(cfg.output_dir), torch_threads(job.threads):
+        prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
+        _, networks = open_seed(cfg, job.seed, progress=False)
+        networks.teacher()
+    outcome = networks.outcome("teacher")
+    info = {**job.facts, "val": outcome.best_score,
+            "train_seconds": outcome.record.get("seconds"), "threads": job.threads}
+    write_json(Path(job.record), info)
+    return info
+
+
 def execute(
-    jobs: list[Job], workers: int, log: Callable[[str], None] = print
+    jobs: list[Job], workers: int, log: Callable[[str], None] = print,
+    teachers: Sequence[TeacherJob] = (), needs: Sequence[set[tuple]] | None = None,
 ) -> list[JobResult]:
-    """Run jobs in ``workers`` processes (in this one when 1), results in the jobs' order."""
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(run_job(job))
-            log(describe(results[-1]))
-        return results
+    """Run jobs (and the ``teachers`` they need: ``needs[i]`` holds job ``i``'s teacher keys) in
+    ``workers`` processes, in this one when 1; seed-major (see ``schedule``); results in the
+    jobs' order."""
+    from horkd.study.schedule import Task, run_tasks, seed_major
+
+    needs = needs if needs is not None else [set() for _ in jobs]
+    prerequisites = {t.key: Task(t.key, run_teacher, t) for t in teachers}
+    tasks = seed_major([j.seeds for j in jobs], needs, prerequisites,
+                       lambda i: Task(("job", i), run_job, jobs[i]))
     done: dict[int, JobResult] = {}
-    context = get_context("spawn")  # never fork a process whose thread pools have started
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=follow_parent, initargs=(os.getpid(),))
-    try:
-        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            done[futures[future]] = future.result()
-            log(describe(done[futures[future]]))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
-        raise
-    pool.shutdown()
+
+    def on_done(task: Task, value: Any) -> None:
+        if isinstance(value, JobResult):
+            done[task.key[1]] = value
+            log(describe(value))
+        else:
+            log(f"[teacher {value['name']} seed {value['seed']}] {value['arch']}, "
+                f"best val {value['val']:.2f}")
+
+    run_tasks(tasks, workers, on_done)
     return [done[i] for i in range(len(jobs))]
 
 

@@ -6,8 +6,9 @@ each stage resumes and is reused exactly as in ``horkd run``. Every finished see
 also kept as a run record (``records``, committed with the study): a recorded run is never
 trained again, so a fresh clone retrains only what is missing, and a study that records every run
 rebuilds its page in minutes. Regimes run one after another (search, choice, finals), so a study
-stopped half-way holds finished regimes. Candidates are scored on the validation split only; the
-test split is scored once per final model.
+stopped half-way holds finished regimes; within a regime, runs and the teachers they need are
+trained seed-major by the worker pool (``schedule``). Candidates are scored on the validation
+split only; the test split is scored once per final model.
 """
 
 from __future__ import annotations
@@ -16,35 +17,21 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
 from horkd.study.config import StudyConfig, load_study, searched
-from horkd.study.jobs import Job, JobResult, execute
+from horkd.study.jobs import Job, JobResult, TeacherJob, execute, run_teacher
 from horkd.study.records import RecordBook, record_key
 from horkd.study.selection import Selection
 
 
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run a block on ``threads`` threads, then give the process its own setting back."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class Teachers:
-    """The study's teachers: trained once (per seed for a ``teacher_per_seed`` regime), in this
-    process with every thread, and only when a run that is not recorded needs one."""
+    """The study's teachers: trained once (per seed for a ``teacher_per_seed`` regime), as tasks
+    of the worker pool, and only when a run that is not recorded needs one."""
 
     def __init__(
         self, study: StudyConfig, root: Path, book: RecordBook, log: Callable, threads: int
@@ -52,12 +39,22 @@ class Teachers:
         self.study, self.root, self.book, self.log = study, root, book, log
         self.out = Path(study.output_dir) / "teachers"
         self.threads = threads  # results on a CPU depend on the thread count: keep it fixed
+        self.per_seed = {r.teacher for r in study.regimes.values() if r.teacher_per_seed}
+
+    def run_dir(self, name: str, seed: int | str) -> Path:
+        """A per-seed teacher has a run directory per seed, so two workers can train two seeds'
+        teachers at once; a shared teacher has one."""
+        return self.out / (f"{name}-seed{seed}" if name in self.per_seed else name)
+
+    def overrides(self, name: str, seed: int | None = None) -> list[str]:
+        if seed is None:
+            return [f"output_dir={self.out / name}"]
+        return [f"output_dir={self.run_dir(name, seed)}", f"seeds=[{seed}]"]
 
     def config(self, name: str, seed: int | None = None) -> Any:
         """Teacher ``name``'s experiment config, for one ``seed`` (default: its own first)."""
         path = self.root / self.study.teachers[name]
-        extra = [] if seed is None else [f"seeds=[{seed}]"]
-        return load_config(path, [f"output_dir={self.out / name}", *extra])
+        return load_config(path, self.overrides(name, seed))
 
     def seed_of(self, regime: str, seed: int) -> int:
         """Which teacher seed a run of ``regime`` with ``seed`` learns from."""
@@ -66,41 +63,29 @@ class Teachers:
         return self.config(self.study.regimes[regime].teacher).seeds[0]
 
     def checkpoint(self, name: str, per_seed: bool) -> str:
-        seed_dir = "seed{seed}" if per_seed else f"seed{self.config(name).seeds[0]}"
-        return str(self.out / name / seed_dir / "teacher" / "model")
+        if per_seed:  # {seed} is filled in by the run, per seed
+            return str(self.run_dir(name, "{seed}") / "seed{seed}" / "teacher" / "model")
+        return str(self.out / name / f"seed{self.config(name).seeds[0]}" / "teacher" / "model")
 
     def fingerprint(self, name: str, seed: int) -> str:
         from horkd.run_dir import teacher_fingerprint
 
         return teacher_fingerprint(self.config(name, seed), seed)
 
-    def ensure(self, name: str, seed: int) -> dict[str, Any]:
-        """Train (or load) teacher ``name`` of ``seed``; its facts are recorded for the page."""
-        from horkd.experiment import open_seed
-        from horkd.run_dir import prepare_run_dir
-        from horkd.run_lock import RunLock
-
+    def job(self, name: str, seed: int) -> TeacherJob:
+        """The task that trains (or loads) teacher ``name`` of ``seed`` and records its facts."""
         cfg = self.config(name, seed)
-        with RunLock(cfg.output_dir), torch_threads(self.threads):
-            prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
-            _, networks = open_seed(cfg, seed, progress=False)
-            networks.teacher()
-        outcome = networks.outcome("teacher")
-        info = {
-            "name": name,
-            "seed": seed,
-            "fingerprint": self.fingerprint(name, seed),
-            "config": self.study.teachers[name],
-            "arch": cfg.teacher.arch,
-            "epochs": cfg.train.teacher.epochs,
-            "val": outcome.best_score,
-            "train_seconds": outcome.record.get("seconds"),
-            "threads": self.threads,
-        }
-        from horkd.checkpoint import write_json
+        facts = {"name": name, "seed": seed, "fingerprint": self.fingerprint(name, seed),
+                 "config": self.study.teachers[name], "arch": cfg.teacher.arch,
+                 "epochs": cfg.train.teacher.epochs}
+        return TeacherJob(name, seed, str(self.root / self.study.teachers[name]),
+                          tuple(self.overrides(name, seed)),
+                          str(self.book.teacher_path(name, seed)), facts, self.threads)
 
-        write_json(self.book.teacher_path(name, seed), info)
-        self.log(f"[teacher {name} seed {seed}] {cfg.teacher.arch}, best val {info['val']:.2f}")
+    def ensure(self, name: str, seed: int) -> dict[str, Any]:
+        """Train (or load) teacher ``name`` of ``seed`` in this process."""
+        info = run_teacher(self.job(name, seed))
+        self.log(f"[teacher {name} seed {seed}] {info['arch']}, best val {info['val']:.2f}")
         return info
 
     def recorded(self) -> dict[str, dict[str, Any]]:
@@ -250,15 +235,17 @@ class Study:
     def _train(self, jobs: list[Job]) -> list[JobResult]:
         from horkd.study.jobs import run_job
 
-        needed = {
-            (j.teacher[str(s)]["name"], self.teachers.seed_of(j.regime, s))
-            for j in jobs for s in j.seeds if j.recorded(s) is None
-        }
-        for name, seed in sorted(needed):
-            self.teachers.ensure(name, seed)
+        needs = [
+            {(j.teacher[str(s)]["name"], self.teachers.seed_of(j.regime, s))
+             for s in j.seeds if j.recorded(s) is None}
+            for j in jobs
+        ]
+        needed = set().union(*needs)
         if not needed:
             return [run_job(j) for j in jobs]
-        return execute(jobs, self.workers, self.log)
+        teachers = [self.teachers.job(name, seed) for name, seed in sorted(needed)]
+        keys = [{("teacher", name, seed) for name, seed in job_needs} for job_needs in needs]
+        return execute(jobs, self.workers, self.log, teachers, keys)
 
     def regimes(self, train: bool) -> tuple[list[JobResult], dict[str, Any], list[JobResult]]:
         """Search, choice and finals of every regime in the study's order."""
