@@ -6,12 +6,15 @@ width 8) forward and backward through the hybrid loss against a cached teacher, 
 Both set-ups run the same number of steps in alternating rounds after a warm-up; the ratio is the
 median of per-round ratios (across sizes over one size). Native input: a 21-px batch costs the
 student about 9x a 7-px one, so the mean cost depends on the sizes drawn; with ``--upsampled``
-every batch is re-upsampled to 28 px and the size changes nothing. The across-sizes student keeps
-its BatchNorm statistics per size, as a run does by default (``--shared-statistics``: one set).
+every batch is re-upsampled to 28 px and the size changes nothing; with ``--work-size W`` the
+student resizes every batch to W px inside the network (``degrade.work_size``), so each step
+costs about what a W-px step does. The across-sizes student keeps its BatchNorm statistics per
+size, as a run does by default (``--shared-statistics``: one set).
 
     python benchmarks/multisize.py                      # native, sizes 5,7,10,14,21 vs 7
     python benchmarks/multisize.py --upsampled
     python benchmarks/multisize.py --single 14          # against the 14-px specialist
+    python benchmarks/multisize.py --work-size 14       # every size computed at 14 px
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from horkd.reference_cache import ReferenceCache
 
 
 def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
-          statistics_per_size: bool = True):
-    degrade = {"lr_sizes": sizes} if sizes else {"lr_size": single}
+          statistics_per_size: bool = True, work_size: int | None = None):
+    degrade = {"lr_sizes": sizes, "work_size": work_size} if sizes else {"lr_size": single}
     degrade["student_input"] = "upsampled" if upsampled else "native"
     degrade["size_statistics"] = "per_size" if statistics_per_size else "shared"
     data = {"dataset": "fashion_mnist", "hr_size": 28, "train_subset": 6000,
@@ -48,7 +51,8 @@ def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
     torch.manual_seed(0)
     teacher = build_model("resnet20", ctx.info.num_classes, ctx.in_channels, 128, 16).eval()
     student = build_model("resnet8", ctx.info.num_classes, ctx.in_channels, 64, 8,
-                          norm_sizes=cfg.degrade.norm_sizes)  # as a run builds it
+                          norm_sizes=cfg.degrade.norm_sizes,  # as a run builds it
+                          work_size=cfg.degrade.work_size)
     method_ctx = MethodContext(
         cfg.distill, lambda role: student,
         lambda n: build_task_loss("cross_entropy", ctx.info.num_classes, n.embed_dim),
@@ -90,10 +94,13 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=7, help="the single-size run's LR size")
     parser.add_argument("--shared-statistics", action="store_true",
                         help="one set of BatchNorm statistics for every size (default: per size)")
+    parser.add_argument("--work-size", type=int, default=None,
+                        help="the across-sizes student computes every batch at this side")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     single = setup(None, args.upsampled, args.single)
-    across = setup(sizes, args.upsampled, statistics_per_size=not args.shared_statistics)
+    across = setup(sizes, args.upsampled, statistics_per_size=not args.shared_statistics,
+                   work_size=args.work_size)
     run_steps(single, 5)
     run_steps(across, 5)
     ratios, times = [], {"single": [], "across": []}
@@ -105,6 +112,8 @@ def main() -> None:
     mode = "upsampled to 28 px" if args.upsampled else "native"
     if not args.upsampled:
         mode += ", statistics " + ("shared" if args.shared_statistics else "per size")
+    if args.work_size:
+        mode += f", computed at {args.work_size} px"
     print(f"student step ({mode}, threads {torch.get_num_threads()}): one size ({args.single} px) "
           f"{statistics.median(times['single']):.1f} ms, across {sizes} "
           f"{statistics.median(times['across']):.1f} ms: ratio "

@@ -37,6 +37,11 @@ def _sizes_config(tmp_path: Path, **changes) -> dict:
         ({"lr_sizes": [4, 8], "factor": 2}, "lr_sizes or degrade.factor"),
         ({"lr_sizes": [4, 8], "lr_size": 8}, "the LR size is their smallest (4)"),
         ({"lr_sizes": [0, 8]}, "positive"),
+        ({"lr_size": 4, "work_size": 6}, "degrade.work_size is for a native student trained "
+                                         "across degrade.lr_sizes"),
+        ({"lr_sizes": [4, 8], "work_size": 6, "student_input": "upsampled"},
+         "student_input: native"),
+        ({"lr_sizes": [4, 8], "work_size": 20}, "work_size (20) is larger than data.hr_size (16)"),
     ],
 )
 def test_size_range_errors_name_the_problem(tmp_path, degrade, needle):
@@ -302,3 +307,48 @@ def test_weights_with_one_set_of_statistics_load_into_every_size():
         torch.testing.assert_close(per_size(x).logits, plain(x).logits)
         x4 = torch.rand(2, 1, 4, 4)
         torch.testing.assert_close(per_size(x4).logits, plain(x4).logits)
+
+
+def test_a_work_size_student_computes_at_one_side_with_the_statistics_of_the_images_own():
+    """Every layer sees the work side whatever side the image came at, while BatchNorm keeps
+    the statistics of the image's own size (picked before the resize)."""
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10, 1, embed_dim=8, width=4, norm_sizes=[3, 4, 6, 8],
+                        work_size=6)
+    seen = []
+    model.backbone.register_forward_pre_hook(
+        lambda _m, args: seen.append((args[0].shape[-1], model.size_slot.current)))
+    model.train()
+    for side in (3, 8):
+        model(torch.rand(4, 1, side, side))
+    assert seen == [(6, 0), (6, 3)]  # at 6 px both times; statistics of 3 px, then of 8 px
+    stats = model.backbone.stem[1].running_mean
+    assert stats[0].abs().sum() > 0 and stats[3].abs().sum() > 0
+    assert stats[1].abs().sum() == 0 and stats[2].abs().sum() == 0  # 4 and 6 px: untouched
+
+
+def test_a_work_size_run_keeps_its_resize_through_checkpoint_trace_and_onnx(tmp_path):
+    import onnxruntime
+
+    from horkd import Recogniser
+    from horkd.run_dir import student_fingerprint
+
+    raw = _sizes_config(tmp_path, methods=["scratch"])
+    raw["degrade"]["work_size"] = 6
+    cfg = config_from_dict(raw)
+    run_experiment(cfg, progress=False)
+    stage = tmp_path / "run/seed0/students/scratch"
+    network = Recogniser.load(stage).network.eval()
+    assert network.work_size == 6 and network.size_slot.sizes == [3, 4, 6, 8]
+    inputs = {side: torch.rand(2, 1, side, side) for side in (3, 5, 8)}
+    with torch.no_grad():
+        eager = {side: network(x).logits for side, x in inputs.items()}
+    assert main(["export", str(stage), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    for side, x in inputs.items():  # one graph, every side: the resize is part of it
+        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[1])
+        torch.testing.assert_close(got, eager[side], rtol=1e-4, atol=1e-4)
+    plain = config_from_dict(_sizes_config(tmp_path, methods=["scratch"]))
+    assert student_fingerprint(cfg, 0, "scratch", teacher=False, assistant=False) != \
+        student_fingerprint(plain, 0, "scratch", teacher=False, assistant=False)

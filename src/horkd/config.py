@@ -100,6 +100,13 @@ class DegradeConfig(_Strict):
         "per trained size (an image uses the nearest size's) or one shared set; weights are "
         "shared either way",
     )
+    work_size: int | None = Field(
+        None,
+        ge=2,
+        description="a native student trained across lr_sizes resizes every input to this side "
+        "inside the network (bilinear, antialiased), after its BatchNorm statistics are picked "
+        "by the input's own size; null feeds every size as it is",
+    )
     eval_sizes: list[int] | None = Field(
         None, description="extra LR sizes every final model is evaluated at"
     )
@@ -125,6 +132,13 @@ class DegradeConfig(_Strict):
                     "degrade.lr_size"
                 )
             self.lr_sizes, self.lr_size = sizes, sizes[0]
+        if self.work_size is not None and (
+            len(self.lr_sizes or []) < 2 or self.student_input != "native"
+        ):
+            raise ValueError(
+                "degrade.work_size is for a native student trained across degrade.lr_sizes "
+                "(two or more sizes, student_input: native); drop it here"
+            )
         if self.lr_size is None and self.factor is None:
             self.factor = 4
         if self.lr_size is not None and self.factor is not None:
@@ -343,6 +357,12 @@ class ExperimentConfig(_Strict):
         if hr is not None and self.degrade.lr_size is not None and self.degrade.lr_size >= hr:
             raise ValueError(
                 f"degrade.lr_size ({self.degrade.lr_size}) must be smaller than data.hr_size ({hr})"
+            )
+        work = self.degrade.work_size
+        if hr is not None and work is not None and work > hr:
+            raise ValueError(
+                f"degrade.work_size ({work}) is larger than data.hr_size ({hr}): it would only "
+                "upsample further what the HR image does not hold"
             )
         too_large = [s for s in self.degrade.lr_sizes or [] if hr is not None and s >= hr]
         if too_large:

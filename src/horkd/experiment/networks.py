@@ -43,8 +43,11 @@ class Networks:
             "std": list(info.std),
             **m.kwargs,
         }
-        if role == "student" and self.ctx.cfg.degrade.norm_sizes:
-            recipe["norm_sizes"] = self.ctx.cfg.degrade.norm_sizes
+        degrade = self.ctx.cfg.degrade
+        if role == "student" and degrade.norm_sizes:
+            recipe["norm_sizes"] = degrade.norm_sizes
+        if role == "student" and degrade.work_size is not None:
+            recipe["work_size"] = degrade.work_size
         return recipe
 
     def new_network(self, role: str) -> nn.Module:

@@ -104,17 +104,19 @@ def build_model(
     std: Sequence[float] | None = None,
     weights_path: str | Path | None = None,
     norm_sizes: Sequence[int] | None = None,
+    work_size: int | None = None,
     **kwargs: object,
 ) -> EmbeddingClassifier:
     """The one way the rest of horkd makes a network; ``kwargs`` go to the backbone factory.
 
     ``norm_sizes`` (two or more input sides) keeps BatchNorm statistics per side, for a native
-    student trained across LR sizes (:mod:`horkd.models.size_norm`).
+    student trained across LR sizes (:mod:`horkd.models.size_norm`), picked by the input's own
+    side before ``work_size`` resizes it (:class:`EmbeddingClassifier`).
     """
     backbone = build_backbone(arch, in_channels, width, **kwargs)
     if weights_path is not None:
         load_backbone_weights(backbone, weights_path)
-    model = EmbeddingClassifier(backbone, num_classes, embed_dim, mean, std)
+    model = EmbeddingClassifier(backbone, num_classes, embed_dim, mean, std, work_size)
     model.in_channels = in_channels
     if norm_sizes is not None and len(set(norm_sizes)) > 1:
         keep_statistics_per_size(model, norm_sizes)

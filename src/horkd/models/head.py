@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from horkd.models.registry import features_width
@@ -22,6 +23,10 @@ class EmbeddingClassifier(nn.Module):
     The embedding is linear (Linear + BatchNorm, no ReLU) so relational geometry is not clipped;
     ``embed_dim=None`` uses the pooled features as the embedding. Forward has no data-dependent
     branches, so ``torch.jit.trace`` and ONNX export see one graph.
+
+    ``work_size`` resizes every input to one side first (a student trained across LR sizes):
+    the layers then see an object at one scale whatever size it came at, so what they learn at
+    one size serves the others; fed at their own sizes, the sizes barely shared what they learnt.
     """
 
     def __init__(
@@ -31,6 +36,7 @@ class EmbeddingClassifier(nn.Module):
         embed_dim: int | None = 128,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        work_size: int | None = None,
     ) -> None:
         super().__init__()
         features = features_width(backbone)
@@ -50,8 +56,12 @@ class EmbeddingClassifier(nn.Module):
         self.embed_dim: int = embed_dim
         self.num_classes = num_classes
         self.in_channels: int | None = in_channels
+        self.work_size = work_size
 
     def forward(self, x: Tensor) -> ModelOutput:
+        if self.work_size is not None:
+            side = (self.work_size, self.work_size)
+            x = F.interpolate(x, size=side, mode="bilinear", align_corners=False, antialias=True)
         x = (x - self.mean) / self.std
         embedding = self.embed(self.backbone(x))
         return ModelOutput(embedding, self.classifier(embedding))
