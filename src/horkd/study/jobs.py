@@ -1,13 +1,10 @@
-"""One study job (a run directory: a method, one set of overrides, some seeds) and the worker
-processes that run them. A seed whose record exists with the same settings key is reused; any
-other is trained (or continued from its run directory), scored and recorded."""
+"""One study job (a run directory: a method, one set of overrides, some seeds) or teacher, as a
+worker trains it. A seed whose record exists with the same settings key is reused; any other is
+trained (or continued from its run directory), scored and recorded."""
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -219,22 +216,6 @@ def execute(
 
     run_tasks(tasks, workers, on_done)
     return [done[i] for i in range(len(jobs))]
-
-
-def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:
-    """Worker initializer: when the study process is gone (killed, crashed) the worker stops
-    too, instead of training on unseen (and holding its run's lock): SIGTERM first, so a
-    training run saves its state at the step boundary as on any pre-emption, then exit after
-    ``grace`` seconds whatever it is doing."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace)
-        os._exit(143)
-
-    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def describe(result: JobResult) -> str:

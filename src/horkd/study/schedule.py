@@ -10,6 +10,9 @@ every teacher training first on one core.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -60,8 +63,6 @@ def run_tasks(
             on_done(task, task.fn(task.arg))
         return
     if pool is None:
-        from horkd.study.jobs import follow_parent
-
         context = get_context("spawn")  # never fork a process whose thread pools have started
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                    initializer=follow_parent, initargs=(os.getpid(),))
@@ -89,3 +90,19 @@ def run_tasks(
         pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
         raise
     pool.shutdown()
+
+
+def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:
+    """Worker initializer: when the study process is gone (killed, crashed) the worker stops
+    too, instead of training on unseen (and holding its run's lock): SIGTERM first, so a
+    training run saves its state at the step boundary as on any pre-emption, then exit after
+    ``grace`` seconds whatever it is doing."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
