@@ -63,9 +63,9 @@ class Teachers:
         return self.config(self.study.regimes[regime].teacher).seeds[0]
 
     def checkpoint(self, name: str, per_seed: bool) -> str:
-        if per_seed:  # {seed} is filled in by the run, per seed
-            return str(self.run_dir(name, "{seed}") / "seed{seed}" / "teacher" / "model")
-        return str(self.out / name / f"seed{self.config(name).seeds[0]}" / "teacher" / "model")
+        """Where a run finds its teacher; ``{seed}`` is filled in by the run, per seed."""
+        seed = "{seed}" if per_seed else self.config(name).seeds[0]
+        return str(self.run_dir(name, seed) / f"seed{seed}" / "teacher" / "model")
 
     def fingerprint(self, name: str, seed: int) -> str:
         from horkd.run_dir import teacher_fingerprint

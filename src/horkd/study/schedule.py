@@ -31,7 +31,9 @@ class Task:
 
 
 def seed_major(
-    seeds: Sequence[Sequence[int]], needs: Sequence[set[Hashable]], prerequisites: dict[Hashable, Task],
+    seeds: Sequence[Sequence[int]],
+    needs: Sequence[set[Hashable]],
+    prerequisites: dict[Hashable, Task],
     make: Callable[[int], Task],
 ) -> list[Task]:
     """Tasks in training order: item ``i`` (its ``seeds``) by lowest seed, then given order, each
