@@ -192,15 +192,14 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
 
 
 def execute(
-    jobs: list[Job], workers: int, log: Callable[[str], None] = print,
-    teachers: Sequence[TeacherJob] = (), needs: Sequence[set[tuple]] | None = None,
+    jobs: list[Job], workers: int, teachers: Sequence[TeacherJob],
+    needs: Sequence[set[tuple]], log: Callable[[str], None] = print,
 ) -> list[JobResult]:
     """Run jobs (and the ``teachers`` they need: ``needs[i]`` holds job ``i``'s teacher keys) in
     ``workers`` processes, in this one when 1; seed-major (see ``schedule``); results in the
     jobs' order."""
     from horkd.study.schedule import Task, run_tasks, seed_major
 
-    needs = needs if needs is not None else [set() for _ in jobs]
     prerequisites = {t.key: Task(t.key, run_teacher, t) for t in teachers}
     tasks = seed_major([j.seeds for j in jobs], needs, prerequisites,
                        lambda i: Task(("job", i), run_job, jobs[i]))
@@ -211,8 +210,7 @@ def execute(
             done[task.key[1]] = value
             log(describe(value))
         else:
-            log(f"[teacher {value['name']} seed {value['seed']}] {value['arch']}, "
-                f"best val {value['val']:.2f}")
+            log(describe_teacher(value))
 
     run_tasks(tasks, workers, on_done)
     return [done[i] for i in range(len(jobs))]
@@ -224,3 +222,7 @@ def describe(result: JobResult) -> str:
     how = f"{seconds:.0f} s" if result.trained else "recorded"
     failed = f"; diverged: {result.error}" if result.error else ""
     return f"[{result.job.label}] val {scores} ({how}){failed}"
+
+
+def describe_teacher(info: dict[str, Any]) -> str:
+    return f"[teacher {info['name']} seed {info['seed']}] {info['arch']}, best val {info['val']:.2f}"

@@ -24,7 +24,7 @@ from typing import Any
 from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
 from horkd.study.config import StudyConfig, load_study, searched
-from horkd.study.jobs import Job, JobResult, TeacherJob, execute, run_teacher
+from horkd.study.jobs import Job, JobResult, TeacherJob, describe_teacher, execute, run_teacher
 from horkd.study.records import RecordBook, record_key
 from horkd.study.selection import Selection
 
@@ -51,10 +51,12 @@ class Teachers:
             return [f"output_dir={self.out / name}"]
         return [f"output_dir={self.run_dir(name, seed)}", f"seeds=[{seed}]"]
 
+    def file(self, name: str) -> Path:
+        return self.root / self.study.teachers[name]
+
     def config(self, name: str, seed: int | None = None) -> Any:
         """Teacher ``name``'s experiment config, for one ``seed`` (default: its own first)."""
-        path = self.root / self.study.teachers[name]
-        return load_config(path, self.overrides(name, seed))
+        return load_config(self.file(name), self.overrides(name, seed))
 
     def seed_of(self, regime: str, seed: int) -> int:
         """Which teacher seed a run of ``regime`` with ``seed`` learns from."""
@@ -74,18 +76,19 @@ class Teachers:
 
     def job(self, name: str, seed: int) -> TeacherJob:
         """The task that trains (or loads) teacher ``name`` of ``seed`` and records its facts."""
+        from horkd.run_dir import teacher_fingerprint
+
         cfg = self.config(name, seed)
-        facts = {"name": name, "seed": seed, "fingerprint": self.fingerprint(name, seed),
+        facts = {"name": name, "seed": seed, "fingerprint": teacher_fingerprint(cfg, seed),
                  "config": self.study.teachers[name], "arch": cfg.teacher.arch,
                  "epochs": cfg.train.teacher.epochs}
-        return TeacherJob(name, seed, str(self.root / self.study.teachers[name]),
-                          tuple(self.overrides(name, seed)),
+        return TeacherJob(name, seed, str(self.file(name)), tuple(self.overrides(name, seed)),
                           str(self.book.teacher_path(name, seed)), facts, self.threads)
 
     def ensure(self, name: str, seed: int) -> dict[str, Any]:
         """Train (or load) teacher ``name`` of ``seed`` in this process."""
         info = run_teacher(self.job(name, seed))
-        self.log(f"[teacher {name} seed {seed}] {info['arch']}, best val {info['val']:.2f}")
+        self.log(describe_teacher(info))
         return info
 
     def recorded(self) -> dict[str, dict[str, Any]]:
@@ -243,9 +246,9 @@ class Study:
         needed = set().union(*needs)
         if not needed:
             return [run_job(j) for j in jobs]
-        teachers = [self.teachers.job(name, seed) for name, seed in sorted(needed)]
-        keys = [{("teacher", name, seed) for name, seed in job_needs} for job_needs in needs]
-        return execute(jobs, self.workers, self.log, teachers, keys)
+        teachers = {pair: self.teachers.job(*pair) for pair in sorted(needed)}
+        keys = [{teachers[pair].key for pair in job_needs} for job_needs in needs]
+        return execute(jobs, self.workers, list(teachers.values()), keys, self.log)
 
     def regimes(self, train: bool) -> tuple[list[JobResult], dict[str, Any], list[JobResult]]:
         """Search, choice and finals of every regime in the study's order."""
