@@ -112,10 +112,14 @@ class DegradeConfig(_Strict):
     )
 
     @property
+    def native_across_sizes(self) -> bool:
+        """Whether the student takes LR at its own side, from two or more trained sizes."""
+        return len(self.lr_sizes or []) > 1 and self.student_input == "native"
+
+    @property
     def norm_sizes(self) -> list[int] | None:
         """The sizes a student keeps BatchNorm statistics for (``None``: one set)."""
-        per_size = (len(self.lr_sizes or []) > 1 and self.student_input == "native"
-                    and self.size_statistics == "per_size")
+        per_size = self.native_across_sizes and self.size_statistics == "per_size"
         return list(self.lr_sizes or []) if per_size else None
 
     @model_validator(mode="after")
@@ -132,9 +136,7 @@ class DegradeConfig(_Strict):
                     "degrade.lr_size"
                 )
             self.lr_sizes, self.lr_size = sizes, sizes[0]
-        if self.work_size is not None and (
-            len(self.lr_sizes or []) < 2 or self.student_input != "native"
-        ):
+        if self.work_size is not None and not self.native_across_sizes:
             raise ValueError(
                 "degrade.work_size is for a native student trained across degrade.lr_sizes "
                 "(two or more sizes, student_input: native); drop it here"

@@ -44,10 +44,11 @@ class Networks:
             **m.kwargs,
         }
         degrade = self.ctx.cfg.degrade
-        if role == "student" and degrade.norm_sizes:
-            recipe["norm_sizes"] = degrade.norm_sizes
-        if role == "student" and degrade.work_size is not None:
-            recipe["work_size"] = degrade.work_size
+        if role == "student":  # only a student takes LR at several sizes
+            if degrade.norm_sizes:
+                recipe["norm_sizes"] = degrade.norm_sizes
+            if degrade.work_size is not None:
+                recipe["work_size"] = degrade.work_size
         return recipe
 
     def new_network(self, role: str) -> nn.Module:
