@@ -8,13 +8,15 @@ median of per-round ratios (across sizes over one size). Native input: a 21-px b
 student about 9x a 7-px one, so the mean cost depends on the sizes drawn; with ``--upsampled``
 every batch is re-upsampled to 28 px and the size changes nothing; with ``--work-size W`` the
 student resizes every batch to W px inside the network (``degrade.work_size``), so each step
-costs about what a W-px step does. The across-sizes student keeps its BatchNorm statistics per
+costs about what a W-px step does (the default, ``auto``, is the trained size nearest half the
+HR side: 14 px here; ``--work-size none`` feeds every size at its own). The across-sizes student keeps its BatchNorm statistics per
 size, as a run does by default (``--shared-statistics``: one set).
 
-    python benchmarks/multisize.py                      # native, sizes 5,7,10,14,21 vs 7
+    python benchmarks/multisize.py                      # sizes 5,7,10,14,21 (at 14 px) vs 7
+    python benchmarks/multisize.py --work-size none     # every size at its own side
     python benchmarks/multisize.py --upsampled
     python benchmarks/multisize.py --single 14          # against the 14-px specialist
-    python benchmarks/multisize.py --work-size 14       # every size computed at 14 px
+    python benchmarks/multisize.py --work-size 10       # every size computed at 10 px
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from horkd.reference_cache import ReferenceCache
 
 
 def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
-          statistics_per_size: bool = True, work_size: int | None = None):
+          statistics_per_size: bool = True, work_size: int | str | None = "auto"):
     degrade = {"lr_sizes": sizes, "work_size": work_size} if sizes else {"lr_size": single}
     degrade["student_input"] = "upsampled" if upsampled else "native"
     degrade["size_statistics"] = "per_size" if statistics_per_size else "shared"
@@ -52,7 +54,7 @@ def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
     teacher = build_model("resnet20", ctx.info.num_classes, ctx.in_channels, 128, 16).eval()
     student = build_model("resnet8", ctx.info.num_classes, ctx.in_channels, 64, 8,
                           norm_sizes=cfg.degrade.norm_sizes,  # as a run builds it
-                          work_size=cfg.degrade.work_size)
+                          work_size=ctx.work_size)
     method_ctx = MethodContext(
         cfg.distill, lambda role: student,
         lambda n: build_task_loss("cross_entropy", ctx.info.num_classes, n.embed_dim),
@@ -85,6 +87,11 @@ def run_steps(parts, steps: int) -> float:
     return time.perf_counter() - started
 
 
+def _work_size(text: str) -> int | str | None:
+    word = text.lower()
+    return {"auto": "auto", "none": None}[word] if word in ("auto", "none") else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="5,7,10,14,21")
@@ -94,8 +101,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=7, help="the single-size run's LR size")
     parser.add_argument("--shared-statistics", action="store_true",
                         help="one set of BatchNorm statistics for every size (default: per size)")
-    parser.add_argument("--work-size", type=int, default=None,
-                        help="the across-sizes student computes every batch at this side")
+    parser.add_argument("--work-size", type=_work_size, default="auto",
+                        help="the side the across-sizes student computes every batch at: a "
+                        "number, auto (as a run's default) or none (each at its own side)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     single = setup(None, args.upsampled, args.single)
@@ -112,8 +120,8 @@ def main() -> None:
     mode = "upsampled to 28 px" if args.upsampled else "native"
     if not args.upsampled:
         mode += ", statistics " + ("shared" if args.shared_statistics else "per size")
-    if args.work_size:
-        mode += f", computed at {args.work_size} px"
+    if across[0].work_size is not None:
+        mode += f", computed at {across[0].work_size} px"
     print(f"student step ({mode}, threads {torch.get_num_threads()}): one size ({args.single} px) "
           f"{statistics.median(times['single']):.1f} ms, across {sizes} "
           f"{statistics.median(times['across']):.1f} ms: ratio "

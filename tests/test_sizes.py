@@ -275,6 +275,60 @@ def test_shared_statistics_and_single_size_students_keep_plain_batchnorm(tmp_pat
     assert fingerprint(per_size_cfg) != fingerprint(shared_cfg)
 
 
+@pytest.mark.parametrize(
+    ("degrade", "hr", "side"),
+    [
+        ({"lr_sizes": [5, 7, 10, 14, 21]}, 28, 14),  # half the HR side is a trained size
+        ({"lr_sizes": [3, 4, 6, 8, 12]}, 16, 8),
+        ({"lr_sizes": [4, 12]}, 16, 12),  # 8 lies halfway: the larger keeps more detail
+        ({"lr_sizes": [3, 5]}, 32, 5),  # every size below half: the largest
+        ({"lr_sizes": [4, 12], "work_size": 6}, 16, 6),  # as given
+        ({"lr_sizes": [4, 12], "work_size": None}, 16, None),  # each size at its own side
+        ({"lr_sizes": [4, 12], "student_input": "upsampled"}, 16, None),  # one side already
+        ({"lr_size": 4}, 16, None),  # a single size: nothing to compute at
+    ],
+)
+def test_the_work_size_by_default_is_the_trained_size_nearest_half_the_hr_side(degrade, hr,
+                                                                               side):
+    from horkd.config import DegradeConfig
+
+    assert DegradeConfig(**degrade).resolved_work_size(hr) == side
+
+
+def test_auto_work_size_reaches_the_network_and_its_fingerprint(tmp_path):
+    """The side ``auto`` picks is what the student is built with, and its stage fingerprint: a
+    run at ``auto`` shares its finished stages with one that names that side, and not with one
+    that feeds every size at its own side (nor with a run trained before the setting existed)."""
+    from horkd.run_dir import student_fingerprint
+
+    def opened(**degrade):
+        raw = _sizes_config(tmp_path, methods=["scratch"])
+        raw["degrade"].update(degrade)
+        cfg = config_from_dict(raw)
+        return cfg, open_seed(cfg, 0, progress=False)[1]
+
+    def fingerprint(cfg):
+        return student_fingerprint(cfg, 0, "scratch", teacher=False, assistant=False)
+
+    auto_cfg, auto = opened()
+    assert auto.ctx.work_size == 8 and auto.recipe("student")["work_size"] == 8  # HR 16
+    assert "work_size" not in auto.recipe("teacher")
+    named_cfg, _ = opened(work_size=8)
+    native_cfg, native = opened(work_size=None)
+    assert "work_size" not in native.recipe("student")
+    assert fingerprint(auto_cfg) == fingerprint(named_cfg) != fingerprint(native_cfg)
+    single = tiny_config_dict(tmp_path / "single")
+    single_null = tiny_config_dict(tmp_path / "single")
+    single_null["degrade"] = {**single["degrade"], "work_size": None}
+    assert fingerprint(config_from_dict(single)) == fingerprint(config_from_dict(single_null))
+
+    # without data.hr_size the side is resolved against the images' own (digits: 8 px)
+    raw = _sizes_config(tmp_path)
+    raw["data"]["hr_size"] = None
+    raw["degrade"]["lr_sizes"] = [2, 3, 5]
+    assert build_context(config_from_dict(raw), 0).work_size == 5
+
+
 def test_a_batchnorm_subclass_that_does_more_is_refused_with_the_way_out():
     from torch import nn
 

@@ -183,13 +183,25 @@ def student_fingerprint(
             "assistant_model": _dump(cfg.assistant) if distils else None,  # warm start, joint
             "train": _dump(getattr(cfg.train, network)),
             "distill": _dump(cfg.distill) if distils else None,
-            "degrade": cfg.degrade.model_dump(mode="json", exclude_defaults=True,
-                                              exclude={"eval_sizes"}),
+            "degrade": _degrade_settings(cfg),
             # named only where it applies, so every other student keeps its fingerprint
             **({"size_statistics": "per_size"}
                if network == "student" and cfg.degrade.norm_sizes else {}),
         }
     )
+
+
+def _degrade_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What LR a student learnt from. The work size is named only where a student computes at
+    one (an int, or ``auto`` where the HR side is the data's own), so the stages trained before
+    it existed, and every single-size student, keep their fingerprints."""
+    degrade = cfg.degrade.model_dump(mode="json", exclude_defaults=True,
+                                     exclude={"eval_sizes", "work_size"})
+    if cfg.degrade.native_across_sizes and cfg.degrade.work_size is not None:
+        work = cfg.degrade.work_size
+        hr = cfg.data.hr_size
+        degrade["work_size"] = cfg.degrade.resolved_work_size(hr) if hr is not None else work
+    return degrade
 
 
 def finished_stage(stage_dir: Path, fingerprint: str) -> bool:

@@ -68,6 +68,7 @@ class RunContext:
     lr_size: int
     upsampled: bool  # the student takes LR re-upsampled to the HR size
     lr_sizes: tuple[int, ...]  # the LR sizes the student trains at (one, or a range)
+    work_size: int | None  # the side such a student computes at (None: each size its own)
     labeled_indices: Tensor | None  # few-label runs: the training images whose labels count
     views: FixedViews | None = None  # K fixed augmentations per training image (if configured)
 
@@ -168,6 +169,7 @@ def build_context(
         lr_size=lr_size,
         upsampled=cfg.degrade.student_input == "upsampled",
         lr_sizes=lr_sizes,
+        work_size=cfg.degrade.resolved_work_size(hr_size),
         labeled_indices=labeled,
         views=views,
     )

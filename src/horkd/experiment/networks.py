@@ -47,8 +47,8 @@ class Networks:
         if role == "student":  # only a student takes LR at several sizes
             if degrade.norm_sizes:
                 recipe["norm_sizes"] = degrade.norm_sizes
-            if degrade.work_size is not None:
-                recipe["work_size"] = degrade.work_size
+            if self.ctx.work_size is not None:
+                recipe["work_size"] = self.ctx.work_size
         return recipe
 
     def new_network(self, role: str) -> nn.Module:

@@ -158,7 +158,8 @@ def _curve_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> 
             "way it takes input: networks that see HR get it re-upsampled to the HR size; a "
             "native student trained at one LR size gets it resized to that size; a student "
             "trained across sizes takes it at s itself inside its trained range, resized to the "
-            "nearest trained size outside it.", "",
+            "nearest trained size outside it (and, with a work size, resizes it to that side "
+            "inside the network).", "",
             _markdown(rows, ["network", *[f"{s}px" for s in sizes]]), "",
             f"![resolution curve]({png.name})", ""]
 
