@@ -42,6 +42,9 @@ def _sizes_config(tmp_path: Path, **changes) -> dict:
         ({"lr_sizes": [4, 8], "work_size": 6, "student_input": "upsampled"},
          "student_input: native"),
         ({"lr_sizes": [4, 8], "work_size": 20}, "work_size (20) is larger than data.hr_size (16)"),
+        ({"lr_sizes": [4, 8], "work_size": "half"}, "work_size: a side in pixels (2 or more), "
+                                                     "auto or null, not 'half'"),
+        ({"lr_sizes": [4, 8], "work_size": 1}, "a side in pixels (2 or more)"),
     ],
 )
 def test_size_range_errors_name_the_problem(tmp_path, degrade, needle):

@@ -7,7 +7,7 @@ are applied to the raw mapping before validation, so they are checked exactly li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,7 +100,7 @@ class DegradeConfig(_Strict):
         "per trained size (an image uses the nearest size's) or one shared set; weights are "
         "shared either way",
     )
-    work_size: Annotated[int, Field(ge=2)] | Literal["auto"] | None = Field(
+    work_size: int | Literal["auto"] | None = Field(
         "auto",
         description="a native student trained across lr_sizes resizes every input to this side "
         "inside the network (bilinear, antialiased), after its BatchNorm statistics are picked "
@@ -110,6 +110,19 @@ class DegradeConfig(_Strict):
     eval_sizes: list[int] | None = Field(
         None, description="extra LR sizes every final model is evaluated at"
     )
+
+    @field_validator("work_size", mode="before")
+    @classmethod
+    def _side_auto_or_null(cls, value: Any) -> Any:
+        """One readable line for a bad value, instead of one per member of the union."""
+        if value is None or value == "auto":
+            return value
+        side = value
+        if isinstance(value, str) and value.strip().isdigit():
+            side = int(value)
+        if isinstance(side, int) and not isinstance(side, bool) and side >= 2:
+            return side
+        raise ValueError(f"a side in pixels (2 or more), auto or null, not {value!r}")
 
     @property
     def native_across_sizes(self) -> bool:
