@@ -9,8 +9,9 @@ student about 9x a 7-px one, so the mean cost depends on the sizes drawn; with `
 every batch is re-upsampled to 28 px and the size changes nothing; with ``--work-size W`` the
 student resizes every batch to W px inside the network (``degrade.work_size``), so each step
 costs about what a W-px step does (the default, ``auto``, is the trained size nearest half the
-HR side: 14 px here; ``--work-size none`` feeds every size at its own). The across-sizes student keeps its BatchNorm statistics per
-size, as a run does by default (``--shared-statistics``: one set).
+HR side: 14 px here; ``--work-size none`` feeds every size at its own). The across-sizes
+student keeps its BatchNorm statistics per size, as a run does by default
+(``--shared-statistics``: one set).
 
     python benchmarks/multisize.py                      # sizes 5,7,10,14,21 (at 14 px) vs 7
     python benchmarks/multisize.py --work-size none     # every size at its own side
