@@ -90,7 +90,9 @@ def run_steps(parts, steps: int) -> float:
 
 def _work_size(text: str) -> int | str | None:
     word = text.lower()
-    return {"auto": "auto", "none": None}[word] if word in ("auto", "none") else int(text)
+    if word == "none":
+        return None
+    return "auto" if word == "auto" else int(text)
 
 
 def main() -> None:

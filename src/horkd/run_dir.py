@@ -197,10 +197,13 @@ def _degrade_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     it existed, and every single-size student, keep their fingerprints."""
     degrade = cfg.degrade.model_dump(mode="json", exclude_defaults=True,
                                      exclude={"eval_sizes", "work_size"})
-    if cfg.degrade.native_across_sizes and cfg.degrade.work_size is not None:
-        work = cfg.degrade.work_size
-        hr = cfg.data.hr_size
-        degrade["work_size"] = cfg.degrade.resolved_work_size(hr) if hr is not None else work
+    hr = cfg.data.hr_size
+    if hr is not None:
+        work = cfg.degrade.resolved_work_size(hr)
+    else:
+        work = cfg.degrade.work_size if cfg.degrade.native_across_sizes else None
+    if work is not None:
+        degrade["work_size"] = work
     return degrade
 
 

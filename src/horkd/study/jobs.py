@@ -225,4 +225,5 @@ def describe(result: JobResult) -> str:
 
 
 def describe_teacher(info: dict[str, Any]) -> str:
+    """One log line for a teacher, the same from the worker pool and from this process."""
     return f"[teacher {info['name']} seed {info['seed']}] {info['arch']}, best val {info['val']:.2f}"

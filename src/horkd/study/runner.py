@@ -23,6 +23,7 @@ from typing import Any
 
 from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
+from horkd.run_dir import teacher_fingerprint
 from horkd.study.config import StudyConfig, load_study, searched
 from horkd.study.jobs import Job, JobResult, TeacherJob, describe_teacher, execute, run_teacher
 from horkd.study.records import RecordBook, record_key
@@ -70,14 +71,10 @@ class Teachers:
         return str(self.run_dir(name, seed) / f"seed{seed}" / "teacher" / "model")
 
     def fingerprint(self, name: str, seed: int) -> str:
-        from horkd.run_dir import teacher_fingerprint
-
         return teacher_fingerprint(self.config(name, seed), seed)
 
     def job(self, name: str, seed: int) -> TeacherJob:
         """The task that trains (or loads) teacher ``name`` of ``seed`` and records its facts."""
-        from horkd.run_dir import teacher_fingerprint
-
         cfg = self.config(name, seed)
         facts = {"name": name, "seed": seed, "fingerprint": teacher_fingerprint(cfg, seed),
                  "config": self.study.teachers[name], "arch": cfg.teacher.arch,
