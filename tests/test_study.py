@@ -11,7 +11,7 @@ import yaml
 from conftest import tiny_config_dict
 
 from horkd.cli import main
-from horkd.config import ConfigError, config_from_dict
+from horkd.config import ConfigError, config_from_dict, load_config
 from horkd.data import labels_of
 from horkd.data.split import labeled_mask
 from horkd.experiment import build_context
@@ -246,6 +246,20 @@ def test_only_trains_the_named_regime_and_method_with_the_search_it_depends_on(
 
     argv = ["study", "s.yaml", "--only", "lr4", "--no-train", "--only=few/horkd", "--doc", "d.md"]
     assert _training_args(argv) == ["study", "s.yaml", "--doc", "d.md"]
+
+
+def test_shipped_study_files_validate_with_every_regime():
+    # A typo in one regime's overrides would otherwise surface hours into `make results`.
+    root = Path(__file__).parents[1] / "configs" / "study"
+    studies = [p for p in sorted(root.glob("*.yaml")) if "regimes" in yaml.safe_load(p.read_text())]
+    assert studies
+    for path in studies:
+        study, folder = load_study(path)
+        for teacher in study.teachers.values():
+            load_config(folder / teacher)
+        for name, regime in study.regimes.items():
+            cfg = config_from_dict(dict(study.base), list(regime.overrides))
+            assert cfg.seeds, f"{path.name}: regime {name}"
 
 
 def test_study_file_errors_name_the_problem(tmp_path):
