@@ -13,7 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from horkd.config import ConfigError, format_validation_error, read_yaml_mapping
+from horkd.config import (
+    ConfigError,
+    config_from_dict,
+    format_validation_error,
+    read_yaml_mapping,
+)
 
 
 def _registered_baselines() -> list[str]:
@@ -123,6 +128,10 @@ class StudyConfig(_Strict):
             for other in regime.specialists:
                 if other not in self.regimes or other == name:
                     raise ValueError(f"regimes.{name}.specialists: '{other}' is not another regime")
+            try:  # a typo in one regime fails here, not hours into the study
+                config_from_dict(dict(self.base), list(regime.overrides))
+            except ConfigError as err:
+                raise ValueError(f"regimes.{name}.overrides: {err}") from None
             for method in self.regime_methods(name):
                 METHODS.get(method)
                 if method not in self.search.candidates and searched(method):
