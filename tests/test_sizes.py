@@ -409,3 +409,13 @@ def test_a_work_size_run_keeps_its_resize_through_checkpoint_trace_and_onnx(tmp_
     plain = config_from_dict(_sizes_config(tmp_path, methods=["scratch"]))
     assert student_fingerprint(cfg, 0, "scratch", teacher=False, assistant=False) != \
         student_fingerprint(plain, 0, "scratch", teacher=False, assistant=False)
+
+
+def test_unset_curve_sizes_score_a_size_range_over_its_trained_sizes_and_hr(tmp_path):
+    raw = _sizes_config(tmp_path)
+    del raw["report"]
+    assert build_context(config_from_dict(raw), 0).curve_sizes == (16, 8, 6, 4, 3)
+    raw["report"] = {"resolution_sizes": []}  # an explicit empty list still means no curve
+    assert build_context(config_from_dict(raw), 0).curve_sizes == ()
+    single = tiny_config_dict(tmp_path / "single")
+    assert build_context(config_from_dict(single), 0).curve_sizes == ()

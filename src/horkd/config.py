@@ -326,7 +326,9 @@ class DistillConfig(_Strict):
 
 class ReportConfig(_Strict):
     resolution_sizes: list[int] | None = Field(
-        None, description="input sizes of the accuracy-vs-resolution curve; null = none"
+        None,
+        description="input sizes of the accuracy-vs-resolution curve; [] = none; null = none, "
+        "or for a student trained across degrade.lr_sizes its trained sizes and the HR size",
     )
     latency_repeats: int = Field(20, ge=1)
 

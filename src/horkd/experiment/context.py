@@ -93,6 +93,18 @@ class RunContext:
     def degrade_spec(self, lr_size: int, upsample: bool) -> DegradeSpec:
         return degrade_spec(self.cfg.degrade, lr_size, upsample)
 
+    @property
+    def curve_sizes(self) -> tuple[int, ...]:
+        """Input sizes of the accuracy-vs-resolution curve: ``report.resolution_sizes`` when
+        set; unset, a student trained across sizes is scored over its trained sizes and the HR
+        side (the range is its point; one score at its smallest size says little)."""
+        configured = self.cfg.report.resolution_sizes
+        if configured is not None:
+            return tuple(configured)
+        if len(self.lr_sizes) > 1:
+            return tuple(sorted({*self.lr_sizes, self.hr_size}, reverse=True))
+        return ()
+
     def input_side(self, size: int) -> int:
         """The side a native student takes an image degraded to ``size``: the size itself inside
         its trained range, the nearest trained size outside it (a single-size student: always

@@ -145,8 +145,8 @@ def sized_input(ctx: RunContext, takes_hr: bool, size: int) -> InputFn:
 def resolution_curve(
     ctx: RunContext, networks: Networks, methods: list[str], *, with_teacher: bool = True
 ) -> dict[str, dict[str, float]]:
-    """The task's headline metric of every trained network at each ``report.resolution_sizes``."""
-    sizes = ctx.cfg.report.resolution_sizes or []
+    """The task's headline metric of every trained network at each of ``ctx.curve_sizes``."""
+    sizes = ctx.curve_sizes
     scored: dict[str, tuple[nn.Module, bool]] = {}
     if with_teacher:
         scored["teacher"] = (networks.teacher(), True)
@@ -171,7 +171,7 @@ def score_seed(
 ) -> SeedResult:
     rows = result_rows(ctx, networks, methods, with_teacher=with_teacher)
     curve = {}
-    if ctx.cfg.report.resolution_sizes:
+    if ctx.curve_sizes:
         curve = resolution_curve(ctx, networks, methods, with_teacher=with_teacher)
         add_curve_summary(rows, curve)
     return SeedResult(ctx.seed, rows, curve)
