@@ -419,3 +419,59 @@ def test_unset_curve_sizes_score_a_size_range_over_its_trained_sizes_and_hr(tmp_
     assert build_context(config_from_dict(raw), 0).curve_sizes == ()
     single = tiny_config_dict(tmp_path / "single")
     assert build_context(config_from_dict(single), 0).curve_sizes == ()
+
+
+def test_recomputed_statistics_are_each_sizes_average_and_change_nothing_else():
+    from horkd.models.size_norm import SizeBatchNorm, recompute_size_statistics
+
+    model = _trained_per_size()
+    model.train()
+    stem = next(m for m in model.modules() if isinstance(m, SizeBatchNorm))
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    images = [torch.rand(8, 1, 8, 8) for _ in range(3)]
+    by_size = [lambda x: torch.nn.functional.interpolate(x, size=4) * 10, lambda x: x]
+    recompute_size_statistics(model, lambda: iter(images), by_size)
+    assert model.training and stem.training  # put back as it was
+    assert stem.momentum == 0.1 and stem.num_batches_tracked.tolist() == [5, 5]
+    assert all(torch.equal(weights[k], v) for k, v in model.named_parameters())
+    # the first layer's statistics: the average over the three batches of what that layer
+    # receives at each size (the stem convolution's output)
+    conv = model.backbone.stem[0]
+    with torch.no_grad():
+        for slot, to_input in enumerate(by_size):
+            means = [conv(to_input(x)).mean(dim=(0, 2, 3)) for x in images]
+            torch.testing.assert_close(stem.running_mean[slot], torch.stack(means).mean(0),
+                                       rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(stem.running_mean[0], stem.running_mean[1])
+
+
+def test_recomputed_statistics_keep_training_as_it_was_and_fix_the_lag(tmp_path):
+    """The weights of the last epoch are those of a run that keeps running averages (the
+    recomputation reads no random number and no batch of training); only the statistics
+    differ, and they are the ones a fresh estimate gives."""
+    from horkd.models.size_norm import SizeBatchNorm
+
+    def trained(statistics: str):
+        raw = _sizes_config(tmp_path / statistics, methods=["scratch"])
+        raw["degrade"]["size_statistics"] = statistics
+        raw["degrade"]["statistics_images"] = 48
+        raw["train"]["student"] = {**raw["train"]["student"], "select_on_val": False}
+        cfg = config_from_dict(raw)
+        run_experiment(cfg, progress=False)
+        return open_seed(cfg, 0, progress=False)
+
+    ctx, recomputed = trained("recomputed")
+    _, running = trained("per_size")
+    a, b = recomputed.student("scratch").model, running.student("scratch").model
+    params = dict(b.named_parameters())
+    assert all(torch.equal(v, params[k]) for k, v in a.named_parameters())
+    norms = [m for m in a.modules() if isinstance(m, SizeBatchNorm)]
+    assert not torch.allclose(norms[0].running_mean, next(
+        m for m in b.modules() if isinstance(m, SizeBatchNorm)).running_mean)
+    saved = [n.running_mean.clone() for n in norms]
+    from horkd.experiment.stages import StageRunner
+
+    refresh = StageRunner(ctx, tmp_path / "unused").statistics_refresher("lr", None)
+    refresh(a)  # the saved model already holds what a fresh estimate gives
+    for norm, mean in zip(norms, saved, strict=True):
+        torch.testing.assert_close(norm.running_mean, mean)

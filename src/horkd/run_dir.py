@@ -184,19 +184,31 @@ def student_fingerprint(
             "train": _dump(getattr(cfg.train, network)),
             "distill": _dump(cfg.distill) if distils else None,
             "degrade": _degrade_settings(cfg),
-            # named only where it applies, so every other student keeps its fingerprint
-            **({"size_statistics": "per_size"}
-               if network == "student" and cfg.degrade.norm_sizes else {}),
+            **(_size_statistics(cfg) if network == "student" else {}),
         }
     )
+
+
+def _size_statistics(cfg: ExperimentConfig) -> dict[str, Any]:
+    """How a student across sizes keeps its BatchNorm statistics; named only where it applies,
+    so every other student keeps its fingerprint (and per_size the one it had as the default)."""
+    degrade = cfg.degrade
+    if not degrade.norm_sizes:
+        return {}
+    if degrade.size_statistics == "recomputed":
+        return {"size_statistics": "recomputed", "statistics_images": degrade.statistics_images}
+    return {"size_statistics": "per_size"}
 
 
 def _degrade_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """What LR a student learnt from. The work size is named only where a student computes at
     one (an int, or ``auto`` where the HR side is the data's own), so the stages trained before
     it existed, and every single-size student, keep their fingerprints."""
-    degrade = cfg.degrade.model_dump(mode="json", exclude_defaults=True,
-                                     exclude={"eval_sizes", "work_size"})
+    degrade = cfg.degrade.model_dump(
+        mode="json", exclude_defaults=True,
+        exclude={"eval_sizes", "work_size", "size_statistics", "statistics_images"})
+    if cfg.degrade.size_statistics == "shared":  # named as it was when not the default
+        degrade["size_statistics"] = "shared"
     hr = cfg.data.hr_size
     if hr is not None:
         work = cfg.degrade.resolved_work_size(hr)

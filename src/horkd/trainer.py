@@ -153,6 +153,7 @@ class Trainer:
         train_batches: Any,
         make_batch: BatchFn,
         validate: Callable[[torch.nn.Module], dict[str, float]] | None,
+        refresh_statistics: Callable[[torch.nn.Module], None] | None = None,
         score_key: str,
         device: torch.device,
         out_dir: str | Path,
@@ -173,6 +174,7 @@ class Trainer:
         self.cfg = cfg
         self.train_batches = train_batches
         self.validate = validate
+        self.refresh_statistics = refresh_statistics  # run on the student before validation
         self.score_key = score_key
         self.device = device
         self.out_dir = Path(out_dir)
@@ -296,6 +298,9 @@ class Trainer:
         row = epoch_row(partial, epoch, self.parts.optimizer.param_groups[0]["lr"])
         if self.validate is not None:
             distributed.broadcast_buffers(method)
+        if self.refresh_statistics is not None:  # the same images on every process
+            self.refresh_statistics(method.student)
+        if self.validate is not None:
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
         if logger is not None:
             logger.log(row)

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from horkd import distributed
 from horkd.checkpoint import build_from_checkpoint, write_json
 from horkd.config import StageConfig
+from horkd.data.loader import BatchLoader
 from horkd.experiment.batches import batch_maker, train_batches
 from horkd.experiment.context import RunContext
 from horkd.methods import Method
+from horkd.models.size_norm import recompute_size_statistics
 from horkd.reference_cache import ReferenceCaches
 from horkd.run_dir import finished_stage
 from horkd.trainer import Trainer
@@ -139,6 +144,7 @@ class StageRunner:
             train_batches=train_batches(ctx, stage),
             make_batch=batch_maker(ctx, name, view == "lr", stage, upsample, few_labels),
             validate=self._validator(view, upsample),
+            refresh_statistics=self.statistics_refresher(view, upsample),
             score_key=ctx.task.score_key,
             device=ctx.device,
             out_dir=out_dir,
@@ -179,6 +185,33 @@ class StageRunner:
         if projector:
             meta["projector"] = projector
         write_json(meta_path, meta)
+
+    def statistics_refresher(
+        self, view: str, upsample: bool | None
+    ) -> Callable[[nn.Module], None] | None:
+        """For a student across sizes with ``size_statistics: recomputed``: its per-size
+        BatchNorm statistics recomputed at every epoch end from a fixed sample of training
+        images (unaugmented, degraded as validation degrades them), so the epoch picked and
+        the saved model use statistics that match their weights."""
+        ctx = self.ctx
+        degrade = ctx.cfg.degrade
+        if view != "lr" or upsample is not None or not degrade.norm_sizes:
+            return None
+        if degrade.size_statistics != "recomputed":
+            return None
+        train = ctx.splits.train
+        count = min(degrade.statistics_images, len(train))  # type: ignore[arg-type]
+        order = torch.Generator().manual_seed(ctx.seed)  # its own: the training stream is untouched
+        picked = torch.randperm(len(train), generator=order)  # type: ignore[arg-type]
+        sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=256,
+                             shuffle=False, num_workers=ctx.cfg.data.num_workers)
+        inputs = [ctx.inputs("lr", size=s) for s in ctx.lr_sizes]
+
+        def batches() -> Iterator[Tensor]:
+            for images, _, _ in sample:
+                yield images.to(ctx.device)
+
+        return lambda model: recompute_size_statistics(model, batches, inputs)
 
     def _validator(self, view: str, upsample: bool | None) -> Any:
         """Validation at the stage's input; a student trained across LR sizes is scored at each

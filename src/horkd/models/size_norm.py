@@ -15,12 +15,14 @@ record as part of the graph.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+InputFn = Callable[[Tensor], Tensor]
 
 
 class SizeSlot:
@@ -131,3 +133,35 @@ def _replace_norms(module: nn.Module, slot: SizeSlot, prefix: str = "") -> None:
             )
         else:
             _replace_norms(child, slot, f"{prefix}{name}.")
+
+
+@torch.no_grad()
+def recompute_size_statistics(
+    model: nn.Module, batches: Callable[[], Iterable[Tensor]], to_inputs: Sequence[InputFn]
+) -> None:
+    """Every size's statistics as the plain average over the images ``batches()`` yields, each
+    given to the model through one of ``to_inputs`` (one per trained size).
+
+    Only the statistics change: the other layers run in evaluation mode, so dropout and the
+    like do not reach them, and the momentum and batch counts are put back, so training goes on
+    as it would have (its batches use their own statistics, not these).
+    """
+    norms = [m for m in model.modules() if isinstance(m, SizeBatchNorm)]
+    if not norms:
+        return
+    kept = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    was_training = model.training
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+        norm.train()
+    try:
+        for to_input in to_inputs:
+            for images in batches():
+                model(to_input(images))
+    finally:
+        for norm, (momentum, tracked) in zip(norms, kept, strict=True):
+            norm.momentum = momentum
+            norm.num_batches_tracked.copy_(tracked)
+        model.train(was_training)
