@@ -9,9 +9,11 @@ statistics as trained, recomputed on training images at each size separately (an
 for per-size statistics), and recomputed once over all sizes. Weights are never changed; the
 test split is not touched.
 
-For a student that keeps its statistics per size (``degrade.size_statistics: per_size``, the
-default) every batch updates its own size's set, so both recomputed rows are per size: they show
-how far the running averages kept during training lag behind a fresh estimate.
+For a student that keeps its statistics per size (``degrade.size_statistics: per_size``) every
+batch updates its own size's set, so both recomputed rows are per size: they show how far the
+running averages kept during training lag behind a fresh estimate. On a short run that lag was
+large enough (41.8% against 92.9% on digits, 3 epochs) that ``recomputed``, the default now,
+does this at every epoch end; for such a student the rows agree.
 
     python benchmarks/sizes_batchnorm.py RUN_DIR METHOD [--seed N] [--batches 20]
 """
