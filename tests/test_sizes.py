@@ -475,3 +475,38 @@ def test_recomputed_statistics_keep_training_as_it_was_and_fix_the_lag(tmp_path)
     refresh(a)  # the saved model already holds what a fresh estimate gives
     for norm, mean in zip(norms, saved, strict=True):
         torch.testing.assert_close(norm.running_mean, mean)
+
+
+def test_recomputation_reads_each_batch_once_and_leaves_out_a_batch_of_one():
+    from horkd.models.size_norm import SizeBatchNorm, recompute_size_statistics
+
+    model = _trained_per_size()
+    stem = next(m for m in model.modules() if isinstance(m, SizeBatchNorm))
+    images = [torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)]
+    reads = {"n": 0}
+
+    def batches():
+        reads["n"] += 1
+        yield from [*images, torch.rand(1, 1, 8, 8)]  # the lone image cannot be normalised
+
+    by_size = [lambda x: torch.nn.functional.interpolate(x, size=4), lambda x: x]
+    recompute_size_statistics(model, batches, by_size)
+    assert reads["n"] == 1  # an image folder decodes its sample once, not once per size
+    conv = model.backbone.stem[0]
+    with torch.no_grad():
+        expected = torch.stack([conv(x).mean(dim=(0, 2, 3)) for x in images]).mean(0)
+    torch.testing.assert_close(stem.running_mean[1], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_student_updates_the_statistics_of_the_size_it_sees():
+    from horkd.models.size_norm import SizeBatchNorm
+
+    model = _trained_per_size()
+    stem = next(m for m in model.modules() if isinstance(m, SizeBatchNorm))
+    before = stem.running_mean.clone()
+    compiled = torch.compile(model, backend="eager")
+    model.train()
+    with torch.no_grad():
+        compiled(torch.rand(8, 1, 4, 4) * 50)
+    assert not torch.allclose(stem.running_mean[0], before[0])  # the 4 px set moved
+    torch.testing.assert_close(stem.running_mean[1], before[1])  # the 8 px set did not

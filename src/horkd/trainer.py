@@ -296,10 +296,10 @@ class Trainer:
         """Validate, log the epoch's row and keep the weights if validation improved."""
         method, partial, epoch = self.method, loop.partial, loop.epoch
         row = epoch_row(partial, epoch, self.parts.optimizer.param_groups[0]["lr"])
-        if self.validate is not None:
-            distributed.broadcast_buffers(method)
-        if self.refresh_statistics is not None:  # the same images on every process
+        if self.refresh_statistics is not None:
             self.refresh_statistics(method.student)
+        if self.validate is not None or self.refresh_statistics is not None:
+            distributed.broadcast_buffers(method)  # every process validates and saves rank 0's
         if self.validate is not None:
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
         if logger is not None:

@@ -203,7 +203,8 @@ class StageRunner:
         count = min(degrade.statistics_images, len(train))  # type: ignore[arg-type]
         order = torch.Generator().manual_seed(ctx.seed)  # its own: the training stream is untouched
         picked = torch.randperm(len(train), generator=order)  # type: ignore[arg-type]
-        sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=256,
+        per_batch = -(-count // -(-count // 256))  # batches of 256 at most, near-equal sizes
+        sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=per_batch,
                              shuffle=False, num_workers=ctx.cfg.data.num_workers)
         inputs = [ctx.inputs("lr", size=s) for s in ctx.lr_sizes]
 

@@ -99,7 +99,11 @@ class SizeBatchNorm(nn.Module):
         momentum = self.momentum
         if momentum is None:  # a cumulative average (as when statistics are recomputed)
             momentum = 1.0 / float(self.num_batches_tracked[index])
-        return F.batch_norm(x, mean, var, self.weight, self.bias, True, momentum, self.eps)
+        out = F.batch_norm(x, mean, var, self.weight, self.bias, True, momentum, self.eps)
+        if not isinstance(index, int):  # compiled: the rows were copies, so write them back
+            self.running_mean.index_copy_(0, index.view(1), mean.unsqueeze(0))
+            self.running_var.index_copy_(0, index.view(1), var.unsqueeze(0))
+        return out
 
 
 def keep_statistics_per_size(model: nn.Module, sizes: Sequence[int]) -> nn.Module:
@@ -139,8 +143,9 @@ def _replace_norms(module: nn.Module, slot: SizeSlot, prefix: str = "") -> None:
 def recompute_size_statistics(
     model: nn.Module, batches: Callable[[], Iterable[Tensor]], to_inputs: Sequence[InputFn]
 ) -> None:
-    """Every size's statistics as the plain average over the images ``batches()`` yields, each
-    given to the model through one of ``to_inputs`` (one per trained size).
+    """Every size's statistics as the average over the batches ``batches()`` yields (each read
+    once, then given to the model at every size through ``to_inputs``, one per trained size);
+    a batch of one image, which BatchNorm cannot take in training mode, is left out.
 
     Only the statistics change: the other layers run in evaluation mode, so dropout and the
     like do not reach them, and the momentum and batch counts are put back, so training goes on
@@ -157,8 +162,10 @@ def recompute_size_statistics(
         norm.momentum = None  # a cumulative average over the batches
         norm.train()
     try:
-        for to_input in to_inputs:
-            for images in batches():
+        for images in batches():
+            if images.shape[0] < 2:
+                continue
+            for to_input in to_inputs:
                 model(to_input(images))
     finally:
         for norm, (momentum, tracked) in zip(norms, kept, strict=True):
