@@ -172,6 +172,10 @@ def test_predict_and_onnx_take_lr_images_at_their_own_size(tmp_path):
     ours = [r["label"] for r in csv.DictReader((tmp_path / "p.csv").open())]
     assert [r["label"] for r in csv.DictReader((tmp_path / "o.csv").open())] == ours
     yaml.safe_dump(raw)  # the config stays plain data
+    from horkd.eval_checkpoint import evaluate_checkpoint
+
+    table = evaluate_checkpoint(model / "model")  # by default: HR and every trained size
+    assert [line.split()[0] for line in table[2:]] == ["16", "8", "6", "4", "3"]
 
 
 def test_the_hr_network_and_a_context_are_unchanged_by_a_size_range(tmp_path):

@@ -132,7 +132,9 @@ def _add_model_commands(sub: Any) -> None:
     )
     ev.add_argument("checkpoint", help="checkpoint path (with or without .safetensors/.json)")
     ev.add_argument(
-        "--sizes", type=_sizes, default=None, help="comma-separated sizes, e.g. 28,14,7"
+        "--sizes", type=_sizes, default=None,
+        help="comma-separated sizes, e.g. 28,14,7 (default: the HR size and every LR size the "
+        "model was trained at)"
     )
     ev.add_argument("--data-root", help="folder holding the dataset")
     ev.add_argument(

@@ -37,7 +37,9 @@ def evaluate_checkpoint(
         cfg.degrade.student_input = "upsampled" if upsample else "native"
     model_input = meta["input"]
     hr_size = int(model_input["hr_size"])
-    sizes = sizes or [hr_size] + ([model_input["lr_size"]] if model_input.get("lr_size") else [])
+    # default: HR and every size the model was trained at (one, or a range)
+    trained = model_input.get("lr_sizes") or [model_input.get("lr_size")]
+    sizes = sizes or sorted({hr_size, *(int(s) for s in trained if s)}, reverse=True)
     for size in sizes:
         if size <= 0:
             raise ValueError(f"--sizes must be positive, got {size}")
