@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -34,7 +33,7 @@ from horkd.config import config_from_dict
 from horkd.data.vision import DEBIAN_FASHION_MNIST
 from horkd.experiment import build_context
 from horkd.experiment.batches import batch_maker, train_batches
-from horkd.experiment.stages import StageRunner
+from horkd.experiment.stages import statistics_refresher
 from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, MethodContext
 from horkd.models import build_model
@@ -68,7 +67,7 @@ def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
     method.reference_cache = ReferenceCache.build(teacher, ctx.splits.train, ctx.device,
                                                   views=ctx.cache_views())
     optimizer = build_optimizer(method.trainable_parameters(), cfg.train.student)
-    refresh = StageRunner(ctx, Path("unused")).statistics_refresher("lr", None)
+    refresh = statistics_refresher(ctx, "lr", None)
     return ctx, method, optimizer, batch_maker(ctx, "students/bench"), train_batches(
         ctx, cfg.train.student), refresh
 

@@ -29,22 +29,18 @@ from torch.utils.data import DataLoader
 
 from horkd.config import load_config
 from horkd.experiment import open_seed
-from horkd.models.size_norm import SizeBatchNorm
+from horkd.models.size_norm import recompute_size_statistics
 
 
 def recompute_statistics(
     model: nn.Module, loader: DataLoader, to_inputs: list, batches: int
 ) -> None:
-    """Running statistics as the plain average over ``batches`` training batches, the inputs
-    cycling through ``to_inputs`` (one per size)."""
-    for module in model.modules():
-        if isinstance(module, (nn.modules.batchnorm._BatchNorm, SizeBatchNorm)):
-            module.reset_running_stats()
-            module.momentum = None  # a cumulative average, not an exponential one
-    model.train()
-    with torch.no_grad():
-        for i, (images, _) in zip(range(batches), loader, strict=False):
-            model(to_inputs[i % len(to_inputs)](images))
+    """The statistics as a run with ``size_statistics: recomputed`` estimates them, over
+    ``batches`` training batches, each given at every size in ``to_inputs``."""
+    def images():
+        return (x for _, (x, _y) in zip(range(batches), loader, strict=False))
+
+    recompute_size_statistics(model, images, to_inputs)
     model.eval()
 
 

@@ -86,6 +86,33 @@ def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
     return {**facts, "file": "projector.safetensors"}
 
 
+def statistics_refresher(
+    ctx: RunContext, view: str, upsample: bool | None
+) -> Callable[[nn.Module], None] | None:
+    """For a student across sizes with ``size_statistics: recomputed``: its per-size BatchNorm
+    statistics recomputed at every epoch end from a fixed sample of training images
+    (unaugmented, degraded as validation degrades them), so the epoch picked and the saved model
+    use statistics that match their weights."""
+    degrade = ctx.cfg.degrade
+    if (view != "lr" or upsample is not None or not degrade.norm_sizes
+            or degrade.size_statistics != "recomputed"):
+        return None
+    train = ctx.splits.train
+    count = min(degrade.statistics_images, len(train))  # type: ignore[arg-type]
+    order = torch.Generator().manual_seed(ctx.seed)  # its own: the training stream is untouched
+    picked = torch.randperm(len(train), generator=order)  # type: ignore[arg-type]
+    per_batch = -(-count // -(-count // 256))  # batches of 256 at most, near-equal sizes
+    sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=per_batch,
+                         shuffle=False, num_workers=ctx.cfg.data.num_workers)
+    inputs = [ctx.inputs("lr", size=s) for s in ctx.lr_sizes]
+
+    def batches() -> Iterator[Tensor]:
+        for images, _, _ in sample:
+            yield images.to(ctx.device)
+
+    return lambda model: recompute_size_statistics(model, batches, inputs)
+
+
 class StageRunner:
     """Trains a seed's stages under ``seed_dir``; a finished stage with the same fingerprint is
     loaded instead (``resume``), an interrupted one continues from its saved state."""
@@ -144,7 +171,7 @@ class StageRunner:
             train_batches=train_batches(ctx, stage),
             make_batch=batch_maker(ctx, name, view == "lr", stage, upsample, few_labels),
             validate=self._validator(view, upsample),
-            refresh_statistics=self.statistics_refresher(view, upsample),
+            refresh_statistics=statistics_refresher(ctx, view, upsample),
             score_key=ctx.task.score_key,
             device=ctx.device,
             out_dir=out_dir,
@@ -185,34 +212,6 @@ class StageRunner:
         if projector:
             meta["projector"] = projector
         write_json(meta_path, meta)
-
-    def statistics_refresher(
-        self, view: str, upsample: bool | None
-    ) -> Callable[[nn.Module], None] | None:
-        """For a student across sizes with ``size_statistics: recomputed``: its per-size
-        BatchNorm statistics recomputed at every epoch end from a fixed sample of training
-        images (unaugmented, degraded as validation degrades them), so the epoch picked and
-        the saved model use statistics that match their weights."""
-        ctx = self.ctx
-        degrade = ctx.cfg.degrade
-        if view != "lr" or upsample is not None or not degrade.norm_sizes:
-            return None
-        if degrade.size_statistics != "recomputed":
-            return None
-        train = ctx.splits.train
-        count = min(degrade.statistics_images, len(train))  # type: ignore[arg-type]
-        order = torch.Generator().manual_seed(ctx.seed)  # its own: the training stream is untouched
-        picked = torch.randperm(len(train), generator=order)  # type: ignore[arg-type]
-        per_batch = -(-count // -(-count // 256))  # batches of 256 at most, near-equal sizes
-        sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=per_batch,
-                             shuffle=False, num_workers=ctx.cfg.data.num_workers)
-        inputs = [ctx.inputs("lr", size=s) for s in ctx.lr_sizes]
-
-        def batches() -> Iterator[Tensor]:
-            for images, _, _ in sample:
-                yield images.to(ctx.device)
-
-        return lambda model: recompute_size_statistics(model, batches, inputs)
 
     def _validator(self, view: str, upsample: bool | None) -> Any:
         """Validation at the stage's input; a student trained across LR sizes is scored at each

@@ -145,13 +145,15 @@ def recompute_size_statistics(
 ) -> None:
     """Every size's statistics as the average over the batches ``batches()`` yields (each read
     once, then given to the model at every size through ``to_inputs``, one per trained size);
-    a batch of one image, which BatchNorm cannot take in training mode, is left out.
+    a batch of one image, which BatchNorm cannot take in training mode, is left out. Plain
+    BatchNorm layers (one set for all sizes) get the average over every size.
 
     Only the statistics change: the other layers run in evaluation mode, so dropout and the
     like do not reach them, and the momentum and batch counts are put back, so training goes on
     as it would have (its batches use their own statistics, not these).
     """
-    norms = [m for m in model.modules() if isinstance(m, SizeBatchNorm)]
+    norms = [m for m in model.modules()
+             if isinstance(m, (SizeBatchNorm, nn.modules.batchnorm._BatchNorm))]
     if not norms:
         return
     kept = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
