@@ -237,13 +237,47 @@ def test_config_keys_reach_the_loss_and_the_order_switch_applies_once():
         return set(loss(s, zs, t, zt))
 
     everything = {"order1_embedding", "order1_logits", "order2_distance", "order3_angle"}
-    assert terms(LossConfig()) == everything
+    given = LossConfig(embedding_weight=1.0)
+    assert terms(given) == everything
     assert terms(LossConfig(orders=[2, 3])) == {"order2_distance", "order3_angle"}
-    assert terms(LossConfig(orders=[1], logit_weight=0.0)) == {"order1_embedding"}
+    assert terms(LossConfig(orders=[1], logit_weight=0.0, embedding_weight=1.0)) == {
+        "order1_embedding"}
     assert terms(LossConfig(orders=[2, 3]), ("logits",)) == {"order1_logits"}  # hinton_kd
-    assert terms(LossConfig(), None, uses_logits=False) == everything - {"order1_logits"}
+    assert terms(given, None, uses_logits=False) == everything - {"order1_logits"}
     value = hybrid_loss(LossConfig(angle_weight=3.0), student, teacher)(s, zs, t, zt)
     assert torch.allclose(value["order3_angle"], 3.0 * angle_loss(s, t))
+
+
+def test_a_weight_left_null_takes_the_methods_own_default():
+    """Baselines keep their published weights (FitNet's embedding term at 1, RKD's 25 / 50) and
+    no bank; the hybrid-order methods take the study's choice (no embedding term, 5 / 10; the
+    published weights where a task has no class logits); a weight given in the config applies
+    to every method alike."""
+    from horkd.config import ExperimentConfig, LossConfig
+    from horkd.methods import METHODS, hybrid_loss
+    from horkd.run_dir import student_fingerprint
+
+    student, teacher = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    student.embed_dim, teacher.embed_dim = 4, 6
+    loss_cfg = LossConfig(bank_size=16)
+    rkd = hybrid_loss(loss_cfg, student, teacher, METHODS.get("rkd").terms)
+    fitnet = hybrid_loss(loss_cfg, student, teacher, METHODS.get("fitnet").terms)
+    hybrid = hybrid_loss(loss_cfg, student, teacher, METHODS.get("horkd").terms)
+    assert (rkd.distance_weight, rkd.angle_weight, rkd.bank) == (25.0, 50.0, None)
+    assert fitnet.embedding_weight == 1.0
+    assert (hybrid.embedding_weight, hybrid.distance_weight, hybrid.angle_weight) == (0, 5, 10)
+    assert hybrid.bank is not None
+    metric = hybrid_loss(loss_cfg, student, teacher, None, uses_logits=False)  # retrieval, faces
+    assert (metric.embedding_weight, metric.distance_weight, metric.angle_weight) == (1, 25, 50)
+    chosen = hybrid_loss(LossConfig(distance_weight=2.0), student, teacher, ("distance",))
+    assert chosen.distance_weight == 2.0
+    # what a stage trains with is its fingerprint: the same weights spelt out, the same stage
+    implicit, spelt = ExperimentConfig(), ExperimentConfig.model_validate(
+        {"distill": {"loss": {"embedding_weight": 0, "distance_weight": 5, "angle_weight": 10}}})
+    def key(cfg: ExperimentConfig, method: str) -> str:
+        return student_fingerprint(cfg, 0, method, teacher=True, assistant=False)
+    assert key(implicit, "horkd_no_assistant") == key(spelt, "horkd_no_assistant")
+    assert key(implicit, "rkd") != key(spelt, "rkd")
 
 
 def test_stored_values():

@@ -523,6 +523,7 @@ def cmd_list(_: argparse.Namespace) -> int:
     from horkd.losses.hybrid import TERM_ORDER
     from horkd.losses.task import TASK_LOSSES
     from horkd.methods import GROUP_MEANING, METHODS, methods_in
+    from horkd.methods.registry import default_weights
     from horkd.models import BACKBONES
 
     print("models:      " + ", ".join(BACKBONES.names()) + ", timm:<name>")
@@ -530,6 +531,12 @@ def cmd_list(_: argparse.Namespace) -> int:
     print("task losses: " + ", ".join(TASK_LOSSES.names()) + "  (task_loss.name)")
     terms = ", ".join(f"{term} (order {order})" for term, order in TERM_ORDER.items())
     print(f"distillation terms: {terms}  (distill.loss.*_weight, distill.loss.orders)")
+    print("  a weight left null takes the method's default: " + "; ".join(
+        f"{who}: " + ", ".join(f"{k.removesuffix('_weight')} {v:g}" for k, v in weights.items())
+        for who, weights in (("baselines", default_weights(("embedding",), True)),
+                             ("hybrid orders with class logits", default_weights(None, True)),
+                             ("hybrid orders without (retrieval, faces)",
+                              default_weights(None, False)))))
     print("methods:")
     for group, meaning in GROUP_MEANING:
         print(f"  {group}: {meaning}")

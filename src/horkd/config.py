@@ -6,6 +6,7 @@ are applied to the raw mapping before validation, so they are checked exactly li
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -241,14 +242,22 @@ class TrainConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """Weights of the hybrid-order loss; every baseline reuses the weights of the terms it uses."""
+    """Weights of the hybrid-order loss. A weight given here applies to every method that uses
+    its term; a weight left null takes the method's own default (``horkd list``): the baselines
+    their published ones, the hybrid-order methods the accuracy study's choice."""
 
     task_weight: float = Field(1.0, ge=0.0)
-    embedding_weight: float = Field(1.0, ge=0.0, description="alpha: first order, embeddings")
+    embedding_weight: float | None = Field(
+        None, ge=0.0, description="alpha: first order, embeddings; null = the method's default"
+    )
     logit_weight: float = Field(1.0, ge=0.0, description="alpha: first order, softened logits")
     temperature: float = Field(4.0, gt=0.0)
-    distance_weight: float = Field(25.0, ge=0.0, description="beta: second order")
-    angle_weight: float = Field(50.0, ge=0.0, description="gamma: third order")
+    distance_weight: float | None = Field(
+        None, ge=0.0, description="beta: second order; null = the method's default"
+    )
+    angle_weight: float | None = Field(
+        None, ge=0.0, description="gamma: third order; null = the method's default"
+    )
     huber_delta: float = Field(1.0, gt=0.0)
     orders: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2, 3])
     angle_anchors: int | None = Field(
@@ -267,6 +276,11 @@ class LossConfig(_Strict):
         "global",
         description="second/third order over the whole global batch (all ranks) or each rank's",
     )
+
+    def settled(self, defaults: Mapping[str, float]) -> LossConfig:
+        """These settings with every weight left null taken from ``defaults`` (a method's)."""
+        unset = {key: value for key, value in defaults.items() if getattr(self, key) is None}
+        return self.model_copy(update=unset) if unset else self
 
 
 class TaskLossConfig(_Strict):
@@ -327,6 +341,11 @@ class DistillConfig(_Strict):
         description="precompute the frozen reference's outputs once per image and view (flips, "
         "or data.augment.views fixed views; fresh random crops cannot be cached)",
     )
+
+    def settled(self, defaults: Mapping[str, float]) -> DistillConfig:
+        """These settings as one method trains with them (its own default weights filled in)."""
+        loss = self.loss.settled(defaults)
+        return self if loss is self.loss else self.model_copy(update={"loss": loss})
 
 
 class ReportConfig(_Strict):
@@ -424,7 +443,8 @@ class ExperimentConfig(_Strict):
                 "data.augment.views (K fixed views per image, all cached), crop_padding to 0, or "
                 "cache_reference to false"
             )
-        needs_triplets = 3 in self.distill.loss.orders and self.distill.loss.angle_weight > 0
+        angle = self.distill.loss.angle_weight  # null: every method's default is above 0
+        needs_triplets = 3 in self.distill.loss.orders and (angle is None or angle > 0)
         for stage in STAGES:
             batch = getattr(self.train, stage).batch_size
             if needs_triplets and batch < 3:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,8 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
             "teacher": teacher_fingerprint(cfg, seed),
             "assistant": _dump(cfg.assistant),
             "train": _dump(cfg.train.assistant),
-            "distill_loss": _dump(cfg.distill.loss),  # warm_start concerns the students only
+            # warm_start concerns the students only
+            "distill_loss": _dump(cfg.distill.loss.settled(_loss_defaults(cfg, "assistant"))),
             "labels": cfg.data.model_dump(mode="json", include=LABEL_SETTINGS),
         }
     )
@@ -182,11 +184,22 @@ def student_fingerprint(
             "student": _dump(getattr(cfg, network)),
             "assistant_model": _dump(cfg.assistant) if distils else None,  # warm start, joint
             "train": _dump(getattr(cfg.train, network)),
-            "distill": _dump(cfg.distill) if distils else None,
+            "distill": _dump(cfg.distill.settled(_loss_defaults(cfg, method))) if distils else None,
             "degrade": _degrade_settings(cfg),
             **(_size_statistics(cfg) if network == "student" else {}),
         }
     )
+
+
+def _loss_defaults(cfg: ExperimentConfig, method: str) -> Mapping[str, float]:
+    """The weights ``method`` trains with where the config leaves them null: a stage's settings
+    are what it trains with, so a changed method default retrains it."""
+    from horkd.methods import METHODS  # the methods import the config, not the run directory
+    from horkd.tasks import TASKS
+
+    if method not in METHODS:
+        return {}
+    return METHODS.get(method).loss_defaults(TASKS.get(cfg.task).uses_logits)
 
 
 def _size_statistics(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class Networks:
         if outcome is None:
             cfg = cfg or self.ctx.cfg
             method_ctx = MethodContext(
-                distill=cfg.distill,
+                distill=cfg.distill.settled(spec.loss_defaults(self.ctx.task.uses_logits)),
                 new_network=self.new_network,  # type: ignore[arg-type]
                 new_criterion=self.new_criterion,
                 teacher=self.teacher() if "teacher" in spec.needs else None,

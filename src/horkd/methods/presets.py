@@ -19,6 +19,7 @@ from horkd.methods.registry import (
     LossSettings,
     MethodContext,
     MethodSpec,
+    default_weights,
     register_method,
 )
 from horkd.methods.supervised import SupervisedMethod
@@ -35,16 +36,25 @@ def hybrid_loss(
 
     ``terms`` None: the terms of the configured orders (the order switch is applied once, by
     the loss); a fixed tuple (a baseline's): those terms, whatever the orders say. Where the
-    task's logits mean nothing (metric learning, faces), the logit term is dropped.
+    task's logits mean nothing (metric learning, faces), the logit term is dropped. A weight
+    left null takes the method's default (:func:`default_weights`); the bank of earlier samples
+    belongs to the hybrid-order methods (a baseline is the published method).
     """
-    wanted = set(TERM_ORDER) if terms is None else set(terms)
+    hybrid = terms is None
+    wanted = set(TERM_ORDER) if hybrid else set(terms)
     if not uses_logits:
         wanted.discard("logits")
+    defaults = default_weights(terms, uses_logits)
+
+    def given(key: str) -> float:
+        value = getattr(loss_cfg, key)
+        return defaults[key] if value is None else value
+
     weights = {
-        "embedding": loss_cfg.embedding_weight,
+        "embedding": given("embedding_weight"),
         "logits": loss_cfg.logit_weight,
-        "distance": loss_cfg.distance_weight,
-        "angle": loss_cfg.angle_weight,
+        "distance": given("distance_weight"),
+        "angle": given("angle_weight"),
     }
     weight = {term: value if term in wanted else 0.0 for term, value in weights.items()}
     return HybridOrderLoss(
@@ -59,7 +69,7 @@ def hybrid_loss(
         relations=loss_cfg.relations,
         angle_anchors=loss_cfg.angle_anchors,
         orders=loss_cfg.orders if terms is None else ORDERS,
-        bank_size=loss_cfg.bank_size,
+        bank_size=loss_cfg.bank_size if hybrid else 0,
     )
 
 
