@@ -459,3 +459,17 @@ def test_a_worker_stops_when_the_study_process_is_killed(tmp_path, ignore_term):
         parent.kill()
         if worker is not None and _running(worker):  # a failed check leaves no orphan behind
             os.kill(worker, signal.SIGKILL)
+
+
+def test_a_teacher_trained_again_elsewhere_keeps_the_record_the_earlier_runs_learnt_from():
+    from horkd.study.jobs import teacher_record
+
+    first = {"name": "cls", "seed": 0, "fingerprint": "f", "val": 93.95, "train_seconds": 10.0}
+    assert teacher_record(None, first) == first
+    assert teacher_record(first, dict(first)) == first  # loaded again: nothing to add
+    again = {**first, "val": 94.03, "train_seconds": 8.0}
+    kept = teacher_record(first, again)
+    assert kept["val"] == 93.95 and [r["val"] for r in kept["retrained"]] == [94.03]
+    assert teacher_record(kept, again)["retrained"] == kept["retrained"]  # listed once
+    other = {**again, "fingerprint": "g"}  # other settings: a new teacher, a new record
+    assert teacher_record(kept, other) == other

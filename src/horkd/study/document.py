@@ -236,6 +236,9 @@ def _setup(summary: dict[str, Any]) -> list[str]:
         parts.append(
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
             f"{t['val']:.2f} ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
+            + "".join(f" Trained again later (its checkpoint is not kept in git; another CPU "
+                      f"rounds differently): best validation {r['val']:.2f}; the runs recorded "
+                      "after that learnt from it." for r in t.get("retrained", []))
         )
     return parts
 

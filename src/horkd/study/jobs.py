@@ -4,7 +4,9 @@ trained (or continued from its run directory), scored and recorded."""
 
 from __future__ import annotations
 
+import json
 import math
+import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -187,8 +189,29 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     outcome = networks.outcome("teacher")
     info = {**job.facts, "val": outcome.best_score,
             "train_seconds": outcome.record.get("seconds"), "threads": job.threads}
-    write_json(Path(job.record), info)
+    path = Path(job.record)
+    info = teacher_record(json.loads(path.read_text()) if path.is_file() else None, info)
+    write_json(path, info)
     return info
+
+
+def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
+    """The record to keep after ``trained`` was trained or loaded. A teacher trained again
+    elsewhere (its checkpoint is not in git; another CPU rounds differently) keeps the record of
+    the teacher the earlier runs learnt from, and lists the new one under ``retrained``, so the
+    page can say that later runs learnt from a teacher with another score."""
+    same = recorded is not None and recorded.get("fingerprint") == trained.get("fingerprint")
+    if not same or recorded["val"] == trained["val"]:
+        return trained
+    again = {"val": trained["val"], "train_seconds": trained.get("train_seconds"),
+             "threads": trained.get("threads"), "machine": platform.machine()}
+    retrained = list(recorded.get("retrained", []))
+    if all(r["val"] != trained["val"] for r in retrained):
+        print(f"teacher {trained.get('name')} seed {trained.get('seed')} trained again: best "
+              f"validation {trained['val']:.2f} against the recorded {recorded['val']:.2f}; "
+              "runs trained from now learn from it (the record keeps both)", flush=True)
+        retrained.append(again)
+    return {**recorded, "retrained": retrained}
 
 
 def execute(
