@@ -361,3 +361,36 @@ def test_a_poor_assistant_is_bypassed_by_validation(tiny_cfg):
     trusting = config_from_dict(tiny_cfg, ["distill.assistant_guard=null", "methods=[horkd]",
                                            f"output_dir={cfg.output_dir}_b"])
     assert open_seed(trusting, 0, progress=False)[1].assistant_verdict()["trusted"] is True
+
+
+def test_an_assistant_on_lr_learns_and_is_looked_at_on_the_students_lr_view(tiny_cfg):
+    """``distill.assistant_input: lr``: the assistant (here the teacher's architecture) trains
+    on LR re-upsampled to HR from the teacher on HR, its checkpoint says so, its row is scored
+    on LR, and the HORKD student's reference degrades the HR batch before the assistant looks."""
+    from horkd.degrade import Degrader
+
+    tiny_cfg["assistant"] = dict(tiny_cfg["teacher"])
+    tiny_cfg["distill"] = {"assistant_input": "lr", "student_logits_from": "assistant"}
+    cfg = config_from_dict(tiny_cfg)
+    result = run_experiment(cfg, progress=False)
+    rows = {row["method"]: row for row in result.table}
+    assert math.isfinite(rows["assistant"]["lr_top1"]) and math.isfinite(rows["horkd"]["lr_top1"])
+    run = Path(cfg.output_dir) / "seed0"
+    meta = json.loads((run / "assistant" / "model.json").read_text())
+    assert meta["input"]["view"] == "lr" and meta["input"]["upsampled"] is True
+    ctx, networks = open_seed(cfg, 0, progress=False)
+    reference = networks.assistant_reference().eval()
+    x = torch.rand(5, *ctx.splits.train[0][0].shape)
+    lr = Degrader(ctx.hr_size, ctx.degrade_spec(ctx.lr_size, True))(x)
+    with torch.no_grad():
+        assert torch.equal(reference(x).logits, networks.assistant()(lr).logits)
+    # the guard holds it to the teacher on the same LR input, not on HR
+    on_lr = ctx.task.validate(ctx, networks.teacher(), ctx.inputs("lr", upsample=True))
+    assert networks.assistant_verdict()["teacher"] == on_lr[ctx.task.score_key]
+    # an HR assistant keeps the fingerprint it had; the LR one is another stage
+    from horkd.run_dir import assistant_fingerprint
+
+    hr = config_from_dict(tiny_cfg, ["distill.assistant_input=hr"])
+    assert assistant_fingerprint(hr, 0) != assistant_fingerprint(cfg, 0)
+    with pytest.raises(ValueError, match="assistant_input"):
+        config_from_dict(tiny_cfg, ["degrade.lr_size=null", "degrade.lr_sizes=[4,8]"])

@@ -327,8 +327,17 @@ class DistillConfig(_Strict):
         10.0,
         ge=0.0,
         description="the HORKD student learns from the assistant only when the assistant's "
-        "validation score is within this many points of the teacher's (both on HR); otherwise "
+        "validation score is within this many points of the teacher's (both on the input the "
+        "assistant takes: HR, or LR with distill.assistant_input: lr); otherwise "
         "from the teacher directly, recorded in its checkpoint. null: always the assistant",
+    )
+    assistant_input: Literal["hr", "lr"] = Field(
+        "hr",
+        description="what the assistant learns on: hr (the paper's chain - the architecture gap "
+        "first, on HR, then the resolution gap) or lr (the resolution gap first: the assistant "
+        "learns on the students' LR re-upsampled to the HR size, from the teacher on HR, and the "
+        "students imitate it on the LR input they see themselves; give it the teacher's "
+        "architecture with assistant.arch)",
     )
     student_logits_from: Literal["assistant", "teacher"] = Field(
         "teacher",
@@ -442,6 +451,12 @@ class ExperimentConfig(_Strict):
                 "crops (data.augment.crop_padding > 0) have too many to store: set "
                 "data.augment.views (K fixed views per image, all cached), crop_padding to 0, or "
                 "cache_reference to false"
+            )
+        if self.distill.assistant_input == "lr" and self.degrade.lr_sizes:
+            raise ValueError(
+                "distill.assistant_input: lr trains the assistant at one LR size; a student "
+                "across degrade.lr_sizes would see it at its smallest size only: use "
+                "degrade.lr_size, or assistant_input: hr"
             )
         angle = self.distill.loss.angle_weight  # null: every method's default is above 0
         needs_triplets = 3 in self.distill.loss.orders and (angle is None or angle > 0)

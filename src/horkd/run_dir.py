@@ -153,6 +153,9 @@ def assistant_fingerprint(cfg: ExperimentConfig, seed: int) -> str:
             # warm_start concerns the students only
             "distill_loss": _dump(cfg.distill.loss.settled(_loss_defaults(cfg, "assistant"))),
             "labels": cfg.data.model_dump(mode="json", include=LABEL_SETTINGS),
+            # named only when it is LR, so an HR assistant keeps the fingerprint it had
+            **({"input": "lr", "degrade": _degrade_settings(cfg)}
+               if cfg.distill.assistant_input == "lr" else {}),
         }
     )
 

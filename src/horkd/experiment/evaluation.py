@@ -120,7 +120,8 @@ def result_rows(
             continue
         if "assistant" in spec.needs and not any(r.role == "assistant" for r in rows):
             assistant = networks.assistant()
-            metrics = task.test(ctx, assistant, AT_HR)
+            on_lr = ctx.cfg.distill.assistant_input == "lr"  # learnt on LR: scored on it too
+            metrics = task.test(ctx, assistant, ON_UPSAMPLED_LR if on_lr else AT_HR)
             rows.append(Row("assistant", "assistant", *cost(ctx, assistant, True), metrics))
         student = networks.student(name).model
         scoring = student_scoring(name)

@@ -13,10 +13,13 @@ from torch import nn
 
 from horkd.checkpoint import build_from_checkpoint
 from horkd.config import ExperimentConfig
+from horkd.degrade import Degrader
+from horkd.evaluate import InputFn
 from horkd.experiment.context import RunContext, seed_everything
 from horkd.experiment.stages import StageOutcome, StageRunner
 from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, MethodContext, MethodSpec
+from horkd.methods.references import OnDegradedInput
 from horkd.models import build_model
 from horkd.run_dir import assistant_fingerprint, student_fingerprint, teacher_fingerprint
 
@@ -123,16 +126,16 @@ class Networks:
                 new_network=self.new_network,  # type: ignore[arg-type]
                 new_criterion=self.new_criterion,
                 teacher=self.teacher() if "teacher" in spec.needs else None,
-                assistant=self.assistant() if "assistant" in spec.needs else None,
+                assistant=self.assistant_reference() if "assistant" in spec.needs else None,
                 uses_logits=self.ctx.task.uses_logits,
                 assistant_trusted="assistant" not in spec.needs or self.assistant_verdict()["trusted"],
             )
             seed_everything(self.ctx.seed, self.ctx.cfg.deterministic)
             assert spec.build is not None
             method = spec.build(method_ctx)
-            upsampled = True if spec.upsampled else None
+            upsampled = True if spec.upsampled or method.upsampled else None
             metas = {
-                "student": self.meta(spec.network, spec.name, spec.view, upsampled),
+                "student": self.meta(spec.network, spec.name, method.student_view, upsampled),
                 "assistant": self.meta("assistant", spec.name, "hr"),  # the joint companion
             }
             if "assistant" in spec.needs:
@@ -159,6 +162,21 @@ class Networks:
             return given
         fingerprint = assistant_fingerprint(self.ctx.cfg, self.ctx.seed)
         return self._train(METHODS.get("assistant"), "assistant", fingerprint).model
+
+    def assistant_reference(self) -> nn.Module:
+        """The assistant as the students see it: an assistant that learnt on LR
+        (``distill.assistant_input: lr``) looks at the students' LR view of the HR batch."""
+        assistant = self.assistant()
+        if self.ctx.cfg.distill.assistant_input == "hr":
+            return assistant
+        degrade = Degrader(self.ctx.hr_size, self.ctx.degrade_spec(self.ctx.lr_size, True))
+        return OnDegradedInput(assistant, degrade)
+
+    def assistant_input(self) -> InputFn:
+        """The test or validation images as the assistant takes them."""
+        if self.ctx.cfg.distill.assistant_input == "lr":
+            return self.ctx.inputs("lr", upsample=True)
+        return self.ctx.inputs("hr")
 
     def student(
         self, method: str, stage: str | None = None, orders: list[int] | None = None
@@ -187,15 +205,18 @@ class Networks:
         return self._train(spec, stage or f"students/{method}", fingerprint, cfg)
 
     def assistant_verdict(self) -> dict[str, Any]:
-        """Whether the assistant is a bridge worth learning from: its validation score on HR
-        within ``distill.assistant_guard`` points of the teacher's (computed once per seed)."""
+        """Whether the assistant is a bridge worth learning from: its validation score within
+        ``distill.assistant_guard`` points of the teacher's on the input the assistant takes
+        (HR, or the students' LR re-upsampled; computed once per seed)."""
         if "assistant_verdict" not in self._facts:
             guard = self.ctx.cfg.distill.assistant_guard
             verdict: dict[str, Any] = {"trusted": True, "guard": guard}
             if guard is not None and self.ctx.splits.val is not None:
-                hr, task = self.ctx.inputs("hr"), self.ctx.task
-                teacher = task.validate(self.ctx, self.teacher(), hr)[task.score_key]
-                assistant = task.validate(self.ctx, self.assistant(), hr)[task.score_key]
+                # both on the assistant's own input: an assistant that learnt on LR is held to
+                # what the teacher does with that LR, not with detail the LR no longer holds
+                seen, task = self.assistant_input(), self.ctx.task
+                teacher = task.validate(self.ctx, self.teacher(), seen)[task.score_key]
+                assistant = task.validate(self.ctx, self.assistant(), seen)[task.score_key]
                 verdict.update(teacher=teacher, assistant=assistant,
                                trusted=assistant >= teacher - guard)
                 if not verdict["trusted"]:

@@ -92,6 +92,7 @@ class Method(nn.Module):
         self.student_view: View = student_view
         self.task_weight = task_weight
         self.reference_cache: Any = None  # a horkd.reference_cache.ReferenceCache, when built
+        self.upsampled: bool | None = None  # True: LR re-upsampled to HR (an LR assistant)
 
     def train(self, mode: bool = True) -> Method:
         super().train(mode)

@@ -126,7 +126,11 @@ def _teacher(ctx: MethodContext) -> Method:
 )
 def _assistant(ctx: MethodContext) -> Method:
     assert ctx.teacher is not None
-    return distill(ctx, ctx.new_network("assistant"), ctx.teacher, None, student_view="hr")
+    on_lr = ctx.distill.assistant_input == "lr"
+    method = distill(ctx, ctx.new_network("assistant"), ctx.teacher, None,
+                     student_view="lr" if on_lr else "hr")
+    method.upsampled = True if on_lr else None  # the assistant has an HR architecture
+    return method
 
 
 # ---------------------------------------------------------------- references and baselines

@@ -8,6 +8,21 @@ from torch import Tensor, nn
 from horkd.models import ModelOutput
 
 
+class OnDegradedInput(nn.Module):
+    """A network that learnt on LR, handed HR: it degrades the batch itself (the students' LR
+    view, re-upsampled to the HR size) before looking. Every method and the reference cache give
+    a reference the HR batch, so an LR assistant needs no other path."""
+
+    def __init__(self, network: nn.Module, degrade: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.degrade = degrade
+        self.embed_dim: int = network.embed_dim
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        return self.network(self.degrade(x))
+
+
 class LogitsFromTeacher(nn.Module):
     """The assistant's embedding (the bridge: the student's own architecture, so the same
     embedding space) with the teacher's logits (the strongest classifier there is).

@@ -41,6 +41,7 @@ class DistillSettings(Protocol):
     loss: LossSettings
     warm_start: bool
     student_logits_from: str
+    assistant_input: str
 
 Group = Literal["stage", "reference", "baseline", "ours"]
 Role = Literal["teacher", "assistant", "student"]
