@@ -13,13 +13,11 @@ from torch import nn
 
 from horkd.checkpoint import build_from_checkpoint
 from horkd.config import ExperimentConfig
-from horkd.degrade import Degrader
-from horkd.evaluate import InputFn
+from horkd.experiment.bridge import as_reference, guard_verdict
 from horkd.experiment.context import RunContext, seed_everything
 from horkd.experiment.stages import StageOutcome, StageRunner
 from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, MethodContext, MethodSpec
-from horkd.methods.references import OnDegradedInput
 from horkd.models import build_model
 from horkd.run_dir import assistant_fingerprint, student_fingerprint, teacher_fingerprint
 
@@ -164,19 +162,8 @@ class Networks:
         return self._train(METHODS.get("assistant"), "assistant", fingerprint).model
 
     def assistant_reference(self) -> nn.Module:
-        """The assistant as the students see it: an assistant that learnt on LR
-        (``distill.assistant_input: lr``) looks at the students' LR view of the HR batch."""
-        assistant = self.assistant()
-        if self.ctx.cfg.distill.assistant_input == "hr":
-            return assistant
-        degrade = Degrader(self.ctx.hr_size, self.ctx.degrade_spec(self.ctx.lr_size, True))
-        return OnDegradedInput(assistant, degrade)
-
-    def assistant_input(self) -> InputFn:
-        """The test or validation images as the assistant takes them."""
-        if self.ctx.cfg.distill.assistant_input == "lr":
-            return self.ctx.inputs("lr", upsample=True)
-        return self.ctx.inputs("hr")
+        """The assistant as the students see it (an LR one looks at their LR view)."""
+        return as_reference(self.ctx, self.assistant())
 
     def student(
         self, method: str, stage: str | None = None, orders: list[int] | None = None
@@ -205,26 +192,10 @@ class Networks:
         return self._train(spec, stage or f"students/{method}", fingerprint, cfg)
 
     def assistant_verdict(self) -> dict[str, Any]:
-        """Whether the assistant is a bridge worth learning from: its validation score within
-        ``distill.assistant_guard`` points of the teacher's on the input the assistant takes
-        (HR, or the students' LR re-upsampled; computed once per seed)."""
+        """The guard's verdict on this seed's assistant (computed once)."""
         if "assistant_verdict" not in self._facts:
-            guard = self.ctx.cfg.distill.assistant_guard
-            verdict: dict[str, Any] = {"trusted": True, "guard": guard}
-            if guard is not None and self.ctx.splits.val is not None:
-                # both on the assistant's own input: an assistant that learnt on LR is held to
-                # what the teacher does with that LR, not with detail the LR no longer holds
-                seen, task = self.assistant_input(), self.ctx.task
-                teacher = task.validate(self.ctx, self.teacher(), seen)[task.score_key]
-                assistant = task.validate(self.ctx, self.assistant(), seen)[task.score_key]
-                verdict.update(teacher=teacher, assistant=assistant,
-                               trusted=assistant >= teacher - guard)
-                if not verdict["trusted"]:
-                    print(f"the assistant scores {assistant:.2f} on validation against the "
-                          f"teacher's {teacher:.2f} (more than distill.assistant_guard={guard} "
-                          "points below): HORKD students learn from the teacher directly",
-                          flush=True)
-            self._facts["assistant_verdict"] = verdict
+            self._facts["assistant_verdict"] = guard_verdict(
+                self.ctx, self.teacher(), self.assistant())
         return self._facts["assistant_verdict"]
 
     def outcome(self, stage: str) -> StageOutcome:
