@@ -378,6 +378,10 @@ def test_an_assistant_on_lr_learns_and_is_looked_at_on_the_students_lr_view(tiny
     run = Path(cfg.output_dir) / "seed0"
     meta = json.loads((run / "assistant" / "model.json").read_text())
     assert meta["input"]["view"] == "lr" and meta["input"]["upsampled"] is True
+    from horkd.eval_checkpoint import evaluate_checkpoint  # scored as it learnt: re-upsampled
+
+    lines = evaluate_checkpoint(run / "assistant", sizes=[cfg.degrade.lr_size])
+    assert float(lines[-1].split()[-1]) == pytest.approx(rows["assistant"]["lr_top1"], abs=0.01)
     ctx, networks = open_seed(cfg, 0, progress=False)
     reference = networks.assistant_reference().eval()
     x = torch.rand(5, *ctx.splits.train[0][0].shape)

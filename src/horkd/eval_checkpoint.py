@@ -33,9 +33,13 @@ def evaluate_checkpoint(
     cfg = ExperimentConfig.model_validate(meta["config"])
     if data_root:
         cfg.data.root = data_root
+    model_input = meta["input"]
+    if upsample is None and model_input.get("view") == "lr":
+        # as the network learnt: the LR oracle and an LR assistant take LR re-upsampled
+        # whatever the run's students took
+        upsample = bool(model_input.get("upsampled"))
     if upsample is not None:
         cfg.degrade.student_input = "upsampled" if upsample else "native"
-    model_input = meta["input"]
     hr_size = int(model_input["hr_size"])
     # default: HR and every size the model was trained at (one, or a range)
     trained = model_input.get("lr_sizes") or [model_input.get("lr_size")]
