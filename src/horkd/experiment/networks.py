@@ -120,7 +120,7 @@ class Networks:
         if outcome is None:
             cfg = cfg or self.ctx.cfg
             method_ctx = MethodContext(
-                distill=cfg.distill.settled(spec.loss_defaults(self.ctx.task.uses_logits)),
+                distill=cfg.distill,  # null weights: hybrid_loss takes the method's own
                 new_network=self.new_network,  # type: ignore[arg-type]
                 new_criterion=self.new_criterion,
                 teacher=self.teacher() if "teacher" in spec.needs else None,
