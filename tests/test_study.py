@@ -204,6 +204,8 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert len(list(records.rglob("final-seed*.json"))) == 3 * 2 + 2 * 1  # every final seed
     assert len(list(records.rglob("search-seed5.json"))) == 6
     assert len(list((records / "teachers").glob("*.json"))) == 1
+    made = json.loads(next(records.rglob("final-seed0.json")).read_text())
+    assert made["environment"]["cpu_capability"]  # where the bits came from
     # a fresh clone holds the records but no run directory: the page is rebuilt, nothing trains
     text_before = doc.read_text()
     import shutil
@@ -473,3 +475,29 @@ def test_a_teacher_trained_again_elsewhere_keeps_the_record_the_earlier_runs_lea
     assert teacher_record(kept, again)["retrained"] == kept["retrained"]  # listed once
     other = {**again, "fingerprint": "g"}  # other settings: a new teacher, a new record
     assert teacher_record(kept, other) == other
+    # loaded on another machine with the original's score: where it was trained is kept, and so
+    # is the list of the teachers trained again
+    placed = {**kept, "environment": {"cpu_capability": "AVX2"}}
+    loaded = teacher_record(placed, {**first, "environment": {"cpu_capability": "AVX512"}})
+    assert loaded["environment"] == {"cpu_capability": "AVX2"}
+    assert loaded["retrained"] == kept["retrained"]
+
+
+def test_a_run_that_does_not_reproduce_says_what_differs_besides_its_settings():
+    from horkd.study.records import RunRecord, environment
+    from horkd.study.runner import why_not_reproduced
+
+    here = environment()
+    assert here["torch"] and here["cpu_capability"] and here["cpu"]
+    record = RunRecord("k", "final", "full", "scratch", "c0", 0, {}, {}, 80.0)
+    same_teacher = {"val": 93.95, "val_here": 93.95}
+    old = why_not_reproduced(record, same_teacher, "ckpt")
+    assert len(old) == 1 and "does not say which CPU" in old[0]
+    record.environment = dict(here)
+    assert "reproducibility bug" in why_not_reproduced(record, same_teacher, "ckpt")[0]
+    record.environment = {**here, "cpu_capability": "NOT-" + here["cpu_capability"]}
+    (line,) = why_not_reproduced(record, same_teacher, "ckpt")
+    assert f"cpu_capability NOT-{here['cpu_capability']} there" in line
+    retrained = why_not_reproduced(record, {"val": 93.95, "val_here": 94.03}, "runs/t/model")
+    assert "trained again here (best val 94.03, recorded 93.95)" in retrained[0]
+    assert "runs/t/model" in retrained[0] and len(retrained) == 2

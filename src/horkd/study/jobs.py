@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from horkd.study.records import RecordBook, RunRecord, record_key
+from horkd.study.records import RecordBook, RunRecord, environment, record_key
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
     for seed in seeds:
         started = time.perf_counter()
         record = RunRecord(job.key(seed), job.kind, job.regime, job.method, job.tag, seed,
-                           job.config, job.teacher[str(seed)], math.nan, threads=job.threads)
+                           job.config, job.teacher[str(seed)], math.nan, threads=job.threads,
+                           environment=environment())
         ctx, networks = open_seed(cfg, seed, progress=False, caches=caches)
         try:
             outcome = networks.student(job.method)
@@ -188,23 +189,29 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
         networks.teacher()
     outcome = networks.outcome("teacher")
     info = {**job.facts, "val": outcome.best_score,
-            "train_seconds": outcome.record.get("seconds"), "threads": job.threads}
+            "train_seconds": outcome.record.get("seconds"), "threads": job.threads,
+            "environment": environment()}
     path = Path(job.record)
-    info = teacher_record(json.loads(path.read_text()) if path.is_file() else None, info)
-    write_json(path, info)
-    return info
+    record = teacher_record(json.loads(path.read_text()) if path.is_file() else None, info)
+    write_json(path, record)
+    return {**record, "val_here": outcome.best_score}  # the teacher this machine holds
 
 
 def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
     """The record to keep after ``trained`` was trained or loaded. A teacher trained again
     elsewhere (its checkpoint is not in git; another CPU rounds differently) keeps the record of
     the teacher the earlier runs learnt from, and lists the new one under ``retrained``, so the
-    page can say that later runs learnt from a teacher with another score."""
+    page can say that later runs learnt from a teacher with another score. A teacher loaded
+    again keeps where it was first trained."""
     same = recorded is not None and recorded.get("fingerprint") == trained.get("fingerprint")
-    if not same or recorded["val"] == trained["val"]:
+    if not same:
         return trained
+    if recorded["val"] == trained["val"]:
+        kept = {k: recorded[k] for k in ("environment", "retrained") if k in recorded}
+        return {**{k: v for k, v in trained.items() if k != "environment"}, **kept}
     again = {"val": trained["val"], "train_seconds": trained.get("train_seconds"),
-             "threads": trained.get("threads"), "machine": platform.machine()}
+             "threads": trained.get("threads"), "machine": platform.machine(),
+             **({"environment": trained["environment"]} if "environment" in trained else {})}
     retrained = list(recorded.get("retrained", []))
     if all(r["val"] != trained["val"] for r in retrained):
         print(f"teacher {trained.get('name')} seed {trained.get('seed')} trained again: best "
@@ -249,4 +256,6 @@ def describe(result: JobResult) -> str:
 
 def describe_teacher(info: dict[str, Any]) -> str:
     """One log line for a teacher, the same from the worker pool and from this process."""
-    return f"[teacher {info['name']} seed {info['seed']}] {info['arch']}, best val {info['val']:.2f}"
+    here = info.get("val_here", info["val"])
+    line = f"[teacher {info['name']} seed {info['seed']}] {info['arch']}, best val {here:.2f}"
+    return line if here == info["val"] else f"{line} (recorded {info['val']:.2f}: trained again)"

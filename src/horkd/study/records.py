@@ -21,6 +21,31 @@ from horkd.run_dir import settings_digest
 VOLATILE = ("name", "output_dir", "seeds")  # where and how a run is filed, not what it learns
 
 
+def environment() -> dict[str, str]:
+    """Where a run was trained: on a CPU the same settings give the same bits only with the same
+    kind of CPU (its vector instructions) and the same PyTorch, so a record says which."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": _cpu_name(), "machine": platform.machine()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment_differences(recorded: dict[str, str], here: dict[str, str]) -> dict[str, tuple]:
+    """The environment entries that differ, as (recorded, here)."""
+    return {k: (recorded.get(k), here.get(k)) for k in sorted({*recorded, *here})
+            if recorded.get(k) != here.get(k)}
+
+
 def record_key(config: dict[str, Any], teacher: str, seed: int, kind: str, scored: bool) -> str:
     """The settings key of one seed of one job: equal key, equal numbers (on one machine)."""
     settings = {k: v for k, v in config.items() if k not in VOLATILE}
@@ -49,6 +74,7 @@ class RunRecord:
     facts: dict[str, Any] = field(default_factory=dict)  # e.g. the assistant guard's verdict
     machine: str = field(default_factory=platform.machine)
     git_sha: str | None = field(default_factory=git_sha)
+    environment: dict[str, str] = field(default_factory=dict)  # empty in records made before it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -413,13 +413,13 @@ def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], No
     study, root = load_study(path)
     record = read_record(record_path)
     runner = Study(study, root, 1, record.threads, log)
-    runner.teachers.ensure(record.teacher["name"], runner.teachers.seed_of(record.regime,
-                                                                            record.seed))
+    teacher_seed = runner.teachers.seed_of(record.regime, record.seed)
+    teacher = runner.teachers.ensure(record.teacher["name"], teacher_seed)
     with tempfile.TemporaryDirectory() as scratch:
         config = {**record.config, "output_dir": str(Path(scratch) / "run"),
                   "seeds": [record.seed]}
-        teacher = {str(record.seed): record.teacher}
-        job = Job(record.kind, record.regime, record.method, record.tag, config, teacher,
+        job = Job(record.kind, record.regime, record.method, record.tag, config,
+                  {str(record.seed): record.teacher},
                   str(Path(scratch) / "records"), record.kind == "final" and any(
                       row["role"] == "teacher" for row in record.rows), record.threads)
         again = run_job(job).records[record.seed]
@@ -432,4 +432,34 @@ def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], No
         for old, new in zip(record.rows, again.rows, strict=False):
             if old != new:
                 log(f"  {old.get('method')}: recorded {old} vs {new}")
+    if not (same_val and same_rows):
+        per_seed = study.regimes[record.regime].teacher_per_seed
+        checkpoint = runner.teachers.checkpoint(record.teacher["name"], per_seed)
+        for line in why_not_reproduced(record, teacher, checkpoint.format(seed=teacher_seed)):
+            log(line)
     return same_val and same_rows
+
+
+def why_not_reproduced(record: Any, teacher: dict[str, Any], checkpoint: str) -> list[str]:
+    """What differs between the recorded run and this one besides its settings (which the
+    record's key fixes): the teacher it learnt from, and the CPU and PyTorch that computed it."""
+    from horkd.study.records import environment, environment_differences
+
+    lines = []
+    here = teacher.get("val_here", teacher["val"])
+    if here != teacher["val"]:
+        lines.append(f"why: its teacher was trained again here (best val {here:.2f}, recorded "
+                     f"{teacher['val']:.2f}), so everything that learns from it differs; with the "
+                     f"original teacher's checkpoint at {checkpoint} the run learns from that one")
+    if not record.environment:
+        lines.append(f"why: the record does not say which CPU and PyTorch trained it (recorded "
+                     f"before that was kept; machine {record.machine}); bit-exact holds only on "
+                     "the same kind of CPU with the same PyTorch and threads")
+    elif diff := environment_differences(record.environment, environment()):
+        lines.append("why: trained elsewhere (" + "; ".join(
+            f"{k} {a} there, {b} here" for k, (a, b) in diff.items()) + "): another CPU kind or "
+            "PyTorch rounds differently, so bit-exact holds only where the record was made")
+    if not lines:
+        lines.append("why: unknown - the same teacher, CPU kind, PyTorch and threads gave other "
+                     "numbers; that is a reproducibility bug worth reporting")
+    return lines
