@@ -52,6 +52,7 @@ def export_checkpoint(
     model = _TupleOutput(build_from_checkpoint(path)).eval()
     shape = input_shape(meta)
     out = Path(out) if out else stem_of(path).with_suffix(".onnx" if fmt == "onnx" else ".pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(x)
