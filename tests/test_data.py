@@ -179,6 +179,17 @@ def test_image_folder(tmp_path, channels):
     assert batches[0][0].shape == (4, channels, 16, 16)
 
 
+def test_image_folder_without_hr_size_takes_the_median_side_of_its_images(tmp_path, capsys):
+    _image_tree(tmp_path)  # 20x24 images (H x W): the longer side is 24
+    extra = tmp_path / "train" / "cat"
+    for i, side in enumerate((30, 40)):  # two larger ones do not move the median
+        Image.fromarray(np.zeros((side, side, 3), dtype=np.uint8)).save(extra / f"big{i}.png")
+    splits = build_splits("image_folder", root=str(tmp_path), val_fraction=0.0)
+    assert splits.info.native_size == 24
+    assert splits.train[0][0].shape[1:] == splits.test[0][0].shape[1:] == (24, 24)
+    assert "HR side 24 px" in capsys.readouterr().out
+
+
 def test_image_folder_missing_split(tmp_path):
     _image_tree(tmp_path, with_test=False)
     with pytest.raises(DataNotFoundError, match="train/ or test/"):

@@ -64,7 +64,7 @@ class DataConfig(_Strict):
     )
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
-    channels: int | None = Field(None, ge=1, le=3, description="image_folder only: 1 or 3")
+    channels: Literal[1, 3] | None = Field(None, description="image_folder only: 1 or 3")
     num_workers: int = Field(0, ge=0)
     skip_bad_images: bool = Field(False, description="leave unreadable image files out, counted")
     augment: AugmentConfig = AugmentConfig()

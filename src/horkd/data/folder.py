@@ -42,6 +42,25 @@ class CheckedImageFolder(tvd.ImageFolder):
         self.lost: list[str] = []
 
 
+def native_side(samples: list[tuple[str, int]], probes: int = 256) -> int:
+    """The HR side when ``data.hr_size`` is unset: the median of the training images' longer
+    sides (read from the headers of up to ``probes`` files spread over the split), so a folder
+    of 32-px crops is not blown up to some network's 224."""
+    from PIL import Image
+
+    step = max(1, len(samples) // probes)
+    sides = []
+    for path, _ in samples[::step][:probes]:
+        with Image.open(path) as image:
+            sides.append(max(image.size))
+    if not sides:
+        raise DataNotFoundError("image_folder: no usable training image to take the HR side from")
+    side = sorted(sides)[len(sides) // 2]
+    print(f"image_folder: data.hr_size not set: HR side {side} px, the median of the training "
+          "images' longer sides (set data.hr_size to choose another)", flush=True)
+    return side
+
+
 def _is_image(path: str) -> bool:
     name = Path(path).name
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
@@ -73,10 +92,8 @@ def image_folder(
     test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
     if not (base / "train").is_dir() or test_name is None:
         raise DataNotFoundError(f"image_folder: {base} is missing train/ or test/; expected {LAYOUT}")
-    size = hr_size or 224
-    transform = _transform(size, channels)
-    train = _split(base, "train", channels, transform, skip_bad_images)
-    test = _split(base, test_name, channels, transform, skip_bad_images)
+    train = _split(base, "train", channels, None, skip_bad_images)
+    test = _split(base, test_name, channels, None, skip_bad_images)
     if train.classes != test.classes:
         only_train = sorted(set(train.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(train.classes))
@@ -91,6 +108,8 @@ def image_folder(
     for split, samples in zip((train, test), kept, strict=True):
         split.samples = split.imgs = samples
         split.targets = [label for _, label in samples]
+    size = hr_size or native_side(train.samples)
+    train.transform = test.transform = _transform(size, channels)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
     info = DatasetInfo("image_folder", len(train.classes), channels, mean, std, size, train.classes)
     info.skipped_images = skipped
