@@ -109,6 +109,8 @@ def _different_run(tmp: Path) -> list[str]:
     run = tmp / "run"
     run.mkdir()
     (run / "config.yaml").write_text("name: someone-else\n")
+    (run / "seed0/teacher").mkdir(parents=True)
+    (run / "seed0/teacher/model.safetensors").write_bytes(b"weights someone trained")
     return args
 
 

@@ -302,3 +302,16 @@ def test_images_are_oriented_and_converted(tmp_path):
     for name, channels in (("train/cat/rgba.png", 3), ("train/dog/palette.png", 1),
                            ("test/cat/cmyk.jpg", 3), ("test/dog/animated.gif", 1)):
         assert load_image(tmp_path / name, channels).mode == ("RGB" if channels == 3 else "L")
+
+
+def test_the_advice_to_skip_bad_images_works_in_the_same_run_directory(tmp_path, capfd,
+                                                                        monkeypatch):
+    """The data check stops a run before any stage trains; rerunning as its message advises
+    (the same command with --skip-bad-images) must not be refused as a different run."""
+    truncated_png(_tree(tmp_path / "images"))
+    assert main(_run_on(tmp_path, False, False, monkeypatch)) == 2
+    assert "--skip-bad-images" in capfd.readouterr().err
+    assert main(_run_on(tmp_path, True, False, monkeypatch)) == 0
+    out, err = capfd.readouterr()
+    assert "holds no trained stage yet" in out and "Traceback" not in err
+    assert (tmp_path / "run/config.previous.yaml").exists()

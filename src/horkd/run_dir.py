@@ -67,6 +67,10 @@ def prepare_run_dir(
                     entry.unlink()
         elif _same_config(old_text, cfg):
             print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
+        elif not _trained_anything(run_dir):  # e.g. stopped by a data check: nothing to keep
+            print(f"{run_dir} holds no trained stage yet: starting it with the new config (the "
+                  "old one is kept as config.previous.yaml)", flush=True)
+            (run_dir / "config.previous.yaml").write_text(old_text)
         elif resume:
             print(
                 f"resuming {run_dir} with a changed config ({_changes(old_text, text)}); stages "
@@ -82,6 +86,12 @@ def prepare_run_dir(
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(config_path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _trained_anything(run_dir: Path) -> bool:
+    """Whether any stage has saved weights or a resumable state in ``run_dir``."""
+    return any(True for pattern in ("train_state*.safetensors", "model.safetensors")
+               for _ in run_dir.rglob(pattern))
 
 
 def _changes(old_text: str, new_text: str) -> str:
