@@ -59,6 +59,8 @@ def test_demo_config_is_valid():
         (["run", "{missing}"], "config file not found"),
         (["eval", "{missing}"], "not found"),
         (["run", "{cfg}", "data.dataset=image_folder", "data.root={missing}"], "missing"),
+        # overrides also count after options, and an unknown option is still refused
+        (["run", "{cfg}", "--no-report", "degrade.lr_size=40"], "must be smaller"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, tiny_cfg, args, needle):
@@ -71,6 +73,15 @@ def test_user_errors_are_one_line(tmp_path, tiny_cfg, args, needle):
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
     assert proc.stderr.startswith("horkd: error:")
+
+
+@pytest.mark.parametrize("args", [["run", "cfg.yaml", "a.b=1", "--bogus"],
+                                  ["export", "model", "a.b=1"]])
+def test_unknown_arguments_are_still_refused(args, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    assert f"unrecognized arguments: {args[-1]}" in capsys.readouterr().err
 
 
 def test_train_then_eval(tmp_path, tiny_cfg, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from importlib import resources
@@ -545,6 +546,7 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a KEY=VALUE config override
 # Exit statuses scripts can tell apart.
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -554,7 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     from horkd.safe_load import trusting_pickles
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options (`run cfg.yaml --output-dir X a.b=1`)
+    if extra and hasattr(args, "overrides") and all(OVERRIDE.match(e) for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with trusting_pickles(getattr(args, "trust_checkpoint", False)):
         return _dispatch(args)
 
