@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from horkd.inference.model_file import ModelFile, resolve_model
@@ -85,6 +86,9 @@ class Recogniser:
 
     def _all(self, images: list[ImageLike], kind: InputKind) -> ModelOutput:
         """The network on every image, in order (images of several sizes run size by size)."""
+        if isinstance(images, str | Path | Image.Image):  # a string would be read per letter
+            raise TypeError(f"images must be a list of images, got one {type(images).__name__}; "
+                            "pass [image] for a single one")
         parts = [(self.outputs(batch, kind), idx) for batch, idx in
                  as_batches(images, self.input, kind)]
         order = torch.tensor([i for _, idx in parts for i in idx]).argsort()
