@@ -24,12 +24,12 @@ def test_round_trip(tmp_path):
 
 def test_saved_files_follow_the_umask_like_every_other_file(tmp_path):
     """A model others on the machine may read, as its metrics files are (not mkstemp's 0600)."""
-    from horkd.checkpoint import _UMASK
+    from horkd.checkpoint import umask
 
     save_checkpoint(tmp_path / "m", build_model(**RECIPE), {"model": RECIPE})
     (tmp_path / "plain.txt").write_text("written as any file is")
     expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
-    assert expected == 0o666 & ~_UMASK
+    assert expected == 0o666 & ~umask()
     for name in ("m.safetensors", "m.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == expected
 

@@ -7,6 +7,7 @@ file name. Both files are written atomically: a crash mid-save leaves the previo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -39,7 +40,7 @@ def atomic_write(path: Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: others could not read a model
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600: others could not read a model
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -47,14 +48,13 @@ def atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def _read_umask() -> int:
-    """Read once at import: setting and restoring it later could race other threads' files."""
+@functools.cache
+def umask() -> int:
+    """The process's umask, read once: setting and restoring it at every save could race
+    other threads' files."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-_UMASK = _read_umask()
 
 
 def _fsync_dir(directory: Path) -> None:

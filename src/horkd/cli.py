@@ -546,7 +546,6 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a KEY=VALUE config override
 # Exit statuses scripts can tell apart.
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -558,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may also follow options (`run cfg.yaml --output-dir X a.b=1`)
-    if extra and hasattr(args, "overrides") and all(OVERRIDE.match(e) for e in extra):
+    overrides = [e for e in extra if re.match(r"[A-Za-z_][\w.]*=", e)]
+    if extra and hasattr(args, "overrides") and overrides == extra:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
