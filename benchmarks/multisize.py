@@ -67,9 +67,9 @@ def setup(sizes: list[int] | None, upsampled: bool, single: int = 7,
     method.reference_cache = ReferenceCache.build(teacher, ctx.splits.train, ctx.device,
                                                   views=ctx.cache_views())
     optimizer = build_optimizer(method.trainable_parameters(), cfg.train.student)
-    refresh = statistics_refresher(ctx, "lr", None)
-    return ctx, method, optimizer, batch_maker(ctx, "students/bench"), train_batches(
-        ctx, cfg.train.student), refresh
+    batches = train_batches(ctx, cfg.train.student)
+    refresh = statistics_refresher(ctx, "lr", None, cfg.train.student, len(batches))
+    return ctx, method, optimizer, batch_maker(ctx, "students/bench"), batches, refresh
 
 
 def run_steps(parts, steps: int) -> float:

@@ -398,3 +398,35 @@ def test_an_assistant_on_lr_learns_and_is_looked_at_on_the_students_lr_view(tiny
     assert assistant_fingerprint(hr, 0) != assistant_fingerprint(cfg, 0)
     with pytest.raises(ValueError, match="assistant_input"):
         config_from_dict(tiny_cfg, ["degrade.lr_size=null", "degrade.lr_sizes=[4,8]"])
+
+
+def test_a_short_epoch_recomputes_batchnorm_statistics_and_trains_the_same(tiny_cfg, tmp_path):
+    """Three steps an epoch: the running averages still hold the initial statistics, so by
+    default ('auto') they are recomputed at each epoch end; the weights are those of a run that
+    keeps the running averages, only the statistics (and what validation makes of them) differ."""
+    from horkd.experiment.stages import SHORT_EPOCH, statistics_refresher
+
+    def teacher(statistics: str, where: str):
+        stage = {**tiny_cfg["train"]["teacher"], "batchnorm_statistics": statistics,
+                 "select_on_val": False}
+        raw = {**tiny_cfg, "output_dir": str(tmp_path / where), "methods": ["scratch"],
+               "train": {**tiny_cfg["train"], "teacher": stage}}
+        cfg = config_from_dict(raw)
+        ctx, networks = open_seed(cfg, 0, progress=False)
+        return ctx, cfg, networks.teacher()
+
+    ctx, cfg, auto = teacher("auto", "auto")
+    _, _, running = teacher("running", "running")
+    a, b = auto, running
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    means = [(m.running_mean, n.running_mean) for m, n in zip(a.modules(), b.modules(),
+                                                              strict=True)
+             if isinstance(m, torch.nn.BatchNorm2d)]
+    assert means and not any(torch.allclose(x, y) for x, y in means)
+    refresh = statistics_refresher(ctx, "hr", None, cfg.train.teacher, 3)
+    saved = [x.clone() for x, _ in means]
+    refresh(a)  # the saved model already holds a fresh estimate
+    for (x, _), before in zip(means, saved, strict=True):
+        torch.testing.assert_close(x, before)
+    assert statistics_refresher(ctx, "hr", None, cfg.train.teacher, SHORT_EPOCH) is None

@@ -475,7 +475,7 @@ def test_recomputed_statistics_keep_training_as_it_was_and_fix_the_lag(tmp_path)
     saved = [n.running_mean.clone() for n in norms]
     from horkd.experiment.stages import statistics_refresher
 
-    refresh = statistics_refresher(ctx, "lr", None)
+    refresh = statistics_refresher(ctx, "lr", None, ctx.cfg.train.student, 1)
     refresh(a)  # the saved model already holds what a fresh estimate gives
     for norm, mean in zip(norms, saved, strict=True):
         torch.testing.assert_close(norm.running_mean, mean)

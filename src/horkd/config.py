@@ -233,6 +233,14 @@ class StageConfig(_Strict):
     )
     channels_last: bool = False
     compile: bool = Field(False, description="torch.compile the trained network")
+    batchnorm_statistics: Literal["auto", "running", "recomputed"] = Field(
+        "auto",
+        description="BatchNorm statistics for validation and the saved model: 'recomputed' at "
+        "every epoch end from degrade.statistics_images fixed training images, 'running' as "
+        "training leaves them; 'auto' recomputes when an epoch has under 100 steps, where the "
+        "running averages lag the weights. Training is the same either way. A native student "
+        "across lr_sizes follows degrade.size_statistics instead",
+    )
 
 
 class TrainConfig(_Strict):

@@ -86,16 +86,25 @@ def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
     return {**facts, "file": "projector.safetensors"}
 
 
+SHORT_EPOCH = 100  # steps: below this, BatchNorm running averages lag an epoch's weights
+
+
 def statistics_refresher(
-    ctx: RunContext, view: str, upsample: bool | None
+    ctx: RunContext, view: str, upsample: bool | None, stage: StageConfig, steps: int
 ) -> Callable[[nn.Module], None] | None:
-    """For a student across sizes with ``size_statistics: recomputed``: its per-size BatchNorm
-    statistics recomputed at every epoch end from a fixed sample of training images
-    (unaugmented, degraded as validation degrades them), so the epoch picked and the saved model
-    use statistics that match their weights."""
+    """BatchNorm statistics recomputed at every epoch end from a fixed sample of training images
+    (unaugmented, as validation sees them), so the epoch picked and the saved model use
+    statistics that match their weights. A native student across sizes has one set per size
+    (``degrade.size_statistics``); any other network, ``train.<stage>.batchnorm_statistics``:
+    by default when an epoch is short, where the running averages (momentum 0.1) still hold
+    much of earlier weights' statistics."""
     degrade = ctx.cfg.degrade
-    if (view != "lr" or upsample is not None or not degrade.norm_sizes
-            or degrade.size_statistics != "recomputed"):
+    sizes = ctx.lr_sizes if view == "lr" and upsample is None else (ctx.lr_size,)
+    if view == "lr" and upsample is None and degrade.norm_sizes:
+        if degrade.size_statistics != "recomputed":
+            return None
+    elif stage.batchnorm_statistics == "running" or (
+            stage.batchnorm_statistics == "auto" and steps >= SHORT_EPOCH):
         return None
     train = ctx.splits.train
     count = min(degrade.statistics_images, len(train))  # type: ignore[arg-type]
@@ -104,7 +113,7 @@ def statistics_refresher(
     per_batch = -(-count // -(-count // 256))  # batches of 256 at most, near-equal sizes
     sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=per_batch,
                          shuffle=False, num_workers=ctx.cfg.data.num_workers)
-    inputs = [ctx.inputs("lr", size=s) for s in ctx.lr_sizes]
+    inputs = [ctx.inputs(view, size=s, upsample=upsample) for s in sizes]  # type: ignore[arg-type]
 
     def batches() -> Iterator[Tensor]:
         for images, _, _ in sample:
@@ -165,13 +174,15 @@ class StageRunner:
             method.reference_cache = self.caches.get(
                 method.reference, ctx.splits.train, ctx.device, views=ctx.cache_views()
             )
+        batches = train_batches(ctx, stage)
+        steps = min(len(batches), stage.max_steps_per_epoch or len(batches))
         trainer = Trainer(
             method,
             stage,
-            train_batches=train_batches(ctx, stage),
+            train_batches=batches,
             make_batch=batch_maker(ctx, name, view == "lr", stage, upsample, few_labels),
             validate=self._validator(view, upsample),
-            refresh_statistics=statistics_refresher(ctx, view, upsample),
+            refresh_statistics=statistics_refresher(ctx, view, upsample, stage, steps),
             score_key=ctx.task.score_key,
             device=ctx.device,
             out_dir=out_dir,
