@@ -4,6 +4,7 @@ checkpoints and run directories, table-driven."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,20 @@ def _corrupt_image(tmp: Path) -> list[str]:
     root = _image_tree(tmp, corrupt=True)
     return _config(tmp, "data.dataset=image_folder", f"data.root={root}", "data.channels=3",
                    "data.train_subset=null", "data.test_subset=null")
+
+
+def _one_class(tmp: Path) -> list[str]:
+    root = _image_tree(tmp, corrupt=False)
+    for split in ("train", "test"):
+        shutil.rmtree(root / split / "dog")
+    return _config(tmp, "data.dataset=image_folder", f"data.root={root}", "data.channels=3")
+
+
+def _unfinished_stage(tmp: Path) -> list[str]:
+    stage = tmp / "run/seed0/teacher"
+    stage.mkdir(parents=True)
+    (stage / "train_state.safetensors").write_bytes(b"a stage stopped mid-epoch")
+    return ["predict", str(stage), str(tmp)]
 
 
 def _checkpoint(tmp: Path, arch: str = "cnn_small") -> Path:
@@ -164,6 +179,10 @@ CASES = [
     Case("image folder without train/", lambda t: _config(t, "data.dataset=image_folder",
                                                         f"data.root={t}"),
          ("missing train/ or test/",)),
+    Case("image folder with one class", _one_class, ("holds 1 class folder (cat)",
+                                                     "at least two")),
+    Case("predict with a stage still training", _unfinished_stage,
+         ("has not finished training", "rerun its command")),
     Case("corrupt image", _corrupt_image, ("unusable image", "broken.png", "--skip-bad-images")),
     # ----------------------------------------------------------------- checkpoints and weights
     Case("checkpoint missing", lambda t: ["eval", str(t / "none/model")], ("not found",)),

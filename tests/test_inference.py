@@ -160,9 +160,10 @@ def test_predict_lists_unreadable_files_and_says_so(classifier, tmp_path, capsys
         (["predict", "{onnx}", "{empty}"], "carries no horkd metadata"),
         (["verify", "{model}", "{img}", "{img}"], "is a classification model"),
         (["search", "{model}", "--gallery", "{empty}", "--query", "{empty}"], "no image files"),
+        (["predict", "{model}", "{img}", "--out", "{empty}/labels.npy"], "labels as CSV"),
     ],
     ids=["empty folder", "missing path", "missing model", "onnx without metadata",
-         "verify on a classifier", "search in an empty gallery"],
+         "verify on a classifier", "search in an empty gallery", "classifier labels as .npy"],
 )
 def test_bad_inputs_are_one_clear_line(classifier, tmp_path, capfd, args, needle):
     model, pngs = classifier

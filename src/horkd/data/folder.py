@@ -94,6 +94,11 @@ def image_folder(
         raise DataNotFoundError(f"image_folder: {base} is missing train/ or test/; expected {LAYOUT}")
     train = _split(base, "train", channels, None, skip_bad_images)
     test = _split(base, test_name, channels, None, skip_bad_images)
+    if len(train.classes) < 2:
+        raise DataNotFoundError(
+            f"image_folder: {base / 'train'} holds {len(train.classes)} class folder "
+            f"({', '.join(train.classes)}); recognition needs at least two"
+        )
     if train.classes != test.classes:
         only_train = sorted(set(train.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(train.classes))

@@ -85,6 +85,10 @@ def predict(
     target = Path(out) if out else None
     if model.task != "classification":
         return _save_embeddings(model, files, kind, target, batch_size, workers, failures)
+    if target is not None and target.suffix in (".npy", ".safetensors"):
+        raise ValueError(f"--out {target}: a classifier writes its labels as CSV (e.g. "
+                         f"{target.with_suffix('.csv')}); {target.suffix} holds the embeddings of "
+                         "a retrieval or face model")
     k = min(top_k, len(model.classes))
     header = ["path", "label", "score"] + [f"{n}_{i}" for i in range(2, k + 1)
                                            for n in ("label", "score")] + ["error"]

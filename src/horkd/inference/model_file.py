@@ -39,6 +39,11 @@ def resolve_model(path: str | Path) -> ModelFile:
         return ModelFile(given, onnx_meta(given), onnx=True)
     stem = given / "model" if given.is_dir() else stem_of(given)
     if not stem.with_name(stem.name + META_SUFFIX).is_file():
+        from horkd.trainer import STATE_FILE
+
+        if given.is_dir() and (given / STATE_FILE).is_file():
+            raise CheckpointError(f"{given} is a stage that has not finished training (it holds "
+                                  "a resumable state, no model yet); rerun its command to finish it")
         where = f"{given} holds no model.json" if given.is_dir() else f"model not found: {given}"
         raise CheckpointError(f"{where}; name a model as {ACCEPTED}")
     if not stem.with_name(stem.name + WEIGHTS_SUFFIX).is_file():
