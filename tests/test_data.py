@@ -190,6 +190,17 @@ def test_image_folder_without_hr_size_takes_the_median_side_of_its_images(tmp_pa
     assert "HR side 24 px" in capsys.readouterr().out
 
 
+def test_the_native_side_of_large_photos_is_capped(tmp_path, capsys):
+    from horkd.data.folder import MAX_NATIVE_SIDE, native_side
+
+    paths = []
+    for i, side in enumerate((300, 400, 500)):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        Image.fromarray(np.zeros((side // 2, side, 3), dtype=np.uint8)).save(paths[-1])
+    assert native_side([(p, 0) for p in paths]) == MAX_NATIVE_SIDE == 224
+    assert "median longer side is 400, capped" in capsys.readouterr().out
+
+
 def test_image_folder_missing_split(tmp_path):
     _image_tree(tmp_path, with_test=False)
     with pytest.raises(DataNotFoundError, match="train/ or test/"):

@@ -41,6 +41,7 @@ def evaluate_checkpoint(
     if upsample is not None:
         cfg.degrade.student_input = "upsampled" if upsample else "native"
     hr_size = int(model_input["hr_size"])
+    cfg.data.hr_size = cfg.data.hr_size or hr_size  # the side it learnt at, not the folder's now
     # default: HR and every size the model was trained at (one, or a range)
     trained = model_input.get("lr_sizes") or [model_input.get("lr_size")]
     sizes = sizes or sorted({hr_size, *(int(s) for s in trained if s)}, reverse=True)

@@ -14,6 +14,7 @@ from typing import Any
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 
+from horkd import distributed
 from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
@@ -42,10 +43,13 @@ class CheckedImageFolder(tvd.ImageFolder):
         self.lost: list[str] = []
 
 
+MAX_NATIVE_SIDE = 224  # photos of thousands of pixels are not trained on whole by default
+
+
 def native_side(samples: list[tuple[str, int]], probes: int = 256) -> int:
     """The HR side when ``data.hr_size`` is unset: the median of the training images' longer
-    sides (read from the headers of up to ``probes`` files spread over the split), so a folder
-    of 32-px crops is not blown up to some network's 224."""
+    sides (read from the headers of up to ``probes`` files spread over the split), at most 224,
+    so a folder of 32-px crops is not blown up to 224 and one of camera photos not kept whole."""
     from PIL import Image
 
     step = max(1, len(samples) // probes)
@@ -55,9 +59,12 @@ def native_side(samples: list[tuple[str, int]], probes: int = 256) -> int:
             sides.append(max(image.size))
     if not sides:
         raise DataNotFoundError("image_folder: no usable training image to take the HR side from")
-    side = sorted(sides)[len(sides) // 2]
-    print(f"image_folder: data.hr_size not set: HR side {side} px, the median of the training "
-          "images' longer sides (set data.hr_size to choose another)", flush=True)
+    median = sorted(sides)[len(sides) // 2]
+    side = min(median, MAX_NATIVE_SIDE)
+    if distributed.is_main():
+        print(f"image_folder: data.hr_size not set: HR side {side} px (the training images' "
+              f"median longer side is {median}{'' if side == median else ', capped'}); set "
+              "data.hr_size to choose another and to pin it", flush=True)
     return side
 
 
