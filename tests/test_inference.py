@@ -129,7 +129,7 @@ def test_every_way_to_name_a_model_and_the_python_api(classifier, tmp_path):
     assert api.embed([first]).shape == (1, 16)
     lr = api.predict([pil.resize((7, 7))], kind="lr")  # a real 7px capture, resized only
     assert lr[0][0][0] in api.classes
-    for one in (str(first), first, pil):  # one image where a list belongs: said, not misread
+    for one in (str(first), first, pil, array, tensor):  # one image where a list belongs
         with pytest.raises(TypeError, match=r"pass \[image\] for a single one"):
             api.predict(one)
 

@@ -40,7 +40,10 @@ def atomic_write(path: Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600: others could not read a model
+        try:  # mkstemp makes 0600: others could not read a model
+            os.chmod(tmp, 0o666 & ~umask())
+        except OSError:  # a filesystem without modes (CIFS, some FUSE mounts): keep its own
+            pass
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

@@ -89,9 +89,10 @@ def prepare_run_dir(
 
 
 def _trained_anything(run_dir: Path) -> bool:
-    """Whether any stage has saved weights or a resumable state in ``run_dir``."""
-    return any(True for pattern in ("train_state*.safetensors", "model.safetensors")
-               for _ in run_dir.rglob(pattern))
+    """Whether ``run_dir`` holds anything a run made: a stage's weights or resumable state, a
+    finished stage, or results (a run that only scored given checkpoints has no weights)."""
+    made = ("train_state*.safetensors", "model.safetensors", "done.json", "results.json")
+    return any(True for pattern in made for _ in run_dir.rglob(pattern))
 
 
 def _changes(old_text: str, new_text: str) -> str:

@@ -85,7 +85,7 @@ def predict(
     target = Path(out) if out else None
     if model.task != "classification":
         return _save_embeddings(model, files, kind, target, batch_size, workers, failures)
-    if target is not None and target.suffix in (".npy", ".safetensors"):
+    if target is not None and target.suffix.lower() in (".npy", ".safetensors"):
         raise ValueError(f"--out {target}: a classifier writes its labels as CSV (e.g. "
                          f"{target.with_suffix('.csv')}); {target.suffix} holds the embeddings of "
                          "a retrieval or face model")

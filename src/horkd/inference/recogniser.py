@@ -86,7 +86,9 @@ class Recogniser:
 
     def _all(self, images: list[ImageLike], kind: InputKind) -> ModelOutput:
         """The network on every image, in order (images of several sizes run size by size)."""
-        if isinstance(images, str | Path | Image.Image):  # a string would be read per letter
+        one = isinstance(images, str | Path | Image.Image) or (  # a string is read per letter,
+            isinstance(images, np.ndarray | Tensor) and images.ndim <= 3)  # an array per row
+        if one:
             raise TypeError(f"images must be a list of images, got one {type(images).__name__}; "
                             "pass [image] for a single one")
         parts = [(self.outputs(batch, kind), idx) for batch, idx in
