@@ -498,6 +498,10 @@ def test_a_run_that_does_not_reproduce_says_what_differs_besides_its_settings():
     record.environment = {**here, "cpu_capability": "NOT-" + here["cpu_capability"]}
     (line,) = why_not_reproduced(record, same_teacher, "ckpt")
     assert f"cpu_capability NOT-{here['cpu_capability']} there" in line
+    record.environment = {**here, "gpu": "Some GPU"}
+    on_gpu = why_not_reproduced(record, same_teacher, "ckpt")
+    assert "trained on a GPU (Some GPU)" in on_gpu[0]
+    record.environment = {**here, "cpu_capability": "NOT-" + here["cpu_capability"]}
     retrained = why_not_reproduced(record, {"val": 93.95, "val_here": 94.03}, "runs/t/model")
     assert "trained again here (best val 94.03, recorded 93.95)" in retrained[0]
     assert "runs/t/model" in retrained[0] and len(retrained) == 2

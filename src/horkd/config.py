@@ -239,7 +239,8 @@ class StageConfig(_Strict):
         "every epoch end from degrade.statistics_images fixed training images, 'running' as "
         "training leaves them; 'auto' recomputes when an epoch has under 100 steps, where the "
         "running averages lag the weights. Training is the same either way. A native student "
-        "across lr_sizes follows degrade.size_statistics instead",
+        "across lr_sizes with a set of statistics per size (degrade.size_statistics per_size "
+        "or recomputed) follows degrade.size_statistics instead",
     )
 
 

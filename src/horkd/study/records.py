@@ -23,11 +23,13 @@ VOLATILE = ("name", "output_dir", "seeds")  # where and how a run is filed, not 
 
 def environment() -> dict[str, str]:
     """Where a run was trained: on a CPU the same settings give the same bits only with the same
-    kind of CPU (its vector instructions) and the same PyTorch, so a record says which."""
+    kind of CPU (its vector instructions) and the same PyTorch, so a record says which; on a GPU
+    (``device: auto`` takes one when present) not even run to run."""
     import torch
 
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu": _cpu_name(), "machine": platform.machine()}
+            "cpu": _cpu_name(), "machine": platform.machine(), "gpu": gpu}
 
 
 def _cpu_name() -> str:

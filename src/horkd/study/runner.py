@@ -451,6 +451,10 @@ def why_not_reproduced(record: Any, teacher: dict[str, Any], checkpoint: str) ->
         lines.append(f"why: its teacher was trained again here (best val {here:.2f}, recorded "
                      f"{teacher['val']:.2f}), so everything that learns from it differs; with the "
                      f"original teacher's checkpoint at {checkpoint} the run learns from that one")
+    gpu = record.environment.get("gpu", "none")
+    if gpu != "none" and record.config.get("device", "auto") != "cpu":
+        lines.append(f"why: it was trained on a GPU ({gpu}), whose kernels are not bit-exact from "
+                     "one run to the next: small differences are expected there")
     if not record.environment:
         lines.append(f"why: the record does not say which CPU and PyTorch trained it (recorded "
                      f"before that was kept; machine {record.machine}); bit-exact holds only on "
