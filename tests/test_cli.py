@@ -91,6 +91,8 @@ def test_train_then_eval(tmp_path, tiny_cfg, capsys):
     ckpt = Path(tiny_cfg["output_dir"]) / "seed0/students/scratch/model"
     assert ckpt.with_suffix(".safetensors").exists()
     capsys.readouterr()
+    assert main(["eval", str(ckpt), "--sizes", "20"]) == 2  # above the HR side: said
+    assert "20 px is outside 1-16" in capsys.readouterr().err
     assert main(["eval", str(ckpt), "--sizes", "16,8,4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "top1" in lines[1]

@@ -46,8 +46,9 @@ def evaluate_checkpoint(
     trained = model_input.get("lr_sizes") or [model_input.get("lr_size")]
     sizes = sizes or sorted({hr_size, *(int(s) for s in trained if s)}, reverse=True)
     for size in sizes:
-        if size <= 0:
-            raise ValueError(f"--sizes must be positive, got {size}")
+        if not 0 < size <= hr_size:
+            raise ValueError(f"--sizes: {size} px is outside 1-{hr_size} (the HR side this "
+                             "model's data has; a curve point degrades the HR image to it)")
     ctx = build_context(cfg, int(meta.get("seed", 0)))
     model = build_from_checkpoint(path).to(ctx.device)
     takes_hr = model_input.get("view") == "hr"
