@@ -106,3 +106,36 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "resnet20" in out and "horkd_joint" in out and "fashion_mnist" in out
+
+
+def test_eval_scores_a_folder_model_at_the_side_it_learnt_at(tmp_path, tiny_cfg, capsys):
+    """data.hr_size unset: the run takes the folder's median side (12 here); images added to the
+    folder later move that median, not the side the checkpoint is scored at."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def images(side: int, count: int, tag: str) -> None:
+        for split in ("train", "test"):
+            for label in ("cat", "dog"):
+                folder = tmp_path / "images" / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    pixels = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+                    Image.fromarray(pixels).save(folder / f"{tag}{i}.png")
+
+    images(12, 8, "small")
+    raw = {**tiny_cfg, "methods": ["scratch"], "degrade": {"lr_size": 4},
+           "data": {"dataset": "image_folder", "root": str(tmp_path / "images"),
+                    "val_fraction": 0.25}}
+    assert main(["train", str(_write(tmp_path, raw)), "--stage", "student", "--method",
+                 "scratch", "--no-progress"]) == 0
+    assert "HR side 12 px" in capsys.readouterr().out
+    images(40, 12, "big")  # the folder's median side is now 40
+    assert main(["eval", str(Path(tiny_cfg["output_dir"]) / "seed0/students/scratch")]) == 0
+    out = capsys.readouterr().out
+    assert "HR side" not in out  # the data is read at the checkpoint's side, not measured again
+    lines = out.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[0] == "size")
+    assert [line.split()[0] for line in lines[header + 1:]] == ["12", "4"]
