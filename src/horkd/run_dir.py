@@ -92,7 +92,7 @@ def _trained_anything(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds anything a run made: a stage's weights or resumable state, a
     finished stage, or results (a run that only scored given checkpoints has no weights)."""
     made = ("train_state*.safetensors", "model.safetensors", "done.json", "results.json")
-    return any(True for pattern in made for _ in run_dir.rglob(pattern))
+    return any(next(run_dir.rglob(pattern), None) is not None for pattern in made)
 
 
 def _changes(old_text: str, new_text: str) -> str:

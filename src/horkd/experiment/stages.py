@@ -89,6 +89,12 @@ def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
 SHORT_EPOCH = 100  # steps: below this, BatchNorm running averages lag an epoch's weights
 
 
+def validated_sizes(ctx: RunContext, view: str, upsample: bool | None) -> tuple[int, ...]:
+    """The LR sizes a stage is validated at: every trained size for a student as the students
+    take LR, the one LR size otherwise (an HR stage ignores it)."""
+    return tuple(ctx.lr_sizes) if view == "lr" and upsample is None else (ctx.lr_size,)
+
+
 def statistics_refresher(
     ctx: RunContext, view: str, upsample: bool | None, stage: StageConfig, steps: int
 ) -> Callable[[nn.Module], None] | None:
@@ -99,7 +105,6 @@ def statistics_refresher(
     by default when an epoch is short, where the running averages (momentum 0.1) still hold
     much of earlier weights' statistics."""
     degrade = ctx.cfg.degrade
-    sizes = ctx.lr_sizes if view == "lr" and upsample is None else (ctx.lr_size,)
     if view == "lr" and upsample is None and degrade.norm_sizes:
         if degrade.size_statistics != "recomputed":
             return None
@@ -113,7 +118,8 @@ def statistics_refresher(
     per_batch = -(-count // -(-count // 256))  # batches of 256 at most, near-equal sizes
     sample = BatchLoader(Subset(train, picked[:count].tolist()), batch_size=per_batch,
                          shuffle=False, num_workers=ctx.cfg.data.num_workers)
-    inputs = [ctx.inputs(view, size=s, upsample=upsample) for s in sizes]  # type: ignore[arg-type]
+    inputs = [ctx.inputs(view, size=s, upsample=upsample)  # type: ignore[arg-type]
+              for s in validated_sizes(ctx, view, upsample)]
 
     def batches() -> Iterator[Tensor]:
         for images, _, _ in sample:
@@ -230,8 +236,8 @@ class StageRunner:
         ctx = self.ctx
         if ctx.splits.val is None:
             return None
-        sizes = ctx.lr_sizes if view == "lr" and upsample is None else (ctx.lr_size,)
-        inputs = [ctx.inputs(view, size=s, upsample=upsample) for s in sizes]  # type: ignore[arg-type]
+        inputs = [ctx.inputs(view, size=s, upsample=upsample)  # type: ignore[arg-type]
+                  for s in validated_sizes(ctx, view, upsample)]
 
         def validate(model: nn.Module) -> dict[str, float]:
             scores = [ctx.task.validate(ctx, model, to_input) for to_input in inputs]

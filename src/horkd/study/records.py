@@ -29,7 +29,7 @@ def environment() -> dict[str, str]:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu": _cpu_name(), "machine": platform.machine(), "gpu": gpu}
+            "cpu": _cpu_name(), "gpu": gpu}  # the architecture: RunRecord.machine
 
 
 def _cpu_name() -> str:

@@ -26,7 +26,7 @@ from horkd.config import apply_overrides, config_from_dict, load_config
 from horkd.run_dir import teacher_fingerprint
 from horkd.study.config import StudyConfig, load_study, searched
 from horkd.study.jobs import Job, JobResult, TeacherJob, describe_teacher, execute, run_teacher
-from horkd.study.records import RecordBook, record_key
+from horkd.study.records import RecordBook, environment, environment_differences, record_key
 from horkd.study.selection import Selection
 
 
@@ -443,8 +443,6 @@ def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], No
 def why_not_reproduced(record: Any, teacher: dict[str, Any], checkpoint: str) -> list[str]:
     """What differs between the recorded run and this one besides its settings (which the
     record's key fixes): the teacher it learnt from, and the CPU and PyTorch that computed it."""
-    from horkd.study.records import environment, environment_differences
-
     lines = []
     here = teacher.get("val_here", teacher["val"])
     if here != teacher["val"]:
