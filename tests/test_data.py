@@ -307,3 +307,25 @@ def test_augment_cpu_generator_on_gpu_batch():
     on_cpu = augment_batch(x, spec, torch.Generator().manual_seed(0))
     on_gpu = augment_batch(x.cuda(), spec, torch.Generator().manual_seed(0))
     assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), on_cpu)
+
+
+def _images(split) -> set[bytes]:
+    return {split[i][0].numpy().tobytes() for i in range(len(split))}
+
+
+def test_val_from_subset_keeps_a_teacher_off_its_students_validation_images():
+    student = build_splits("digits", val_fraction=0.2, seed=3, train_subset=500)
+    teacher = build_splits("digits", val_fraction=0.2, seed=3, val_from_subset=500)
+    held = _images(student.val)
+    assert _images(teacher.val) == held  # the teacher is validated where the students are
+    assert not _images(teacher.train) & held  # ... and never trained there
+    assert len(teacher.train) + len(teacher.val) == len(teacher.train.dataset)
+    assert [int(y) for y in labels_of(teacher.val)] == [int(y) for y in labels_of(student.val)]
+
+
+def test_val_from_subset_with_train_subset_is_refused():
+    from horkd.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="leave data.train_subset unset"):
+        config_from_dict({"data": {"dataset": "digits", "train_subset": 100,
+                                   "val_from_subset": 200}})

@@ -64,6 +64,13 @@ class DataConfig(_Strict):
     )
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
+    val_from_subset: int | None = Field(
+        None,
+        ge=10,
+        description="validate on the images a run with train_subset=N (same val_fraction and "
+        "split seed) validates on, and train on every other training image: a teacher trained "
+        "so has never seen its students' validation images",
+    )
     channels: Literal[1, 3] | None = Field(None, description="image_folder only: 1 or 3")
     num_workers: int = Field(0, ge=0)
     skip_bad_images: bool = Field(False, description="leave unreadable image files out, counted")
@@ -76,6 +83,13 @@ class DataConfig(_Strict):
 
         DATASETS.get(name)
         return name
+
+    @model_validator(mode="after")
+    def _one_subset_rule(self) -> DataConfig:
+        if self.val_from_subset is not None and self.train_subset is not None:
+            raise ValueError("data.val_from_subset trains on the whole training set but the "
+                             "students' validation images: leave data.train_subset unset")
+        return self
 
 
 class DegradeConfig(_Strict):

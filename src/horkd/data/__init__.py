@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+from torch import Tensor
 from torch.utils.data import Subset
 
 from horkd.data import fine_grained, folder, vision  # noqa: F401  (register builders)
@@ -23,11 +25,14 @@ def build_splits(
     download: bool = False,
     train_subset: int | None = None,
     test_subset: int | None = None,
+    val_from_subset: int | None = None,
     **builder_kwargs,
 ) -> DataSplits:
     """Load a dataset and carve a stratified validation split out of its training set.
 
-    The test split is only ever subset (for quick runs), never used for choices.
+    The test split is only ever subset (for quick runs), never used for choices. With
+    ``val_from_subset=N`` the validation split is the one a ``train_subset=N`` run carves and every
+    other training image trains: how a teacher is kept off its students' validation images.
     """
     builder = DATASETS.get(name)
     accepted = inspect.signature(builder).parameters
@@ -42,10 +47,22 @@ def build_splits(
     if test_subset is not None:
         test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
     val = None
-    if val_fraction > 0:
+    if val_from_subset is not None:
+        keep = torch.ones(labels.numel(), dtype=torch.bool)
+        keep[students_validation(labels, val_from_subset, val_fraction, seed)] = False
+        held = torch.nonzero(~keep).flatten()
+        train, val = Subset(train, torch.nonzero(keep).flatten().tolist()), Subset(train, held.tolist())
+    elif val_fraction > 0:
         keep, held = stratified_split(labels, val_fraction, seed)
         train, val = Subset(train, keep.tolist()), Subset(train, held.tolist())
     return DataSplits(train, val, test, info)
+
+
+def students_validation(labels: Tensor, subset: int, val_fraction: float, seed: int) -> Tensor:
+    """Indices (into ``labels``) of the validation images of a ``train_subset=subset`` run."""
+    chosen = stratified_subset(labels, subset, seed)
+    _, held = stratified_split(labels[chosen], val_fraction, seed)
+    return chosen[held].sort().values
 
 
 __all__ = [

@@ -54,6 +54,12 @@ class RegimeConfig(_Strict):
         "across sizes) are compared with, each at the specialist's own size and by the worst "
         "point of the resolution curve; every regime named here and this one score the curve",
     )
+    reuse: dict[str, str] = Field(
+        default_factory=dict,
+        description="method -> another regime whose final runs of it this regime shows instead "
+        "of training them again: only for a method that learns from labels alone (the LR "
+        "oracle) and trains exactly the same there (its stage fingerprint is checked)",
+    )
     teacher_per_seed: bool = Field(
         False,
         description="train the teacher once per seed (a retrieval class split per seed): the "
@@ -125,6 +131,8 @@ class StudyConfig(_Strict):
                     raise ValueError(
                         f"regimes.{name}: methods {sorted(missing)} are not searched in '{source}'"
                     )
+            for method, other in regime.reuse.items():
+                _check_reuse(self, name, method, other)
             for other in regime.specialists:
                 if other not in self.regimes or other == name:
                     raise ValueError(f"regimes.{name}.specialists: '{other}' is not another regime")
@@ -155,6 +163,33 @@ class StudyConfig(_Strict):
 
     def regime_methods(self, regime: str) -> list[str]:
         return self.regimes[regime].methods or self.methods
+
+
+def _check_reuse(study: StudyConfig, regime: str, method: str, source: str) -> None:
+    """A reused method must learn the same thing in both regimes: no teacher or assistant (whose
+    fingerprints differ between regimes) and the same data, degradation and network settings."""
+    from horkd.methods import METHODS
+    from horkd.run_dir import student_fingerprint
+
+    where = f"regimes.{regime}.reuse.{method}"
+    if source not in study.regimes or source == regime or study.regimes[source].reuse:
+        raise ValueError(f"{where}: '{source}' must be another regime that trains its own runs")
+    spec = METHODS.get(method)
+    if method not in study.regime_methods(regime) or method not in study.regime_methods(source):
+        raise ValueError(f"{where}: both regimes must list '{method}' in their methods")
+    if spec.needs or searched(method):
+        raise ValueError(f"{where}: only a method that learns from labels alone with fixed "
+                         f"settings (e.g. lr_oracle) can be reused, not '{method}'")
+
+    def fingerprint(name: str) -> str:
+        cfg = config_from_dict(dict(study.base), list(study.regimes[name].overrides))
+        return student_fingerprint(cfg, 0, method, teacher=False, assistant=False,
+                                   network=spec.network)
+
+    if fingerprint(regime) != fingerprint(source):
+        raise ValueError(f"{where}: '{method}' trains differently in '{source}' (its data, "
+                         "degradation or network settings differ), so its runs are not this "
+                         "regime's")
 
 
 def searched(method: str) -> bool:

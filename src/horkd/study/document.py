@@ -95,7 +95,9 @@ def regime_tables(
     for method in study["regimes"][regime].get("methods") or study["methods"]:
         if method not in students and (method not in METHODS or not METHODS.get(method).trains):
             continue  # a reference (teacher) row: listed under the table
-        settings = "; ".join(choices.get(method, {}).get("overrides", [])) or "defaults"
+        chosen = choices.get(method, {})
+        settings = ("; ".join(chosen.get("overrides", [])) or "defaults") + (
+            f" (runs of `{chosen['from']}`)" if "from" in chosen else "")
         if method not in done:
             have = len(students.get(method, {}))
             lines.append(f"| {method} | {settings} | - | pending ({have} of {len(seeds)} seeds) "

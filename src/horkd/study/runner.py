@@ -18,6 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +164,12 @@ class Study:
                    self.threads, self.cache_dir)
 
     def trained_methods(self, regime: str) -> list[str]:
+        """The methods this regime trains itself (not those it reuses from another regime)."""
         from horkd.methods import METHODS
 
-        return [m for m in self.study.regime_methods(regime) if METHODS.get(m).trains]
+        reused = self.study.regimes[regime].reuse
+        return [m for m in self.study.regime_methods(regime)
+                if METHODS.get(m).trains and m not in reused]
 
     def reference_methods(self, regime: str) -> list[str]:
         from horkd.methods import METHODS
@@ -272,17 +276,33 @@ class Study:
             else:
                 continue
             finals += merge_seeds(self.run(self.final_jobs(regime, choices[regime]), train))
+            for method, source in r.reuse.items():
+                choices[regime][method] = {"scores": {}, "tag": "fixed", "val": None,
+                                           "overrides": [], "from": source}
+                finals += [reused(res, regime) for res in finals
+                           if res.job.regime == source and res.job.method == method]
         return search, choices, finals
 
     def _order(self) -> list[str]:
-        """The regimes in the file's order, each after the regime it takes its choices from."""
+        """The regimes in the file's order, each after the regimes it takes choices or runs
+        from."""
         order: list[str] = []
         for regime, r in self.study.regimes.items():
-            if r.choices_from is not None and r.choices_from not in order:
-                order.append(r.choices_from)
+            for source in [r.choices_from, *r.reuse.values()]:
+                if source is not None and source not in order:
+                    order.append(source)
             if regime not in order:
                 order.append(regime)
         return order
+
+
+def reused(result: JobResult, regime: str) -> JobResult:
+    """Another regime's runs of one method shown in ``regime``: its own rows only (the source
+    regime's teacher rows belong to the source's teacher), counted as trained there."""
+    records = {seed: replace(record, rows=[r for r in record.rows
+                                          if r.get("method") == result.job.method])
+               for seed, record in result.records.items()}
+    return JobResult(replace(result.job, regime=regime, with_teacher=False), records, False)
 
 
 def merge_seeds(results: list[JobResult]) -> list[JobResult]:
@@ -371,7 +391,7 @@ def run_study(
         "ablation": ablation_result,
         "seconds": time.time() - started,
         "compute_seconds": sum(r.seconds for res in search + finals
-                               for r in res.records.values()),
+                               for r in res.records.values() if r.regime == res.job.regime),
         "workers": runner.workers,
         "threads_per_worker": runner.threads,
     }
