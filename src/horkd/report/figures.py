@@ -54,6 +54,53 @@ def resolution_curve(
     return path
 
 
+def label_curve(
+    series: dict[str, list[tuple[float, float, float]]],
+    references: dict[str, float],
+    metric: str,
+    path: Path,
+    samples: tuple[Any, Any] | None = None,
+) -> Path:
+    """What the teacher is worth as labels grow scarce: one line per method (x the share of the
+    training labels in %, log scale; y the mean with its 95% interval over seeds), the
+    references (the HR teacher, the LR oracle) as horizontal lines. ``samples`` (HR and LR image
+    batches ``[K, C, H, W]`` in [0, 1]) adds a strip of what the students see."""
+    width = 10.5 if samples is not None else 7
+    fig = plt.figure(figsize=(width, 4.2))
+    grid = fig.add_gridspec(2, 5 if samples is not None else 1)
+    ax = fig.add_subplot(grid[:, 2:] if samples is not None else grid[:, 0])
+    for name, points in series.items():
+        xs, ys, half = zip(*sorted(points), strict=True)
+        color, style = method_style(name)
+        ax.errorbar(xs, ys, yerr=half, marker="o", capsize=3, label=name, color=color,
+                    linestyle=style)
+    for (name, value), style in zip(references.items(), ("--", ":", "-."), strict=False):
+        ax.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{name} {value:.1f}")
+    ax.set_xscale("log")
+    fractions = sorted({x for points in series.values() for x, _, _ in points})
+    ax.set_xticks(fractions, [f"{x:g}%" for x in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("training labels the students may use")
+    ax.set_ylabel(f"test {metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if samples is not None:
+        hr, lr = samples
+        for row, (batch, title) in enumerate(((hr, "HR (teacher)"), (lr, "LR (student)"))):
+            for col in range(min(2, len(batch))):
+                image = fig.add_subplot(grid[row, col])
+                image.imshow(batch[col].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray",
+                             vmin=0, vmax=1, interpolation="nearest")
+                image.set_xticks([])
+                image.set_yticks([])
+                if col == 0:
+                    image.set_ylabel(f"{title}\n{batch.shape[-1]} px", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def orders_ablation(
     results: dict[str, dict[str, tuple[float, float]]],
     metric: str,

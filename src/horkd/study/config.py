@@ -100,6 +100,11 @@ class StudyConfig(_Strict):
     ablation_seeds: list[int] = Field(
         default_factory=lambda: [0], description="seeds of the orders ablation (main regime)"
     )
+    label_curve: list[str] = Field(
+        default_factory=list,
+        description="regimes that differ in data.label_fraction, drawn along the share of labels "
+        "(what the teacher is worth as labels grow scarce)",
+    )
     curve_sizes: list[int] | None = Field(
         None, description="accuracy-vs-resolution sizes for the main regime's final models"
     )
@@ -144,6 +149,9 @@ class StudyConfig(_Strict):
                 METHODS.get(method)
                 if method not in self.search.candidates and searched(method):
                     raise ValueError(f"search.candidates has no entry for method '{method}'")
+        for name in self.label_curve:
+            if name not in self.regimes:
+                raise ValueError(f"label_curve: '{name}' is not a regime")
         for where, candidates in [("search.candidates", self.search.candidates)] + [
             (f"regimes.{n}.candidates", r.candidates) for n, r in self.regimes.items()
             if r.candidates

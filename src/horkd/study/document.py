@@ -4,6 +4,7 @@ search, the figures, and the command with its wall time. Numbers are read, never
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,79 @@ def curve_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
     return resolution_curve(means, metric, out_dir / "resolution_curve.png", lr_size=lr_size)
 
 
+def labels_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
+    """The study's ``label_curve`` regimes along the share of labels the students use: every
+    baseline and method of ours recorded in all of them, with the HR teacher and the LR oracle."""
+    from horkd.config import apply_overrides
+    from horkd.report.figures import label_curve
+
+    study = summary["study"]
+    regimes = study.get("label_curve") or []
+    if len(regimes) < 2:
+        return None
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    references: dict[str, float] = {}
+    per_regime = {r: _seed_values(summary["finals"], r) for r in regimes}
+    metric = next((v["metric"] for v in per_regime.values() if v["metric"]), None)
+    for regime, values in per_regime.items():
+        raw = apply_overrides(study["base"], study["regimes"][regime].get("overrides") or [])
+        share = 100 * (raw.get("data", {}).get("label_fraction") or 1.0)
+        seeds = study["regimes"][regime].get("seeds") or study["seeds"]
+        for method, by_seed in values["students"].items():
+            if not all(s in by_seed for s in seeds):
+                continue
+            points = [by_seed[s] for s in seeds]
+            if method == "lr_oracle":
+                references["LR oracle"] = summarize(points).mean
+                continue
+            series.setdefault(method, []).append((share, *_mean_interval(points)))
+        teacher = values["teachers"].get("teacher")
+        if teacher and metric:
+            row = next(iter(teacher.values()))
+            references.setdefault("HR teacher", row.get(metric.replace("lr_", "hr_"), math.nan))
+    from horkd.methods import methods_in
+
+    series = {m: p for m, p in series.items() if len(p) == len(regimes) and m in
+              study["baselines"] + methods_in("ours")}
+    if not series or metric is None:
+        return None
+    references = {k: v for k, v in references.items() if math.isfinite(v)}
+    return label_curve(series, references, metric, out_dir / "labels_curve.png",
+                       _sample_images(study))
+
+
+def _mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The mean and the half-width of its t interval over seeds (0 for one seed)."""
+    from scipy import stats as scipy_stats
+
+    s = summarize(values)
+    if s.n < 2:
+        return s.mean, 0.0
+    return s.mean, float(scipy_stats.t.ppf(0.5 + level / 2, s.n - 1) * s.std / s.n ** 0.5)
+
+
+def _sample_images(study: dict[str, Any], count: int = 2) -> tuple[Any, Any] | None:
+    """A few test images of the study's dataset at HR and as the students see them; None where
+    the data is not on this machine (the figure is then drawn without them)."""
+    from horkd.config import config_from_dict
+    from horkd.data import DataNotFoundError, build_splits
+    from horkd.degrade import Degrader, DegradeSpec
+
+    try:
+        cfg = config_from_dict(dict(study["base"]))
+        splits = build_splits(cfg.data.dataset, root=cfg.data.root, hr_size=cfg.data.hr_size,
+                              val_fraction=0.0)
+    except (DataNotFoundError, OSError, ValueError):
+        return None
+    import torch
+
+    hr = torch.stack([splits.test[i][0] for i in range(count)])
+    d = cfg.degrade
+    spec = DegradeSpec(lr_size=d.lr_size, interpolation=d.interpolation, antialias=d.antialias,
+                       blur_sigma=d.blur_sigma)
+    return hr, Degrader(hr.shape[-1], spec)(hr)
+
+
 def ablation_figure(summary: dict[str, Any], out_dir: Path) -> tuple[Path, str] | None:
     from horkd.report.figures import orders_ablation
 
@@ -352,6 +426,12 @@ def _map_note(finals: list[dict[str, Any]], regime: str) -> str:
 
 def _figures(summary: dict[str, Any], figures: Path) -> list[str]:
     parts: list[str] = []
+    labels = labels_figure(summary, figures)
+    if labels is not None:
+        parts += ["", "## What the teacher is worth as labels grow scarce", "",
+                  "Regimes " + ", ".join(f"`{r}`" for r in summary["study"]["label_curve"])
+                  + ": test mean and its 95% interval over seeds (not paired; the tables above "
+                  "pair them).", "", f"![labels curve](results/{labels.name})"]
     curve = curve_figure(summary, figures)
     if curve is not None:
         parts += ["", "## Accuracy versus input resolution", "",
