@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 
@@ -39,3 +42,29 @@ def tiny_config_dict(output_dir: Path, **changes: Any) -> dict[str, Any]:
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
     return tiny_config_dict(tmp_path / "run")
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """One IDX file of unsigned bytes, gzipped as the datasets ship it unless ``compress=False``."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def idx_tree(folder: Path, n_train: int = 40, n_test: int = 20, compress: bool = True):
+    """Fashion-MNIST's four IDX files (random images, labels cycling 0-9) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for name, array in arrays.items():
+        write_idx(folder / name, array, compress)
+    return arrays

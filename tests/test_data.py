@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import idx_tree
 from PIL import Image
 
 from horkd.data import (
@@ -25,34 +26,10 @@ from horkd.data.idx import IdxFormatError, read_idx
 from horkd.data.vision import DEBIAN_FASHION_MNIST
 
 
-def _write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as handle:
-            handle.write(payload)
-    else:
-        path.write_bytes(payload)
-
-
-def _idx_tree(folder: Path, n_train: int = 40, n_test: int = 20, compress: bool = True):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
-    }
-    for name, array in arrays.items():
-        _write_idx(folder / name, array, compress)
-    return arrays
-
-
 @pytest.mark.parametrize("layout", ["flat", "torchvision", "uncompressed"])
 def test_fashion_mnist_idx_fixture(tmp_path, layout):
     folder = tmp_path / "FashionMNIST" / "raw" if layout == "torchvision" else tmp_path
-    arrays = _idx_tree(folder, compress=layout != "uncompressed")
+    arrays = idx_tree(folder, compress=layout != "uncompressed")
     splits = build_splits("fashion_mnist", root=str(tmp_path), val_fraction=0.25, seed=0)
     assert splits.info.num_classes == 10 and splits.info.in_channels == 1
     assert len(splits.train) + len(splits.val) == 40 and len(splits.test) == 20
@@ -63,7 +40,7 @@ def test_fashion_mnist_idx_fixture(tmp_path, layout):
 
 
 def test_idx_resize_and_bad_magic(tmp_path):
-    _idx_tree(tmp_path)
+    idx_tree(tmp_path)
     splits = build_splits("mnist", root=str(tmp_path), hr_size=14, val_fraction=0.25)
     assert splits.test[0][0].shape == (1, 14, 14) and splits.info.native_size == 14
     bad = tmp_path / "bad"

@@ -551,9 +551,8 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 
-def main(argv: list[str] | None = None) -> int:
-    from horkd.safe_load import trusting_pickles
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as ``main`` reads it (usage errors exit with status 2)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may also follow options (`run cfg.yaml --output-dir X a.b=1`)
@@ -562,6 +561,13 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from horkd.safe_load import trusting_pickles
+
+    args = parse_args(argv)
     with trusting_pickles(getattr(args, "trust_checkpoint", False)):
         return _dispatch(args)
 

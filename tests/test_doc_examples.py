@@ -1,0 +1,257 @@
+"""The examples in README.md and docs/ hold: a renamed key, verb or option fails here, not a reader.
+
+Every ```bash and ```python block is an example, checked by what the HTML comment on the line
+above it says:
+
+- nothing: executed in a scratch folder with tiny settings appended to the training commands (the
+  README's in ``make test``; docs/' are slow: ``make test-all``), and checked statically too;
+- ``<!-- example: static REASON -->``: every horkd command is parsed by the real command line and
+  its config (or study file) validated with its overrides, every named file must exist, Python is
+  compiled and its horkd imports resolved;
+- ``<!-- example: skip REASON -->``: not checked (it needs machines the tests do not have).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import idx_tree
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARK = re.compile(r"<!--\s*example:\s*(static|skip)\b\s*(.*?)\s*-->")
+# what a training command gets on top of the example's own settings: seconds, not hours
+TINY = ["train.teacher.epochs=1", "train.assistant.epochs=1", "train.student.epochs=1",
+        "train.teacher.max_steps_per_epoch=2", "train.assistant.max_steps_per_epoch=2",
+        "train.student.max_steps_per_epoch=2", "train.teacher.batch_size=16",
+        "train.assistant.batch_size=16", "train.student.batch_size=16", "device=cpu"]
+TINY_BY_DATASET = {
+    "image_folder": ["data.hr_size=16", "report.resolution_sizes=[16,8]"],
+    "fashion_mnist": ["data.train_subset=null", "data.test_subset=null"],
+}
+TRAINING = {"run", "train", "ablate"}
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    line: int
+    language: str
+    text: str
+    mode: str  # "run" | "static" | "skip"
+    reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def examples(path: Path) -> list[Example]:
+    """The ```bash and ```python blocks of one Markdown file, with how each is checked."""
+    found, lines = [], path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        fence = re.match(r"```(\w*)\s*$", lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        if fence.group(1) in ("bash", "python"):
+            above = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+            mark = MARK.search(above)
+            found.append(Example(path, i + 1, fence.group(1), "\n".join(lines[i + 1:end]),
+                                 mark.group(1) if mark else "run", mark.group(2) if mark else ""))
+        i = end + 1
+    return found
+
+
+ALL = [e for path in DOCS for e in examples(path)]
+
+
+def commands(text: str) -> list[list[str]]:
+    """The shell commands of a bash block: continuations joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    out = []
+    for line in joined.splitlines():
+        tokens = shlex.split(line, comments=True)
+        if tokens:
+            out.append(tokens)
+    return out
+
+
+def horkd_argv(tokens: list[str]) -> list[str] | None:
+    """The horkd arguments of a command (``horkd ...``, ``python -m horkd ...``, ``torchrun ...
+    -m horkd ...``); None for any other command."""
+    if tokens[0] == "horkd":
+        return tokens[1:]
+    if "-m" in tokens and tokens[tokens.index("-m") + 1:][:1] == ["horkd"]:
+        return tokens[tokens.index("-m") + 2:]
+    return None
+
+
+def check_statically(tokens: list[str], where: str) -> None:
+    """A command as a reader would type it, checked without training anything."""
+    from horkd.cli import _config, parse_args
+    from horkd.study.config import load_study
+
+    argv = horkd_argv(tokens)
+    if argv is None:
+        if tokens[0] == "make":
+            targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M)
+            assert set(tokens[1:]) <= set(targets), f"{where}: no make target {tokens[1:]}"
+        elif tokens[0] in ("python", "python3") and tokens[1].endswith(".py"):
+            assert (ROOT / tokens[1]).is_file(), f"{where}: {tokens[1]} does not exist"
+        elif tokens[0] not in ("pip", "git", "cd", "export", "apt-get"):
+            pytest.fail(f"{where}: '{tokens[0]}' is not a command this test knows; mark the "
+                        "block `<!-- example: skip REASON -->` if it cannot be checked")
+        return
+    if argv[:1] in (["--help"], ["--version"]) or "--help" in argv:
+        return
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `horkd {' '.join(argv)}` is not a valid command line ({exc})")
+    if getattr(args, "config", None) and args.command != "eval":
+        _config(args)  # the config file with its overrides, validated as the command would
+    if args.command == "study":
+        load_study(args.study_file)
+
+
+@pytest.mark.parametrize("example", [e for e in ALL if e.mode != "skip"], ids=lambda e: e.name)
+def test_example_holds_statically(example, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    if example.language == "python":
+        code = compile(example.text, example.name, "exec")
+        imports = [line for line in example.text.splitlines()
+                   if re.match(r"(from horkd[\w.]* import |import horkd)", line)]
+        exec(compile("\n".join(imports), example.name, "exec"), {})
+        assert code is not None
+        return
+    for tokens in commands(example.text):
+        check_statically(tokens, example.name)
+
+
+def test_every_mark_says_why():
+    for example in ALL:
+        if example.mode != "run":
+            assert example.reason, f"{example.name}: say why it is {example.mode}"
+
+
+def _image(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = np.zeros((24, 24, 3), np.uint8)
+    base[..., seed % 3] = 200  # each class its own colour, so the tiny models learn something
+    Image.fromarray(np.clip(base + rng.integers(0, 55, base.shape), 0, 255).astype(np.uint8)).save(
+        path)
+
+
+def sandbox(folder: Path) -> Path:
+    """A reader's working folder: the repository's configs, an image folder with train/ and
+    test/ (three classes), loose photos, and Fashion-MNIST's IDX files."""
+    (folder / "configs").symlink_to(ROOT / "configs")
+    for split, count in (("train", 24), ("test", 6)):
+        for c, name in enumerate(("cat", "dog", "bird")):
+            (folder / "my_images" / split / name).mkdir(parents=True)
+            for i in range(count):
+                _image(folder / "my_images" / split / name / f"{i:03d}.png", c + 3 * i)
+    for photos in ("new_photos", "my_photos", "photos"):
+        (folder / photos).mkdir()
+        for i in range(3):
+            _image(folder / photos / f"{i}.jpg", i)
+    for name, seed in (("cat.jpg", 0), ("dog.png", 1), ("boot.png", 2), ("bag.jpg", 3)):
+        _image(folder / name, seed)
+    idx_tree(folder / "fashion-mnist", n_train=120, n_test=40)
+    return folder
+
+
+def run_example(example: Example, folder: Path, monkeypatch) -> None:
+    monkeypatch.chdir(folder)
+    if example.language == "python":
+        exec(compile(example.text, example.name, "exec"), {"__name__": "__example__"})
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    for tokens in commands(example.text):
+        argv = horkd_argv(tokens)
+        if argv is None:
+            continue  # make, pip, python benchmarks: checked statically
+        if argv and argv[0] in TRAINING:
+            from horkd.config import load_config
+
+            dataset = load_config(folder / argv[1]).data.dataset
+            argv = [*argv, *TINY, *TINY_BY_DATASET.get(dataset, [])]
+            if dataset == "fashion_mnist":
+                argv.append(f"data.root={folder / 'fashion-mnist'}")
+        done = subprocess.run([sys.executable, "-m", "horkd", *argv], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (
+            f"{example.name}: `horkd {' '.join(argv)}` failed ({done.returncode}):\n"
+            f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+def _run_in_order(examples_: list[Example], folder: Path, monkeypatch) -> None:
+    sandbox(folder)
+    for example in examples_:
+        run_example(example, folder, monkeypatch)
+
+
+def test_readme_examples_run(tmp_path, monkeypatch):
+    """The README's walkthrough in order, as a reader runs it: a folder of images to a run, a
+    prediction, an export, the Python API."""
+    readme = [e for e in ALL if e.path.name == "README.md" and e.mode == "run"]
+    assert len(readme) >= 3
+    _run_in_order(readme, tmp_path, monkeypatch)
+    assert (tmp_path / "labels.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in DOCS[1:]
+                                  if any(e.mode == "run" for e in examples(p))],
+                         ids=lambda p: p.name)
+def test_docs_examples_run(path, tmp_path, monkeypatch):
+    _run_in_order([e for e in examples(path) if e.mode == "run"], tmp_path, monkeypatch)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end >= 0 else None]
+
+
+def test_readme_results_are_the_pages():
+    """The README's results table says only what the results page shows: each row's means and
+    paired intervals recomputed from the page's facts, every other figure found on the page."""
+    import json
+
+    from horkd.study.stats import paired_difference
+
+    section = _section((ROOT / "README.md").read_text(), "## What the study found")
+    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
+    page = (ROOT / "docs" / "RESULTS.md").read_text()
+    names = {"Hinton KD": "hinton_kd", "FitNet": "fitnet", "RKD": "rkd", "scratch": "scratch"}
+    rows = [r for r in section.splitlines() if re.match(r"\| .*\(`\w+`\) \|", r)]
+    assert len(rows) >= 4
+    for row in rows:
+        regime = re.search(r"\(`(\w+)`\)", row).group(1)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        table = next(iter(facts[regime].values()))
+        methods = table["methods"]
+        best_name, best_mean = cells[2].rsplit(" ", 1)
+        best = names[best_name]
+        assert best == table["best_baseline"], row
+        shown = [cells[1], best_mean, cells[3]]
+        assert shown == [f"{methods[m]['mean']:.2f}" for m in ("scratch", best, "horkd")], row
+        for cell, other in ((cells[4], "scratch"), (cells[5], best)):
+            diff = paired_difference(methods["horkd"]["values"], methods[other]["values"])
+            assert cell == diff.interval(), f"{row}: {cell} against {diff.interval()}"
+    prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
+    for number in re.findall(r"[+-]?\d+\.\d\d\b", prose):
+        assert number in page, f"README says {number}; docs/RESULTS.md does not"
