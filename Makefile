@@ -7,7 +7,7 @@ STAMP := $(VENV)/.horkd-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-all demo results lint bench fashion-mnist clean
+.PHONY: test test-all demo results lint bench fashion-mnist clean api
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ results: $(STAMP) fashion-mnist
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
+
+# The API reference (docs/api) from the docstrings, into docs/api/_build/html. The docs extra is
+# installed once, and again when pyproject.toml changes. Strict: any warning, and any reference
+# to a horkd name that is not documented (-n), fails the build; -E rereads every page each time.
+api: $(STAMP)
+	test $(VENV)/.horkd-docs-installed -nt pyproject.toml || \
+		{ $(PY) -m pip install -q -e '.[docs]' && touch $(VENV)/.horkd-docs-installed; }
+	$(PY) -m sphinx -E -W --keep-going -n -q -b html -d docs/api/_build/doctrees \
+		docs/api docs/api/_build/html
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -28,7 +28,21 @@ INTERPOLATIONS = ("area", "bilinear", "bicubic")
 
 
 def resolve_lr_size(hr_size: int, lr_size: int | None = None, factor: int | None = None) -> int:
-    """The LR side from an explicit size or a downsampling factor (``hr_size // factor``)."""
+    """The LR side from an explicit size or a downsampling factor (``hr_size // factor``).
+
+    Args:
+        hr_size: Side of the square HR images, in pixels.
+        lr_size: Side of the LR images, in pixels.
+        factor: Downsampling factor; the LR side is ``hr_size // factor`` (rounded down).
+
+    Returns:
+        The LR side in pixels, at least 1 and below ``hr_size``.
+
+    Raises:
+        ValueError: ``hr_size`` is not positive; both or neither of ``lr_size`` and
+            ``factor`` are given; either is not positive; the factor leaves less than one
+            pixel; or the LR side is not smaller than the HR side.
+    """
     if hr_size is None or hr_size <= 0:
         raise ValueError(f"HR size must be a positive integer, got {hr_size}")
     if (lr_size is None) == (factor is None):
@@ -58,6 +72,25 @@ class DegradeSpec:
     ``jpeg_quality`` (1..100) round-trips the LR image through JPEG; ``None`` skips it.
     ``upsample`` returns LR re-upsampled to the HR size with ``upsample_interpolation``
     (``area`` then means pixel replication).
+
+    Attributes:
+        lr_size: Side of the LR images, in pixels.
+        factor: Downsampling factor; the LR side is ``hr_size // factor``.
+        interpolation: Downsampling kernel: ``"area"``, ``"bilinear"`` or ``"bicubic"``.
+        antialias: Whether ``bilinear`` and ``bicubic`` downsampling is antialiased (``area``
+            always is).
+        blur_sigma: Standard deviation of the Gaussian blur before downsampling, in HR
+            pixels; 0 turns it off.
+        noise_std: Standard deviation of the Gaussian noise on the LR image, in [0, 1] pixel
+            units; 0 turns it off.
+        jpeg_quality: JPEG quality (1..100) of the LR round-trip; ``None`` skips it.
+        upsample: Whether the LR image is re-upsampled to the HR size.
+        upsample_interpolation: Kernel of the re-upsampling, one of the same three.
+
+    Raises:
+        ValueError: An interpolation is not one of the three; ``blur_sigma`` or
+            ``noise_std`` is negative or NaN; or ``jpeg_quality`` is outside 1..100. The size
+            is checked later, against the HR size, when a :class:`Degrader` is built.
     """
 
     lr_size: int | None = None
@@ -96,6 +129,13 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
     Reflect padding keeps the border from darkening; images smaller than the radius (where
     reflection is undefined) fall back to replicating the edge.
+
+    Args:
+        x: Images ``[B, C, H, W]``, float.
+        sigma: Standard deviation of the Gaussian, in pixels (> 0).
+
+    Returns:
+        The blurred images, of ``x``'s shape, dtype and device.
     """
     radius = max(1, math.ceil(3 * sigma))
     coords = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
@@ -150,6 +190,16 @@ def jpeg_roundtrip(x: Tensor, quality: int) -> Tensor:
 
     Goes through CPU uint8 (what a real file stores) and returns to ``x``'s device and dtype;
     no gradient flows through this step.
+
+    Args:
+        x: Images ``[B, C, H, W]``, pixels in [0, 1] (clamped to it first).
+        quality: JPEG quality, 1..100 (higher keeps more detail).
+
+    Returns:
+        The decoded images, of ``x``'s shape, pixels in [0, 1] quantised to 1/255.
+
+    Raises:
+        ValueError: ``x`` has neither 1 nor 3 channels.
     """
     if x.shape[1] not in (1, 3):
         raise ValueError(f"JPEG needs 1 or 3 channels, got {x.shape[1]}")
@@ -171,6 +221,17 @@ class Degrader(nn.Module):
 
     Holds no parameters or buffers; ``.to(device)`` is harmless and every op follows the input's
     device. Pass a seeded ``generator`` to ``forward`` for reproducible noise.
+
+    Args:
+        hr_size: Side of the square HR images it takes, in pixels.
+        spec: How LR images are made.
+        **spec_kwargs: The fields of a :class:`DegradeSpec`, instead of ``spec``.
+
+    Raises:
+        ValueError: Both ``spec`` and keywords are given; a field is invalid (see
+            :class:`DegradeSpec`); or the LR size does not fit ``hr_size`` (see
+            :func:`resolve_lr_size`).
+        TypeError: A keyword is not a field of :class:`DegradeSpec`.
     """
 
     def __init__(self, hr_size: int, spec: DegradeSpec | None = None, **spec_kwargs) -> None:
@@ -183,18 +244,35 @@ class Degrader(nn.Module):
 
     @property
     def lr_size(self) -> int:
-        """Side of the native LR image (before any re-upsampling)."""
+        """Side of the native LR image in pixels (before any re-upsampling)."""
         return self._lr_size
 
     @property
     def out_size(self) -> int:
-        """Side of what ``forward`` returns: HR size when re-upsampling, else LR size."""
+        """Side of what ``forward`` returns, in pixels; the HR size when re-upsampling, else the
+        LR size."""
         return self.hr_size if self.spec.upsample else self._lr_size
 
     def extra_repr(self) -> str:
         return f"hr_size={self.hr_size}, lr_size={self._lr_size}, spec={self.spec}"
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The LR view of HR images.
+
+        Args:
+            x: HR images ``[B, C, hr_size, hr_size]`` or one ``[C, hr_size, hr_size]``, float,
+                pixels in [0, 1]. JPEG needs C = 1 or 3.
+            generator: Draws the noise; seed it for the same noise every call. A CPU generator
+                also drives a GPU batch. ``None``: torch's global RNG.
+
+        Returns:
+            The LR images ``[B, C, out_size, out_size]`` (or ``[C, out_size, out_size]``),
+            pixels in [0, 1], on ``x``'s device. Gradients flow through every step but JPEG.
+
+        Raises:
+            ValueError: ``x`` is not 3- or 4-dimensional, not floating point, or not
+                ``hr_size`` square; or JPEG is on and C is neither 1 nor 3.
+        """
         single = x.dim() == 3
         if single:
             x = x.unsqueeze(0)

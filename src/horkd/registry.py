@@ -7,18 +7,32 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+#: The type of a registry's entries (a factory, a spec).
 T = TypeVar("T")
 
 
 class UnknownNameError(KeyError, ValueError):
-    """A config asked for a name no registry entry has; the message lists the known ones."""
+    """A config asked for a name no registry entry has; the message lists the known ones.
+
+    Both a :class:`KeyError` (a missing key) and a :class:`ValueError` (a bad config value), so
+    callers catching either see it.
+    """
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable.
         return str(self.args[0])
 
 
 def closest_name(name: str, known: list[str]) -> str | None:
-    """The most similar known name; ties go to the longest shared prefix (typos sit late)."""
+    """The most similar known name; ties go to the longest shared prefix (typos sit late).
+
+    Args:
+        name: What was asked for.
+        known: The names that exist.
+
+    Returns:
+        The closest of ``known`` (case-insensitive), or ``None`` when none is similar enough
+        (a similarity ratio below 0.6) or ``known`` is empty.
+    """
 
     def score(candidate: str) -> tuple[float, int]:
         ratio = difflib.SequenceMatcher(None, name.lower(), candidate.lower()).ratio()
@@ -35,6 +49,11 @@ class Registry(Generic[T]):
     >>> MODELS = Registry("model")
     >>> @MODELS.register("tiny")
     ... def tiny(): ...
+
+    Iterating or ``in`` goes over the names; :meth:`get` gives an entry.
+
+    Args:
+        kind: What the entries are, for the messages (``"model"``, ``"method"``, ``"dataset"``).
     """
 
     def __init__(self, kind: str) -> None:
@@ -42,6 +61,18 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """A decorator that adds its object under ``name`` and returns the object unchanged.
+
+        Args:
+            name: The name configs select it by.
+
+        Returns:
+            The decorator.
+
+        Raises:
+            ValueError: ``name`` is registered already (raised when the decorator is applied).
+        """
+
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
@@ -51,12 +82,34 @@ class Registry(Generic[T]):
         return decorator
 
     def unregister(self, name: str) -> T:
-        """Remove an entry (a plugin or a test taking back what it registered)."""
+        """Remove an entry (a plugin or a test taking back what it registered).
+
+        Args:
+            name: The entry's name.
+
+        Returns:
+            The removed entry.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered.
+        """
         if name not in self._entries:
             raise UnknownNameError(f"{self.kind} '{name}' is not registered")
         return self._entries.pop(name)
 
     def get(self, name: str) -> T:
+        """The entry registered under ``name``.
+
+        Args:
+            name: The entry's name.
+
+        Returns:
+            The entry.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered; the message suggests the closest
+                known name and lists them all.
+        """
         if name not in self._entries:
             known = sorted(self._entries)
             close = closest_name(name, known)
@@ -67,6 +120,7 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

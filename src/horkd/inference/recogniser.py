@@ -37,7 +37,25 @@ class _Onnx:
 
 
 class Recogniser:
-    """A trained network with its own preprocessing (input size, channels, degradation)."""
+    """A trained network with its own preprocessing (input size, channels, degradation).
+
+    Images go in as the model's test images did (HR pictures degraded with the run's seed),
+    so the same image always gives the same answer. Most callers use :meth:`load`.
+
+    Args:
+        model: The model to run, as :func:`~horkd.inference.model_file.resolve_model` finds it.
+        device: Where a PyTorch model runs (``"cpu"``, ``"cuda:1"``); an ONNX model runs on
+            the CPU whatever this says.
+
+    Attributes:
+        meta: The checkpoint's metadata (recipe, input sizes, degradation, class names).
+        network: The PyTorch network in eval mode, or the ONNX session behind the same call.
+
+    Raises:
+        ValueError: The metadata does not say the input size.
+        horkd.checkpoint.CheckpointError: The recipe or the weights do not fit.
+        ImportError: The model is ONNX and onnxruntime is not installed.
+    """
 
     def __init__(self, model: ModelFile, device: str | torch.device = "cpu") -> None:
         self.file = model
@@ -54,21 +72,44 @@ class Recogniser:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Recogniser:
+        """The model a path names, ready to use.
+
+        Args:
+            path: A stage directory (``runs/x/seed0/students/horkd``), its ``model`` stem, the
+                ``model.safetensors`` or ``model.json`` file, or an ``.onnx`` from ``horkd export``.
+            device: Where a PyTorch model runs; see :class:`Recogniser`.
+
+        Raises:
+            horkd.checkpoint.CheckpointError: No finished model is at ``path``; the message
+                says what was looked for.
+            ImportError: ``path`` is ONNX and onnx or onnxruntime is not installed.
+        """
         return cls(resolve_model(path), device)
 
     @property
     def task(self) -> str:
+        """``"classification"``, ``"retrieval"`` or ``"face"``; only the first names classes."""
         return self.file.task
 
     @property
     def classes(self) -> list[str]:
+        """The class names by label index; ``"0"``, ``"1"``, ... when the data named none."""
         given = self.meta.get("classes")
         count = int(self.meta["model"]["num_classes"])
         return list(given) if given else [str(i) for i in range(count)]
 
     @torch.no_grad()
     def outputs(self, batch: Tensor, kind: InputKind = "hr") -> ModelOutput:
-        """The network on a batch from the per-image steps (the batch step applied here)."""
+        """The network on a batch from the per-image steps (the batch step applied here).
+
+        Args:
+            batch: Images ``[B, C, S, S]``, pixels in [0, 1], resized already: ``S`` is the HR
+                size for ``"hr"`` and ``"hr_raw"``, the network's own size for ``"lr"``.
+            kind: What the images are; see :data:`~horkd.inference.preprocess.InputKind`.
+
+        Returns:
+            Embeddings ``[B, D]`` and logits ``[B, K]`` on ``device`` (an ONNX model's: CPU).
+        """
         if kind not in self._steps:
             self._steps[kind] = self.input.batch_step(kind, self.device)
         return self.network(self._steps[kind](batch.to(self.device)))
@@ -76,7 +117,23 @@ class Recogniser:
     def predict(
         self, images: list[ImageLike], top_k: int = 1, kind: InputKind = "hr"
     ) -> list[list[tuple[str, float]]]:
-        """The ``top_k`` labels of each image with their softmax probabilities."""
+        """The ``top_k`` labels of each image with their softmax probabilities.
+
+        Args:
+            images: The images, in a list even when there is one; see
+                :data:`~horkd.inference.preprocess.ImageLike`.
+            top_k: How many labels per image, most probable first (at most the class count).
+            kind: ``"hr"`` pictures, ``"lr"`` real low-resolution captures, or ``"hr_raw"``;
+                see :data:`~horkd.inference.preprocess.InputKind`.
+
+        Returns:
+            One list per image, in the given order, of ``(class name, probability)`` pairs.
+
+        Raises:
+            ValueError: The model is not a classifier (its task is retrieval or face).
+            TypeError: ``images`` is one image rather than a list, or an item is not an image.
+            horkd.data.images.BadImageError: A path does not decode as an image.
+        """
         if self.task != "classification":
             raise ValueError(
                 f"this is a {self.task} model: it embeds images (Recogniser.embed, horkd search "
@@ -99,6 +156,15 @@ class Recogniser:
         return ModelOutput(embedding, logits)
 
     def top(self, probs: Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` class names and probabilities of each row of ``probs``.
+
+        Args:
+            probs: Class probabilities ``[N, K]``, one row per image.
+            top_k: How many per row; more than ``K`` gives ``K``.
+
+        Returns:
+            One list per row of ``(class name, probability)``, most probable first.
+        """
         k = min(top_k, probs.shape[1])
         scores, labels = probs.topk(k, dim=1)
         names = self.classes
@@ -106,7 +172,20 @@ class Recogniser:
                 for row_c, row_s in zip(labels.tolist(), scores.tolist(), strict=True)]
 
     def embed(self, images: list[ImageLike], kind: InputKind = "hr") -> Tensor:
-        """Each image's embedding (not normalised; cosine similarity normalises)."""
+        """Each image's embedding (not normalised; cosine similarity normalises).
+
+        Args:
+            images: The images, in a list even when there is one; see
+                :data:`~horkd.inference.preprocess.ImageLike`.
+            kind: What the images are; see :meth:`predict`.
+
+        Returns:
+            The embeddings ``[N, D]`` in float32 on the CPU, row ``i`` for ``images[i]``.
+
+        Raises:
+            TypeError: ``images`` is one image rather than a list, or an item is not an image.
+            horkd.data.images.BadImageError: A path does not decode as an image.
+        """
         return self._all(images, kind).embedding
 
     def stream(
@@ -117,6 +196,21 @@ class Recogniser:
         workers: int = 2,
         failures: Failures | None = None,
     ) -> Iterator[tuple[ModelOutput, list[int]]]:
-        """The network's outputs for image files, a batch at a time, with their indices."""
+        """The network's outputs for image files, a batch at a time, with their indices.
+
+        For more files than fit in memory; a file that cannot be read goes to ``failures``
+        instead of stopping the others.
+
+        Args:
+            paths: The image files.
+            kind: What the images are; see :meth:`predict`.
+            batch_size: Images per batch at most (a batch holds images of one size).
+            workers: DataLoader processes that decode the files (0: this process).
+            failures: Collects what is wrong with each unreadable file; ``None`` drops it.
+
+        Yields:
+            ``(outputs, indices)``: as :meth:`outputs` gives them, and the index into ``paths``
+            of each row.
+        """
         for batch, indices in stream(paths, self.input, kind, batch_size, workers, failures):
             yield self.outputs(batch, kind), indices

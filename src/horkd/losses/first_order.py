@@ -13,6 +13,16 @@ class EmbeddingRegression(nn.Module):
 
     P is a learned linear projector when the widths differ (or ``projector=True``), identity
     otherwise. YAML: ``distill.loss.embedding_weight: 1.0``.
+
+    Args:
+        student_dim: Width of the student's embedding.
+        teacher_dim: Width of the teacher's embedding.
+        projector: Whether to learn P (``[student_dim -> teacher_dim]``, no bias); ``None``:
+            only when the widths differ. P's parameters belong to this module, so the
+            optimiser must see them.
+
+    Raises:
+        ValueError: ``projector=False`` and the widths differ.
     """
 
     def __init__(self, student_dim: int, teacher_dim: int, projector: bool | None = None) -> None:
@@ -27,6 +37,15 @@ class EmbeddingRegression(nn.Module):
         )
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """The loss of one batch, in float32 at least (autocast is off inside).
+
+        Args:
+            student: The student's embeddings ``[N, student_dim]``.
+            teacher: The teacher's embeddings ``[N, teacher_dim]`` of the same images.
+
+        Returns:
+            The scalar loss.
+        """
         with no_autocast(student.device.type):
             projected = self.projector(full_precision(student))
             return F.mse_loss(projected, full_precision(teacher).to(projected.dtype))
@@ -36,6 +55,16 @@ class HintonKD(nn.Module):
     """KL(softmax(t / T) || softmax(s / T)) * T^2 (Hinton et al. 2015), batch mean.
 
     YAML: ``distill.loss.logit_weight: 1.0`` and ``distill.loss.temperature: 4.0``.
+
+    The T^2 factor keeps the gradient's scale independent of T, so the weight need not move
+    when the temperature does.
+
+    Args:
+        temperature: T; higher softens both distributions and shows more of the teacher's
+            ranking of the wrong classes.
+
+    Raises:
+        ValueError: ``temperature`` is not positive.
     """
 
     def __init__(self, temperature: float = 4.0) -> None:
@@ -45,6 +74,15 @@ class HintonKD(nn.Module):
         self.temperature = temperature
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """The loss of one batch, in float32 at least (autocast is off inside).
+
+        Args:
+            student_logits: The student's logits ``[N, K]``.
+            teacher_logits: The teacher's logits ``[N, K]`` of the same images.
+
+        Returns:
+            The scalar loss, a mean over the N samples.
+        """
         tau = self.temperature
         with no_autocast(student_logits.device.type):
             s = F.log_softmax(full_precision(student_logits) / tau, dim=1)

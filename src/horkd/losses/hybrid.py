@@ -30,7 +30,45 @@ TERM_ORDER = MappingProxyType({"embedding": 1, "logits": 1, "distance": 2, "angl
 
 
 class HybridOrderLoss(nn.Module):
-    """Returns a dict of weighted terms; a term is absent when switched off or weighted 0."""
+    """Returns a dict of weighted terms; a term is absent when switched off or weighted 0.
+
+    The terms are :class:`~horkd.losses.first_order.EmbeddingRegression` and
+    :class:`~horkd.losses.first_order.HintonKD` (first order),
+    :class:`~horkd.losses.second_order.DistanceLoss` (second) and
+    :class:`~horkd.losses.third_order.AngleLoss` (third). Both relational terms start from one
+    pair of Gram matrices per call (:func:`~horkd.losses.numerics.relation_grams`), so asking
+    for both costs little more than asking for one.
+
+    Args:
+        student_dim: Width of the student's embedding.
+        teacher_dim: Width of the reference's (teacher's or assistant's) embedding.
+        embedding_weight: Weight of the embedding regression (alpha's embedding part).
+        logit_weight: Weight of the softened-logit KL (alpha's logit part); needs both sides'
+            logits at call time.
+        temperature: Softmax temperature of the logit term (> 0, even when it is weighted 0).
+        distance_weight: Weight of the pairwise-distance term (beta).
+        angle_weight: Weight of the triplet-angle term (gamma).
+        huber_delta: Where the Huber penalty of both relational terms turns from quadratic to
+            linear, in units of the normalised distance or of the cosine.
+        orders: Which orders are on; a term of an order left out is never computed, whatever
+            its weight.
+        projector: Whether the embedding term learns a linear map from the student's width to
+            the teacher's; ``None``: only when the widths differ.
+        angle_chunk_size: Anchors per chunk of the angle term, which bounds its memory
+            (``None``: :func:`~horkd.losses.third_order.default_chunk`).
+        angle_anchors: Estimate the angle term from this many random anchors instead of all N
+            (``None``: exact).
+        relations: ``"global"``: under torchrun the relational terms span the batch of every
+            process, so the method does not change with the process count; ``"local"``: each
+            process's own batch.
+        bank_size: While training, the distance term also spans the last ``bank_size``
+            samples of earlier steps ("look more"); 0 turns the bank off.
+
+    Raises:
+        ValueError: ``relations`` is not ``"global"`` or ``"local"``; a weight is negative;
+            ``orders`` holds something other than 1, 2 or 3; ``temperature`` is not positive;
+            ``angle_anchors`` is below 1; or ``projector=False`` with different widths.
+    """
 
     def __init__(
         self,
@@ -95,6 +133,21 @@ class HybridOrderLoss(nn.Module):
         teacher_embedding: Tensor,
         teacher_logits: Tensor | None,
     ) -> dict[str, Tensor]:
+        """The weighted distillation terms of one batch.
+
+        Args:
+            student_embedding: The student's embeddings ``[N, student_dim]``.
+            student_logits: The student's logits ``[N, K]``, or ``None`` (no logit term).
+            teacher_embedding: The reference's embeddings ``[N, teacher_dim]`` of the same
+                images, row for row.
+            teacher_logits: The reference's logits ``[N, K]``, or ``None`` (no logit term).
+
+        Returns:
+            Scalar terms, already weighted, keyed ``order1_embedding``, ``order1_logits``,
+            ``order2_distance`` and ``order3_angle``; a term switched off or weighted 0 is
+            absent, so the dict may be empty. The distance term is 0 (still in the graph) when
+            there is no pair (N < 2 and an empty bank), the angle term when N < 3.
+        """
         terms: dict[str, Tensor] = {}
         if self.embedding is not None:
             terms["order1_embedding"] = self.embedding_weight * self.embedding(

@@ -82,13 +82,36 @@ class _DistanceLossFromGram(GradientInForward):
 
 
 def distance_loss(student: Tensor, teacher: Tensor, huber_delta: float = 1.0) -> Tensor:
-    """Mean over i != j of huber(d^S_ij - d^T_ij), each side scaled by its mean distance."""
+    """Mean over i != j of huber(d^S_ij - d^T_ij), each side scaled by its mean distance.
+
+    Scaling by the mean distance makes the loss blind to the embeddings' scale, so a student
+    of another width or norm is compared on geometry alone.
+
+    Args:
+        student: The student's embeddings ``[N, Ds]``.
+        teacher: The teacher's embeddings ``[N, Dt]`` of the same images; the widths may differ.
+        huber_delta: Where the Huber penalty turns from quadratic to linear, in units of the
+            normalised distance.
+
+    Returns:
+        The scalar loss, in float32 at least; 0 (still in the graph) when N < 2.
+    """
     return distance_loss_from_gram(*relation_grams(student, teacher), huber_delta)
 
 
 def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float = 1.0) -> Tensor:
-    """:func:`distance_loss` from the two Gram matrices (``centered_gram``), which the hybrid loss
-    computes once for both relational terms."""
+    """:func:`~horkd.losses.distance_loss` from the two Gram matrices (``centered_gram``), which
+    the hybrid loss computes once for both relational terms.
+
+    Args:
+        gram_s: The student's ``[N, N]`` Gram matrix, as
+            :func:`~horkd.losses.numerics.relation_grams` makes it.
+        gram_t: The teacher's ``[N, N]`` Gram matrix, of the same dtype.
+        huber_delta: As in :func:`~horkd.losses.distance_loss`.
+
+    Returns:
+        The scalar loss; 0 (still in the graph) when N < 2.
+    """
     if gram_s.shape[0] < 2:
         return zero_with_graph(gram_s, gram_t)
     with no_autocast(gram_s.device.type):
@@ -96,16 +119,22 @@ def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float =
 
 
 class DistanceLoss(nn.Module):
-    """Second-order relational loss (RKD distance). YAML: ``distill.loss.distance_weight: 25``."""
+    """Second-order relational loss (RKD distance). YAML: ``distill.loss.distance_weight: 25``.
+
+    Args:
+        huber_delta: As in :func:`~horkd.losses.distance_loss`.
+    """
 
     def __init__(self, huber_delta: float = 1.0) -> None:
         super().__init__()
         self.huber_delta = huber_delta
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """:func:`~horkd.losses.distance_loss` of embeddings ``[N, Ds]`` and ``[N, Dt]``."""
         return distance_loss(student, teacher, self.huber_delta)
 
     def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
+        """:func:`~horkd.losses.second_order.distance_loss_from_gram` of two ``[N, N]`` Grams."""
         return distance_loss_from_gram(gram_s, gram_t, self.huber_delta)
 
 
@@ -119,7 +148,18 @@ def bank_distance_loss(
     """Distances of each batch sample to the batch *and* to a bank of earlier samples ("look
     more" than one batch): mean over the pairs (i in batch, j in batch or bank, j != i) of
     huber(d^S_ij - d^T_ij), each side scaled by its mean over those pairs. The bank's student
-    embeddings are detached (earlier steps), so gradients flow through the batch alone."""
+    embeddings are detached (earlier steps), so gradients flow through the batch alone.
+
+    Args:
+        student: The student's embeddings ``[N, Ds]`` of this batch.
+        teacher: The teacher's embeddings ``[N, Dt]`` of the same images.
+        bank_student: The student's embeddings ``[M, Ds]`` of earlier samples (M may be 0).
+        bank_teacher: The teacher's embeddings ``[M, Dt]`` of the same earlier samples.
+        huber_delta: As in :func:`~horkd.losses.distance_loss`.
+
+    Returns:
+        The scalar loss, in float32 at least; 0 (still in the graph) when N + M < 2.
+    """
     with no_autocast(student.device.type):
         s, t = full_precision(student), full_precision(teacher).to(full_precision(student).dtype)
         s_all = torch.cat([s, bank_student.to(s.dtype)])

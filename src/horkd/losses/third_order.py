@@ -29,6 +29,14 @@ CHUNK_ELEMENTS = 1 << 21  # c * N * N per side and chunk: ~8 MB per float32 side
 
 
 def default_chunk(n: int) -> int:
+    """Anchors per chunk for a batch of ``n``: about 2M cosines (8 MB in float32) per side.
+
+    Args:
+        n: The batch size N.
+
+    Returns:
+        The chunk size, between 1 and ``n``.
+    """
     return max(1, min(n, CHUNK_ELEMENTS // max(1, n * n)))
 
 
@@ -151,6 +159,19 @@ def angle_loss(
     ``anchors=k`` estimates it from k anchors i drawn at random (torch's global RNG, so every
     process of a run draws the same ones): every anchor has as many (j, k) pairs, so the mean over
     a random subset is an unbiased estimate, at k/N of the cost of the N^3 exact sum.
+
+    Args:
+        student: The student's embeddings ``[N, Ds]``.
+        teacher: The teacher's embeddings ``[N, Dt]`` of the same images; the widths may differ.
+        huber_delta: Where the Huber penalty turns from quadratic to linear, in cosine units.
+        chunk_size: Anchors per chunk, which bounds memory at about ``chunk_size * N^2``
+            elements per side (``None``: :func:`~horkd.losses.third_order.default_chunk`).
+            Only speed and memory depend on it.
+        anchors: Anchors drawn at random to estimate the loss (``None`` or ``>= N``: all,
+            exact).
+
+    Returns:
+        The scalar loss, in float32 at least.
     """
     return angle_loss_from_gram(*relation_grams(student, teacher), huber_delta, chunk_size, anchors)
 
@@ -162,8 +183,20 @@ def angle_loss_from_gram(
     chunk_size: int | None = None,
     anchors: int | None = None,
 ) -> Tensor:
-    """:func:`angle_loss` from the two Gram matrices (``centered_gram``), which the hybrid loss
-    computes once for both relational terms."""
+    """:func:`~horkd.losses.angle_loss` from the two Gram matrices (``centered_gram``), which the
+    hybrid loss computes once for both relational terms.
+
+    Args:
+        gram_s: The student's ``[N, N]`` Gram matrix, as
+            :func:`~horkd.losses.numerics.relation_grams` makes it.
+        gram_t: The teacher's ``[N, N]`` Gram matrix, of the same dtype.
+        huber_delta: As in :func:`~horkd.losses.angle_loss`.
+        chunk_size: As in :func:`~horkd.losses.angle_loss`.
+        anchors: As in :func:`~horkd.losses.angle_loss`.
+
+    Returns:
+        The scalar loss; 0 (still in the graph) when N < 3.
+    """
     n = gram_s.shape[0]
     if n < 3:
         return zero_with_graph(gram_s, gram_t)
@@ -177,7 +210,16 @@ def angle_loss_from_gram(
 
 
 class AngleLoss(nn.Module):
-    """Third-order relational loss (RKD angle, Gram form). YAML: ``distill.loss.angle_weight: 50``."""
+    """Third-order relational loss (RKD angle, Gram form). YAML: ``distill.loss.angle_weight: 50``.
+
+    Args:
+        huber_delta: As in :func:`~horkd.losses.angle_loss`.
+        chunk_size: As in :func:`~horkd.losses.angle_loss`.
+        anchors: As in :func:`~horkd.losses.angle_loss`.
+
+    Raises:
+        ValueError: ``anchors`` is below 1.
+    """
 
     def __init__(
         self, huber_delta: float = 1.0, chunk_size: int | None = None, anchors: int | None = None
@@ -190,9 +232,11 @@ class AngleLoss(nn.Module):
         self.anchors = anchors
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """:func:`~horkd.losses.angle_loss` of embeddings ``[N, Ds]`` and ``[N, Dt]``: a scalar."""
         return angle_loss(student, teacher, self.huber_delta, self.chunk_size, self.anchors)
 
     def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
+        """:func:`~horkd.losses.third_order.angle_loss_from_gram` of two ``[N, N]`` Grams."""
         return angle_loss_from_gram(
             gram_s, gram_t, self.huber_delta, self.chunk_size, self.anchors
         )

@@ -20,7 +20,12 @@ from horkd.registry import Registry
 
 
 class LossSettings(Protocol):
-    """The distillation loss settings a method builds its loss from (``distill.loss``)."""
+    """The distillation loss settings a method builds its loss from (``distill.loss``).
+
+    The config's pydantic model has these fields; a test may pass any object that does. The
+    weights and the rest mean what the arguments of :class:`~horkd.losses.hybrid.HybridOrderLoss`
+    of the same names mean; ``task_weight`` scales the task loss beside them.
+    """
 
     task_weight: float
     embedding_weight: float | None  # None: the method's default (MethodSpec.loss_defaults)
@@ -36,15 +41,27 @@ class LossSettings(Protocol):
 
 
 class DistillSettings(Protocol):
-    """The distillation settings a builder may read (``distill``)."""
+    """The distillation settings a builder may read (``distill``).
+
+    Attributes:
+        loss: The loss settings.
+        warm_start: Whether the student starts from the assistant's weights.
+        student_logits_from: Whose softened logits the student imitates (``"teacher"`` or
+            ``"assistant"``).
+        assistant_input: What the assistant is trained on (``"hr"`` or ``"lr"``).
+    """
 
     loss: LossSettings
     warm_start: bool
     student_logits_from: str
     assistant_input: str
 
+#: A method's group (see :data:`GROUPS`); the results, the study and the ablations read
+#: groups, never names.
 Group = Literal["stage", "reference", "baseline", "ours"]
+#: A network a run trains; each method trains one and may learn from the others.
 Role = Literal["teacher", "assistant", "student"]
+#: Every :data:`Group`, in the order listings show them.
 GROUPS: tuple[Group, ...] = ("stage", "reference", "baseline", "ours")
 # What each group means, for `horkd list`, the results page and the config errors.
 GROUP_MEANING = (
@@ -77,7 +94,20 @@ def default_weights(terms: tuple[str, ...] | None, uses_logits: bool) -> Mapping
 
 @dataclass(frozen=True)
 class MethodContext:
-    """What a builder may use: the distillation settings, fresh networks, frozen references."""
+    """What a builder may use: the distillation settings, fresh networks, frozen references.
+
+    Attributes:
+        distill: The run's ``distill`` settings.
+        new_network: A fresh, untrained network of a role's architecture (its input size
+            comes from the run).
+        new_criterion: The task loss (cross-entropy, a metric-learning loss) for a network;
+            it may hold parameters that train with it.
+        teacher: The trained teacher, frozen, when the method ``needs`` it; else ``None``.
+        assistant: The trained assistant, frozen, when the method ``needs`` it; else ``None``.
+        uses_logits: ``False`` for tasks whose logits mean nothing (retrieval, faces).
+        assistant_trusted: ``False`` when the assistant failed its guard: learn from the
+            teacher instead.
+    """
 
     distill: DistillSettings
     new_network: Callable[[Role], nn.Module]
@@ -93,7 +123,22 @@ class MethodSpec:
     """``build`` None: the method trains nothing and scores ``scores`` (a trained network) on
     the student's input, re-upsampled to the HR size (``teacher_lr``). ``network``: whose
     architecture and training budget the trained network takes (the LR oracle: the teacher's).
-    ``upsampled``: it takes LR re-upsampled to the HR size whatever the students take."""
+    ``upsampled``: it takes LR re-upsampled to the HR size whatever the students take.
+
+    Made by :func:`register_method` and kept in :data:`METHODS`.
+
+    Attributes:
+        name: The name configs list under ``methods``.
+        description: One line for ``horkd list`` and the results page.
+        group: Its :data:`Group`.
+        build: Makes the :class:`~horkd.methods.base.Method` from a :class:`MethodContext`.
+        needs: The trained networks it learns from; they are trained first.
+        terms: The distillation terms it uses (``"embedding"``, ``"logits"``,
+            ``"distance"``, ``"angle"``); ``None``: those of ``distill.loss.orders``.
+        network: Whose architecture and training budget its network takes.
+        scores: The trained network a method without ``build`` scores.
+        upsampled: Whether it takes LR re-upsampled to the HR size.
+    """
 
     name: str
     description: str
@@ -107,11 +152,13 @@ class MethodSpec:
 
     @property
     def view(self) -> str:
-        """The input of the network it trains: HR for the stages, LR for everything scored."""
+        """The input of the network it trains, ``"hr"`` for the stages and ``"lr"`` for
+        everything scored."""
         return "hr" if self.group == "stage" else "lr"
 
     @property
     def trains(self) -> bool:
+        """Whether it trains a network (it has a ``build``)."""
         return self.build is not None
 
     @property
@@ -121,14 +168,21 @@ class MethodSpec:
 
     @property
     def logits_only(self) -> bool:
+        """Whether its one term is the softened logits (Hinton KD)."""
         return self.terms == ("logits",)
 
     def loss_defaults(self, uses_logits: bool = True) -> Mapping[str, float]:
         """The weights its terms take where ``distill.loss`` leaves them null, for a task that
-        trains class logits (``uses_logits``) or one that does not (retrieval, faces)."""
+        trains class logits (``uses_logits``) or one that does not (retrieval, faces).
+
+        Returns:
+            ``embedding_weight``, ``distance_weight`` and ``angle_weight``.
+        """
         return default_weights(self.terms, uses_logits)
 
 
+#: Every method a run can name, by name. Filled by :func:`register_method` when
+#: ``horkd.methods`` is imported.
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
@@ -142,7 +196,29 @@ def register_method(
     network: Role = "student",
     upsampled: bool = False,
 ) -> Callable[[Callable[[MethodContext], Method]], Callable[[MethodContext], Method]]:
-    """Register a build function; the one line a new method adds (besides the function)."""
+    """Register a build function; the one line a new method adds (besides the function).
+
+    >>> @register_method("my_kd", "logits and angles, teacher -> student", group="ours",
+    ...                  terms=("logits", "angle"))
+    ... def _my_kd(ctx: MethodContext) -> Method: ...
+
+    Args:
+        name: The name configs list under ``methods``.
+        description: One line for ``horkd list`` and the results page.
+        group: Its :data:`Group`.
+        needs: The trained networks it learns from.
+        terms: The distillation terms it uses; ``None``: those ``distill.loss.orders`` picks.
+        network: Whose architecture and training budget its network takes.
+        upsampled: Whether its network takes LR re-upsampled to the HR size.
+
+    Returns:
+        A decorator that registers a :class:`MethodSpec` for its build function and returns
+        the function unchanged.
+
+    Raises:
+        ValueError: ``group`` is not one of :data:`GROUPS` (raised at once), or ``name`` is
+            registered already (raised when the decorator is applied).
+    """
     if group not in GROUPS:
         raise ValueError(f"method '{name}': group must be one of {GROUPS}, got {group!r}")
 
@@ -157,6 +233,15 @@ def register_method(
 
 
 def methods_in(group: Group, names: list[str] | None = None) -> list[str]:
-    """The registered methods of ``group`` (among ``names`` when given, in their order)."""
+    """The registered methods of ``group`` (among ``names`` when given, in their order).
+
+    Args:
+        group: The group to keep.
+        names: The candidates; unregistered names are skipped. ``None``: every registered
+            method, sorted.
+
+    Returns:
+        The names of that group.
+    """
     pool = names if names is not None else METHODS.names()
     return [n for n in pool if n in METHODS and METHODS.get(n).group == group]

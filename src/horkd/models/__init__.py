@@ -24,14 +24,50 @@ _WRAPPER_KEYS = ("state_dict", "model")  # training scripts nest the weights und
 def build_backbone(
     arch: str, in_channels: int = 3, width: int | None = None, **kwargs: object
 ) -> nn.Module:
-    """``timm:<name>`` goes to timm; every other name must be registered."""
+    """``timm:<name>`` goes to timm; every other name must be registered.
+
+    Args:
+        arch: A registered name (:func:`list_models`) or ``timm:<name>``.
+        in_channels: Channels of the input images (1 grey, 3 RGB).
+        width: Width of the first stage, for families that scale by it (``None``: the
+            family's default); torchvision and timm models take theirs from the name.
+        **kwargs: Passed on to the factory.
+
+    Returns:
+        A backbone that maps ``[B, in_channels, H, W]`` to pooled features ``[B, F]`` and
+        says ``out_features = F``.
+
+    Raises:
+        horkd.registry.UnknownNameError: ``arch`` is not registered (the message names the
+            closest known one).
+        TypeError: The factory does not take a keyword, or ``width`` is given to a
+            fixed-width family.
+        ImportError: ``arch`` is a timm name and timm is not installed.
+    """
     if arch.startswith(TIMM_PREFIX):
         return build_timm(arch[len(TIMM_PREFIX) :], in_channels, width, **kwargs)
     return BACKBONES.get(arch)(in_channels=in_channels, width=width, **kwargs)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file, never unpickling arbitrary code."""
+    """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file, never unpickling arbitrary code.
+
+    Weights nested under ``state_dict`` or ``model`` (as training scripts save them) are
+    unwrapped, a ``module.`` prefix (DataParallel) is dropped, and entries that are not
+    tensors are left out.
+
+    Args:
+        path: The weights file.
+
+    Returns:
+        The tensors by parameter name.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        horkd.safe_load.UnsafeCheckpointError: The pickle needs more than tensors to load.
+        ValueError: The file cannot be read as weights, or holds something other than a state
+            dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model weights file not found: {path}")
@@ -58,7 +94,21 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load users' torchvision/timm/own backbone weights; any mismatch is a readable ValueError."""
+    """Load users' torchvision/timm/own backbone weights; any mismatch is a readable ValueError.
+
+    The original model's classifier (``fc.``, ``classifier.``, ``head.``) is dropped unless
+    the backbone has a layer of that name and shape. Everything else must match exactly.
+
+    Args:
+        backbone: A backbone from :func:`build_backbone`; loaded in place.
+        path: A ``.safetensors`` or ``.pth``/``.pt`` file (see :func:`read_state_dict`).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        horkd.safe_load.UnsafeCheckpointError: The pickle needs more than tensors to load.
+        ValueError: The file is not a state dict, or its keys or shapes do not fit the
+            backbone (the message lists the missing, unexpected and misshapen keys).
+    """
     target = backbone.net if isinstance(getattr(backbone, "net", None), nn.Module) else backbone
     expected = target.state_dict()
     state = read_state_dict(path)
@@ -110,8 +160,34 @@ def build_model(
     """The one way the rest of horkd makes a network; ``kwargs`` go to the backbone factory.
 
     ``norm_sizes`` (two or more input sides) keeps BatchNorm statistics per side, for a native
-    student trained across LR sizes (:mod:`horkd.models.size_norm`), picked by the input's own
+    student trained across LR sizes (``horkd.models.size_norm``), picked by the input's own
     side before ``work_size`` resizes it (:class:`EmbeddingClassifier`).
+
+    Args:
+        arch: A registered backbone name (:func:`list_models`) or ``timm:<name>``.
+        num_classes: Outputs of the classifier (K).
+        in_channels: Channels of the input images (1 grey, 3 RGB).
+        embed_dim: Width D of the embedding; ``None``: the pooled features are the embedding.
+        width: Width of the backbone's first stage; see :func:`build_backbone`.
+        mean: Per-channel mean in [0, 1] pixel units (one value: every channel); ``None``: 0.
+            The model normalises, so data stays in [0, 1].
+        std: Per-channel standard deviation in [0, 1] pixel units; ``None``: 1.
+        weights_path: Backbone weights to start from (see :func:`load_backbone_weights`).
+        norm_sizes: Input sides, in pixels, that keep their own BatchNorm statistics.
+        work_size: Side, in pixels, every input is resized to first (``None``: none).
+        **kwargs: Passed on to the backbone factory.
+
+    Returns:
+        The network; it maps images ``[B, in_channels, H, W]`` with pixels in [0, 1] to
+        ``ModelOutput(embedding [B, D], logits [B, K])``.
+
+    Raises:
+        horkd.registry.UnknownNameError: ``arch`` is not registered.
+        TypeError: A keyword the factory does not take, or a backbone without ``out_features``.
+        ValueError: ``mean``/``std`` of the wrong length, a ``std`` not positive, or weights
+            that do not fit.
+        FileNotFoundError: ``weights_path`` is not a file.
+        ImportError: ``arch`` is a timm name and timm is not installed.
     """
     backbone = build_backbone(arch, in_channels, width, **kwargs)
     if weights_path is not None:
@@ -124,7 +200,11 @@ def build_model(
 
 
 def list_models() -> list[str]:
-    """Registered names; any ``timm:<name>`` works too when timm is installed."""
+    """Registered names; any ``timm:<name>`` works too when timm is installed.
+
+    Returns:
+        The names :func:`build_model` takes as ``arch``, sorted.
+    """
     return BACKBONES.names()
 
 
