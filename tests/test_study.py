@@ -403,7 +403,7 @@ _ORPHAN_SCRIPT = """
 import os, signal, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from horkd.study.schedule import follow_parent
+from horkd.study.executors.local import follow_parent
 
 def hang(path, ignore_term):
     if ignore_term:

@@ -13,7 +13,8 @@ import yaml
 from conftest import tiny_config_dict
 
 from horkd.cli import main
-from horkd.study.schedule import Task, run_tasks, seed_major
+from horkd.study.executors.local import run_tasks
+from horkd.study.schedule import Task, seed_major
 
 
 def _plan(seeds: list[list[int]], needs: list[set[str]], fn=lambda arg: arg) -> list[Task]:

@@ -67,6 +67,23 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got '{text}'")
+    return seeds
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected shares like 0.01,0.1, got '{text}'") from None
+
+
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",")]
@@ -238,6 +255,11 @@ def _add_result_commands(sub: Any) -> None:
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", help="output folder (default: FIRST_RUN_DIR/report)")
+    _add_study_commands(sub)
+    sub.add_parser("list", help="the registered models, methods (by group), datasets and losses")
+
+
+def _add_study_commands(sub: Any) -> None:
     study = sub.add_parser(
         "study",
         help="regimes x methods x seeds with a validation search; writes RESULTS.md",
@@ -268,12 +290,53 @@ def _add_result_commands(sub: Any) -> None:
         "pending)",
     )
     study.add_argument(
+        "--executor",
+        choices=["local", "ray", "slurm"],
+        default=None,
+        help="where runs train: a local process pool, a Ray cluster, or SLURM through submitit "
+        "(default: the study file's executor, else local; docs/scale.md)",
+    )
+    study.add_argument(
+        "--address",
+        default=None,
+        help="--executor ray: the cluster (auto, HOST:PORT or ray://HOST:PORT); none starts Ray "
+        "on this machine",
+    )
+    study.add_argument(
+        "--status",
+        action="store_true",
+        help="train nothing: print what is recorded, running and pending",
+    )
+    study.add_argument(
         "--reproduce",
         metavar="RECORD",
         help="train one recorded run again from its settings and say whether it reproduces the "
         "recorded scores (exit status 1 when it does not)",
     )
-    sub.add_parser("list", help="the registered models, methods (by group), datasets and losses")
+    _add_study_init(sub)
+
+
+def _add_study_init(sub: Any) -> None:
+    init = sub.add_parser(
+        "study-init",
+        help="write a study file for an image folder (also: horkd study init ...)",
+        description="Write (to stdout) a study file for an image folder with train/ and test/ "
+        "(a sub-folder per class): a teacher, every method beside the label-only student, the "
+        "same search budget for each, several seeds. `horkd study FILE` runs it as written.",
+    )
+    init.add_argument("--data", required=True, metavar="FOLDER", help="the image folder")
+    init.add_argument("--lr-size", type=int, default=None, help="LR side (default: HR / 4)")
+    init.add_argument("--hr-size", type=int, default=None,
+                      help="HR side (default: the training images' median side, at most 224)")
+    init.add_argument("--labels", type=_fractions, default=None, metavar="F[,F...]",
+                      help="also regimes where the students use this share of the labels, "
+                      "e.g. 0.01,0.1")
+    init.add_argument("--seeds", type=_seeds, default=None, metavar="N[,N...]",
+                      help="final seeds (default: 0,1,2)")
+    init.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m], default=None,
+                      metavar="M[,M...]",
+                      help="methods beside the teacher rows (default: scratch, hinton_kd, rkd, "
+                      "horkd_no_assistant, horkd)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,6 +513,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag} must be >= 1, got {value}")
+    if args.status:
+        from horkd.study.runner import study_status
+
+        print(study_status(args.study_file))
+        return 0
     if args.reproduce:
         from horkd.study.runner import reproduce
 
@@ -458,12 +526,34 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0 if same else 1
     summary = run_study(
         args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train,
-        only=args.only,
+        only=args.only, executor=_executor(args),
     )
     doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
     command = shlex.join(["horkd", *_training_args(sys.argv[1:])]) if len(sys.argv) > 1 else None
     path = write_document(summary, doc, command)
     print(f"results: {path.resolve()}  (summary: {summary})")
+    return 0
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The study file's executor with --executor and --address on top (None: the file's)."""
+    if args.executor is None and args.address is None:
+        return None
+    from horkd.study import load_study
+
+    given = load_study(args.study_file)[0].executor
+    kind = args.executor or given.kind
+    if args.address is not None and kind != "ray":
+        raise ValueError("--address names a Ray cluster: use it with --executor ray")
+    return given.model_copy(update={"kind": kind, "address": args.address or given.address})
+
+
+def cmd_study_init(args: argparse.Namespace) -> int:
+    from horkd.study.template import study_for_folder
+
+    sys.stdout.write(study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
+                                      labels=args.labels, seeds=args.seeds,
+                                      methods=args.methods))
     return 0
 
 
@@ -554,6 +644,9 @@ EXIT_DIVERGED = 3
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line as ``main`` reads it (usage errors exit with status 2)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["study", "init"] and not Path("init").is_file():
+        argv = ["study-init", *argv[2:]]  # `horkd study init` reads as a verb of `study`
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may also follow options (`run cfg.yaml --output-dir X a.b=1`)
     overrides = [e for e in extra if re.match(r"[A-Za-z_][\w.]*=", e)]
@@ -590,6 +683,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_export(args)
         if args.command == "study":
             return cmd_study(args)
+        if args.command == "study-init":
+            return cmd_study_init(args)
         if args.command in ("predict", "search", "verify"):
             return {"predict": cmd_predict, "search": cmd_search,
                     "verify": cmd_verify}[args.command](args)
@@ -622,8 +717,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _is_user_error(exc: Exception) -> bool:
     """Errors about the user's input or files; anything else is a bug and keeps its traceback."""
     from horkd.registry import UnknownNameError
+    from horkd.study.executors import MissingExtraError
 
-    return isinstance(exc, ValueError | OSError | UnknownNameError)
+    return isinstance(exc, ValueError | OSError | UnknownNameError | MissingExtraError)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,25 @@ class RunLock:
         trace: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def holder(run_dir: str | Path) -> str | None:
+    """Who writes ``run_dir`` now (``pid N on HOST: command (since ...)``), or None when no live
+    process holds it. Reads the lock without taking it for longer than the check."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.read(fd, 4096).decode(errors="replace").strip() or "unknown process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ from horkd.config import (
     format_validation_error,
     read_yaml_mapping,
 )
+from horkd.study.executors import ExecutorConfig
 
 
 def _registered_baselines() -> list[str]:
@@ -84,7 +85,12 @@ class StudyConfig(_Strict):
         "run is reused, never trained again",
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    teachers: dict[str, str] = Field(description="name -> experiment YAML, relative to this file")
+    teachers: dict[str, str | dict[str, Any]] = Field(
+        description="name -> experiment YAML (relative to this file), or the experiment itself"
+    )
+    executor: ExecutorConfig = Field(
+        ExecutorConfig(), description="where runs train: local, ray or slurm (docs/scale.md)"
+    )
     base: dict[str, Any] = Field(description="the experiment every student run starts from")
     methods: list[str]
     baselines: list[str] = Field(
@@ -168,6 +174,18 @@ class StudyConfig(_Strict):
         """The search candidates of ``method`` in ``regime``."""
         own = self.regimes[regime].candidates or {}
         return own.get(method) or self.search.candidates[method]
+
+    def order(self) -> list[str]:
+        """The regimes in the file's order, each after the regimes it takes choices or runs
+        from."""
+        order: list[str] = []
+        for regime, r in self.regimes.items():
+            for source in [r.choices_from, *r.reuse.values()]:
+                if source is not None and source not in order:
+                    order.append(source)
+            if regime not in order:
+                order.append(regime)
+        return order
 
     def regime_methods(self, regime: str) -> list[str]:
         return self.regimes[regime].methods or self.methods

@@ -96,9 +96,7 @@ def regime_tables(
     for method in study["regimes"][regime].get("methods") or study["methods"]:
         if method not in students and (method not in METHODS or not METHODS.get(method).trains):
             continue  # a reference (teacher) row: listed under the table
-        chosen = choices.get(method, {})
-        settings = ("; ".join(chosen.get("overrides", [])) or "defaults") + (
-            f" (runs of `{chosen['from']}`)" if "from" in chosen else "")
+        settings = _settings(choices.get(method, {}))
         if method not in done:
             have = len(students.get(method, {}))
             lines.append(f"| {method} | {settings} | - | pending ({have} of {len(seeds)} seeds) "
@@ -127,6 +125,12 @@ def regime_tables(
         }
     table = "\n".join(lines) + _teacher_lines(data["teachers"], facts)
     return table, facts
+
+
+def _settings(chosen: dict[str, Any]) -> str:
+    """A method's chosen overrides as the table shows them; where its runs come from."""
+    text = "; ".join(chosen.get("overrides", [])) or "defaults"
+    return text + (f" (runs of `{chosen['from']}`)" if "from" in chosen else "")
 
 
 def _teacher_lines(teachers: dict[str, dict[int, dict[str, float]]], facts: dict) -> str:

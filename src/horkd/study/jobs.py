@@ -8,7 +8,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,9 @@ class Job:
     with_teacher: bool = False  # also score the teacher rows (once per regime, first seed)
     threads: int = 1
     cache_dir: str | None = None  # where frozen teachers' outputs are kept for every worker
+    missing: tuple[int, ...] | None = None  # the seeds to train (None: those not recorded)
+    shared: SharedFolder | None = None  # the folder every worker must see as the driver does
+    gpus: float = 0  # what an engine reserves for it besides its threads
 
     @property
     def label(self) -> str:
@@ -63,16 +66,52 @@ class JobResult:
         return next((r.error for r in self.records.values() if r.error), None)
 
 
+@dataclass(frozen=True)
+class SharedFolder:
+    """A file the driver wrote in the study's output folder: a worker that does not find it
+    (with this token) is on a machine that does not share the run directories."""
+
+    path: str
+    token: str
+
+    @classmethod
+    def mark(cls, folder: Path) -> SharedFolder:
+        import secrets
+
+        from horkd.checkpoint import atomic_write
+
+        marker = (folder / ".horkd-study").resolve()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(8)
+        atomic_write(marker, lambda tmp: Path(tmp).write_text(token))
+        return cls(str(marker), token)
+
+    def check(self) -> None:
+        marker = Path(self.path)
+        seen = marker.read_text().strip() if marker.is_file() else None
+        if seen != self.token:
+            raise SharedFolderError(
+                f"worker {platform.node()} does not see the study's output folder "
+                f"{marker.parent} as the driver wrote it: run directories and teacher checkpoints "
+                "need a filesystem every worker sees (a shared output_dir; docs/scale.md)"
+            )
+
+
+class SharedFolderError(OSError):
+    """A worker on a machine that does not see the study's output folder."""
+
+
 def run_job(job: Job) -> JobResult:
-    """Train (or reuse) and score one run directory; runs in a worker process."""
+    """Train and score the seeds of one run directory that are not recorded; runs in a worker.
+    The records are returned, not written: the driver alone writes them."""
+    if job.shared is not None:
+        job.shared.check()
     result = JobResult(job)
-    missing = []
-    for seed in job.seeds:
-        record = job.recorded(seed)
-        if record is not None:
-            result.records[seed] = record
-        else:
-            missing.append(seed)
+    if job.missing is None:
+        result.records = {s: r for s in job.seeds if (r := job.recorded(s)) is not None}
+        missing = [s for s in job.seeds if s not in result.records]
+    else:
+        missing = list(job.missing)
     if missing:
         result.trained = True
         result.records.update(_train(job, missing))
@@ -115,7 +154,6 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
     from horkd.trainer import TrainingDiverged
 
     caches = ReferenceCaches(job.cache_dir)
-    book = RecordBook(Path(job.records))
     out = {}
     for seed in seeds:
         started = time.perf_counter()
@@ -141,7 +179,6 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
                 record.rows = [row.as_dict() for row in scored.rows]
                 record.curve = scored.curve
         record.seconds = time.perf_counter() - started
-        book.save(record)
         out[seed] = record
     return out
 
@@ -163,38 +200,51 @@ class TeacherJob:
 
     name: str
     seed: int
-    config_path: str  # the teacher's experiment file ...
-    overrides: tuple[str, ...]  # ... with its run directory and seed
-    record: str  # where its facts are written for the page
+    config: dict[str, Any]  # the teacher's experiment, with its run directory and seed
+    record: str  # where the driver writes its facts for the page
     facts: dict[str, Any]  # what is known before training (fingerprint, architecture, ...)
     threads: int = 1
+    shared: SharedFolder | None = None
+    gpus: float = 0
 
     @property
     def key(self) -> tuple[str, str, int]:
         return ("teacher", self.name, self.seed)
 
+    @property
+    def label(self) -> str:
+        return f"teacher {self.name} seed {self.seed}"
+
 
 def run_teacher(job: TeacherJob) -> dict[str, Any]:
-    """Train (or load) one teacher and record its facts; runs in a worker process."""
-    from horkd.checkpoint import write_json
-    from horkd.config import load_config
+    """Train (or load) one teacher; runs in a worker. Its facts are returned: the driver
+    writes them (:func:`save_teacher`)."""
+    from horkd.config import config_from_dict
     from horkd.experiment import open_seed
     from horkd.run_dir import prepare_run_dir
     from horkd.run_lock import RunLock
 
-    cfg = load_config(job.config_path, list(job.overrides))
+    if job.shared is not None:
+        job.shared.check()
+    cfg = config_from_dict(job.config)
     with RunLock(cfg.output_dir), torch_threads(job.threads):
         prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
         _, networks = open_seed(cfg, job.seed, progress=False)
         networks.teacher()
     outcome = networks.outcome("teacher")
-    info = {**job.facts, "val": outcome.best_score,
+    return {**job.facts, "val": outcome.best_score,
             "train_seconds": outcome.record.get("seconds"), "threads": job.threads,
             "environment": environment()}
+
+
+def save_teacher(job: TeacherJob, trained: dict[str, Any]) -> dict[str, Any]:
+    """Write a teacher's record (driver side); returns it with the score this machine holds."""
+    from horkd.checkpoint import write_json
+
     path = Path(job.record)
-    record = teacher_record(json.loads(path.read_text()) if path.is_file() else None, info)
+    record = teacher_record(json.loads(path.read_text()) if path.is_file() else None, trained)
     write_json(path, record)
-    return {**record, "val_here": outcome.best_score}  # the teacher this machine holds
+    return {**record, "val_here": trained["val"]}
 
 
 def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
@@ -221,41 +271,28 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
     return {**recorded, "retrained": retrained}
 
 
-def execute(
-    jobs: list[Job], workers: int, teachers: Sequence[TeacherJob],
-    needs: Sequence[set[tuple]], log: Callable[[str], None] = print,
-) -> list[JobResult]:
-    """Run jobs (and the ``teachers`` they need: ``needs[i]`` holds job ``i``'s teacher keys) in
-    ``workers`` processes, in this one when 1; seed-major (see ``schedule``); results in the
-    jobs' order."""
-    from horkd.study.schedule import Task, run_tasks, seed_major
-
-    prerequisites = {t.key: Task(t.key, run_teacher, t) for t in teachers}
-    tasks = seed_major([j.seeds for j in jobs], needs, prerequisites,
-                       lambda i: Task(("job", i), run_job, jobs[i]))
-    done: dict[int, JobResult] = {}
-
-    def on_done(task: Task, value: Any) -> None:
-        if isinstance(value, JobResult):
-            done[task.key[1]] = value
-            log(describe(value))
-        else:
-            log(describe_teacher(value))
-
-    run_tasks(tasks, workers, on_done)
-    return [done[i] for i in range(len(jobs))]
-
-
 def describe(result: JobResult) -> str:
-    scores = ", ".join(f"seed {s}: {r.val:.2f}" for s, r in result.records.items())
+    """What a finished job measured: ``final labels1/horkd/c1 seed 3: val 84.10, test 83.36
+    (52 s)``."""
+    from horkd.results import primary_metric
+
+    parts = []
+    for seed, record in result.records.items():
+        mine = [row for row in record.rows if row.get("method") == record.method]
+        metric = primary_metric(mine) if mine else None
+        test = f", test {mine[0][metric]:.2f}" if metric and metric in mine[0] else ""
+        parts.append(f"seed {seed}: val {record.val:.2f}{test}")
     seconds = sum(r.seconds for r in result.records.values())
     how = f"{seconds:.0f} s" if result.trained else "recorded"
     failed = f"; diverged: {result.error}" if result.error else ""
-    return f"[{result.job.label}] val {scores} ({how}){failed}"
+    return f"{result.job.label} {'; '.join(parts)} ({how}){failed}"
 
 
 def describe_teacher(info: dict[str, Any]) -> str:
-    """One log line for a teacher, the same from the worker pool and from this process."""
+    """What a teacher reached: ``teacher classification seed 0: resnet20, best val 93.95``."""
     here = info.get("val_here", info["val"])
-    line = f"[teacher {info['name']} seed {info['seed']}] {info['arch']}, best val {here:.2f}"
-    return line if here == info["val"] else f"{line} (recorded {info['val']:.2f}: trained again)"
+    seconds = info.get("train_seconds")
+    line = f"teacher {info['name']} seed {info['seed']}: {info['arch']}, best val {here:.2f}"
+    if here != info["val"]:
+        line += f" (recorded {info['val']:.2f}: trained again)"
+    return line + (f" ({seconds:.0f} s)" if seconds else "")

@@ -26,7 +26,19 @@ from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
 from horkd.run_dir import teacher_fingerprint
 from horkd.study.config import StudyConfig, load_study, searched
-from horkd.study.jobs import Job, JobResult, TeacherJob, describe_teacher, execute, run_teacher
+from horkd.study.executors import Engine, ExecutorConfig, make_engine
+from horkd.study.jobs import (
+    Job,
+    JobResult,
+    SharedFolder,
+    TeacherJob,
+    describe_teacher,
+    run_job,
+    run_teacher,
+    save_teacher,
+)
+from horkd.study.plan import Planner, plan, to_train
+from horkd.study.progress import Progress
 from horkd.study.records import RecordBook, environment, environment_differences, record_key
 from horkd.study.selection import Selection
 
@@ -36,12 +48,14 @@ class Teachers:
     of the worker pool, and only when a run that is not recorded needs one."""
 
     def __init__(
-        self, study: StudyConfig, root: Path, book: RecordBook, log: Callable, threads: int
+        self, study: StudyConfig, root: Path, book: RecordBook, log: Callable, threads: int,
+        out: Path,
     ) -> None:
         self.study, self.root, self.book, self.log = study, root, book, log
-        self.out = Path(study.output_dir) / "teachers"
+        self.out = out / "teachers"
         self.threads = threads  # results on a CPU depend on the thread count: keep it fixed
         self.per_seed = {r.teacher for r in study.regimes.values() if r.teacher_per_seed}
+        self.shared: SharedFolder | None = None  # set when runs may train on other machines
 
     def run_dir(self, name: str, seed: int | str) -> Path:
         """A per-seed teacher has a run directory per seed, so two workers can train two seeds'
@@ -53,12 +67,13 @@ class Teachers:
             return [f"output_dir={self.out / name}"]
         return [f"output_dir={self.run_dir(name, seed)}", f"seeds=[{seed}]"]
 
-    def file(self, name: str) -> Path:
-        return self.root / self.study.teachers[name]
-
     def config(self, name: str, seed: int | None = None) -> Any:
-        """Teacher ``name``'s experiment config, for one ``seed`` (default: its own first)."""
-        return load_config(self.file(name), self.overrides(name, seed))
+        """Teacher ``name``'s experiment config (a file beside the study, or written in it),
+        for one ``seed`` (default: its own first)."""
+        given = self.study.teachers[name]
+        if isinstance(given, dict):
+            return config_from_dict(dict(given), self.overrides(name, seed))
+        return load_config(self.root / given, self.overrides(name, seed))
 
     def seed_of(self, regime: str, seed: int) -> int:
         """Which teacher seed a run of ``regime`` with ``seed`` learns from."""
@@ -80,12 +95,14 @@ class Teachers:
         facts = {"name": name, "seed": seed, "fingerprint": teacher_fingerprint(cfg, seed),
                  "config": self.study.teachers[name], "arch": cfg.teacher.arch,
                  "epochs": cfg.train.teacher.epochs}
-        return TeacherJob(name, seed, str(self.file(name)), tuple(self.overrides(name, seed)),
-                          str(self.book.teacher_path(name, seed)), facts, self.threads)
+        return TeacherJob(name, seed, cfg.model_dump(mode="json"),
+                          str(self.book.teacher_path(name, seed)), facts, self.threads,
+                          self.shared)
 
     def ensure(self, name: str, seed: int) -> dict[str, Any]:
         """Train (or load) teacher ``name`` of ``seed`` in this process."""
-        info = run_teacher(self.job(name, seed))
+        job = self.job(name, seed)
+        info = save_teacher(job, run_teacher(job))
         self.log(describe_teacher(info))
         return info
 
@@ -109,17 +126,34 @@ class Study:
         threads: int | None = None,
         log: Callable[[str], None] = print,
         only: list[str] | None = None,
+        executor: ExecutorConfig | None = None,
     ) -> None:
         self.study = study
         self.only = Selection(study, only)
         self.root = root
-        self.out = Path(study.output_dir)
+        self.out = Path(study.output_dir).resolve()  # workers elsewhere have another cwd
+        self.executor = executor or study.executor
         self.workers = workers or study.workers
-        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        local = self.executor.kind == "local"
+        # on this machine the cores are shared by the workers; a cluster job asks for its own
+        self.threads = threads or (max(1, (os.cpu_count() or 1) // self.workers) if local else 1)
         self.book = RecordBook((root / study.records).resolve())
-        self.teachers = Teachers(study, root, self.book, log, self.threads)
+        self.teachers = Teachers(study, root, self.book, log, self.threads, self.out)
         self.cache_dir = str(self.out / "reference_cache")
         self.log = log
+        self.progress: Progress | None = None
+        self._engine: Engine | None = None
+        self.planner: Planner | None = None  # set while the study is walked without training
+
+    @property
+    def engine(self) -> Engine:
+        """The executor, made on first use; runs that may leave this machine get a marker file
+        they must find, so a worker without the shared output folder fails with one line."""
+        if self._engine is None:
+            self._engine = make_engine(self.executor, self.workers, self.threads, self.out)
+            if self._engine.remote:
+                self.teachers.shared = SharedFolder.mark(self.out)
+        return self._engine
 
     # ------------------------------------------------------------------ configs
     def run_dir(self, regime: str, method: str, tag: str) -> Path:
@@ -161,7 +195,7 @@ class Study:
             for seed in seeds
         }
         return Job(kind, regime, method, tag, raw, teacher, str(self.book.folder), with_teacher,
-                   self.threads, self.cache_dir)
+                   self.threads, self.cache_dir, gpus=self.executor.gpus_per_job)
 
     def trained_methods(self, regime: str) -> list[str]:
         """The methods this regime trains itself (not those it reuses from another regime)."""
@@ -230,6 +264,8 @@ class Study:
         with ``train=False`` (or for a job ``--only`` leaves out) the unrecorded seeds are left
         out."""
         picked = [train and self.only.job(j) for j in jobs]
+        if self.planner is not None:
+            self.planner.jobs(jobs, [self.only.job(j) for j in jobs])
         trained = iter(self._train([j for j, p in zip(jobs, picked, strict=True) if p]))
         return [
             next(trained) if p else JobResult(j, {s: r for s in j.seeds if (r := j.recorded(s))})
@@ -237,32 +273,24 @@ class Study:
         ]
 
     def _train(self, jobs: list[Job]) -> list[JobResult]:
-        from horkd.study.jobs import run_job
+        from horkd.study.dispatch import train_jobs
 
-        needs = [
-            {(j.teacher[str(s)]["name"], self.teachers.seed_of(j.regime, s))
-             for s in j.seeds if j.recorded(s) is None}
-            for j in jobs
-        ]
-        needed = set().union(*needs)
-        if not needed:
-            return [run_job(j) for j in jobs]
-        teachers = {pair: self.teachers.job(*pair) for pair in sorted(needed)}
-        keys = [{teachers[pair].key for pair in job_needs} for job_needs in needs]
-        return execute(jobs, self.workers, list(teachers.values()), keys, self.log)
+        return train_jobs(self, jobs)
 
     def regimes(self, train: bool) -> tuple[list[JobResult], dict[str, Any], list[JobResult]]:
         """Search, choice and finals of every regime in the study's order."""
         search: list[JobResult] = []
         finals: list[JobResult] = []
         choices: dict[str, Any] = {}
-        for regime in self._order():
+        for regime in self.study.order():
             r = self.study.regimes[regime]
             if r.choices_from is None:
                 found = self.run(self.search_jobs(regime), train)
                 search += found
                 if any(self.study.search.seed not in res.records for res in found):
                     self.log(f"[{regime}] search incomplete: finals wait")
+                    if self.planner is not None:
+                        self.planner.waiting(regime)
                     continue
                 choices[regime] = self.choose(regime, found)
             elif r.choices_from in choices:
@@ -274,6 +302,8 @@ class Study:
                     choices[regime].setdefault(method, {"scores": {}, "tag": "fixed",
                                                         "val": None, "overrides": []})
             else:
+                if self.planner is not None:
+                    self.planner.waiting(regime)
                 continue
             finals += merge_seeds(self.run(self.final_jobs(regime, choices[regime]), train))
             for method, source in r.reuse.items():
@@ -282,18 +312,6 @@ class Study:
                 finals += [reused(res, regime) for res in finals
                            if res.job.regime == source and res.job.method == method]
         return search, choices, finals
-
-    def _order(self) -> list[str]:
-        """The regimes in the file's order, each after the regimes it takes choices or runs
-        from."""
-        order: list[str] = []
-        for regime, r in self.study.regimes.items():
-            for source in [r.choices_from, *r.reuse.values()]:
-                if source is not None and source not in order:
-                    order.append(source)
-            if regime not in order:
-                order.append(regime)
-        return order
 
 
 def reused(result: JobResult, regime: str) -> JobResult:
@@ -370,15 +388,33 @@ def run_study(
     train: bool = True,
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> Path:
     """Run (or continue) the whole study; writes OUT/study.json and returns its path. With
     ``train=False`` nothing is trained: the summary holds what the records hold. ``only``
     (``"regime"`` or ``"regime/method"`` items) trains those first; the rest is read from the
-    records, as with ``train=False``."""
+    records, as with ``train=False``. ``executor`` (default: the study file's) says where runs
+    train."""
     study, root = load_study(path)
-    runner = Study(study, root, workers, threads, log, only)
+    runner = Study(study, root, workers, threads, log, only, executor)
     started = time.time()
-    search, choices, finals = runner.regimes(train)
+    if train:
+        planned = plan(runner)
+        total = to_train(planned)
+        recorded = sum(1 for p in planned if p.state == "recorded")
+        where = runner.executor.kind + (f" at {runner.executor.address}"
+                                        if runner.executor.address else "")
+        log(f"study {study.name}: {total} tasks to train ({recorded} of {len(planned)} runs "
+            f"recorded) on {where}, {runner.threads} thread(s) per run"
+            + (f", {runner.workers} workers" if runner.executor.kind == "local" else ""))
+        if total:
+            runner.engine  # noqa: B018  (made now: a missing extra or cluster fails first)
+        runner.progress = Progress(total, log)
+    try:
+        search, choices, finals = runner.regimes(train)
+    finally:
+        if runner.progress is not None:
+            runner.progress.close()
     ablate = train and runner.only.regime(study.main_regime, ablated_methods(runner))
     ablation_result = ablation(runner, choices, ablate) if study.ablation_seeds else None
     summary = {
@@ -399,6 +435,14 @@ def run_study(
     out = runner.out / "study.json"
     out.write_text(json.dumps(summary, indent=1))
     return out
+
+
+def study_status(path: str | Path) -> str:
+    """``horkd study FILE --status``: the table of what is recorded, running and pending."""
+    from horkd.study.plan import status
+
+    study, root = load_study(path)
+    return status(Study(study, root))
 
 
 def _result_dict(result: JobResult) -> dict[str, Any]:
@@ -427,7 +471,6 @@ def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], No
     reproduces the recorded scores exactly (bit for bit on CPU with the same thread count)."""
     import tempfile
 
-    from horkd.study.jobs import run_job
     from horkd.study.records import read_record
 
     study, root = load_study(path)

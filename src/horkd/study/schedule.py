@@ -1,4 +1,4 @@
-"""The order in which a study's teachers and runs are trained, and the worker pool that trains them.
+"""The order in which a study's teachers and runs are trained (the executors run them).
 
 Seed-major: every method of the first seed before any method of the second, so a study stopped
 part-way holds complete seeds (paired differences need every method of a seed), not every seed
@@ -9,14 +9,8 @@ every teacher training first on one core.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 
@@ -28,6 +22,19 @@ class Task:
     fn: Callable[[Any], Any]
     arg: Any
     after: frozenset = field(default_factory=frozenset)
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads the task trains with: what an engine reserves for it."""
+        return int(getattr(self.arg, "threads", 1))
+
+    @property
+    def gpus(self) -> float:
+        return float(getattr(self.arg, "gpus", 0))
+
+    @property
+    def label(self) -> str:
+        return str(getattr(self.arg, "label", self.key))
 
 
 def seed_major(
@@ -50,61 +57,3 @@ def seed_major(
         task = make(i)
         tasks.append(Task(task.key, task.fn, task.arg, frozenset(wanted)))
     return tasks
-
-
-def run_tasks(
-    tasks: Sequence[Task], workers: int, on_done: Callable[[Task, Any], None],
-    pool: Executor | None = None,
-) -> None:
-    """Run ``tasks`` (in their order, each once its prerequisites are done) in ``workers``
-    processes, or in this one when 1; ``on_done`` sees each result as it arrives. On an error
-    nothing new starts, the running tasks finish (they save their state) and the error is
-    raised."""
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            on_done(task, task.fn(task.arg))
-        return
-    if pool is None:
-        context = get_context("spawn")  # never fork a process whose thread pools have started
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                   initializer=follow_parent, initargs=(os.getpid(),))
-    pending = list(tasks)
-    running: dict[Future, Task] = {}
-    done: set[Hashable] = set()
-    try:
-        while pending or running:
-            while len(running) < workers:
-                task = next((t for t in pending if t.after <= done), None)
-                if task is None:
-                    break
-                pending.remove(task)
-                running[pool.submit(task.fn, task.arg)] = task
-            if not running:
-                missing = sorted({str(k) for t in pending for k in t.after - done})
-                raise ValueError(f"tasks wait on prerequisites no task provides: {missing}")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                task = running.pop(future)
-                value = future.result()
-                done.add(task.key)
-                on_done(task, value)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
-        raise
-    pool.shutdown()
-
-
-def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:
-    """Worker initializer: when the study process is gone (killed, crashed) the worker stops
-    too, instead of training on unseen (and holding its run's lock): SIGTERM first, so a
-    training run saves its state at the step boundary as on any pre-emption, then exit after
-    ``grace`` seconds whatever it is doing."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace)
-        os._exit(143)
-
-    threading.Thread(target=watch, name="follow-parent", daemon=True).start()

@@ -1,0 +1,57 @@
+"""Hand a study's unrecorded runs to its executor, each after the teachers it needs, and write
+their records here, in the driver, as they arrive (one writer: two workers never write the same
+record)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from horkd.study.jobs import (
+    Job,
+    JobResult,
+    describe,
+    describe_teacher,
+    run_job,
+    run_teacher,
+    save_teacher,
+)
+from horkd.study.progress import Progress
+from horkd.study.schedule import Task, seed_major
+
+
+def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
+    """Every job's result (``study`` a :class:`~horkd.study.runner.Study`): recorded seeds read,
+    the rest trained on the study's engine, seed-major."""
+    results = [JobResult(j, {s: r for s in j.seeds if (r := j.recorded(s))}) for j in jobs]
+    todo = [i for i, res in enumerate(results) if len(res.records) < len(jobs[i].seeds)]
+    if not todo:
+        return results
+    engine = study.engine
+    submitted = [replace(jobs[i], missing=tuple(s for s in jobs[i].seeds
+                                               if s not in results[i].records),
+                         shared=study.teachers.shared) for i in todo]
+    needs = [{(j.teacher[str(s)]["name"], study.teachers.seed_of(j.regime, s))
+              for s in j.missing or ()} for j in submitted]
+    teachers = {pair: study.teachers.job(*pair) for pair in sorted(set().union(*needs))}
+    prerequisites = {t.key: Task(t.key, run_teacher, t) for t in teachers.values()}
+    tasks = seed_major([j.seeds for j in submitted],
+                       [{teachers[pair].key for pair in n} for n in needs], prerequisites,
+                       lambda k: Task(("job", todo[k]), run_job, submitted[k]))
+    if study.progress is None:  # a caller that did not plan: count what this call trains
+        study.progress = Progress(len(tasks), study.log, bar=False)
+
+    def on_done(task: Task, value: Any) -> None:
+        if isinstance(value, JobResult):
+            for record in value.records.values():
+                study.book.save(record)
+            merged = results[task.key[1]]
+            merged.records.update(value.records)
+            merged.trained = True
+            study.progress.finished(describe(value), engine.running)
+        else:
+            study.progress.finished(describe_teacher(save_teacher(task.arg, value)),
+                                    engine.running)
+
+    engine.run(tasks, on_done)
+    return results

@@ -1,0 +1,109 @@
+"""The local executor: a pool of worker processes on this machine (this process when 1 worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Hashable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+
+from horkd.study.executors import EXECUTORS, Engine, OnDone
+from horkd.study.schedule import Task
+
+
+@EXECUTORS.register("local")
+class LocalEngine(Engine):
+    """``workers`` processes of ``threads`` threads each; runs never leave this machine."""
+
+    @property
+    def remote(self) -> bool:
+        return False
+
+    def run(self, tasks: Sequence[Task], on_done: OnDone) -> None:
+        run_tasks(tasks, self.workers, on_done, retries=self.config.retries, engine=self)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    context = get_context("spawn")  # never fork a process whose thread pools have started
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=follow_parent, initargs=(os.getpid(),))
+
+
+def run_tasks(
+    tasks: Sequence[Task], workers: int, on_done: OnDone, pool: Executor | None = None,
+    retries: int = 2, engine: Engine | None = None,
+) -> None:
+    """Run ``tasks`` (in their order, each once its prerequisites are done) in ``workers``
+    processes, or in this one when 1; ``on_done`` sees each result as it arrives. On an error
+    nothing new starts, the running tasks finish (they save their state) and the error is
+    raised. A worker process lost mid-task (killed, out of memory) breaks the pool: the tasks
+    that were running go back to the queue of a new pool, each at most ``retries`` times."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            if engine is not None:
+                engine.running = 1
+            on_done(task, task.fn(task.arg))
+        return
+    pool = pool or _new_pool(workers)
+    pending = list(tasks)
+    running: dict[Future, Task] = {}
+    done: set[Hashable] = set()
+    lost: dict[Hashable, int] = {}
+    broken = False
+    try:
+        while pending or running:
+            while not broken and len(running) < workers:
+                task = next((t for t in pending if t.after <= done), None)
+                if task is None:
+                    break
+                pending.remove(task)
+                running[pool.submit(task.fn, task.arg)] = task
+            if engine is not None:
+                engine.running = len(running)
+            if not running and broken:
+                pool.shutdown(wait=True)
+                pool, broken = _new_pool(workers), False  # a broken pool takes no more work
+                continue
+            if not running:
+                missing = sorted({str(k) for t in pending for k in t.after - done})
+                raise ValueError(f"tasks wait on prerequisites no task provides: {missing}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    value = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if lost.get(task.key, 0) >= retries:
+                        raise
+                    lost[task.key] = lost.get(task.key, 0) + 1
+                    print(f"[{task.label}] its worker process was lost: run again, from its run "
+                          f"directory ({lost[task.key]} of {retries} retries)", flush=True)
+                    pending.insert(0, task)
+                    continue
+                done.add(task.key)
+                on_done(task, value)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
+        raise
+    pool.shutdown()
+
+
+def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:
+    """Worker initializer: when the study process is gone (killed, crashed) the worker stops
+    too, instead of training on unseen (and holding its run's lock): SIGTERM first, so a
+    training run saves its state at the step boundary as on any pre-emption, then exit after
+    ``grace`` seconds whatever it is doing."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()

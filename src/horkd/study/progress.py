@@ -1,0 +1,73 @@
+"""A study's progress, readable in a log file and live on a terminal.
+
+A line per finished task - ``[12/45] final labels1/horkd/c1 seed 3: val 84.10, test 83.36
+(52 s) - 3 running, ETA 31 min`` - to the study's log whatever it is (a file, a pipe), and on a
+terminal a bar under them. The ETA is the remaining tasks at the pace of the finished ones (wall
+time per finished task, so the workers' parallelism is in it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+    """Counts the tasks an invocation trains; ``total`` is known before the first one starts."""
+
+    def __init__(
+        self, total: int, log: Callable[[str], None] = print, bar: bool | None = None
+    ) -> None:
+        self.total = total
+        self.count = 0
+        self.started = time.monotonic()
+        self._log = log
+        self._bar = None
+        if bar is None:
+            bar = log is print and sys.stderr.isatty()
+        if bar and total:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="run", dynamic_ncols=True, leave=False)
+
+    def log(self, line: str) -> None:
+        """A line above the bar (or alone, without one)."""
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            self._log(line)
+
+    def finished(self, what: str, running: int) -> str:
+        """One task done: its line, with how many still run and the time left."""
+        self.count += 1
+        self.total = max(self.total, self.count)
+        left = self.total - self.count
+        pace = (time.monotonic() - self.started) / self.count
+        tail = f"{running} running, ETA {duration(pace * left)}" if left else "all done"
+        line = f"[{self.count}/{self.total}] {what} - {tail}"
+        self.log(line)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(f"{running} running")
+        return line
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,152 @@
+"""``horkd study init``: a study file for a user's image folder that ``horkd study`` runs as written.
+
+The study asks of the user's data what the shipped one asks of Fashion-MNIST: a teacher trained
+once on every label (validated on the students' validation images, so it never trained on them),
+every method beside the label-only student, each method's settings searched on validation with
+the same three candidates, then several seeds scored once on the test split, with paired
+intervals. ``--labels`` adds regimes where the students may use a share of the labels only (the
+teacher then stands for a model trained on labels the user does not have).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+METHODS = ("scratch", "hinton_kd", "rkd", "horkd_no_assistant", "horkd")
+# Three candidates per method, the same search budget for every method (the shipped study's).
+CANDIDATES = MappingProxyType({
+    "scratch": (("train.student.optimizer.lr=0.02",), ("train.student.optimizer.lr=0.05",),
+                ("train.student.optimizer.lr=0.1",)),
+    "hinton_kd": (("distill.loss.temperature=4",), ("distill.loss.temperature=2",),
+                  ("distill.loss.temperature=8",)),
+    "fitnet": (("distill.loss.embedding_weight=1",), ("distill.loss.embedding_weight=4",),
+               ("distill.loss.embedding_weight=16",)),
+    "rkd": (("distill.loss.distance_weight=25", "distill.loss.angle_weight=50"),
+            ("distill.loss.distance_weight=5", "distill.loss.angle_weight=10"),
+            ("distill.loss.distance_weight=1", "distill.loss.angle_weight=2")),
+    "horkd_no_assistant": (("distill.loss.distance_weight=5", "distill.loss.angle_weight=10"),
+                           ("distill.loss.distance_weight=25", "distill.loss.angle_weight=50"),
+                           ("distill.loss.orders=[2,3]", "distill.loss.distance_weight=5",
+                            "distill.loss.angle_weight=10")),
+    "horkd": (("distill.loss.distance_weight=5", "distill.loss.angle_weight=10"),
+              ("distill.loss.distance_weight=5", "distill.loss.angle_weight=10",
+               "distill.loss.bank_size=1024"),
+              ("distill.loss.orders=[2,3]", "distill.loss.distance_weight=5",
+               "distill.loss.angle_weight=10")),
+})
+
+
+def regime_name(fraction: float) -> str:
+    """``0.01`` -> ``labels1``, ``0.005`` -> ``labels0_5``: the share in percent."""
+    return "labels" + f"{100 * fraction:g}".replace(".", "_")
+
+
+def study_for_folder(
+    folder: str | Path,
+    *,
+    lr_size: int | None = None,
+    hr_size: int | None = None,
+    labels: list[float] | None = None,
+    seeds: list[int] | None = None,
+    methods: list[str] | None = None,
+) -> str:
+    """The study file (YAML text) for the image folder ``folder`` (``train/`` and ``test/``, a
+    sub-folder per class). ``hr_size`` unset: the median side of its training images (at most
+    224); ``lr_size`` unset: a quarter of it."""
+    from horkd.data.folder import image_folder
+    from horkd.methods import METHODS as REGISTERED
+
+    root = Path(folder).resolve()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the study file
+        train, _, info = image_folder(str(root), hr_size)  # checks the layout and the files
+    hr = info.native_size
+    lr = lr_size or max(2, hr // 4)
+    if not 1 <= lr < hr:
+        raise ValueError(f"--lr-size must be below the HR side ({hr} px), got {lr}")
+    methods = _known(list(methods or METHODS))
+    fractions = sorted(set(labels or []))
+    if any(not 0 < f < 1 for f in fractions):
+        raise ValueError(f"--labels takes shares between 0 and 1, got {fractions}")
+    name = root.name or "images"
+    teacher, base = _experiments(root, hr, lr)
+    study = {
+        "name": f"{name}_study",
+        "output_dir": f"runs/study-{name}",
+        "records": f"{name}-records",
+        "workers": 1,
+        "seeds": list(seeds or [0, 1, 2]),
+        "teachers": {"teacher": teacher},
+        "base": base,
+        "methods": methods,
+        "baselines": [m for m in methods if REGISTERED.get(m).group == "baseline"],
+        "main_regime": "full",
+        "regimes": _regimes(hr, lr, methods, fractions),
+        "search": {"seed": 100, "candidates": {m: [list(c) for c in CANDIDATES[m]]
+                                               for m in methods}},
+        "ablation_seeds": [],
+        "curve_sizes": sorted({hr, max(lr, hr // 2), lr, max(1, lr // 2)}, reverse=True),
+    }
+    header = (
+        f"# A study of {root} ({len(train.classes)} classes, {len(train.samples)} training "
+        f"images), written by `horkd study init`.\n"
+        "# Run it: horkd study THIS_FILE --doc RESULTS.md   (--status shows where it stands;\n"
+        "# --executor ray|slurm spreads it over machines: docs/scale.md). Each finished run is\n"
+        "# recorded under `records` (keep it with this file): a rerun continues, never repeats.\n"
+        "# Change epochs, networks or candidates before the first run: the candidates are the\n"
+        "# search budget, the same for every method, chosen on validation images only.\n"
+    )
+    return header + yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100,
+                              default_flow_style=None)
+
+
+class _Plain(yaml.SafeDumper):
+    """Writes shared sub-trees out in full (no ``&id001`` anchors): a file for people."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _known(methods: list[str]) -> list[str]:
+    from horkd.methods import METHODS as REGISTERED
+
+    for method in methods:
+        REGISTERED.get(method)
+        if method not in CANDIDATES:
+            raise ValueError(f"study init: no search candidates for '{method}' (it writes "
+                             f"{', '.join(CANDIDATES)})")
+    return methods
+
+
+def _experiments(root: Path, hr: int, lr: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The teacher's experiment and the base of every student run. Both carve the same
+    validation split (fraction and seed), so the teacher never trains on the students' one."""
+    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr, "val_fraction": 0.1,
+            "split_seed": 0, "augment": {"crop_padding": max(1, hr // 16), "hflip": True}}
+    stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
+    network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
+    teacher = {"data": data, "degrade": {"lr_size": lr}, "teacher": network,
+               "train": {"teacher": {"epochs": 30, **stage}}, "methods": ["scratch"]}
+    light = {"arch": "resnet8", "width": 16, "embed_dim": 64}
+    base = {"data": data, "degrade": {"lr_size": lr, "interpolation": "area"},
+            "teacher": network, "assistant": light, "student": light,
+            "train": {"assistant": {"epochs": 15, **stage}, "student": {"epochs": 15, **stage}}}
+    return teacher, base
+
+
+def _regimes(hr: int, lr: int, methods: list[str], fractions: list[float]) -> dict[str, Any]:
+    regimes: dict[str, Any] = {
+        "full": {"description": f"every training label, LR {lr}x{lr} from HR {hr}x{hr}",
+                 "teacher": "teacher", "methods": ["teacher_lr", *methods]},
+    }
+    for fraction in fractions:
+        regimes[regime_name(fraction)] = {
+            "description": f"{100 * fraction:g}% of the training labels for the task loss; "
+                           "every distillation term sees every training image",
+            "teacher": "teacher", "overrides": [f"data.label_fraction={fraction}"]}
+    return regimes
