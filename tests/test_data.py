@@ -178,9 +178,33 @@ def test_the_native_side_of_large_photos_is_capped(tmp_path, capsys):
     assert "median longer side is 400, capped" in capsys.readouterr().out
 
 
-def test_image_folder_missing_split(tmp_path):
-    _image_tree(tmp_path, with_test=False)
-    with pytest.raises(DataNotFoundError, match="train/ or test/"):
+@pytest.mark.parametrize("layout", ["train_only", "class_folders"])
+def test_image_folder_without_a_test_split_holds_one_out(tmp_path, layout, capsys):
+    """A user's folder as it usually is - one folder per class, no split made - gets a fixed,
+    stratified test split held out of it."""
+    root = tmp_path / "images"
+    for cls in ("cat", "dog", "bird"):
+        d = root / ("train" if layout == "train_only" else ".") / cls
+        d.mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((12, 12, 3), 20 * i, dtype=np.uint8)).save(d / f"{i}.png")
+    a = build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2,
+                     test_fraction=0.3)
+    assert "30% of each class's images are held out as the test split" in capsys.readouterr().out
+    assert a.info.class_names == ["bird", "cat", "dog"]
+    assert len(a.test) == 9 and sorted(labels_of(a.test).tolist()) == [0] * 3 + [1] * 3 + [2] * 3
+    test_files = {p for p, _ in a.test.samples}
+    train_files = {p for p, _ in a.train.dataset.samples}
+    assert not test_files & train_files and len(test_files | train_files) == 30
+    b = build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2,
+                     test_fraction=0.3)
+    assert [p for p, _ in b.test.samples] == [p for p, _ in a.test.samples]  # every run
+
+
+def test_image_folder_with_test_but_no_train_is_refused(tmp_path):
+    _image_tree(tmp_path)
+    (tmp_path / "train").rename(tmp_path / "other")
+    with pytest.raises(DataNotFoundError, match="has test/ but no train/"):
         build_splits("image_folder", root=str(tmp_path))
 
 

@@ -100,3 +100,16 @@ def test_export_round_trip(finished_run, tmp_path, fmt):
 def test_export_rejects_unknown_format(finished_run):
     with pytest.raises(ValueError, match="onnx, torchscript"):
         export_checkpoint(finished_run / "seed0/teacher/model", "tflite")
+
+
+def test_the_verdict_warns_when_the_teacher_is_no_better_than_its_students():
+    from horkd.results import verdict
+
+    rows = [{"method": "teacher", "role": "teacher", "hr_top1": 44.0},
+            {"method": "scratch", "role": "student", "lr_top1": 45.0},
+            {"method": "horkd", "role": "student", "lr_top1": 43.0}]
+    text = verdict(rows)
+    assert text.startswith("On lr_top1: horkd (43.00) trails by 2.00 points")
+    assert "The HR teacher (44.00 at HR) is no better than scratch (45.00 at LR)" in text
+    rows[0]["hr_top1"] = 90.0
+    assert "HR teacher" not in verdict(rows)

@@ -64,6 +64,13 @@ class DataConfig(_Strict):
     )
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
+    test_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="image_folder without a test split (ROOT/<class>/ or ROOT/train/ alone): "
+        "the share of each class held out as one, the same images every run",
+    )
     val_from_subset: int | None = Field(
         None,
         ge=10,

@@ -93,7 +93,19 @@ def verdict(table: list[dict[str, Any]]) -> str:
         parts.append(
             f"{name} ({value:.2f}) {relation} the best baseline {best} ({baselines[best]:.2f})"
         )
-    return f"On {key}: " + "; ".join(parts) + "."
+    return f"On {key}: " + "; ".join(parts) + "." + _weak_teacher(table, key, baselines)
+
+
+def _weak_teacher(table: list[dict[str, Any]], key: str, students: dict[str, float]) -> str:
+    """A warning where the HR teacher does not beat, at HR, the students it should teach."""
+    hr_key = key.replace("lr_", "hr_", 1)
+    teacher = next((e.get(hr_key) for e in table if e["method"] == "teacher"), None)
+    best = max(students, key=students.__getitem__)
+    if teacher is None or hr_key == key or teacher > students[best]:
+        return ""
+    return (f" The HR teacher ({teacher:.2f} at HR) is no better than {best} ({students[best]:.2f}"
+            " at LR): it has little to teach; a stronger teacher comes first (more epochs or "
+            "images, or your own model through teacher.checkpoint / teacher.weights).")
 
 
 def write_results(

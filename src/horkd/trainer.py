@@ -232,7 +232,7 @@ class Trainer:
             total=steps_per_epoch,
             initial=loop.step,
             desc=f"{self.out_dir.name} {epoch + 1}/{self.cfg.epochs}",
-            disable=not self.progress,
+            disable=not self.progress or None,  # None: no bar where stderr is not a terminal
             leave=False,
             dynamic_ncols=True,
         )

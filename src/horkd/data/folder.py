@@ -1,4 +1,5 @@
-"""Any ``train/`` + ``test/`` (or ``val/``) tree of class folders, decoded lazily.
+"""Any ``train/`` + ``test/`` (or ``val/``) tree of class folders, decoded lazily; a single tree
+of class folders gets a fixed, stratified test split carved out of it.
 
 Every file is checked once when the tree loads (:mod:`horkd.data.images`); the class folders of
 the two splits must agree. A file that fails later (gone while the run reads it) raises a
@@ -20,7 +21,8 @@ from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LAYOUT = "ROOT/train/<class>/<images> and ROOT/test/<class>/<images> (or ROOT/val/)"
+LAYOUT = ("ROOT/train/<class>/<images> and ROOT/test/<class>/<images> (or ROOT/val/), or "
+          "ROOT/<class>/<images> with a test split held out")
 
 
 def _transform(hr_size: int, channels: int) -> T.Compose:
@@ -84,6 +86,30 @@ def _split(base: Path, name: str, channels: int, transform: Any, skip: bool) -> 
         ) from None
 
 
+def _held_out(base: Path, name: str, channels: int, skip: bool, fraction: float) -> tuple:
+    """``base/name`` as train and test splits when the user made no test split: a stratified
+    ``fraction`` of every class held out, the same images every run (seed 0)."""
+    import copy
+
+    import torch
+
+    from horkd.data.split import stratified_split
+
+    train = _split(base, name, channels, None, skip)
+    test = copy.copy(train)
+    test.lost = []
+    keep, held = stratified_split(torch.tensor(train.targets), fraction, seed=0)
+    samples = train.samples
+    for split, indices in ((train, keep), (test, held)):
+        split.samples = split.imgs = [samples[i] for i in indices.tolist()]
+        split.targets = [label for _, label in split.samples]
+    if distributed.is_main():
+        print(f"image_folder: {base / name} has no test split beside it: {fraction:.0%} of each "
+              "class's images are held out as the test split (data.test_fraction; the same "
+              "images every run)", flush=True)
+    return train, test
+
+
 @DATASETS.register("image_folder")
 def image_folder(
     root: str | None,
@@ -91,19 +117,30 @@ def image_folder(
     download: bool = False,
     channels: int = 3,
     skip_bad_images: bool = False,
+    test_fraction: float = 0.2,
 ):
-    """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test)."""
+    """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test);
+    without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) ``test_fraction`` of each
+    class is held out as one."""
     if not root:
         raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
     base = Path(root)
+    if not base.is_dir():
+        raise DataNotFoundError(f"image_folder: {base} is not a folder; expected {LAYOUT}")
     test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
-    if not (base / "train").is_dir() or test_name is None:
-        raise DataNotFoundError(f"image_folder: {base} is missing train/ or test/; expected {LAYOUT}")
-    train = _split(base, "train", channels, None, skip_bad_images)
-    test = _split(base, test_name, channels, None, skip_bad_images)
+    if test_name is None:
+        train_name = "train" if (base / "train").is_dir() else "."
+        train, test = _held_out(base, train_name, channels, skip_bad_images, test_fraction)
+        test_name = "the held-out"
+    elif not (base / "train").is_dir():
+        raise DataNotFoundError(f"image_folder: {base} has {test_name}/ but no train/; expected "
+                                f"{LAYOUT}")
+    else:
+        train = _split(base, "train", channels, None, skip_bad_images)
+        test = _split(base, test_name, channels, None, skip_bad_images)
     if len(train.classes) < 2:
         raise DataNotFoundError(
-            f"image_folder: {base / 'train'} holds {len(train.classes)} class folder "
+            f"image_folder: {train.root} holds {len(train.classes)} class folder "
             f"({', '.join(train.classes)}); recognition needs at least two"
         )
     if train.classes != test.classes:

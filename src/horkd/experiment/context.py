@@ -145,6 +145,7 @@ def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
         train_subset=d.train_subset,
         test_subset=d.test_subset,
         val_from_subset=d.val_from_subset,
+        test_fraction=d.test_fraction,
         skip_bad_images=d.skip_bad_images,
         **({"channels": d.channels} if d.channels else {}),
     )

@@ -59,7 +59,8 @@ def _embeddings(
 ) -> tuple[Tensor, list[int]]:
     """Embeddings of the files that could be read, with their indices into ``paths``."""
     parts, kept = [], []
-    with tqdm(total=len(paths), desc=label, unit="img", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=len(paths), desc=label, unit="img", file=sys.stderr, leave=False,
+              disable=None) as bar:  # a bar on a terminal only, not in a log file
         for out, indices in model.stream(paths, kind, batch_size, workers, failures):
             parts.append(out.embedding.float().cpu())
             kept += indices
@@ -94,7 +95,7 @@ def predict(
                                            for n in ("label", "score")] + ["error"]
     used = 0
     with _writer(target) as handle, tqdm(total=len(files), desc="predict", unit="img",
-                                         file=sys.stderr, leave=False) as bar:
+                                         file=sys.stderr, leave=False, disable=None) as bar:
         writer = csv.writer(handle)
         writer.writerow(header)
         for outputs, indices in model.stream(files, kind, batch_size, workers, failures):
