@@ -262,3 +262,18 @@ def test_readme_results_are_the_pages():
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
     for number in re.findall(r"[+-]?\d+\.\d\d\b", prose):
         assert number in page, f"README says {number}; docs/RESULTS.md does not"
+
+
+def test_yaml_examples_are_valid_settings():
+    """A ```yaml block of the docs parses, and its study or executor settings validate."""
+    import yaml
+
+    from horkd.study.executors import ExecutorConfig
+
+    blocks = [m.group(1) for path in DOCS
+              for m in re.finditer(r"```yaml\n(.*?)```", path.read_text(), re.S)]
+    assert blocks
+    for text in blocks:
+        raw = yaml.safe_load(text)
+        if isinstance(raw, dict) and "executor" in raw:
+            ExecutorConfig.model_validate(raw["executor"])
