@@ -363,6 +363,34 @@ def test_a_poor_assistant_is_bypassed_by_validation(tiny_cfg):
     assert open_seed(trusting, 0, progress=False)[1].assistant_verdict()["trusted"] is True
 
 
+def test_the_guard_says_whether_the_teacher_never_saw_the_validation_images(tiny_cfg, capsys):
+    """A teacher loaded from a checkpoint is held out only when it carved this run's validation
+    split: the same split settings and seed, or data.val_from_subset naming this run's subset."""
+    from horkd.experiment.bridge import teacher_held_out
+    from horkd.experiment.context import build_context
+
+    def teacher(name: str, data: dict) -> str:
+        raw = {**tiny_cfg, "output_dir": str(Path(tiny_cfg["output_dir"]).parent / name),
+               "data": {**tiny_cfg["data"], **data}, "methods": ["scratch"]}
+        _, networks = open_seed(config_from_dict(raw), 0, progress=False)
+        networks.teacher()
+        return str(Path(raw["output_dir"]) / "seed0" / "teacher" / "model")
+
+    own = config_from_dict(tiny_cfg)  # trains its teacher on its own training split
+    assert teacher_held_out(build_context(own, 0)) is True
+    whole = teacher("whole", {"train_subset": None})  # every training image: the run's val too
+    carved = teacher("carved", {"train_subset": None, "val_from_subset": 300, "split_seed": 0})
+    students = {**tiny_cfg, "data": {**tiny_cfg["data"], "split_seed": 0}}
+    for path, expected in ((whole, False), (carved, True)):
+        cfg = config_from_dict(students, [f"teacher.checkpoint={path}"])
+        assert teacher_held_out(build_context(cfg, 0)) is expected, path
+    cfg = config_from_dict(students, [f"teacher.checkpoint={whole}", "methods=[horkd]",
+                                      f"output_dir={tiny_cfg['output_dir']}_guard"])
+    verdict = open_seed(cfg, 0, progress=False)[1].assistant_verdict()
+    assert verdict["teacher_held_out"] is False
+    assert "trained on images this run validates on" in capsys.readouterr().out
+
+
 def test_an_assistant_on_lr_learns_and_is_looked_at_on_the_students_lr_view(tiny_cfg):
     """``distill.assistant_input: lr``: the assistant (here the teacher's architecture) trains
     on LR re-upsampled to HR from the teacher on HR, its checkpoint says so, its row is scored

@@ -42,9 +42,49 @@ def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module) -> 
     seen, task = assistant_view(ctx), ctx.task
     t_score = task.validate(ctx, teacher, seen)[task.score_key]
     a_score = task.validate(ctx, assistant, seen)[task.score_key]
-    verdict.update(teacher=t_score, assistant=a_score, trusted=a_score >= t_score - guard)
+    held_out = teacher_held_out(ctx)
+    verdict.update(teacher=t_score, assistant=a_score, trusted=a_score >= t_score - guard,
+                   teacher_held_out=held_out)
+    if held_out is False:
+        print(f"the teacher's checkpoint was trained on images this run validates on, so its "
+              f"validation score ({t_score:.2f}) is optimistic and the guard strict; give it a "
+              "teacher trained without them (data.val_from_subset)", flush=True)
     if not verdict["trusted"]:
         print(f"the assistant scores {a_score:.2f} on validation against the teacher's "
               f"{t_score:.2f} (more than distill.assistant_guard={guard} points below): HORKD "
               "students learn from the teacher directly", flush=True)
     return verdict
+
+
+SPLIT_KEYS = ("dataset", "root", "hr_size", "val_fraction", "train_subset", "val_from_subset",
+              "test_fraction")
+
+
+def teacher_held_out(ctx: RunContext) -> bool | None:
+    """Whether the teacher never trained on this run's validation images: True when it trained
+    here, or its checkpoint carved the same validation split (the same split settings and seed,
+    or ``val_from_subset`` naming this run's subset); False when it carved another; None when
+    its checkpoint does not say."""
+    from horkd.checkpoint import load_meta
+    from horkd.config import DataConfig
+
+    path = ctx.cfg.teacher.checkpoint
+    if not path:
+        return True
+    try:
+        meta = load_meta(path.replace("{seed}", str(ctx.seed)))
+    except (OSError, ValueError):
+        return None
+    if "data" not in (meta.get("config") or {}):
+        return None
+    ours = ctx.cfg.data.model_dump(mode="json")
+    defaults = {k: f.default for k, f in DataConfig.model_fields.items()}
+    theirs = {**defaults, **meta["config"]["data"]}
+    our_seed = ours["split_seed"] if ours["split_seed"] is not None else ctx.seed
+    their_seed = theirs["split_seed"] if theirs["split_seed"] is not None else meta.get("seed")
+    same_split = all(theirs[k] == ours[k] for k in SPLIT_KEYS) and their_seed == our_seed
+    carved_ours = (ours["train_subset"] is not None
+                   and theirs["val_from_subset"] == ours["train_subset"]
+                   and theirs["val_fraction"] == ours["val_fraction"]
+                   and theirs["dataset"] == ours["dataset"] and their_seed == our_seed)
+    return same_split or carved_ours

@@ -315,7 +315,8 @@ def _setup(summary: dict[str, Any]) -> list[str]:
     for name, t in summary["teachers"].items():
         parts.append(
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
-            f"{t['val']:.2f} ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
+            f"{t['val']:.2f}" + (f" on {t['validation']}" if t.get("validation") else "")
+            + f" ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
             + "".join(f" Trained again later (its checkpoint is not kept in git; another CPU "
                       f"rounds differently): best validation {r['val']:.2f}; the runs recorded "
                       "after that learnt from it." for r in t.get("retrained", []))
@@ -395,6 +396,11 @@ def _guard_note(finals: list[dict[str, Any]], regime: str) -> list[str]:
         verdicts = [f["assistant_guard"] for f in res.get("facts", {}).values()
                     if "assistant_guard" in f]
         bypassed = [v for v in verdicts if not v.get("trusted", True)]
+        seen = sum(1 for v in verdicts if v.get("teacher_held_out") is False)
+        if res["regime"] == regime and seen:
+            lines.append(f"- {res['method']}: in {seen} of {len(verdicts)} seeds the teacher had "
+                         "trained on the validation images it was scored on (its score there is "
+                         "optimistic, the guard stricter than it says)")
         if res["regime"] == regime and bypassed:
             gap = sum(v["teacher"] - v["assistant"] for v in bypassed) / len(bypassed)
             lines.append(

@@ -94,7 +94,10 @@ class Teachers:
         cfg = self.config(name, seed)
         facts = {"name": name, "seed": seed, "fingerprint": teacher_fingerprint(cfg, seed),
                  "config": self.study.teachers[name], "arch": cfg.teacher.arch,
-                 "epochs": cfg.train.teacher.epochs}
+                 "epochs": cfg.train.teacher.epochs,
+                 "validation": (f"the validation images of a {cfg.data.val_from_subset}-image "
+                                "subset run, never trained on" if cfg.data.val_from_subset
+                                else f"{cfg.data.val_fraction:.0%} of its own training images")}
         return TeacherJob(name, seed, cfg.model_dump(mode="json"),
                           str(self.book.teacher_path(name, seed)), facts, self.threads,
                           self.shared)
