@@ -277,3 +277,23 @@ def test_yaml_examples_are_valid_settings():
         raw = yaml.safe_load(text)
         if isinstance(raw, dict) and "executor" in raw:
             ExecutorConfig.model_validate(raw["executor"])
+
+
+def test_the_front_door_stays_short_and_the_reference_stays_a_reference():
+    """README: at most 1,500 words of prose, no paragraph over 150, the picture and both
+    commands in its first 40 lines; config.md: no table cell over 60 words (findings live on
+    the results page, linked)."""
+    text = (ROOT / "README.md").read_text()
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    assert len(prose.split()) <= 1500
+    paragraphs = [p for p in re.split(r"\n\s*\n", prose)
+                  if p.strip() and not p.lstrip().startswith(("|", "#", "- ", "* ", "<!--"))]
+    assert max(len(p.split()) for p in paragraphs) <= 150
+    first = "\n".join(text.splitlines()[:40])
+    assert "![" in first and "make demo" in first and "make test" in first
+    image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", first).group(1)
+    assert (ROOT / image).is_file()
+    reference = (ROOT / "docs" / "config.md").read_text()
+    cells = [c for line in reference.splitlines() if line.startswith("|")
+             for c in line.strip().strip("|").split("|")]
+    assert max(len(c.split()) for c in cells) <= 60
