@@ -418,6 +418,8 @@ def run_study(
     finally:
         if runner.progress is not None:
             runner.progress.close()
+        if runner._engine is not None:
+            runner._engine.close()
     ablate = train and runner.only.regime(study.main_regime, ablated_methods(runner))
     ablation_result = ablation(runner, choices, ablate) if study.ablation_seeds else None
     summary = {

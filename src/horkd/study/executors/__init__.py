@@ -91,6 +91,15 @@ class Engine(ABC):
         """Whether tasks may run on other machines (run directories must be shared then)."""
         return True
 
+    def close(self) -> None:  # noqa: B027  (an engine that keeps nothing has nothing to do)
+        """Release what the engine kept between calls (a pool, a Ray instance it started)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 EXECUTORS: Registry[type[Engine]] = Registry("executor")
 

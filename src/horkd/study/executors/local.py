@@ -23,8 +23,18 @@ class LocalEngine(Engine):
     def remote(self) -> bool:
         return False
 
+    _pool: Executor | None = None  # kept between a study's phases: workers start once
+
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> None:
-        run_tasks(tasks, self.workers, on_done, retries=self.config.retries, engine=self)
+        if self.workers > 1 and len(tasks) > 1 and self._pool is None:
+            self._pool = _new_pool(self.workers)
+        self._pool = run_tasks(tasks, self.workers, on_done, pool=self._pool,
+                               retries=self.config.retries, engine=self)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
@@ -36,18 +46,20 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
 def run_tasks(
     tasks: Sequence[Task], workers: int, on_done: OnDone, pool: Executor | None = None,
     retries: int = 2, engine: Engine | None = None,
-) -> None:
+) -> Executor | None:
     """Run ``tasks`` (in their order, each once its prerequisites are done) in ``workers``
     processes, or in this one when 1; ``on_done`` sees each result as it arrives. On an error
     nothing new starts, the running tasks finish (they save their state) and the error is
     raised. A worker process lost mid-task (killed, out of memory) breaks the pool: the tasks
-    that were running go back to the queue of a new pool, each at most ``retries`` times."""
+    that were running go back to the queue of a new pool, each at most ``retries`` times.
+    Returns the pool, still open when it was given (``pool``), for the next call."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             if engine is not None:
                 engine.running = 1
             on_done(task, task.fn(task.arg))
-        return
+        return pool
+    keep = pool is not None
     pool = pool or _new_pool(workers)
     pending = list(tasks)
     running: dict[Future, Task] = {}
@@ -90,7 +102,10 @@ def run_tasks(
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
         raise
+    if keep:
+        return pool
     pool.shutdown()
+    return None
 
 
 def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:

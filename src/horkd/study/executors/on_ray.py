@@ -29,17 +29,19 @@ class RayEngine(Engine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _import_ray()  # a missing extra is said before anything trains
+        self._started = False  # whether this engine started (and so stops) the Ray instance
 
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> None:
         ray = _import_ray()
-        started = not ray.is_initialized()
-        if started:
+        if not ray.is_initialized():  # once per study: its workers are kept between phases
             self._connect(ray)
-        try:
-            self._run(ray, tasks, on_done)
-        finally:
-            if started:
-                ray.shutdown()
+            self._started = True
+        self._run(ray, tasks, on_done)
+
+    def close(self) -> None:
+        if self._started:
+            _import_ray().shutdown()
+            self._started = False
 
     def _connect(self, ray: Any) -> None:
         address = self.config.address
