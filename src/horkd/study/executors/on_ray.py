@@ -24,7 +24,7 @@ def _call(fn: Any, arg: Any, *_teachers: Any) -> Any:
 @EXECUTORS.register("ray")
 class RayEngine(Engine):
     """Runs on the Ray cluster at ``executor.address``, or on a Ray instance started here with
-    ``workers x threads`` CPUs."""
+    ``workers x threads`` CPUs (every core when ``workers`` is 1)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -47,9 +47,9 @@ class RayEngine(Engine):
         address = self.config.address
         if address:
             ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(num_cpus=self.workers * self.threads, include_dashboard=False,
-                     log_to_driver=True)
+        else:  # --workers N: N runs at a time; by default as many as the cores allow
+            cpus = self.workers * self.threads if self.workers > 1 else None
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
     def _run(self, ray: Any, tasks: Sequence[Task], on_done: OnDone) -> None:
         body = ray.remote(_call)
