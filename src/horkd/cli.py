@@ -72,8 +72,8 @@ def _seeds(text: str) -> list[int]:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         seeds = []
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got '{text}'")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds like 0,1,2, got '{text}'")
     return seeds
 
 
@@ -515,6 +515,9 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag} must be >= 1, got {value}")
     if args.status:
         from horkd.study.runner import study_status
+
+        if args.only or args.no_train or args.reproduce:
+            raise ValueError("--status shows the whole study and trains nothing: use it alone")
 
         print(study_status(args.study_file))
         return 0

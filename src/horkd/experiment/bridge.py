@@ -56,17 +56,18 @@ def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module) -> 
     return verdict
 
 
-SPLIT_KEYS = ("dataset", "root", "hr_size", "val_fraction", "train_subset", "val_from_subset",
-              "test_fraction")
+# what decides which images a run's validation split holds (not hr_size: it resizes them)
+SPLIT_KEYS = ("dataset", "root", "val_fraction", "train_subset", "val_from_subset",
+              "test_fraction", "skip_bad_images")
 
 
 def teacher_held_out(ctx: RunContext) -> bool | None:
     """Whether the teacher never trained on this run's validation images: True when it trained
-    here, or its checkpoint carved the same validation split (the same split settings and seed,
-    or ``val_from_subset`` naming this run's subset); False when it carved another; None when
-    its checkpoint does not say."""
+    here, or its checkpoint carved the same validation split (the same task, split settings and
+    seed, or ``val_from_subset`` naming this run's subset); False when it carved another; None
+    when its checkpoint does not say."""
     from horkd.checkpoint import load_meta
-    from horkd.config import DataConfig
+    from horkd.config import DataConfig, RetrievalConfig
 
     path = ctx.cfg.teacher.checkpoint
     if not path:
@@ -75,16 +76,21 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
         meta = load_meta(path.replace("{seed}", str(ctx.seed)))
     except (OSError, ValueError):
         return None
-    if "data" not in (meta.get("config") or {}):
+    config = meta.get("config") or {}
+    if "data" not in config:
         return None
     ours = ctx.cfg.data.model_dump(mode="json")
-    defaults = {k: f.default for k, f in DataConfig.model_fields.items()}
-    theirs = {**defaults, **meta["config"]["data"]}
+    theirs = {**{k: f.default for k, f in DataConfig.model_fields.items()}, **config["data"]}
     our_seed = ours["split_seed"] if ours["split_seed"] is not None else ctx.seed
     their_seed = theirs["split_seed"] if theirs["split_seed"] is not None else meta.get("seed")
+    task = config.get("task", "classification")
+    retrieval = {**RetrievalConfig().model_dump(mode="json"), **config.get("retrieval", {})}
+    if task != ctx.cfg.task or retrieval != ctx.cfg.retrieval.model_dump(mode="json") or (
+            task == "retrieval" and meta.get("seed") != ctx.seed):  # classes drawn by the seed
+        return False
     same_split = all(theirs[k] == ours[k] for k in SPLIT_KEYS) and their_seed == our_seed
     carved_ours = (ours["train_subset"] is not None
                    and theirs["val_from_subset"] == ours["train_subset"]
-                   and theirs["val_fraction"] == ours["val_fraction"]
-                   and theirs["dataset"] == ours["dataset"] and their_seed == our_seed)
+                   and all(theirs[k] == ours[k] for k in ("dataset", "root", "val_fraction"))
+                   and their_seed == our_seed)
     return same_split or carved_ours

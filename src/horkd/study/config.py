@@ -122,6 +122,11 @@ class StudyConfig(_Strict):
     def _consistent(self) -> StudyConfig:
         from horkd.methods import METHODS
 
+        for where, seeds in [("seeds", self.seeds)] + [(f"regimes.{n}.seeds", r.seeds)
+                                                       for n, r in self.regimes.items()]:
+            if seeds and len(set(seeds)) != len(seeds):
+                raise ValueError(f"{where}: a seed is listed twice ({seeds})")
+
         for name in self.methods + self.baselines:
             METHODS.get(name)
         if self.main_regime not in self.regimes:

@@ -80,11 +80,14 @@ class SharedFolder:
 
         from horkd.checkpoint import atomic_write
 
-        marker = (folder / ".horkd-study").resolve()
+        token = secrets.token_hex(8)  # one marker per invocation: two drivers can share OUT
+        marker = (folder / f".horkd-study-{token}").resolve()
         marker.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_hex(8)
         atomic_write(marker, lambda tmp: Path(tmp).write_text(token))
         return cls(str(marker), token)
+
+    def remove(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
 
     def check(self) -> None:
         marker = Path(self.path)

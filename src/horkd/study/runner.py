@@ -56,6 +56,7 @@ class Teachers:
         self.threads = threads  # results on a CPU depend on the thread count: keep it fixed
         self.per_seed = {r.teacher for r in study.regimes.values() if r.teacher_per_seed}
         self.shared: SharedFolder | None = None  # set when runs may train on other machines
+        self.gpus = 0.0  # what a teacher asks an engine for besides its threads
 
     def run_dir(self, name: str, seed: int | str) -> Path:
         """A per-seed teacher has a run directory per seed, so two workers can train two seeds'
@@ -100,7 +101,7 @@ class Teachers:
                                 else f"{cfg.data.val_fraction:.0%} of its own training images")}
         return TeacherJob(name, seed, cfg.model_dump(mode="json"),
                           str(self.book.teacher_path(name, seed)), facts, self.threads,
-                          self.shared)
+                          self.shared, self.gpus)
 
     def ensure(self, name: str, seed: int) -> dict[str, Any]:
         """Train (or load) teacher ``name`` of ``seed`` in this process."""
@@ -137,11 +138,10 @@ class Study:
         self.out = Path(study.output_dir).resolve()  # workers elsewhere have another cwd
         self.executor = executor or study.executor
         self.workers = workers or study.workers
-        local = self.executor.kind == "local"
-        # on this machine the cores are shared by the workers; a cluster job asks for its own
-        self.threads = threads or (max(1, (os.cpu_count() or 1) // self.workers) if local else 1)
+        self.threads = threads or default_threads(self.executor, self.workers)
         self.book = RecordBook((root / study.records).resolve())
         self.teachers = Teachers(study, root, self.book, log, self.threads, self.out)
+        self.teachers.gpus = self.executor.gpus_per_job
         self.cache_dir = str(self.out / "reference_cache")
         self.log = log
         self.progress: Progress | None = None
@@ -317,6 +317,14 @@ class Study:
         return search, choices, finals
 
 
+def default_threads(executor: ExecutorConfig, workers: int) -> int:
+    """On this machine the cores are shared by the workers; a cluster job asks for its own CPUs
+    (SLURM's cpus_per_task when set, else one)."""
+    if executor.kind == "local":
+        return max(1, (os.cpu_count() or 1) // workers)
+    return (executor.slurm.cpus_per_task or 1) if executor.kind == "slurm" else 1
+
+
 def reused(result: JobResult, regime: str) -> JobResult:
     """Another regime's runs of one method shown in ``regime``: its own rows only (the source
     regime's teacher rows belong to the source's teacher), counted as trained there."""
@@ -420,6 +428,8 @@ def run_study(
             runner.progress.close()
         if runner._engine is not None:
             runner._engine.close()
+        if runner.teachers.shared is not None:
+            runner.teachers.shared.remove()
     ablate = train and runner.only.regime(study.main_regime, ablated_methods(runner))
     ablation_result = ablation(runner, choices, ablate) if study.ablation_seeds else None
     summary = {

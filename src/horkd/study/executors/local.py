@@ -6,12 +6,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
 from horkd.study.executors import EXECUTORS, Engine, OnDone
+from horkd.study.executors.queue import TaskQueue
 from horkd.study.schedule import Task
 
 
@@ -61,44 +62,23 @@ def run_tasks(
         return pool
     keep = pool is not None
     pool = pool or _new_pool(workers)
-    pending = list(tasks)
-    running: dict[Future, Task] = {}
-    done: set[Hashable] = set()
-    lost: dict[Hashable, int] = {}
-    broken = False
+    queue, running = TaskQueue(tasks, on_done, retries), {}
+    broken = False  # a broken pool takes no more work: a new one when its tasks are out
     try:
-        while pending or running:
-            while not broken and len(running) < workers:
-                task = next((t for t in pending if t.after <= done), None)
-                if task is None:
-                    break
-                pending.remove(task)
+        while queue.pending or running:
+            while not broken and len(running) < workers and (task := queue.next_ready()):
                 running[pool.submit(task.fn, task.arg)] = task
             if engine is not None:
                 engine.running = len(running)
-            if not running and broken:
+            if not running and broken and queue.failed is None:
                 pool.shutdown(wait=True)
-                pool, broken = _new_pool(workers), False  # a broken pool takes no more work
+                pool, broken = _new_pool(workers), False
                 continue
             if not running:
-                missing = sorted({str(k) for t in pending for k in t.after - done})
-                raise ValueError(f"tasks wait on prerequisites no task provides: {missing}")
+                queue.stalled()
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                task = running.pop(future)
-                try:
-                    value = future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    if lost.get(task.key, 0) >= retries:
-                        raise
-                    lost[task.key] = lost.get(task.key, 0) + 1
-                    print(f"[{task.label}] its worker process was lost: run again, from its run "
-                          f"directory ({lost[task.key]} of {retries} retries)", flush=True)
-                    pending.insert(0, task)
-                    continue
-                done.add(task.key)
-                on_done(task, value)
+                broken |= _collect(queue, running.pop(future), future)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
         raise
@@ -106,6 +86,20 @@ def run_tasks(
         return pool
     pool.shutdown()
     return None
+
+
+def _collect(queue: TaskQueue, task: Task, future: Future) -> bool:
+    """A finished future's result to the queue; True when its worker was lost (broken pool)."""
+    try:
+        value = future.result()
+    except BrokenProcessPool as exc:
+        queue.lost_task(task, "its worker process was lost", exc)
+        return True
+    except Exception as exc:  # the run's own error: the others finish and report
+        queue.error(exc)
+        return False
+    queue.finished(task, value)
+    return False
 
 
 def follow_parent(parent: int, grace: float = 30.0, every: float = 1.0) -> None:

@@ -52,6 +52,8 @@ class RayEngine(Engine):
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
     def _run(self, ray: Any, tasks: Sequence[Task], on_done: OnDone) -> None:
+        if self._started:  # a request no machine of this instance can meet would wait forever
+            _fits(ray.cluster_resources(), tasks)
         body = ray.remote(_call)
         refs: dict[Any, Any] = {}
         waiting: dict[Any, Task] = {}
@@ -77,10 +79,30 @@ class RayEngine(Engine):
                     value = _result(ray, ref)
                     done.add(task.key)
                     on_done(task, value)
-        except BaseException:  # an error or Ctrl-C: stop what runs, start nothing more
+        except BaseException:  # an error or Ctrl-C: keep what finished, stop the rest
+            finished, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=0)
+            for ref in finished:
+                task = waiting.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except Exception:  # its own error: the one already raised is reported
+                    continue
+                on_done(task, value)
             for ref in waiting:
                 ray.cancel(ref, force=True)
             raise
+
+
+def _fits(resources: dict[str, float], tasks: Sequence[Task]) -> None:
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    threads = max(t.threads for t in tasks)
+    if threads > cpus:
+        raise ValueError(f"a run asks for {threads} CPUs (--threads) and this Ray instance has "
+                         f"{cpus:g}: lower --threads, or join a larger cluster with --address")
+    wanted = max(t.gpus for t in tasks)
+    if wanted > gpus:
+        raise ValueError(f"a run asks for {wanted:g} GPU(s) (executor.gpus_per_job) and this Ray "
+                         f"instance has {gpus:g}")
 
 
 def _result(ray: Any, ref: Any) -> Any:

@@ -10,11 +10,13 @@ folders and result files, as processes on this machine.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from horkd.study.executors import EXECUTORS, Engine, OnDone, missing_extra
+from horkd.study.executors.queue import TaskQueue
 from horkd.study.schedule import Task
 
 
@@ -40,46 +42,21 @@ class SlurmEngine(Engine):
         return self.config.slurm.cluster == "slurm"
 
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> None:
-        submitit = _import_submitit()
-        slurm, executor = self.config.slurm, self._executor
-        pending, running = list(tasks), {}
-        done: set[Hashable] = set()
-        lost: dict[Hashable, int] = {}
+        slurm = self.config.slurm
+        queue, running = TaskQueue(tasks, on_done, self.config.retries), {}
         limit = slurm.max_running or len(tasks)
         try:
-            while pending or running:
-                while len(running) < limit:
-                    task = next((t for t in pending if t.after <= done), None)
-                    if task is None:
-                        break
-                    pending.remove(task)
-                    running[self._submit(executor, task)] = task
+            while queue.pending or running:
+                while len(running) < limit and (task := queue.next_ready()):
+                    running[self._submit(self._executor, task)] = task
                 self.running = len(running)
                 if not running:
-                    missing = sorted({str(k) for t in pending for k in t.after - done})
-                    raise ValueError(f"tasks wait on prerequisites no task provides: {missing}")
+                    queue.stalled()
                 finished = [job for job in running if job.done()]
                 if not finished:
                     time.sleep(slurm.poll_seconds)
-                    continue
-                for job in finished:
-                    task = running.pop(job)
-                    try:
-                        value = job.result()
-                    except submitit.core.utils.UncompletedJobError:
-                        if lost.get(task.key, 0) >= self.config.retries:
-                            raise
-                        lost[task.key] = lost.get(task.key, 0) + 1
-                        print(f"[{task.label}] SLURM job {job.job_id} ended without a result: "
-                              f"submitted again ({lost[task.key]} of {self.config.retries})",
-                              flush=True)
-                        pending.insert(0, task)
-                        continue
-                    except submitit.core.utils.FailedJobError as err:
-                        raise RuntimeError(f"[{task.label}] failed in SLURM job {job.job_id}: "
-                                           f"{_last_line(str(err))}") from None
-                    done.add(task.key)
-                    on_done(task, value)
+                for job in finished:  # every finished result is kept before an error is raised
+                    _collect(queue, running.pop(job), job)
         except BaseException:
             for job in running:
                 job.cancel(check=False)
@@ -87,7 +64,7 @@ class SlurmEngine(Engine):
 
     def _submit(self, executor: Any, task: Task) -> Any:
         slurm = self.config.slurm
-        gpus = slurm.gpus_per_task or int(self.config.gpus_per_job)
+        gpus = slurm.gpus_per_task or math.ceil(task.gpus)
         executor.update_parameters(
             name=f"horkd-{task.label}"[:60].replace(" ", "-").replace("/", "-"),
             timeout_min=slurm.time_min,
@@ -98,7 +75,24 @@ class SlurmEngine(Engine):
             **({"slurm_additional_parameters": dict(slurm.additional)} if slurm.additional
                else {}),
         )
-        return executor.submit(task.fn, task.arg)
+        try:
+            return executor.submit(task.fn, task.arg)
+        except _import_submitit().core.utils.FailedSubmissionError as err:
+            raise ValueError(f"[{task.label}] SLURM refused the job: {_last_line(str(err))} "
+                             "(check executor.slurm: partition, time, GPUs, account)") from None
+
+
+def _collect(queue: TaskQueue, task: Task, job: Any) -> None:
+    errors = _import_submitit().core.utils
+    try:
+        value = job.result()
+    except errors.FailedJobError as err:  # the run's own error (a subclass of the next one)
+        queue.error(RuntimeError(f"[{task.label}] failed in SLURM job {job.job_id}: "
+                                 f"{_last_line(str(err))}"))
+    except errors.UncompletedJobError as err:  # pre-empted, killed, out of time
+        queue.lost_task(task, f"SLURM job {job.job_id} ended without a result", err)
+    else:
+        queue.finished(task, value)
 
 
 def _last_line(text: str) -> str:
