@@ -208,6 +208,18 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     assert "## Regime `labels25`" in page and "horkd" in page
 
 
+def test_study_init_refuses_what_cannot_run(tmp_path, capsys):
+    folder = _folder(tmp_path / "photos")  # 3 classes, 48 training images
+    assert main(["study", "init", "--data", str(folder), "--labels", "0.01"]) == 2
+    assert "leaves 0 labelled images for 3 classes" in capsys.readouterr().err
+    assert main(["study", "init", "--data", str(folder), "--lr-size", "40"]) == 2
+    assert "--lr-size must be below the HR side (20 px)" in capsys.readouterr().err
+    assert main(["study", "init", "--data", str(folder), "--methods", "scratch,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["study", "init", "--data", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
 def test_a_missing_engine_names_its_extra(tmp_path, monkeypatch, capsys):
     path = tiny_study(tmp_path)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed

@@ -70,9 +70,7 @@ def study_for_folder(
     if not 1 <= lr < hr:
         raise ValueError(f"--lr-size must be below the HR side ({hr} px), got {lr}")
     methods = _known(list(methods or METHODS))
-    fractions = sorted(set(labels or []))
-    if any(not 0 < f < 1 for f in fractions):
-        raise ValueError(f"--labels takes shares between 0 and 1, got {fractions}")
+    fractions = _shares(labels or [], len(train.samples), len(train.classes))
     name = root.name or "images"
     teacher, base = _experiments(root, hr, lr)
     study = {
@@ -110,6 +108,19 @@ class _Plain(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def _shares(labels: list[float], images: int, classes: int) -> list[float]:
+    """The label shares asked for, each leaving at least one labelled image per class."""
+    fractions = sorted(set(labels))
+    if any(not 0 < f < 1 for f in fractions):
+        raise ValueError(f"--labels takes shares between 0 and 1, got {fractions}")
+    students = round(0.9 * images)  # the training split once validation is carved
+    if fractions and round(fractions[0] * students) < classes:
+        raise ValueError(f"--labels {fractions[0]:g} leaves {round(fractions[0] * students)} "
+                         f"labelled images for {classes} classes: give at least "
+                         f"{classes / students:.3f}")
+    return fractions
 
 
 def _known(methods: list[str]) -> list[str]:
