@@ -134,6 +134,7 @@ def epoch_row(partial: dict[str, Any], epoch: int, lr: float) -> dict[str, Any]:
     row.update({f"train/{k}": v for k, v in means.items()})
     images_per_s = partial["seen"] / max(partial.get("elapsed", 0.0), 1e-9)
     row["train/images_per_s"] = images_per_s * distributed.world_size()
+    row["train/seconds"] = partial.get("elapsed", 0.0)  # kept across a resume, unlike a clock
     row["lr"] = lr
     return row
 

@@ -207,7 +207,9 @@ class StageRunner:
             "best_score": result.best_score,
             "score_key": ctx.task.score_key,
             "skipped_steps": result.skipped_steps,
-            "seconds": time.perf_counter() - started,
+            # a stage resumed from an earlier process trained there too: its epochs' own times
+            "seconds": max(time.perf_counter() - started,
+                           sum(row.get("train/seconds", 0.0) for row in result.history)),
         }
         if distributed.is_main():
             self._record_facts(out_dir, method, view, upsample)

@@ -151,7 +151,8 @@ def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> P
     terms: list[str] = []
     for rows in stages.values():
         for key in rows[0]:
-            if key.startswith("train/") and key not in ("train/loss", "train/images_per_s"):
+            if key.startswith("train/") and key not in ("train/loss", "train/images_per_s",
+                                                         "train/seconds"):
                 name = key.removeprefix("train/")
                 if name not in terms and "/" not in name:  # joint runs' assistant/* stay out
                     terms.append(name)
