@@ -113,3 +113,17 @@ def test_the_verdict_warns_when_the_teacher_is_no_better_than_its_students():
     assert "The HR teacher (44.00 at HR) is no better than scratch (45.00 at LR)" in text
     rows[0]["hr_top1"] = 90.0
     assert "HR teacher" not in verdict(rows)
+
+
+def test_the_legend_explains_the_methods_and_columns_the_table_shows():
+    from horkd.results import legend
+
+    rows = [{"method": "teacher_lr", "role": "teacher", "lr_top1": 60.0},
+            {"method": "horkd", "role": "student", "lr_top1": 80.0, "lr_top1_std": 0.5,
+             "mean@7-14px": 81.0, "worst@7-14px": 75.0}]
+    text = legend(rows)
+    assert "`teacher_lr`: the HR teacher applied to LR input" in text
+    assert "`horkd`:" in text and "mean@: a student's mean" in text and "worst@:" in text
+    assert "standard deviation over seeds" in text
+    plain = legend([{"method": "scratch", "role": "student", "lr_top1": 70.0}])
+    assert "mean@:" not in plain and "standard deviation" not in plain

@@ -68,6 +68,34 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
     return "\n".join(lines)
 
 
+_COLUMN_MEANINGS = {
+    "group": "ours (this method), baseline (what it must beat) or reference (a bound, not a "
+             "competitor)",
+    "role": "which network the row scores: the HR teacher, the assistant, or a student at LR",
+    "mean@": "a student's mean over every size of the resolution curve (one network for a camera's "
+             "whole range)",
+    "worst@": "a student's worst size on the resolution curve",
+    "_std": "the ± after a number is its standard deviation over seeds",
+}
+
+
+def legend(table: list[dict[str, Any]]) -> str:
+    """How to read the table beside it: every method it names in one line (from the registry) and
+    the columns a newcomer would not guess; so a report read alone explains itself."""
+    lines = ["How to read it:", ""]
+    for entry in table:
+        name = entry["method"]
+        if name in METHODS:
+            lines.append(f"- `{name}`: {METHODS.get(name).description}")
+    columns = metric_columns(table)
+    for key, meaning in _COLUMN_MEANINGS.items():
+        shown = key in ("group", "role") or any(c.startswith(key) for c in columns) or (
+            key == "_std" and any(k.endswith("_std") for e in table for k in e))
+        if shown:
+            lines.append(f"- {key.strip('_')}: {meaning}")
+    return "\n".join(lines)
+
+
 def _group(method: str) -> str | None:
     return METHODS.get(method).group if method in METHODS else None
 
@@ -122,7 +150,7 @@ def write_results(
         f"# {cfg.name}\n\nTask `{cfg.task}`, dataset `{cfg.data.dataset}`, seeds {seeds}. "
         "Test-split metrics (%) of the epoch picked on the validation split. Students are "
         "scored at their LR input; networks that see HR at HR.\n\n"
-        f"{format_table(table, lr_size)}\n\n{verdict(table)}\n"
+        f"{format_table(table, lr_size)}\n\n{verdict(table)}\n\n{legend(table)}\n"
     )
     (run_dir / "results.md").write_text(text)
     return text

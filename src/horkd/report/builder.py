@@ -20,7 +20,7 @@ from horkd.export import input_shape
 from horkd.logger import read_jsonl
 from horkd.methods import methods_in
 from horkd.report import figures
-from horkd.results import format_table, verdict
+from horkd.results import format_table, legend, verdict
 
 
 def _seed_dirs(run_dir: Path) -> list[Path]:
@@ -140,7 +140,7 @@ def _results_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -
     lr_size = cfg.get("degrade", {}).get("lr_size")
     _write_csv(out / f"{name}_results.csv", table)
     return ["### Results (test split, epoch picked on validation)", "",
-            format_table(table, lr_size), "", verdict(table), ""]
+            format_table(table, lr_size), "", verdict(table), "", legend(table), ""]
 
 
 def _curve_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> list[str]:
