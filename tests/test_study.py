@@ -152,10 +152,18 @@ def _study_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys):
+def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys, monkeypatch):
+    import horkd.study.dispatch as dispatch
+
     path = _study_file(tmp_path)
     doc = tmp_path / "docs" / "RESULTS.md"
+    batches, train_jobs = [], dispatch.train_jobs
+    monkeypatch.setattr(dispatch, "train_jobs", lambda study, jobs: batches.append(
+        {(j.kind, j.regime) for j in jobs}) or train_jobs(study, jobs))
     assert main(["study", str(path), "--doc", str(doc)]) == 0
+    # every search in one batch, then every final whose settings are chosen in one more: the
+    # regime that takes its choices from lr4 does not wait for lr4's last final
+    assert [b for b in batches if b] == [{("search", "lr4")}, {("final", "lr4"), ("final", "few")}]
     summary = json.loads((tmp_path / "study" / "study.json").read_text())
     # search: 3 methods x 2 candidates, search seed 5 only (not a final seed), validation only
     assert len(summary["search"]) == 6

@@ -281,40 +281,51 @@ class Study:
         return train_jobs(self, jobs)
 
     def regimes(self, train: bool) -> tuple[list[JobResult], dict[str, Any], list[JobResult]]:
-        """Search, choice and finals of every regime in the study's order."""
-        search: list[JobResult] = []
-        finals: list[JobResult] = []
+        """Search, choice and finals of every regime. Every search goes out in one batch and
+        every final whose settings are chosen in a second, so a regime's last slow run never
+        holds back another regime's work (a worker, or a cluster, stays busy)."""
+        order = self.study.order()
+        found = self.run([job for regime in order if self.study.regimes[regime].choices_from is None
+                          for job in self.search_jobs(regime)], train)
         choices: dict[str, Any] = {}
-        for regime in self.study.order():
-            r = self.study.regimes[regime]
-            if r.choices_from is None:
-                found = self.run(self.search_jobs(regime), train)
-                search += found
-                if any(self.study.search.seed not in res.records for res in found):
-                    self.log(f"[{regime}] search incomplete: finals wait")
-                    if self.planner is not None:
-                        self.planner.waiting(regime)
-                    continue
-                choices[regime] = self.choose(regime, found)
-            elif r.choices_from in choices:
-                choices[regime] = {
-                    m: c for m, c in choices[r.choices_from].items()
-                    if m in self.trained_methods(regime)
-                }
-                for method in self.trained_methods(regime):
-                    choices[regime].setdefault(method, {"scores": {}, "tag": "fixed",
-                                                        "val": None, "overrides": []})
-            else:
+        final_jobs: list[Job] = []
+        for regime in order:
+            chosen = self._choices(regime, found, choices)
+            if chosen is None:
                 if self.planner is not None:
                     self.planner.waiting(regime)
                 continue
-            finals += merge_seeds(self.run(self.final_jobs(regime, choices[regime]), train))
-            for method, source in r.reuse.items():
+            choices[regime] = chosen
+            final_jobs += self.final_jobs(regime, chosen)
+        finals = merge_seeds(self.run(final_jobs, train))
+        for regime in order:
+            for method, source in self.study.regimes[regime].reuse.items():
+                if regime not in choices:
+                    continue
                 choices[regime][method] = {"scores": {}, "tag": "fixed", "val": None,
                                            "overrides": [], "from": source}
                 finals += [reused(res, regime) for res in finals
                            if res.job.regime == source and res.job.method == method]
-        return search, choices, finals
+        return found, choices, finals
+
+    def _choices(self, regime: str, found: list[JobResult],
+                 chosen: dict[str, Any]) -> dict[str, Any] | None:
+        """The settings ``regime``'s finals train with: its own search's picks, or those of the
+        regime it takes its choices from; None while the search they come from is unfinished."""
+        r = self.study.regimes[regime]
+        if r.choices_from is None:
+            mine = [res for res in found if res.job.regime == regime]
+            if any(self.study.search.seed not in res.records for res in mine):
+                self.log(f"[{regime}] search incomplete: finals wait")
+                return None
+            return self.choose(regime, mine)
+        if r.choices_from not in chosen:
+            return None
+        picks = {m: c for m, c in chosen[r.choices_from].items()
+                 if m in self.trained_methods(regime)}
+        for method in self.trained_methods(regime):
+            picks.setdefault(method, {"scores": {}, "tag": "fixed", "val": None, "overrides": []})
+        return picks
 
 
 def default_threads(executor: ExecutorConfig, workers: int) -> int:
