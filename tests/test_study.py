@@ -282,6 +282,13 @@ def test_study_file_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="must be a regime that searches"):
         load_study(path)
     raw["regimes"]["few"]["choices_from"] = "lr4"
+    raw["regimes"]["few"]["methods"] = ["scratch", "rkd"]  # rkd: not searched in lr4
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"methods \['rkd'\] are not searched in 'lr4'"):
+        load_study(path)
+    raw["regimes"]["few"]["methods"] = ["teacher_lr", "scratch", "horkd"]  # a reference may
+    path.write_text(yaml.safe_dump(raw))
+    assert load_study(path)[0].regime_methods("few")[0] == "teacher_lr"
     overrides = raw["regimes"]["few"].get("overrides", [])
     raw["regimes"]["few"]["overrides"] = [*overrides, "degrade.lr_sise=4"]
     path.write_text(yaml.safe_dump(raw))

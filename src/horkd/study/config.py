@@ -142,7 +142,9 @@ class StudyConfig(_Strict):
                     f"regimes.{name}.choices_from: '{source}' must be a regime that searches"
                 )
             if source is not None:
-                missing = set(self.regime_methods(name)) - set(self.regime_methods(source))
+                # references (teacher_lr, lr_oracle) take no searched settings
+                missing = {m for m in self.regime_methods(name) if searched(m)} - set(
+                    self.regime_methods(source))
                 if missing:
                     raise ValueError(
                         f"regimes.{name}: methods {sorted(missing)} are not searched in '{source}'"
