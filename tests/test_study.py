@@ -520,3 +520,23 @@ def test_a_run_that_does_not_reproduce_says_what_differs_besides_its_settings():
     retrained = why_not_reproduced(record, {"val": 93.95, "val_here": 94.03}, "runs/t/model")
     assert "trained again here (best val 94.03, recorded 93.95)" in retrained[0]
     assert "runs/t/model" in retrained[0] and len(retrained) == 2
+
+
+def test_the_guard_note_says_what_the_assistant_was_compared_with():
+    from horkd.study.document import _guard_note
+
+    def final(verdicts):
+        return {"regime": "r", "method": "horkd",
+                "facts": {str(i): {"assistant_guard": v} for i, v in enumerate(verdicts)}}
+
+    held = {"trusted": True, "guard": 10.0, "teacher": 94.2, "teacher_held_out": True}
+    text = "\n".join(_guard_note([final([{**held, "assistant": 91.0},
+                                         {**held, "assistant": 92.0}])], "r"))
+    assert "within the guard in 2 of 2 seeds (91.50 on validation on average against the " \
+           "teacher's 94.20 on the same images, which it never trained on)" in text
+    seen = {**held, "teacher_held_out": False, "trusted": False, "assistant": 84.0}
+    text = "\n".join(_guard_note([final([seen, {**held, "assistant": 91.0}])], "r"))
+    assert "in 1 of 2 seeds the teacher had trained on the validation images" in text
+    assert "trailed the teacher's by 10.2 points" in text and "within the guard" not in text
+    assert _guard_note([final([{"trusted": True, "guard": 10.0, "teacher": 95.0,
+                                "assistant": 90.0}])], "r") == []

@@ -401,6 +401,15 @@ def _guard_note(finals: list[dict[str, Any]], regime: str) -> list[str]:
             lines.append(f"- {res['method']}: in {seen} of {len(verdicts)} seeds the teacher had "
                          "trained on the validation images it was scored on (its score there is "
                          "optimistic, the guard stricter than it says)")
+        held_out = [v for v in verdicts if v.get("teacher_held_out") is True]
+        if res["regime"] == regime and held_out and not bypassed:
+            assistant = sum(v["assistant"] for v in held_out) / len(held_out)
+            lines.append(
+                f"- {res['method']}: the assistant was within the guard in {len(held_out)} of "
+                f"{len(verdicts)} seeds ({assistant:.2f} on validation on average against the "
+                f"teacher's {held_out[0]['teacher']:.2f} on the same images, which it never "
+                "trained on)"
+            )
         if res["regime"] == regime and bypassed:
             gap = sum(v["teacher"] - v["assistant"] for v in bypassed) / len(bypassed)
             lines.append(
