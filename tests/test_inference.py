@@ -102,6 +102,7 @@ def test_predict_equals_eval_and_onnx_gives_the_same_labels(classifier, tmp_path
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert len(rows) == len(list(pngs.rglob("*.png")))
     assert {"label", "score", "label_2", "score_3", "error"} <= set(rows[0])
+    assert b"\r" not in (tmp_path / "p.csv").read_bytes()  # Unix lines, for cut/awk/diff
     assert round(_accuracy(rows), 2) == evaluated  # equal, not close
     # the exported model carries the metadata and gives the same labels
     assert main(["export", str(model), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
@@ -213,6 +214,7 @@ def test_search_recall_equals_the_librarys_and_the_index_is_reused(retrieval_mod
 
     first = search(model, images / "gallery", images / "query", out=out, top_k=3)
     assert first.status == 0 and first.index_reused is False
+    assert b"\r" not in out.read_bytes()
     rows = [r for r in csv.DictReader(out.open()) if r["rank"] == "1"]
     hits = [Path(r["query"]).parent.name == Path(r["gallery"]).parent.name for r in rows]
     api = Recogniser.load(model)

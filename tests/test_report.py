@@ -67,6 +67,13 @@ def test_report_from_run(finished_run):
     with (report_dir / "tiny_results.csv").open() as handle:
         rows = {r["method"]: r for r in csv.DictReader(handle)}
     assert float(rows["horkd"]["lr_top1"]) == pytest.approx(horkd["lr_top1"])
+    # the guard's verdict on each seed's assistant, as the HORKD student's checkpoint records it
+    for seed in (0, 1):
+        v = json.loads((finished_run / f"seed{seed}/students/horkd/model.json").read_text())[
+            "assistant_guard"]
+        learned = "through the assistant" if v["trusted"] else "from the teacher"
+        assert (f"seed{seed} (horkd): assistant {v['assistant']:.2f} on validation against the "
+                f"teacher's {v['teacher']:.2f}; learned {learned}") in text
     # resolution curve: per seed values averaged; the student row exists at every size
     curves = [json.loads((finished_run / f"seed{s}/resolution_curve.json").read_text())
               for s in (0, 1)]

@@ -96,7 +96,7 @@ def predict(
     used = 0
     with _writer(target) as handle, tqdm(total=len(files), desc="predict", unit="img",
                                          file=sys.stderr, leave=False, disable=None) as bar:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")  # what cut, awk and diff expect
         writer.writerow(header)
         for outputs, indices in model.stream(files, kind, batch_size, workers, failures):
             probs = outputs.logits.float().softmax(1)
@@ -234,7 +234,7 @@ def search(
     queries = image_paths([query])
     query_emb, kept = _embeddings(model, queries, kind, batch_size, workers, failures, "query")
     with _writer(target) as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")  # what cut, awk and diff expect
         writer.writerow(["query", "rank", "gallery", "similarity", "error"])
         if kept and len(gallery_files):
             sims = F.normalize(to_gallery(query_emb), dim=1) @ gallery_emb.t()

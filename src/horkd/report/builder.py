@@ -143,6 +143,36 @@ def _results_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -
             format_table(table, lr_size), "", verdict(table), "", legend(table), ""]
 
 
+def guard_verdicts(run_dir: Path) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """Per seed, the students that learn through the assistant and the guard's verdict on it
+    (one per seed: every such student shares the seed's assistant)."""
+    found: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for seed in _seed_dirs(run_dir):
+        for meta in sorted((seed / "students").glob("*/model.json")):
+            verdict = json.loads(meta.read_text()).get("assistant_guard")
+            if verdict and "assistant" in verdict:
+                found.setdefault(seed.name, ([], verdict))[0].append(meta.parent.name)
+    return found
+
+
+def _guard_section(run_dir: Path) -> list[str]:
+    """Say, per seed, whether HORKD's students learned through the assistant: when the guard
+    fires they learn every order from the teacher, and a reader of the table would not know."""
+    verdicts = guard_verdicts(run_dir)
+    if not verdicts:
+        return []
+    lines = ["### Assistant guard", "",
+             "A student of the chain learns from the assistant only when the assistant's "
+             "validation score is within `distill.assistant_guard` points of the teacher's; "
+             "otherwise it learns every order from the teacher itself.", ""]
+    for seed, (methods, v) in verdicts.items():
+        learned = ("through the assistant" if v["trusted"] else
+                   f"from the teacher: the assistant was more than {v['guard']} points below")
+        lines.append(f"- {seed} ({', '.join(methods)}): assistant {v['assistant']:.2f} on "
+                     f"validation against the teacher's {v['teacher']:.2f}; learned {learned}")
+    return [*lines, ""]
+
+
 def _curve_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> list[str]:
     curves = mean_curves(run_dir)
     if not curves:
@@ -206,6 +236,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         sections += [f"## {name}", "", f"Run directory `{run_dir}`; task `{cfg.get('task')}`, "
                      f"dataset `{cfg['data']['dataset']}`, seeds {cfg.get('seeds')}.", ""]
         sections += _results_section(run_dir, cfg, out, name)
+        sections += _guard_section(run_dir)
         sections += _curve_section(run_dir, cfg, out, name)
         sections += _ablation_section(run_dir, out, name)
         hist = histories(run_dir)
