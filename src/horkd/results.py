@@ -68,15 +68,15 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
     return "\n".join(lines)
 
 
-_COLUMN_MEANINGS = {
-    "group": "ours (this method), baseline (what it must beat) or reference (a bound, not a "
-             "competitor)",
-    "role": "which network the row scores: the HR teacher, the assistant, or a student at LR",
-    "mean@": "a student's mean over every size of the resolution curve (one network for a camera's "
-             "whole range)",
-    "worst@": "a student's worst size on the resolution curve",
-    "_std": "the ± after a number is its standard deviation over seeds",
-}
+_COLUMN_MEANINGS = (
+    ("group", "ours (this method), baseline (what it must beat) or reference (a bound, not a "
+              "competitor)"),
+    ("role", "which network the row scores: the HR teacher, the assistant, or a student at LR"),
+    ("mean@", "a student's mean over every size of the resolution curve (one network for a "
+              "camera's whole range)"),
+    ("worst@", "a student's worst size on the resolution curve"),
+    ("_std", "the ± after a number is its standard deviation over seeds"),
+)
 
 
 def legend(table: list[dict[str, Any]]) -> str:
@@ -88,7 +88,7 @@ def legend(table: list[dict[str, Any]]) -> str:
         if name in METHODS:
             lines.append(f"- `{name}`: {METHODS.get(name).description}")
     columns = metric_columns(table)
-    for key, meaning in _COLUMN_MEANINGS.items():
+    for key, meaning in _COLUMN_MEANINGS:
         shown = key in ("group", "role") or any(c.startswith(key) for c in columns) or (
             key == "_std" and any(k.endswith("_std") for e in table for k in e))
         if shown:

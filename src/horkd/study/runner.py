@@ -223,28 +223,6 @@ class Study:
             for i, candidate in enumerate(self.study.candidates(regime, method))
         ]
 
-    def choose(self, regime: str, results: list[JobResult]) -> dict[str, dict[str, Any]]:
-        """method -> the candidate with the best validation score (first on ties)."""
-        choices: dict[str, dict[str, Any]] = {}
-        for res in results:
-            job = res.job
-            score = res.records[self.study.search.seed].val
-            entry = choices.setdefault(job.method, {"scores": {}, "tag": None, "val": -math.inf})
-            entry["scores"][job.tag] = score
-            if score > entry["val"]:
-                entry.update(tag=job.tag, val=score)
-        for method, entry in choices.items():
-            if entry["tag"] is None:
-                raise ValueError(
-                    f"search in '{regime}': no candidate of '{method}' reached a finite "
-                    f"validation score ({entry['scores']}); widen or fix its candidates"
-                )
-            entry["overrides"] = self.study.candidates(regime, method)[int(entry["tag"][1:])]
-        for method in self.trained_methods(regime):
-            if not searched(method):
-                choices[method] = {"scores": {}, "tag": "fixed", "val": None, "overrides": []}
-        return choices
-
     def final_jobs(self, regime: str, choices: dict[str, dict[str, Any]]) -> list[Job]:
         """A job per method and seed (so the workers share a method's seeds), each in a run
         directory of its own."""
@@ -318,7 +296,7 @@ class Study:
             if any(self.study.search.seed not in res.records for res in mine):
                 self.log(f"[{regime}] search incomplete: finals wait")
                 return None
-            return self.choose(regime, mine)
+            return choose(self.study, regime, mine, self.trained_methods(regime))
         if r.choices_from not in chosen:
             return None
         picks = {m: c for m, c in chosen[r.choices_from].items()
@@ -326,6 +304,31 @@ class Study:
         for method in self.trained_methods(regime):
             picks.setdefault(method, {"scores": {}, "tag": "fixed", "val": None, "overrides": []})
         return picks
+
+
+def choose(study: StudyConfig, regime: str, results: list[JobResult],
+           trained: list[str]) -> dict[str, dict[str, Any]]:
+    """method -> the candidate with the best validation score (first on ties); ``trained`` methods
+    that are not searched keep their fixed settings."""
+    choices: dict[str, dict[str, Any]] = {}
+    for res in results:
+        job = res.job
+        score = res.records[study.search.seed].val
+        entry = choices.setdefault(job.method, {"scores": {}, "tag": None, "val": -math.inf})
+        entry["scores"][job.tag] = score
+        if score > entry["val"]:
+            entry.update(tag=job.tag, val=score)
+    for method, entry in choices.items():
+        if entry["tag"] is None:
+            raise ValueError(
+                f"search in '{regime}': no candidate of '{method}' reached a finite "
+                f"validation score ({entry['scores']}); widen or fix its candidates"
+            )
+        entry["overrides"] = study.candidates(regime, method)[int(entry["tag"][1:])]
+    for method in trained:
+        if not searched(method):
+            choices[method] = {"scores": {}, "tag": "fixed", "val": None, "overrides": []}
+    return choices
 
 
 def default_threads(executor: ExecutorConfig, workers: int) -> int:
