@@ -458,3 +458,24 @@ def test_a_short_epoch_recomputes_batchnorm_statistics_and_trains_the_same(tiny_
     for (x, _), before in zip(means, saved, strict=True):
         torch.testing.assert_close(x, before)
     assert statistics_refresher(ctx, "hr", None, cfg.train.teacher, SHORT_EPOCH) is None
+
+
+def test_a_teacher_near_chance_says_so_after_training_and_each_epoch_reaches_a_log(tiny_cfg,
+                                                                                   capsys):
+    """Output going to a file (no bar: stderr is not a terminal) gets a line per epoch, and a
+    teacher that learned nothing is named at once with what to try, not an hour of students
+    later; a teacher a quarter of the way from chance to 100, or another task's score, is not."""
+    from horkd.experiment.stages import chance_note
+
+    cfg = config_from_dict(tiny_cfg, ["train.teacher.epochs=1", "train.teacher.optimizer.lr=1e-7",
+                                      "train.teacher.max_steps_per_epoch=1", "methods=[scratch]"])
+    _, networks = open_seed(cfg, 0, progress=True)
+    networks.teacher()
+    out = capsys.readouterr().out
+    classes = networks.ctx.info.num_classes
+    assert "[teacher] epoch 1/1" in out
+    assert f"with {classes} classes (chance {100 / classes:.2f})" in out
+    assert "train.teacher.optimizer.name=adam" in out
+    assert chance_note({"score_key": "top1", "best_score": 49.9}, 3) is not None
+    assert chance_note({"score_key": "top1", "best_score": 50.1}, 3) is None
+    assert chance_note({"score_key": "recall@1", "best_score": 1.0}, 3) is None

@@ -421,6 +421,8 @@ def test_unset_curve_sizes_score_a_size_range_over_its_trained_sizes_and_hr(tmp_
     assert build_context(config_from_dict(raw), 0).curve_sizes == (16, 8, 6, 4, 3)
     raw["report"] = {"resolution_sizes": []}  # an explicit empty list still means no curve
     assert build_context(config_from_dict(raw), 0).curve_sizes == ()
+    raw["report"] = {"resolution_sizes": [32, 16, 8]}  # above the HR side (16): not a resolution
+    assert build_context(config_from_dict(raw), 0).curve_sizes == (16, 8)
     single = tiny_config_dict(tmp_path / "single")
     assert build_context(config_from_dict(single), 0).curve_sizes == ()
 

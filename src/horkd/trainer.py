@@ -8,6 +8,7 @@ score (the task's: top-1, Recall@1). The test split never reaches this module.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -306,7 +307,7 @@ class Trainer:
         if logger is not None:
             logger.log(row)
         loop.result.history.append(row)
-        if not self.progress and self.main:
+        if self.main and not (self.progress and sys.stderr.isatty()):  # no bar: a line a log keeps
             score_text = f"{row.get(f'val/{self.score_key}', float('nan')):.2f}"
             print(
                 f"[{self.out_dir.name}] epoch {epoch + 1}/{self.cfg.epochs} "

@@ -97,10 +97,12 @@ class RunContext:
     def curve_sizes(self) -> tuple[int, ...]:
         """Input sizes of the accuracy-vs-resolution curve: ``report.resolution_sizes`` when
         set; unset, a student trained across sizes is scored over its trained sizes and the HR
-        side (the range is its point; one score at its smallest size says little)."""
+        side (the range is its point; one score at its smallest size says little). Sizes above
+        the HR side are left out: ``data.hr_size=32`` on a config whose curve starts at 64 would
+        otherwise score upsampled images as a resolution."""
         configured = self.cfg.report.resolution_sizes
         if configured is not None:
-            return tuple(configured)
+            return tuple(s for s in configured if s <= self.hr_size)
         if len(self.lr_sizes) > 1:
             return tuple(sorted({*self.lr_sizes, self.hr_size}, reverse=True))
         return ()

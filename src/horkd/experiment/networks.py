@@ -11,11 +11,12 @@ from typing import Any
 
 from torch import nn
 
+from horkd import distributed
 from horkd.checkpoint import build_from_checkpoint
 from horkd.config import ExperimentConfig
 from horkd.experiment.bridge import as_reference, guard_verdict
 from horkd.experiment.context import RunContext, seed_everything
-from horkd.experiment.stages import StageOutcome, StageRunner
+from horkd.experiment.stages import StageOutcome, StageRunner, chance_note
 from horkd.losses.task import build_task_loss
 from horkd.methods import METHODS, MethodContext, MethodSpec
 from horkd.models import build_model
@@ -141,6 +142,9 @@ class Networks:
             budget = getattr(self.ctx.cfg.train, spec.network)
             outcome = self.stages.train(stage, method, budget, metas, fingerprint, upsampled,
                                         few_labels=spec.network != "teacher")
+            note = chance_note(outcome.record, self.ctx.info.num_classes)
+            if spec.network == "teacher" and note and distributed.is_main():
+                print(note, flush=True)
         for network in outcome.networks.values():
             network.eval()
         self._trained[stage] = outcome

@@ -89,6 +89,23 @@ def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
 SHORT_EPOCH = 100  # steps: below this, BatchNorm running averages lag an epoch's weights
 
 
+def chance_note(record: dict[str, Any], num_classes: int) -> str | None:
+    """A line for a classification teacher whose best validation top-1 is closer to chance than
+    to a quarter of the way from chance to 100: there is nothing to distil, and a user should
+    hear it after the teacher, not from a report of students at chance an hour later."""
+    score = record.get("best_score")
+    if record.get("score_key") != "top1" or score is None or num_classes < 2:
+        return None
+    chance = 100.0 / num_classes
+    if score >= chance + (100.0 - chance) / 4:
+        return None
+    return (f"teacher: best validation top-1 {score:.2f} with {num_classes} classes (chance "
+            f"{chance:.2f}): it has learned next to nothing to teach its students. With a few "
+            "hundred images, try train.teacher.optimizer.name=adam train.teacher.optimizer.lr=0.001 "
+            "train.teacher.optimizer.weight_decay=0 data.augment.crop_padding=0, more "
+            "train.teacher.epochs, or a pretrained teacher of your own (teacher.weights)")
+
+
 def validated_sizes(ctx: RunContext, view: str, upsample: bool | None) -> tuple[int, ...]:
     """The LR sizes a stage is validated at: every trained size for a student as the students
     take LR, the one LR size otherwise (an HR stage ignores it)."""
