@@ -479,7 +479,7 @@ def test_a_worker_stops_when_the_study_process_is_killed(tmp_path, ignore_term):
 
 
 def test_a_teacher_trained_again_elsewhere_keeps_the_record_the_earlier_runs_learnt_from():
-    from horkd.study.jobs import teacher_record
+    from horkd.study.jobs import describe_teacher, teacher_record
 
     first = {"name": "cls", "seed": 0, "fingerprint": "f", "val": 93.95, "train_seconds": 10.0}
     assert teacher_record(None, first) == first
@@ -496,6 +496,9 @@ def test_a_teacher_trained_again_elsewhere_keeps_the_record_the_earlier_runs_lea
     loaded = teacher_record(placed, {**first, "environment": {"cpu_capability": "AVX512"}})
     assert loaded["environment"] == {"cpu_capability": "AVX2"}
     assert loaded["retrained"] == kept["retrained"]
+    # the line a person reads gives this machine's score and time, not the recorded teacher's
+    line = describe_teacher({**kept, "arch": "resnet20", "val_here": 94.03, "seconds_here": 8.0})
+    assert line.endswith("best val 94.03 (recorded 93.95: trained again) (8 s)")
 
 
 def test_a_run_that_does_not_reproduce_says_what_differs_besides_its_settings():

@@ -318,7 +318,9 @@ def _setup(summary: dict[str, Any]) -> list[str]:
             f"{t['val']:.2f}" + (f" on {t['validation']}" if t.get("validation") else "")
             + f" ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
             + "".join(f" Trained again later (its checkpoint is not kept in git; another CPU "
-                      f"rounds differently): best validation {r['val']:.2f}; the runs recorded "
+                      f"rounds differently): best validation {r['val']:.2f}"
+                      + (f" ({r['train_seconds'] / 60:.1f} min)" if r.get("train_seconds") else "")
+                      + "; the runs recorded "
                       "after that learnt from it." for r in t.get("retrained", []))
         )
     return parts

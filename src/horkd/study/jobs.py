@@ -247,7 +247,8 @@ def save_teacher(job: TeacherJob, trained: dict[str, Any]) -> dict[str, Any]:
     path = Path(job.record)
     record = teacher_record(json.loads(path.read_text()) if path.is_file() else None, trained)
     write_json(path, record)
-    return {**record, "val_here": trained["val"]}
+    # this machine's score and time, not the recorded teacher's (they differ when trained again)
+    return {**record, "val_here": trained["val"], "seconds_here": trained.get("train_seconds")}
 
 
 def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +295,7 @@ def describe(result: JobResult) -> str:
 def describe_teacher(info: dict[str, Any]) -> str:
     """What a teacher reached: ``teacher classification seed 0: resnet20, best val 93.95``."""
     here = info.get("val_here", info["val"])
-    seconds = info.get("train_seconds")
+    seconds = info.get("seconds_here", info.get("train_seconds"))
     line = f"teacher {info['name']} seed {info['seed']}: {info['arch']}, best val {here:.2f}"
     if here != info["val"]:
         line += f" (recorded {info['val']:.2f}: trained again)"
