@@ -156,6 +156,23 @@ def test_progress_lines_go_to_a_file_and_status_says_what_is_left(tmp_path):
     assert re.search(r"cls seed 0: recorded, best val \d", status.stdout)
 
 
+def test_the_eta_is_paced_by_trained_tasks_not_by_teachers_loaded_in_a_second(monkeypatch):
+    """Seen in the fourth round: a loaded teacher finished first and the line said 'ETA 42 s'
+    with 41 runs of hours left."""
+    from horkd.study import progress as progress_module
+
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    lines: list[str] = []
+    progress = progress_module.Progress(42, lines.append, bar=False)
+    now[0] = 1.0
+    assert progress.finished("teacher t seed 0", 1, trained=False).endswith(
+        "1 running, ETA after the first trained run")
+    now[0] = 601.0
+    assert progress.finished("final r/m seed 0", 1).endswith("ETA 6.7 h")  # 601 s x 40 left
+    assert [PROGRESS.match(line) is not None for line in lines] == [True, True]
+
+
 def test_status_shows_pending_runs_and_finals_waiting_for_their_search(tmp_path, capsys):
     path = tiny_study(tmp_path)
     assert main(["study", str(path), "--status"]) == 0

@@ -49,9 +49,10 @@ def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
             merged.records.update(value.records)
             merged.trained = True
             study.progress.finished(describe(value), engine.running)
-        else:
+        else:  # a teacher loaded from its checkpoint is not a pace for the ETA
+            trained = value.pop("trained_here", True)
             study.progress.finished(describe_teacher(save_teacher(task.arg, value)),
-                                    engine.running)
+                                    engine.running, trained=trained)
 
     engine.run(tasks, on_done)
     return results

@@ -30,6 +30,7 @@ class Progress:
     ) -> None:
         self.total = total
         self.count = 0
+        self.trained = 0
         self.started = time.monotonic()
         self._log = log
         self._bar = None
@@ -47,13 +48,16 @@ class Progress:
         else:
             self._log(line)
 
-    def finished(self, what: str, running: int) -> str:
-        """One task done: its line, with how many still run and the time left."""
+    def finished(self, what: str, running: int, trained: bool = True) -> str:
+        """One task done: its line, with how many still run and the time left. Only trained
+        tasks set the pace: a teacher loaded in a second is no measure of a study's hours."""
         self.count += 1
+        self.trained += trained
         self.total = max(self.total, self.count)
         left = self.total - self.count
-        pace = (time.monotonic() - self.started) / self.count
-        tail = f"{running} running, ETA {duration(pace * left)}" if left else "all done"
+        eta = (duration((time.monotonic() - self.started) / self.trained * left)
+               if self.trained else "after the first trained run")
+        tail = f"{running} running, ETA {eta}" if left else "all done"
         line = f"[{self.count}/{self.total}] {what} - {tail}"
         self.log(line)
         if self._bar is not None:
