@@ -222,3 +222,22 @@ def test_cars_adapter(tmp_path):
     assert splits.info.num_classes == 3 and len(splits.test) == 6
     assert sorted(labels_of(splits.test).tolist()) == [0, 0, 1, 1, 2, 2]
     assert splits.test[0][0].shape == (3, 8, 8)
+
+
+def test_top5_is_reported_only_where_it_can_miss(tmp_path, tiny_cfg):
+    """With five classes or fewer top-5 is 100 by construction (a new user's three-class folder
+    read 'LR top-5 100.00' for students at chance): left out there, kept for ten classes."""
+    for c in range(3):
+        folder = tmp_path / "images" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8, 3), 40 * (c + 1), np.uint8)).save(folder / f"{i}.png")
+    small = {**tiny_cfg, "methods": ["scratch"], "output_dir": str(tmp_path / "three"),
+             "data": {"dataset": "image_folder", "root": str(tmp_path / "images"), "hr_size": 8,
+                      "val_fraction": 0.25}, "degrade": {"lr_size": 4}}
+    three = run_experiment(config_from_dict(small), progress=False).table
+    scratch = next(e for e in three if e["method"] == "scratch")
+    assert "lr_top1" in scratch and "lr_top5" not in scratch
+    ten = run_experiment(config_from_dict({**tiny_cfg, "methods": ["scratch"]}),
+                         progress=False).table
+    assert "lr_top5" in next(e for e in ten if e["method"] == "scratch")

@@ -36,7 +36,9 @@ class Classification(Task):
         if scoring.lr:
             upsample = scoring.upsample
             lr = self.score_split(model, test, device, ctx.inputs("lr", upsample=upsample))
-            metrics = {"lr_top1": lr["top1"], "lr_top5": lr["top5"], **metrics}
+            # with five classes or fewer top-5 is 100 by construction: not a measurement
+            top5 = {"lr_top5": lr["top5"]} if ctx.splits.info.num_classes > 5 else {}
+            metrics = {"lr_top1": lr["top1"], **top5, **metrics}
             for size in ctx.cfg.degrade.eval_sizes or []:
                 if size < ctx.hr_size:
                     to_input = ctx.inputs("lr", size=size, upsample=upsample)
