@@ -53,7 +53,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars: a line per epoch instead (as when the output goes to a file)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars: a line per epoch (as when output goes to a file)")
     parser.add_argument("--no-report", action="store_true", help="skip RUN/report/ at the end")
     parser.add_argument(
         "--skip-bad-images",
