@@ -181,7 +181,8 @@ class Trainer:
         self.device = device
         self.out_dir = Path(out_dir)
         self.meta = meta  # per saved network role: the build recipe and anything to record
-        self.progress = progress and self.main
+        # a bar on a terminal; elsewhere (a log file) a line per epoch
+        self.bar = progress and self.main and sys.stderr.isatty()
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
@@ -234,7 +235,7 @@ class Trainer:
             total=steps_per_epoch,
             initial=loop.step,
             desc=f"{self.out_dir.name} {epoch + 1}/{self.cfg.epochs}",
-            disable=not self.progress or None,  # None: no bar where stderr is not a terminal
+            disable=not self.bar,
             leave=False,
             dynamic_ncols=True,
         )
@@ -246,7 +247,7 @@ class Trainer:
             self._train_step(loop, x, y, index, epoch, step)
             loop.step = step + 1
             loop.partial["elapsed"] = time.perf_counter() - start
-            if self.progress:
+            if self.bar:
                 bar.set_postfix(progress_text(loop.partial))
             bar.update(1)
             every = self.cfg.checkpoint_every_steps
@@ -307,7 +308,7 @@ class Trainer:
         if logger is not None:
             logger.log(row)
         loop.result.history.append(row)
-        if self.main and not (self.progress and sys.stderr.isatty()):  # no bar: a line a log keeps
+        if self.main and not self.bar:
             score_text = f"{row.get(f'val/{self.score_key}', float('nan')):.2f}"
             print(
                 f"[{self.out_dir.name}] epoch {epoch + 1}/{self.cfg.epochs} "

@@ -142,8 +142,8 @@ class Networks:
             budget = getattr(self.ctx.cfg.train, spec.network)
             outcome = self.stages.train(stage, method, budget, metas, fingerprint, upsampled,
                                         few_labels=spec.network != "teacher")
-            note = chance_note(outcome.record, self.ctx.info.num_classes)
-            if spec.network == "teacher" and note and distributed.is_main():
+            if spec.network == "teacher" and distributed.is_main() and (
+                    note := chance_note(outcome.record, self.ctx.info.num_classes)):
                 print(note, flush=True)
         for network in outcome.networks.values():
             network.eval()

@@ -40,6 +40,7 @@ class StageOutcome:
     networks: dict[str, nn.Module]
     record: dict[str, Any] = field(default_factory=dict)
     projector: dict[str, Any] | None = None  # its embedding term's map P (weight, target digest)
+    trained_now: bool = False  # trained by this process, not loaded from a finished stage
 
     @property
     def model(self) -> nn.Module:
@@ -232,7 +233,7 @@ class StageRunner:
             self._record_facts(out_dir, method, view, upsample)
             write_json(out_dir / "done.json", record)
             trainer.discard_state()  # the checkpoint and done.json above supersede it
-        return StageOutcome(method.saved_networks(), record, projector_of(method))
+        return StageOutcome(method.saved_networks(), record, projector_of(method), trained_now=True)
 
     def _record_facts(
         self, out_dir: Path, method: Method, view: str, upsample: bool | None

@@ -224,7 +224,7 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     writes them (:func:`save_teacher`)."""
     from horkd.config import config_from_dict
     from horkd.experiment import open_seed
-    from horkd.run_dir import finished_stage, prepare_run_dir, teacher_fingerprint
+    from horkd.run_dir import prepare_run_dir
     from horkd.run_lock import RunLock
 
     if job.shared is not None:
@@ -233,13 +233,11 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     with RunLock(cfg.output_dir), torch_threads(job.threads):
         prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
         _, networks = open_seed(cfg, job.seed, progress=False)
-        loaded = finished_stage(networks.stages.seed_dir / "teacher",
-                                teacher_fingerprint(cfg, job.seed))
         networks.teacher()
     outcome = networks.outcome("teacher")
     return {**job.facts, "val": outcome.best_score,
             "train_seconds": outcome.record.get("seconds"), "threads": job.threads,
-            "environment": environment(), "trained_here": not loaded}
+            "environment": environment(), "trained_here": outcome.trained_now}
 
 
 def save_teacher(job: TeacherJob, trained: dict[str, Any]) -> dict[str, Any]:
