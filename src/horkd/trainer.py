@@ -181,8 +181,7 @@ class Trainer:
         self.device = device
         self.out_dir = Path(out_dir)
         self.meta = meta  # per saved network role: the build recipe and anything to record
-        # a bar on a terminal; elsewhere (a log file) a line per epoch
-        self.bar = progress and self.main and sys.stderr.isatty()
+        self.bar = progress and self.main and sys.stderr.isatty()  # else a line per epoch
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
