@@ -156,6 +156,12 @@ def test_image_folder(tmp_path, channels):
     assert batches[0][0].shape == (4, channels, 16, 16)
 
 
+def test_a_validation_split_too_small_to_hold_an_image_is_refused(tmp_path):
+    _image_tree(tmp_path)  # 6 training images: 5% of them rounds to none
+    with pytest.raises(ValueError, match="validation split is empty: data.val_fraction=0.05 of 6"):
+        build_splits("image_folder", root=str(tmp_path), hr_size=16, val_fraction=0.05)
+
+
 def test_image_folder_without_hr_size_takes_the_median_side_of_its_images(tmp_path, capsys):
     _image_tree(tmp_path)  # 20x24 images (H x W): the longer side is 24
     extra = tmp_path / "train" / "cat"

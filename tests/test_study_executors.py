@@ -235,6 +235,21 @@ def test_study_init_refuses_what_cannot_run(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
     assert main(["study", "init", "--data", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    tiny = _folder(tmp_path / "tiny", classes=2, train=4, test=2)  # 8 images: 1 to validate
+    assert main(["study", "init", "--data", str(tiny)]) == 2
+    assert "leave 1 validation image(s) for 2 classes" in capsys.readouterr().err
+
+
+def test_study_init_leaves_unreadable_files_out_only_when_asked(tmp_path, capsys):
+    folder = _folder(tmp_path / "photos")
+    (folder / "train" / "class0" / "broken.png").write_text("not a png")
+    assert main(["study", "init", "--data", str(folder)]) == 2
+    assert "--skip-bad-images" in capsys.readouterr().err
+    assert main(["study", "init", "--data", str(folder), "--skip-bad-images"]) == 0
+    raw = yaml.safe_load(capsys.readouterr().out)
+    # every run of the study leaves them out too, not only the folder check of init
+    assert raw["teachers"]["teacher"]["data"]["skip_bad_images"] is True
+    assert raw["base"]["data"]["skip_bad_images"] is True
 
 
 def test_a_missing_engine_names_its_extra(tmp_path, monkeypatch, capsys):

@@ -338,6 +338,8 @@ def _add_study_init(sub: Any) -> None:
                       metavar="M[,M...]",
                       help="methods beside the teacher rows (default: scratch, hinton_kd, rkd, "
                       "horkd_no_assistant, horkd)")
+    init.add_argument("--skip-bad-images", action="store_true",
+                      help="leave unreadable image files out (counted), here and in every run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,7 +559,8 @@ def cmd_study_init(args: argparse.Namespace) -> int:
 
     sys.stdout.write(study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
                                       labels=args.labels, seeds=args.seeds,
-                                      methods=args.methods))
+                                      methods=args.methods,
+                                      skip_bad_images=args.skip_bad_images))
     return 0
 
 

@@ -55,7 +55,20 @@ def build_splits(
     elif val_fraction > 0:
         keep, held = stratified_split(labels, val_fraction, seed)
         train, val = Subset(train, keep.tolist()), Subset(train, held.tolist())
+    _refuse_empty(name, train, val, test, val_fraction)
     return DataSplits(train, val, test, info)
+
+
+def _refuse_empty(name: str, train, val, test, val_fraction: float) -> None:
+    """A split with no image scores nan and every choice made on it is -inf: say so at once."""
+    if len(train) == 0 or len(test) == 0:
+        empty = "training" if len(train) == 0 else "test"
+        raise ValueError(f"{name}: the {empty} split holds no image; add images")
+    if val is not None and len(val) == 0:
+        raise ValueError(
+            f"{name}: the validation split is empty: data.val_fraction={val_fraction:g} of "
+            f"{len(train)} training images rounds to none; add images or raise "
+            f"data.val_fraction (below 0.5)")
 
 
 def students_validation(labels: Tensor, subset: int, val_fraction: float, seed: int) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+VAL_FRACTION = 0.1  # of the training images, carved for every choice the study makes
 METHODS = ("scratch", "hinton_kd", "rkd", "horkd_no_assistant", "horkd")
 # Three candidates per method, the same search budget for every method (the shipped study's).
 CANDIDATES = MappingProxyType({
@@ -55,24 +56,27 @@ def study_for_folder(
     labels: list[float] | None = None,
     seeds: list[int] | None = None,
     methods: list[str] | None = None,
+    skip_bad_images: bool = False,
 ) -> str:
     """The study file (YAML text) for the image folder ``folder`` (``train/`` and ``test/``, a
     sub-folder per class). ``hr_size`` unset: the median side of its training images (at most
-    224); ``lr_size`` unset: a quarter of it."""
+    224); ``lr_size`` unset: a quarter of it. ``skip_bad_images``: unreadable files are left out
+    here and by every run of the study, rather than stopping it."""
     from horkd.data.folder import image_folder
     from horkd.methods import METHODS as REGISTERED
 
     root = Path(folder).resolve()
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the study file
-        train, _, info = image_folder(str(root), hr_size)  # checks the layout and the files
+        train, _, info = image_folder(str(root), hr_size, skip_bad_images=skip_bad_images)
     hr = info.native_size
     lr = lr_size or max(2, hr // 4)
     if not 1 <= lr < hr:
         raise ValueError(f"--lr-size must be below the HR side ({hr} px), got {lr}")
     methods = _known(list(methods or METHODS))
+    _enough_to_choose(len(train.samples), len(train.classes))
     fractions = _shares(labels or [], len(train.samples), len(train.classes))
     name = root.name or "images"
-    teacher, base = _experiments(root, hr, lr)
+    teacher, base = _experiments(root, hr, lr, skip_bad_images)
     study = {
         "name": f"{name}_study",
         "output_dir": f"runs/study-{name}",
@@ -110,12 +114,22 @@ class _Plain(yaml.SafeDumper):
         return True
 
 
+def _enough_to_choose(images: int, classes: int) -> None:
+    """Every choice of the study is made on validation images: a folder that leaves some class
+    none would score every run nan and choose at random."""
+    held = round(VAL_FRACTION * images)
+    if held < classes:
+        raise ValueError(f"{images} training images leave {held} validation image(s) for "
+                         f"{classes} classes ({VAL_FRACTION:.0%} carved, at least one a class): "
+                         f"a study needs at least {int(classes / VAL_FRACTION)} training images")
+
+
 def _shares(labels: list[float], images: int, classes: int) -> list[float]:
     """The label shares asked for, each leaving at least one labelled image per class."""
     fractions = sorted(set(labels))
     if any(not 0 < f < 1 for f in fractions):
         raise ValueError(f"--labels takes shares between 0 and 1, got {fractions}")
-    students = round(0.9 * images)  # the training split once validation is carved
+    students = round((1 - VAL_FRACTION) * images)  # the training split once validation is carved
     if fractions and round(fractions[0] * students) < classes:
         raise ValueError(f"--labels {fractions[0]:g} leaves {round(fractions[0] * students)} "
                          f"labelled images for {classes} classes: give at least "
@@ -134,11 +148,13 @@ def _known(methods: list[str]) -> list[str]:
     return methods
 
 
-def _experiments(root: Path, hr: int, lr: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _experiments(root: Path, hr: int, lr: int,
+                 skip_bad_images: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teacher's experiment and the base of every student run. Both carve the same
     validation split (fraction and seed), so the teacher never trains on the students' one."""
-    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr, "val_fraction": 0.1,
-            "split_seed": 0, "augment": {"crop_padding": max(1, hr // 16), "hflip": True}}
+    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr, "val_fraction": VAL_FRACTION,
+            "split_seed": 0, "augment": {"crop_padding": max(1, hr // 16), "hflip": True},
+            **({"skip_bad_images": True} if skip_bad_images else {})}
     stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
     network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
     teacher = {"data": data, "degrade": {"lr_size": lr}, "teacher": network,
