@@ -86,6 +86,12 @@ def _checkpoint(tmp: Path, arch: str = "cnn_small") -> Path:
     return tmp / "ckpt/model"
 
 
+def _weights_without_meta(tmp: Path) -> list[str]:
+    weights = _checkpoint(tmp).with_suffix(".safetensors")
+    moved = weights.rename(tmp / "resnet_from_elsewhere.safetensors")
+    return ["predict", str(moved), str(tmp)]
+
+
 def _other_arch_teacher(tmp: Path) -> list[str]:
     ckpt = _checkpoint(tmp, arch="cnn_tiny")
     return _config(tmp, f"teacher.checkpoint={ckpt}")
@@ -188,6 +194,8 @@ CASES = [
     Case("checkpoint missing", lambda t: ["eval", str(t / "none/model")], ("not found",)),
     Case("corrupt checkpoint weights", _corrupt_weights, ("cannot read checkpoint weights",)),
     Case("corrupt checkpoint metadata", _corrupt_meta, ("not valid JSON",)),
+    Case("predict with weights alone", _weights_without_meta,
+         ("has no resnet_from_elsewhere.json beside it", "teacher.weights=FILE")),
     Case("teacher checkpoint of another arch", _other_arch_teacher,
          ("arch='cnn_tiny'", "arch='cnn_small'")),
     Case("weights file missing", lambda t: _config(t, f"teacher.weights={t / 'w.pth'}"),

@@ -44,6 +44,11 @@ def resolve_model(path: str | Path) -> ModelFile:
         if given.is_dir() and (given / STATE_FILE).is_file():
             raise CheckpointError(f"{given} is a stage that has not finished training (it holds "
                                   "a resumable state, no model yet); rerun its command to finish it")
+        if given.is_file():  # weights alone: from elsewhere, or their .json was not copied
+            raise CheckpointError(
+                f"{given} has no {stem.name}{META_SUFFIX} beside it (the input size, "
+                "degradation and class names a horkd model carries); copy it with the weights, "
+                "or train from a weight file of your own with teacher.weights=FILE")
         where = f"{given} holds no model.json" if given.is_dir() else f"model not found: {given}"
         raise CheckpointError(f"{where}; name a model as {ACCEPTED}")
     if not stem.with_name(stem.name + WEIGHTS_SUFFIX).is_file():
