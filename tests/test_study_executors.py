@@ -147,6 +147,9 @@ def test_progress_lines_go_to_a_file_and_status_says_what_is_left(tmp_path):
     assert any(re.match(r"final lr4/horkd/c0 seed 1: val \d+\.\d\d, test \d+\.\d\d \(\d+ s\)",
                         m.group(3)) for m in progress)
     assert "teacher cls seed 0: cnn_small, best val" in text
+    # two workers print epochs into one log: each line names its run, seed and stage
+    assert re.search(r"^\[final lr4/horkd/c0 seed 1: horkd\] epoch 1/1 loss", text, re.M)
+    assert re.search(r"^\[teacher cls seed 0: teacher\] epoch 1/2", text, re.M)
     # the status table, nothing trained: everything recorded now
     status = subprocess.run([sys.executable, "-m", "horkd", "study", str(path), "--status"],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)

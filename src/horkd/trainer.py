@@ -140,6 +140,14 @@ def epoch_row(partial: dict[str, Any], epoch: int, lr: float) -> dict[str, Any]:
     return row
 
 
+def epoch_line(label: str, epoch: int, epochs: int, row: dict[str, Any], score_key: str,
+               elapsed: float) -> str:
+    """The line an epoch prints where no bar is drawn (output to a file, a study's workers)."""
+    score = row.get(f"val/{score_key}", float("nan"))
+    return (f"[{label}] epoch {epoch + 1}/{epochs} loss {row.get('train/loss', float('nan')):.4f} "
+            f"val {score_key} {score:.2f} ({elapsed:.0f}s)")
+
+
 class Trainer:
     """Trains ``method`` for one stage and leaves the best-on-validation weights in it.
 
@@ -161,6 +169,7 @@ class Trainer:
         out_dir: str | Path,
         meta: dict[str, dict[str, Any]],
         progress: bool = True,
+        label: str | None = None,
         resume: bool = False,
         fingerprint: str | None = None,
     ) -> None:
@@ -182,6 +191,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.meta = meta  # per saved network role: the build recipe and anything to record
         self.bar = progress and self.main and sys.stderr.isatty()  # else a line per epoch
+        self.label = label or self.out_dir.name  # what names the run in its lines
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
@@ -308,13 +318,8 @@ class Trainer:
             logger.log(row)
         loop.result.history.append(row)
         if self.main and not self.bar:
-            score_text = f"{row.get(f'val/{self.score_key}', float('nan')):.2f}"
-            print(
-                f"[{self.out_dir.name}] epoch {epoch + 1}/{self.cfg.epochs} "
-                f"loss {row.get('train/loss', float('nan')):.4f} "
-                f"val {self.score_key} {score_text} ({partial.get('elapsed', 0.0):.0f}s)",
-                flush=True,
-            )
+            print(epoch_line(self.label, epoch, self.cfg.epochs, row, self.score_key,
+                             partial.get("elapsed", 0.0)), flush=True)
         score = row.get(f"val/{self.score_key}", float(epoch))
         result = loop.result
         if not self.cfg.select_on_val or self.validate is None or score > result.best_score:

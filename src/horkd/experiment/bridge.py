@@ -31,10 +31,12 @@ def as_reference(ctx: RunContext, assistant: nn.Module) -> nn.Module:
     return OnDegradedInput(assistant, Degrader(ctx.hr_size, ctx.degrade_spec(ctx.lr_size, True)))
 
 
-def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module) -> dict[str, Any]:
+def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module,
+                  label: str = "") -> dict[str, Any]:
     """Whether the assistant is worth learning from: its validation score within
     ``distill.assistant_guard`` points of the teacher's, both on the input the assistant takes
-    (an LR assistant is held to what the teacher does with that LR, not with detail it lacks)."""
+    (an LR assistant is held to what the teacher does with that LR, not with detail it lacks).
+    ``label`` names the run in what it prints, where several runs share a log."""
     guard = ctx.cfg.distill.assistant_guard
     verdict: dict[str, Any] = {"trusted": True, "guard": guard}
     if guard is None or ctx.splits.val is None:
@@ -45,12 +47,13 @@ def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module) -> 
     held_out = teacher_held_out(ctx)
     verdict.update(teacher=t_score, assistant=a_score, trusted=a_score >= t_score - guard,
                    teacher_held_out=held_out)
+    where = f"[{label}] " if label else ""
     if held_out is False:
-        print(f"the teacher's checkpoint was trained on images this run validates on, so its "
+        print(f"{where}the teacher's checkpoint was trained on images this run validates on, so its "
               f"validation score ({t_score:.2f}) is optimistic and the guard strict; give it a "
               "teacher trained without them (data.val_from_subset)", flush=True)
     if not verdict["trusted"]:
-        print(f"the assistant scores {a_score:.2f} on validation against the teacher's "
+        print(f"{where}the assistant scores {a_score:.2f} on validation against the teacher's "
               f"{t_score:.2f} (more than distill.assistant_guard={guard} points below): HORKD "
               "students learn from the teacher directly", flush=True)
     return verdict

@@ -199,7 +199,7 @@ class Networks:
         """The guard's verdict on this seed's assistant (computed once)."""
         if "assistant_verdict" not in self._facts:
             self._facts["assistant_verdict"] = guard_verdict(
-                self.ctx, self.teacher(), self.assistant())
+                self.ctx, self.teacher(), self.assistant(), self.stages.label)
         return self._facts["assistant_verdict"]
 
     def outcome(self, stage: str) -> StageOutcome:

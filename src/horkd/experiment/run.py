@@ -85,12 +85,15 @@ def open_seed(
     *,
     progress: bool = True,
     caches: ReferenceCaches | None = None,
+    label: str = "",
 ) -> tuple[RunContext, Networks]:
     """The context and the networks of one seed of a prepared run directory (``output_dir``),
-    continuing whatever that directory already holds for this config."""
+    continuing whatever that directory already holds for this config; ``label`` names the run
+    in its epoch lines where several print to one log (a study's workers)."""
     ctx = build_context(cfg, seed, load_splits(cfg, seed))
     seed_dir = Path(cfg.output_dir) / f"seed{seed}"
-    stages = StageRunner(ctx, seed_dir, progress=progress, resume=True, caches=caches)
+    stages = StageRunner(ctx, seed_dir, progress=progress, label=label, resume=True,
+                         caches=caches)
     return ctx, Networks(ctx, stages)
 
 

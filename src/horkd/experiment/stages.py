@@ -156,12 +156,14 @@ class StageRunner:
         seed_dir: Path,
         *,
         progress: bool = True,
+        label: str = "",
         resume: bool = False,
         caches: ReferenceCaches | None = None,
     ) -> None:
         self.ctx = ctx
         self.seed_dir = seed_dir
         self.progress = progress
+        self.label = label  # before a stage's name in its lines: which of many runs it is
         self.resume = resume
         self.caches = caches if caches is not None else ReferenceCaches()
 
@@ -212,6 +214,7 @@ class StageRunner:
             out_dir=out_dir,
             meta=metas,
             progress=self.progress,
+            label=f"{self.label}: {Path(name).name}" if self.label else Path(name).name,
             resume=self.resume,
             fingerprint=fingerprint,
         )

@@ -163,7 +163,8 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
         record = RunRecord(job.key(seed), job.kind, job.regime, job.method, job.tag, seed,
                            job.config, job.teacher[str(seed)], math.nan, threads=job.threads,
                            environment=environment())
-        ctx, networks = open_seed(cfg, seed, progress=False, caches=caches)
+        ctx, networks = open_seed(cfg, seed, progress=False, caches=caches,
+                                  label=f"{job.label} seed {seed}")
         try:
             outcome = networks.student(job.method)
         except TrainingDiverged as exc:
@@ -232,7 +233,7 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     cfg = config_from_dict(job.config)
     with RunLock(cfg.output_dir), torch_threads(job.threads):
         prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
-        _, networks = open_seed(cfg, job.seed, progress=False)
+        _, networks = open_seed(cfg, job.seed, progress=False, label=job.label)
         networks.teacher()
     outcome = networks.outcome("teacher")
     return {**job.facts, "val": outcome.best_score,
