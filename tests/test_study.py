@@ -499,6 +499,11 @@ def test_a_teacher_trained_again_elsewhere_keeps_the_record_the_earlier_runs_lea
     # the line a person reads gives this machine's score and time, not the recorded teacher's
     line = describe_teacher({**kept, "arch": "resnet20", "val_here": 94.03, "seconds_here": 8.0})
     assert line.endswith("best val 94.03 (recorded 93.95: trained again) (8 s)")
+    # loaded here in a second: not the seconds it once took, as if it had trained now
+    line = describe_teacher({**kept, "arch": "resnet20", "val_here": 94.03, "seconds_here": 8.0,
+                             "trained_here": False})
+    assert line.endswith("best val 94.03 (recorded 93.95: the checkpoint here was trained "
+                         "again), loaded from its checkpoint")
 
 
 def test_a_run_that_does_not_reproduce_says_what_differs_besides_its_settings():

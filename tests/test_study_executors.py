@@ -176,6 +176,31 @@ def test_the_eta_is_paced_by_trained_tasks_not_by_teachers_loaded_in_a_second(mo
     assert [PROGRESS.match(line) is not None for line in lines] == [True, True]
 
 
+def test_the_eta_weighs_each_remaining_task_by_what_its_kind_took(monkeypatch):
+    """Seen in the fourth round: cheap finals finished first at about 25 s each and the line
+    said 'ETA 9 min' with three HORKD finals of about 550 s left on two workers."""
+    from horkd.study import progress as progress_module
+
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
+    cheap, slow = ("r", "hinton_kd"), ("r", "horkd")
+    progress = progress_module.Progress(6, [].append, bar=False,
+                                        kinds=[cheap, cheap, cheap, slow, slow, slow])
+    now[0] = 25.0  # two workers: two cheap runs of 25 s each done in 25 s of wall time
+    progress.finished("final r/hinton_kd seed 0", 2, kind=cheap, seconds=25.0)
+    line = progress.finished("final r/hinton_kd seed 1", 2, kind=cheap, seconds=25.0)
+    # no slow run finished yet: they count at the mean so far (1 cheap + 3 x 25 s) x 25/50
+    assert line.endswith("ETA 50 s")
+    now[0] = 550.0
+    line = progress.finished("final r/horkd seed 0", 2, kind=slow, seconds=525.0)
+    # left: 1 cheap (25 s) + 2 slow (525 s) = 1075 s of work at 550 s wall per 575 s of work
+    assert line.endswith("ETA 17 min")
+    for seed in (1, 2):
+        line = progress.finished(f"final r/horkd seed {seed}", 1, kind=slow, seconds=525.0)
+    assert progress.finished("final r/hinton_kd seed 2", 0, kind=cheap, seconds=25.0).endswith(
+        "all done")
+
+
 def test_status_shows_pending_runs_and_finals_waiting_for_their_search(tmp_path, capsys):
     path = tiny_study(tmp_path)
     assert main(["study", str(path), "--status"]) == 0

@@ -12,6 +12,7 @@ from horkd.study.jobs import (
     JobResult,
     describe,
     describe_teacher,
+    kind_of,
     run_job,
     run_teacher,
     save_teacher,
@@ -39,7 +40,8 @@ def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
                        [{teachers[pair].key for pair in n} for n in needs], prerequisites,
                        lambda k: Task(("job", todo[k]), run_job, submitted[k]))
     if study.progress is None:  # a caller that did not plan: count what this call trains
-        study.progress = Progress(len(tasks), study.log, bar=False)
+        study.progress = Progress(len(tasks), study.log, bar=False,
+                                  kinds=[kind_of(t.arg) for t in tasks])
 
     def on_done(task: Task, value: Any) -> None:
         if isinstance(value, JobResult):
@@ -48,11 +50,13 @@ def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
             merged = results[task.key[1]]
             merged.records.update(value.records)
             merged.trained = True
-            study.progress.finished(describe(value), engine.running)
+            study.progress.finished(describe(value), engine.running, kind=kind_of(task.arg),
+                                    seconds=sum(r.seconds for r in value.records.values()))
         else:  # a teacher loaded from its checkpoint is not a pace for the ETA
-            trained = value.pop("trained_here", True)
-            study.progress.finished(describe_teacher(save_teacher(task.arg, value)),
-                                    engine.running, trained=trained)
+            info = save_teacher(task.arg, value)
+            study.progress.finished(describe_teacher(info), engine.running,
+                                    trained=info["trained_here"], kind=kind_of(task.arg),
+                                    seconds=info["seconds_here"])
 
     engine.run(tasks, on_done)
     return results

@@ -245,11 +245,14 @@ def save_teacher(job: TeacherJob, trained: dict[str, Any]) -> dict[str, Any]:
     """Write a teacher's record (driver side); returns it with the score this machine holds."""
     from horkd.checkpoint import write_json
 
+    trained = dict(trained)
+    now = trained.pop("trained_here", True)  # a fact of this invocation, not of the teacher
     path = Path(job.record)
     record = teacher_record(json.loads(path.read_text()) if path.is_file() else None, trained)
     write_json(path, record)
     # this machine's score and time, not the recorded teacher's (they differ when trained again)
-    return {**record, "val_here": trained["val"], "seconds_here": trained.get("train_seconds")}
+    return {**record, "val_here": trained["val"], "seconds_here": trained.get("train_seconds"),
+            "trained_here": now}
 
 
 def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +279,11 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
     return {**recorded, "retrained": retrained}
 
 
+def kind_of(job: Job | TeacherJob) -> tuple[str, str]:
+    """What a task's duration is like that of (the study's ETA): a regime's method, a teacher."""
+    return ("teacher", job.name) if isinstance(job, TeacherJob) else (job.regime, job.method)
+
+
 def describe(result: JobResult) -> str:
     """What a finished job measured: ``final labels1/horkd/c1 seed 3: val 84.10, test 83.36
     (52 s)``."""
@@ -294,10 +302,15 @@ def describe(result: JobResult) -> str:
 
 
 def describe_teacher(info: dict[str, Any]) -> str:
-    """What a teacher reached: ``teacher classification seed 0: resnet20, best val 93.95``."""
+    """What a teacher reached: ``teacher classification seed 0: resnet20, best val 93.95
+    (612 s)``, or ``..., loaded from its checkpoint`` where it did not train now."""
     here = info.get("val_here", info["val"])
     seconds = info.get("seconds_here", info.get("train_seconds"))
+    now = info.get("trained_here", True)
     line = f"teacher {info['name']} seed {info['seed']}: {info['arch']}, best val {here:.2f}"
     if here != info["val"]:
-        line += f" (recorded {info['val']:.2f}: trained again)"
+        again = "trained again" if now else "the checkpoint here was trained again"
+        line += f" (recorded {info['val']:.2f}: {again})"
+    if not now:
+        return line + ", loaded from its checkpoint"
     return line + (f" ({seconds:.0f} s)" if seconds else "")

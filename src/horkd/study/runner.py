@@ -425,7 +425,8 @@ def run_study(
     started = time.time()
     if train:
         planned = plan(runner)
-        total = to_train(planned)
+        kinds = to_train(planned)
+        total = len(kinds)
         recorded = sum(1 for p in planned if p.state == "recorded")
         where = runner.executor.kind + (f" at {runner.executor.address}"
                                         if runner.executor.address else "")
@@ -434,7 +435,7 @@ def run_study(
             + (f", {runner.workers} workers" if runner.executor.kind == "local" else ""))
         if total:
             runner.engine  # noqa: B018  (made now: a missing extra or cluster fails first)
-        runner.progress = Progress(total, log)
+        runner.progress = Progress(total, log, kinds=kinds)
     try:
         search, choices, finals = runner.regimes(train)
     finally:
