@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -349,6 +350,15 @@ def test_the_page_gives_every_protocol_and_says_how_queries_reach_the_teachers_s
              "regimes": {"ret": {"seeds": [0, 1], "methods": ["scratch", "fitnet"]}}}
     summary = {"study": study, "finals": finals, "choices": {}}
     assert regime_metrics(finals, "ret") == ["R@1 LR->HR", "R@1 LR->HR teacher"]
+    # a metric only a reused method's runs report (the LR oracle's curve from another regime)
+    # gets no table where every student of the regime would read 'pending'
+    assert regime_metrics(finals, "ret", reused={"fitnet"}) == ["R@1 LR->HR",
+                                                                "R@1 LR->HR teacher"]
+    curve_only_reused = copy.deepcopy(finals)
+    for rows in curve_only_reused[0]["rows"].values():
+        del rows[0]["R@1 LR->HR teacher"]
+    assert regime_metrics(curve_only_reused, "ret", reused={"fitnet"}) == ["R@1 LR->HR"]
+    assert regime_metrics(curve_only_reused, "ret") == ["R@1 LR->HR", "R@1 LR->HR teacher"]
     table, facts = regime_tables(summary, "ret", "R@1 LR->HR teacher")
     assert facts["metric"] == "R@1 LR->HR teacher"
     assert facts["methods"]["fitnet"]["values"] == [31.0, 33.0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,18 @@ from horkd.study.stats import Difference, paired_difference, summarize
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
 
 
-def regime_metrics(finals: list[dict[str, Any]], regime: str) -> list[str]:
+def regime_metrics(finals: list[dict[str, Any]], regime: str,
+                   reused: Collection[str] = ()) -> list[str]:
     """The headline metric of a regime's students, then the extra ones they report (the
-    teacher-gallery protocol, the mean and worst over the resolution curve)."""
+    teacher-gallery protocol, the mean and worst over the resolution curve). An extra metric
+    that only the ``reused`` methods' runs (another regime's) report is left out: every
+    student of the regime would show as pending for it."""
     rows = [row for res in finals if res["regime"] == regime for rs in res["rows"].values()
             for row in rs if row["role"] == "student"]
     if not rows:
         return []
-    keys = list(dict.fromkeys(k for row in rows for k in row))
+    own = [row for row in rows if row["method"] not in reused] or rows
+    keys = list(dict.fromkeys(k for row in own for k in row))
     head = primary_metric(rows)
     return [head] + [k for k in keys if k.startswith(EXTRA_METRICS) and not k.endswith("_std")]
 
@@ -331,7 +336,7 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
     facts_by_regime: dict[str, Any] = {}
     for regime, r in summary["study"]["regimes"].items():
         head = f"## Regime `{regime}`" + (f": {r['description']}" if r.get("description") else "")
-        metrics = regime_metrics(summary["finals"], regime)
+        metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
         source = r.get("choices_from")
         parts += ["", head, "",
                   f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; teacher `{r['teacher']}`."
