@@ -3,9 +3,10 @@
 A line per finished task - ``[12/45] final labels1/horkd/c1 seed 3: val 84.10, test 83.36
 (52 s) - 3 running, ETA 31 min`` - to the study's log whatever it is (a file, a pipe), and on a
 terminal a bar under them. The ETA weighs each remaining task by what tasks of its kind (a
-regime's method, a teacher) took so far - a HORKD final is twenty Hinton KD finals on a CPU, so
-counting tasks alone promised minutes where half an hour was left - and turns those seconds of
-work into wall time at the pace the finished ones kept (so the workers' parallelism is in it).
+regime's method, a teacher) took so far - a HORKD final took 380-580 s where a Hinton KD final
+took 20-30 s (w16_full, one thread), so counting tasks promised minutes where half an hour was
+left - and turns those seconds of work into wall time at the pace the finished ones kept (so the
+workers' parallelism is in it).
 """
 
 from __future__ import annotations
@@ -57,10 +58,6 @@ class Progress:
             self._bar.write(line)
         else:
             self._log(line)
-
-    def expect(self, kinds: Iterable[Hashable]) -> None:
-        """Tasks of these kinds are coming (a caller that plans phase by phase)."""
-        self.left.update(kinds)
 
     def finished(self, what: str, running: int, trained: bool = True, kind: Hashable = None,
                  seconds: float | None = None) -> str:
