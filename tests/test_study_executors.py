@@ -247,6 +247,11 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump(raw))
     assert main(["study", str(study), "--doc", str(tmp_path / "RESULTS.md")]) == 0
+    # two regimes: their searches go out in one batch and their finals in another, each batch
+    # with one teacher task - the count announced first is the count that finishes
+    done = [m for line in capsys.readouterr().out.splitlines() if (m := PROGRESS.match(line))]
+    assert [int(m.group(1)) for m in done] == list(range(1, int(done[0].group(2)) + 1))
+    assert done[-1].group(4) == "all done", done[-1].group(0)
     made = records(tmp_path / "photos-records")
     assert len(made) == 2 * 3 + 2 * 3  # per regime: a search run and a final seed per method
     page = (tmp_path / "RESULTS.md").read_text()

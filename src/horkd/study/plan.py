@@ -76,11 +76,11 @@ def plan(study: Any) -> list[PlannedRun]:
 
 def to_train(planned: list[PlannedRun]) -> list[tuple[str, str]]:
     """The kind of each task an invocation that trains will run (what the ETA weighs them by):
-    its runs, ``(regime, method)``, and in each phase (a regime's search, its finals) the
-    teachers they need, each a task of its own, ``("teacher", name)``."""
+    its runs, ``(regime, method)``, and in each of its two batches (every regime's search, then
+    every final) the teachers that batch needs, each a task of its own, ``("teacher", name)``."""
     todo = [p for p in planned if p.selected and p.state != "recorded"]
-    teachers = {(p.regime, p.kind, p.teacher) for p in todo}
-    return [(p.regime, p.method) for p in todo] + [("teacher", t[0]) for _, _, t in teachers]
+    teachers = {(p.kind, p.teacher) for p in todo}
+    return [(p.regime, p.method) for p in todo] + [("teacher", t[0]) for _, t in teachers]
 
 
 def status(study: Any) -> str:
