@@ -558,3 +558,11 @@ def test_the_guard_note_says_what_the_assistant_was_compared_with():
     assert "trailed the teacher's by 10.2 points" in text and "within the guard" not in text
     assert _guard_note([final([{"trusted": True, "guard": 10.0, "teacher": 95.0,
                                 "assistant": 90.0}])], "r") == []
+
+
+def test_the_page_says_when_the_teacher_is_near_chance():
+    from horkd.study.document import _near_chance
+
+    assert "**Near chance** (33.33 with 3 classes)" in _near_chance({"val": 36.0, "classes": 3})
+    assert _near_chance({"val": 60.0, "classes": 3}) == ""  # past a quarter of the way to 100
+    assert _near_chance({"val": 12.0}) == ""  # a retrieval teacher, or a record from before

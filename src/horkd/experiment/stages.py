@@ -90,16 +90,20 @@ def save_projector(out_dir: Path, method: Method) -> dict[str, Any] | None:
 SHORT_EPOCH = 100  # steps: below this, BatchNorm running averages lag an epoch's weights
 
 
+def near_chance(top1: float, num_classes: int) -> bool:
+    """A top-1 closer to chance than to a quarter of the way from chance to 100."""
+    chance = 100.0 / max(num_classes, 1)
+    return num_classes >= 2 and top1 < chance + (100.0 - chance) / 4
+
+
 def chance_note(record: dict[str, Any], num_classes: int) -> str | None:
     """A line for a classification teacher whose best validation top-1 is closer to chance than
     to a quarter of the way from chance to 100: there is nothing to distil, and a user should
     hear it after the teacher, not from a report of students at chance an hour later."""
     score = record.get("best_score")
-    if record.get("score_key") != "top1" or score is None or num_classes < 2:
+    if record.get("score_key") != "top1" or score is None or not near_chance(score, num_classes):
         return None
     chance = 100.0 / num_classes
-    if score >= chance + (100.0 - chance) / 4:
-        return None
     return (f"teacher: best validation top-1 {score:.2f} with {num_classes} classes (chance "
             f"{chance:.2f}): it has learned next to nothing to teach its students. With a few "
             "hundred images, try train.teacher.optimizer.name=adam train.teacher.optimizer.lr=0.001 "

@@ -327,8 +327,23 @@ def _setup(summary: dict[str, Any]) -> list[str]:
                       + (f" ({r['train_seconds'] / 60:.1f} min)" if r.get("train_seconds") else "")
                       + "; the runs recorded "
                       "after that learnt from it." for r in t.get("retrained", []))
+            + _near_chance(t)
         )
     return parts
+
+
+def _near_chance(teacher: dict[str, Any]) -> str:
+    """A teacher that learned next to nothing makes every distilled row below meaningless: the
+    page says so where the teacher is described, not only the log of the run that trained it."""
+    from horkd.experiment.stages import near_chance
+
+    classes = teacher.get("classes")
+    if not classes or not near_chance(teacher["val"], classes):
+        return ""
+    return (f" **Near chance** ({100 / classes:.2f} with {classes} classes): the students learnt "
+            "from a teacher that knows next to nothing, so the distilled rows below say nothing "
+            "about distillation; train a better teacher first (the README's 'Your own images' "
+            "names the settings that help on a small folder, and a pretrained teacher).")
 
 
 def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[str, Any]]:

@@ -233,10 +233,12 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     cfg = config_from_dict(job.config)
     with RunLock(cfg.output_dir), torch_threads(job.threads):
         prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
-        _, networks = open_seed(cfg, job.seed, progress=False, label=job.label)
+        ctx, networks = open_seed(cfg, job.seed, progress=False, label=job.label)
         networks.teacher()
     outcome = networks.outcome("teacher")
+    top1 = outcome.record.get("score_key") == "top1"  # the page weighs it against chance
     return {**job.facts, "val": outcome.best_score,
+            **({"classes": ctx.info.num_classes} if top1 else {}),
             "train_seconds": outcome.record.get("seconds"), "threads": job.threads,
             "environment": environment(), "trained_here": outcome.trained_now}
 
