@@ -6,7 +6,7 @@ import inspect
 
 import torch
 from torch import Tensor
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from horkd.data import fine_grained, folder, vision  # noqa: F401  (register builders)
 from horkd.data.augment import AugmentSpec, augment_batch
@@ -59,7 +59,8 @@ def build_splits(
     return DataSplits(train, val, test, info)
 
 
-def _refuse_empty(name: str, train, val, test, val_fraction: float) -> None:
+def _refuse_empty(name: str, train: Dataset, val: Dataset | None, test: Dataset,
+                  val_fraction: float) -> None:
     """A split with no image scores nan and every choice made on it is -inf: say so at once."""
     if len(train) == 0 or len(test) == 0:
         empty = "training" if len(train) == 0 else "test"

@@ -49,8 +49,8 @@ def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module,
                    teacher_held_out=held_out)
     where = f"[{label}] " if label else ""
     if held_out is False:
-        print(f"{where}the teacher's checkpoint was trained on images this run validates on, so its "
-              f"validation score ({t_score:.2f}) is optimistic and the guard strict; give it a "
+        print(f"{where}the teacher's checkpoint was trained on images this run validates on, so "
+              f"its validation score ({t_score:.2f}) is optimistic and the guard strict; give it a "
               "teacher trained without them (data.val_from_subset)", flush=True)
     if not verdict["trusted"]:
         print(f"{where}the assistant scores {a_score:.2f} on validation against the teacher's "

@@ -92,8 +92,10 @@ SHORT_EPOCH = 100  # steps: below this, BatchNorm running averages lag an epoch'
 
 def near_chance(top1: float, num_classes: int) -> bool:
     """A top-1 closer to chance than to a quarter of the way from chance to 100."""
-    chance = 100.0 / max(num_classes, 1)
-    return num_classes >= 2 and top1 < chance + (100.0 - chance) / 4
+    if num_classes < 2:
+        return False
+    chance = 100.0 / num_classes
+    return top1 < chance + (100.0 - chance) / 4
 
 
 def chance_note(record: dict[str, Any], num_classes: int) -> str | None:
@@ -218,7 +220,7 @@ class StageRunner:
             out_dir=out_dir,
             meta=metas,
             progress=self.progress,
-            label=f"{self.label}: {Path(name).name}" if self.label else Path(name).name,
+            label=f"{self.label}: {out_dir.name}" if self.label else None,
             resume=self.resume,
             fingerprint=fingerprint,
         )
