@@ -1,17 +1,14 @@
-"""The package's structure, measured on its source: no import circle, small classes and
-functions, no module-level mutable state but registries. These are checks on the code as it
-stands; each fails when someone adds the thing it forbids."""
+"""The package's structure, measured on its source: no import circle and no module-level
+mutable state but registries. These are checks on the code as it stands; each fails when someone
+adds the thing it forbids. The size of a class or function is left to the reader's judgement
+(docs/architecture.md): no test counts its lines."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "horkd"
-MAX_CLASS_LINES = 200
-MAX_FUNCTION_LINES = 60
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -100,20 +97,6 @@ def test_config_imports_no_plugin_module_at_import_time():
     assert top_level <= {"horkd"}, top_level
     assert "horkd.config" not in set().union(*(graph[m] for m in ("horkd.methods.registry",
                                                                   "horkd.methods.presets")))
-
-
-@pytest.mark.parametrize("kind", ["class", "function"])
-def test_no_large_class_or_function(kind):
-    limit = MAX_CLASS_LINES if kind == "class" else MAX_FUNCTION_LINES
-    types = (ast.ClassDef,) if kind == "class" else (ast.FunctionDef, ast.AsyncFunctionDef)
-    large = []
-    for name, tree in _modules().items():
-        for node in ast.walk(tree):
-            if isinstance(node, types):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > limit:
-                    large.append(f"{name}.{node.name}: {lines} lines")
-    assert not large, f"over {limit} lines: {large}"
 
 
 # What may live at module level besides constants: registries (filled by decorators at import),
