@@ -95,6 +95,21 @@ def broadcast_from_main(value: object) -> object:
     return box[0]
 
 
+def gather_to_main(value: object) -> list[object] | None:
+    """Every rank's ``value`` in rank order on rank 0 (None elsewhere); every rank must call it.
+    Any picklable object, only between our own processes (per-rank resumable state)."""
+    if not active():
+        return [value]
+    box: list[object] | None = [None] * dist.get_world_size() if is_main() else None
+    dist.gather_object(value, box, dst=0)
+    return box
+
+
+def any_rank_true(flag: bool) -> bool:
+    """True when ``flag`` holds on some rank (a stop request one process received)."""
+    return not all_ranks_true(not flag)
+
+
 def all_ranks_true(flag: bool) -> bool:
     """True when ``flag`` holds on every rank: ranks must take (or skip) a step together."""
     if not active():

@@ -3,6 +3,12 @@
 The saved state is everything a resumed stage needs to end with the same weights, bit for bit on
 CPU, as one that never stopped: weights, optimiser, scheduler, grad scaler, RNG states, the batch
 maker's generator, the position in the epoch's data order and the epoch's running sums.
+
+Under torchrun the weights, optimiser and position are the same on every rank and saved once;
+what differs between ranks (the RNGs, the batch maker's generator and labelled-stream position,
+the epoch's running sums) is gathered to rank 0 and saved in the same file under ``ranks``, one
+entry per rank, so every rank resumes its own streams. One file keeps the save one atomic
+write: per-rank files could be caught half-updated by a kill between two ranks' writes.
 """
 
 from __future__ import annotations
@@ -61,8 +67,21 @@ def trained_state(method: Method) -> dict[str, Tensor]:
     return {k: v for k, v in method.state_dict().items() if not k.startswith("reference.")}
 
 
-def save_loop(path: Path, loop: LoopState, parts: StageParts, fingerprint: str | None) -> None:
+def rank_part(loop: LoopState, parts: StageParts) -> dict[str, Any]:
+    """What differs between the ranks of one stage: their randomness and their running sums."""
     make_batch = parts.make_batch
+    return {
+        "rng": capture_rng(),
+        "batch_maker": make_batch.state_dict() if hasattr(make_batch, "state_dict") else None,
+        "partial": loop.partial,
+    }
+
+
+def save_loop(path: Path, loop: LoopState, parts: StageParts, fingerprint: str | None) -> None:
+    """Every rank calls this at the same step (a collective); rank 0 writes the one file."""
+    ranks = distributed.gather_to_main(rank_part(loop, parts))
+    if not distributed.is_main():
+        return
     state = {
         "fingerprint": fingerprint,
         "world_size": distributed.world_size(),
@@ -72,15 +91,13 @@ def save_loop(path: Path, loop: LoopState, parts: StageParts, fingerprint: str |
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict(),
-        "rng": capture_rng(),
-        "batch_maker": make_batch.state_dict() if hasattr(make_batch, "state_dict") else None,
+        "ranks": ranks,
         "best_epoch": loop.result.best_epoch,
         "best_score": loop.result.best_score,
         "best_state": loop.best_state,
         "history": loop.result.history,
         "skipped_steps": loop.result.skipped_steps,
         "consecutive_bad": loop.consecutive_bad,
-        "partial": loop.partial,
     }
     save_training_state(path, state)
 
@@ -105,6 +122,31 @@ def _usable(state: dict[str, Any], fingerprint: str | None, name: str) -> bool:
     return True
 
 
+def _restore_rank_part(
+    state: dict[str, Any], loop: LoopState, parts: StageParts, name: str
+) -> None:
+    """This rank's own RNGs, batch maker and running sums. A state written before each rank saved
+    its own part holds one process's: rank 0 takes it, the other ranks keep their freshly seeded
+    streams (rather than all drawing rank 0's) and say so."""
+    ranks = state.get("ranks")
+    if ranks is None:
+        ranks = [{key: state[key] for key in ("rng", "batch_maker", "partial")}]
+    if len(ranks) < distributed.world_size():
+        distributed.print_main(
+            f"[{name}] the saved training state holds the randomness of rank 0 only (saved by an "
+            "older horkd): the other ranks continue with freshly seeded augmentation streams",
+            flush=True,
+        )
+    me = distributed.rank()
+    own = ranks[me] if me < len(ranks) else None
+    loop.partial = (own or ranks[0])["partial"]  # the log's running sums: rank 0's at worst
+    if own is None:
+        return
+    restore_rng(own["rng"])
+    if own["batch_maker"] is not None and hasattr(parts.make_batch, "load_state_dict"):
+        parts.make_batch.load_state_dict(own["batch_maker"])
+
+
 def restore_loop(path: Path, loop: LoopState, parts: StageParts, fingerprint: str | None) -> None:
     """Continue from ``path`` when it holds a state of this stage (else leave everything as is)."""
     name = path.parent.name
@@ -124,13 +166,10 @@ def restore_loop(path: Path, loop: LoopState, parts: StageParts, fingerprint: st
     parts.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         parts.scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"])
-    if state["batch_maker"] is not None and hasattr(parts.make_batch, "load_state_dict"):
-        parts.make_batch.load_state_dict(state["batch_maker"])
+    _restore_rank_part(state, loop, parts, name)
     loop.epoch, loop.step = state["epoch"], state["step"]
     loop.best_state = state["best_state"]
     loop.consecutive_bad = state["consecutive_bad"]
-    loop.partial = state["partial"]
     loop.result = StageResult(
         best_epoch=state["best_epoch"],
         best_score=state["best_score"],

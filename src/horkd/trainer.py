@@ -233,8 +233,9 @@ class Trainer:
         return loop.result
 
     def _save_state(self, loop: LoopState) -> None:
-        if self.main:  # one writer; every rank holds the same weights and optimiser
-            save_loop(self.state_path, loop, self.parts, self.fingerprint)
+        # every rank, at the same step: each hands rank 0 its own RNGs and batch maker, rank 0
+        # writes them beside the weights and optimiser, which are the same on every rank
+        save_loop(self.state_path, loop, self.parts, self.fingerprint)
 
     def _train_epoch(self, loop: LoopState, stop: StopRequests) -> None:
         """The rest of ``loop.epoch`` from ``loop.step``; saves and stops on a signal."""
@@ -260,11 +261,14 @@ class Trainer:
                 bar.set_postfix(progress_text(loop.partial))
             bar.update(1)
             every = self.cfg.checkpoint_every_steps
-            if stop.requested or (every and loop.step % every == 0):
+            # the ranks stop (and save, a collective) at the same step, whichever got the signal
+            stopping = distributed.any_rank_true(stop.requested is not None)
+            if stopping or (every and loop.step % every == 0):
                 self._save_state(loop)
-            if stop.requested:
+            if stopping:
                 raise TrainingStopped(
-                    f"stopped by {stop.requested} at epoch {epoch + 1}, step {loop.step}; the "
+                    f"stopped by {stop.requested or 'another process'} at epoch {epoch + 1}, "
+                    f"step {loop.step}; the "
                     f"state is saved in {self.state_path}: run the same command again to continue"
                 )
         bar.close()
