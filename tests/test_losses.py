@@ -22,6 +22,7 @@ from horkd.losses import (
     cpu_kernels,
     distance_loss,
 )
+from horkd.losses.defaults import HYBRID_DEFAULTS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_values.json"
 
@@ -197,8 +198,9 @@ def test_hybrid_switches_and_weights():
     full = HybridOrderLoss(4, 8, embedding_weight=2.0, logit_weight=0.5, temperature=2.0)
     terms = full(s, s_logits, t8, t_logits)
     assert set(terms) == {"order1_embedding", "order1_logits", "order2_distance", "order3_angle"}
-    assert torch.allclose(terms["order2_distance"], 25.0 * DistanceLoss()(s, t8))
-    assert torch.allclose(terms["order3_angle"], 50.0 * AngleLoss()(s, t8))
+    distance, angle = HYBRID_DEFAULTS["distance_weight"], HYBRID_DEFAULTS["angle_weight"]
+    assert torch.allclose(terms["order2_distance"], distance * DistanceLoss()(s, t8))
+    assert torch.allclose(terms["order3_angle"], angle * AngleLoss()(s, t8))
     assert torch.allclose(terms["order1_logits"], 0.5 * HintonKD(2.0)(s_logits, t_logits))
     assert torch.allclose(terms["order1_embedding"], 2.0 * full.embedding(s, t8))
     only_23 = HybridOrderLoss(4, 8, orders=[2, 3])
@@ -249,7 +251,7 @@ def test_config_keys_reach_the_loss_and_the_order_switch_applies_once():
 
 
 def test_a_weight_left_null_takes_the_methods_own_default():
-    """Baselines keep their published weights (FitNet's embedding term at 1, RKD's 25 / 50) and
+    """Baselines keep their published weights (embedding regression at 1, RKD's 25 / 50) and
     no bank; the hybrid-order methods take the study's choice (no embedding term, 5 / 10; the
     published weights where a task has no class logits); a weight given in the config applies
     to every method alike."""
@@ -261,10 +263,10 @@ def test_a_weight_left_null_takes_the_methods_own_default():
     student.embed_dim, teacher.embed_dim = 4, 6
     loss_cfg = LossConfig(bank_size=16)
     rkd = hybrid_loss(loss_cfg, student, teacher, METHODS.get("rkd").terms)
-    fitnet = hybrid_loss(loss_cfg, student, teacher, METHODS.get("fitnet").terms)
+    regression = hybrid_loss(loss_cfg, student, teacher, ("embedding",))  # its terms alone
     hybrid = hybrid_loss(loss_cfg, student, teacher, METHODS.get("horkd").terms)
     assert (rkd.distance_weight, rkd.angle_weight, rkd.bank) == (25.0, 50.0, None)
-    assert fitnet.embedding_weight == 1.0
+    assert regression.embedding_weight == 1.0
     assert (hybrid.embedding_weight, hybrid.distance_weight, hybrid.angle_weight) == (0, 5, 10)
     assert hybrid.bank is not None
     metric = hybrid_loss(loss_cfg, student, teacher, None, uses_logits=False)  # retrieval, faces
@@ -307,6 +309,37 @@ def test_direct_formulation_agrees_with_rkd_reference_on_distinct_triplets():
     distinct = (i != j) & (i != k) & (j != k)
     ref = F.smooth_l1_loss(dense(s)[distinct], dense(t)[distinct])
     assert abs(float(ref) - float(angle_loss(s, t))) < 1e-9
+
+
+def _rkd_reference(s: torch.Tensor, t: torch.Tensor) -> tuple[float, float]:
+    """RKD's distance and angle losses as its reference code computes them (Park et al., CVPR
+    2019, lenscloth/RKD): smooth L1 averaged over every entry of the N x N distance and the
+    N x N x N angle tensors, diagonals included."""
+
+    def distances(e: torch.Tensor) -> torch.Tensor:  # its pdist: the diagonal set to 0
+        gram = e @ e.t()
+        d = (gram.diag().unsqueeze(1) + gram.diag().unsqueeze(0) - 2 * gram).clamp(min=1e-12)
+        d = d.sqrt() * (1 - torch.eye(len(e), dtype=e.dtype))
+        return d / d[d > 0].mean()
+
+    def angles(e: torch.Tensor) -> torch.Tensor:
+        unit = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)
+        return torch.bmm(unit, unit.transpose(1, 2))
+
+    return (float(F.smooth_l1_loss(distances(s), distances(t))),
+            float(F.smooth_l1_loss(angles(s), angles(t))))
+
+
+@pytest.mark.parametrize("n", [5, 16, 128])
+def test_relational_terms_are_rkds_over_distinct_pairs_and_triplets(n):
+    """What the docstrings and docs/config.md state: the distance term is RKD's divided by
+    (N-1)/N, the angle term RKD's divided by (N-1)(N-2)/N^2 (0.82 at N = 16, 0.98 at 128)."""
+    s, t = _pair(n=n, d=6, seed=n)
+    rkd_distance, rkd_angle = _rkd_reference(s, t)
+    assert math.isclose(float(distance_loss(s, t)) * (n - 1) / n, rkd_distance, rel_tol=1e-9)
+    factor = (n - 1) * (n - 2) / n**2
+    assert math.isclose(float(angle_loss(s, t)) * factor, rkd_angle, rel_tol=1e-9)
+    assert {16: 0.82, 128: 0.98}.get(n, round(factor, 2)) == round(factor, 2)
 
 
 def _angle_at_anchors(s: torch.Tensor, t: torch.Tensor, anchors: list[int]) -> float:

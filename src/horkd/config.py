@@ -6,7 +6,7 @@ are applied to the raw mapping before validation, so they are checked exactly li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -271,24 +271,43 @@ class TrainConfig(_Strict):
     student: StageConfig = StageConfig()
 
 
+def _loss_default(key: str) -> Callable[[], float]:
+    """The default of ``distill.loss.<key>`` from the hybrid-order loss's one table of defaults,
+    :data:`~horkd.losses.defaults.HYBRID_DEFAULTS` (looked up when a config is made, as the
+    registries are: config imports no loss module at its top)."""
+
+    def default() -> float:
+        from horkd.losses.defaults import HYBRID_DEFAULTS
+
+        return HYBRID_DEFAULTS[key]
+
+    return default
+
+
 class LossConfig(_Strict):
     """Weights of the hybrid-order loss. A weight given here applies to every method that uses
     its term; a weight left null takes the method's own default (``horkd list``): the baselines
-    their published ones, the hybrid-order methods the accuracy study's choice."""
+    their published ones, the hybrid-order methods the accuracy study's choice. The defaults
+    here and the hybrid-order methods' weights come from the one table the loss's constructor
+    takes too, :data:`~horkd.losses.defaults.HYBRID_DEFAULTS`."""
 
     task_weight: float = Field(1.0, ge=0.0)
     embedding_weight: float | None = Field(
         None, ge=0.0, description="alpha: first order, embeddings; null = the method's default"
     )
-    logit_weight: float = Field(1.0, ge=0.0, description="alpha: first order, softened logits")
-    temperature: float = Field(4.0, gt=0.0)
+    logit_weight: float = Field(
+        default_factory=_loss_default("logit_weight"),
+        ge=0.0,
+        description="alpha: first order, softened logits",
+    )
+    temperature: float = Field(default_factory=_loss_default("temperature"), gt=0.0)
     distance_weight: float | None = Field(
         None, ge=0.0, description="beta: second order; null = the method's default"
     )
     angle_weight: float | None = Field(
         None, ge=0.0, description="gamma: third order; null = the method's default"
     )
-    huber_delta: float = Field(1.0, gt=0.0)
+    huber_delta: float = Field(default_factory=_loss_default("huber_delta"), gt=0.0)
     orders: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2, 3])
     angle_anchors: int | None = Field(
         None,

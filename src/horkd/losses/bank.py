@@ -8,7 +8,12 @@ from torch import Tensor, nn
 
 
 class RelationBank(nn.Module):
-    """Holds up to ``size`` rows. Buffers, so a resumed stage continues with the same bank."""
+    """Holds up to ``size`` rows. Buffers, so a resumed stage continues with the same bank.
+
+    Only finite rows enter it: one NaN or infinite embedding would make every distance it takes
+    part in NaN, for as many steps as the row stays in the bank. The counters are tensors and
+    :meth:`push` decides on the device, so filling the bank never waits for the host.
+    """
 
     def __init__(self, size: int, student_dim: int, teacher_dim: int) -> None:
         super().__init__()
@@ -23,12 +28,34 @@ class RelationBank(nn.Module):
         return self.student[:n], self.teacher[:n]
 
     @torch.no_grad()
-    def push(self, student: Tensor, teacher: Tensor) -> None:
-        """Add a batch, overwriting the oldest rows once full."""
+    def push(self, student: Tensor, teacher: Tensor, accept: Tensor | None = None) -> None:
+        """Add a batch's finite rows, overwriting the oldest rows once full.
+
+        Args:
+            student: The student's embeddings ``[N, student_dim]``; detached here.
+            teacher: The reference's embeddings ``[N, teacher_dim]`` of the same samples.
+            accept: A boolean scalar tensor: ``False`` leaves the whole batch out (the caller
+                found its loss non-finite). ``None``: every finite row enters.
+
+        Of a batch larger than the bank, its last ``size`` rows are considered. A row enters
+        when both its embeddings are finite (and ``accept`` holds); the rows that enter keep
+        their order and take the next slots, and the bank is otherwise left as it was.
+        """
         rows = min(student.shape[0], self.size)
-        student, teacher = student[-rows:].detach().float(), teacher[-rows:].detach().float()
-        at = (int(self.pointer) + torch.arange(rows, device=self.student.device)) % self.size
-        self.student[at] = student.to(self.student.device)
-        self.teacher[at] = teacher.to(self.teacher.device)
-        self.pointer.fill_((int(self.pointer) + rows) % self.size)
-        self.filled.fill_(min(self.size, int(self.filled) + rows))
+        device = self.student.device
+        student = student[-rows:].detach().float().to(device)
+        teacher = teacher[-rows:].detach().float().to(device)
+        keep = torch.isfinite(student).all(1) & torch.isfinite(teacher).all(1)
+        if accept is not None:
+            keep &= accept.to(device=device, dtype=torch.bool)
+        # the kept rows first, in their order; every row is written, a left-out one as the
+        # slot's own old contents, so no step depends on how many rows were kept
+        order = torch.argsort((~keep).to(torch.uint8), stable=True)
+        kept = keep.index_select(0, order).unsqueeze(1)
+        at = (self.pointer + torch.arange(rows, device=device)) % self.size
+        for bank, new in ((self.student, student), (self.teacher, teacher)):
+            rows_in = torch.where(kept, new.index_select(0, order), bank.index_select(0, at))
+            bank.index_copy_(0, at, rows_in)
+        added = keep.sum()
+        self.pointer.copy_((self.pointer + added) % self.size)
+        self.filled.copy_(torch.clamp(self.filled + added, max=self.size))

@@ -2,11 +2,13 @@
 
 L_distill = alpha * L1 + beta * L2 + gamma * L3, with alpha split between embeddings
 (``embedding_weight``) and softened logits (``logit_weight``), beta = ``distance_weight``,
-gamma = ``angle_weight``. The task loss is added by the method. YAML::
+gamma = ``angle_weight``. The task loss is added by the method. The defaults are one table,
+:data:`~horkd.losses.defaults.HYBRID_DEFAULTS`, which the config and the methods read too. YAML,
+with those defaults written out::
 
     distill:
-      loss: {embedding_weight: 1, logit_weight: 1, temperature: 4,
-             distance_weight: 25, angle_weight: 50, orders: [1, 2, 3], relations: global}
+      loss: {embedding_weight: 0, logit_weight: 1, temperature: 4,
+             distance_weight: 5, angle_weight: 10, orders: [1, 2, 3], relations: global}
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from horkd import distributed
 from horkd.losses.bank import RelationBank
+from horkd.losses.defaults import HYBRID_DEFAULTS
 from horkd.losses.first_order import EmbeddingRegression, HintonKD
 from horkd.losses.numerics import relation_grams
 from horkd.losses.second_order import DistanceLoss, bank_distance_loss
@@ -38,6 +42,27 @@ class HybridOrderLoss(nn.Module):
     :class:`~horkd.losses.third_order.AngleLoss` (third). Both relational terms start from one
     pair of Gram matrices per call (:func:`~horkd.losses.numerics.relation_grams`), so asking
     for both costs little more than asking for one.
+
+    Every argument left out takes :data:`~horkd.losses.defaults.HYBRID_DEFAULTS`, the table the
+    hybrid-order methods and ``distill.loss`` read: ``HybridOrderLoss(s_dim, t_dim)`` weighs
+    the terms as ``horkd run`` weighs HORKD's (softened logits 1 at temperature 4, distance 5,
+    angle 10, no embedding term). On a task without class logits (retrieval, faces) HORKD takes
+    :data:`~horkd.losses.defaults.HYBRID_WEIGHTS_WITHOUT_LOGITS` instead: pass them as keywords.
+
+    The relational terms average over distinct pairs and triplets, not over every entry as RKD's
+    reference code does, so at a batch of N a weight here counts N/(N-1) (distance) and
+    N^2/((N-1)(N-2)) (angle) times RKD's: see :func:`~horkd.losses.distance_loss`
+    and :func:`~horkd.losses.angle_loss`.
+
+    While training, :meth:`~horkd.losses.HybridOrderLoss.forward` adds the batch to the bank
+    (``bank_size`` > 0) once the batch's own distance term is computed, and only what a step
+    may keep: nothing of a batch whose distance term is not finite, and of any batch only the
+    rows whose student and reference embeddings are both finite. A diverged batch (a NaN or an
+    overflow in its embeddings) leaves the bank as it was, and the batches after it are scored
+    as if it had never come; a loop of one's own that skips non-finite steps, as the trainer
+    does, needs no extra call. A step skipped for a term the bank does not see (the task loss,
+    the logits) still banks its finite embeddings, which are real samples'. The bank decides on
+    the device: filling it never waits for the host.
 
     Args:
         student_dim: Width of the student's embedding.
@@ -62,7 +87,7 @@ class HybridOrderLoss(nn.Module):
             process, so the method does not change with the process count; ``"local"``: each
             process's own batch.
         bank_size: While training, the distance term also spans the last ``bank_size``
-            samples of earlier steps ("look more"); 0 turns the bank off.
+            finite samples of earlier steps ("look more"); 0 turns the bank off.
 
     Raises:
         ValueError: ``relations`` is not ``"global"`` or ``"local"``; a weight is negative;
@@ -75,12 +100,12 @@ class HybridOrderLoss(nn.Module):
         student_dim: int,
         teacher_dim: int,
         *,
-        embedding_weight: float = 1.0,
-        logit_weight: float = 0.0,
-        temperature: float = 4.0,
-        distance_weight: float = 25.0,
-        angle_weight: float = 50.0,
-        huber_delta: float = 1.0,
+        embedding_weight: float = HYBRID_DEFAULTS["embedding_weight"],
+        logit_weight: float = HYBRID_DEFAULTS["logit_weight"],
+        temperature: float = HYBRID_DEFAULTS["temperature"],
+        distance_weight: float = HYBRID_DEFAULTS["distance_weight"],
+        angle_weight: float = HYBRID_DEFAULTS["angle_weight"],
+        huber_delta: float = HYBRID_DEFAULTS["huber_delta"],
         orders: Iterable[int] = ORDERS,
         projector: bool | None = None,
         angle_chunk_size: int | None = None,
@@ -172,7 +197,8 @@ class HybridOrderLoss(nn.Module):
         if self.distance_weight > 0 and self.bank is not None and self.training:
             distance = bank_distance_loss(student, teacher, *self.bank.contents(),
                                           self.huber_delta)
-            self.bank.push(student, teacher)
+            # a non-finite term means a diverged batch: it stays out of the bank
+            self.bank.push(student, teacher, accept=torch.isfinite(distance))
             terms["order2_distance"] = self.distance_weight * finish(distance)
         elif self.distance_weight > 0:
             distance = self.distance.from_gram(gram_s, gram_t)

@@ -1,5 +1,8 @@
 """Second order, pairs: the student keeps the teacher's normalised pairwise distances.
 
+The loss averages over distinct pairs (i != j), where RKD's reference code averages over all
+N^2 entries: :func:`distance_loss` says what that does to RKD's published weight.
+
 The loss and its gradient come from the Gram matrices in one forward pass (as for the third
 order): on a batch of 128 the N x N tensors are small, so what a step pays for is the number of
 operations, and autograd through a dozen elementwise steps per side costs several times the
@@ -87,6 +90,15 @@ def distance_loss(student: Tensor, teacher: Tensor, huber_delta: float = 1.0) ->
     Scaling by the mean distance makes the loss blind to the embeddings' scale, so a student
     of another width or norm is compared on geometry alone.
 
+    The mean is over the N(N-1) pairs of distinct samples. RKD's reference code (Park et al.,
+    CVPR 2019) takes the smooth L1 (this Huber at delta 1) over all N^2 entries of the distance
+    matrices, whose N zeros on the diagonal add nothing but count; both scale the distances by
+    their mean over i != j. So this loss, and its gradient, is RKD's divided by (N-1)/N: 0.94
+    at N = 16, 0.99 at N = 128. RKD's published weight 25 given here weighs the term as
+    25 N/(N-1) would in RKD (26.7 at N = 16, 25.2 at 128); ``25 (N-1)/N`` (23.4 at N = 16,
+    24.8 at 128) gives RKD's objective exactly. Under ``relations: global`` N is the batch of
+    every process together.
+
     Args:
         student: The student's embeddings ``[N, Ds]``.
         teacher: The teacher's embeddings ``[N, Dt]`` of the same images; the widths may differ.
@@ -119,7 +131,8 @@ def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float =
 
 
 class DistanceLoss(nn.Module):
-    """Second-order relational loss (RKD distance). YAML: ``distill.loss.distance_weight: 25``.
+    """Second-order relational loss (RKD distance, averaged over distinct pairs: see
+    :func:`~horkd.losses.distance_loss`). YAML: ``distill.loss.distance_weight: 5``.
 
     Args:
         huber_delta: As in :func:`~horkd.losses.distance_loss`.
@@ -147,8 +160,9 @@ def bank_distance_loss(
 ) -> Tensor:
     """Distances of each batch sample to the batch *and* to a bank of earlier samples ("look
     more" than one batch): mean over the pairs (i in batch, j in batch or bank, j != i) of
-    huber(d^S_ij - d^T_ij), each side scaled by its mean over those pairs. The bank's student
-    embeddings are detached (earlier steps), so gradients flow through the batch alone.
+    huber(d^S_ij - d^T_ij), each side scaled by its mean over those pairs (N(N-1) + NM of them:
+    distinct pairs, as :func:`~horkd.losses.distance_loss`). The bank's student embeddings are
+    detached (earlier steps), so gradients flow through the batch alone.
 
     Args:
         student: The student's embeddings ``[N, Ds]`` of this batch.

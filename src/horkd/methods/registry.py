@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from torch import nn
 
+from horkd.losses.defaults import (
+    HYBRID_WEIGHTS,
+    HYBRID_WEIGHTS_WITHOUT_LOGITS,
+    PUBLISHED_WEIGHTS,
+)
 from horkd.methods.base import Method
 from horkd.registry import Registry
 
@@ -72,24 +76,15 @@ GROUP_MEANING = (
 )
 
 
-# The weights a method's terms take where distill.loss leaves them null. The baselines keep the
-# published ones (embedding regression at 1, RKD's distance 25 and angle 50); the hybrid-order
-# methods and their assistant take what the accuracy study chose for HORKD in both its few-label
-# and its full-label classification search (docs/RESULTS.md): no embedding term, distance 5,
-# angle 10 (the teacher's softened logits carry the class knowledge).
-PUBLISHED_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"embedding_weight": 1.0, "distance_weight": 25.0, "angle_weight": 50.0}
-)
-HYBRID_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"embedding_weight": 0.0, "distance_weight": 5.0, "angle_weight": 10.0}
-)
-
-
 def default_weights(terms: tuple[str, ...] | None, uses_logits: bool) -> Mapping[str, float]:
-    """A method's default weights from its terms (None: the hybrid orders). Without class logits
-    (retrieval) the embedding and the relations carry everything the teacher gives, and the
-    study's retrieval search chose the published weights for HORKD as well."""
-    return HYBRID_WEIGHTS if terms is None and uses_logits else PUBLISHED_WEIGHTS
+    """The weights a method's terms take where ``distill.loss`` leaves them null, from the one
+    table of loss defaults (:mod:`horkd.losses.defaults`): the baselines (a fixed ``terms``)
+    their published weights, the hybrid orders (``terms`` None) HORKD's, which the loss's
+    constructor takes too (:data:`~horkd.losses.defaults.HYBRID_WEIGHTS`; without class logits,
+    :data:`~horkd.losses.defaults.HYBRID_WEIGHTS_WITHOUT_LOGITS`)."""
+    if terms is not None:
+        return PUBLISHED_WEIGHTS
+    return HYBRID_WEIGHTS if uses_logits else HYBRID_WEIGHTS_WITHOUT_LOGITS
 
 
 @dataclass(frozen=True)
