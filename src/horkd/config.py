@@ -307,6 +307,10 @@ class LossConfig(_Strict):
     angle_weight: float | None = Field(
         None, ge=0.0, description="gamma: third order; null = the method's default"
     )
+    hint_weight: float | None = Field(
+        None, ge=0.0,
+        description="fitnet: its middle-stage hint term; null = the method's default (100)",
+    )
     huber_delta: float = Field(default_factory=_loss_default("huber_delta"), gt=0.0)
     orders: list[Literal[1, 2, 3]] = Field(default_factory=lambda: [1, 2, 3])
     angle_anchors: int | None = Field(

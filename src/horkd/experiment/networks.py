@@ -57,6 +57,10 @@ class Networks:
         weights = getattr(self.ctx.cfg, role).weights
         return build_model(**self.recipe(role), weights_path=weights).to(self.ctx.device)
 
+    def student_side(self) -> int:
+        """The largest side the student is fed (the HR side where it takes LR re-upsampled)."""
+        return self.ctx.hr_size if self.ctx.upsampled else max(self.ctx.lr_sizes)
+
     def new_criterion(self, network: nn.Module) -> nn.Module:
         loss = self.ctx.cfg.task_loss
         return build_task_loss(
@@ -128,6 +132,7 @@ class Networks:
                 assistant=self.assistant_reference() if "assistant" in spec.needs else None,
                 uses_logits=self.ctx.task.uses_logits,
                 assistant_trusted="assistant" not in spec.needs or self.assistant_verdict()["trusted"],
+                student_input=(self.ctx.in_channels, self.student_side()),
             )
             seed_everything(self.ctx.seed, self.ctx.cfg.deterministic)
             assert spec.build is not None

@@ -189,7 +189,7 @@ def query_map(query: Recogniser, gallery: Recogniser) -> Any:
             f"{query.file.path} was not trained with an embedding term toward {name}: its "
             "embeddings live in a space of their own (relational terms do not fix it), so they "
             "cannot be searched in a gallery embedded by another model; embed the gallery with "
-            "the query model, or use a student trained with an embedding term (fitnet, "
+            "the query model, or use a student trained with an embedding term (embedding_regression, "
             "horkd_no_assistant) toward that model"
         )
     if projector.get("target_weights") != _weights_digest(gallery):

@@ -12,6 +12,7 @@ from horkd.losses import HybridOrderLoss
 from horkd.losses.hybrid import ORDERS, TERM_ORDER
 from horkd.methods.base import Method
 from horkd.methods.distill import DistillMethod
+from horkd.methods.fitnet import PUBLISHED_HINT_WEIGHT, FitNetMethod, HintReference
 from horkd.methods.joint import JointMethod
 from horkd.methods.references import LogitsFromTeacher
 from horkd.methods.registry import (
@@ -23,6 +24,7 @@ from horkd.methods.registry import (
     register_method,
 )
 from horkd.methods.supervised import SupervisedMethod
+from horkd.models.hint_stage import stage_grid
 
 
 def hybrid_loss(
@@ -179,11 +181,33 @@ def _hinton_kd(ctx: MethodContext) -> Method:
 
 @register_method(
     "fitnet",
-    "embedding regression (FitNet-style), teacher -> student",
+    "FitNet (Romero et al. 2015): the student's middle stage, through a conv regressor, imitates "
+    "the teacher's middle stage (its map pooled to the student's grid), with the task loss",
+    group="baseline",
+    terms=("hint",),
+)
+def _fitnet(ctx: MethodContext) -> Method:
+    assert ctx.teacher is not None and ctx.student_input is not None
+    student = ctx.new_network("student")
+    channels, side = ctx.student_input
+    weight = ctx.distill.loss.hint_weight
+    return FitNetMethod(
+        student,
+        ctx.new_criterion(student),
+        HintReference(ctx.teacher, stage_grid(student, channels, side)),
+        hint_weight=PUBLISHED_HINT_WEIGHT if weight is None else weight,
+        task_weight=ctx.distill.loss.task_weight,
+    )
+
+
+@register_method(
+    "embedding_regression",
+    "the student's final embedding, through a linear map, regresses the teacher's (first order "
+    "on embeddings alone; not FitNet, whose hint is a middle stage)",
     group="baseline",
     terms=("embedding",),
 )
-def _fitnet(ctx: MethodContext) -> Method:
+def _embedding_regression(ctx: MethodContext) -> Method:
     return _from_teacher(ctx, ("embedding",))
 
 

@@ -37,6 +37,7 @@ class LossSettings(Protocol):
     temperature: float
     distance_weight: float | None
     angle_weight: float | None
+    hint_weight: float | None  # fitnet's middle-stage hint; None: its default
     huber_delta: float
     orders: list[int]
     angle_anchors: int | None
@@ -102,6 +103,8 @@ class MethodContext:
         uses_logits: ``False`` for tasks whose logits mean nothing (retrieval, faces).
         assistant_trusted: ``False`` when the assistant failed its guard: learn from the
             teacher instead.
+        student_input: The channels and the (largest) side of the student's input, for the
+            methods that size a layer by the student's feature maps (FitNet's regressor).
     """
 
     distill: DistillSettings
@@ -111,6 +114,7 @@ class MethodContext:
     assistant: nn.Module | None = None
     uses_logits: bool = True  # False for tasks whose logits mean nothing (retrieval, faces)
     assistant_trusted: bool = True  # False: the assistant failed its guard (learn from T)
+    student_input: tuple[int, int] | None = None  # (channels, side) of the student's input
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,12 @@ class MethodSpec:
         Returns:
             ``embedding_weight``, ``distance_weight`` and ``angle_weight``.
         """
-        return default_weights(self.terms, uses_logits)
+        defaults = default_weights(self.terms, uses_logits)
+        if self.terms is not None and "hint" in self.terms:  # FitNet's middle-stage hint
+            from horkd.methods.fitnet import PUBLISHED_HINT_WEIGHT
+
+            return {**defaults, "hint_weight": PUBLISHED_HINT_WEIGHT}
+        return defaults
 
 
 #: Every method a run can name, by name. Filled by :func:`register_method` when

@@ -57,12 +57,17 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.in_channels = in_channels
         self.out_features = in_planes
+        self.blocks_per_stage = blocks
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.layers(self.stem(x))).flatten(1)
+
+    def middle_stage(self) -> nn.Module:
+        """The last block of the second of three stages: FitNet's hint and guided layer."""
+        return self.layers[2 * self.blocks_per_stage - 1]
 
 
 def _register(depth: int) -> None:

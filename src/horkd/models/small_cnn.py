@@ -28,9 +28,14 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.in_channels = in_channels
         self.out_features = cin
+        self.blocks_per_stage = blocks_per_stage
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.features(x)).flatten(1)
+
+    def middle_stage(self) -> nn.Module:
+        """The last conv of the second of three stages (after the stem): FitNet's hint layer."""
+        return self.features[2 * self.blocks_per_stage]
 
 
 @BACKBONES.register("cnn_tiny")

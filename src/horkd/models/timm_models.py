@@ -21,6 +21,14 @@ class TimmBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def middle_stage(self) -> nn.Module:
+        """The middle entry of timm's own ``feature_info`` (the stages it exposes as features)."""
+        info = getattr(self.net, "feature_info", None)
+        names = [entry["module"] for entry in info] if info else []
+        if len(names) < 2:
+            raise ValueError(f"timm model {type(self.net).__name__} lists no feature stages")
+        return self.net.get_submodule(names[len(names) // 2])
+
 
 def build_timm(
     name: str, in_channels: int = 3, width: int | None = None, **kwargs: object

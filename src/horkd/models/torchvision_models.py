@@ -26,6 +26,16 @@ class TorchvisionBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def middle_stage(self) -> nn.Module:
+        """``layer2`` of the resnets (FitNet's middle hint); the middle block of ``features``
+        for the networks built as one sequence of blocks (mobilenets)."""
+        if isinstance(getattr(self.net, "layer2", None), nn.Module):
+            return self.net.layer2
+        features = getattr(self.net, "features", None)
+        if isinstance(features, nn.Sequential) and len(features) > 1:
+            return features[len(features) // 2]
+        raise ValueError(f"{type(self.net).__name__} has no middle stage horkd knows")
+
 
 def _replace_stem(net: nn.Module, in_channels: int) -> None:
     """Greyscale data needs a stem conv taking ``in_channels``; everything else keeps its shape."""
