@@ -20,6 +20,7 @@ import yaml
 
 from horkd.checkpoint import atomic_write
 from horkd.config import ExperimentConfig, dump_config
+from horkd.data.digest import data_digest
 from horkd.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -137,6 +138,7 @@ def _data_settings(cfg: ExperimentConfig, seed: int, labels: bool = True) -> dic
     return {
         "seed": seed,
         "data": data,
+        "data_files": data_digest(cfg.data.dataset, cfg.data.root),  # what the settings point at
         "task": cfg.task,
         "task_loss": _dump(cfg.task_loss),
         "retrieval": _dump(cfg.retrieval),

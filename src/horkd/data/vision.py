@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torchvision.datasets as tvd
 
+from horkd.data.digest import SYSTEM_FILES
 from horkd.data.idx import read_idx
 from horkd.data.memory import TensorImageDataset, channel_stats, resize_uint8
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
@@ -246,6 +247,20 @@ def stl10(root: str | None, hr_size: int | None, download: bool = False):
     layout = "stl10_binary/{train,test}_{X,y}.bin"
     train, test, names = _split_datasets("stl10", _STL10, layout, root, hr_size, download)
     return _pair("stl10", train, test, 10, 96, names)
+
+
+@SYSTEM_FILES.register("fashion_mnist")
+def _debian_fashion_mnist() -> list[Path]:
+    found = _find_idx(DEBIAN_FASHION_MNIST) if DEBIAN_FASHION_MNIST.is_dir() else None
+    return sorted(found.values()) if found else []
+
+
+@SYSTEM_FILES.register("digits")
+def _bundled_digits() -> list[Path]:
+    import sklearn
+
+    found = Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz"
+    return [found] if found.is_file() else []
 
 
 @DATASETS.register("digits")

@@ -22,6 +22,7 @@ from torch.utils.data import Subset
 from horkd import distributed
 from horkd.checkpoint import build_from_checkpoint, write_json
 from horkd.config import StageConfig
+from horkd.data.digest import data_digest
 from horkd.data.loader import BatchLoader
 from horkd.experiment.batches import batch_maker, train_batches
 from horkd.experiment.context import RunContext
@@ -177,6 +178,7 @@ class StageRunner:
         """The stage's networks and record when it finished with these settings, else None."""
         stage_dir = self.seed_dir / name
         if not (self.resume and finished_stage(stage_dir, fingerprint)):
+            self._say_if_data_changed(name, stage_dir)
             return None
         record = json.loads((stage_dir / "done.json").read_text())
         networks = {"student": build_from_checkpoint(stage_dir / "model").to(self.ctx.device)}
@@ -186,6 +188,25 @@ class StageRunner:
 
             projector["weight"] = load_file(str(stage_dir / projector["file"]))["weight"]
         return StageOutcome(networks, record, projector)
+
+    def _say_if_data_changed(self, name: str, stage_dir: Path) -> None:
+        """A finished stage retrained because its data changed says so (else a user who added
+        images sees a long retraining with no reason given)."""
+        if not self.resume or not distributed.is_main():
+            return
+        try:
+            before = json.loads((stage_dir / "done.json").read_text()).get("data_files", "")
+        except (OSError, ValueError):
+            return
+        now = self.data_files()
+        if before != "" and before != now:
+            where = f"{self.label}: {name}" if self.label else name
+            print(f"[{where}] its data changed since it was trained (images added, "
+                  "removed or replaced): training it again", flush=True)
+
+    def data_files(self) -> str | None:
+        cfg = self.ctx.cfg.data
+        return data_digest(cfg.dataset, cfg.root)
 
     def train(
         self,
@@ -230,6 +251,8 @@ class StageRunner:
         result = trainer.fit()
         record = {
             "fingerprint": fingerprint,
+            "data_files": self.data_files(),
+            "threads": torch.get_num_threads(),  # seconds x threads: the stage's CPU-seconds
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
             "score_key": ctx.task.score_key,

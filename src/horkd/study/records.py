@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from horkd.checkpoint import git_sha, write_json
+from horkd.config import DataConfig
+from horkd.data.digest import data_digest
 from horkd.run_dir import settings_digest
 
 VOLATILE = ("name", "output_dir", "seeds")  # where and how a run is filed, not what it learns
@@ -53,6 +55,9 @@ def record_key(config: dict[str, Any], teacher: str, seed: int, kind: str, score
     settings = {k: v for k, v in config.items() if k not in VOLATILE}
     settings["teacher"] = {k: v for k, v in settings.get("teacher", {}).items()
                            if k != "checkpoint"}
+    data = settings.get("data", {})
+    dataset = data.get("dataset", DataConfig.model_fields["dataset"].default)
+    settings["data_files"] = data_digest(dataset, data.get("root"))
     return settings_digest([settings, teacher, seed, kind, scored])
 
 
@@ -77,6 +82,7 @@ class RunRecord:
     machine: str = field(default_factory=platform.machine)
     git_sha: str | None = field(default_factory=git_sha)
     environment: dict[str, str] = field(default_factory=dict)  # empty in records made before it
+    numerics_version: int = 0  # the code's NUMERICS_VERSION when it was measured (0: unknown)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
