@@ -134,3 +134,33 @@ def test_the_legend_explains_the_methods_and_columns_the_table_shows():
     assert "standard deviation over seeds" in text
     plain = legend([{"method": "scratch", "role": "student", "lr_top1": 70.0}])
     assert "mean@:" not in plain and "standard deviation" not in plain
+
+
+def test_a_chain_that_fell_back_to_the_teacher_is_named_in_the_table_and_the_verdict():
+    from horkd.results import format_table, verdict
+
+    table = [
+        {"method": "hinton_kd", "role": "student", "params": 1, "flops": 1, "lr_top1": 80.0,
+         "seeds": 2},
+        {"method": "horkd", "role": "student", "params": 1, "flops": 1, "lr_top1": 81.0,
+         "seeds": 2, "fallback_seeds": 2},
+    ]
+    shown = "horkd (taught by the teacher in 2 of 2 seeds: the assistant failed"
+    assert shown in format_table(table)
+    assert shown in verdict(table)
+    assert "fallback_seeds" not in format_table(table)  # not shown as a metric column
+
+
+def test_the_report_gives_each_students_training_compute_with_its_shares(tmp_path):
+    from horkd.report.compute import training_compute
+
+    seed = tmp_path / "seed0"
+    for stage, seconds in [("teacher", 100.0), ("assistant", 40.0), ("students/scratch", 10.0),
+                           ("students/hinton_kd", 10.0), ("students/horkd", 20.0)]:
+        (seed / stage).mkdir(parents=True)
+        (seed / stage / "done.json").write_text(json.dumps({"seconds": seconds, "threads": 2}))
+    rows = {r["method"]: r for r in training_compute(seed)}
+    assert rows["scratch"]["total_cpu_s"] == 20.0  # no teacher, no assistant
+    assert rows["hinton_kd"]["teacher_share_cpu_s"] == 100.0  # 200 CPU-s over 2 students
+    assert rows["horkd"]["assistant_cpu_s"] == 80.0
+    assert rows["horkd"]["total_cpu_s"] == 40.0 + 80.0 + 100.0

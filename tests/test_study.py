@@ -566,3 +566,38 @@ def test_the_page_says_when_the_teacher_is_near_chance():
     assert "**Near chance** (33.33 with 3 classes)" in _near_chance({"val": 36.0, "classes": 3})
     assert _near_chance({"val": 60.0, "classes": 3}) == ""  # past a quarter of the way to 100
     assert _near_chance({"val": 12.0}) == ""  # a retrieval teacher, or a record from before
+
+
+def test_the_page_marks_older_numerics_a_guard_fallback_and_gives_each_methods_compute():
+    """A row measured by an older NUMERICS_VERSION, and a chain whose assistant failed its guard
+    in some seeds, say so in the method cell; every method shows its CPU cost, the teacher's
+    share included for the methods that learnt from it."""
+    from horkd.numerics_version import NUMERICS_VERSION
+    from horkd.study.document import regime_tables
+
+    def final(method, values, numerics, fallback=()):
+        rows = {str(s): [{"method": method, "role": "student", "lr_top1": v,
+                          **({"fallback": "teacher"} if s in fallback else {})}]
+                for s, v in enumerate(values)}
+        return {"regime": "few", "method": method, "val": {str(s): 50.0 for s in range(2)},
+                "rows": rows, "numerics": {str(s): numerics for s in range(2)},
+                "cpu_seconds": {str(s): 120.0 for s in range(2)},
+                "teacher": {str(s): "tfp" for s in range(2)}}
+
+    finals = [final("scratch", [70.0, 71.0], NUMERICS_VERSION),
+              final("hinton_kd", [80.0, 81.0], NUMERICS_VERSION - 1),
+              final("horkd", [80.5, 81.5], NUMERICS_VERSION, fallback=(1,))]
+    study = {"seeds": [0, 1], "baselines": ["scratch", "hinton_kd"],
+             "methods": ["scratch", "hinton_kd", "horkd"],
+             "regimes": {"few": {"seeds": [0, 1]}}}
+    teachers = {"t/seed0": {"fingerprint": "tfp", "train_seconds": 600.0, "threads": 2}}
+    summary = {"study": study, "finals": finals, "choices": {}, "teachers": teachers}
+    table, facts = regime_tables(summary, "few")
+    lines = {line.split(" |")[0].strip("| "): line for line in table.splitlines()}
+    assert "hinton_kd (older numerics)" in lines
+    assert "horkd (taught by the teacher in 1 of 2 seeds: the assistant failed " \
+           "distill.assistant_guard)" in lines
+    # 1,200 teacher CPU-s shared by the 4 final runs that learnt from it: 300 s = 5 min each
+    assert lines["scratch"].endswith("| 2.0 |")
+    assert lines["hinton_kd (older numerics)"].endswith("| 2.0 + 5.0 |")
+    assert facts["methods"]["hinton_kd"]["numerics_version"] == NUMERICS_VERSION - 1

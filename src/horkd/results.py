@@ -10,7 +10,8 @@ from typing import Any
 from horkd.config import ExperimentConfig
 from horkd.methods import METHODS
 
-NOT_METRICS = frozenset({"method", "role", "params", "flops", "seeds"})
+NOT_METRICS = frozenset({"method", "role", "params", "flops", "seeds", "fallback",
+                         "fallback_seeds"})
 
 
 def metric_columns(table: list[dict[str, Any]]) -> list[str]:
@@ -57,7 +58,7 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in table:
         cells = [
-            e["method"],
+            method_cell(e),
             _group(e["method"]) or "-",
             e["role"],
             *[_fmt(e, c) for c in columns],
@@ -66,6 +67,17 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def method_cell(entry: dict[str, Any]) -> str:
+    """The method's name, and what it learnt from where that is not what the name says."""
+    fell_back = entry.get("fallback_seeds", 1 if entry.get("fallback") else 0)
+    if not fell_back:
+        return entry["method"]
+    seeds = entry.get("seeds", 1)
+    where = f" in {fell_back} of {seeds} seeds" if seeds > 1 else ""
+    return (f"{entry['method']} (taught by the teacher{where}: the assistant failed "
+            "distill.assistant_guard)")
 
 
 _COLUMN_MEANINGS = (
@@ -112,6 +124,7 @@ def verdict(table: list[dict[str, Any]]) -> str:
     if not baselines or not ours:
         return ""
     best = max(baselines, key=baselines.__getitem__)
+    shown = {e["method"]: method_cell(e) for e in table}
     parts = []
     for name, value in ours.items():
         diff = value - baselines[best]
@@ -119,7 +132,8 @@ def verdict(table: list[dict[str, Any]]) -> str:
             f"beats by {diff:.2f} points" if diff > 0 else f"trails by {-diff:.2f} points"
         )
         parts.append(
-            f"{name} ({value:.2f}) {relation} the best baseline {best} ({baselines[best]:.2f})"
+            f"{shown[name]} ({value:.2f}) {relation} the best baseline {best} "
+            f"({baselines[best]:.2f})"
         )
     return f"On {key}: " + "; ".join(parts) + "." + _weak_teacher(table, key, baselines)
 

@@ -33,6 +33,9 @@ class Row:
     params: int
     flops: int
     metrics: dict[str, float]
+    # "teacher": a chain method whose assistant failed its guard learnt from the teacher instead;
+    # the row says so wherever it is shown, never a silent substitute under the method's name
+    fallback: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Row:
             "role": self.role,
             "params": self.params,
             "flops": self.flops,
+            **({"fallback": self.fallback} if self.fallback else {}),
             **self.metrics,
         }
 
@@ -128,7 +132,9 @@ def result_rows(
         if task.teacher_gallery and spec.group in ("baseline", "ours"):
             scoring = teacher_gallery(ctx, networks, name)
         metrics = task.test(ctx, student, scoring)
-        rows.append(Row(name, "student", *cost(ctx, student, spec.upsampled), metrics))
+        fallback = ("teacher" if "assistant" in spec.needs
+                    and not networks.assistant_verdict()["trusted"] else None)
+        rows.append(Row(name, "student", *cost(ctx, student, spec.upsampled), metrics, fallback))
     return rows
 
 
@@ -205,6 +211,9 @@ def aggregate(rows_per_seed: list[list[Row]]) -> list[dict[str, Any]]:
             "flops": rows[0].flops,
             "seeds": len(rows),
         }
+        fell_back = sum(r.fallback is not None for r in rows)
+        if fell_back:
+            entry["fallback_seeds"] = fell_back
         for key in rows[0].metrics:
             values = [r.metrics[key] for r in rows if key in r.metrics]
             entry[key] = statistics.fmean(values)

@@ -20,6 +20,7 @@ from horkd.export import input_shape
 from horkd.logger import read_jsonl
 from horkd.methods import methods_in
 from horkd.report import figures
+from horkd.report.compute import training_compute
 from horkd.results import format_table, legend, verdict
 
 
@@ -224,6 +225,18 @@ def _cost_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> l
     return ["### Model cost (CPU, median latency in ms)", "", _markdown(costs, columns), ""]
 
 
+def _compute_section(run_dir: Path) -> list[str]:
+    seeds = _seed_dirs(run_dir)
+    rows = training_compute(seeds[0]) if seeds else []
+    if not rows:
+        return []
+    columns = ["method", "own_cpu_s", "assistant_cpu_s", "teacher_share_cpu_s", "total_cpu_s"]
+    return ["### Training compute (first seed, CPU-seconds)", "",
+            "Seconds x threads of each student's own stage, the assistant stage it learnt "
+            "through (shared by the chain methods) and its share of the teacher (shared by every "
+            "student that learnt from it).", "", _markdown(rows, columns), ""]
+
+
 def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` with tables, CSVs and figures; returns the report path."""
     run_dirs = [Path(d) for d in run_dirs]
@@ -245,6 +258,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
             sections += ["### Training curves (first seed)", "", f"![training curves]({png.name})",
                          ""]
         sections += _cost_section(run_dir, cfg, out, name)
+        sections += _compute_section(run_dir)
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path

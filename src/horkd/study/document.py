@@ -10,8 +10,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from horkd.results import primary_metric
+from horkd.numerics_version import NUMERICS_VERSION
+from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
+from horkd.study.compute import cost_cell, student_costs
 from horkd.study.stats import Difference, paired_difference, summarize
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
@@ -40,18 +42,25 @@ def _seed_values(
     students: dict[str, dict[int, float]] = {}
     teachers: dict[str, dict[int, dict[str, float]]] = {}
     val: dict[str, list[float]] = {}
+    numerics: dict[str, int] = {}  # the oldest NUMERICS_VERSION among a method's seeds
+    fallbacks: dict[str, int] = {}  # seeds whose chain fell back to the teacher (the guard)
     for res in finals:
         if res["regime"] != regime:
             continue
         val[res["method"]] = list(res["val"].values())
+        if res.get("numerics"):
+            numerics[res["method"]] = min(res["numerics"].values())
         for seed, rows in res["rows"].items():
             metric = metric or primary_metric(rows)
             for row in rows:
                 if row["role"] == "student" and metric in row:
                     students.setdefault(row["method"], {})[int(seed)] = row[metric]
+                    if row.get("fallback"):
+                        fallbacks[row["method"]] = fallbacks.get(row["method"], 0) + 1
                 elif row["role"] == "teacher":
                     teachers.setdefault(row["method"], {})[int(seed)] = row
-    return {"metric": metric, "students": students, "teachers": teachers, "val": val}
+    return {"metric": metric, "students": students, "teachers": teachers, "val": val,
+            "numerics": numerics, "fallbacks": fallbacks}
 
 
 def _label_only(study: dict[str, Any], students: dict[str, Any]) -> str | None:
@@ -91,11 +100,13 @@ def regime_tables(
     oracle = next((m for m in done if m == "lr_oracle"), None)
     mean = {m: summarize([v[s] for s in seeds]).mean for m, v in done.items()}
     choices = summary["choices"].get(regime, {})
+    costs = student_costs(summary)
     lines = [
         "| method | chosen settings | val mean | test mean | std | "
         f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best}, by val) | "
-        f"vs {scratch or 'scratch'} |" + (" gap closed |" if oracle else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else ""),
+        f"vs {scratch or 'scratch'} |" + (" gap closed |" if oracle else "")
+        + " CPU-min per seed (run + teacher share) |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else "") + "---|",
     ]
     facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "methods": {}}
     for method in study["regimes"][regime].get("methods") or study["methods"]:
@@ -105,7 +116,7 @@ def regime_tables(
         if method not in done:
             have = len(students.get(method, {}))
             lines.append(f"| {method} | {settings} | - | pending ({have} of {len(seeds)} seeds) "
-                         "| - | - | - | - |" + (" - |" if oracle else ""))
+                         "| - | - | - | - |" + (" - |" if oracle else "") + " - |")
             continue
         series = [done[method][s] for s in seeds]
         stats = summarize(series)
@@ -113,12 +124,17 @@ def regime_tables(
         vs_scratch = (paired_difference(series, [done[scratch][s] for s in seeds])
                       if scratch else None)
         gap = _gap_closed(stats.mean, mean.get(scratch), mean.get(oracle)) if oracle else None
+        older = data["numerics"].get(method, NUMERICS_VERSION) < NUMERICS_VERSION
+        shown = method_cell({"method": method, "seeds": len(seeds),
+                             "fallback_seeds": data["fallbacks"].get(method, 0)})
+        shown += " (older numerics)" if older else ""
+        cost = costs.get((regime, method))
         lines.append(
-            f"| {method} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
+            f"| {shown} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
             f"{stats.mean:.2f} | {stats.std:.2f} | {' / '.join(f'{v:.2f}' for v in series)} | "
             f"{vs_best.interval() if vs_best and method != best else '-'} | "
             f"{vs_scratch.interval() if vs_scratch and method != scratch else '-'} |"
-            + (f" {gap} |" if oracle else "")
+            + (f" {gap} |" if oracle else "") + f" {cost_cell(cost)} |"
         )
         facts["methods"][method] = {
             "mean": stats.mean,
@@ -127,6 +143,8 @@ def regime_tables(
             "vs_best": vs_best.as_dict() if vs_best else None,
             "vs_scratch": vs_scratch.as_dict() if vs_scratch else None,
             "gap_closed": gap,
+            "cpu_seconds": cost,
+            "numerics_version": data["numerics"].get(method),
         }
     table = "\n".join(lines) + _teacher_lines(data["teachers"], facts)
     return table, facts

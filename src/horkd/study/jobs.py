@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from horkd.numerics_version import NUMERICS_VERSION
 from horkd.study.records import RecordBook, RunRecord, environment, record_key
 
 
@@ -162,7 +163,7 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
         started = time.perf_counter()
         record = RunRecord(job.key(seed), job.kind, job.regime, job.method, job.tag, seed,
                            job.config, job.teacher[str(seed)], math.nan, threads=job.threads,
-                           environment=environment())
+                           environment=environment(), numerics_version=NUMERICS_VERSION)
         ctx, networks = open_seed(cfg, seed, progress=False, caches=caches,
                                   label=f"{job.label} seed {seed}")
         try:

@@ -492,6 +492,9 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "history": {s: r.history for s, r in records.items()},
         "facts": {s: r.facts for s, r in records.items() if r.facts},
         "seconds": sum(r.seconds for r in records.values()),
+        "cpu_seconds": {s: r.seconds * r.threads for s, r in records.items()},
+        "numerics": {s: r.numerics_version for s, r in records.items()},
+        "teacher": {s: r.teacher.get("fingerprint") for s, r in records.items()},
         "error": result.error,
     }
 
