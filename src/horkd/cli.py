@@ -634,7 +634,8 @@ def cmd_list(_: argparse.Namespace) -> int:
         for who, weights in (("baselines", default_weights(("embedding",), True)),
                              ("hybrid orders with class logits", default_weights(None, True)),
                              ("hybrid orders without (retrieval, faces)",
-                              default_weights(None, False)))))
+                              default_weights(None, False)))) + "; fitnet: hint "
+          f"{METHODS.get('fitnet').loss_defaults()['hint_weight']:g}")
     print("methods:")
     for group, meaning in GROUP_MEANING:
         print(f"  {group}: {meaning}")

@@ -62,3 +62,7 @@ HYBRID_WEIGHTS_WITHOUT_LOGITS: Mapping[str, float] = MappingProxyType(
 PUBLISHED_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"embedding_weight": 1.0, "distance_weight": 25.0, "angle_weight": 50.0}
 )
+
+#: FitNet's hint weight (``distill.loss.hint_weight``): mdistiller's single-stage FitNet on
+#: CIFAR-100, the published recipe this project's ``fitnet`` follows (methods/fitnet.py).
+PUBLISHED_HINT_WEIGHT = 100.0

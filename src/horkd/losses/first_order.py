@@ -9,7 +9,8 @@ from horkd.losses.numerics import full_precision, no_autocast
 
 
 class EmbeddingRegression(nn.Module):
-    """Mean over samples of ||P s_i - t_i||^2 / d (FitNet-style hint on the embedding).
+    """Mean over samples of ||P s_i - t_i||^2 / d: regression of the final embedding (the
+    ``embedding_regression`` baseline; FitNet proper guides a middle stage: methods/fitnet.py).
 
     P is a learned linear projector when the widths differ (or ``projector=True``), identity
     otherwise. YAML: ``distill.loss.embedding_weight: 1.0``.

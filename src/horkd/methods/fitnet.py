@@ -26,9 +26,6 @@ from horkd.methods.base import Batch, Method, task_loss
 from horkd.models import ModelOutput
 from horkd.models.hint_stage import middle_stage_name, run_capturing, stage_channels
 
-#: mdistiller's FitNet hint weight on CIFAR-100 (the single-stage recipe's published setting).
-PUBLISHED_HINT_WEIGHT = 100.0
-
 
 class HintReference(nn.Module):
     """The frozen teacher as FitNet sees it: its logits, and its middle map pooled to the

@@ -27,10 +27,11 @@ class TorchvisionBackbone(nn.Module):
         return self.net(x)
 
     def middle_stage(self) -> nn.Module:
-        """``layer2`` of the resnets (FitNet's middle hint); the middle block of ``features``
-        for the networks built as one sequence of blocks (mobilenets)."""
-        if isinstance(getattr(self.net, "layer2", None), nn.Module):
-            return self.net.layer2
+        """``layer2`` of the resnets and ``stage3`` of shufflenet (FitNet's middle hint); the
+        middle block of ``features`` for the networks built as one sequence (mobilenets)."""
+        for name in ("layer2", "stage3"):  # resnets; shufflenet (stages 2, 3, 4)
+            if isinstance(getattr(self.net, name, None), nn.Module):
+                return getattr(self.net, name)
         features = getattr(self.net, "features", None)
         if isinstance(features, nn.Sequential) and len(features) > 1:
             return features[len(features) // 2]
