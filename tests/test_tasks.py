@@ -26,8 +26,27 @@ def _finite(table):
                 assert math.isfinite(value), (entry["method"], key)
 
 
+def _blobs(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes in 16 dimensions: two carry the class (means 4 apart, unit noise), the
+    other 14 only noise three times as large, so a random projection mostly keeps the noise."""
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 16, generator=gen)
+    x[:, 2:] *= 3.0
+    x[:, 0] += 4.0 * (y == 1)
+    x[:, 1] += 4.0 * (y == 2)
+    return x, y
+
+
+# Three classes: chance is 33.3. After 100 steps the held-out accuracy is 71-96 over seeds 0-4
+# for every loss (proxy_anchor lowest); before any step, 20-54.
+TASK_LOSS_MARGIN = 30.0
+
+
 @pytest.mark.parametrize("name", TASK_LOSSES.names())
 def test_task_losses_train(name):
+    """Each task loss gives finite, non-zero gradients, and training a linear embedding with it
+    (the loss's own parameters included) learns: held-out accuracy (the logits' for
+    cross-entropy, 1-NN on the training embeddings for the rest) above chance by the margin."""
     torch.manual_seed(0)
     emb = torch.randn(12, 6, requires_grad=True)
     logits = torch.randn(12, 3, requires_grad=True)
@@ -38,6 +57,29 @@ def test_task_losses_train(name):
     loss.backward()
     grad = logits.grad if name == "cross_entropy" else emb.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+    gen = torch.Generator().manual_seed(0)
+    (x, y), (x_test, y_test) = _blobs(150, gen), _blobs(150, gen)
+    embed, classify = torch.nn.Linear(16, 6), torch.nn.Linear(6, 3)
+    loss_fn = build_task_loss(name, num_classes=3, embed_dim=6)
+    params = [*embed.parameters(), *classify.parameters(), *loss_fn.parameters()]
+    optimizer = torch.optim.Adam(params, lr=0.05)
+    for _ in range(100):
+        batch = torch.randperm(len(x), generator=gen)[:30]
+        e = embed(x[batch])
+        loss = loss_fn(ModelOutput(e, classify(e)), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        if name == "cross_entropy":
+            predicted = classify(embed(x_test)).argmax(1)
+        else:
+            gallery = torch.nn.functional.normalize(embed(x), dim=1)
+            queries = torch.nn.functional.normalize(embed(x_test), dim=1)
+            predicted = y[(queries @ gallery.t()).argmax(1)]
+    accuracy = 100 * (predicted == y_test).float().mean().item()
+    assert accuracy > 100 / 3 + TASK_LOSS_MARGIN, accuracy
 
 
 def test_margin_heads_reduce_to_scaled_softmax_at_zero_margin():
@@ -50,6 +92,10 @@ def test_margin_heads_reduce_to_scaled_softmax_at_zero_margin():
 
 
 def test_retrieval_pipeline(tiny_cfg):
+    """The retrieval protocol's plumbing: every row, metric and gallery it promises. Not
+    learning: on digits' five unseen classes (chance R@1 about 20) an untrained CNN's embedding
+    already reaches R@1 57 HR->HR and 71-74 LR->LR, and this budget does not move it
+    measurably; the task losses are shown to learn in test_task_losses_train."""
     tiny_cfg.update(task="retrieval", methods=["teacher_lr", "scratch", "rkd", "horkd"])
     tiny_cfg["degrade"] = {"lr_size": 4, "student_input": "upsampled"}
     cfg = config_from_dict(tiny_cfg)
@@ -62,8 +108,8 @@ def test_retrieval_pipeline(tiny_cfg):
     assert "R@1 LR->HR" in (Path(cfg.output_dir) / "results.md").read_text()
     # the asymmetric protocol: the teacher embeds the gallery; the students' queries reach its
     # space by a fitted linear map unless their embedding term trained a projector toward it
-    for name in ("scratch", "rkd", "horkd"):
-        assert 0 <= rows[name]["R@1 LR->HR teacher"] <= 100
+    for name in ("scratch", "rkd", "horkd"):  # recall grows with K, whatever was learnt
+        assert rows[name]["R@1 LR->HR teacher"] <= rows[name]["R@8 LR->HR teacher"]
     assert rows["scratch"]["teacher map fitted"] == 1.0 and rows["rkd"]["teacher map fitted"] == 1.0
     assert "R@1 LR->HR teacher" not in rows["teacher_lr"]
 
@@ -141,6 +187,9 @@ def test_lfw_pairs_parser(tmp_path):
 
 
 def test_face_pipeline_smoke(tmp_path, tiny_cfg):
+    """The face protocol's plumbing: rows, verification at each probe size, identification.
+    Not learning: the stand-in identities differ by colour, so an untrained network already
+    verifies their pairs at 98-100 (chance 50)."""
     _identity_tree(tmp_path / "faces")
     lines = ["10 2"]
     for fold in range(10):
@@ -164,10 +213,11 @@ def test_face_pipeline_smoke(tmp_path, tiny_cfg):
     for name in ("scratch", "horkd", "teacher_lr"):
         assert {"8px LR-HR acc", "8px LR-HR tar@far=0.01", "4px LR-HR acc",
                 "rank1 LR->HR"} <= set(rows[name])
-        assert 0 <= rows[name]["8px LR-HR acc"] <= 100
 
 
 def test_face_sampled_pairs(tmp_path, tiny_cfg):
+    """Pairs sampled from the test identities when no pairs file is given: plumbing, as in
+    test_face_pipeline_smoke (the stand-in identities need no learning to tell apart)."""
     _identity_tree(tmp_path / "faces")
     tiny_cfg.update(task="face", methods=["scratch"])
     tiny_cfg["data"] = {"dataset": "image_folder", "root": str(tmp_path / "faces"), "hr_size": 16,
