@@ -9,7 +9,7 @@ the seeds of the final runs. See ``configs/study/fashion_mnist.yaml``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,6 +66,20 @@ class RegimeConfig(_Strict):
         description="train the teacher once per seed (a retrieval class split per seed): the "
         "teacher config runs with the regime's seeds and each run takes its seed's teacher",
     )
+    role: Literal["exploratory", "confirmatory"] = Field(
+        "exploratory",
+        description="confirmatory: its design, candidates, comparator and margin were written "
+        "before its first run (it must declare comparisons and a margin); exploratory: "
+        "hypothesis-generating, marked so on the page",
+    )
+    comparisons: dict[str, str | list[str]] | None = Field(
+        None, description="method -> the method(s) it is compared with here (null: the "
+        "study's `comparisons`, where the regime lists both)",
+    )
+    margin: float | None = Field(
+        None, gt=0, description="equivalence margin in points of the headline metric (null: "
+        "the study's `margin`)",
+    )
 
 
 class SearchConfig(_Strict):
@@ -116,6 +130,16 @@ class StudyConfig(_Strict):
     )
     discussion: str | None = Field(
         None, description="hand-written Markdown (relative to this file) appended to RESULTS.md"
+    )
+    comparisons: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="method -> the method(s) it is compared with, declared before any run: in "
+        "every regime that lists both, called above / below / equivalent / inconclusive, "
+        "Holm-adjusted over the page",
+    )
+    margin: float | None = Field(
+        None, gt=0, description="equivalence margin (points of the headline metric): a "
+        "difference shown (TOST) to lie within +-margin is called equivalent; null: none",
     )
 
     @model_validator(mode="after")
@@ -175,6 +199,7 @@ class StudyConfig(_Strict):
                 raise ValueError(
                     f"{where}: every method needs the same number of search candidates: {sizes}"
                 )
+        _check_comparisons(self)
         return self
 
     def candidates(self, regime: str, method: str) -> list[list[str]]:
@@ -196,6 +221,64 @@ class StudyConfig(_Strict):
 
     def regime_methods(self, regime: str) -> list[str]:
         return self.regimes[regime].methods or self.methods
+
+
+def declared_pairs(comparisons: dict[str, str | list[str]] | None,
+                   methods: list[str] | None = None) -> list[tuple[str, str]]:
+    """``(method, comparator)`` pairs of a ``comparisons`` mapping, in its order; with
+    ``methods``, only the pairs whose both methods are among them."""
+    pairs = [(m, c) for m, cs in (comparisons or {}).items()
+             for c in ([cs] if isinstance(cs, str) else cs)]
+    return [p for p in pairs if methods is None or (p[0] in methods and p[1] in methods)]
+
+
+def regime_comparisons(study: dict[str, Any], regime: str) -> list[tuple[str, str]]:
+    """The comparisons declared for ``regime`` (its own, else the study's where it lists both
+    methods), from a study as a mapping (the summary's ``study``)."""
+    r = study["regimes"][regime]
+    methods = r.get("methods") or study["methods"]
+    own = r.get("comparisons")
+    return declared_pairs(own if own is not None else study.get("comparisons"), methods)
+
+
+def regime_margin(study: dict[str, Any], regime: str) -> float | None:
+    """The regime's equivalence margin, else the study's (None: none declared)."""
+    margin = study["regimes"][regime].get("margin")
+    return margin if margin is not None else study.get("margin")
+
+
+def _check_comparisons(study: StudyConfig) -> None:
+    """Declared comparisons name methods the regimes train; a confirmatory regime declares its
+    comparator and margin."""
+    from horkd.methods import METHODS
+
+    everywhere = {m for name in study.regimes for m in study.regime_methods(name)}
+    for method, other in declared_pairs(study.comparisons):
+        for name in (method, other):
+            METHODS.get(name)
+            if name not in everywhere:
+                raise ValueError(f"comparisons: '{name}' is in no regime's methods")
+        if method == other:
+            raise ValueError(f"comparisons: '{method}' is compared with itself")
+    raw = study.model_dump()
+    for name, regime in study.regimes.items():
+        methods = study.regime_methods(name)
+        for method, other in declared_pairs(regime.comparisons):
+            for each in (method, other):
+                if each not in methods:
+                    raise ValueError(f"regimes.{name}.comparisons: '{each}' is not one of the "
+                                     "regime's methods")
+            if method == other:
+                raise ValueError(f"regimes.{name}.comparisons: '{method}' is compared with "
+                                 "itself")
+        if regime.role == "confirmatory":
+            missing = [what for what, absent in (
+                ("a comparator (comparisons)", not regime_comparisons(raw, name)),
+                ("an equivalence margin (margin)", regime_margin(raw, name) is None)) if absent]
+            if missing:
+                raise ValueError(f"regimes.{name}: a confirmatory regime must declare "
+                                 f"{' and '.join(missing)} before its first run, in the regime "
+                                 "or the study")
 
 
 def _check_reuse(study: StudyConfig, regime: str, method: str, source: str) -> None:

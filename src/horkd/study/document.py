@@ -14,7 +14,17 @@ from horkd.numerics_version import NUMERICS_VERSION
 from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
 from horkd.study.compute import cost_cell, student_costs
-from horkd.study.stats import Difference, paired_difference, summarize
+from horkd.study.config import regime_comparisons, regime_margin
+from horkd.study.stats import (
+    POWER,
+    Comparison,
+    Difference,
+    adjust,
+    compare,
+    paired_difference,
+    pending,
+    summarize,
+)
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
 
@@ -168,23 +178,91 @@ def _teacher_lines(teachers: dict[str, dict[int, dict[str, float]]], facts: dict
 
 
 def search_table(summary: dict[str, Any]) -> str:
+    """Every search candidate's validation score; a choice at an end of a numeric grid (the
+    highest or lowest value a varied setting takes among the candidates) is flagged: the best
+    setting may lie beyond the grid."""
     study = summary["study"]
     lines = ["| regime | method | candidate | settings | val score |", "|---|---|---|---|---|"]
+    defaults: dict[str, Any] = {}
+    searches: set[tuple[str, str]] = set()
+    edges: list[str] = []
     for res in summary["search"]:
-        method = res["method"]
+        method, regime = res["method"], res["regime"]
         index = int(res["tag"][1:])
-        own = study["regimes"][res["regime"]].get("candidates") or {}
+        own = study["regimes"][regime].get("candidates") or {}
         candidates = own.get(method) or study["search"]["candidates"][method]
         settings = "; ".join(candidates[index]) or "defaults"
-        chosen = summary["choices"].get(res["regime"], {}).get(method, {}).get("tag") == res["tag"]
+        chosen = summary["choices"].get(regime, {}).get(method, {}).get("tag") == res["tag"]
+        searches.add((regime, method))
+        mark = " (chosen)" if chosen else ""
+        if chosen:
+            if regime not in defaults:
+                defaults[regime] = _regime_config(study, regime)
+            edge = grid_edges(candidates, index, defaults[regime])
+            if edge:
+                mark = f" (chosen, at the grid's edge: {edge})"
+                edges.append(f"`{regime}` {method}")
         score = next(iter(res["val"].values()), None)
         shown = ("diverged" if res.get("error") else "pending" if score is None
                  else f"{score:.2f}")
-        lines.append(
-            f"| {res['regime']} | {method} | {res['tag']}{' (chosen)' if chosen else ''} | "
-            f"{settings} | {shown} |"
-        )
+        lines.append(f"| {regime} | {method} | {res['tag']}{mark} | {settings} | {shown} |")
+    if edges:
+        lines += ["", f"{len(edges)} of {len(searches)} searches chose a candidate at an end of "
+                  f"a numeric grid ({', '.join(edges)}): the grid does not bracket the choice, "
+                  "so a better setting may lie beyond it."]
     return "\n".join(lines)
+
+
+def _regime_config(study: dict[str, Any], regime: str) -> Any:
+    """The experiment config a regime's runs start from (for the settings a candidate leaves
+    at their default); None where it cannot be built (a partial study)."""
+    from horkd.config import config_from_dict
+
+    try:
+        return config_from_dict(dict(study["base"]),
+                                list(study["regimes"][regime].get("overrides") or []))
+    except Exception:  # noqa: BLE001  (only the edge flag's default values depend on it)
+        return None
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from an override value or a config field; None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _setting(config: Any, key: str) -> Any:
+    """The value of a dotted key in a config (None where absent)."""
+    for part in key.split("."):
+        if config is None:
+            return None
+        config = config.get(part) if isinstance(config, dict) else getattr(config, part, None)
+    return config
+
+
+def grid_edges(candidates: list[list[str]], chosen: int, config: Any = None) -> str:
+    """Where the ``chosen`` candidate sits at an end of the numeric grid the candidates span:
+    for every override key that takes at least two numeric values across them (a candidate
+    without the key has the value of ``config``, the regime's experiment config, when given),
+    the chosen value if it is the lowest or the highest, e.g.
+    ``distill.loss.temperature=8, the highest of 2 / 4 / 8``; "" for an interior choice."""
+    parsed = [dict(o.split("=", 1) for o in c if "=" in o) for c in candidates]
+    found = []
+    for key in dict.fromkeys(k for p in parsed for k in p):
+        values = [_number(p[key]) if key in p else _number(_setting(config, key))
+                  for p in parsed]
+        grid = sorted({v for v in values if v is not None})
+        value = values[chosen]
+        if len(grid) < 2 or value is None or grid[0] < value < grid[-1]:
+            continue
+        end = "the highest" if value == grid[-1] else "the lowest"
+        found.append(f"{key}={value:g}, {end} of {' / '.join(f'{v:g}' for v in grid)}")
+    return "; ".join(found)
 
 
 def curve_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
@@ -364,11 +442,78 @@ def _near_chance(teacher: dict[str, Any]) -> str:
             "names the settings that help on a small folder, and a pretrained teacher).")
 
 
+def page_comparisons(summary: dict[str, Any]) -> list[Comparison]:
+    """Every comparison the study declares (``comparisons``, per regime or for the study),
+    in every regime of the page, on the regime's headline metric and paired over its seeds;
+    Holm-adjusted over all of them (a pending one keeps its place in the family at p = 1)."""
+    study = summary["study"]
+    family: list[Comparison] = []
+    for regime, r in study["regimes"].items():
+        pairs = regime_comparisons(study, regime)
+        if not pairs:
+            continue
+        margin, role = regime_margin(study, regime), r.get("role") or "exploratory"
+        metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
+        students = (_seed_values(summary["finals"], regime, metrics[0])["students"]
+                    if metrics else {})
+        seeds = sorted(r.get("seeds") or study["seeds"])
+        for method, other in pairs:
+            a, b = students.get(method, {}), students.get(other, {})
+            if all(s in a and s in b for s in seeds):
+                family.append(compare(regime, method, other, [a[s] for s in seeds],
+                                      [b[s] for s in seeds], margin, role=role))
+            else:
+                family.append(pending(regime, method, other, margin, role=role))
+    return adjust(family)
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def _comparison_line(c: Comparison) -> str:
+    """``horkd - hinton_kd: +0.08 [-0.34, +0.50], p 0.620 (Holm 1.000), ... : inconclusive``"""
+    if c.n == 0:
+        return f"{c.method} - {c.comparator}: pending (not every seed recorded yet)"
+    diff = Difference(c.mean, c.low, c.high, c.n, c.level)
+    tost = (f"; TOST within ±{c.margin:g} p {_p(c.p_tost)} (Holm {_p(c.p_tost_holm)})"
+            if c.p_tost is not None else "")
+    mdd = f"; detectable at {POWER:.0%} power: {c.mdd:.2f}" if c.mdd is not None else ""
+    return (f"{c.method} - {c.comparator}: {diff.interval()}, p {_p(c.p)} "
+            f"(Holm {_p(c.p_holm)}){tost}{mdd}: **{c.verdict()}**")
+
+
+def comparison_table(comparisons: list[Comparison]) -> str:
+    """A regime's declared comparisons: the difference and its raw interval, the raw and the
+    Holm-adjusted p of the difference test and of TOST, the minimum detectable difference and
+    the call (made on the adjusted p)."""
+    lines = ["| method - comparator | difference [95% interval] | p (Holm) | "
+             "TOST p within ±margin (Holm) | detectable at 80% power | call |",
+             "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        if c.n == 0:
+            lines.append(f"| {c.method} - {c.comparator} | pending | - | - | - | - |")
+            continue
+        diff = Difference(c.mean, c.low, c.high, c.n, c.level)
+        tost = (f"±{c.margin:g}: {_p(c.p_tost)} ({_p(c.p_tost_holm)})"
+                if c.p_tost is not None else "no margin")
+        lines.append(f"| {c.method} - {c.comparator} | {diff.interval()} | {_p(c.p)} "
+                     f"({_p(c.p_holm)}) | {tost} | "
+                     f"{'-' if c.mdd is None else f'{c.mdd:.2f}'} | {c.verdict()} |")
+    return "\n".join(lines)
+
+
+def _role(r: dict[str, Any]) -> str:
+    return r.get("role") or "exploratory"
+
+
 def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[str, Any]]:
     parts: list[str] = []
     facts_by_regime: dict[str, Any] = {}
+    family = page_comparisons(summary)
     for regime, r in summary["study"]["regimes"].items():
-        head = f"## Regime `{regime}`" + (f": {r['description']}" if r.get("description") else "")
+        head = (f"## Regime `{regime}` ({_role(r)})"
+                + (f": {r['description']}" if r.get("description") else ""))
         metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
         source = r.get("choices_from")
         parts += ["", head, "",
@@ -385,6 +530,13 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
             parts += ["", f"Metric `{metric}` (test):", "", table]
             if not i:
                 parts += _guard_note(summary["finals"], regime)
+                declared = [c for c in family if c.regime == regime]
+                facts["comparisons"] = [c.as_dict() for c in declared]
+                if declared:
+                    parts += ["", f"Declared comparisons on `{metric}` (paired over seeds; "
+                              "p of the two-sided t test and of TOST, Holm-adjusted over the "
+                              f"page's {len(family)} declared comparisons in brackets; the call "
+                              "uses the adjusted p):", "", comparison_table(declared)]
             if metric.endswith("LR->HR teacher"):
                 parts += ["", _map_note(summary["finals"], regime)]
         parts += comparison(summary, regime, figures)
@@ -396,35 +548,72 @@ def _verdict(diff: dict[str, Any] | None) -> str:
 
 
 def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[str]:
-    """One line per regime and method of ours on its headline metric: against the best baseline
-    and against the label-only student, called above/below only where the interval says so."""
+    """The page's claims. First every comparison the study declared, called above / below /
+    equivalent / inconclusive on Holm-adjusted p over the page, those of confirmatory regimes
+    apart from those of exploratory ones; then, for a method of ours with no declared
+    comparison in a regime, its descriptive line against the best baseline and the label-only
+    student (raw intervals, not adjusted)."""
     from horkd.methods import METHODS
 
     study = summary["study"]
-    lines, pending = [], []
+    family = page_comparisons(summary)
+    declared = {(c.regime, c.method) for c in family}
+    lines, pending_runs = [], []
     for regime, r in study["regimes"].items():
         facts = facts_by_regime.get(regime, {})
         facts = next(iter(facts.values())) if facts else {"methods": {}}
         for method in r.get("methods") or study["methods"]:
-            if method not in METHODS or METHODS.get(method).group != "ours":
+            if (method not in METHODS or METHODS.get(method).group != "ours"
+                    or (regime, method) in declared):
                 continue
             f = facts["methods"].get(method)
             if f is None:
-                pending.append(f"`{regime}` {method}")
+                pending_runs.append(f"`{regime}` {method}")
                 continue
             best = facts["best_baseline"]
             lines.append(
                 f"- `{regime}`, {method}: {f['mean']:.2f} {facts['metric']}; vs the best baseline "
                 + (f"({best}) {_verdict(f['vs_best'])}" if best else "(none recorded yet) -")
-                + f"; vs the label-only student {_verdict(f['vs_scratch'])}"
+                + f"; vs the label-only student {_verdict(f['vs_scratch'])} ({_role(r)})"
             )
-    if not lines:
+    if not lines and not family:
         return []
-    parts = ["", "## Findings", "",
-             "Read from the tables below (paired 95% intervals over seeds; \"level\" means the "
-             "interval includes no difference).", "", *lines]
-    if pending:
-        parts += ["", f"Not every seed recorded yet: {', '.join(pending)}."]
+    parts = ["", "## Findings"]
+    if family:
+        alpha = family[0].alpha
+        with_margin = sum(1 for c in family if c.margin is not None)
+        parts += ["", f"The comparisons the study file declared before its runs, on each "
+                  "regime's headline metric, paired over its seeds: a two-sided t test of no "
+                  f"difference and, where a margin is declared, two one-sided tests (TOST) of "
+                  f"equivalence within it, both at alpha {alpha:.2f} with Student's t (n-1 "
+                  f"df); p adjusted with Holm's step-down method over the page's {len(family)} "
+                  f"declared comparisons ({with_margin} with a margin for TOST; a pending one "
+                  "counts as p = 1), raw p first, adjusted in brackets; the call uses the "
+                  "adjusted p. \"Detectable\" is the smallest difference the seeds detect at "
+                  f"{POWER:.0%} power (two-sided alpha {alpha:.2f}, from the paired sd); the "
+                  "intervals are the raw 95% ones."]
+        for role, title in (("confirmatory", "Confirmatory regimes (design, comparator and "
+                             "margin declared before their first run)"),
+                            ("exploratory", "Exploratory regimes (hypothesis-generating: a "
+                             "claim here is for a confirmatory round to test)")):
+            claims = [c for c in family if c.role == role]
+            if claims:
+                calls = [c.call() for c in claims if c.n]
+                counts = ", ".join(f"{calls.count(w)} {w}" for w in
+                                   ("above", "below", "equivalent", "inconclusive")
+                                   if calls.count(w))
+                parts += ["", f"{title}: {counts or 'nothing recorded yet'}.", ""]
+                parts += [f"- `{c.regime}` ({role}), {_comparison_line(c)}" for c in claims]
+    if lines:
+        parts += ["", ("Not declared in the study file" if family else "No comparison is "
+                       "declared in the study file") + ": each method of ours against the best "
+                  "baseline (picked by validation score) and the label-only student - paired "
+                  "95% intervals over seeds, raw (not adjusted for the page's other "
+                  "comparisons), descriptive only; an interval that holds 0 is "
+                  "\"inconclusive\", not \"level\" or equivalent (that takes a declared margin).",
+                  "", *lines]
+    if pending_runs:
+        parts += ["", f"Not every seed recorded yet: {', '.join(pending_runs)}."]
     return parts
 
 
