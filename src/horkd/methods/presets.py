@@ -9,10 +9,11 @@ from __future__ import annotations
 from torch import nn
 
 from horkd.losses import HybridOrderLoss
+from horkd.losses.defaults import PUBLISHED_HINT_WEIGHT
 from horkd.losses.hybrid import ORDERS, TERM_ORDER
 from horkd.methods.base import Method
 from horkd.methods.distill import DistillMethod
-from horkd.methods.fitnet import PUBLISHED_HINT_WEIGHT, FitNetMethod, HintReference
+from horkd.methods.fitnet import FitNetMethod, HintReference
 from horkd.methods.joint import JointMethod
 from horkd.methods.references import LogitsFromTeacher
 from horkd.methods.registry import (

@@ -17,6 +17,7 @@ from torch import nn
 from horkd.losses.defaults import (
     HYBRID_WEIGHTS,
     HYBRID_WEIGHTS_WITHOUT_LOGITS,
+    PUBLISHED_HINT_WEIGHT,
     PUBLISHED_WEIGHTS,
 )
 from horkd.methods.base import Method
@@ -179,8 +180,6 @@ class MethodSpec:
         """
         defaults = default_weights(self.terms, uses_logits)
         if self.terms is not None and "hint" in self.terms:  # FitNet's middle-stage hint
-            from horkd.methods.fitnet import PUBLISHED_HINT_WEIGHT
-
             return {**defaults, "hint_weight": PUBLISHED_HINT_WEIGHT}
         return defaults
 
