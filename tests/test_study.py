@@ -139,8 +139,8 @@ def _study_file(tmp_path: Path) -> Path:
             "seed": 5,
             "candidates": {
                 "scratch": [["train.student.optimizer.lr=0.05"], ["train.student.optimizer.lr=0.1"]],
-                "fitnet": [["distill.loss.embedding_weight=1"],  # the second one diverges at once
-                           ["distill.loss.embedding_weight=1e39",
+                "fitnet": [["distill.loss.hint_weight=1"],  # the second one diverges at once
+                           ["distill.loss.hint_weight=1e39",
                             "train.student.max_nonfinite_steps=0"]],
                 "horkd": [["distill.warm_start=true"], ["distill.warm_start=false"]],
             },
