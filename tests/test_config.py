@@ -76,3 +76,23 @@ def test_yaml_file_errors(tmp_path: Path):
 def test_shipped_configs_validate():
     for path in sorted(Path(__file__).parents[1].glob("configs/*.yaml")):
         load_config(path)
+
+
+def test_an_lr_size_on_the_command_line_replaces_the_configs_factor():
+    """The README's 'degrade.lr_size=N for another' works on every shipped config, whichever of
+    the two the file sets; both in one file are still refused, with the rule in the message."""
+    from pathlib import Path
+
+    import pytest
+
+    from horkd.config import config_from_dict, load_config
+
+    for path in sorted(Path("configs").glob("*.yaml")):
+        if "lr_sizes" in path.read_text():  # a student across sizes takes degrade.lr_sizes
+            continue
+        cfg = load_config(path, ["degrade.lr_size=6", "data.root=anywhere"])
+        assert (cfg.degrade.lr_size, cfg.degrade.factor) == (6, None), path
+        cfg = load_config(path, ["degrade.factor=2", "data.root=anywhere"])
+        assert (cfg.degrade.lr_size, cfg.degrade.factor) == (None, 2), path
+    with pytest.raises(Exception, match="override of one on the command line replaces"):
+        config_from_dict({"degrade": {"lr_size": 8, "factor": 4}})

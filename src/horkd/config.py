@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
@@ -198,7 +199,10 @@ class DegradeConfig(_Strict):
         if self.lr_size is None and self.factor is None:
             self.factor = 4
         if self.lr_size is not None and self.factor is not None:
-            raise ValueError("give either degrade.lr_size or degrade.factor, not both")
+            raise ValueError(
+                "give either degrade.lr_size or degrade.factor, not both (a KEY=VALUE override of "
+                "one on the command line replaces the config file's other)"
+            )
         return self
 
 
@@ -587,7 +591,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override '{text}': '{part}' is not a section")
             node = child
         node[path[-1]] = value
+        other = _ONE_OF.get(tuple(path))
+        if other is not None and value is not None and node.get(other) is not None:
+            node[other] = None  # the size given last wins over the config's other way to say it
     return merged
+
+
+# Two ways to give one setting: an override of either replaces the config's other (a config's
+# `factor: 4` and `degrade.lr_size=8` on the command line mean an 8-px LR side).
+_ONE_OF = MappingProxyType({("degrade", "lr_size"): "factor", ("degrade", "factor"): "lr_size"})
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
