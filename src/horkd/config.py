@@ -374,6 +374,28 @@ class FaceConfig(_Strict):
     probe_sizes: list[int] = Field(default_factory=lambda: [16, 12, 8])
 
 
+class PseudoLabelConfig(_Strict):
+    """The teacher-free semi-supervised student's settings (``semi_supervised``): its own
+    prediction on an unlabelled image becomes that image's target where it is confident. Here,
+    beside the distillation settings, because a method's builder reads ``distill``; no other
+    method reads them. The defaults are FixMatch's (Sohn et al. 2020), as
+    :mod:`horkd.methods.semi_supervised` names them (``PSEUDO_THRESHOLD``, ``PSEUDO_WEIGHT``)."""
+
+    threshold: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="semi_supervised: an unlabelled image's prediction becomes its target when "
+        "its largest softmax probability is at least this (FixMatch's 0.95)",
+    )
+    weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="semi_supervised: weight of the pseudo-label term beside the task loss "
+        "(FixMatch's lambda_u, 1)",
+    )
+
+
 class DistillConfig(_Strict):
     warm_start: bool = Field(
         False,
@@ -407,6 +429,7 @@ class DistillConfig(_Strict):
         description="precompute the frozen reference's outputs once per image and view (flips, "
         "or data.augment.views fixed views; fresh random crops cannot be cached)",
     )
+    pseudo_label: PseudoLabelConfig = PseudoLabelConfig()
 
     def settled(self, defaults: Mapping[str, float]) -> DistillConfig:
         """These settings as one method trains with them (its own default weights filled in)."""
@@ -523,6 +546,30 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"train.{stage}.batch_size is {batch}: the third order needs at least 3 "
                     "samples per batch (or drop 3 from distill.loss.orders)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _unlabelled_images(self) -> ExperimentConfig:
+        """A method that learns from the images the task loss has no labels for (the
+        semi-supervised student) needs a few-label run, and class logits to pseudo-label."""
+        from horkd.methods import METHODS
+        from horkd.tasks import TASKS
+
+        for name in self.methods:
+            if not METHODS.get(name).unlabelled:
+                continue
+            if self.data.label_fraction is None:
+                raise ValueError(
+                    f"methods: {name} learns from the training images whose labels the task "
+                    "loss does not see, and with every label there are none: set "
+                    "data.label_fraction (a few-label run) or drop it (scratch is its "
+                    "every-label counterpart)"
+                )
+            if not TASKS.get(self.task).uses_logits:
+                raise ValueError(
+                    f"methods: {name} pseudo-labels images with class logits, which task "
+                    f"'{self.task}' does not train; drop it"
                 )
         return self
 

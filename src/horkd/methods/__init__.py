@@ -13,6 +13,7 @@ from horkd.methods.registry import (
     methods_in,
     register_method,
 )
+from horkd.methods.semi_supervised import PseudoLabelMethod
 from horkd.methods.supervised import SupervisedMethod
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Method",
     "MethodContext",
     "MethodSpec",
+    "PseudoLabelMethod",
     "SupervisedMethod",
     "forward_both",
     "freeze",

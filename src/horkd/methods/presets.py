@@ -24,6 +24,7 @@ from horkd.methods.registry import (
     default_weights,
     register_method,
 )
+from horkd.methods.semi_supervised import PseudoLabelMethod
 from horkd.methods.supervised import SupervisedMethod
 from horkd.models.hint_stage import stage_grid
 
@@ -34,16 +35,20 @@ def hybrid_loss(
     reference: nn.Module,
     terms: tuple[str, ...] | None = None,
     uses_logits: bool = True,
+    bank: bool | None = None,
 ) -> HybridOrderLoss:
     """The configured hybrid loss restricted to a method's ``terms``.
 
     ``terms`` None: the terms of the configured orders (the order switch is applied once, by
     the loss); a fixed tuple (a baseline's): those terms, whatever the orders say. Where the
     task's logits mean nothing (metric learning, faces), the logit term is dropped. A weight
-    left null takes the method's default (:func:`default_weights`); the bank of earlier samples
-    belongs to the hybrid-order methods (a baseline is the published method).
+    left null takes the method's default (:func:`default_weights`). The bank of earlier samples
+    (``distill.loss.bank_size``) belongs to the hybrid-order methods and to a baseline that
+    isolates HORKD's loss (``kd_rkd``: ``bank=True``); ``bank`` None: the hybrid-order methods
+    only (a published baseline has none).
     """
     hybrid = terms is None
+    banked = hybrid if bank is None else bank
     wanted = set(TERM_ORDER) if hybrid else set(terms)
     if not uses_logits:
         wanted.discard("logits")
@@ -72,7 +77,7 @@ def hybrid_loss(
         relations=loss_cfg.relations,
         angle_anchors=loss_cfg.angle_anchors,
         orders=loss_cfg.orders if terms is None else ORDERS,
-        bank_size=loss_cfg.bank_size if hybrid else 0,
+        bank_size=loss_cfg.bank_size if banked else 0,
     )
 
 
@@ -93,9 +98,11 @@ def distill(
     reference: nn.Module,
     terms: tuple[str, ...] | None,
     student_view: str = "lr",
+    bank: bool | None = None,
 ) -> Method:
-    """``student`` learns from labels and the frozen ``reference`` through ``terms``."""
-    loss = hybrid_loss(ctx.distill.loss, student, reference, terms, ctx.uses_logits)
+    """``student`` learns from labels and the frozen ``reference`` through ``terms`` (with
+    the bank of earlier samples as :func:`hybrid_loss` gives it)."""
+    loss = hybrid_loss(ctx.distill.loss, student, reference, terms, ctx.uses_logits, bank)
     return DistillMethod(
         student,
         ctx.new_criterion(student),
@@ -220,6 +227,37 @@ def _embedding_regression(ctx: MethodContext) -> Method:
 )
 def _rkd(ctx: MethodContext) -> Method:
     return _from_teacher(ctx, ("distance", "angle"))
+
+
+# ---------------------------------------------------------------- baselines that isolate parts
+@register_method(
+    "kd_rkd",
+    "Hinton KD + RKD distance and angle, teacher -> student, with the bank (distill.loss."
+    "bank_size): HORKD's loss without the assistant, the embedding term or the orders switch",
+    group="baseline",
+    terms=("logits", "distance", "angle"),
+)
+def _kd_rkd(ctx: MethodContext) -> Method:
+    assert ctx.teacher is not None
+    return distill(ctx, ctx.new_network("student"), ctx.teacher,
+                   ("logits", "distance", "angle"), bank=True)
+
+
+@register_method(
+    "semi_supervised",
+    "no teacher: the student pseudo-labels the unlabelled training images the distilled "
+    "students see (its own confident predictions, FixMatch's threshold); few-label runs only",
+    group="baseline",
+    needs=(),
+    unlabelled=True,
+    settings=("pseudo_label",),
+)
+def _semi_supervised(ctx: MethodContext) -> Method:
+    student = ctx.new_network("student")
+    settings = ctx.distill.pseudo_label
+    return PseudoLabelMethod(
+        student, ctx.new_criterion(student), threshold=settings.threshold, weight=settings.weight
+    )
 
 
 # ---------------------------------------------------------------- hybrid-order distillation

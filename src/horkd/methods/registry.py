@@ -46,6 +46,14 @@ class LossSettings(Protocol):
     bank_size: int
 
 
+class PseudoLabelSettings(Protocol):
+    """The semi-supervised student's settings (``distill.pseudo_label``): the confidence a
+    prediction needs to become a target, and the weight of that term."""
+
+    threshold: float
+    weight: float
+
+
 class DistillSettings(Protocol):
     """The distillation settings a builder may read (``distill``).
 
@@ -55,12 +63,14 @@ class DistillSettings(Protocol):
         student_logits_from: Whose softened logits the student imitates (``"teacher"`` or
             ``"assistant"``).
         assistant_input: What the assistant is trained on (``"hr"`` or ``"lr"``).
+        pseudo_label: The semi-supervised student's settings.
     """
 
     loss: LossSettings
     warm_start: bool
     student_logits_from: str
     assistant_input: str
+    pseudo_label: PseudoLabelSettings
 
 #: A method's group (see :data:`GROUPS`); the results, the study and the ablations read
 #: groups, never names.
@@ -138,6 +148,11 @@ class MethodSpec:
         network: Whose architecture and training budget its network takes.
         scores: The trained network a method without ``build`` scores.
         upsampled: Whether it takes LR re-upsampled to the HR size.
+        unlabelled: Whether it learns from the training images the task loss has no labels
+            for, without a teacher (the semi-supervised student): a few-label run only.
+        settings: The ``distill`` sections it reads besides ``distill.loss`` (e.g.
+            ``"pseudo_label"``); a method that learns from no teacher is fingerprinted by
+            these alone.
     """
 
     name: str
@@ -149,6 +164,8 @@ class MethodSpec:
     network: Role = "student"
     scores: Role | None = None
     upsampled: bool = False
+    unlabelled: bool = False
+    settings: tuple[str, ...] = ()
 
     @property
     def view(self) -> str:
@@ -198,6 +215,8 @@ def register_method(
     terms: tuple[str, ...] | None = (),
     network: Role = "student",
     upsampled: bool = False,
+    unlabelled: bool = False,
+    settings: tuple[str, ...] = (),
 ) -> Callable[[Callable[[MethodContext], Method]], Callable[[MethodContext], Method]]:
     """Register a build function; the one line a new method adds (besides the function).
 
@@ -213,6 +232,9 @@ def register_method(
         terms: The distillation terms it uses; ``None``: those ``distill.loss.orders`` picks.
         network: Whose architecture and training budget its network takes.
         upsampled: Whether its network takes LR re-upsampled to the HR size.
+        unlabelled: Whether it learns, teacher-free, from the images without labels (a
+            few-label run only; the config refuses it otherwise).
+        settings: The ``distill`` sections it reads besides ``distill.loss``.
 
     Returns:
         A decorator that registers a :class:`MethodSpec` for its build function and returns
@@ -227,7 +249,8 @@ def register_method(
 
     def decorator(build: Callable[[MethodContext], Method]) -> Callable[[MethodContext], Method]:
         spec = MethodSpec(
-            name, description, group, build, needs, terms, network, upsampled=upsampled
+            name, description, group, build, needs, terms, network, upsampled=upsampled,
+            unlabelled=unlabelled, settings=settings,
         )
         METHODS.register(name)(spec)
         return build
