@@ -202,8 +202,6 @@ def test_the_new_settings_at_their_defaults_leave_every_fingerprint_alone():
                 == student_fingerprint(spelt, 0, method, teacher=True, assistant=False))
 
 
-@pytest.mark.xfail(strict=True, reason="needs run_dir.student_fingerprint to hold "
-                   "MethodSpec.settings for a method without a teacher (issue 38 item 6 report)")
 def test_the_semi_supervised_students_fingerprint_holds_its_settings():
     def key(*overrides: str) -> str:
         cfg = config_from_dict({}, ["data.label_fraction=0.1", *overrides])

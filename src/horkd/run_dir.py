@@ -203,8 +203,22 @@ def student_fingerprint(
             "distill": _dump(cfg.distill.settled(_loss_defaults(cfg, method))) if distils else None,
             "degrade": _degrade_settings(cfg),
             **(_size_statistics(cfg) if network == "student" else {}),
+            **_method_settings(cfg, method),
         }
     )
+
+
+def _method_settings(cfg: ExperimentConfig, method: str) -> dict[str, Any]:
+    """The ``distill`` sections a method reads besides the loss (``MethodSpec.settings``: the
+    semi-supervised student's ``pseudo_label``), which a method that learns from no teacher
+    would otherwise leave out; named only for a method that has some, so every other stage keeps
+    its fingerprint."""
+    from horkd.methods import METHODS
+
+    sections = METHODS.get(method).settings if method in METHODS else ()
+    if not sections:
+        return {}
+    return {"settings": {name: _dump(getattr(cfg.distill, name)) for name in sections}}
 
 
 def _loss_defaults(cfg: ExperimentConfig, method: str) -> Mapping[str, float]:
