@@ -82,8 +82,9 @@ def test_full_pipeline(tiny_cfg):
     guard = json.loads((seed_dir / "students/horkd/model.json").read_text())["assistant_guard"]
     horkd = next(e for e in table if e["method"] == "horkd")
     assert horkd.get("fallback_seeds", 0) == (0 if guard["trusted"] else 1)
-    cell = "horkd" + ("" if guard["trusted"] else " (taught by the teacher: the assistant failed "
-                                                  "distill.assistant_guard)")
+    cell = "horkd" + ("" if guard["trusted"] else " [fell back to teacher -> student, as "
+                                                  "horkd_no_assistant: the assistant failed "
+                                                  "distill.assistant_guard]")
     assert f"| {cell} | ours | student |" in text and "| rkd | baseline | student |" in text
     assert "| teacher_lr | reference | teacher |" in text
     assert [r.method for r in outcome.seeds[0].rows] == methods  # one seed: rows = table

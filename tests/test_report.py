@@ -145,7 +145,7 @@ def test_a_chain_that_fell_back_to_the_teacher_is_named_in_the_table_and_the_ver
         {"method": "horkd", "role": "student", "params": 1, "flops": 1, "lr_top1": 81.0,
          "seeds": 2, "fallback_seeds": 2},
     ]
-    shown = "horkd (taught by the teacher in 2 of 2 seeds: the assistant failed"
+    shown = "horkd [fell back to teacher -> student in 2 of 2 seeds, as horkd_no_assistant"
     assert shown in format_table(table)
     assert shown in verdict(table)
     assert "fallback_seeds" not in format_table(table)  # not shown as a metric column
@@ -159,8 +159,14 @@ def test_the_report_gives_each_students_training_compute_with_its_shares(tmp_pat
                            ("students/hinton_kd", 10.0), ("students/horkd", 20.0)]:
         (seed / stage).mkdir(parents=True)
         (seed / stage / "done.json").write_text(json.dumps({"seconds": seconds, "threads": 2}))
-    rows = {r["method"]: r for r in training_compute(seed)}
-    assert rows["scratch"]["total_cpu_s"] == 20.0  # no teacher, no assistant
+    ordered = training_compute(seed, ["scratch", "hinton_kd", "horkd"])
+    assert [r["method"] for r in ordered] == ["scratch", "hinton_kd", "horkd"]  # the run's order
+    rows = {r["method"]: r for r in ordered}
+    assert rows["scratch"]["total_cpu_s"] == rows["scratch"]["alone_cpu_s"] == 20.0
     assert rows["hinton_kd"]["teacher_share_cpu_s"] == 100.0  # 200 CPU-s over 2 students
+    assert rows["hinton_kd"]["alone_cpu_s"] == 20.0 + 200.0  # the whole teacher
     assert rows["horkd"]["assistant_cpu_s"] == 80.0
     assert rows["horkd"]["total_cpu_s"] == 40.0 + 80.0 + 100.0
+    assert rows["horkd"]["alone_cpu_s"] == 40.0 + 80.0 + 200.0
+    (seed / "teacher" / "done.json").unlink()  # a teacher from a checkpoint: not trained here
+    assert training_compute(seed)[0]["teacher_share_cpu_s"] is None

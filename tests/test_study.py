@@ -595,8 +595,8 @@ def test_the_page_marks_older_numerics_a_guard_fallback_and_gives_each_methods_c
     table, facts = regime_tables(summary, "few")
     lines = {line.split(" |")[0].strip("| "): line for line in table.splitlines()}
     assert "hinton_kd (older numerics)" in lines
-    assert "horkd (taught by the teacher in 1 of 2 seeds: the assistant failed " \
-           "distill.assistant_guard)" in lines
+    assert "horkd [fell back to teacher -> student in 1 of 2 seeds, as horkd_no_assistant: the " \
+           "assistant failed distill.assistant_guard]" in lines
     # 1,200 teacher CPU-s shared by the 4 final runs that learnt from it: 300 s = 5 min each
     assert lines["scratch"].endswith("| 2.0 |")
     assert lines["hinton_kd (older numerics)"].endswith("| 2.0 + 5.0 |")

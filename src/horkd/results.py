@@ -76,8 +76,8 @@ def method_cell(entry: dict[str, Any]) -> str:
         return entry["method"]
     seeds = entry.get("seeds", 1)
     where = f" in {fell_back} of {seeds} seeds" if seeds > 1 else ""
-    return (f"{entry['method']} (taught by the teacher{where}: the assistant failed "
-            "distill.assistant_guard)")
+    return (f"{entry['method']} [fell back to teacher -> student{where}, as horkd_no_assistant: "
+            "the assistant failed distill.assistant_guard]")
 
 
 _COLUMN_MEANINGS = (

@@ -227,14 +227,25 @@ def _cost_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -> l
 
 def _compute_section(run_dir: Path) -> list[str]:
     seeds = _seed_dirs(run_dir)
-    rows = training_compute(seeds[0]) if seeds else []
+    cfg = _config(run_dir)
+    rows = training_compute(seeds[0], cfg.get("methods")) if seeds else []
     if not rows:
         return []
-    columns = ["method", "own_cpu_s", "assistant_cpu_s", "teacher_share_cpu_s", "total_cpu_s"]
-    return ["### Training compute (first seed, CPU-seconds)", "",
-            "Seconds x threads of each student's own stage, the assistant stage it learnt "
-            "through (shared by the chain methods) and its share of the teacher (shared by every "
-            "student that learnt from it).", "", _markdown(rows, columns), ""]
+    for row in rows:  # one format for every figure: whole CPU-seconds, tenths below ten
+        for key, value in row.items():
+            if isinstance(value, float):
+                row[key] = f"{value:.1f}" if value < 10 else f"{value:,.0f}"
+    columns = ["method", "own_cpu_s", "assistant_cpu_s", "teacher_share_cpu_s", "total_cpu_s",
+               "alone_cpu_s"]
+    return ["### Training compute (first seed, CPU-seconds: wall seconds x threads)", "",
+            "`own`: the student's stage; `assistant`: the assistant stage trained for the chain "
+            "methods, shared among them (charged even where the guard sent a student to the "
+            "teacher: it was trained for it); `teacher share`: the teacher split among the "
+            "students that learnt from it (`-`: loaded from a checkpoint, not trained here); "
+            "`total`: what this run spent on the method, which depends on the other methods "
+            "listed; `alone`: the method with the whole teacher and assistant, the figure to "
+            "compare across runs. The first stage to run also pays any one-off compilation of "
+            "the CPU kernels.", "", _markdown(rows, columns), ""]
 
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> Path:

@@ -1,9 +1,12 @@
-"""What each student of a run cost to train: its own stage, the assistant stage it learnt through
-and its share of the teacher, in CPU-seconds (seconds x threads) on the machine that ran it.
+"""What each student of a run cost to train, in CPU-seconds (wall seconds x torch threads) on
+the machine that ran it: its own stage, the assistant stage trained for it, and its share of the
+teacher; and what the method costs alone (its stage with the whole teacher and assistant).
 
-The teacher of a run is trained once and taught every distilled student, so each of them carries
-an equal share of it; the assistant serves only the chain methods, so they share it alike. A
-HORKD student's cost then shows the second training run the chain needs, beside its accuracy.
+A run trains its teacher once and every distilled student learns from it, so the shared cost
+depends on which other methods the run lists; the ``alone`` column does not, and is the one to
+compare across runs. A teacher loaded from a checkpoint was not trained here and costs nothing
+here (the table says so). Times include any one-off compilation of the CPU kernels in the stage
+that ran first.
 """
 
 from __future__ import annotations
@@ -21,20 +24,25 @@ def _stage(stage_dir: Path) -> float | None:
     return float(done.get("seconds", 0.0)) * int(done.get("threads") or 1)
 
 
-def training_compute(seed_dir: Path) -> list[dict[str, Any]]:
-    """One row per student of a seed: own, assistant share, teacher share and total CPU-s."""
+def training_compute(seed_dir: Path, order: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per student of a seed (in ``order`` where given): own, assistant share, teacher
+    share, total and alone, CPU-seconds; ``teacher`` None where no teacher trained here."""
     from horkd.methods import METHODS
 
-    students = sorted(p.parent for p in (seed_dir / "students").glob("*/done.json"))
-    needs = {p.name: METHODS.get(p.name).needs if p.name in METHODS else () for p in students}
+    found = {p.parent.name: p.parent for p in (seed_dir / "students").glob("*/done.json")}
+    names = [m for m in (order or []) if m in found] + sorted(set(found) - set(order or []))
+    needs = {m: METHODS.get(m).needs if m in METHODS else () for m in names}
     teacher, assistant = _stage(seed_dir / "teacher"), _stage(seed_dir / "assistant")
     taught = sum("teacher" in n for n in needs.values()) or 1
     chained = sum("assistant" in n for n in needs.values()) or 1
     rows = []
-    for path in students:
-        own = _stage(path) or 0.0
-        t_share = (teacher or 0.0) / taught if "teacher" in needs[path.name] else 0.0
-        a_share = (assistant or 0.0) / chained if "assistant" in needs[path.name] else 0.0
-        rows.append({"method": path.name, "own_cpu_s": own, "assistant_cpu_s": a_share,
-                     "teacher_share_cpu_s": t_share, "total_cpu_s": own + a_share + t_share})
+    for name in names:
+        own = _stage(found[name]) or 0.0
+        uses_t, uses_a = "teacher" in needs[name], "assistant" in needs[name]
+        t_share = (teacher or 0.0) / taught if uses_t else 0.0
+        a_share = (assistant or 0.0) / chained if uses_a else 0.0
+        alone = own + ((teacher or 0.0) if uses_t else 0.0) + ((assistant or 0.0) if uses_a else 0.0)
+        rows.append({"method": name, "own_cpu_s": own, "assistant_cpu_s": a_share,
+                     "teacher_share_cpu_s": t_share if teacher is not None or not uses_t else None,
+                     "total_cpu_s": own + a_share + t_share, "alone_cpu_s": alone})
     return rows
