@@ -98,3 +98,13 @@ def test_torchvision_resnet_and_small_cnn_name_their_middle_stage():
     assert middle_stage(tv) is tv.backbone.net.layer2
     cnn = build_model("cnn_small", num_classes=3, in_channels=1, width=4)
     assert stage_grid(cnn, 1, 8) == 4
+
+
+def test_a_hint_pooled_to_another_grid_is_another_cache_entry():
+    """The reference cache is keyed by the reference's state: the same teacher's hint pooled to a
+    4-cell and to a 7-cell grid (a 7-px and a 14-px student) must not share one."""
+    from horkd.reference_cache import weights_digest
+
+    teacher = build_model("resnet20", num_classes=10, in_channels=1)
+    assert weights_digest(HintReference(teacher, 4)) != weights_digest(HintReference(teacher, 7))
+    assert weights_digest(HintReference(teacher, 4)) == weights_digest(HintReference(teacher, 4))

@@ -191,7 +191,7 @@ def _plain_onnx(path: Path) -> None:
 @pytest.fixture(scope="module")
 def retrieval_model(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("retrieval")
-    raw = tiny_config_dict(tmp / "run", task="retrieval", methods=["scratch", "fitnet"])
+    raw = tiny_config_dict(tmp / "run", task="retrieval", methods=["scratch", "embedding_regression"])
     raw["degrade"] = {"lr_size": 4, "student_input": "upsampled"}
     raw["train"] = {"teacher": _stage(), "assistant": _stage(), "student": _stage()}
     run_experiment(config_from_dict(raw), progress=False)
@@ -241,7 +241,7 @@ def test_search_in_a_teachers_gallery_needs_an_embedding_term_toward_it(retrieva
     seed_dir, images = retrieval_model
     args = ["search", "--gallery", str(images / "gallery"), "--query", str(images / "query"),
             "--gallery-model", str(seed_dir / "teacher"), "--out", str(tmp_path / "t.csv")]
-    assert main(["search", str(seed_dir / "students/fitnet"), *args[1:]]) == 0  # its projector
+    assert main(["search", str(seed_dir / "students/embedding_regression"), *args[1:]]) == 0  # its projector
     assert main(["search", str(seed_dir / "students/scratch"), *args[1:]]) == 2
     assert "embedding term toward" in capfd.readouterr().err
 

@@ -1,11 +1,14 @@
 """FitNet (Romero et al., ICLR 2015): a middle stage of the student, through a convolutional
 regressor, imitates the middle stage of the teacher (the hint).
 
-As mdistiller and torchdistill's single-stage recipes do, the hint is trained *with* the task
-loss in one stage (``task + hint_weight * MSE``), not in the paper's two stages (hint alone, then
-KD): the second stage would add Hinton KD to the baseline, and one stage gives it the budget and
-the schedule of every other method. The regressor is mdistiller's: a 3x3 convolution from the
-student's channels to the teacher's, batch norm, ReLU (the hint is a ReLU output).
+As mdistiller's FitNet does, the hint is trained *with* the task loss in one stage
+(``task + hint_weight * MSE``), not in the paper's two stages (hint alone, then KD): a deviation
+from the paper that mdistiller's maintainers name too, chosen here because the second stage would
+add Hinton KD to the baseline, and one stage gives it the budget and the schedule of every other
+method. The regressor is mdistiller's ConvReg for maps of equal size: a 3x3 convolution from the
+student's channels to the teacher's, batch norm, ReLU (the hint is a ReLU output in the CIFAR
+resnets; mdistiller meets a size mismatch with a strided or transposed convolution instead of the
+pooling below).
 
 **HR hint, LR guided layer.** The teacher looks at HR and the student at LR, so the teacher's
 middle map is larger (14x14 against 4x4 for a 28-px teacher and a 7-px student). The teacher's
@@ -39,6 +42,9 @@ class HintReference(nn.Module):
         self.channels = stage_channels(teacher.get_submodule(self.stage_name))
         self.grid = grid
         self.embed_dim: int = self.channels * grid * grid
+        # In the state, so the reference cache (keyed by the state's digest) keeps a hint pooled
+        # to one grid apart from the same teacher's hint pooled to another.
+        self.register_buffer("hint_grid", torch.tensor([grid]))
 
     def forward(self, x: Tensor) -> ModelOutput:
         stage = self.teacher.get_submodule(self.stage_name)
