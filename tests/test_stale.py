@@ -75,3 +75,16 @@ def test_a_system_dataset_is_digested_by_content(tmp_path):
     first = data_digest("digits", None)
     assert first is not None and first == data_digest("digits", None)
     assert data_digest("no_such_plugin_dataset", None) is None
+
+
+def test_idx_files_are_digested_by_their_images_compressed_or_not(tmp_path):
+    """The same Fashion-MNIST from Debian, torchvision's download or Zalando's .gz files: one
+    digest, so a committed study record holds wherever the images are the same."""
+    from conftest import idx_tree
+
+    idx_tree(tmp_path / "gz", compress=True)
+    idx_tree(tmp_path / "raw", compress=False)
+    packed = data_digest("fashion_mnist", str(tmp_path / "gz"))
+    assert packed is not None
+    assert packed == data_digest("fashion_mnist", str(tmp_path / "raw"))
+    assert packed != data_digest("image_folder", str(tmp_path / "gz"))  # a folder: by file stats

@@ -1,15 +1,18 @@
 """A short digest of the data a stage learns from, so a finished stage is reused only on the data
 it learnt from: adding, removing or replacing an image retrains what depends on it.
 
-A folder given as the data root is read as its files' relative paths, sizes and modification
-times (stat only: cheap for a folder of any size, and a copied folder counts as changed). A
-dataset the system keeps (Debian's Fashion-MNIST, scikit-learn's digits) is read by content, so
-every machine that holds the same files gets the same digest and a committed study record stays
-valid on a fresh clone. A dataset with neither (a plugin without a root) has no digest: ``None``.
+A dataset that names the files it reads (``DATA_FILES``: the IDX datasets, scikit-learn's digits)
+is read by content, decompressed, so every machine that holds the same images gets the same
+digest - Debian's Fashion-MNIST, torchvision's download or Zalando's own ``.gz`` files alike - and
+a committed study record stays valid on a fresh clone. Any other data root (a folder of images)
+is read as its files' relative paths, sizes and modification times (stat only: cheap for a folder
+of any size; a copied folder counts as changed). A dataset with neither (a plugin without a root)
+has no digest: ``None``.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from collections.abc import Callable
@@ -18,25 +21,22 @@ from pathlib import Path
 
 from horkd.registry import Registry
 
-#: Where a dataset keeps its files when no root is given: name -> () -> files (empty: absent).
-SYSTEM_FILES: Registry[Callable[[], list[Path]]] = Registry("system dataset")
+#: The files a dataset's builder reads: name -> (root or None) -> files (empty: none found there).
+DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset files")
 
 
 def data_digest(dataset: str, root: str | None) -> str | None:
-    """The digest of ``dataset``'s files: under ``root`` when given, else its system copy."""
-    if root:
-        return folder_digest(Path(root))
-    if dataset not in SYSTEM_FILES:
-        return None
-    files = SYSTEM_FILES.get(dataset)()
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        stat = path.stat()
-        digest.update(f"{path.name}\0{_content_digest(str(path), stat.st_size, stat.st_mtime_ns)}\0"
-                      .encode())
-    return digest.hexdigest()[:16]
+    """The digest of ``dataset``'s files: by content where it names them, else the folder."""
+    if dataset in DATA_FILES:
+        files = DATA_FILES.get(dataset)(root)
+        if files:
+            digest = hashlib.sha256()
+            for path in sorted(files, key=lambda p: p.name.removesuffix(".gz")):
+                stat = path.stat()
+                content = _content_digest(str(path), stat.st_size, stat.st_mtime_ns)
+                digest.update(f"{path.name.removesuffix('.gz')}\0{content}\0".encode())
+            return digest.hexdigest()[:16]
+    return folder_digest(Path(root)) if root else None
 
 
 def folder_digest(root: Path) -> str | None:
@@ -64,9 +64,11 @@ def folder_digest(root: Path) -> str | None:
 
 @lru_cache(maxsize=64)
 def _content_digest(path: str, size: int, mtime_ns: int) -> str:
-    """A file's content digest, read once per process for each (size, time) it is seen with."""
+    """A file's content digest (a ``.gz`` file's decompressed content), read once per process
+    for each (size, time) it is seen with."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

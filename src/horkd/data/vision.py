@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torchvision.datasets as tvd
 
-from horkd.data.digest import SYSTEM_FILES
+from horkd.data.digest import DATA_FILES
 from horkd.data.idx import read_idx
 from horkd.data.memory import TensorImageDataset, channel_stats, resize_uint8
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
@@ -249,14 +250,25 @@ def stl10(root: str | None, hr_size: int | None, download: bool = False):
     return _pair("stl10", train, test, 10, 96, names)
 
 
-@SYSTEM_FILES.register("fashion_mnist")
-def _debian_fashion_mnist() -> list[Path]:
-    found = _find_idx(DEBIAN_FASHION_MNIST) if DEBIAN_FASHION_MNIST.is_dir() else None
-    return sorted(found.values()) if found else []
+def _idx_files(torchvision_folder: str, system: Path | None) -> Callable[[str | None], list[Path]]:
+    """The four IDX files the builder would read, for the data digest (none: an empty list)."""
+
+    def files(root: str | None) -> list[Path]:
+        for place in _idx_candidates(root, torchvision_folder, system):
+            found = _find_idx(place) if place.is_dir() else None
+            if found:
+                return sorted(found.values())
+        return []
+
+    return files
 
 
-@SYSTEM_FILES.register("digits")
-def _bundled_digits() -> list[Path]:
+DATA_FILES.register("fashion_mnist")(_idx_files("FashionMNIST", DEBIAN_FASHION_MNIST))
+DATA_FILES.register("mnist")(_idx_files("MNIST", None))
+
+
+@DATA_FILES.register("digits")
+def _bundled_digits(root: str | None) -> list[Path]:
     import sklearn
 
     found = Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz"

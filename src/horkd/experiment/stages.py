@@ -195,12 +195,14 @@ class StageRunner:
         if not self.resume or not distributed.is_main():
             return
         try:
-            before = json.loads((stage_dir / "done.json").read_text()).get("data_files", "")
+            done = json.loads((stage_dir / "done.json").read_text())
         except (OSError, ValueError):
             return
-        now = self.data_files()
-        if before != "" and before != now:
-            where = f"{self.label}: {name}" if self.label else name
+        where = f"{self.label}: {name}" if self.label else name
+        if "data_files" not in done:  # finished by a horkd that did not record its data
+            print(f"[{where}] was trained by an earlier horkd that did not record which data it "
+                  "learnt from: training it again", flush=True)
+        elif done["data_files"] != self.data_files():
             print(f"[{where}] its data changed since it was trained (images added, "
                   "removed or replaced): training it again", flush=True)
 

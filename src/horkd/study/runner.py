@@ -24,6 +24,7 @@ from typing import Any
 
 from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
+from horkd.numerics_version import NUMERICS_VERSION
 from horkd.run_dir import teacher_fingerprint
 from horkd.study.config import StudyConfig, load_study, searched
 from horkd.study.executors import Engine, ExecutorConfig, make_engine
@@ -94,6 +95,7 @@ class Teachers:
         """The task that trains (or loads) teacher ``name`` of ``seed`` and records its facts."""
         cfg = self.config(name, seed)
         facts = {"name": name, "seed": seed, "fingerprint": teacher_fingerprint(cfg, seed),
+                 "numerics_version": NUMERICS_VERSION,
                  "config": self.study.teachers[name], "arch": cfg.teacher.arch,
                  "epochs": cfg.train.teacher.epochs,
                  "validation": (f"the validation images of a {cfg.data.val_from_subset}-image "
