@@ -88,3 +88,41 @@ def test_idx_files_are_digested_by_their_images_compressed_or_not(tmp_path):
     assert packed is not None
     assert packed == data_digest("fashion_mnist", str(tmp_path / "raw"))
     assert packed != data_digest("image_folder", str(tmp_path / "gz"))  # a folder: by file stats
+
+
+RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "runs"
+
+
+def test_every_committed_record_says_which_numerics_measured_it():
+    """The page marks a row measured by an older NUMERICS_VERSION; a record without one, or
+    from a version the code has not reached, would be read as current."""
+    from horkd.numerics_version import NUMERICS_VERSION
+
+    records = sorted(RECORDS.rglob("*.json"))
+    assert len(records) > 500
+    versions = {p: json.loads(p.read_text()).get("numerics_version") for p in records}
+    missing = [str(p.relative_to(RECORDS)) for p, v in versions.items() if v is None]
+    assert not missing, f"records without numerics_version: {missing[:5]}"
+    assert all(1 <= v <= NUMERICS_VERSION for v in versions.values())
+
+
+def test_every_committed_run_record_holds_the_key_the_code_gives_its_settings():
+    """A record is reused when its key equals the one the code computes for the job: a key from
+    an older scheme would leave the page pending and the study retraining it."""
+    import pytest
+
+    from horkd.data.digest import data_digest
+    from horkd.study.records import RunRecord
+
+    if data_digest("fashion_mnist", None) is None:
+        pytest.skip("Debian's Fashion-MNIST is not installed here (make fashion-mnist)")
+    teachers = {json.loads(p.read_text())["fingerprint"]
+                for p in (RECORDS / "teachers").glob("*.json")}
+    stale = []
+    for path in sorted(RECORDS.glob("*/*/*/*.json")):
+        record = RunRecord(**json.loads(path.read_text()))
+        keys = {record_key(record.config, record.teacher["fingerprint"], record.seed, record.kind,
+                           scored) for scored in (False, True)}
+        if record.key not in keys or record.teacher["fingerprint"] not in teachers:
+            stale.append(str(path.relative_to(RECORDS)))
+    assert not stale, f"{len(stale)} records keyed by another scheme, e.g. {stale[:3]}"
