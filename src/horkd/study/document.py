@@ -582,7 +582,8 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[s
     if family:
         alpha = family[0].alpha
         with_margin = sum(1 for c in family if c.margin is not None)
-        parts += ["", f"The comparisons the study file declared before its runs, on each "
+        parts += ["", f"The comparisons the study file declares (a confirmatory regime's before "
+                  "its first run; an exploratory regime's may come after its scores), on each "
                   "regime's headline metric, paired over its seeds: a two-sided t test of no "
                   f"difference and, where a margin is declared, two one-sided tests (TOST) of "
                   f"equivalence within it, both at alpha {alpha:.2f} with Student's t (n-1 "
