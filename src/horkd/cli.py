@@ -665,15 +665,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Commands that train: one stop request (SIGINT/SIGTERM handler) for the whole command.
+TRAINING_COMMANDS = ("run", "train", "demo", "ablate", "study")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from contextlib import nullcontext
+
+    from horkd import stop
     from horkd.safe_load import trusting_pickles
 
     args = parse_args(argv)
-    with trusting_pickles(getattr(args, "trust_checkpoint", False)):
-        return _dispatch(args)
+    handling = (stop.handling(immediate=_waits_on_others(args))
+                if args.command in TRAINING_COMMANDS else nullcontext())
+    with trusting_pickles(getattr(args, "trust_checkpoint", False)), handling:
+        return _stopped_at_the_end(_dispatch(args))
+
+
+def _waits_on_others(args: argparse.Namespace) -> bool:
+    """A study whose runs train on Ray or SLURM: its driver only waits, so a signal stops it at
+    once (cancelling the jobs) rather than at a safe point it never reaches."""
+    if args.command != "study" or args.status:
+        return False
+    try:
+        config = _executor(args)
+        if config is None:
+            from horkd.study import load_study
+
+            config = load_study(args.study_file)[0].executor
+        return config.kind != "local"
+    except Exception:  # a bad study file is reported by the command itself
+        return False
+
+
+def _stopped_at_the_end(status: int) -> int:
+    """A stop asked for as the command was finishing (its results written, nothing left to
+    start) still ends it with 130/143: whoever sent the signal learns it was received."""
+    from horkd import stop
+
+    name = stop.requested()
+    if status != 0 or name is None:
+        return status
+    print(f"horkd: stopped by {name} as the command was finishing: everything it does is "
+          "done and saved", file=sys.stderr)
+    return stop.exit_status(name)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from horkd import stop
     from horkd.trainer import TrainingDiverged, TrainingStopped
 
     try:
@@ -704,12 +743,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.output_dir = "runs/demo"
             return cmd_run(args, raw=demo_config_dict())
         return cmd_list(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second signal (or Ctrl-C where nothing defers it)
         print("horkd: interrupted", file=sys.stderr)
-        return 130
-    except TrainingStopped as exc:
+        request = stop.current()
+        return stop.exit_status(request.last_signal if request is not None else None)
+    except TrainingStopped as exc:  # one line: what stopped, where, what is saved
         print(f"horkd: {exc}", file=sys.stderr)
-        return 143 if "SIGTERM" in str(exc) else 130
+        return stop.exit_status(exc.signal_name or stop.requested())
     except TrainingDiverged as exc:
         if args.debug:
             raise

@@ -7,9 +7,7 @@ score (the task's: top-1, Recall@1). The test split never reaches this module.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from horkd import distributed
+from horkd import distributed, stop
 from horkd.checkpoint import save_checkpoint
 from horkd.config import StageConfig
 from horkd.logger import MetricsLogger
@@ -33,6 +31,7 @@ from horkd.loop_state import (
 )
 from horkd.methods import Batch, Method
 from horkd.optim import build_optimizer, build_scheduler
+from horkd.stop import TrainingStopped
 
 BatchFn = Callable[[Tensor, Tensor, Tensor], Batch]
 STATE_FILE = "train_state.safetensors"
@@ -54,34 +53,6 @@ def checkpoint_name(role: str) -> str:
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses: continuing would only waste the machine."""
-
-
-class TrainingStopped(RuntimeError):
-    """SIGTERM/SIGINT arrived; the state was saved at the end of the current step."""
-
-
-class StopRequests:
-    """Turn SIGTERM (pre-emption) and SIGINT into a request honoured at the next step boundary,
-    so the state saved on the way out is consistent."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.requested is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def epoch_batches(loader: Any, epoch: int, first_step: int) -> Iterator[Any]:
@@ -216,11 +187,17 @@ class Trainer:
             restore_loop(self.state_path, loop, self.parts, self.fingerprint)
         logger = MetricsLogger(self.out_dir, rows=loop.result.history) if self.main else None
         try:
-            with StopRequests() as stop:
+            # the command's stop request (the CLI installs one for its whole life); a caller
+            # without one gets it for this loop
+            with stop.handling():
+                self._stop_if_asked(loop, saved=False)  # asked while the stage was being set up
                 while loop.epoch < self.cfg.epochs:
-                    self._train_epoch(loop, stop)
+                    self._train_epoch(loop)
                     self._end_epoch(loop, logger)
                     self._save_state(loop)
+                    # asked during validation or the save (the last epoch's included): the
+                    # state just saved holds the whole epoch, so the rerun continues from it
+                    self._stop_if_asked(loop, saved=True)
         finally:
             if logger is not None:
                 logger.close()
@@ -237,7 +214,20 @@ class Trainer:
         # writes them beside the weights and optimiser, which are the same on every rank
         save_loop(self.state_path, loop, self.parts, self.fingerprint)
 
-    def _train_epoch(self, loop: LoopState, stop: StopRequests) -> None:
+    def _stop_if_asked(self, loop: LoopState, saved: bool) -> None:
+        """Stop here when any rank was asked to (every rank calls this at the same point)."""
+        stopping, name = stop.agreed()
+        if not stopping:
+            return
+        if saved:
+            where = f"at the end of epoch {loop.epoch}; the state is saved in {self.state_path}"
+        else:
+            where = (f"before epoch {loop.epoch + 1}, step {loop.step} of {self.out_dir.name} "
+                     "(nothing trained since its last save)")
+        raise TrainingStopped(
+            f"stopped by {name or 'another process'} {where}: {stop.RERUN}", name)
+
+    def _train_epoch(self, loop: LoopState) -> None:
         """The rest of ``loop.epoch`` from ``loop.step``; saves and stops on a signal."""
         epoch, steps_per_epoch = loop.epoch, self.steps_per_epoch()
         self.method.train()
@@ -262,15 +252,14 @@ class Trainer:
             bar.update(1)
             every = self.cfg.checkpoint_every_steps
             # the ranks stop (and save, a collective) at the same step, whichever got the signal
-            stopping = distributed.any_rank_true(stop.requested is not None)
+            stopping, name = stop.agreed()
             if stopping or (every and loop.step % every == 0):
                 self._save_state(loop)
             if stopping:
                 raise TrainingStopped(
-                    f"stopped by {stop.requested or 'another process'} at epoch {epoch + 1}, "
-                    f"step {loop.step}; the "
-                    f"state is saved in {self.state_path}: run the same command again to continue"
-                )
+                    f"stopped by {name or 'another process'} at epoch {epoch + 1}, "
+                    f"step {loop.step}; the state is saved in {self.state_path}: {stop.RERUN}",
+                    name)
         bar.close()
 
     def _train_step(

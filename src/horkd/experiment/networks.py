@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from horkd import distributed
+from horkd import distributed, stop
 from horkd.checkpoint import build_from_checkpoint
 from horkd.config import ExperimentConfig
 from horkd.experiment.bridge import as_reference, guard_verdict
@@ -123,6 +123,9 @@ class Networks:
             return self._trained[stage]
         outcome = self.stages.finished(stage, fingerprint)
         if outcome is None:
+            # a stop asked for during the stage before (or anything since) starts no other;
+            # every rank gets here together, as it trains the stage together
+            stop.check(f"before {stage} (seed {self.ctx.seed}) started")
             cfg = cfg or self.ctx.cfg
             method_ctx = MethodContext(
                 distill=cfg.distill,  # null weights: hybrid_loss takes the method's own

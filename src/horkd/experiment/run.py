@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from horkd import distributed
+from horkd import distributed, stop
 from horkd.checkpoint import git_sha, write_json
 from horkd.config import ExperimentConfig
 from horkd.experiment.context import RunContext, build_context, load_splits, resolve_device
@@ -168,6 +168,7 @@ def _run(
     caches = caches if caches is not None else ReferenceCaches()
     results, skipped = [], []
     for seed in cfg.seeds:
+        stop.check(f"before seed {seed}")
         ctx, networks = open_seed(cfg, seed, progress=progress, caches=caches)
         results.append(run_seed(ctx, networks, cfg.methods))
         skipped = skipped_images(ctx)
@@ -253,6 +254,7 @@ def _ablation(
         return metrics[result.metric]
 
     for seed in cfg.seeds:
+        stop.check(f"before seed {seed}")
         ctx, networks = open_seed(cfg, seed, progress=progress, caches=caches)
         for name in baselines:
             result.baselines[name].append(score(ctx, networks.student(name).model))
