@@ -601,3 +601,29 @@ def test_the_page_marks_older_numerics_a_guard_fallback_and_gives_each_methods_c
     assert lines["scratch"].endswith("| 2.0 |")
     assert lines["hinton_kd (older numerics)"].endswith("| 2.0 + 5.0 |")
     assert facts["methods"]["hinton_kd"]["numerics_version"] == NUMERICS_VERSION - 1
+
+
+def test_a_methods_finals_wait_only_for_its_own_search(tmp_path):
+    """A method added to a finished study (a new baseline) must not hold back every other
+    method's finals, in its regime and in those that take their choices from it."""
+    from types import SimpleNamespace
+
+    from horkd.study.runner import Study, load_study
+
+    study = Study(*load_study(_study_file(tmp_path)), log=lambda _: None)
+    seed = study.study.search.seed
+
+    def result(method, tag, val):
+        records = {seed: SimpleNamespace(val=val)} if val is not None else {}
+        return SimpleNamespace(job=SimpleNamespace(regime="lr4", method=method, tag=tag),
+                               records=records)
+
+    found = [result("scratch", "c0", 50.0), result("scratch", "c1", 60.0),
+             result("horkd", "c0", 70.0), result("horkd", "c1", 65.0),
+             result("fitnet", "c0", 40.0), result("fitnet", "c1", None)]  # fitnet: unfinished
+    chosen = study._choices("lr4", found, {})
+    assert chosen["scratch"]["tag"] == "c1" and chosen["horkd"]["tag"] == "c0"
+    assert "fitnet" not in chosen
+    assert [j.method for j in study.final_jobs("lr4", chosen)].count("fitnet") == 0
+    few = study._choices("few", found, {"lr4": chosen})  # takes its choices from lr4
+    assert set(few) == {"scratch", "horkd"}

@@ -232,6 +232,8 @@ class Study:
         jobs = []
         trained = self.trained_methods(regime)
         for method in trained:
+            if method not in choices:  # its search is unfinished: its finals wait for it
+                continue
             chosen = choices[method]
             tag = self.final_tag(regime, chosen)
             for seed in seeds:
@@ -295,17 +297,23 @@ class Study:
         r = self.study.regimes[regime]
         if r.choices_from is None:
             mine = [res for res in found if res.job.regime == regime]
-            if any(self.study.search.seed not in res.records for res in mine):
-                self.log(f"[{regime}] search incomplete: finals wait")
-                return None
-            return choose(self.study, regime, mine, self.trained_methods(regime))
+            waiting = {res.job.method for res in mine if self.study.search.seed not in res.records}
+            if waiting:  # each method's finals wait for its own search, not for another's
+                self.log(f"[{regime}] search of {', '.join(sorted(waiting))} incomplete: "
+                         "their finals wait")
+            done = [res for res in mine if res.job.method not in waiting]
+            trained = [m for m in self.trained_methods(regime) if m not in waiting]
+            return choose(self.study, regime, done, trained) if trained else None
         if r.choices_from not in chosen:
             return None
         picks = {m: c for m, c in chosen[r.choices_from].items()
                  if m in self.trained_methods(regime)}
+        source = self.trained_methods(r.choices_from)
         for method in self.trained_methods(regime):
+            if method in source and searched(method) and method not in picks:
+                continue  # its search in the source regime is unfinished: it waits
             picks.setdefault(method, {"scores": {}, "tag": "fixed", "val": None, "overrides": []})
-        return picks
+        return picks or None
 
 
 def choose(study: StudyConfig, regime: str, results: list[JobResult],
