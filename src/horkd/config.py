@@ -18,7 +18,13 @@ STAGES = ("teacher", "assistant", "student")
 
 
 class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and what is allowed."""
+    """A config that cannot run; the message names the key and what is allowed. ``problems``
+    holds each validation problem as (key path, message), for a caller that names where the
+    key was written (a study file's ``base``, an override, a candidate)."""
+
+    def __init__(self, message: str, problems: list[tuple[tuple[str, ...], str]] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class _Strict(BaseModel):
@@ -574,20 +580,43 @@ class ExperimentConfig(_Strict):
         return self
 
 
-def format_validation_error(
-    err: ValidationError, root: type[BaseModel] | None = None, what: str = "config"
-) -> str:
-    lines = []
+def validation_problems(
+    err: ValidationError, root: type[BaseModel] | None = None
+) -> list[tuple[tuple[str, ...], str]]:
+    """Each problem of ``err`` as (key path, message); an unknown key lists the allowed ones."""
+    out = []
     for problem in err.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
             parent = _model_at(problem["loc"][:-1], root or ExperimentConfig)
             if parent is not None:
                 message += f" (allowed: {', '.join(parent.model_fields)})"
-        lines.append(f"  {where}: {message}")
+        out.append((tuple(str(part) for part in problem["loc"]), message))
+    return out
+
+
+def problem_line(where: str, message: str) -> str:
+    """``  where: message``; a problem of the whole (no key path) is its message alone."""
+    return f"  {where}: {message}" if where else f"  {message}"
+
+
+def format_validation_error(
+    err: ValidationError, root: type[BaseModel] | None = None, what: str = "config"
+) -> str:
+    lines = [problem_line(".".join(loc), message)
+             for loc, message in validation_problems(err, root)]
     return f"invalid {what}:\n" + "\n".join(lines)
+
+
+def override_of(loc: tuple[str, ...], overrides: list[str]) -> str | None:
+    """The last override that set ``loc`` or a key under or above it (None: none did)."""
+    found = None
+    for text in overrides:
+        key = tuple(text.split("=", 1)[0].split("."))
+        if key and (key[:len(loc)] == loc or loc[:len(key)] == key):
+            found = text
+    return found
 
 
 def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
@@ -654,7 +683,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     try:
         return ExperimentConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err), validation_problems(err)) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -672,7 +701,20 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    return config_from_dict(read_yaml_mapping(path), overrides)
+    """The experiment of a config file; an invalid one names the file, and a key an override
+    set names that override."""
+    try:
+        return config_from_dict(read_yaml_mapping(path), overrides)
+    except ConfigError as err:
+        if not err.problems:  # the file is unreadable or an override is malformed: named already
+            raise
+        lines = []
+        for loc, message in err.problems:
+            given = override_of(loc, overrides or [])
+            lines.append(problem_line(".".join(loc), message)
+                         + (f" (the override {given})" if given else ""))
+        raise ConfigError(f"invalid config {path}:\n" + "\n".join(lines), err.problems) \
+            from None
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

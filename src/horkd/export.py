@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from horkd.checkpoint import build_from_checkpoint, stem_of
+from horkd.checkpoint import atomic_write, build_from_checkpoint, stem_of
 
 FORMATS = ("onnx", "torchscript")
 
@@ -52,19 +52,23 @@ def export_checkpoint(
     model = _TupleOutput(build_from_checkpoint(path)).eval()
     shape = input_shape(meta)
     out = Path(out) if out else stem_of(path).with_suffix(".onnx" if fmt == "onnx" else ".pt")
-    out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.rand(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(x)
-    if fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(model, x)
-        traced.save(str(out))
-        exported = torch.jit.load(str(out))
-        with torch.no_grad():
-            outputs = [t.numpy() for t in exported(x)]
-    else:
-        outputs = _onnx_roundtrip(model, x, out, meta)
+    outputs: list = []
+
+    def write(tmp: str) -> None:  # written and checked aside, then renamed over ``out``
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(model, x)
+            traced.save(tmp)
+            exported = torch.jit.load(tmp)
+            with torch.no_grad():
+                outputs.extend(t.numpy() for t in exported(x))
+        else:
+            outputs.extend(_onnx_roundtrip(model, x, Path(tmp), meta))
+
+    atomic_write(out, write, f"the {fmt} export")
     diff = max(
         float((torch.from_numpy(o) - r).abs().max()) for o, r in zip(outputs, reference, strict=True)
     )

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from horkd.checkpoint import atomic_write, write_text
 from horkd.config import ExperimentConfig
 from horkd.methods import METHODS
 
@@ -153,12 +154,17 @@ def _weak_teacher(table: list[dict[str, Any]], key: str, students: dict[str, flo
 def write_results(
     run_dir: Path, table: list[dict[str, Any]], cfg: ExperimentConfig, lr_size: int | None = None
 ) -> str:
-    (run_dir / "results.json").write_text(json.dumps(table, indent=2))
+    # each file whole or as it was: written aside and renamed (checkpoint.atomic_write)
+    write_text(run_dir / "results.json", json.dumps(table, indent=2), "the results table")
     columns = list(dict.fromkeys(k for e in table for k in e))
-    with (run_dir / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(table)
+
+    atomic_write(run_dir / "results.csv", write_csv, "the results table")
     seeds = ", ".join(map(str, cfg.seeds))
     text = (
         f"# {cfg.name}\n\nTask `{cfg.task}`, dataset `{cfg.data.dataset}`, seeds {seeds}. "
@@ -166,5 +172,5 @@ def write_results(
         "scored at their LR input; networks that see HR at HR.\n\n"
         f"{format_table(table, lr_size)}\n\n{verdict(table)}\n\n{legend(table)}\n"
     )
-    (run_dir / "results.md").write_text(text)
+    write_text(run_dir / "results.md", text, "the results table")
     return text

@@ -263,11 +263,13 @@ def _degrade_settings(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def finished_stage(stage_dir: Path, fingerprint: str) -> bool:
-    """A stage is reused only when it finished with the settings asked for now."""
+    """A stage is reused only when it finished with the settings asked for now (whether its
+    weights can be read, the stage runner finds out when it loads them: they outrank this)."""
     done = stage_dir / "done.json"
     if not done.exists():
         return False
     try:
-        return json.loads(done.read_text()).get("fingerprint") == fingerprint
-    except json.JSONDecodeError:
+        record = json.loads(done.read_text())
+    except (OSError, ValueError):  # a damaged done.json: the stage trains again
         return False
+    return isinstance(record, dict) and record.get("fingerprint") == fingerprint

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Subset
 
 from horkd import distributed
-from horkd.checkpoint import build_from_checkpoint, write_json
+from horkd.checkpoint import CheckpointError, build_from_checkpoint, write_json
 from horkd.config import StageConfig
 from horkd.data.digest import data_digest
 from horkd.data.loader import BatchLoader
@@ -30,7 +30,7 @@ from horkd.methods import Method
 from horkd.models.size_norm import recompute_size_statistics
 from horkd.reference_cache import ReferenceCaches
 from horkd.run_dir import finished_stage
-from horkd.trainer import Trainer
+from horkd.trainer import STATE_FILE, Trainer
 
 
 @dataclass(frozen=True)
@@ -179,15 +179,56 @@ class StageRunner:
         stage_dir = self.seed_dir / name
         if not (self.resume and finished_stage(stage_dir, fingerprint)):
             self._say_if_data_changed(name, stage_dir)
+            self._set_aside_unreadable_state(name, stage_dir)
             return None
-        record = json.loads((stage_dir / "done.json").read_text())
-        networks = {"student": build_from_checkpoint(stage_dir / "model").to(self.ctx.device)}
-        projector = json.loads((stage_dir / "model.json").read_text()).get("projector")
-        if projector and projector.get("file"):
-            from safetensors.torch import load_file
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
-            projector["weight"] = load_file(str(stage_dir / projector["file"]))["weight"]
+        try:  # done.json never outranks weights that cannot be read: those retrain the stage
+            record = json.loads((stage_dir / "done.json").read_text())
+            networks = {"student": build_from_checkpoint(stage_dir / "model").to(self.ctx.device)}
+            projector = json.loads((stage_dir / "model.json").read_text()).get("projector")
+            if projector and projector.get("file"):
+                file = stage_dir / projector["file"]
+                try:
+                    projector["weight"] = load_file(str(file))["weight"]
+                except (SafetensorError, KeyError) as exc:
+                    raise CheckpointError(f"cannot read {file}: {exc}") from None
+        except (CheckpointError, OSError, ValueError) as exc:
+            self._say(name, f"finished, but {exc}: training it again")
+            return None
         return StageOutcome(networks, record, projector)
+
+    def _say(self, name: str, text: str) -> None:
+        if distributed.is_main():
+            where = f"{self.label}: {name}" if self.label else name
+            print(f"[{where}] {text}", flush=True)
+
+    def _set_aside_unreadable_state(self, name: str, stage_dir: Path) -> None:
+        """A damaged ``done.json`` is named (the stage trains again); an interrupted stage's
+        saved state that cannot be read (cut short, overwritten) is moved aside, with a line
+        saying so, and the stage starts over instead of stopping."""
+        from safetensors import safe_open
+
+        if not (self.resume and distributed.is_main()):
+            return
+        done = stage_dir / "done.json"
+        try:
+            if done.is_file() and not isinstance(json.loads(done.read_text()), dict):
+                raise ValueError("it holds no JSON object")
+        except (OSError, ValueError) as exc:
+            self._say(name, f"{done} cannot be read ({exc}): training the stage again")
+        state = stage_dir / STATE_FILE
+        if not state.is_file():
+            return
+        try:
+            with safe_open(str(state), framework="pt") as handle:
+                handle.metadata()
+        except Exception as exc:  # noqa: BLE001 - safetensors' own errors: the file is damaged
+            aside = state.with_name(state.name + ".damaged")
+            state.replace(aside)
+            self._say(name, f"its saved training state {state} cannot be read ({exc}): moved "
+                      f"aside to {aside.name}; the stage starts over")
 
     def _say_if_data_changed(self, name: str, stage_dir: Path) -> None:
         """A finished stage retrained because its data changed says so (else a user who added

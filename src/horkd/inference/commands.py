@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from horkd.checkpoint import atomic_write
+from horkd.checkpoint import atomic_write, partial_file, write_text
 from horkd.inference.preprocess import InputKind
 from horkd.inference.recogniser import Recogniser
 from horkd.inference.stream import Failures, image_paths
@@ -44,12 +44,13 @@ class Outcome:
 
 
 @contextmanager
-def _writer(out: Path | None) -> Iterator[IO[str]]:
+def _writer(out: Path | None, what: str) -> Iterator[IO[str]]:
+    """Standard output, or ``out`` written as ``<out>.partial`` and renamed at the end: an
+    interrupted or failed command leaves the previous ``out`` whole."""
     if out is None:
         yield sys.stdout
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
+    with partial_file(out, what) as handle:
         yield handle
 
 
@@ -92,21 +93,22 @@ def predict(
                          "a retrieval or face model")
     k = min(top_k, len(model.classes))
     header = ["path", "label", "score"] + [f"{n}_{i}" for i in range(2, k + 1)
-                                           for n in ("label", "score")] + ["error"]
+                                           for n in ("label", "score")] + ["error", "note"]
     used = 0
-    with _writer(target) as handle, tqdm(total=len(files), desc="predict", unit="img",
-                                         file=sys.stderr, leave=False, disable=None) as bar:
+    with _writer(target, "the predictions") as handle, tqdm(
+            total=len(files), desc="predict", unit="img", file=sys.stderr, leave=False,
+            disable=None) as bar:
         writer = csv.writer(handle, lineterminator="\n")  # what cut, awk and diff expect
         writer.writerow(header)
         for outputs, indices in model.stream(files, kind, batch_size, workers, failures):
             probs = outputs.logits.float().softmax(1)
             for index, ranked in zip(indices, model.top(probs, k), strict=True):
                 cells = [c for label, score in ranked for c in (label, f"{score:.6f}")]
-                writer.writerow([str(files[index]), *cells, ""])
+                writer.writerow([str(files[index]), *cells, "", failures.notes.get(index, "")])
             used += len(indices)
             bar.update(len(indices))
         for message in failures.items:
-            writer.writerow([message.split(": ", 1)[0]] + [""] * (2 * k) + [message])
+            writer.writerow([message.split(": ", 1)[0]] + [""] * (2 * k) + [message, ""])
     return Outcome(target, used, failures.items)
 
 
@@ -118,17 +120,24 @@ def _save_embeddings(
     out = out or Path("embeddings.npy")
     embeddings, kept = _embeddings(model, files, kind, batch_size, workers, failures, "embed")
     kept_paths = [str(files[i]) for i in kept]
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
         meta = {"paths": json.dumps(kept_paths), "model": str(model.file.path)}
         atomic_write(out, lambda tmp: save_file({"embeddings": embeddings.contiguous()}, tmp,
-                                                metadata=meta))
+                                                metadata=meta), "the embeddings")
     else:
         out = out.with_suffix(".npy")
-        np.save(out, embeddings.numpy())
-        out.with_suffix(".paths.txt").write_text("".join(p + "\n" for p in kept_paths))
+
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a file name would get .npy appended
+                np.save(handle, embeddings.numpy())
+
+        # the paths first: a .npy beside an older paths list would pair rows with other files
+        write_text(out.with_suffix(".paths.txt"), "".join(p + "\n" for p in kept_paths),
+                   "the paths of the embeddings")
+        atomic_write(out, save, "the embeddings")
     if failures.items:
-        out.with_suffix(".errors.txt").write_text("".join(m + "\n" for m in failures.items))
+        write_text(out.with_suffix(".errors.txt"), "".join(m + "\n" for m in failures.items),
+                   "the files that could not be read")
     return Outcome(out, len(kept), failures.items)
 
 
@@ -173,7 +182,7 @@ def gallery_index(
     meta = {"key": key, "paths": json.dumps([str(p) for p in kept_files]),
             "failed": json.dumps(failures.items)}
     atomic_write(index_path, lambda tmp: save_file({"embeddings": embeddings.contiguous()}, tmp,
-                                                   metadata=meta))
+                                                   metadata=meta), "the gallery index")
     return embeddings, kept_files, False
 
 
@@ -233,7 +242,7 @@ def search(
     )
     queries = image_paths([query])
     query_emb, kept = _embeddings(model, queries, kind, batch_size, workers, failures, "query")
-    with _writer(target) as handle:
+    with _writer(target, "the search results") as handle:
         writer = csv.writer(handle, lineterminator="\n")  # what cut, awk and diff expect
         writer.writerow(["query", "rank", "gallery", "similarity", "error"])
         if kept and len(gallery_files):

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from horkd.checkpoint import META_SUFFIX, WEIGHTS_SUFFIX, CheckpointError, load_meta, stem_of
+from horkd.checkpoint import (
+    META_SUFFIX,
+    WEIGHTS_SUFFIX,
+    CheckpointError,
+    check_meta,
+    load_meta,
+    stem_of,
+)
 
 ONNX_META_KEY = "horkd"  # the ONNX metadata_props entry holding the checkpoint's metadata
 ACCEPTED = (
@@ -73,4 +80,8 @@ def onnx_meta(path: Path) -> dict[str, Any]:
             f"{path} carries no horkd metadata (input size, degradation, class names): export "
             "the checkpoint with `horkd export`, or use the checkpoint itself"
         )
-    return json.loads(props[ONNX_META_KEY])
+    try:
+        meta = json.loads(props[ONNX_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its horkd metadata is not valid JSON: {exc}") from None
+    return check_meta(meta, f"{path} (its horkd metadata)")

@@ -102,12 +102,35 @@ def to_pil(image: ImageLike, channels: int) -> Image.Image:
     return to_channels(image, channels)
 
 
-def image_tensor(image: ImageLike, model: ModelInput, kind: InputKind) -> Tensor:
-    """One image as the float tensor the batch step takes (decoded, converted, resized)."""
-    pil = to_pil(image, model.channels)
+SMALL = 2  # an image whose longer side is under 1/SMALL of the side it is resized to gets a note
+
+
+def _side(pil: Image.Image, model: ModelInput, kind: InputKind) -> int:
+    """The side ``pil`` is resized to before the batch step."""
     side = model.image_size(kind)
     if kind == "lr" and model.lr_range is not None:  # its own size inside the trained range
         side = min(max(max(pil.size), model.lr_range[0]), model.lr_range[1])
+    return side
+
+
+def small_image_note(image: Image.Image, model: ModelInput, kind: InputKind) -> str | None:
+    """A note for an image far below the size the model takes it at (under half its side): it
+    is enlarged that many times, so the answer rests on little of what the model learnt from."""
+    side = _side(image, model, kind)
+    longest = max(image.size)
+    if longest * SMALL >= side:
+        return None
+    what = "HR" if kind != "lr" else "input"
+    hint = ("; a real low-resolution capture is given with --input lr"
+            if kind == "hr" and model.lr_size is not None else "")
+    return (f"image {image.size[0]}x{image.size[1]} px is far below the model's {what} size "
+            f"{side} px: enlarged {side / longest:.1f}x, the prediction may be unreliable{hint}")
+
+
+def image_tensor(image: ImageLike, model: ModelInput, kind: InputKind) -> Tensor:
+    """One image as the float tensor the batch step takes (decoded, converted, resized)."""
+    pil = to_pil(image, model.channels)
+    side = _side(pil, model, kind)
     if pil.size != (side, side):
         pil = TF.resize(pil, [side, side], antialias=True)
     pixels = torch.from_numpy(np.array(pil, dtype=np.uint8, copy=True))

@@ -60,7 +60,12 @@ class Recogniser:
     def __init__(self, model: ModelFile, device: str | torch.device = "cpu") -> None:
         self.file = model
         self.meta = model.meta
-        self.input = ModelInput.from_meta(model.meta)
+        try:
+            self.input = ModelInput.from_meta(model.meta)
+        except ValueError as exc:
+            from horkd.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{model.path}: {exc}") from None
         self.device = torch.device(device)
         self._steps: dict[str, Any] = {}  # the batch step of each input kind, built once
         if model.onnx:

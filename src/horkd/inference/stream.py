@@ -13,7 +13,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from horkd.data.images import IMAGE_EXTENSIONS, BadImageError
-from horkd.inference.preprocess import InputKind, ModelInput, image_tensor
+from horkd.inference.preprocess import (
+    InputKind,
+    ModelInput,
+    image_tensor,
+    small_image_note,
+    to_pil,
+)
 
 
 def image_paths(paths: list[str | Path]) -> list[Path]:
@@ -45,32 +51,38 @@ class _Files(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Tensor | None, int, str | None]:
+    def __getitem__(self, index: int) -> tuple[Tensor | None, int, str | None, str | None]:
         try:
-            return image_tensor(self.paths[index], self.model, self.kind), index, None
+            image = to_pil(self.paths[index], self.model.channels)
+            note = small_image_note(image, self.model, self.kind)
+            return image_tensor(image, self.model, self.kind), index, None, note
         except BadImageError as exc:
-            return None, index, str(exc)
+            return None, index, str(exc), None
         except Exception as exc:  # noqa: BLE001 - any file a user points at may fail anyhow
-            return None, index, f"{self.paths[index]}: {type(exc).__name__}: {exc}"
+            return None, index, f"{self.paths[index]}: {type(exc).__name__}: {exc}", None
 
 
-def _collate(items: list[tuple[Any, ...]]) -> tuple[list[tuple[Tensor, list[int]]], list[str]]:
+def _collate(items: list[tuple[Any, ...]]) -> tuple[list[tuple[Tensor, list[int]]], list[str],
+                                                    dict[int, str]]:
     """Images of one size stacked together (a model trained across LR sizes takes LR captures
-    at their own sizes), and the failures."""
+    at their own sizes), the failures and the notes on images that were used."""
     groups: dict[tuple[int, ...], list[tuple[Tensor, int]]] = {}
-    for x, i, error in items:
+    for x, i, error, _ in items:
         if error is None:
             groups.setdefault(tuple(x.shape), []).append((x, i))
-    failed = [error for _, _, error in items if error is not None]
+    failed = [error for _, _, error, _ in items if error is not None]
+    notes = {i: note for _, i, error, note in items if error is None and note}
     batches = [(default_collate([x for x, _ in g]), [i for _, i in g]) for g in groups.values()]
-    return batches, failed
+    return batches, failed, notes
 
 
 @dataclass
 class Failures:
-    """Files that could not be used, in the order met: (path index, what is wrong)."""
+    """Files that could not be used, in the order met: (path index, what is wrong); and notes
+    on files that were used (an image far below the model's input size), by path index."""
 
     items: list[str] = field(default_factory=list)
+    notes: dict[int, str] = field(default_factory=dict)
 
 
 def stream(
@@ -90,9 +102,10 @@ def stream(
         collate_fn=_collate,
         persistent_workers=False,
     )
-    for batches, failed in loader:
+    for batches, failed, notes in loader:
         if failures is not None:
             failures.items.extend(failed)
+            failures.notes.update(notes)
         yield from batches
 
 

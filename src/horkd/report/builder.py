@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from horkd.checkpoint import build_from_checkpoint, load_meta
+from horkd.checkpoint import atomic_write, build_from_checkpoint, load_meta, write_text
 from horkd.cost import count_flops, count_parameters, measure_latency
 from horkd.export import input_shape
 from horkd.logger import read_jsonl
@@ -111,10 +111,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write, "a report table")
 
 
 def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -271,7 +275,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         sections += _cost_section(run_dir, cfg, out, name)
         sections += _compute_section(run_dir)
     path = out / "report.md"
-    path.write_text("\n".join(sections))
+    write_text(path, "\n".join(sections), "the report")
     return path
 
 

@@ -17,6 +17,9 @@ from horkd.config import (
     ConfigError,
     config_from_dict,
     format_validation_error,
+    load_config,
+    override_of,
+    problem_line,
     read_yaml_mapping,
 )
 from horkd.study.executors import ExecutorConfig
@@ -178,10 +181,8 @@ class StudyConfig(_Strict):
             for other in regime.specialists:
                 if other not in self.regimes or other == name:
                     raise ValueError(f"regimes.{name}.specialists: '{other}' is not another regime")
-            try:  # a typo in one regime fails here, not hours into the study
-                config_from_dict(dict(self.base), list(regime.overrides))
-            except ConfigError as err:
-                raise ValueError(f"regimes.{name}.overrides: {err}") from None
+            # a typo in one regime fails here, not hours into the study, named where it is
+            _raise_problems(self.base, [(f"regimes.{name}.overrides", list(regime.overrides))])
             for method in self.regime_methods(name):
                 METHODS.get(method)
                 if method not in self.search.candidates and searched(method):
@@ -199,8 +200,26 @@ class StudyConfig(_Strict):
                 raise ValueError(
                     f"{where}: every method needs the same number of search candidates: {sizes}"
                 )
+        self._check_candidates()
         _check_comparisons(self)
         return self
+
+    def _check_candidates(self) -> None:
+        """Every candidate a regime trains with (its own search's, or those of the regime it
+        takes its choices from) on top of its overrides: a typo in one is named by its place,
+        ``search.candidates.<method>[i]``, before anything trains."""
+        for name, regime in self.regimes.items():
+            source = regime.choices_from or name
+            for method in self.regime_methods(name):
+                if not searched(method) or method not in self.search.candidates:
+                    continue
+                own = (self.regimes[source].candidates or {}).get(method)
+                where = (f"regimes.{source}.candidates.{method}" if own
+                         else f"search.candidates.{method}")
+                for i, candidate in enumerate(self.candidates(source, method)):
+                    _raise_problems(self.base, [(f"regimes.{name}.overrides",
+                                                 list(regime.overrides)),
+                                                (f"{where}[{i}]", list(candidate))])
 
     def candidates(self, regime: str, method: str) -> list[list[str]]:
         """The search candidates of ``method`` in ``regime``."""
@@ -317,11 +336,66 @@ def searched(method: str) -> bool:
     return spec.trains and spec.group != "reference"
 
 
+def _raise_problems(base: dict[str, Any], layers: list[tuple[str, list[str]]]) -> None:
+    """A ValueError naming, one line each, every problem of the experiment ``base`` with each
+    layer's overrides applied in turn, where the user wrote it: ``base.<key>``, or
+    ``<layer>: <key>`` for a key a layer's override set (the last that did)."""
+    overrides = [text for _, given in layers for text in given]
+    try:
+        config_from_dict(dict(base), overrides)
+        return
+    except ConfigError as err:
+        if not err.problems:  # a malformed override: its message quotes it
+            at = next((at for at, given in layers if any(t in str(err) for t in given)), None)
+            raise ValueError(f"{at}: {err}" if at else str(err)) from None
+        problems = err.problems
+    given_in = [at for at, given in layers if given]
+    lines = []
+    for loc, message in problems:
+        key = ".".join(loc)
+        at = next((at for at, given in reversed(layers) if override_of(loc, given)), None)
+        if at is not None:
+            lines.append(problem_line(f"{at}: {key}" if key else at, message))
+        elif key:
+            lines.append(problem_line(f"base.{key}", message))
+        else:  # a rule between keys: the last layer that changed anything is where to look
+            lines.append(problem_line(given_in[-1] if given_in else "base", message))
+    raise ValueError("\n".join(lines).strip())
+
+
+def _check_teachers(study: StudyConfig, path: Path) -> None:
+    """Every teacher's experiment (a file beside the study, or written in it) is valid; a
+    problem names the teacher, its file and the key."""
+    lines = []
+    for name, given in study.teachers.items():
+        try:
+            if isinstance(given, dict):
+                config_from_dict(dict(given))
+            else:
+                load_config(path.parent / given)
+        except ConfigError as err:
+            if not err.problems:
+                lines.append(problem_line(f"teachers.{name}", str(err)))
+            elif isinstance(given, dict):
+                lines += [problem_line(".".join((f"teachers.{name}", *loc)), message)
+                          for loc, message in err.problems]
+            else:
+                lines += [problem_line(f"teachers.{name} ({path.parent / given})",
+                                       problem_line(".".join(loc), message).strip())
+                          for loc, message in err.problems]
+    if lines:
+        raise ConfigError(f"invalid study {path}:\n" + "\n".join(lines))
+
+
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
-    """The validated study and the folder its relative paths start from."""
+    """The validated study and the folder its relative paths start from; a problem names the
+    study file and the key path where it was written (``base.train.student``,
+    ``search.candidates.<method>[i]``, a teacher's own file)."""
     path = Path(path)
     raw = read_yaml_mapping(path, "study")
     try:
-        return StudyConfig.model_validate(raw), path.parent
+        study = StudyConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, StudyConfig, "study")) from None
+        raise ConfigError(format_validation_error(err, StudyConfig, f"study {path}")) from None
+    _check_teachers(study, path)
+    return study, path.parent

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from horkd.checkpoint import write_text
 from horkd.numerics_version import NUMERICS_VERSION
 from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
@@ -728,6 +729,8 @@ def write_document(
     regimes, facts_by_regime = _regimes(summary, figures)
     parts = (_setup(summary) + findings(summary, facts_by_regime) + regimes
              + _figures(summary, figures) + _closing(summary, command))
-    doc_path.write_text("\n".join(parts))
-    (figures / "facts.json").write_text(json.dumps(facts_by_regime, indent=1))
+    # whole or as it was: an interrupted or failed rebuild leaves the previous page
+    write_text(doc_path, "\n".join(parts), "the study's results page")
+    write_text(figures / "facts.json", json.dumps(facts_by_regime, indent=1),
+               "the facts behind the results page")
     return doc_path

@@ -85,7 +85,7 @@ def to_train(planned: list[PlannedRun]) -> list[tuple[str, str]]:
 
 def status(study: Any) -> str:
     """What is recorded, running and pending, by regime and phase; the teachers; who runs what
-    now."""
+    now; the records found damaged (moved aside as ``<name>.damaged`` when the walk met them)."""
     planned = plan(study)
     rows: dict[tuple[str, str], dict[str, int]] = {}
     for p in planned:
@@ -107,6 +107,10 @@ def status(study: Any) -> str:
     running = [p for p in planned if p.state == "running"]
     if running:
         lines += ["", "running now:"] + [f"  {p.label}: {p.holder}" for p in running]
+    damaged = study.book.damaged()
+    if damaged:
+        lines += ["", "damaged records, moved aside (their runs are pending and train again; "
+                  "delete these files once looked at):"] + [f"  {p}" for p in damaged]
     return "\n".join(lines)
 
 

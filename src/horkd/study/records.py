@@ -9,11 +9,16 @@ teacher it learnt from, its seed and what it was scored for.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import platform
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from horkd.checkpoint import git_sha, write_json
 from horkd.config import DataConfig
@@ -88,6 +93,60 @@ class RunRecord:
         return asdict(self)
 
 
+class DamagedRecord(ValueError):
+    """A record file that is not a run record: cut short, hand-edited, of another shape."""
+
+
+DAMAGED = ".damaged"  # a damaged record is moved aside under its own name with this added
+
+
+def _check(data: Any) -> RunRecord:
+    """``data`` as a record when it is one: every field of its type (older records lack the
+    fields added since, which take their defaults), no other key, a final's test rows."""
+    if not isinstance(data, dict):
+        raise DamagedRecord(f"it holds a JSON {type(data).__name__}, not a record's object")
+    try:  # strict: a score written as a string is damage, not a number to guess
+        _schema().model_validate(data)
+    except ValidationError as err:
+        raise DamagedRecord("; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'record'}: "
+            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in err.errors()[:3]
+        )) from None
+    record = RunRecord(**data)
+    if record.kind not in ("search", "final"):
+        raise DamagedRecord(f"kind: {record.kind!r} is neither 'search' nor 'final'")
+    if record.kind == "final" and not record.rows and record.error is None:
+        raise DamagedRecord("rows: a final run's record holds no test rows")
+    return record
+
+
+@functools.cache
+def _schema() -> type[BaseModel]:
+    """RunRecord's fields and types as a strict pydantic model (the dataclass stays plain)."""
+    hints = get_type_hints(RunRecord)
+    spec: dict[str, Any] = {}
+    for f in fields(RunRecord):
+        required = f.default is MISSING and f.default_factory is MISSING
+        spec[f.name] = (hints[f.name], ... if required else None)
+    return create_model("RunRecordSchema", __config__=ConfigDict(strict=True, extra="forbid"),
+                        **spec)
+
+
+
+def check_record_file(path: Path) -> RunRecord:
+    """The record in ``path``; :class:`DamagedRecord` saying what is wrong when it is none."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise DamagedRecord(f"not text ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DamagedRecord(f"not JSON ({exc}; {len(text)} bytes: cut short?)") from None
+    return _check(data)
+
+
 class RecordBook:
     """The records folder: ``<regime>/<method>/<tag>/<kind>-seed<N>.json``."""
 
@@ -99,20 +158,49 @@ class RecordBook:
 
     def load(self, kind: str, regime: str, method: str, tag: str, seed: int,
              key: str) -> RunRecord | None:
-        """The record of that run when it holds the same settings key, else None."""
+        """The record of that run when it holds the same settings key, else None. A damaged
+        record is moved aside (``<name>.damaged``, see :meth:`damaged`), named in one line,
+        and None returned: its run is pending and trains again."""
         path = self.path(kind, regime, method, tag, seed)
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
-        return RunRecord(**data) if data.get("key") == key else None
+        try:
+            record = check_record_file(path)
+        except DamagedRecord as exc:
+            set_aside(path, str(exc))
+            return None
+        return record if record.key == key else None
 
     def save(self, record: RunRecord) -> Path:
         path = self.path(record.kind, record.regime, record.method, record.tag, record.seed)
-        write_json(path, record.as_dict())
+        write_json(path, record.as_dict(), "a study record")
         return path
+
+    def damaged(self) -> list[Path]:
+        """The records moved aside as damaged (their runs train again; delete them once
+        looked at)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.rglob(f"*.json{DAMAGED}"))
 
     def teacher_path(self, name: str, seed: int) -> Path:
         return self.folder / "teachers" / f"{name}-seed{seed}.json"
+
+
+def set_aside(path: Path, why: str) -> None:
+    """Move a damaged record beside its name (``<name>.damaged``) and say so in one line; a
+    record another process moved first is left to it."""
+    aside = path.with_name(path.name + DAMAGED)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        print(f"horkd: damaged study record {path} ({why}) could not be moved aside ({exc}): "
+              "its run is treated as not recorded", file=sys.stderr, flush=True)
+        return
+    print(f"horkd: damaged study record {path} ({why}): moved aside to {aside.name}; its run "
+          "trains again", file=sys.stderr, flush=True)
 
 
 def read_record(path: str | Path) -> RunRecord:
@@ -120,6 +208,6 @@ def read_record(path: str | Path) -> RunRecord:
     if not path.is_file():
         raise FileNotFoundError(f"run record not found: {path}")
     try:
-        return RunRecord(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+        return check_record_file(path)
+    except DamagedRecord as exc:
         raise ValueError(f"{path} is not a horkd run record: {exc}") from None
