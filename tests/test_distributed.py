@@ -211,7 +211,7 @@ def test_torchrun_two_cpu_processes_write_one_run(tmp_path):
     assert not list(run.rglob(".*.tmp*")) and not list(run.rglob(f".{'model'}*"))
     # the table is printed once, by rank 0 (horkd's row names a guard fallback when there is one)
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith(("| horkd |", "| horkd (")) for line in lines) == 1
+    assert sum(line.startswith(("| horkd |", "| horkd [")) for line in lines) == 1
     rows = {row["method"]: row for row in json.loads((run / "results.json").read_text())}
     chance, margin = 100 / 10, 15.0
     scores = {"teacher": rows["teacher"]["hr_top1"], "scratch": rows["scratch"]["lr_top1"],

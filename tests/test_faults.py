@@ -461,3 +461,17 @@ def test_study_file_errors_name_the_file_and_the_key_path(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"invalid config {cfg}:" in err and "train.teachr: unknown key" in err
     assert "train.studnet: unknown key" in err and "(the override train.studnet.epochs=1)" in err
+
+
+def test_a_run_killed_while_writing_its_config_continues_in_its_folder(tmp_path, tiny_cfg):
+    """SIGKILL during the atomic write of config.yaml leaves only the writer's temporary file;
+    the retry (a study worker's) must continue there, not refuse the folder as someone else's."""
+    from horkd.config import config_from_dict
+    from horkd.run_dir import prepare_run_dir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".config.yaml.k1ll3d").write_text("name: half")
+    prepare_run_dir(config_from_dict(tiny_cfg), run_dir)
+    assert (run_dir / "config.yaml").is_file()
+    assert not list(run_dir.glob(".config.yaml.*"))  # the torn temporary is gone

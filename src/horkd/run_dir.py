@@ -53,7 +53,11 @@ def prepare_run_dir(
     text = dump_config(cfg)
     is_run = any((run_dir / marker).exists() for marker in RUN_MARKERS)
     held = run_dir / LOCK_FILE  # this process's own lock: never the user's content
-    if run_dir.exists() and not is_run and any(p != held for p in run_dir.iterdir()):
+    # a process killed while it wrote config.yaml leaves only the atomic writer's temporary:
+    # horkd's own, so the run continues there instead of refusing the folder
+    torn = f".{CONFIG_FILE}."
+    if run_dir.exists() and not is_run and any(
+            p != held and not p.name.startswith(torn) for p in run_dir.iterdir()):
         raise RunDirError(
             f"output directory {run_dir} is not empty and does not hold a horkd run; choose "
             "another output_dir (horkd never deletes folders it did not create)"
