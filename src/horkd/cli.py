@@ -675,11 +675,21 @@ def main(argv: list[str] | None = None) -> int:
     from horkd import stop
     from horkd.safe_load import trusting_pickles
 
-    args = parse_args(argv)
-    handling = (stop.handling(immediate=_waits_on_others(args))
-                if args.command in TRAINING_COMMANDS else nullcontext())
-    with trusting_pickles(getattr(args, "trust_checkpoint", False)), handling:
-        return _stopped_at_the_end(_dispatch(args))
+    try:
+        args = parse_args(argv)
+        # a command that trains stops at a safe point; the others (predict, export, ...) at once,
+        # through their own cleanup (a partial output removed, the previous file left whole)
+        training = args.command in TRAINING_COMMANDS
+        handling = (stop.handling(immediate=_waits_on_others(args) if training else True)
+                    if args.command != "list" else nullcontext())
+        with trusting_pickles(getattr(args, "trust_checkpoint", False)), handling:
+            return _stopped_at_the_end(_dispatch(args))
+    except KeyboardInterrupt:  # Ctrl-C before any handler was in place (while importing)
+        print("horkd: interrupted before it started: nothing was written", file=sys.stderr)
+        return 130
+    except stop.TrainingStopped as exc:  # a signal while the command was still importing
+        print(f"horkd: {exc} before it started: nothing was written", file=sys.stderr)
+        return exc.exit_status
 
 
 def _waits_on_others(args: argparse.Namespace) -> bool:

@@ -16,6 +16,7 @@ installs it around its own loop, as before.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -56,8 +57,11 @@ class StopRequest:
         self.signals = 0  # signals received (a request made in code is not one)
         self.last_signal: str | None = None
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()  # the process whose command this is (workers fork it)
 
     def handle(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked data-loader worker: end now, quietly (its
+            os._exit(128 + signum)  # parent stops through its own handler and cleans up)
         name = signal.Signals(signum).name
         self.signals += 1
         self.last_signal = name
@@ -110,7 +114,7 @@ def install() -> StopRequest:
     """For a process that is one command's worker for its whole life (a study's pool worker):
     the request and its handler stay until the process ends."""
     request = _CURRENT.get()
-    if request is None:
+    if request is None or request._pid != os.getpid():  # none yet, or a forked parent's
         request = StopRequest()
         _CURRENT.set(request)
         request.install()
