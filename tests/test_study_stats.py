@@ -190,6 +190,9 @@ def _study(tmp_path, **regime):
              "main_regime": "few",
              "regimes": {"few": {"teacher": "cls", **regime}},
              "search": {"candidates": {m: [[]] for m in ("scratch", "hinton_kd", "horkd")}}}
+    teacher = tiny_config_dict(tmp_path / "unused")  # the study checks its teacher files too
+    teacher["methods"] = ["scratch"]
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path, study
