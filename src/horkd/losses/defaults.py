@@ -58,11 +58,12 @@ HYBRID_WEIGHTS_WITHOUT_LOGITS: Mapping[str, float] = MappingProxyType(
     {"embedding_weight": 1.0, "distance_weight": 25.0, "angle_weight": 50.0}
 )
 
-#: The baselines' published weights: embedding regression 1; RKD distance 25, angle 50.
+#: The weights the baselines were published with (embedding regression 1; RKD distance 25,
+#: angle 50).
 PUBLISHED_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"embedding_weight": 1.0, "distance_weight": 25.0, "angle_weight": 50.0}
 )
 
-#: FitNet's hint weight (``distill.loss.hint_weight``): mdistiller's single-stage FitNet on
-#: CIFAR-100, the published recipe this project's ``fitnet`` follows (methods/fitnet.py).
+#: The weight of FitNet's hint (``distill.loss.hint_weight``) in mdistiller's single-stage FitNet
+#: on CIFAR-100, the published recipe this project's ``fitnet`` follows (methods/fitnet.py).
 PUBLISHED_HINT_WEIGHT = 100.0

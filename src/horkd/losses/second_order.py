@@ -1,7 +1,7 @@
 """Second order, pairs: the student keeps the teacher's normalised pairwise distances.
 
 The loss averages over distinct pairs (i != j), where RKD's reference code averages over all
-N^2 entries: :func:`distance_loss` says what that does to RKD's published weight.
+N^2 entries: :func:`~horkd.losses.distance_loss` says what that does to RKD's published weight.
 
 The loss and its gradient come from the Gram matrices in one forward pass (as for the third
 order): on a batch of 128 the N x N tensors are small, so what a step pays for is the number of

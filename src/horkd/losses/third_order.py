@@ -7,7 +7,7 @@ The N x N x N angles are made a chunk of anchors at a time, and the gradient is 
 same pass, so memory stays O(chunk * N^2 + N^2 + N d).
 
 The loss averages over distinct triplets, where RKD's reference code averages over all N^3
-entries: :func:`angle_loss` says what that does to RKD's published weight.
+entries: :func:`~horkd.losses.angle_loss` says what that does to RKD's published weight.
 """
 
 from __future__ import annotations
