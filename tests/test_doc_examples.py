@@ -243,7 +243,8 @@ def test_readme_results_are_the_pages():
     section = _section((ROOT / "README.md").read_text(), "## What the study found")
     facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
     page = (ROOT / "docs" / "RESULTS.md").read_text()
-    names = {"Hinton KD": "hinton_kd", "FitNet": "fitnet", "RKD": "rkd", "scratch": "scratch"}
+    names = {"Hinton KD": "hinton_kd", "FitNet": "fitnet", "RKD": "rkd", "scratch": "scratch",
+             "embedding regression": "embedding_regression"}
     rows = [r for r in section.splitlines() if re.match(r"\| .*\(`\w+`\) \|", r)]
     assert len(rows) >= 4
     for row in rows:
@@ -259,9 +260,44 @@ def test_readme_results_are_the_pages():
         for cell, other in ((cells[4], "scratch"), (cells[5], best)):
             diff = paired_difference(methods["horkd"]["values"], methods[other]["values"])
             assert cell == diff.interval(), f"{row}: {cell} against {diff.interval()}"
+        # the declared comparison's call, Holm-adjusted over the page (docs/RESULTS.md findings)
+        declared = next(c for c in table["comparisons"]
+                        if c["method"] == "horkd" and c["comparator"] == "hinton_kd")
+        assert cells[6] == declared["call"], row
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
     for number in re.findall(r"[+-]?\d+\.\d\d\b", prose):
         assert number in page, f"README says {number}; docs/RESULTS.md does not"
+
+
+def test_readme_findings_are_re_derived_from_the_pages_facts():
+    """Each findings bullet's counted claim, recomputed from docs/results/facts.json: the
+    declared comparisons and their calls after Holm, the range of detectable differences, and
+    the gains over scratch it quotes (so no sentence can be contradicted by a row)."""
+    import json
+    from collections import Counter
+
+    section = _section((ROOT / "README.md").read_text(), "## What the study found")
+    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
+    tables = [t for regime in facts.values() if isinstance(regime, dict)
+              for t in regime.values() if isinstance(t, dict) and t.get("comparisons")]
+    family = [c for t in tables for c in t["comparisons"]]
+    calls = Counter(c["call"] for c in family)
+    prose = " ".join(section.split())
+    assert f"Of the {len(family)} comparisons" in prose
+    if calls["above"] + calls["below"] == 0:
+        assert "none is above or below after Holm's correction" in prose
+    else:  # the bullet must then say which
+        assert "none is above or below" not in prose
+    assert f"{calls['equivalent']} are equivalent within ±0.5" in prose
+    assert f"{calls['inconclusive']} are inconclusive" in prose
+    mdds = [c["mdd"] for c in family if c["call"] == "inconclusive"]  # what those seeds detect
+    assert f"differences of {min(mdds):.2f} to {max(mdds):.2f}" in prose
+    for regime in ("labels1", "labels3", "labels10"):
+        gain = next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]["mean"]
+        assert f"{gain:.2f}" in prose, regime
+    for regime in ("full", "w16_full", "w32_full"):  # every label: what the widths gain
+        gain = next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]["mean"]
+        assert f"{gain:+.2f}" in prose, regime
 
 
 def test_yaml_examples_are_valid_settings():
