@@ -225,3 +225,19 @@ def test_a_confirmatory_regime_must_declare_its_comparator_and_margin(tmp_path):
     path.write_text(yaml.safe_dump(study))
     with pytest.raises(ConfigError, match="margin"):
         load_study(path)
+
+
+def test_a_search_candidate_whose_chain_fell_back_to_the_teacher_says_so():
+    """A HORKD candidate whose assistant failed its guard was scored as teacher -> student:
+    the search table must not show its score as the chain's."""
+    from horkd.study.document import search_table
+
+    study = {"regimes": {"few": {}}, "search": {"candidates": {"horkd": [[], []]}}}
+    search = [{"regime": "few", "method": "horkd", "tag": f"c{i}", "val": {"100": 80.0 + i},
+               "error": None, "facts": {"100": {"assistant_guard": {"trusted": bool(i)}}}}
+              for i in range(2)]
+    table = search_table({"study": study, "search": search,
+                          "choices": {"few": {"horkd": {"tag": "c1"}}}})
+    assert "| c0 | defaults | 80.00 (fell back to teacher -> student: the assistant failed its " \
+           "guard) |" in table
+    assert "| c1 (chosen) | defaults | 81.00 |" in table

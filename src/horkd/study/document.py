@@ -206,6 +206,9 @@ def search_table(summary: dict[str, Any]) -> str:
         score = next(iter(res["val"].values()), None)
         shown = ("diverged" if res.get("error") else "pending" if score is None
                  else f"{score:.2f}")
+        guard = [f.get("assistant_guard", {}) for f in (res.get("facts") or {}).values()]
+        if any(not g.get("trusted", True) for g in guard):  # scored as horkd_no_assistant
+            shown += " (fell back to teacher -> student: the assistant failed its guard)"
         lines.append(f"| {regime} | {method} | {res['tag']}{mark} | {settings} | {shown} |")
     if edges:
         lines += ["", f"{len(edges)} of {len(searches)} searches chose a candidate at an end of "
