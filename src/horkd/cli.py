@@ -680,9 +680,11 @@ def main(argv: list[str] | None = None) -> int:
         # a command that trains stops at a safe point; the others (predict, export, ...) at once,
         # through their own cleanup (a partial output removed, the previous file left whole)
         training = args.command in TRAINING_COMMANDS
-        handling = (stop.handling(immediate=_waits_on_others(args) if training else True)
+        handling = (stop.handling(immediate=not training)
                     if args.command != "list" else nullcontext())
-        with trusting_pickles(getattr(args, "trust_checkpoint", False)), handling:
+        with trusting_pickles(getattr(args, "trust_checkpoint", False)), handling as request:
+            if training and _waits_on_others(args):  # read the study only once the handler is in
+                request.immediate = True
             return _stopped_at_the_end(_dispatch(args))
     except KeyboardInterrupt:  # Ctrl-C before any handler was in place (while importing)
         print("horkd: interrupted before it started: nothing was written", file=sys.stderr)

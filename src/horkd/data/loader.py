@@ -156,6 +156,7 @@ class BatchLoader:
             # its own generator: an unseeded DataLoader would draw from the global RNG and
             # shift every later draw, breaking bit-exact resumes
             generator=self._epoch_generator(),
+            worker_init_fn=ignore_stop_signals if self.num_workers else None,
         )
         for images, labels, indices, failed in loader:
             if failed:
@@ -174,3 +175,13 @@ class BatchLoader:
         for message in messages:
             print(f"skipped an unusable image file: {message}", flush=True)
         roots[0].lost.extend(messages)
+
+
+def ignore_stop_signals(_worker: int) -> None:
+    """A loader worker ignores SIGINT/SIGTERM sent to the whole process group: the run stops at
+    its next safe point and ends its workers itself (PyTorch ends them with their parent too),
+    instead of seeing a worker killed mid-batch as an error."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
 
 from horkd.data.images import IMAGE_EXTENSIONS, BadImageError
+from horkd.data.loader import Dataset, default_collate, ignore_stop_signals
 from horkd.inference.preprocess import (
     InputKind,
     ModelInput,
@@ -101,6 +102,7 @@ def stream(
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=False,
+        worker_init_fn=ignore_stop_signals if workers else None,  # the command stops them
     )
     for batches, failed, notes in loader:
         if failures is not None:

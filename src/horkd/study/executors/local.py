@@ -99,6 +99,9 @@ def run_tasks(
             for future in finished:
                 broken |= _collect(queue, running.pop(future), future, stopping)
     except BaseException:
+        # a second signal, or an error: the workers stop at their next safe point (their state
+        # saved) instead of training to the end while the driver waits for them
+        _ask_workers(pool, stop.requested() or "SIGTERM")
         pool.shutdown(wait=True, cancel_futures=True)  # report the error without running the rest
         raise
     if stopping is not None:
