@@ -196,6 +196,30 @@ def test_a_study_with_one_truncated_record_finishes_names_it_and_retrains_only_t
     assert "6 runs - 6 recorded" in status
 
 
+def test_a_damaged_teacher_record_is_named_moved_aside_and_recorded_again(tmp_path, capsys):
+    """Before: a truncated teacher record stopped `horkd study`, `--status` and `--no-train` with
+    a bare JSON error naming no file, and the study never recovered."""
+    path = _tiny_study(tmp_path)
+    assert main(["study", str(path), "--threads", "1"]) == 0
+    teacher = next((tmp_path / "records" / "teachers").glob("*.json"))
+    whole = json.loads(teacher.read_text())
+    teacher.write_bytes(teacher.read_bytes()[:200])
+    capsys.readouterr()
+    assert main(["study", str(path), "--status"]) == 0  # names it, moves it aside
+    err = capsys.readouterr().err
+    assert str(teacher) in err and "moved aside" in err, err
+    assert teacher.with_name(teacher.name + ".damaged").is_file()
+    assert main(["study", str(path), "--no-train"]) == 0  # the page is written without it
+    # the next run that needs the teacher records it again (here from its finished stage)
+    (tmp_path / "records" / "lr4" / "scratch" / "c0" / "final-seed1.json").unlink()
+    assert main(["study", str(path), "--threads", "1"]) == 0
+    again = json.loads(teacher.read_text())
+    assert (again["fingerprint"], again["val"]) == (whole["fingerprint"], whole["val"])
+    teacher.write_text("[]")
+    assert main(["study", str(path), "--no-train"]) == 0
+    assert "a teacher record is a JSON object" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------- item 3: atomic outputs
 def test_predict_interrupted_or_failing_leaves_the_previous_csv_whole(tiny_run, tmp_path,
                                                                      monkeypatch, capsys):

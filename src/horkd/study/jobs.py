@@ -4,7 +4,6 @@ trained (or continued from its run directory), scored and recorded."""
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -15,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from horkd.numerics_version import NUMERICS_VERSION
-from horkd.study.records import RecordBook, RunRecord, environment, record_key
+from horkd.study.records import (
+    RecordBook,
+    RunRecord,
+    environment,
+    read_teacher_record,
+    record_key,
+)
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,7 @@ def save_teacher(job: TeacherJob, trained: dict[str, Any]) -> dict[str, Any]:
     trained = dict(trained)
     now = trained.pop("trained_here", True)  # a fact of this invocation, not of the teacher
     path = Path(job.record)
-    record = teacher_record(json.loads(path.read_text()) if path.is_file() else None, trained)
+    record = teacher_record(read_teacher_record(path), trained)
     write_json(path, record)
     # this machine's score and time, not the recorded teacher's (they differ when trained again)
     return {**record, "val_here": trained["val"], "seconds_here": trained.get("train_seconds"),

@@ -203,6 +203,30 @@ def set_aside(path: Path, why: str) -> None:
           "trains again", file=sys.stderr, flush=True)
 
 
+def read_teacher_record(path: Path) -> dict[str, Any] | None:
+    """A teacher's record, checked as a run record is: a damaged one is moved aside with one
+    line and read as absent, so the study records the teacher again (from its finished stage,
+    or by training it) instead of stopping."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:
+        set_aside(path, f"not JSON ({exc})")
+        return None
+    if not isinstance(data, dict):
+        set_aside(path, f"a teacher record is a JSON object, not {type(data).__name__}")
+        return None
+    wanted = {"name": str, "seed": int, "fingerprint": str, "val": (int, float)}
+    for key, kind in wanted.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (
+                isinstance(value, float) and value != value):
+            set_aside(path, f"'{key}' is {value!r}, not a {getattr(kind, '__name__', 'number')}")
+            return None
+    return data
+
+
 def read_record(path: str | Path) -> RunRecord:
     path = Path(path)
     if not path.is_file():

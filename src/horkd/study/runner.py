@@ -40,7 +40,13 @@ from horkd.study.jobs import (
 )
 from horkd.study.plan import Planner, plan, to_train
 from horkd.study.progress import Progress
-from horkd.study.records import RecordBook, environment, environment_differences, record_key
+from horkd.study.records import (
+    RecordBook,
+    environment,
+    environment_differences,
+    read_teacher_record,
+    record_key,
+)
 from horkd.study.selection import Selection
 
 
@@ -116,8 +122,9 @@ class Teachers:
         """Every teacher's recorded facts, by ``name`` (``name/seed`` for per-seed teachers)."""
         out = {}
         for path in sorted((self.book.folder / "teachers").glob("*.json")):
-            info = json.loads(path.read_text())
-            out[f"{info['name']}/seed{info['seed']}"] = info
+            info = read_teacher_record(path)
+            if info is not None:
+                out[f"{info['name']}/seed{info['seed']}"] = info
         return out
 
 
