@@ -499,3 +499,25 @@ def test_a_run_killed_while_writing_its_config_continues_in_its_folder(tmp_path,
     prepare_run_dir(config_from_dict(tiny_cfg), run_dir)
     assert (run_dir / "config.yaml").is_file()
     assert not list(run_dir.glob(".config.yaml.*"))  # the torn temporary is gone
+
+
+def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
+    """Before: `[Errno 28] No space left on device` with no path, from the metrics log."""
+    import errno
+
+    import pytest
+
+    from horkd.checkpoint import OutputError
+    from horkd.logger import MetricsLogger
+
+    logger = MetricsLogger(tmp_path / "stage", tensorboard=False)
+    real_open = Path.open
+
+    def full(self, *args, **kwargs):
+        if self.name == "metrics.jsonl":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full)
+    with pytest.raises(OutputError, match="metrics.jsonl"):
+        logger.log({"epoch": 1, "train/loss": 1.0})

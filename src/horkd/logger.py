@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from horkd.checkpoint import output_error
 
 
 class MetricsLogger:
@@ -25,9 +29,10 @@ class MetricsLogger:
         # A stage that starts over starts a fresh log; a resumed one rewrites the rows it kept,
         # dropping any logged after its last saved state.
         self.rows: list[dict[str, Any]] = list(rows or [])
-        with self.jsonl_path.open("w") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in self.rows)
-        self._rewrite_csv()
+        with _named(self.jsonl_path):
+            with self.jsonl_path.open("w") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in self.rows)
+            self._rewrite_csv()
         self._writer = None
         if tensorboard:
             try:
@@ -39,9 +44,10 @@ class MetricsLogger:
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with self.jsonl_path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        self._rewrite_csv()
+        with _named(self.jsonl_path):
+            with self.jsonl_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            self._rewrite_csv()
         if self._writer is not None:
             step = int(row.get("epoch", len(self.rows)))
             for key, value in row.items():
@@ -70,3 +76,16 @@ class MetricsLogger:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with Path(path).open() as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+@contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """A full disk or an unwritable place while logging is one line naming the log (the
+    stage's saved state is untouched: a rerun continues from it and rewrites the log)."""
+    try:
+        yield
+    except OSError as exc:
+        error = output_error(exc, path, "the stage's metrics log")
+        if error is None:
+            raise
+        raise error from None

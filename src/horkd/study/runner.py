@@ -480,7 +480,7 @@ def run_study(
     }
     runner.out.mkdir(parents=True, exist_ok=True)
     out = runner.out / "study.json"
-    out.write_text(json.dumps(summary, indent=1))
+    write_json(out, summary, "the study's summary")  # whole or as it was
     return out
 
 
