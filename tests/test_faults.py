@@ -521,3 +521,25 @@ def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "open", full)
     with pytest.raises(OutputError, match="metrics.jsonl"):
         logger.log({"epoch": 1, "train/loss": 1.0})
+
+
+def test_a_record_whose_rows_the_page_cannot_read_is_damage_and_a_nan_val_is_shown(tmp_path):
+    """Before: `rows: [{}]` passed the check and crashed the page (KeyError: 'role'); a final
+    with a NaN validation score crashed it in statistics.stdev."""
+    import math
+
+    import pytest
+
+    from horkd.study.records import DamagedRecord, _check
+    from horkd.study.stats import summarize
+
+    record = {"key": "k", "kind": "final", "regime": "r", "method": "scratch", "tag": "c0",
+              "seed": 0, "config": {}, "teacher": {}, "val": 50.0,
+              "rows": [{"method": "scratch", "role": "student", "lr_top1": 70.0}]}
+    assert _check(record).rows[0]["lr_top1"] == 70.0
+    for rows, why in (([{}], "no 'method' or 'role'"),
+                      ([{"method": "scratch", "role": "student", "lr_top1": "70"}],
+                       "is not a number")):
+        with pytest.raises(DamagedRecord, match=why):
+            _check({**record, "rows": rows})
+    assert math.isnan(summarize([50.0, math.nan]).mean)  # shown as nan, not a traceback

@@ -118,6 +118,13 @@ def _check(data: Any) -> RunRecord:
         raise DamagedRecord(f"kind: {record.kind!r} is neither 'search' nor 'final'")
     if record.kind == "final" and not record.rows and record.error is None:
         raise DamagedRecord("rows: a final run's record holds no test rows")
+    for i, row in enumerate(record.rows):  # what the page reads of each row
+        if not isinstance(row.get("method"), str) or not isinstance(row.get("role"), str):
+            raise DamagedRecord(f"rows[{i}]: no 'method' or 'role'")
+        bad = [k for k, v in row.items() if k not in ("method", "role", "fallback")
+               and not (isinstance(v, int | float) and not isinstance(v, bool))]
+        if bad:
+            raise DamagedRecord(f"rows[{i}].{bad[0]}: {row[bad[0]]!r} is not a number")
     return record
 
 

@@ -36,6 +36,8 @@ class Summary:
 def summarize(values: list[float]) -> Summary:
     if not values:
         raise ValueError("no values to summarize")
+    if not all(math.isfinite(v) for v in values):  # a run with no validation score: shown as nan
+        return Summary(math.nan, math.nan, len(values))
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return Summary(statistics.fmean(values), std, len(values))
 
