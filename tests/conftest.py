@@ -39,6 +39,18 @@ def tiny_config_dict(output_dir: Path, **changes: Any) -> dict[str, Any]:
     return cfg
 
 
+def tiny_study_base(tmp_path: Path) -> dict[str, Any]:
+    """A study's ``base``: the tiny config without what a study sets per run, one split, and
+    assistant and student stages of two steps."""
+    base = tiny_config_dict(tmp_path / "unused")
+    for key in ("name", "output_dir", "seeds", "methods"):
+        base.pop(key)
+    base["data"] = {**base["data"], "split_seed": 0}
+    stage = {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2}
+    base["train"] = {"assistant": stage, "student": stage}
+    return base
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
     return tiny_config_dict(tmp_path / "run")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config_dict
+from conftest import tiny_config_dict, tiny_study_base
 from PIL import Image
 
 from horkd.cli import main
@@ -135,12 +135,7 @@ def test_records_old_and_new_are_read_and_written_atomically(tmp_path, monkeypat
 
 def _tiny_study(tmp_path: Path, methods: tuple[str, ...] = ("scratch", "hinton_kd")) -> Path:
     """Digits at 16 px, one candidate per method, two final seeds."""
-    base = tiny_config_dict(tmp_path / "unused")
-    for key in ("name", "output_dir", "seeds", "methods"):
-        base.pop(key)
-    base["data"] = {**base["data"], "split_seed": 0}
-    stage = {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2}
-    base["train"] = {"assistant": stage, "student": stage}
+    base = tiny_study_base(tmp_path)
     teacher = tiny_config_dict(tmp_path / "unused", methods=["scratch"])
     teacher["train"]["teacher"] = {**teacher["train"]["teacher"], "epochs": 1}
     (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import tiny_config_dict
+from tests.conftest import tiny_config_dict, tiny_study_base
 
 # nothing here imports torch at import time: a study's workers import this module for the
 # task of the last test
@@ -168,12 +168,7 @@ def test_sigterm_between_two_stages_stops_before_the_next(tmp_path, uninterrupte
 def _study(tmp_path: Path) -> Path:
     """A tiny study whose two teachers train long enough (many short epochs) to be killed
     mid-way."""
-    base = tiny_config_dict(tmp_path / "unused")
-    for key in ("name", "output_dir", "seeds", "methods"):
-        base.pop(key)
-    base["data"] = {**base["data"], "split_seed": 0}
-    stage = {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 2}
-    base["train"] = {"assistant": stage, "student": stage}
+    base = tiny_study_base(tmp_path)
     teachers = {}
     for name, lr in (("a", 0.05), ("b", 0.04)):  # two teachers: both workers train at once
         teacher = tiny_config_dict(tmp_path / "unused", methods=["scratch"])
