@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from horkd.methods.base import Batch, Method, task_loss
+from horkd.methods.base import Batch, Method, forward_both, task_loss
 from horkd.models import ModelOutput
-from horkd.models.hint_stage import middle_stage_name, run_capturing, stage_channels
+from horkd.models.hint_stage import capturing, middle_stage_name, only_output, stage_channels
 
 
 class HintReference(nn.Module):
@@ -47,9 +47,9 @@ class HintReference(nn.Module):
         self.register_buffer("hint_grid", torch.tensor([grid]))
 
     def forward(self, x: Tensor) -> ModelOutput:
-        stage = self.teacher.get_submodule(self.stage_name)
-        out, feature = run_capturing(self.teacher, stage, x)
-        hint = F.adaptive_avg_pool2d(feature, self.grid)
+        with capturing(self.teacher.get_submodule(self.stage_name)) as maps:
+            out = self.teacher(x)
+        hint = F.adaptive_avg_pool2d(only_output(maps), self.grid)
         return ModelOutput(hint.flatten(1), out.logits)  # type: ignore[attr-defined]
 
     def hint_map(self, flat: Tensor) -> Tensor:
@@ -83,19 +83,12 @@ class FitNetMethod(Method):
         self.hint_weight = hint_weight
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:
-        n = batch.target.shape[0]
-        x = batch.view(self.student_view)
-        if batch.labeled is not None:  # one pass, one set of batch-norm statistics
-            x = torch.cat([x, batch.labeled.view(self.student_view)])
-        guided_stage = self.student.get_submodule(self.guided)
-        both, guided = run_capturing(self.student, guided_stage, x)
-        out = ModelOutput(both.embedding[:n], both.logits[:n])  # type: ignore[attr-defined]
-        labeled_out = None
-        if batch.labeled is not None:
-            labeled_out = ModelOutput(both.embedding[n:], both.logits[n:])  # type: ignore[attr-defined]
+        with capturing(self.student.get_submodule(self.guided)) as maps:
+            out, labeled_out = forward_both(self.student, batch, self.student_view)  # type: ignore[arg-type]
+        guided = only_output(maps)[: batch.target.shape[0]]  # the labelled rows follow
         reference: HintReference = self.reference  # type: ignore[assignment]
         hint = reference.hint_map(self.reference_output(batch).embedding)
-        regressed = self.regressor(guided[:n])
+        regressed = self.regressor(guided)
         if hint.shape[-2:] != regressed.shape[-2:]:  # a student across sizes: its grid varies
             hint = F.adaptive_avg_pool2d(hint, regressed.shape[-2:])
         terms = {"hint": self.hint_weight * F.mse_loss(regressed.float(), hint.float())}

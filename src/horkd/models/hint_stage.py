@@ -6,7 +6,8 @@ guided by a hint, and says so by name rather than guessing from the module tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -50,19 +51,25 @@ def stage_channels(stage: nn.Module) -> int:
     return convs[-1]
 
 
-def run_capturing(network: nn.Module, stage: nn.Module, x: Tensor) -> tuple[object, Tensor]:
-    """``network(x)`` and the output of ``stage`` on the way. The hook lives for this one call,
-    so the network saved, exported or scored afterwards carries none."""
+@contextmanager
+def capturing(stage: nn.Module) -> Iterator[list[Tensor]]:
+    """The outputs ``stage`` gives inside the block, in a list. The hook lives for the block
+    only, so the network saved, exported or scored afterwards carries none."""
     captured: list[Tensor] = []
     hook: Callable = lambda _module, _inputs, output: captured.append(output)  # noqa: E731
     handle = stage.register_forward_hook(hook)
     try:
-        out = network(x)
+        yield captured
     finally:
         handle.remove()
+
+
+def only_output(captured: list[Tensor]) -> Tensor:
+    """The one output a stage gave in one forward (a stage run twice is a layout horkd does
+    not know how to read)."""
     if len(captured) != 1:
         raise RuntimeError(f"the middle stage ran {len(captured)} times in one forward")
-    return out, captured[0]
+    return captured[0]
 
 
 @torch.no_grad()
@@ -73,7 +80,8 @@ def stage_grid(network: nn.Module, in_channels: int, side: int) -> int:
     try:
         param = next(network.parameters())
         x = torch.zeros(1, in_channels, side, side, device=param.device, dtype=param.dtype)
-        _, feature = run_capturing(network, middle_stage(network), x)
+        with capturing(middle_stage(network)) as maps:
+            network(x)
     finally:
         network.train(was_training)
-    return int(feature.shape[-1])
+    return int(only_output(maps).shape[-1])
