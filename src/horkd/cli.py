@@ -31,6 +31,7 @@ EPILOG = """examples:
   horkd predict runs/x/seed0/students/horkd photos/ --top-k 3 --out labels.csv
   horkd search MODEL --gallery hr_images/ --query lr_images/
   horkd verify MODEL enrolment.jpg probe.png --input lr
+  horkd split cfg.yaml --part teacher=0.5 --part students=rest --out parts.json
   horkd list                                   models, methods, datasets, losses
 """
 
@@ -315,6 +316,33 @@ def _add_study_commands(sub: Any) -> None:
         "recorded scores (exit status 1 when it does not)",
     )
     _add_study_init(sub)
+    _add_split(sub)
+
+
+def _add_split(sub: Any) -> None:
+    split = sub.add_parser(
+        "split",
+        help="partition the training images into named, disjoint parts (data.split_file)",
+        description="Write a partition manifest of a dataset's training images: stratified, "
+        "seeded parts that configs train on (data.part) or test on (data.test_part). Sized "
+        "parts are drawn only from images that no --avoid config validated, tested or kept its "
+        "students on, computed from those configs with the runs' own carving.",
+    )
+    split.add_argument("config", help="experiment or study YAML naming the data (its data: "
+                       "section, or the study's base)")
+    split.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="override config values, e.g. data.root=/data")
+    split.add_argument("--part", action="append", required=True, metavar="NAME=SIZE",
+                       help="a part: NAME=N images (or a share below 1), NAME=from:FILE (the "
+                       "training images FILE's runs train and validate on; a study file: its "
+                       "students') or NAME=rest (repeatable)")
+    split.add_argument("--avoid", action="append", default=[], metavar="FILE",
+                       help="experiment or study YAML of an earlier round: sized parts skip "
+                       "every image its runs scored or kept their students on (repeatable)")
+    split.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
+    split.add_argument("--out", required=True, help="the manifest to write (JSON)")
+    split.add_argument("--overwrite", action="store_true",
+                       help="replace a different manifest already at --out")
 
 
 def _add_study_init(sub: Any) -> None:
@@ -554,6 +582,25 @@ def _executor(args: argparse.Namespace) -> Any:
     return given.model_copy(update={"kind": kind, "address": args.address or given.address})
 
 
+def cmd_split(args: argparse.Namespace) -> int:
+    from horkd.checkpoint import write_text
+    from horkd.data.carve import draw_partition, parse_part
+    from horkd.data.partition import dump_manifest
+
+    specs = [parse_part(text) for text in args.part]
+    content, lines = draw_partition(args.config, list(args.overrides), specs, args.avoid,
+                                    args.seed)
+    text = dump_manifest(content)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and out.read_text() != text:
+        raise ValueError(f"{out} holds another partition: pass --overwrite to replace it (every "
+                         "stage that trained on it trains again)")
+    print("\n".join(lines))
+    write_text(out, text, "a partition manifest")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_study_init(args: argparse.Namespace) -> int:
     from horkd.study.template import study_for_folder
 
@@ -744,6 +791,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_study(args)
         if args.command == "study-init":
             return cmd_study_init(args)
+        if args.command == "split":
+            return cmd_split(args)
         if args.command in ("predict", "search", "verify"):
             return {"predict": cmd_predict, "search": cmd_search,
                     "verify": cmd_verify}[args.command](args)

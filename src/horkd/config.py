@@ -85,6 +85,24 @@ class DataConfig(_Strict):
         "split seed) validates on, and train on every other training image: a teacher trained "
         "so has never seen its students' validation images",
     )
+    val_size: int | None = Field(
+        None,
+        ge=1,
+        description="validate on exactly this many training images (stratified), in place of "
+        "val_fraction: a validation split sized like a few-label run's labelled set",
+    )
+    split_file: str | None = Field(
+        None,
+        description="a partition manifest of the training images into named, disjoint parts "
+        "(horkd split writes one; a relative path is read from the current folder): the run "
+        "trains and validates on data.part alone",
+    )
+    part: str | None = Field(None, description="split_file's part this run trains and "
+                             "validates on (train_subset and the validation split come from it)")
+    test_part: str | None = Field(
+        None, description="split_file's part scored as the test split, in place of the "
+        "dataset's own: training images no earlier choice has seen"
+    )
     channels: Literal[1, 3] | None = Field(None, description="image_folder only: 1 or 3")
     num_workers: int = Field(0, ge=0)
     skip_bad_images: bool = Field(False, description="leave unreadable image files out, counted")
@@ -103,7 +121,32 @@ class DataConfig(_Strict):
         if self.val_from_subset is not None and self.train_subset is not None:
             raise ValueError("data.val_from_subset trains on the whole training set but the "
                              "students' validation images: leave data.train_subset unset")
+        if self.val_from_subset is not None and (self.val_size or self.split_file):
+            raise ValueError("data.val_from_subset carves a val_fraction run's validation "
+                             "images; with data.val_size or data.split_file keep a teacher off "
+                             "its students' images with a part of its own")
+        self._check_parts()
         return self
+
+    def _check_parts(self) -> None:
+        """The parts named exist in the manifest (read here, so a typo stops before a run)."""
+        if self.split_file is None:
+            if self.part is not None or self.test_part is not None:
+                raise ValueError("data.part and data.test_part name parts of data.split_file: "
+                                 "set it")
+            return
+        if self.part is None:
+            raise ValueError("data.split_file holds several parts: name the one this run "
+                             "trains on (data.part)")
+        if self.part == self.test_part:
+            raise ValueError(f"data.part and data.test_part are both {self.part}: a run is "
+                             "never tested on what it trained on")
+        from horkd.data.partition import load_partition
+
+        partition = load_partition(self.split_file)
+        partition.indices(self.part, "data.part")
+        if self.test_part is not None:
+            partition.indices(self.test_part, "data.test_part")
 
 
 class DegradeConfig(_Strict):

@@ -21,6 +21,7 @@ import yaml
 from horkd.checkpoint import atomic_write
 from horkd.config import ExperimentConfig, dump_config
 from horkd.data.digest import data_digest
+from horkd.data.partition import with_partition_digest
 from horkd.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -138,7 +139,8 @@ def _data_settings(cfg: ExperimentConfig, seed: int, labels: bool = True) -> dic
     teacher, the LR oracle), so a few-label setting does not retrain them."""
     exclude = {"num_workers"} | (set() if labels else LABEL_SETTINGS)
     data = cfg.data.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
-    # (how fast data loads does not change what a stage learns)
+    # (how fast data loads does not change what a stage learns; a partition counts by its parts)
+    data = with_partition_digest(data)
     return {
         "seed": seed,
         "data": data,

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import inspect
 
-import torch
-from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from horkd.data import fine_grained, folder, vision  # noqa: F401  (register builders)
 from horkd.data.augment import AugmentSpec, augment_batch
+from horkd.data.digest import data_digest
 from horkd.data.loader import BatchLoader
 from horkd.data.memory import TensorImageDataset
+from horkd.data.partition import load_partition
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo, DataSplits
-from horkd.data.split import labels_of, stratified_split, stratified_subset
+from horkd.data.split import (
+    labels_of,
+    split_indices,
+    stratified_split,
+    stratified_subset,
+    students_validation,
+)
 
 
 def build_splits(
@@ -26,13 +32,19 @@ def build_splits(
     train_subset: int | None = None,
     test_subset: int | None = None,
     val_from_subset: int | None = None,
+    val_size: int | None = None,
+    split_file: str | None = None,
+    part: str | None = None,
+    test_part: str | None = None,
     **builder_kwargs,
 ) -> DataSplits:
     """Load a dataset and carve a stratified validation split out of its training set.
 
     The test split is only ever subset (for quick runs), never used for choices. With
     ``val_from_subset=N`` the validation split is the one a ``train_subset=N`` run carves and every
-    other training image trains: how a teacher is kept off its students' validation images.
+    other training image trains: how a teacher is kept off its students' validation images. With
+    ``split_file`` (a partition manifest) the run trains on its ``part`` and, with ``test_part``,
+    is tested on that part of the training images instead of the dataset's test split.
     """
     builder = DATASETS.get(name)
     accepted = inspect.signature(builder).parameters
@@ -41,20 +53,24 @@ def build_splits(
     if hr_size is not None:
         info.native_size = hr_size
     labels = labels_of(train)
-    if train_subset is not None:
-        chosen = stratified_subset(labels, train_subset, seed)
-        train, labels = Subset(train, chosen.tolist()), labels[chosen]
+    chosen = tested = None
+    if split_file is not None:
+        partition = load_partition(split_file)
+        partition.check(name, labels.numel(), data_digest(name, root))
+        chosen = partition.indices(part, "data.part") if part is not None else None
+        tested = partition.indices(test_part, "data.test_part") if test_part is not None else None
+    carved = split_indices(labels, seed, val_fraction, val_size, train_subset, val_from_subset,
+                           chosen, tested)
+    if carved.test is not None:
+        test = Subset(train, carved.test.tolist())
     if test_subset is not None:
         test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
+    for layer in carved.layers:  # nested as they were carved: caches key on the index chain
+        train = Subset(train, layer.tolist())
     val = None
-    if val_from_subset is not None:
-        keep = torch.ones(labels.numel(), dtype=torch.bool)
-        keep[students_validation(labels, val_from_subset, val_fraction, seed)] = False
-        held = torch.nonzero(~keep).flatten()
-        train, val = Subset(train, torch.nonzero(keep).flatten().tolist()), Subset(train, held.tolist())
-    elif val_fraction > 0:
-        keep, held = stratified_split(labels, val_fraction, seed)
-        train, val = Subset(train, keep.tolist()), Subset(train, held.tolist())
+    if carved.held is not None:
+        assert carved.keep is not None
+        train, val = Subset(train, carved.keep.tolist()), Subset(train, carved.held.tolist())
     _refuse_empty(name, train, val, test, val_fraction)
     return DataSplits(train, val, test, info)
 
@@ -72,13 +88,6 @@ def _refuse_empty(name: str, train: Dataset, val: Dataset | None, test: Dataset,
             f"data.val_fraction (below 0.5)")
 
 
-def students_validation(labels: Tensor, subset: int, val_fraction: float, seed: int) -> Tensor:
-    """Indices (into ``labels``) of the validation images of a ``train_subset=subset`` run."""
-    chosen = stratified_subset(labels, subset, seed)
-    _, held = stratified_split(labels[chosen], val_fraction, seed)
-    return chosen[held].sort().values
-
-
 __all__ = [
     "DATASETS",
     "AugmentSpec",
@@ -91,5 +100,7 @@ __all__ = [
     "build_splits",
     "labels_of",
     "stratified_split",
+    "split_indices",
     "stratified_subset",
+    "students_validation",
 ]

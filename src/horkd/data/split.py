@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Subset
@@ -46,9 +48,15 @@ def _quotas(counts: Tensor, total: int) -> Tensor:
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """(keep, split) index tensors; ``split`` holds ``round(fraction * N)`` samples with every
     class in proportion (and at least one per class when possible)."""
+    return stratified_split_count(labels, round(fraction * labels.numel()), seed)
+
+
+def stratified_split_count(labels: Tensor, count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """As :func:`stratified_split`, with ``split`` holding exactly ``count`` samples (the same
+    draw a fraction rounding to ``count`` gives)."""
     generator = torch.Generator().manual_seed(seed)
     classes, counts = torch.unique(labels, return_counts=True)
-    quota = _quotas(counts, round(fraction * labels.numel()))
+    quota = _quotas(counts, count)
     keep, split = [], []
     for cls, n in zip(classes.tolist(), quota.tolist(), strict=True):
         idx = torch.nonzero(labels == cls).flatten()
@@ -75,3 +83,87 @@ def labeled_mask(labels: Tensor, fraction: float, seed: int) -> Tensor:
     mask = torch.zeros(labels.numel(), dtype=torch.bool)
     mask[stratified_subset(labels, max(1, round(fraction * labels.numel())), seed)] = True
     return mask
+
+
+def students_validation(labels: Tensor, subset: int, val_fraction: float, seed: int) -> Tensor:
+    """Indices (into ``labels``) of the validation images of a ``train_subset=subset`` run."""
+    chosen = stratified_subset(labels, subset, seed)
+    _, held = stratified_split(labels[chosen], val_fraction, seed)
+    return chosen[held].sort().values
+
+
+@dataclass
+class SplitIndices:
+    """Which training images a run's splits hold: the one account of the carving, read both by
+    ``build_splits`` and by whoever must know which images a config's runs saw.
+
+    Attributes:
+        images: How many training images the dataset holds.
+        layers: Nested selections from the training set (a partition's part, then a
+            ``train_subset``), each indexing into the one before.
+        keep: What trains, indexing into the last layer; ``None``: all of it.
+        held: What validates, indexing into the last layer; ``None``: no validation split.
+        test: The test images when a partition's part is the test split (training-set
+            indices); ``None``: the dataset's own test split.
+    """
+
+    images: int
+    layers: list[Tensor]
+    keep: Tensor | None
+    held: Tensor | None
+    test: Tensor | None = None
+
+    def _to_base(self, index: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            index = layer[index]
+        return index
+
+    def pool(self) -> Tensor:
+        """Training-set indices of every image the run trains or validates on."""
+        top = self.layers[-1].numel() if self.layers else self.images
+        return self._to_base(torch.arange(top))
+
+    @property
+    def train(self) -> Tensor:
+        """Training-set indices of what trains."""
+        return self.pool() if self.keep is None else self._to_base(self.keep)
+
+    @property
+    def val(self) -> Tensor | None:
+        """Training-set indices of what validates (``None``: no validation split)."""
+        return None if self.held is None else self._to_base(self.held)
+
+
+def split_indices(
+    labels: Tensor,
+    seed: int,
+    val_fraction: float = 0.1,
+    val_size: int | None = None,
+    train_subset: int | None = None,
+    val_from_subset: int | None = None,
+    part: Tensor | None = None,
+    test_part: Tensor | None = None,
+) -> SplitIndices:
+    """The carving of a dataset's training images (``labels``): a partition's ``part`` (training
+    indices) if given, then a stratified ``train_subset`` of it, then the validation split: with
+    ``val_from_subset=N`` the images a ``train_subset=N`` run validates on (every other image
+    trains), else ``val_size`` images, else ``val_fraction`` of them (0: none)."""
+    layers = [] if part is None else [part]
+    if train_subset is not None:
+        inner = labels if part is None else labels[part]
+        layers.append(stratified_subset(inner, train_subset, seed))
+    inner_labels = labels[SplitIndices(labels.numel(), layers, None, None).pool()]
+    keep = held = None
+    if val_from_subset is not None:
+        held = students_validation(inner_labels, val_from_subset, val_fraction, seed)
+        mask = torch.ones(inner_labels.numel(), dtype=torch.bool)
+        mask[held] = False
+        keep = torch.nonzero(mask).flatten()
+    elif val_size is not None:
+        if val_size >= inner_labels.numel():
+            raise ValueError(f"data.val_size={val_size} leaves no image to train on: the "
+                             f"training split holds {inner_labels.numel()}")
+        keep, held = stratified_split_count(inner_labels, val_size, seed)
+    elif val_fraction > 0:
+        keep, held = stratified_split(inner_labels, val_fraction, seed)
+    return SplitIndices(labels.numel(), layers, keep, held, test_part)

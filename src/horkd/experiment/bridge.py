@@ -61,7 +61,7 @@ def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module,
 
 # what decides which images a run's validation split holds (not hr_size: it resizes them)
 SPLIT_KEYS = ("dataset", "root", "val_fraction", "train_subset", "val_from_subset",
-              "test_fraction", "skip_bad_images")
+              "test_fraction", "skip_bad_images", "val_size", "split_file", "part")
 
 
 def teacher_held_out(ctx: RunContext) -> bool | None:
@@ -92,8 +92,26 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
             task == "retrieval" and meta.get("seed") != ctx.seed):  # classes drawn by the seed
         return False
     same_split = all(theirs[k] == ours[k] for k in SPLIT_KEYS) and their_seed == our_seed
+    if ours["split_file"] or theirs["split_file"]:
+        return _apart_by_parts(ours, theirs, same_split)
     carved_ours = (ours["train_subset"] is not None
                    and theirs["val_from_subset"] == ours["train_subset"]
                    and all(theirs[k] == ours[k] for k in ("dataset", "root", "val_fraction"))
                    and their_seed == our_seed)
     return same_split or carved_ours
+
+
+def _apart_by_parts(ours: dict[str, Any], theirs: dict[str, Any], same_split: bool) -> bool | None:
+    """A teacher trained on another part of the same partition never saw this run's images; on
+    the same part only the same carving held them out; None where the partitions differ or
+    cannot be read."""
+    from horkd.data.partition import PartitionError, partition_digest
+
+    if not (ours["split_file"] and theirs["split_file"]):
+        return None
+    try:
+        if partition_digest(ours["split_file"]) != partition_digest(theirs["split_file"]):
+            return None
+    except PartitionError:
+        return None
+    return True if theirs["part"] != ours["part"] else same_split

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from horkd.checkpoint import git_sha, write_json
 from horkd.config import DataConfig
 from horkd.data.digest import data_digest
+from horkd.data.partition import with_partition_digest
 from horkd.run_dir import settings_digest
 
 VOLATILE = ("name", "output_dir", "seeds")  # where and how a run is filed, not what it learns
@@ -61,6 +62,8 @@ def record_key(config: dict[str, Any], teacher: str, seed: int, kind: str, score
     settings["teacher"] = {k: v for k, v in settings.get("teacher", {}).items()
                            if k != "checkpoint"}
     data = settings.get("data", {})
+    if data.get("split_file"):  # a partition counts by its parts, not where its file lies
+        settings["data"] = data = with_partition_digest(data)
     dataset = data.get("dataset", DataConfig.model_fields["dataset"].default)
     settings["data_files"] = data_digest(dataset, data.get("root"))
     return settings_digest([settings, teacher, seed, kind, scored])

@@ -17,7 +17,7 @@ from torch.utils.data import Subset
 
 from horkd.data import DataSplits, TensorImageDataset, labels_of
 from horkd.data.loader import resolve_tensor_dataset
-from horkd.data.split import stratified_split
+from horkd.data.split import split_indices
 from horkd.metrics import recall_at_k
 from horkd.tasks.base import TASKS, InputFn, Scoring, Task, TaskContext, embed
 
@@ -85,7 +85,10 @@ class Retrieval(Task):
         pool = _pool(parts)
         train_all = class_split(pool, seen)
         split_seed = seed if cfg.data.split_seed is None else cfg.data.split_seed
-        keep, held = stratified_split(labels_of(train_all), cfg.data.val_fraction, split_seed)
+        carved = split_indices(labels_of(train_all), split_seed, cfg.data.val_fraction,
+                               cfg.data.val_size)
+        keep, held = carved.train, carved.val
+        assert held is not None  # val_fraction > 0 (config)
         info = splits.info
         info.num_classes = len(seen)
         return DataSplits(
