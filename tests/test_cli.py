@@ -29,7 +29,7 @@ def test_help_lists_commands(capsys):
 
 
 COMMANDS = ("run", "train", "demo", "ablate", "eval", "export", "predict", "search", "verify",
-            "report", "study", "list")
+            "report", "study", "split", "list")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
