@@ -19,6 +19,7 @@ from horkd.data import build_splits, labels_of
 from horkd.data.carve import PartSpec, draw_partition, union
 from horkd.data.partition import PartitionError, dump_manifest, load_partition
 from horkd.data.split import stratified_split, stratified_subset, students_validation
+from horkd.data.vision import DEBIAN_FASHION_MNIST
 
 N_TRAIN = 400  # labels cycle 0-9: 40 images per class
 
@@ -288,3 +289,37 @@ def test_a_teacher_on_another_part_is_held_out_from_the_students(tmp_path, tiny_
     assert teacher_held_out(build_context(same, 0)) is True  # the same carving held them out
     assert teacher_held_out(build_context(carved_else, 0)) is False  # it trained on them
     assert teacher_held_out(build_context(plain, 0)) is None  # cannot tell without parts
+
+
+CONFIRM = Path(__file__).resolve().parents[1] / "configs" / "study" / \
+    "fashion_mnist_confirm_split.json"
+
+
+def test_the_committed_confirmation_split_is_disjoint_and_stratified():
+    partition = load_partition(CONFIRM)
+    sizes = {name: index.numel() for name, index in partition.parts.items()}
+    assert sizes == {"students": 30000, "confirm": 10000, "teacher": 20000}
+    assert torch.cat(list(partition.parts.values())).unique().numel() == 60000
+    assert partition.dataset == "fashion_mnist" and partition.images == 60000
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian dataset not installed")
+def test_the_committed_confirmation_split_avoids_what_the_earlier_rounds_scored():
+    """Recomputed from the earlier rounds' settings: the students' 30k subset (split seed 0) is
+    the students' part, and neither it nor the first teacher's own validation split (seed 0)
+    nor the held-out teacher's reaches the confirmation split."""
+    from horkd.data.digest import data_digest
+
+    labels = labels_of(build_splits("fashion_mnist", val_fraction=0.0).train)
+    partition = load_partition(CONFIRM)
+    partition.check("fashion_mnist", labels.numel(), data_digest("fashion_mnist", None))
+    subset = stratified_subset(labels, 30000, 0)
+    assert torch.equal(partition.parts["students"], subset.sort().values)
+    scored = torch.zeros(labels.numel(), dtype=torch.bool)
+    scored[subset] = True
+    scored[stratified_split(labels, 0.1, 0)[1]] = True  # teacher_classification's validation
+    assert not scored[partition.parts["confirm"]].any()
+    assert not scored[partition.parts["teacher"]].any()
+    for index in partition.parts.values():
+        counts = torch.bincount(labels[index], minlength=10)
+        assert int(counts.max() - counts.min()) == 0

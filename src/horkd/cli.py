@@ -339,10 +339,12 @@ def _add_split(sub: Any) -> None:
     split.add_argument("--avoid", action="append", default=[], metavar="FILE",
                        help="experiment or study YAML of an earlier round: sized parts skip "
                        "every image its runs scored or kept their students on (repeatable)")
+    split.add_argument("--data-root", help="folder holding the dataset (sets data.root)")
     split.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     split.add_argument("--out", required=True, help="the manifest to write (JSON)")
     split.add_argument("--overwrite", action="store_true",
                        help="replace a different manifest already at --out")
+    split.set_defaults(output_dir=None)
 
 
 def _add_study_init(sub: Any) -> None:
@@ -588,8 +590,8 @@ def cmd_split(args: argparse.Namespace) -> int:
     from horkd.data.partition import dump_manifest
 
     specs = [parse_part(text) for text in args.part]
-    content, lines = draw_partition(args.config, list(args.overrides), specs, args.avoid,
-                                    args.seed)
+    overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else [])]
+    content, lines = draw_partition(args.config, overrides, specs, args.avoid, args.seed)
     text = dump_manifest(content)
     out = Path(args.out)
     if out.exists() and not args.overwrite and out.read_text() != text:
