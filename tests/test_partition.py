@@ -262,6 +262,12 @@ def test_horkd_split_writes_the_manifest_and_keeps_a_different_one(tmp_path, fas
     assert "--overwrite" in capsys.readouterr().err
     assert main(["split", str(cfg), "--part", "a=500", "--out", str(out)]) == 2
     assert "500 images asked for" in capsys.readouterr().err
+    digits = tmp_path / "digits.yaml"
+    digits.write_text(yaml.safe_dump({"data": {"dataset": "digits"}}))
+    assert main(["split", str(cfg), "--part", "a=5", "--avoid", str(digits), "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "covers one dataset's training images" in err and err.count("\n") == 1
 
 
 def test_a_teacher_on_another_part_is_held_out_from_the_students(tmp_path, tiny_cfg):

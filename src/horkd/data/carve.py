@@ -69,8 +69,9 @@ def experiments(path: str | Path, students_only: bool = False) -> list[tuple[str
     runs: list[tuple[str, Any]] = []
     teacher_seeds: dict[str, set[int]] = {}
     for name, regime in study.regimes.items():
-        seeds = sorted({*(regime.seeds or study.seeds), study.search.seed,
-                        *(study.ablation_seeds if name == study.main_regime else [])})
+        searches = [study.search.seed] if regime.choices_from is None else []
+        ablation = study.ablation_seeds if name == study.main_regime else []
+        seeds = sorted({*(regime.seeds or study.seeds), *searches, *ablation})
         if regime.teacher_per_seed:
             teacher_seeds.setdefault(regime.teacher, set()).update(seeds)
         source = regime.choices_from or name
@@ -142,12 +143,24 @@ def seen_images(cfg: Any, labels: Tensor) -> Seen:
 
 
 def _same_data(label: str, cfg: Any, data: Any) -> None:
-    keys = ("dataset", "root", "test_fraction", "skip_bad_images")
-    differ = [k for k in keys if getattr(cfg.data, k) != getattr(data, k)]
+    """Refuse a config that reads other training images (or the same in another order)."""
+    import inspect
+
+    from horkd.data import DATASETS
+    from horkd.data.digest import data_digest
+
+    if cfg.data.dataset != data.dataset:
+        raise ValueError(f"{label} trains on data.dataset={cfg.data.dataset}, not "
+                         f"{data.dataset}: a partition covers one dataset's training images")
+    accepted = inspect.signature(DATASETS.get(data.dataset)).parameters
+    differ = [f"data.{k}={getattr(cfg.data, k)}" for k in ("test_fraction", "skip_bad_images")
+              if k in accepted and getattr(cfg.data, k) != getattr(data, k)]
+    if cfg.data.root != data.root and \
+            data_digest(cfg.data.dataset, cfg.data.root) != data_digest(data.dataset, data.root):
+        differ.append(f"data.root={cfg.data.root}")
     if differ:
-        shown = ", ".join(f"data.{k}={getattr(cfg.data, k)}" for k in differ)
-        raise ValueError(f"{label} reads other training images ({shown}): a partition covers "
-                         "one dataset's")
+        raise ValueError(f"{label} reads other training images ({', '.join(differ)}): a "
+                         "partition covers one dataset's")
 
 
 def union(files: list[str], data: Any, labels: Tensor, students_only: bool = False

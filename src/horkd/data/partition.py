@@ -143,9 +143,10 @@ def _from_layout(shown: str, raw: dict[str, Any], images: int) -> dict[str, Tens
     if bad:
         raise PartitionError(f"{shown}: its layout uses {', '.join(map(repr, bad))}, which "
                              "\"codes\" does not name")
-    if len(set(codes.values())) != len(codes) or NONE in codes:
-        raise PartitionError(f"{shown}: \"codes\" must give each part one character other "
-                             f"than {NONE!r}")
+    if len(set(codes.values())) != len(codes) or NONE in codes or \
+            any(len(code) != 1 or not code.isascii() for code in codes):
+        raise PartitionError(f"{shown}: \"codes\" must give each part one ASCII character "
+                             f"other than {NONE!r}")
     chars = torch.frombuffer(bytearray(layout.encode("latin-1", "replace")), dtype=torch.uint8)
     return {name: torch.nonzero(chars == ord(code)).flatten() for code, name in codes.items()}
 
