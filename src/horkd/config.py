@@ -80,7 +80,7 @@ class DataConfig(_Strict):
         "share of the font faces whose families are the test fonts",
     )
     glyph_renders: int = Field(
-        8, ge=1, description="glyphs: varied renders of each character of each font (seeded)"
+        4, ge=1, description="glyphs: varied renders of each character of each font (seeded)"
     )
     glyph_min_families: int = Field(
         20, ge=3, description="glyphs: refuse a font set of fewer families (too few to split)"

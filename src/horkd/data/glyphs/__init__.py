@@ -63,7 +63,7 @@ def glyphs(
     download: bool = False,
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
-    glyph_renders: int = 8,
+    glyph_renders: int = 4,
     glyph_min_families: int = 20,
 ):
     """0-9, A-Z, a-z (62 classes) rendered from the fonts under ROOT (or the system's), at

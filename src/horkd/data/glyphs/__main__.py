@@ -1,4 +1,4 @@
-"""``python -m horkd.data.glyphs [--root DIR] [--hr-size 32] [--renders 8]``: render the glyph
+"""``python -m horkd.data.glyphs [--root DIR] [--hr-size 32] [--renders 4]``: render the glyph
 set into its cache now (``make glyphs`` does) and say what it holds and how long it took."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m horkd.data.glyphs", description=__doc__)
     parser.add_argument("--root", default=None, help="a folder of fonts (default: the system's)")
     parser.add_argument("--hr-size", type=int, default=32)
-    parser.add_argument("--renders", type=int, default=8)
+    parser.add_argument("--renders", type=int, default=4)
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--processes", type=int, default=None)

@@ -61,7 +61,7 @@ def cache_root() -> Path:
 def load_glyphs(
     root: str | None,
     side: int = 32,
-    renders: int = 8,
+    renders: int = 4,
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
     processes: int | None = None,
