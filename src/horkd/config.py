@@ -76,7 +76,14 @@ class DataConfig(_Strict):
         gt=0.0,
         lt=1.0,
         description="image_folder without a test split (ROOT/<class>/ or ROOT/train/ alone): "
-        "the share of each class held out as one, the same images every run",
+        "the share of each class held out as one, the same images every run; glyphs: the "
+        "share of the font faces whose families are the test fonts",
+    )
+    glyph_renders: int = Field(
+        4, ge=1, description="glyphs: varied renders of each character of each font (seeded)"
+    )
+    glyph_min_families: int = Field(
+        20, ge=3, description="glyphs: refuse a font set of fewer families (too few to split)"
     )
     val_from_subset: int | None = Field(
         None,

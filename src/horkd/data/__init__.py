@@ -6,7 +6,7 @@ import inspect
 
 from torch.utils.data import Dataset, Subset
 
-from horkd.data import fine_grained, folder, vision  # noqa: F401  (register builders)
+from horkd.data import fine_grained, folder, glyphs, vision  # noqa: F401  (register builders)
 from horkd.data.augment import AugmentSpec, augment_batch
 from horkd.data.digest import data_digest
 from horkd.data.loader import BatchLoader
@@ -48,10 +48,14 @@ def build_splits(
     """
     builder = DATASETS.get(name)
     accepted = inspect.signature(builder).parameters
-    extra = {k: v for k, v in builder_kwargs.items() if k in accepted}
+    offered = {**builder_kwargs, "val_fraction": val_fraction}
+    extra = {k: v for k, v in offered.items() if k in accepted}
     train, test, info = builder(root, hr_size, download, **extra)
     if hr_size is not None:
         info.native_size = hr_size
+    if getattr(train, "validation_indices", None) is not None:
+        return _held_validation(name, train, test, info, val_fraction, seed, train_subset,
+                                test_subset)
     labels = labels_of(train)
     chosen = tested = None
     if split_file is not None:
@@ -73,6 +77,32 @@ def build_splits(
         train, val = Subset(train, carved.keep.tolist()), Subset(train, carved.held.tolist())
     _refuse_empty(name, train, val, test, val_fraction)
     return DataSplits(train, val, test, info)
+
+
+def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo,
+                     val_fraction: float, seed: int, train_subset: int | None,
+                     test_subset: int | None) -> DataSplits:
+    """A dataset that holds its validation images apart (``train.validation_indices``: the
+    glyphs of the validation fonts) validates on them, never on images carved from training.
+
+    ``train_subset=N`` takes N training images and a validation share in proportion
+    (``val_fraction`` of the two together), both stratified; ``val_from_subset`` has nothing to
+    carve: the held-out images are already every run's validation images.
+    """
+    held = torch.as_tensor(train.validation_indices, dtype=torch.long)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[held] = False
+    kept = torch.nonzero(keep).flatten()
+    labels = labels_of(train)
+    if train_subset is not None:
+        kept = kept[stratified_subset(labels[kept], train_subset, seed)]
+        wanted = max(1, round(train_subset * val_fraction / (1 - val_fraction)))
+        held = held[stratified_subset(labels[held], wanted, seed)]
+    if test_subset is not None:
+        test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
+    splits = DataSplits(Subset(train, kept.tolist()), Subset(train, held.tolist()), test, info)
+    _refuse_empty(name, splits.train, splits.val, splits.test, val_fraction)
+    return splits
 
 
 def _refuse_empty(name: str, train: Dataset, val: Dataset | None, test: Dataset,

@@ -152,6 +152,8 @@ def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
         part=d.part,
         test_part=d.test_part,
         test_fraction=d.test_fraction,
+        glyph_renders=d.glyph_renders,
+        glyph_min_families=d.glyph_min_families,
         skip_bad_images=d.skip_bad_images,
         **({"channels": d.channels} if d.channels else {}),
     )

@@ -352,7 +352,8 @@ def _sample_images(study: dict[str, Any], count: int = 2) -> tuple[Any, Any] | N
     try:
         cfg = config_from_dict(dict(study["base"]))
         splits = build_splits(cfg.data.dataset, root=cfg.data.root, hr_size=cfg.data.hr_size,
-                              val_fraction=0.0)
+                              val_fraction=0.0, test_fraction=cfg.data.test_fraction,
+                              glyph_renders=cfg.data.glyph_renders)
     except (DataNotFoundError, OSError, ValueError):
         return None
     import torch

@@ -1,0 +1,92 @@
+"""``glyphs``: the 62 characters 0-9, A-Z, a-z rendered from real font files, split by font
+family so the test fonts are designs no network trained or validated on.
+
+The fonts are those under ``data.root`` or, without one, the system's (``make glyphs`` installs
+a pinned set of Debian's font packages). The set is rendered once into a cache
+(:mod:`horkd.data.glyphs.cache`); its data digest is the digest of the font files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from horkd.data.digest import DATA_FILES
+from horkd.data.glyphs.cache import INSTALL_HINT, GlyphSet, load_glyphs
+from horkd.data.glyphs.fonts import CHARACTERS, font_files
+from horkd.data.memory import TensorImageDataset, channel_stats
+from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
+
+DEFAULT_SIDE = 32
+
+
+class GlyphImages(TensorImageDataset):
+    """Glyph images with the font face (``faces``, indices into the manifest's faces) and the
+    family of each (``families``, indices into ``family_names``), so data can be split by font;
+    ``validation_indices`` (train split only) are the images of the validation fonts, which
+    ``build_splits`` holds out whole."""
+
+    def __init__(self, images: Tensor, labels: Tensor, faces: Tensor, families: Tensor,
+                 family_names: list[str], validation_indices: Tensor | None = None) -> None:
+        super().__init__(images, labels)
+        self.faces = faces
+        self.families = families
+        self.family_names = family_names
+        self.validation_indices = validation_indices
+
+
+def _datasets(glyphs: GlyphSet) -> tuple[GlyphImages, GlyphImages]:
+    split = glyphs.split_of_images()
+    keys = [face["key"] for face in glyphs.manifest["faces"]]
+    names = sorted(set(keys))
+    family = np.array([names.index(k) for k in keys], dtype=np.int64)[glyphs.faces]
+    images = torch.from_numpy(glyphs.images).unsqueeze(1)
+    labels, families = torch.from_numpy(glyphs.labels), torch.from_numpy(family)
+    faces = torch.from_numpy(glyphs.faces)
+
+    def part(mask: np.ndarray, val: np.ndarray | None = None) -> GlyphImages:
+        index = torch.from_numpy(np.flatnonzero(mask))
+        held = None if val is None else torch.from_numpy(np.flatnonzero(val[mask]))
+        return GlyphImages(images[index], labels[index], faces[index], families[index], names,
+                           held)
+
+    return part(split != "test", split == "val"), part(split == "test")
+
+
+@DATASETS.register("glyphs")
+def glyphs(
+    root: str | None,
+    hr_size: int | None,
+    download: bool = False,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    glyph_renders: int = 4,
+    glyph_min_families: int = 20,
+):
+    """0-9, A-Z, a-z (62 classes) rendered from the fonts under ROOT (or the system's), at
+    ``hr_size`` (default 32) px, ``glyph_renders`` varied renders per font; whole families go
+    to test (``test_fraction`` of the faces) and validation (``val_fraction``)."""
+    side = hr_size or DEFAULT_SIDE
+    found = load_glyphs(root, side, glyph_renders, test_fraction, val_fraction)
+    counts = found.manifest["counts"]
+    if counts["families"] < max(3, glyph_min_families):
+        where = root or "the system's font folders"
+        raise DataNotFoundError(
+            f"glyphs: {counts['usable_faces']} usable faces in {counts['families']} font families "
+            f"in {where} (at least {max(3, glyph_min_families)} families wanted: "
+            f"data.glyph_min_families); {INSTALL_HINT}")
+    train, test = _datasets(found)
+    mean, std = channel_stats(train.images)
+    info = DatasetInfo("glyphs", len(CHARACTERS), 1, mean, std, side, list(CHARACTERS))
+    return train, test, info
+
+
+@DATA_FILES.register("glyphs")
+def _font_files(root: str | None) -> list[Path]:
+    return font_files(root)
+
+
+__all__ = ["CHARACTERS", "GlyphImages", "GlyphSet", "glyphs", "load_glyphs"]

@@ -1,0 +1,38 @@
+"""``python -m horkd.data.glyphs [--root DIR] [--hr-size 32] [--renders 4]``: render the glyph
+set into its cache now (``make glyphs`` does) and say what it holds and how long it took."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from horkd.data.glyphs.cache import load_glyphs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m horkd.data.glyphs", description=__doc__)
+    parser.add_argument("--root", default=None, help="a folder of fonts (default: the system's)")
+    parser.add_argument("--hr-size", type=int, default=32)
+    parser.add_argument("--renders", type=int, default=4)
+    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--processes", type=int, default=None)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    found = load_glyphs(args.root, args.hr_size, args.renders, args.test_fraction,
+                        args.val_fraction, args.processes)
+    m, c = found.manifest, found.manifest["counts"]
+    left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in c["excluded"].items())
+    print(f"glyphs: {c['font_files']} font files: {c['usable_faces']} usable faces in "
+          f"{c['families']} families (left out: {left_out})")
+    for name in ("train", "val", "test"):
+        s = c[name]
+        print(f"  {name:5s} {s['families']:4d} families {s['faces']:4d} faces "
+              f"{s['images']:7d} images")
+    print(f"  {m['side']} px, {m['renders']} renders per character; rendered in {m['seconds']} s "
+          f"on {m['processes']} processes; this call {time.perf_counter() - start:.1f} s; "
+          f"cache: {found.folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The glyph set rendered once and kept: uint8 images, labels, the face of each image, and a
+manifest of which font went where and which were left out, keyed by a digest of the font files.
+
+Every run that reads the same fonts at the same settings reads the same images; changing, adding
+or removing a font file changes the digest, so the set is rendered anew (and, through the data
+digest, every stage that learnt from the old set is retrained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from horkd.data.digest import _content_digest, data_digest
+from horkd.data.glyphs.fonts import CHARACTERS, font_files, read_face
+from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed
+from horkd.data.registry import DataNotFoundError
+from horkd.run_lock import waiting_lock
+
+#: The command that installs the fonts the study's glyph set is rendered from.
+INSTALL_HINT = "run `make glyphs` (installs Debian's font packages and renders the set)"
+CACHE_ENV = "HORKD_CACHE_DIR"
+POOL_FROM = 32  # font files from which rendering is spread over processes by default
+INDISTINCT_LIMIT = 8  # more identical character pairs than this: capitals drawn for small letters
+
+
+@dataclass
+class GlyphSet:
+    """``images`` uint8 ``[N, side, side]``, ``labels`` int64 ``[N]`` (index into
+    ``CHARACTERS``), ``faces`` int64 ``[N]`` (index into ``manifest["faces"]``)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    faces: np.ndarray
+    manifest: dict[str, Any]
+    folder: Path
+
+    def split_of_images(self) -> np.ndarray:
+        """Each image's split name (``train``, ``val`` or ``test``), by its face's family."""
+        names = np.array([face["split"] for face in self.manifest["faces"]])
+        return names[self.faces]
+
+
+def cache_root() -> Path:
+    """``$HORKD_CACHE_DIR``, else ``$XDG_CACHE_HOME/horkd``, else ``~/.cache/horkd``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "horkd"
+
+
+def load_glyphs(
+    root: str | None,
+    side: int = 32,
+    renders: int = 4,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    processes: int | None = None,
+) -> GlyphSet:
+    """The glyph set of the fonts under ``root`` (the system's when ``None``): read from the
+    cache, or rendered (``processes`` workers; default up to 8) and cached first."""
+    files = font_files(root)
+    where = root or "the system's font folders"
+    if not files:
+        raise DataNotFoundError(f"glyphs: no .ttf/.otf font file in {where}; {INSTALL_HINT}")
+    digest = data_digest("glyphs", root)
+    settings = {"fonts": digest, "side": side, "renders": renders, "version": RENDER_VERSION}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_root() / "glyphs" / f"{side}px-{renders}r-{key}"
+    if not (folder / "manifest.json").is_file():
+        with waiting_lock(folder.with_name(folder.name + ".lock")):
+            if not (folder / "manifest.json").is_file():
+                _write(folder, render_set(files, side, renders, processes), settings)
+    found = _read(folder)
+    _assign_splits(found.manifest["faces"], test_fraction, val_fraction)
+    found.manifest["counts"].update(_split_counts(found.manifest["faces"], renders))
+    _write_split(found, test_fraction, val_fraction)
+    return found
+
+
+def _write_split(found: GlyphSet, test_fraction: float, val_fraction: float) -> None:
+    """``split-test0.2-val0.1.json`` beside the images: which font is in which split, and the
+    counts; written once per pair of fractions (a read-only cache is left as it is)."""
+    path = found.folder / f"split-test{test_fraction:g}-val{val_fraction:g}.json"
+    if path.is_file():
+        return
+    faces = found.manifest["faces"]
+    listing = {name: [f"{f['file']} ({f['family']} {f['style']})".strip() for f in faces
+                      if f["split"] == name] for name in ("train", "val", "test")}
+    body = {"test_fraction": test_fraction, "val_fraction": val_fraction,
+            "counts": found.manifest["counts"], "fonts": listing}
+    try:
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        temp.write_text(json.dumps(body, indent=1) + "\n")
+        os.replace(temp, path)
+    except OSError:
+        pass
+
+
+def render_set(
+    files: list[Path], side: int, renders: int, processes: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Render every usable face; leave out (and count) unreadable ones, those lacking any of
+    the 62 characters, those drawing capitals for small letters, and duplicates of an earlier
+    face (the same plain bitmaps)."""
+    start = time.perf_counter()
+    jobs = [(str(path), side, renders) for path in files]
+    # a pool pays off for a system's hundreds of fonts, not for a handful
+    workers = processes or (min(8, os.cpu_count() or 1) if len(jobs) >= POOL_FROM else 1)
+    workers = max(1, min(workers, len(jobs)))
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+            results = pool.map(_render_face, jobs, chunksize=4)
+    else:
+        results = [_render_face(job) for job in jobs]
+    excluded: dict[str, list[dict[str, str]]] = {
+        "unreadable": [], "missing_characters": [], "indistinct": [], "duplicate": []}
+    kept, seen = [], {}
+    for path, result in zip(files, results, strict=True):
+        status = result["status"]
+        if status != "ok":
+            excluded[status].append({"file": str(path), "why": result["why"]})
+        elif result["plain"] in seen:
+            excluded["duplicate"].append({"file": str(path), "why": f"same as {seen[result['plain']]}"})
+        else:
+            seen[result["plain"]] = str(path)
+            kept.append(result)
+    faces = [dict(r["face"], images=len(r["images"])) for r in kept]
+    per_face = renders * len(CHARACTERS)
+    images = np.concatenate([r["images"] for r in kept]) if kept else np.zeros((0, side, side),
+                                                                             np.uint8)
+    labels = np.tile(np.arange(len(CHARACTERS)), renders * len(kept)).astype(np.int64)
+    face_index = np.repeat(np.arange(len(kept)), per_face).astype(np.int64)
+    manifest = {
+        "characters": CHARACTERS, "side": side, "renders": renders,
+        "faces": faces, "excluded": excluded,
+        "counts": {"font_files": len(files), "usable_faces": len(faces),
+                   "families": len({f["key"] for f in faces}),
+                   "excluded": {k: len(v) for k, v in excluded.items()}},
+        "seconds": round(time.perf_counter() - start, 1), "processes": workers,
+    }
+    return images, labels, face_index, manifest
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
+    path, side, renders = job
+    try:
+        face, missing = read_face(Path(path))
+    except Exception as exc:  # fontTools raises many kinds for a broken or foreign file
+        return {"status": "unreadable", "why": f"{type(exc).__name__}: {exc}"[:200]}
+    if missing:
+        return {"status": "missing_characters", "why": f"lacks {missing}"}
+    try:
+        renderer = FaceRenderer(path, side)
+    except ValueError as exc:
+        return {"status": "missing_characters", "why": str(exc)}
+    except OSError as exc:
+        return {"status": "unreadable", "why": f"{exc}"[:200]}
+    plain = renderer.plain()
+    digests = [hashlib.sha256(image.tobytes()).hexdigest() for image in plain]
+    same = len(digests) - len(set(digests))
+    if same > INDISTINCT_LIMIT:
+        return {"status": "indistinct", "why": f"{same} characters drawn like another"}
+    stat = os.stat(path)
+    seed = face_seed(_content_digest(path, stat.st_size, stat.st_mtime_ns))
+    return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),
+            "face": {"file": path, "family": face.family, "style": face.style, "key": face.key},
+            "images": renderer.varied(renders, seed)}
+
+
+def _assign_splits(faces: list[dict[str, Any]], test_fraction: float, val_fraction: float) -> None:
+    """Whole families to test, then validation, in an order fixed by a hash of their keys,
+    until each holds its share of the faces; the rest train. At least one family each."""
+    sizes: dict[str, int] = {}
+    for face in faces:
+        sizes[face["key"]] = sizes.get(face["key"], 0) + 1
+    order = sorted(sizes, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    total, split = len(faces), {}
+    targets = (("test", test_fraction, 2), ("val", val_fraction, 1))  # families left after it
+    position = 0
+    for name, fraction, leave in targets:
+        filled = 0
+        while position < len(order) - leave and (filled == 0 or filled < fraction * total):
+            split[order[position]] = name
+            filled += sizes[order[position]]
+            position += 1
+    for key in order[position:]:
+        split[key] = "train"
+    for face in faces:
+        face["split"] = split[face["key"]]
+
+
+def _split_counts(faces: list[dict[str, Any]], renders: int) -> dict[str, Any]:
+    counts = {}
+    for name in ("train", "val", "test"):
+        chosen = [f for f in faces if f["split"] == name]
+        counts[name] = {"families": len({f["key"] for f in chosen}), "faces": len(chosen),
+                        "images": len(chosen) * renders * len(CHARACTERS)}
+    return counts
+
+
+def _write(folder: Path, rendered: tuple, settings: dict[str, Any]) -> None:
+    """Into a temporary folder beside ``folder``, then renamed: a reader never sees half."""
+    images, labels, faces, manifest = rendered
+    manifest["settings"] = settings
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        np.save(temp / "images.npy", images)
+        np.save(temp / "labels.npy", labels)
+        np.save(temp / "faces.npy", faces)
+        (temp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if folder.exists():  # a half-written set left by a killed run
+            shutil.rmtree(folder)
+        os.replace(temp, folder)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _read(folder: Path) -> GlyphSet:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return GlyphSet(np.load(folder / "images.npy"), np.load(folder / "labels.npy"),
+                    np.load(folder / "faces.npy"), manifest, folder)

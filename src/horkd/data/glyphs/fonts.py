@@ -1,0 +1,85 @@
+"""Which font files a glyph set is rendered from, and what each face is: its family (the unit of
+the train / validation / test split) and whether it draws all 62 characters.
+
+A face's family is its typographic family name with weight, width, slope, optical-size and
+sans / serif / mono words taken out, so the Bold, Italic, Condensed and Mono faces of one design
+land in the same split (a test font the networks never saw means a test *design*, not a test
+weight or cut of a known one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The 62 classes, in label order: digits, capitals, small letters.
+CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+FONT_EXTENSIONS = (".ttf", ".otf")
+#: Where a system keeps its fonts when no ``data.root`` is given.
+SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
+_STYLE_WORDS = frozenset("""
+    regular book roman normal plain medium bold bolder semibold demibold demi semi extrabold
+    ultrabold heavy black extrablack ultrablack light extralight ultralight thin hairline
+    italic oblique slanted inclined cursive kursiv upright
+    condensed semicondensed extracondensed ultracondensed compressed narrow wide expanded
+    extended semiexpanded
+    display text caption subhead poster titling small micro
+    extra ultra var variable vf caps smallcaps sc
+    sans serif mono monospace monospaced slab roman code std pro lt
+""".split())
+
+
+@dataclass(frozen=True)
+class Face:
+    """One font file: its path, the names it gives itself and the family key it is split by."""
+
+    path: Path
+    family: str  # the typographic family name as the font gives it
+    style: str  # its subfamily ("Bold Italic")
+    key: str  # the family key: lower case, style and size words out
+
+
+def font_files(root: str | Path | None) -> list[Path]:
+    """Every ``.ttf``/``.otf`` file under ``root`` (the system's font folders when ``None``),
+    links followed and each real file once, in a fixed order."""
+    places = [Path(root)] if root else [p for p in SYSTEM_FONT_DIRS if p.is_dir()]
+    seen: dict[str, Path] = {}
+    for place in places:
+        if place.is_file():
+            candidates = [place]
+        else:
+            candidates = [Path(folder) / name
+                          for folder, _, names in os.walk(place, followlinks=True)
+                          for name in names]
+        for path in candidates:
+            if path.suffix.lower() in FONT_EXTENSIONS and path.is_file():
+                seen.setdefault(os.path.realpath(path), path)
+    return sorted(seen.values())
+
+
+def family_key(family: str) -> str:
+    """``"DejaVu Sans Condensed"``, ``"DejaVu Sans Mono"`` and ``"DejaVu Serif"`` -> ``"dejavu"``;
+    ``"LM Roman 10"`` -> ``"lm"``: faces of one design share a key, whatever weight, width,
+    optical size, and sans / serif / mono cut of a superfamily (these share letterforms, so a
+    test font is a design no training font shares)."""
+    words = re.findall(r"[a-z0-9]+", family.lower())
+    kept = [w for w in words if w not in _STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
+    return " ".join(kept or words) or family.lower()
+
+
+def read_face(path: Path) -> tuple[Face, str]:
+    """The face in ``path`` and the characters of the 62 its character map lacks ('' when none).
+
+    Raises ``OSError`` (or a parser error) for a file that is not a readable font.
+    """
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(path), lazy=True, fontNumber=0) as font:
+        cmap = font.getBestCmap() or {}
+        names = font["name"]
+        family = names.getBestFamilyName() or path.stem
+        style = names.getBestSubFamilyName() or ""
+    missing = "".join(c for c in CHARACTERS if ord(c) not in cmap)
+    return Face(path, family, style, family_key(family)), missing

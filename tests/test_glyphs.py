@@ -1,0 +1,161 @@
+"""The glyphs dataset on real font files: matplotlib (a dependency) ships DejaVu, STIX and the
+Computer Modern fonts, so every machine that runs the tests has a small real font set."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from horkd.data import DataNotFoundError, build_splits
+from horkd.data.digest import data_digest
+from horkd.data.glyphs import CHARACTERS, cache
+from horkd.data.glyphs.fonts import family_key
+from horkd.data.glyphs.picture import write_glyph_grid
+from horkd.data.glyphs.render import FaceRenderer
+from horkd.degrade import DegradeSpec
+
+FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "STIXGeneral.ttf",
+         "STIXGeneralBol.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf"]
+LACKING = "DejaVuSansDisplay.ttf"  # draws a few symbols only
+PLACEHOLDERS = "LastResortHE-Regular.ttf"  # maps every character to one placeholder box
+
+
+def _matplotlib_fonts() -> Path:
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    if not all((folder / name).is_file() for name in [*FONTS, LACKING, PLACEHOLDERS]):
+        pytest.skip(f"matplotlib's bundled fonts are not all in {folder}")
+    return folder
+
+
+@pytest.fixture
+def font_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Eight usable faces in five families, one lacking characters, one drawing placeholders,
+    and a renamed copy of a face (a duplicate); the cache in the test's own folder."""
+    source = _matplotlib_fonts()
+    fonts = tmp_path / "fonts"
+    (fonts / "more").mkdir(parents=True)
+    for name in [*FONTS, LACKING, PLACEHOLDERS]:
+        shutil.copy(source / name, fonts / name)
+    shutil.copy(source / "cmr10.ttf", fonts / "more" / "copy-of-cmr10.ttf")
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    return fonts
+
+
+def _splits(root: Path, **kw):  # type: ignore[no-untyped-def]
+    return build_splits("glyphs", root=str(root), hr_size=16, glyph_renders=2,
+                        glyph_min_families=3, **kw)
+
+
+def test_glyph_set_splits_by_family_and_leaves_bad_faces_out(font_dir: Path) -> None:
+    splits = _splits(font_dir)
+    assert splits.info.num_classes == 62 and splits.info.class_names == list(CHARACTERS)
+    image, label = splits.test[0]
+    assert image.shape == (1, 16, 16) and 0 <= label < 62
+    base = splits.train.dataset
+    families = {name: set(base.families[torch.as_tensor(part.indices)].tolist())
+                for name, part in (("train", splits.train), ("val", splits.val))}
+    test = set(splits.test.families.tolist())
+    assert families["train"] and families["val"] and test
+    assert not (families["train"] & test) and not (families["val"] & test)
+    assert not (families["train"] & families["val"])
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 8 * 2 * 62
+    found = cache.load_glyphs(str(font_dir), 16, 2)
+    counts = found.manifest["counts"]
+    assert counts["usable_faces"] == 8 and counts["families"] == 5
+    assert counts["excluded"] == {"unreadable": 0, "missing_characters": 1, "indistinct": 1,
+                                  "duplicate": 1}
+    assert "cmr10.ttf" in found.manifest["excluded"]["duplicate"][0]["why"]
+    listing = list(found.folder.glob("split-*.json"))
+    assert len(listing) == 1 and "DejaVu" in listing[0].read_text()
+
+
+def test_glyph_set_is_read_back_from_its_cache(font_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _splits(font_dir)
+    monkeypatch.setattr(cache, "render_set", lambda *a, **k: pytest.fail("rendered again"))
+    again = _splits(font_dir)
+    assert torch.equal(first.test.images, again.test.images)
+
+
+def test_font_changes_change_the_data_digest(font_dir: Path) -> None:
+    before = data_digest("glyphs", str(font_dir))
+    assert before is not None and data_digest("glyphs", str(font_dir)) == before
+    (font_dir / "more" / "copy-of-cmr10.ttf").unlink()
+    assert data_digest("glyphs", str(font_dir)) != before
+
+
+def test_too_few_fonts_is_one_line_naming_the_install(font_dir: Path) -> None:
+    for path in font_dir.rglob("*.ttf"):
+        if "DejaVu" not in path.name:
+            path.unlink()
+    with pytest.raises(DataNotFoundError) as caught:
+        _splits(font_dir)
+    message = str(caught.value)
+    assert "\n" not in message and "make glyphs" in message and "1 font families" in message
+
+
+def test_train_subset_validates_on_the_validation_fonts_in_proportion(font_dir: Path) -> None:
+    splits = _splits(font_dir, train_subset=124, val_fraction=0.2)
+    assert len(splits.train) == 124 and len(splits.val) == 31
+    whole = _splits(font_dir, val_fraction=0.2)
+    assert set(splits.val.indices) <= set(whole.val.indices)
+
+
+def test_family_key_keeps_the_cuts_of_one_design_together() -> None:
+    assert family_key("DejaVu Sans Condensed") == family_key("DejaVu Serif") == "dejavu"
+    assert family_key("LM Roman 10") == "lm"
+    assert family_key("Go Smallcaps") == family_key("Go Mono") == "go"
+    assert family_key("B612 Mono") == "b612"
+    assert family_key("Liberation Sans") != family_key("Lato")
+
+
+def test_renders_are_seeded_and_varied() -> None:
+    font = str(_matplotlib_fonts() / "DejaVuSans.ttf")
+    renderer = FaceRenderer(font, 16)
+    one, same, other = renderer.varied(2, 1), renderer.varied(2, 1), renderer.varied(2, 2)
+    assert one.shape == (124, 16, 16) and one.dtype == np.uint8
+    assert np.array_equal(one, same) and not np.array_equal(one, other)
+    assert not np.array_equal(one[:62], one[62:])  # the two renders differ
+    plain = renderer.plain().astype(float)
+    # an "o" is drawn smaller than an "O": the case is kept, not scaled away
+    assert plain[CHARACTERS.index("o")].sum() < 0.8 * plain[CHARACTERS.index("O")].sum()
+
+
+def test_picture_of_hr_and_lr_test_glyphs(font_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    splits = _splits(font_dir)
+    path = write_glyph_grid(splits.test, tmp_path / "glyphs.png", DegradeSpec(lr_size=4),
+                            shown="0O1lI")
+    picture = np.asarray(Image.open(path))
+    fonts = len(set(splits.test.families.tolist()))
+    assert picture.shape == (fonts * 2 * 16 * 2, 5 * 16 * 2)
+    hr, lr = picture[:32], picture[32:64]
+    assert hr.std() > 20 and not np.array_equal(hr, lr)
+
+
+def test_an_experiment_trains_on_glyphs_and_validates_on_the_validation_fonts(
+        font_dir: Path, tmp_path: Path) -> None:
+    """The data settings reach the builder through a run (renders, the family floor), and the
+    teacher's top-1 beats chance (1 in 62) on the test fonts after a few steps."""
+    from conftest import tiny_config_dict
+
+    from horkd.config import config_from_dict
+    from horkd.experiment import run_experiment
+
+    cfg = tiny_config_dict(tmp_path / "run", methods=["scratch"])
+    cfg["data"] = {"dataset": "glyphs", "root": str(font_dir), "hr_size": 16,
+                   "glyph_renders": 2, "glyph_min_families": 3,
+                   "augment": {"crop_padding": 0, "hflip": False}}
+    stage = {"epochs": 8, "batch_size": 32,
+             "optimizer": {"name": "adam", "lr": 0.003, "weight_decay": 0}}
+    cfg["train"] = {"teacher": stage, "assistant": stage, "student": stage}
+    outcome = run_experiment(config_from_dict(cfg), progress=False)
+    teacher = next(row for row in outcome.table if row["method"] == "teacher")
+    assert teacher["hr_top1"] > 3 * 100 / 62, teacher  # 14.2 here; untrained 1.6
