@@ -444,10 +444,11 @@ class DistillConfig(_Strict):
 
 
 class ReportConfig(_Strict):
-    resolution_sizes: list[int] | None = Field(
+    resolution_sizes: list[int] | Literal["auto"] | None = Field(
         None,
         description="input sizes of the accuracy-vs-resolution curve; [] = none; null = none, "
-        "or for a student trained across degrade.lr_sizes its trained sizes and the HR size",
+        "or for a student trained across degrade.lr_sizes its trained sizes and the HR size; "
+        "auto = the HR side, half of it, the LR side and half of that",
     )
     latency_repeats: int = Field(20, ge=1)
 
