@@ -45,7 +45,13 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-root", help="folder holding the dataset (sets data.root)")
     parser.add_argument("--output-dir", help="where the run is written (sets output_dir)")
-    parser.add_argument("--resume", action="store_true", help="continue a run in output_dir")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="output_dir holds a run made with a different config: keep its stages whose own "
+        "settings did not change and retrain the rest (the old config is kept as "
+        "config.previous.yaml). Not needed to continue: rerunning the same command continues "
+        "where it stopped",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a different run already in output_dir"
     )
@@ -125,8 +131,11 @@ def _add_run_commands(sub: Any) -> None:
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     demo.add_argument("--data-root", help="folder holding the Fashion-MNIST IDX files")
     demo.add_argument("--output-dir", default=None, help="default: runs/demo")
-    demo.add_argument("--resume", action="store_true")
-    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--resume", action="store_true",
+                      help="after changing an override: keep the stages it did not change "
+                      "(rerunning the same command continues without it)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace a different run already in the output directory")
     _add_run_flags(demo)
     ablate = sub.add_parser(
         "ablate",
@@ -321,7 +330,7 @@ def _add_study_init(sub: Any) -> None:
     init = sub.add_parser(
         "study-init",
         help="write a study file for an image folder (also: horkd study init ...)",
-        description="Write (to stdout) a study file for an image folder with train/ and test/ "
+        description="Write (to stdout, or --out FILE) a study file for an image folder with train/ and test/ "
         "(a sub-folder per class): a teacher, every method beside the label-only student, the "
         "same search budget for each, several seeds. `horkd study FILE` runs it as written.",
     )
@@ -340,6 +349,9 @@ def _add_study_init(sub: Any) -> None:
                       "horkd_no_assistant, horkd)")
     init.add_argument("--skip-bad-images", action="store_true",
                       help="leave unreadable image files out (counted), here and in every run")
+    init.add_argument("--out", metavar="FILE", default=None,
+                      help="write the study file here, only once it is complete (default: "
+                      "standard output; a refusal then leaves no file behind)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,9 +392,9 @@ def _config(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> Any:
 
 DEMO_INTRO = (
     "horkd demo: the few-label regime - a 7x7 Fashion-MNIST student with the labels of 3% of "
-    "its training images, every image for distillation (the teacher stands for a model trained "
-    "on labels you do not have): where an HR teacher's knowledge is needed (docs/RESULTS.md). "
-    "About 10 minutes on 2 CPU cores."
+    "its training images and every image for distillation, from an HR teacher trained first on "
+    "every label (as a strong model trained elsewhere would come): where an HR teacher's "
+    "knowledge is needed (docs/RESULTS.md). About 10 minutes on 2 CPU cores."
 )
 
 
@@ -557,10 +569,17 @@ def _executor(args: argparse.Namespace) -> Any:
 def cmd_study_init(args: argparse.Namespace) -> int:
     from horkd.study.template import study_for_folder
 
-    sys.stdout.write(study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
-                                      labels=args.labels, seeds=args.seeds,
-                                      methods=args.methods,
-                                      skip_bad_images=args.skip_bad_images))
+    text = study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
+                            labels=args.labels, seeds=args.seeds, methods=args.methods,
+                            skip_bad_images=args.skip_bad_images)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    from horkd.checkpoint import write_text
+
+    write_text(Path(args.out), text, "the study file")  # whole or not at all
+    print(f"study file: {args.out}  (run it: horkd study {args.out} --doc RESULTS.md)",
+          file=sys.stderr)
     return 0
 
 

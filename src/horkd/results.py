@@ -103,7 +103,7 @@ def legend(table: list[dict[str, Any]]) -> str:
     columns = metric_columns(table)
     for key, meaning in _COLUMN_MEANINGS:
         shown = key in ("group", "role") or any(c.startswith(key) for c in columns) or (
-            key == "_std" and any(k.endswith("_std") for e in table for k in e))
+            key == "_std" and any(e.get("seeds", 1) > 1 for e in table))  # ± only with seeds
         if shown:
             lines.append(f"- {key.strip('_')}: {meaning}")
     return "\n".join(lines)
