@@ -24,11 +24,11 @@ EPILOG = """examples:
   horkd run configs/fashion_mnist.yaml         whole pipeline + baselines + results table
   horkd run cfg.yaml train.student.epochs=20 degrade.lr_size=14
   horkd train cfg.yaml --stage teacher         one stage (earlier stages are reused)
-  horkd eval runs/x/seed0/students/horkd/model --sizes 28,14,7
+  horkd eval runs/x --sizes 28,14,7            the student the run chose, at each size
   horkd ablate cfg.yaml                        the effect of each order
   horkd report runs/x runs/x_ablation          report.md with tables and figures
-  horkd export runs/x/seed0/students/horkd --format onnx
-  horkd predict runs/x/seed0/students/horkd photos/ --top-k 3 --out labels.csv
+  horkd export runs/x --format onnx            the run's chosen student (runs/x/ship.json)
+  horkd predict runs/x photos/ --top-k 3 --out labels.csv
   horkd search MODEL --gallery hr_images/ --query lr_images/
   horkd verify MODEL enrolment.jpg probe.png --input lr
   horkd list                                   models, methods, datasets, losses
@@ -158,7 +158,8 @@ def _add_model_commands(sub: Any) -> None:
             "images degraded to each size (the size equal to HR means the HR images)."
         ),
     )
-    ev.add_argument("checkpoint", help="checkpoint path (with or without .safetensors/.json)")
+    ev.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP.replace(", or an .onnx file "
+                                                                        "from horkd export", ""))
     ev.add_argument(
         "--sizes", type=_sizes, default=None,
         help="comma-separated sizes, e.g. 28,14,7 (default: the HR size and every LR size the "
