@@ -177,14 +177,18 @@ def _add_model_commands(sub: Any) -> None:
         help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
         description="Write a deployable file and print the max |difference| from PyTorch.",
     )
-    export.add_argument("checkpoint")
+    export.add_argument("checkpoint", metavar="MODEL",
+                        help=MODEL_HELP.replace(", or an .onnx file from horkd export", ""))
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export.add_argument("--out", help="output file (default: beside the checkpoint)")
+    export.add_argument("--verbose", action="store_true",
+                        help="show the exporter's own progress messages and warnings")
 
 
 MODEL_HELP = (
-    "a trained model: its stage directory (runs/x/seed0/students/horkd), its 'model' stem, "
-    "model.safetensors, or an .onnx file from horkd export"
+    "a trained model: a run directory (runs/x: the student the run chose to ship), a stage "
+    "directory (runs/x/seed0/students/horkd), its 'model' stem, model.safetensors, or an .onnx "
+    "file from horkd export"
 )
 INPUT_HELP = (
     "hr (default): the images are high-resolution pictures, degraded by the model's own "
@@ -631,7 +635,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from horkd.export import export_checkpoint
 
-    out, diff = export_checkpoint(args.checkpoint, args.format, args.out)
+    out, diff = export_checkpoint(args.checkpoint, args.format, args.out, verbose=args.verbose)
     print(f"wrote {out} ({args.format}); max |difference| from PyTorch on a batch: {diff:.2e}")
     return 0
 
