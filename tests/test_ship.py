@@ -116,3 +116,23 @@ def test_the_run_directory_is_the_chosen_model(two_seed_run, tmp_path, capsys):
     (older / "ship.json").unlink()
     with pytest.raises(CheckpointError, match="without a chosen student"):
         Recogniser.load(older)
+
+
+def test_a_study_page_names_per_regime_the_method_it_would_ship():
+    from horkd.study.document import ship_line
+
+    def final(method, vals):
+        return {"regime": "r", "method": method, "val": {str(s): v for s, v in enumerate(vals)}}
+
+    summary = {"study": {"seeds": [0, 1, 2], "regimes": {"r": {}}},
+               "finals": [final("lr_oracle", [99, 99, 99]),  # a bound, never shipped
+                          final("scratch", [80.0, 81.0, 79.0]),
+                          final("horkd", [82.0, 83.5, 81.0]),
+                          final("hinton_kd", [81.0, 82.0])]}  # a seed still to come
+    line, facts = ship_line(summary, "r")
+    assert facts["method"] == "horkd" and facts["runner_up"] == "scratch"
+    assert line.startswith("Would ship: `horkd`") and "(beyond noise)" in line
+    assert "+2.17 [" in line and line.endswith("pending: hinton_kd.")
+    summary["finals"][1] = final("scratch", [83.0, 80.0, 83.0])  # level within the seeds' spread
+    line, _ = ship_line(summary, "r")
+    assert "within noise: the interval holds 0" in line

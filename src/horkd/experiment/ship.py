@@ -9,8 +9,8 @@ Whether the lead over the next method is within noise is judged on the same vali
 (classification): each image gives the difference of the two students' hits (-1, 0 or 1); the
 lead's standard error is that difference's standard deviation over the square root of the
 number of images (per seed; over seeds, the root of the summed squares over the number of
-seeds). A lead under twice its standard error is within noise: another split of the same size
-could well reverse it. The validation score also picked each student's epoch, which flatters
+seeds). A lead of at most twice its standard error is within noise: another split of the same
+size could well reverse it. The validation score also picked each student's epoch, which flatters
 every student a little and alike. Retrieval and face runs choose on their validation score
 without that judgement.
 
@@ -36,7 +36,7 @@ from horkd.experiment.networks import Networks
 from horkd.experiment.stages import validated_sizes
 from horkd.methods import METHODS
 
-NOISE_FACTOR = 2.0  # a lead under this many standard errors is within noise
+NOISE_FACTOR = 2.0  # a lead of at most this many standard errors is within noise
 
 
 def candidates(methods: list[str]) -> list[str]:
@@ -124,7 +124,7 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
         "standard_error": None,
         "within_noise": None,
         "rule": f"highest mean {metric} over seeds among the trained students "
-                "(references excluded); within noise when the lead is under "
+                "(references excluded); within noise when the lead is at most "
                 f"{NOISE_FACTOR:g} paired standard errors on the same validation images",
     }
     if len(ranked) > 1:
@@ -149,13 +149,14 @@ def describe(choice: dict[str, Any]) -> str:
         return text + " (the only student the run trained)."
     lead, se = choice["lead"], choice.get("standard_error")
     than = f"`{second}` ({choice['validation'][second]:.2f})"
-    text += (f", level with the next, {than} (a tie goes to the method listed first)"
-             if lead == 0 else f", {lead:.2f} points above the next, {than}")
+    if lead == 0:
+        return text + f", level with the next, {than}: a tie goes to the method listed first."
+    text += f", {lead:.2f} points above the next, {than}"
     if se is None:
         return text + "; whether that is noise is judged for classification only."
     paired = f"{se:.2f} points, paired on the same {images} images"
     if choice["within_noise"]:
-        return (text + f": within noise (the lead is under {NOISE_FACTOR:g} times its standard "
+        return (text + f": within noise (the lead is at most {NOISE_FACTOR:g} times its standard "
                 f"error, {paired}): either would likely serve as well.")
     return (text + f": beyond noise (the lead is over {NOISE_FACTOR:g} times its standard "
             f"error, {paired}).")
