@@ -154,12 +154,11 @@ def describe(choice: dict[str, Any]) -> str:
     text += f", {lead:.2f} points above the next, {than}"
     if se is None:
         return text + "; whether that is noise is judged for classification only."
-    paired = f"{se:.2f} points, paired on the same {images} images"
+    one = f"one is {se:.2f} points, paired on the same {images} images"
     if choice["within_noise"]:
-        return (text + f": within noise (the lead is at most {NOISE_FACTOR:g} times its standard "
-                f"error, {paired}): either would likely serve as well.")
-    return (text + f": beyond noise (the lead is over {NOISE_FACTOR:g} times its standard "
-            f"error, {paired}).")
+        return (text + f": within noise (the lead is not over {NOISE_FACTOR:g} standard errors; "
+                f"{one}): either would likely serve as well.")
+    return text + f": beyond noise (the lead is over {NOISE_FACTOR:g} standard errors; {one})."
 
 
 def write_choice(run_dir: Path, evidence: list[SeedEvidence], metric: str) -> str:
