@@ -136,3 +136,16 @@ def test_a_study_page_names_per_regime_the_method_it_would_ship():
     summary["finals"][1] = final("scratch", [83.0, 80.0, 83.0])  # level within the seeds' spread
     line, _ = ship_line(summary, "r")
     assert "within noise: the interval holds 0" in line
+
+
+def test_resuming_with_a_changed_config_drops_the_old_choice(two_seed_run, tmp_path):
+    import yaml
+
+    from horkd.run_dir import prepare_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(two_seed_run, run)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["output_dir"], raw["methods"] = str(run), ["scratch"]
+    prepare_run_dir(config_from_dict(raw), run, resume=True)
+    assert not (run / "ship.json").exists()  # until the resumed run chooses again
