@@ -116,7 +116,8 @@ def test_the_documented_onnxruntime_example_runs_on_an_export(classifier, tmp_pa
                                                              monkeypatch):
     """docs/usage.md's onnxruntime example, as written, on a fresh export: it gives the
     probabilities horkd's own ONNX path gives; the export itself prints only its one line."""
-    pytest.importorskip("onnxruntime")
+    for extra in ("onnx", "onnxscript", "onnxruntime"):  # pip install 'horkd[export]'
+        pytest.importorskip(extra)
     from tests.test_doc_examples import ROOT, examples
 
     model, pngs = classifier
