@@ -22,13 +22,13 @@ from urllib.parse import urlparse
 from torch import Tensor, nn
 
 TV_PREFIX = "tv_"
-_NAME = re.compile(r"(?:[A-Za-z0-9_]+_Weights\.)?[A-Z][A-Z0-9_]*")
+WEIGHTS_NAME = r"(?:[A-Za-z0-9_]+_Weights\.)?[A-Z][A-Z0-9_]*"  # DEFAULT, ResNet18_Weights.X
 
 
 def is_weights_name(value: str | Path) -> bool:
     """Whether ``value`` names pretrained weights (``DEFAULT``, ``IMAGENET1K_V1``,
     ``ResNet18_Weights.IMAGENET1K_V1``) rather than a weights file."""
-    return bool(_NAME.fullmatch(str(value)))
+    return re.fullmatch(WEIGHTS_NAME, str(value)) is not None
 
 
 def _torchvision_weights(arch: str, name: str) -> Any:
