@@ -92,8 +92,9 @@ def commands(text: str) -> list[list[str]]:
 
 
 def written(text: str) -> set[str]:
-    """Files a block writes by redirection: a later command of the block may read them."""
-    return set(re.findall(r">\s*(\S+)", text))
+    """Files a block writes by redirection or ``--out FILE``: a later command of the block may
+    read them."""
+    return set(re.findall(r"(?:>|--out)\s+(\S+)", text)) | set(re.findall(r">(\S+)", text))
 
 
 def horkd_argv(tokens: list[str]) -> list[str] | None:

@@ -112,6 +112,37 @@ def test_predict_equals_eval_and_onnx_gives_the_same_labels(classifier, tmp_path
     assert [r["label"] for r in onnx_rows] == [r["label"] for r in rows]
 
 
+def test_the_documented_onnxruntime_example_runs_on_an_export(classifier, tmp_path, capfd,
+                                                             monkeypatch):
+    """docs/usage.md's onnxruntime example, as written, on a fresh export: it gives the
+    probabilities horkd's own ONNX path gives; the export itself prints only its one line."""
+    for extra in ("onnx", "onnxscript", "onnxruntime"):  # pip install 'horkd[export]'
+        pytest.importorskip(extra)
+    from tests.test_doc_examples import ROOT, examples
+
+    model, pngs = classifier
+    capfd.readouterr()
+    assert main(["export", str(model), "--out", str(tmp_path / "model.onnx")]) == 0
+    said = capfd.readouterr()
+    assert "[torch.onnx]" not in said.out + said.err  # quiet unless --verbose
+    assert said.out.startswith("wrote ") and len(said.out.strip().splitlines()) == 1
+    side = Recogniser.load(model).input.size
+    capture = Image.open(sorted(pngs.rglob("*.png"))[0]).resize((side, side))
+    capture.save(tmp_path / "capture.png")  # a real LR capture: already the model's size
+    block = next(e for e in examples(ROOT / "docs" / "usage.md")
+                 if "onnxruntime.InferenceSession" in e.text)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block.text, block.name, "exec"), scope)
+    label = capfd.readouterr().out.strip()
+    logits = torch.from_numpy(scope["logits"])
+    assert scope["x"].dtype == np.float32 and scope["embedding"].shape[0] == 1
+    ours = Recogniser.load(tmp_path / "model.onnx").predict([tmp_path / "capture.png"], top_k=1,
+                                                            kind="lr")
+    assert label == ours[0][0][0]
+    assert float(logits.softmax(1).max()) == pytest.approx(ours[0][0][1], abs=1e-5)
+
+
 def test_every_way_to_name_a_model_and_the_python_api(classifier, tmp_path):
     model, pngs = classifier
     first = sorted(pngs.rglob("*.png"))[0]

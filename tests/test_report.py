@@ -127,13 +127,17 @@ def test_the_legend_explains_the_methods_and_columns_the_table_shows():
 
     rows = [{"method": "teacher_lr", "role": "teacher", "lr_top1": 60.0},
             {"method": "horkd", "role": "student", "lr_top1": 80.0, "lr_top1_std": 0.5,
-             "mean@7-14px": 81.0, "worst@7-14px": 75.0}]
+             "mean@7-14px": 81.0, "worst@7-14px": 75.0, "seeds": 2}]
     text = legend(rows)
     assert "`teacher_lr`: the HR teacher applied to LR input" in text
     assert "`horkd`:" in text and "mean@: a student's mean" in text and "worst@:" in text
     assert "standard deviation over seeds" in text
     plain = legend([{"method": "scratch", "role": "student", "lr_top1": 70.0}])
     assert "mean@:" not in plain and "standard deviation" not in plain
+    # one seed: the table shows no ±, so the legend does not explain one (a std of 0 is stored)
+    one = legend([{"method": "scratch", "role": "student", "lr_top1": 70.0, "lr_top1_std": 0.0,
+                   "seeds": 1}])
+    assert "standard deviation" not in one
 
 
 def test_a_chain_that_fell_back_to_the_teacher_is_named_in_the_table_and_the_verdict():

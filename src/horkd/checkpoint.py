@@ -29,6 +29,7 @@ from horkd import __version__
 
 WEIGHTS_SUFFIX = ".safetensors"
 META_SUFFIX = ".json"
+SHIP_FILE = "ship.json"  # in a run directory: the student it chose to deploy
 
 
 class CheckpointError(ValueError):

@@ -24,11 +24,11 @@ EPILOG = """examples:
   horkd run configs/fashion_mnist.yaml         whole pipeline + baselines + results table
   horkd run cfg.yaml train.student.epochs=20 degrade.lr_size=14
   horkd train cfg.yaml --stage teacher         one stage (earlier stages are reused)
-  horkd eval runs/x/seed0/students/horkd/model --sizes 28,14,7
+  horkd eval runs/x --sizes 28,14,7            the student the run chose, at each size
   horkd ablate cfg.yaml                        the effect of each order
   horkd report runs/x runs/x_ablation          report.md with tables and figures
-  horkd export runs/x/seed0/students/horkd --format onnx
-  horkd predict runs/x/seed0/students/horkd photos/ --top-k 3 --out labels.csv
+  horkd export runs/x --format onnx            the run's chosen student (runs/x/ship.json)
+  horkd predict runs/x photos/ --top-k 3 --out labels.csv
   horkd search MODEL --gallery hr_images/ --query lr_images/
   horkd verify MODEL enrolment.jpg probe.png --input lr
   horkd split cfg.yaml --part teacher=0.5 --part students=rest --out parts.json
@@ -46,7 +46,13 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-root", help="folder holding the dataset (sets data.root)")
     parser.add_argument("--output-dir", help="where the run is written (sets output_dir)")
-    parser.add_argument("--resume", action="store_true", help="continue a run in output_dir")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="output_dir holds a run made with a different config: keep its stages whose own "
+        "settings did not change and retrain the rest (the old config is kept as "
+        "config.previous.yaml). Not needed to continue: rerunning the same command continues "
+        "where it stopped",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a different run already in output_dir"
     )
@@ -126,8 +132,11 @@ def _add_run_commands(sub: Any) -> None:
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     demo.add_argument("--data-root", help="folder holding the Fashion-MNIST IDX files")
     demo.add_argument("--output-dir", default=None, help="default: runs/demo")
-    demo.add_argument("--resume", action="store_true")
-    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--resume", action="store_true",
+                      help="after changing an override: keep the stages it did not change "
+                      "(rerunning the same command continues without it)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace a different run already in the output directory")
     _add_run_flags(demo)
     ablate = sub.add_parser(
         "ablate",
@@ -150,7 +159,8 @@ def _add_model_commands(sub: Any) -> None:
             "images degraded to each size (the size equal to HR means the HR images)."
         ),
     )
-    ev.add_argument("checkpoint", help="checkpoint path (with or without .safetensors/.json)")
+    ev.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP.replace(", or an .onnx file "
+                                                                        "from horkd export", ""))
     ev.add_argument(
         "--sizes", type=_sizes, default=None,
         help="comma-separated sizes, e.g. 28,14,7 (default: the HR size and every LR size the "
@@ -168,14 +178,18 @@ def _add_model_commands(sub: Any) -> None:
         help="export a checkpoint to ONNX or TorchScript, checked against PyTorch",
         description="Write a deployable file and print the max |difference| from PyTorch.",
     )
-    export.add_argument("checkpoint")
+    export.add_argument("checkpoint", metavar="MODEL",
+                        help=MODEL_HELP.replace(", or an .onnx file from horkd export", ""))
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export.add_argument("--out", help="output file (default: beside the checkpoint)")
+    export.add_argument("--verbose", action="store_true",
+                        help="show the exporter's own progress messages and warnings")
 
 
 MODEL_HELP = (
-    "a trained model: its stage directory (runs/x/seed0/students/horkd), its 'model' stem, "
-    "model.safetensors, or an .onnx file from horkd export"
+    "a trained model: a run directory (runs/x: the student the run chose to ship), a stage "
+    "directory (runs/x/seed0/students/horkd), its 'model' stem, model.safetensors, or an .onnx "
+    "file from horkd export"
 )
 INPUT_HELP = (
     "hr (default): the images are high-resolution pictures, degraded by the model's own "
@@ -351,7 +365,7 @@ def _add_study_init(sub: Any) -> None:
     init = sub.add_parser(
         "study-init",
         help="write a study file for an image folder (also: horkd study init ...)",
-        description="Write (to stdout) a study file for an image folder with train/ and test/ "
+        description="Write (to stdout, or --out FILE) a study file for an image folder with train/ and test/ "
         "(a sub-folder per class): a teacher, every method beside the label-only student, the "
         "same search budget for each, several seeds. `horkd study FILE` runs it as written.",
     )
@@ -370,6 +384,9 @@ def _add_study_init(sub: Any) -> None:
                       "horkd_no_assistant, horkd)")
     init.add_argument("--skip-bad-images", action="store_true",
                       help="leave unreadable image files out (counted), here and in every run")
+    init.add_argument("--out", metavar="FILE", default=None,
+                      help="write the study file here, only once it is complete (default: "
+                      "standard output; a refusal then leaves no file behind)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,9 +427,9 @@ def _config(args: argparse.Namespace, raw: dict[str, Any] | None = None) -> Any:
 
 DEMO_INTRO = (
     "horkd demo: the few-label regime - a 7x7 Fashion-MNIST student with the labels of 3% of "
-    "its training images, every image for distillation (the teacher stands for a model trained "
-    "on labels you do not have): where an HR teacher's knowledge is needed (docs/RESULTS.md). "
-    "About 10 minutes on 2 CPU cores."
+    "its training images and every image for distillation, from an HR teacher trained first on "
+    "every label (as a strong model trained elsewhere would come): where an HR teacher's "
+    "knowledge is needed (docs/RESULTS.md). About 10 minutes on 2 CPU cores."
 )
 
 
@@ -606,10 +623,17 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_study_init(args: argparse.Namespace) -> int:
     from horkd.study.template import study_for_folder
 
-    sys.stdout.write(study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
-                                      labels=args.labels, seeds=args.seeds,
-                                      methods=args.methods,
-                                      skip_bad_images=args.skip_bad_images))
+    text = study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
+                            labels=args.labels, seeds=args.seeds, methods=args.methods,
+                            skip_bad_images=args.skip_bad_images)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    from horkd.checkpoint import write_text
+
+    write_text(Path(args.out), text, "the study file")  # whole or not at all
+    print(f"study file: {args.out}  (run it: horkd study {args.out} --doc RESULTS.md)",
+          file=sys.stderr)
     return 0
 
 
@@ -660,7 +684,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from horkd.export import export_checkpoint
 
-    out, diff = export_checkpoint(args.checkpoint, args.format, args.out)
+    out, diff = export_checkpoint(args.checkpoint, args.format, args.out, verbose=args.verbose)
     print(f"wrote {out} ({args.format}); max |difference| from PyTorch on a batch: {diff:.2e}")
     return 0
 

@@ -266,7 +266,12 @@ class ModelConfig(_Strict):
     arch: str
     embed_dim: int | None = Field(128, ge=2)
     width: int | None = Field(None, ge=1)
-    weights: str | None = Field(None, description="local torchvision/timm backbone weights file")
+    weights: str | None = Field(
+        None,
+        description="backbone weights to start from: a file, or pretrained weights by name for a "
+        "torchvision arch (DEFAULT, or one of its weights such as IMAGENET1K_V1: torchvision's "
+        "weights API and torch hub's cache) or a timm arch (DEFAULT: timm's pretrained)",
+    )
     checkpoint: str | None = Field(
         None,
         description="a horkd checkpoint to load instead of training; {seed} stands for the run "
@@ -282,6 +287,15 @@ class ModelConfig(_Strict):
         if not name.startswith("timm:"):
             BACKBONES.get(name)
         return name
+
+    @model_validator(mode="after")
+    def _weights_of_this_arch(self) -> ModelConfig:
+        """A weights name must be one this architecture has (nothing is read here)."""
+        from horkd.models.pretrained import check_weights_name, is_weights_name
+
+        if self.weights is not None and is_weights_name(self.weights):
+            check_weights_name(self.arch, self.weights)
+        return self
 
 
 class OptimizerConfig(_Strict):
@@ -494,10 +508,11 @@ class DistillConfig(_Strict):
 
 
 class ReportConfig(_Strict):
-    resolution_sizes: list[int] | None = Field(
+    resolution_sizes: list[int] | Literal["auto"] | None = Field(
         None,
         description="input sizes of the accuracy-vs-resolution curve; [] = none; null = none, "
-        "or for a student trained across degrade.lr_sizes its trained sizes and the HR size",
+        "or for a student trained across degrade.lr_sizes its trained sizes and the HR size; "
+        "auto = the HR side, half of it, the LR side and half of that",
     )
     latency_repeats: int = Field(20, ge=1)
 

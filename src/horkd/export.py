@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +42,12 @@ def input_shape(meta: dict) -> tuple[int, int, int]:
 
 
 def export_checkpoint(
-    path: str | Path, fmt: str, out: str | Path | None = None, batch: int = 8
+    path: str | Path, fmt: str, out: str | Path | None = None, batch: int = 8,
+    verbose: bool = False,
 ) -> tuple[Path, float]:
     """Write the model as ONNX or TorchScript; return the file and the max |difference| of its
-    outputs from the PyTorch model's on a random batch."""
+    outputs from the PyTorch model's on a random batch. The exporter's own messages are shown
+    with ``verbose`` only (or, when it fails, beside its error)."""
     from horkd.inference.model_file import resolve_model
 
     if fmt not in FORMATS:
@@ -66,7 +73,7 @@ def export_checkpoint(
             with torch.no_grad():
                 outputs.extend(t.numpy() for t in exported(x))
         else:
-            outputs.extend(_onnx_roundtrip(model, x, Path(tmp), meta))
+            outputs.extend(_onnx_roundtrip(model, x, Path(tmp), meta, verbose))
 
     atomic_write(out, write, f"the {fmt} export")
     diff = max(
@@ -75,24 +82,46 @@ def export_checkpoint(
     return out, diff
 
 
-def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path, meta: dict) -> list:
+def _onnx_roundtrip(model: nn.Module, x: Tensor, out: Path, meta: dict, verbose: bool) -> list:
     try:
         import onnxruntime
     except ImportError:
         raise ImportError(
             "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'horkd[export]'"
         ) from None
-    torch.onnx.export(
-        model,
-        (x,),
-        str(out),
-        input_names=["image"],
-        output_names=["embedding", "logits"],
-        dynamic_shapes={"image": _dynamic_axes(meta)},
-    )
+    with _exporter_output(verbose):
+        torch.onnx.export(
+            model,
+            (x,),
+            str(out),
+            input_names=["image"],
+            output_names=["embedding", "logits"],
+            dynamic_shapes={"image": _dynamic_axes(meta)},
+            verbose=verbose,
+        )
     _attach_meta(out, meta)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return session.run(None, {"image": x.numpy()})
+
+
+@contextlib.contextmanager
+def _exporter_output(verbose: bool) -> Iterator[None]:
+    """Quiet: what the exporter prints or warns is held back, and shown on standard error only
+    if the export fails (it may say why)."""
+    if verbose:
+        yield
+        return
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    except BaseException:
+        said = held.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+        if said.strip():
+            print(f"the ONNX exporter said:\n{said.rstrip()}", file=sys.stderr)
+        raise
 
 
 def _dynamic_axes(meta: dict) -> dict[int, Any]:

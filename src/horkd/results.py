@@ -103,7 +103,7 @@ def legend(table: list[dict[str, Any]]) -> str:
     columns = metric_columns(table)
     for key, meaning in _COLUMN_MEANINGS:
         shown = key in ("group", "role") or any(c.startswith(key) for c in columns) or (
-            key == "_std" and any(k.endswith("_std") for e in table for k in e))
+            key == "_std" and any(e.get("seeds", 1) > 1 for e in table))  # ± only with seeds
         if shown:
             lines.append(f"- {key.strip('_')}: {meaning}")
     return "\n".join(lines)
@@ -152,8 +152,11 @@ def _weak_teacher(table: list[dict[str, Any]], key: str, students: dict[str, flo
 
 
 def write_results(
-    run_dir: Path, table: list[dict[str, Any]], cfg: ExperimentConfig, lr_size: int | None = None
+    run_dir: Path, table: list[dict[str, Any]], cfg: ExperimentConfig, lr_size: int | None = None,
+    ship: str = "",
 ) -> str:
+    """results.{json,csv,md}; ``ship``: the student to deploy in words (:mod:`horkd.experiment.ship`),
+    a section of results.md."""
     # each file whole or as it was: written aside and renamed (checkpoint.atomic_write)
     write_text(run_dir / "results.json", json.dumps(table, indent=2), "the results table")
     columns = list(dict.fromkeys(k for e in table for k in e))
@@ -172,5 +175,9 @@ def write_results(
         "scored at their LR input; networks that see HR at HR.\n\n"
         f"{format_table(table, lr_size)}\n\n{verdict(table)}\n\n{legend(table)}\n"
     )
+    if ship:
+        text += (f"\n## The student to ship\n\n{ship} `horkd predict {run_dir} IMAGES`, `horkd "
+                 f"export {run_dir}` and `Recogniser.load(\"{run_dir}\")` use it ({run_dir}/ship.json)."
+                 "\n")
     write_text(run_dir / "results.md", text, "the results table")
     return text

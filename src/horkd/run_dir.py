@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from horkd.checkpoint import atomic_write
+from horkd.checkpoint import SHIP_FILE, atomic_write
 from horkd.config import ExperimentConfig, dump_config
 from horkd.data.digest import data_digest
 from horkd.data.partition import with_partition_digest
@@ -84,6 +84,7 @@ def prepare_run_dir(
                 flush=True,
             )
             (run_dir / "config.previous.yaml").write_text(old_text)
+            (run_dir / SHIP_FILE).unlink(missing_ok=True)  # chosen among the old config's
         else:
             raise RunDirError(
                 f"output directory {run_dir} already holds a run with a different config "

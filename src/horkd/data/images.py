@@ -28,7 +28,16 @@ Sample = TypeVar("Sample", bound=tuple[Any, int])
 
 
 class BadImageError(ValueError):
-    """An image file that cannot be used; the message names the file and what is wrong."""
+    """An image file that cannot be used; the message names the file and what is wrong.
+    ``missing``: there is no file at the path (a reader that had checked it earlier knows it
+    went away since)."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+GONE_SINCE = "it was there when the run started: deleted or moved since?"
 
 
 ORIENTATION = 0x0112  # the EXIF tag saying how a photo must be turned to be shown upright
@@ -48,7 +57,9 @@ def _open(path: str | Path) -> Image.Image:
 def describe_failure(path: str | Path, exc: BaseException) -> str:
     """What is wrong with ``path``, in words, from the exception its decoding raised."""
     if isinstance(exc, FileNotFoundError):
-        return "the file is gone (deleted or moved after the run started?)"
+        if os.path.islink(path):
+            return f"not found: a link to {os.readlink(path)}, which does not exist"
+        return "not found"
     if isinstance(exc, Image.DecompressionBombWarning | Image.DecompressionBombError):
         return (f"refused: more pixels than PIL's decompression-bomb limit "
                 f"({Image.MAX_IMAGE_PIXELS:,}); {exc}")
@@ -95,7 +106,8 @@ def load_image(path: str | Path, channels: int | None = None) -> Image.Image:
     try:
         return to_channels(_open(path), channels)
     except Exception as exc:
-        raise BadImageError(f"{path}: {describe_failure(path, exc)}") from None
+        raise BadImageError(f"{path}: {describe_failure(path, exc)}",
+                            missing=isinstance(exc, FileNotFoundError)) from None
 
 
 def problems_of(paths: Sequence[str | Path], workers: int | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
-from horkd.data.images import BadImageError
+from horkd.data.images import GONE_SINCE, BadImageError
 from horkd.data.memory import TensorImageDataset
 
 
@@ -46,8 +46,8 @@ class _IndexedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor | None, int, int, str | None]:
         try:
             image, label = self.dataset[index]
-        except BadImageError as exc:
-            return None, -1, index, str(exc)
+        except BadImageError as exc:  # every file read here passed the check when the run began
+            return None, -1, index, str(exc) + (f" ({GONE_SINCE})" if exc.missing else "")
         return image, label, index, None
 
 

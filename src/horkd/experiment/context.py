@@ -37,6 +37,22 @@ def degrade_spec(d: DegradeConfig, lr_size: int, upsample: bool) -> DegradeSpec:
     )
 
 
+def run_sides(hr_size: int | None, native_size: int, degrade: DegradeConfig) -> tuple[int, int]:
+    """The HR and LR sides of a run: ``data.hr_size``, else the data's own side (an image
+    folder's: the median longer side of its training images, at most 224); ``degrade.lr_size``,
+    else the HR side over ``degrade.factor`` (4 unless set). ``horkd run`` and ``horkd study
+    init`` both take their sides from here, so one folder gets the same sides from either."""
+    hr = hr_size or native_size
+    return hr, resolve_lr_size(hr, degrade.lr_size, degrade.factor)
+
+
+def curve_sides(hr_size: int, lr_size: int) -> list[int]:
+    """``report.resolution_sizes: auto``: the HR side, half of it, the LR side and half of that
+    (the sizes ``horkd study init`` writes for the same folder)."""
+    return sorted({hr_size, max(lr_size, hr_size // 2), lr_size, max(1, lr_size // 2)},
+                  reverse=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """The configured device; under torchrun each process takes its own GPU."""
     if name == "auto":
@@ -101,6 +117,8 @@ class RunContext:
         the HR side are left out: ``data.hr_size=32`` on a config whose curve starts at 64 would
         otherwise score upsampled images as a resolution."""
         configured = self.cfg.report.resolution_sizes
+        if configured == "auto":
+            return tuple(curve_sides(self.hr_size, self.lr_size))
         if configured is not None:
             return tuple(s for s in configured if s <= self.hr_size)
         if len(self.lr_sizes) > 1:
@@ -166,8 +184,7 @@ def build_context(
     sizes are resolved and checked, the labelled subset of a few-label run is drawn."""
     task = TASKS.get(cfg.task)()
     prepared = task.prepare(splits if splits is not None else load_splits(cfg, seed), cfg, seed)
-    hr_size = cfg.data.hr_size or prepared.info.native_size
-    lr_size = resolve_lr_size(hr_size, cfg.degrade.lr_size, cfg.degrade.factor)
+    hr_size, lr_size = run_sides(cfg.data.hr_size, prepared.info.native_size, cfg.degrade)
     lr_sizes = tuple(cfg.degrade.lr_sizes or [lr_size])
     for size in lr_sizes:
         resolve_lr_size(hr_size, size)  # each below the HR size of the data

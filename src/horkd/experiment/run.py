@@ -2,7 +2,7 @@
 
 Layout of a run directory (self-describing: config, code version, seeds, metrics, weights)::
 
-    RUN/config.yaml  RUN/run.json  RUN/results.{md,csv,json}  RUN/ablation.json
+    RUN/config.yaml  RUN/run.json  RUN/results.{md,csv,json}  RUN/ship.json  RUN/ablation.json
     RUN/seed0/teacher/model.{safetensors,json} metrics.{csv,jsonl} tensorboard/ done.json
     RUN/seed0/assistant/...        RUN/seed0/students/<method>/...
     RUN/seed0/results.json  RUN/seed0/resolution_curve.json
@@ -25,6 +25,7 @@ from horkd.config import ExperimentConfig
 from horkd.experiment.context import RunContext, build_context, load_splits, resolve_device
 from horkd.experiment.evaluation import AT_LR, SeedResult, aggregate, score_seed
 from horkd.experiment.networks import Networks
+from horkd.experiment.ship import seed_evidence, write_choice
 from horkd.experiment.stages import StageRunner
 from horkd.methods import METHODS, methods_in
 from horkd.reference_cache import ReferenceCaches
@@ -166,16 +167,21 @@ def _run(
     if distributed.is_main():
         write_json(run_dir / "run.json", record)
     caches = caches if caches is not None else ReferenceCaches()
-    results, skipped = [], []
+    results, skipped, evidence = [], [], []
     for seed in cfg.seeds:
         stop.check(f"before seed {seed}")
         ctx, networks = open_seed(cfg, seed, progress=progress, caches=caches)
         results.append(run_seed(ctx, networks, cfg.methods))
         skipped = skipped_images(ctx)
+        if distributed.is_main():
+            evidence.append(seed_evidence(ctx, networks, cfg.methods, run_dir))
     outcome = RunOutcome(run_dir, aggregate([r.rows for r in results]), results, ctx.lr_size)
     if not distributed.is_main():
         return outcome
-    write_results(run_dir, outcome.table, cfg, lr_size=ctx.lr_size)
+    key = ctx.task.score_key
+    metric = f"validation {'top-1' if key == 'top1' else key} at {ctx.lr_size} px"
+    ship = write_choice(run_dir, [e for e in evidence if e is not None], metric)
+    write_results(run_dir, outcome.table, cfg, lr_size=ctx.lr_size, ship=ship)
     if report:
         from horkd.report import build_report
 

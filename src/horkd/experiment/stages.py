@@ -111,7 +111,9 @@ def chance_note(record: dict[str, Any], num_classes: int) -> str | None:
             f"{chance:.2f}): it has learned next to nothing to teach its students. With a few "
             "hundred images, try train.teacher.optimizer.name=adam train.teacher.optimizer.lr=0.001 "
             "train.teacher.optimizer.weight_decay=0 data.augment.crop_padding=0, more "
-            "train.teacher.epochs, or a pretrained teacher of your own (teacher.weights)")
+            "train.teacher.epochs, or a pretrained teacher (teacher.arch=tv_resnet18 "
+            "teacher.width=null teacher.weights=DEFAULT: torchvision's ImageNet weights, or "
+            "teacher.weights=FILE)")
 
 
 def validated_sizes(ctx: RunContext, view: str, upsample: bool | None) -> tuple[int, ...]:

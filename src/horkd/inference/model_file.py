@@ -1,15 +1,18 @@
-"""A trained model as a user names it: its stage directory, its ``model`` stem, the
-``.safetensors`` or ``.json`` file, or an exported ``.onnx`` file."""
+"""A trained model as a user names it: a run directory (the student the run chose to ship, its
+``ship.json``), a stage directory, its ``model`` stem, the ``.safetensors`` or ``.json`` file, or
+an exported ``.onnx`` file."""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from horkd.checkpoint import (
     META_SUFFIX,
+    SHIP_FILE,
     WEIGHTS_SUFFIX,
     CheckpointError,
     check_meta,
@@ -19,7 +22,8 @@ from horkd.checkpoint import (
 
 ONNX_META_KEY = "horkd"  # the ONNX metadata_props entry holding the checkpoint's metadata
 ACCEPTED = (
-    "a stage directory (e.g. runs/x/seed0/students/horkd), its 'model' stem, the "
+    "a run directory (the student it chose), a stage directory (e.g. "
+    "runs/x/seed0/students/horkd), its 'model' stem, the "
     "model.safetensors or model.json file, or an .onnx file written by horkd export"
 )
 
@@ -44,6 +48,8 @@ def resolve_model(path: str | Path) -> ModelFile:
         if not given.is_file():
             raise CheckpointError(f"ONNX model not found: {given}")
         return ModelFile(given, onnx_meta(given), onnx=True)
+    if given.is_dir() and not (given / f"model{META_SUFFIX}").is_file():
+        given = shipped_student(given) or given
     stem = given / "model" if given.is_dir() else stem_of(given)
     if not stem.with_name(stem.name + META_SUFFIX).is_file():
         from horkd.trainer import STATE_FILE
@@ -61,6 +67,28 @@ def resolve_model(path: str | Path) -> ModelFile:
     if not stem.with_name(stem.name + WEIGHTS_SUFFIX).is_file():
         raise CheckpointError(f"checkpoint weights not found: {stem}{WEIGHTS_SUFFIX}")
     return ModelFile(stem, load_meta(stem))
+
+
+def shipped_student(run_dir: Path) -> Path | None:
+    """The stage directory of the student a run chose to deploy (its ``ship.json``), said on
+    standard error; None where ``run_dir`` is not a finished run."""
+    pointer = run_dir / SHIP_FILE
+    if not pointer.is_file():
+        if any(run_dir.glob("seed*/students/*/model.json")):
+            raise CheckpointError(
+                f"{run_dir} is a run directory without a chosen student ({SHIP_FILE} is "
+                "written when the run finishes); rerun its command to finish it, or name one "
+                f"student, e.g. {next(run_dir.glob('seed*/students/*/model.json')).parent}")
+        return None
+    try:
+        choice = json.loads(pointer.read_text())
+        stage = run_dir / choice["path"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{pointer} is damaged ({exc}); rerun the run's command to "
+                              "write it again, or name a student's directory") from None
+    print(f"{run_dir}: using the run's chosen student, {choice.get('method')} ({stage}; "
+          f"{choice.get('chosen_on', 'chosen on validation')})", file=sys.stderr)
+    return stage
 
 
 def onnx_meta(path: Path) -> dict[str, Any]:

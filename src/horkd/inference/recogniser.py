@@ -80,8 +80,10 @@ class Recogniser:
         """The model a path names, ready to use.
 
         Args:
-            path: A stage directory (``runs/x/seed0/students/horkd``), its ``model`` stem, the
-                ``model.safetensors`` or ``model.json`` file, or an ``.onnx`` from ``horkd export``.
+            path: A run directory (the student the run chose to ship, named on standard
+                error), a stage directory (``runs/x/seed0/students/horkd``), its ``model`` stem,
+                the ``model.safetensors`` or ``model.json`` file, or an ``.onnx`` from
+                ``horkd export``.
             device: Where a PyTorch model runs; see :class:`Recogniser`.
 
         Raises:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from horkd.models import cifar_resnet, small_cnn, torchvision_models  # noqa: F401  (register)
 from horkd.models.head import EmbeddingClassifier, ModelOutput
+from horkd.models.pretrained import is_weights_name, pretrained_backbone
 from horkd.models.registry import BACKBONES
 from horkd.models.size_norm import keep_statistics_per_size
 from horkd.models.timm_models import PREFIX as TIMM_PREFIX
@@ -109,9 +110,17 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         ValueError: The file is not a state dict, or its keys or shapes do not fit the
             backbone (the message lists the missing, unexpected and misshapen keys).
     """
+    load_backbone_state(backbone, read_state_dict(path), str(path))
+
+
+def load_backbone_state(backbone: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """:func:`load_backbone_weights` for tensors already read (``source`` names them in errors).
+
+    Raises:
+        ValueError: The keys or shapes do not fit the backbone.
+    """
     target = backbone.net if isinstance(getattr(backbone, "net", None), nn.Module) else backbone
     expected = target.state_dict()
-    state = read_state_dict(path)
     if target is not backbone and state and all(k.startswith("net.") for k in state):
         state = {k.removeprefix("net."): v for k, v in state.items()}  # saved from a horkd backbone
     state = {
@@ -137,7 +146,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             if keys
         ]
         raise ValueError(
-            f"weights in {path} do not fit this {type(target).__name__} backbone; "
+            f"weights in {source} do not fit this {type(target).__name__} backbone; "
             + "; ".join(problems)
             + ". Check the architecture and in_channels match the file."
         )
@@ -172,7 +181,10 @@ def build_model(
         mean: Per-channel mean in [0, 1] pixel units (one value: every channel); ``None``: 0.
             The model normalises, so data stays in [0, 1].
         std: Per-channel standard deviation in [0, 1] pixel units; ``None``: 1.
-        weights_path: Backbone weights to start from (see :func:`load_backbone_weights`).
+        weights_path: Backbone weights to start from: a file (see
+            :func:`load_backbone_weights`), or pretrained weights by name (``DEFAULT``,
+            ``IMAGENET1K_V1``) for a torchvision or timm architecture
+            (:mod:`horkd.models.pretrained`).
         norm_sizes: Input sides, in pixels, that keep their own BatchNorm statistics.
         work_size: Side, in pixels, every input is resized to first (``None``: none).
         **kwargs: Passed on to the backbone factory.
@@ -189,9 +201,12 @@ def build_model(
         FileNotFoundError: ``weights_path`` is not a file.
         ImportError: ``arch`` is a timm name and timm is not installed.
     """
-    backbone = build_backbone(arch, in_channels, width, **kwargs)
-    if weights_path is not None:
-        load_backbone_weights(backbone, weights_path)
+    if weights_path is not None and is_weights_name(weights_path):
+        backbone = pretrained_backbone(arch, str(weights_path), in_channels, width, **kwargs)
+    else:
+        backbone = build_backbone(arch, in_channels, width, **kwargs)
+        if weights_path is not None:
+            load_backbone_weights(backbone, weights_path)
     model = EmbeddingClassifier(backbone, num_classes, embed_dim, mean, std, work_size)
     model.in_channels = in_channels
     if norm_sizes is not None and len(set(norm_sizes)) > 1:
@@ -216,6 +231,7 @@ __all__ = [
     "build_backbone",
     "build_model",
     "list_models",
+    "load_backbone_state",
     "load_backbone_weights",
     "read_state_dict",
 ]

@@ -31,9 +31,11 @@ class TimmBackbone(nn.Module):
 
 
 def build_timm(
-    name: str, in_channels: int = 3, width: int | None = None, **kwargs: object
+    name: str, in_channels: int = 3, width: int | None = None, pretrained: bool = False,
+    **kwargs: object
 ) -> TimmBackbone:
-    """``num_classes=0`` makes timm return pooled features; ``pretrained=False``: no downloads."""
+    """``num_classes=0`` makes timm return pooled features; ``pretrained``: timm's own weights
+    (downloaded by timm; off by default, so nothing is fetched unasked)."""
     if width is not None:
         raise TypeError("timm models take their width from the model name; leave 'width' unset")
     if not name:
@@ -44,5 +46,6 @@ def build_timm(
         raise ImportError(
             f"model '{PREFIX}{name}' needs timm: pip install timm (or pip install 'horkd[timm]')"
         ) from None
-    net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
+    net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels,
+                            **kwargs)
     return TimmBackbone(net, in_channels)

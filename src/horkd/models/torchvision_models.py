@@ -81,7 +81,8 @@ def _register(name: str, constructor: Callable[..., nn.Module]) -> None:
         in_channels: int = 3, width: int | None = None, **kwargs: object
     ) -> TorchvisionBackbone:
         if width is not None:
-            raise TypeError(f"tv_{name} has a fixed width; leave 'width' unset")
+            raise TypeError(f"tv_{name} has a fixed width; leave 'width' unset (on the command "
+                            "line: teacher.width=null, or the role's own)")
         net = constructor(weights=None, **kwargs)  # torchvision rejects unknown kwargs itself
         _replace_stem(net, in_channels)
         return TorchvisionBackbone(net, in_channels, _strip_head(net))

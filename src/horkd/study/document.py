@@ -161,6 +161,36 @@ def regime_tables(
     return table, facts
 
 
+def ship_line(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any] | None]:
+    """The method a regime would ship, as a run does (:mod:`horkd.experiment.ship`): the student
+    with the highest mean validation score over the seeds (references excluded), its lead over
+    the next paired by seed on validation, within noise where its 95% interval holds 0."""
+    from horkd.methods import METHODS
+
+    study = summary["study"]
+    seeds = sorted(study["regimes"][regime].get("seeds") or study["seeds"])
+    val = {res["method"]: {int(k): v for k, v in res["val"].items()}
+           for res in summary["finals"] if res["regime"] == regime and res["method"] in METHODS
+           and METHODS.get(res["method"]).group in ("baseline", "ours")}
+    done = {m: [v[s] for s in seeds] for m, v in val.items() if all(s in v for s in seeds)}
+    if not done:
+        return "", None
+    ranked = sorted(done, key=lambda m: -statistics.fmean(done[m]))
+    best = ranked[0]
+    line = (f"Would ship: `{best}`, the highest mean validation score "
+            f"({statistics.fmean(done[best]):.2f} over seeds {', '.join(map(str, seeds))})")
+    facts: dict[str, Any] = {"method": best, "runner_up": None, "lead": None}
+    if len(ranked) > 1:
+        lead = paired_difference(done[best], done[ranked[1]])
+        noise = ("within noise: the interval holds 0" if lead.low is None or lead.low <= 0
+                 else "beyond noise")
+        line += f", {lead.interval()} over `{ranked[1]}` paired by seed ({noise})"
+        facts.update(runner_up=ranked[1], lead=lead.as_dict())
+    waiting = [m for m in val if m not in done]
+    line += (f"; pending: {', '.join(waiting)}." if waiting else ".")
+    return line, facts
+
+
 def _settings(chosen: dict[str, Any]) -> str:
     """A method's chosen overrides as the table shows them; where its runs come from."""
     text = "; ".join(chosen.get("overrides", [])) or "defaults"
@@ -534,6 +564,8 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
                 table = table.split("\n\nTeacher rows")[0]
             parts += ["", f"Metric `{metric}` (test):", "", table]
             if not i:
+                shipped, facts["ship"] = ship_line(summary, regime)
+                parts += ["", shipped] if shipped else []
                 parts += _guard_note(summary["finals"], regime)
                 declared = [c for c in family if c.regime == regime]
                 facts["comparisons"] = [c.as_dict() for c in declared]

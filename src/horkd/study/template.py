@@ -62,19 +62,24 @@ def study_for_folder(
     skip_bad_images: bool = False,
 ) -> str:
     """The study file (YAML text) for the image folder ``folder`` (``train/`` and ``test/``, a
-    sub-folder per class). ``hr_size`` unset: the median side of its training images (at most
-    224); ``lr_size`` unset: a quarter of it. ``skip_bad_images``: unreadable files are left out
+    sub-folder per class). The sides are those ``horkd run`` gives the folder
+    (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
+    its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
     here and by every run of the study, rather than stopping it."""
+    from horkd.config import DegradeConfig
     from horkd.data.folder import image_folder
+    from horkd.experiment.context import curve_sides, run_sides
     from horkd.methods import METHODS as REGISTERED
 
     root = Path(folder).resolve()
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the study file
         train, _, info = image_folder(str(root), hr_size, skip_bad_images=skip_bad_images)
     hr = info.native_size
-    lr = lr_size or max(2, hr // 4)
-    if not 1 <= lr < hr:
-        raise ValueError(f"--lr-size must be below the HR side ({hr} px), got {lr}")
+    if lr_size is not None and not 1 <= lr_size < hr:
+        raise ValueError(f"--lr-size must be below the HR side ({hr} px), got {lr_size}")
+    hr, lr = run_sides(hr_size, hr, DegradeConfig(lr_size=lr_size))  # as `horkd run` does
+    print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
+          "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
     methods = _known(list(methods or METHODS))
     _enough_to_choose(len(train.samples), len(train.classes))
     fractions = _shares(labels or [], len(train.samples), len(train.classes))
@@ -95,7 +100,7 @@ def study_for_folder(
         "search": {"seed": 100, "candidates": {m: [list(c) for c in CANDIDATES[m]]
                                                for m in methods}},
         "ablation_seeds": [],
-        "curve_sizes": sorted({hr, max(lr, hr // 2), lr, max(1, lr // 2)}, reverse=True),
+        "curve_sizes": curve_sides(hr, lr),
     }
     header = (
         f"# A study of {root} ({len(train.classes)} classes, {len(train.samples)} training "

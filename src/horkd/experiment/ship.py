@@ -1,0 +1,173 @@
+"""The student a run ships: chosen on the validation split among the students it trained.
+
+A run trains several students (its methods, each with every seed); a user wants one model. The
+choice is made on the validation split only (the test split scores, it never chooses): the
+method with the highest mean validation score over the seeds, and of its students the seed with
+the highest. The references (``teacher_lr``, ``lr_oracle``) are bounds, not candidates.
+
+Whether the lead over the next method is within noise is judged on the same validation images
+(classification): each image gives the difference of the two students' hits (-1, 0 or 1); the
+lead's standard error is that difference's standard deviation over the square root of the
+number of images (per seed; over seeds, the root of the summed squares over the number of
+seeds). A lead of at most twice its standard error is within noise: another split of the same
+size could well reverse it. The validation score also picked each student's epoch, which flatters
+every student a little and alike. Retrieval and face runs choose on their validation score
+without that judgement.
+
+The choice is written to ``RUN/ship.json`` (atomically); ``horkd predict|export|eval RUN`` and
+``Recogniser.load(RUN)`` read it and use that student.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from horkd.checkpoint import SHIP_FILE, write_json
+from horkd.data.loader import BatchLoader
+from horkd.experiment.context import RunContext
+from horkd.experiment.networks import Networks
+from horkd.experiment.stages import validated_sizes
+from horkd.methods import METHODS
+
+NOISE_FACTOR = 2.0  # a lead of at most this many standard errors is within noise
+
+
+def candidates(methods: list[str]) -> list[str]:
+    """The run's methods that train a student to deploy (baselines and ours)."""
+    return [m for m in methods if METHODS.get(m).trains and METHODS.get(m).group in
+            ("baseline", "ours")]
+
+
+@dataclass
+class SeedEvidence:
+    """One seed's validation scores of the candidates, and per image (classification) whether
+    each student was right (a share over its trained sizes for a student across sizes)."""
+
+    seed: int
+    stage_dirs: dict[str, str] = field(default_factory=dict)  # method -> folder, run-relative
+    scores: dict[str, float] = field(default_factory=dict)
+    hits: dict[str, Tensor] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def _hits(ctx: RunContext, model: nn.Module) -> Tensor:
+    """Per validation image, the share of the student's trained LR sizes it classifies right."""
+    inputs = [ctx.inputs("lr", size=s) for s in validated_sizes(ctx, "lr", None)]
+    was_training = model.training
+    model.eval()
+    parts = []
+    for x, y, _ in BatchLoader(ctx.splits.val, batch_size=512, shuffle=False):
+        x = x.to(ctx.device)
+        right = [(model(f(x)).logits.argmax(1).cpu() == y).float() for f in inputs]
+        parts.append(torch.stack(right).mean(0))
+    model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
+                  run_dir: Path) -> SeedEvidence | None:
+    """What the choice needs from one seed (None: no validation split or nothing to choose)."""
+    names = candidates(methods)
+    if ctx.splits.val is None or not names:
+        return None
+    evidence = SeedEvidence(ctx.seed)
+    for name in names:
+        model = networks.student(name).model
+        stage = networks.stages.seed_dir / "students" / name
+        evidence.stage_dirs[name] = str(stage.relative_to(run_dir))
+        if ctx.cfg.task == "classification":
+            evidence.hits[name] = _hits(ctx, model)
+            evidence.scores[name] = 100.0 * float(evidence.hits[name].mean())
+        else:
+            key = ctx.task.score_key
+            scores = [ctx.task.validate(ctx, model, ctx.inputs("lr", size=s))[key]
+                      for s in validated_sizes(ctx, "lr", None)]
+            evidence.scores[name] = statistics.fmean(scores)
+    return evidence
+
+
+def paired_standard_error(a: Tensor, b: Tensor) -> float:
+    """Standard error of mean(a) - mean(b) in points, from the per-image differences."""
+    diff = (a - b).double()
+    if diff.numel() < 2:
+        return math.inf
+    return 100.0 * float(diff.std(unbiased=True)) / math.sqrt(diff.numel())
+
+
+def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
+    """The student to ship and why (what ``ship.json`` holds); None when there is none.
+    ``metric`` says what the scores are (``validation top-1 at 7 px``)."""
+    if not evidence:
+        return None
+    names = list(evidence[0].scores)
+    means = {n: statistics.fmean(e.scores[n] for e in evidence) for n in names}
+    ranked = sorted(names, key=lambda n: -means[n])  # stable: the config's order breaks ties
+    best = ranked[0]
+    seed_of = max(evidence, key=lambda e: e.scores[best])  # first seed on a tie
+    choice: dict[str, Any] = {
+        "method": best,
+        "seed": seed_of.seed,
+        "path": seed_of.stage_dirs[best],
+        "chosen_on": metric,
+        "validation_images": int(evidence[0].hits[best].numel()) if evidence[0].hits else None,
+        "seeds": [e.seed for e in evidence],
+        "validation": {n: round(means[n], 4) for n in ranked},
+        "runner_up": None,
+        "lead": None,
+        "standard_error": None,
+        "within_noise": None,
+        "rule": f"highest mean {metric} over seeds among the trained students "
+                "(references excluded); within noise when the lead is at most "
+                f"{NOISE_FACTOR:g} paired standard errors on the same validation images",
+    }
+    if len(ranked) > 1:
+        second = ranked[1]
+        choice["runner_up"] = second
+        choice["lead"] = round(means[best] - means[second], 4)
+        if all(e.hits for e in evidence):
+            errors = [paired_standard_error(e.hits[best], e.hits[second]) for e in evidence]
+            se = math.sqrt(sum(x * x for x in errors)) / len(errors)
+            choice["standard_error"] = round(se, 4)
+            choice["within_noise"] = bool(means[best] - means[second] <= NOISE_FACTOR * se)
+    return choice
+
+
+def describe(choice: dict[str, Any]) -> str:
+    """The choice in words, for results.md and the end of ``horkd run``."""
+    best, metric = choice["method"], choice["chosen_on"]
+    images = choice.get("validation_images")
+    text = f"Deploy `{best}` ({choice['path']}): chosen on {metric}, {choice['validation'][best]:.2f}"
+    second = choice.get("runner_up")
+    if second is None:
+        return text + " (the only student the run trained)."
+    lead, se = choice["lead"], choice.get("standard_error")
+    than = f"`{second}` ({choice['validation'][second]:.2f})"
+    if lead == 0:
+        return text + f", level with the next, {than}: a tie goes to the method listed first."
+    text += f", {lead:.2f} points above the next, {than}"
+    if se is None:
+        return text + "; whether that is noise is judged for classification only."
+    one = f"one is {se:.2f} points, paired on the same {images} images"
+    if choice["within_noise"]:
+        return (text + f": within noise (the lead is not over {NOISE_FACTOR:g} standard errors; "
+                f"{one}): either would likely serve as well.")
+    return text + f": beyond noise (the lead is over {NOISE_FACTOR:g} standard errors; {one})."
+
+
+def write_choice(run_dir: Path, evidence: list[SeedEvidence], metric: str) -> str:
+    """Decide, write ``RUN/ship.json`` (whole or not at all) and return the choice in words
+    (empty when nothing was chosen, and any older choice removed)."""
+    choice = choose(evidence, metric)
+    if choice is None:
+        (run_dir / SHIP_FILE).unlink(missing_ok=True)
+        return ""
+    text = describe(choice)
+    write_json(run_dir / SHIP_FILE, {**choice, "summary": text}, "the student to ship")
+    return text

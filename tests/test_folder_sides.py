@@ -1,0 +1,66 @@
+"""One size rule for a user's folder: `horkd run configs/image_folder.yaml` and `horkd study init`
+give the same folder the same HR and LR sides; a study file is written whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from horkd.cli import main
+from horkd.config import load_config
+from horkd.experiment import build_context
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photos(root: Path, sizes: tuple[tuple[int, int], ...]) -> Path:
+    """Three classes of non-square colour images of mixed sizes, no test split made."""
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(12):
+            w, h = sizes[i % len(sizes)]
+            pixels = rng.integers(0, 60, (h, w, 3)).astype(np.uint8)
+            pixels[..., c] += 180
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("lr_size", [None, 5])
+def test_run_and_study_init_choose_the_same_sides(tmp_path, capsys, lr_size):
+    # longer sides 40, 30, 36 (median 36) - not the 64 a fixed side would blow them up to
+    folder = _photos(tmp_path / "photos", ((40, 30), (24, 30), (36, 27)))
+    given = [] if lr_size is None else [f"degrade.lr_size={lr_size}"]
+    cfg = load_config(ROOT / "configs/image_folder.yaml", [f"data.root={folder}", *given])
+    ctx = build_context(cfg, 0)
+    assert (ctx.hr_size, ctx.lr_size) == (36, lr_size or 9)
+    assert ctx.curve_sizes == ((36, 18, 9, 4) if lr_size is None else (36, 18, 5, 2))
+    capsys.readouterr()
+    argv = ["study", "init", "--data", str(folder)] + ([] if lr_size is None else
+                                                       ["--lr-size", str(lr_size)])
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    study = yaml.safe_load(out.out)
+    assert study["base"]["data"]["hr_size"] == ctx.hr_size
+    assert study["base"]["degrade"]["lr_size"] == ctx.lr_size
+    assert study["curve_sizes"] == list(ctx.curve_sizes)
+    assert f"HR side {ctx.hr_size} px, LR side {ctx.lr_size} px" in out.err
+
+
+def test_study_init_out_is_written_only_when_it_succeeds(tmp_path, capsys):
+    folder = _photos(tmp_path / "photos", ((20, 20),))
+    out = tmp_path / "my_study.yaml"
+    assert main(["study", "init", "--data", str(folder), "--labels", "0.001", "--out",
+                 str(out)]) == 2
+    assert "labelled images for 3 classes" in capsys.readouterr().err
+    assert not out.exists()  # a refusal leaves no empty file behind, unlike `> my_study.yaml`
+    assert main(["study", "init", "--data", str(folder), "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert said.out == ""  # the study file went to --out alone
+    assert f"study file: {out}" in said.err
+    assert yaml.safe_load(out.read_text())["base"]["data"]["hr_size"] == 20
+    assert not list(tmp_path.glob(".my_study.yaml.*"))  # no temporary left beside it

@@ -1,0 +1,151 @@
+"""The student a run ships: chosen on validation (never the test split), its lead and whether
+that lead is noise; the run directory then names it for predict, export, eval and Python."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from horkd import Recogniser
+from horkd.checkpoint import CheckpointError
+from horkd.cli import main
+from horkd.config import config_from_dict
+from horkd.experiment import run_experiment
+from horkd.experiment.ship import SeedEvidence, candidates, choose, paired_standard_error
+from tests.conftest import tiny_config_dict
+
+
+def _evidence(seed: int, hits: dict[str, list[int]]) -> SeedEvidence:
+    e = SeedEvidence(seed)
+    for name, row in hits.items():
+        e.hits[name] = torch.tensor(row, dtype=torch.float)
+        e.scores[name] = 100.0 * sum(row) / len(row)
+        e.stage_dirs[name] = f"seed{seed}/students/{name}"
+    return e
+
+
+def test_references_are_bounds_not_candidates():
+    assert candidates(["teacher_lr", "lr_oracle", "scratch", "hinton_kd", "horkd"]) == [
+        "scratch", "hinton_kd", "horkd"]
+
+
+def test_the_standard_error_is_the_paired_differences_over_root_n():
+    a = torch.tensor([1.0, 1, 1, 0, 0, 1, 0, 1])
+    b = torch.tensor([1.0, 0, 1, 1, 0, 0, 0, 1])
+    diff = [1.0 * (x - y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    mean = sum(diff) / len(diff)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1))
+    assert paired_standard_error(a, b) == pytest.approx(100 * sd / math.sqrt(len(diff)))
+    assert paired_standard_error(a, a) == 0.0
+
+
+def test_a_lead_a_few_images_wide_on_few_images_is_noise_and_a_wide_one_is_not():
+    # 20 images: horkd right on 12, hinton_kd on 10 - two images apart, within noise
+    close = _evidence(0, {"hinton_kd": [1] * 10 + [0] * 10, "horkd": [1] * 12 + [0] * 8})
+    choice = choose([close], "validation top-1 at 4 px")
+    assert (choice["method"], choice["runner_up"]) == ("horkd", "hinton_kd")
+    assert choice["lead"] == pytest.approx(10.0)
+    assert choice["within_noise"] is True and choice["standard_error"] > 5.0
+    # 200 images, 30 points apart: far beyond noise
+    far = _evidence(0, {"scratch": [1] * 100 + [0] * 100, "horkd": [1] * 160 + [0] * 40})
+    choice = choose([far], "validation top-1 at 4 px")
+    assert choice["method"] == "horkd" and choice["within_noise"] is False
+    assert choice["lead"] > 2 * choice["standard_error"]
+
+
+def test_the_method_with_the_best_mean_ships_from_its_best_seed():
+    seeds = [_evidence(0, {"scratch": [1, 1, 0, 0], "horkd": [1, 0, 0, 0]}),
+             _evidence(1, {"scratch": [1, 0, 0, 0], "horkd": [1, 1, 1, 1]})]
+    choice = choose(seeds, "validation top-1 at 4 px")
+    assert choice["method"] == "horkd" and choice["seed"] == 1  # mean 62.5 against 37.5
+    assert choice["path"] == "seed1/students/horkd"
+    assert choice["validation"] == {"horkd": 62.5, "scratch": 37.5}
+    # over seeds: the root of the summed squared per-seed errors over the seed count
+    per_seed = [paired_standard_error(e.hits["horkd"], e.hits["scratch"]) for e in seeds]
+    assert choice["standard_error"] == pytest.approx(math.hypot(*per_seed) / 2, abs=1e-4)
+
+
+def test_a_task_without_per_image_hits_chooses_without_a_noise_call():
+    e = SeedEvidence(0, {"scratch": "s", "horkd": "h"}, {"scratch": 40.0, "horkd": 45.0})
+    choice = choose([e], "validation recall@1 at 4 px")
+    assert choice["method"] == "horkd" and choice["within_noise"] is None
+
+
+@pytest.fixture(scope="module")
+def two_seed_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ship") / "run"
+    raw = tiny_config_dict(out, methods=["teacher_lr", "scratch", "hinton_kd"])
+    raw["seeds"] = [0, 1]
+    raw["train"] = {s: {"epochs": 2, "batch_size": 32, "max_steps_per_epoch": 3}
+                    for s in ("teacher", "assistant", "student")}
+    run_experiment(config_from_dict(raw), progress=False)
+    return out
+
+
+def test_a_run_names_its_student_from_the_validation_split(two_seed_run):
+    choice = json.loads((two_seed_run / "ship.json").read_text())
+    assert set(choice["validation"]) == {"scratch", "hinton_kd"}  # teacher_lr: a bound
+    # the scores are the validation scores that picked each student's epoch, not the test's
+    for name, mean in choice["validation"].items():
+        best = [json.loads((two_seed_run / f"seed{s}/students/{name}/done.json").read_text())
+                ["best_score"] for s in (0, 1)]
+        assert mean == pytest.approx(sum(best) / 2, abs=1e-3), name
+    assert choice["method"] == max(choice["validation"], key=choice["validation"].get)
+    assert (two_seed_run / choice["path"] / "model.json").is_file()
+    results = (two_seed_run / "results.md").read_text()
+    assert "## The student to ship" in results and f"Deploy `{choice['method']}`" in results
+
+
+def test_the_run_directory_is_the_chosen_model(two_seed_run, tmp_path, capsys):
+    choice = json.loads((two_seed_run / "ship.json").read_text())
+    stage = two_seed_run / choice["path"]
+    image = torch.rand(1, 16, 16)
+    assert Recogniser.load(two_seed_run).predict([image]) == Recogniser.load(stage).predict([image])
+    assert f"using the run's chosen student, {choice['method']}" in capsys.readouterr().err
+    assert main(["eval", str(two_seed_run), "--sizes", "4"]) == 0
+    said = capsys.readouterr()
+    assert f"({choice['method']})" in said.out and choice["method"] in said.err
+    # a run directory without its choice (unfinished, or from an older version) says so
+    older = tmp_path / "older"
+    shutil.copytree(two_seed_run, older)
+    (older / "ship.json").unlink()
+    with pytest.raises(CheckpointError, match="without a chosen student"):
+        Recogniser.load(older)
+
+
+def test_a_study_page_names_per_regime_the_method_it_would_ship():
+    from horkd.study.document import ship_line
+
+    def final(method, vals):
+        return {"regime": "r", "method": method, "val": {str(s): v for s, v in enumerate(vals)}}
+
+    summary = {"study": {"seeds": [0, 1, 2], "regimes": {"r": {}}},
+               "finals": [final("lr_oracle", [99, 99, 99]),  # a bound, never shipped
+                          final("scratch", [80.0, 81.0, 79.0]),
+                          final("horkd", [82.0, 83.5, 81.0]),
+                          final("hinton_kd", [81.0, 82.0])]}  # a seed still to come
+    line, facts = ship_line(summary, "r")
+    assert facts["method"] == "horkd" and facts["runner_up"] == "scratch"
+    assert line.startswith("Would ship: `horkd`") and "(beyond noise)" in line
+    assert "+2.17 [" in line and line.endswith("pending: hinton_kd.")
+    summary["finals"][1] = final("scratch", [83.0, 80.0, 83.0])  # level within the seeds' spread
+    line, _ = ship_line(summary, "r")
+    assert "within noise: the interval holds 0" in line
+
+
+def test_resuming_with_a_changed_config_drops_the_old_choice(two_seed_run, tmp_path):
+    import yaml
+
+    from horkd.run_dir import prepare_run_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(two_seed_run, run)
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["output_dir"], raw["methods"] = str(run), ["scratch"]
+    prepare_run_dir(config_from_dict(raw), run, resume=True)
+    assert not (run / "ship.json").exists()  # until the resumed run chooses again
