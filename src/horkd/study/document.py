@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from horkd.study.stats import (
     pending,
     summarize,
 )
+from horkd.study.teacher_identity import paired_values, teacher_note
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
 
@@ -55,10 +57,13 @@ def _seed_values(
     val: dict[str, list[float]] = {}
     numerics: dict[str, int] = {}  # the oldest NUMERICS_VERSION among a method's seeds
     fallbacks: dict[str, int] = {}  # seeds whose chain fell back to the teacher (the guard)
+    weights: dict[str, dict[int, str | None]] = {}  # the teacher each seed learnt from
     for res in finals:
         if res["regime"] != regime:
             continue
         val[res["method"]] = list(res["val"].values())
+        weights.setdefault(res["method"], {}).update(
+            {int(s): w for s, w in (res.get("weights") or {}).items()})
         if res.get("numerics"):
             numerics[res["method"]] = min(res["numerics"].values())
         for seed, rows in res["rows"].items():
@@ -71,7 +76,7 @@ def _seed_values(
                 elif row["role"] == "teacher":
                     teachers.setdefault(row["method"], {})[int(seed)] = row
     return {"metric": metric, "students": students, "teachers": teachers, "val": val,
-            "numerics": numerics, "fallbacks": fallbacks}
+            "numerics": numerics, "fallbacks": fallbacks, "weights": weights}
 
 
 def _label_only(study: dict[str, Any], students: dict[str, Any]) -> str | None:
@@ -131,9 +136,8 @@ def regime_tables(
             continue
         series = [done[method][s] for s in seeds]
         stats = summarize(series)
-        vs_best = paired_difference(series, [done[best][s] for s in seeds]) if best else None
-        vs_scratch = (paired_difference(series, [done[scratch][s] for s in seeds])
-                      if scratch else None)
+        vs_best = _paired(data, seeds, method, best)
+        vs_scratch = _paired(data, seeds, method, scratch)
         gap = _gap_closed(stats.mean, mean.get(scratch), mean.get(oracle)) if oracle else None
         older = data["numerics"].get(method, NUMERICS_VERSION) < NUMERICS_VERSION
         shown = method_cell({"method": method, "seeds": len(seeds),
@@ -143,8 +147,7 @@ def regime_tables(
         lines.append(
             f"| {shown} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
             f"{stats.mean:.2f} | {stats.std:.2f} | {' / '.join(f'{v:.2f}' for v in series)} | "
-            f"{vs_best.interval() if vs_best and method != best else '-'} | "
-            f"{vs_scratch.interval() if vs_scratch and method != scratch else '-'} |"
+            f"{_cell(vs_best, method == best)} | {_cell(vs_scratch, method == scratch)} |"
             + (f" {gap} |" if oracle else "") + f" {cost_cell(cost)} |"
         )
         facts["methods"][method] = {
@@ -157,8 +160,28 @@ def regime_tables(
             "cpu_seconds": cost,
             "numerics_version": data["numerics"].get(method),
         }
-    table = "\n".join(lines) + _teacher_lines(data["teachers"], facts)
+    ids = {m: data["weights"].get(m, {}) for m in done}
+    note = teacher_note(ids, seeds, summary.get("teachers"))
+    facts["teachers_apart"] = note[1:] if note else []
+    table = "\n".join(lines + note) + _teacher_lines(data["teachers"], facts)
     return table, facts
+
+
+def _paired(data: dict[str, Any], seeds: list[int], method: str,
+            other: str | None) -> Difference | None:
+    """``method - other`` paired over the seeds whose runs learnt from the same teacher; None
+    without ``other`` or with no such seed."""
+    if other is None or other not in data["students"]:
+        return None
+    a, b, _ = paired_values(seeds, data["students"][method], data["students"][other],
+                            data["weights"].get(method, {}), data["weights"].get(other, {}))
+    return paired_difference(a, b) if a else None
+
+
+def _cell(diff: Difference | None, itself: bool) -> str:
+    if itself:
+        return "-"
+    return diff.interval() if diff else "not paired (another teacher)"
 
 
 def _settings(chosen: dict[str, Any]) -> str:
@@ -458,14 +481,17 @@ def page_comparisons(summary: dict[str, Any]) -> list[Comparison]:
             continue
         margin, role = regime_margin(study, regime), r.get("role") or "exploratory"
         metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
-        students = (_seed_values(summary["finals"], regime, metrics[0])["students"]
-                    if metrics else {})
+        data = _seed_values(summary["finals"], regime, metrics[0]) if metrics else {}
+        students = data.get("students", {})
         seeds = sorted(r.get("seeds") or study["seeds"])
         for method, other in pairs:
             a, b = students.get(method, {}), students.get(other, {})
             if all(s in a and s in b for s in seeds):
-                family.append(compare(regime, method, other, [a[s] for s in seeds],
-                                      [b[s] for s in seeds], margin, role=role))
+                xs, ys, apart = paired_values(seeds, a, b, data["weights"].get(method, {}),
+                                              data["weights"].get(other, {}))
+                found = (compare(regime, method, other, xs, ys, margin, role=role) if xs else
+                         pending(regime, method, other, margin, role=role))
+                family.append(replace(found, apart=tuple(apart)))
             else:
                 family.append(pending(regime, method, other, margin, role=role))
     return adjust(family)
@@ -475,8 +501,18 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
 
 
+def _apart(c: Comparison) -> str:
+    """Which seeds a comparison leaves out because its two runs learnt from other teachers."""
+    if not c.apart:
+        return ""
+    return (f" (seed{'s' if len(c.apart) > 1 else ''} {', '.join(map(str, c.apart))} left out: "
+            "the two runs learnt from different teachers)")
+
+
 def _comparison_line(c: Comparison) -> str:
     """``horkd - hinton_kd: +0.08 [-0.34, +0.50], p 0.620 (Holm 1.000), ... : inconclusive``"""
+    if c.n == 0 and c.apart:
+        return f"{c.method} - {c.comparator}: not paired{_apart(c)}"
     if c.n == 0:
         return f"{c.method} - {c.comparator}: pending (not every seed recorded yet)"
     diff = Difference(c.mean, c.low, c.high, c.n, c.level)
@@ -484,7 +520,7 @@ def _comparison_line(c: Comparison) -> str:
             if c.p_tost is not None else "")
     mdd = f"; detectable at {POWER:.0%} power: {c.mdd:.2f}" if c.mdd is not None else ""
     return (f"{c.method} - {c.comparator}: {diff.interval()}, p {_p(c.p)} "
-            f"(Holm {_p(c.p_holm)}){tost}{mdd}: **{c.verdict()}**")
+            f"(Holm {_p(c.p_holm)}){tost}{mdd}: **{c.verdict()}**{_apart(c)}")
 
 
 def comparison_table(comparisons: list[Comparison]) -> str:
@@ -496,14 +532,15 @@ def comparison_table(comparisons: list[Comparison]) -> str:
              "|---|---|---|---|---|---|"]
     for c in comparisons:
         if c.n == 0:
-            lines.append(f"| {c.method} - {c.comparator} | pending | - | - | - | - |")
+            what = "not paired" + _apart(c) if c.apart else "pending"
+            lines.append(f"| {c.method} - {c.comparator} | {what} | - | - | - | - |")
             continue
         diff = Difference(c.mean, c.low, c.high, c.n, c.level)
         tost = (f"±{c.margin:g}: {_p(c.p_tost)} ({_p(c.p_tost_holm)})"
                 if c.p_tost is not None else "no margin")
         lines.append(f"| {c.method} - {c.comparator} | {diff.interval()} | {_p(c.p)} "
                      f"({_p(c.p_holm)}) | {tost} | "
-                     f"{'-' if c.mdd is None else f'{c.mdd:.2f}'} | {c.verdict()} |")
+                     f"{'-' if c.mdd is None else f'{c.mdd:.2f}'} | {c.verdict()}{_apart(c)} |")
     return "\n".join(lines)
 
 
@@ -521,7 +558,7 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
         metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
         source = r.get("choices_from")
         parts += ["", head, "",
-                  f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; teacher `{r['teacher']}`."
+                  f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; {_teachers(r)}."
                   + (f" Settings taken from the `{source}` search." if source else "")]
         if not metrics:
             parts += ["", "Pending: no final run of this regime is recorded yet."]
@@ -545,6 +582,17 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
                 parts += ["", _map_note(summary["finals"], regime)]
         parts += comparison(summary, regime, figures)
     return parts, facts_by_regime
+
+
+def _teachers(r: dict[str, Any]) -> str:
+    """``teacher `classification``` or, for teachers as a factor, which and how the seeds are
+    spread over them."""
+    names = [r["teacher"]] if isinstance(r["teacher"], str) else list(r["teacher"])
+    seeds = r.get("teacher_seeds")
+    if len(names) == 1 and not seeds:
+        return f"teacher `{names[0]}`"
+    each = ", ".join(f"`{n}`" for n in names) + (f" (teacher seeds {seeds})" if seeds else "")
+    return f"teachers {each}, the final seeds spread over them round-robin by seed index"
 
 
 def _verdict(diff: dict[str, Any] | None) -> str:

@@ -47,7 +47,9 @@ from horkd.study.records import (
     read_teacher_record,
     record_key,
 )
+from horkd.study.search_rounds import search_seeds
 from horkd.study.selection import Selection
+from horkd.study.teacher_identity import RegimeTeachers, identity, learns_from_teacher
 
 
 class Teachers:
@@ -61,14 +63,16 @@ class Teachers:
         self.study, self.root, self.book, self.log = study, root, book, log
         self.out = out / "teachers"
         self.threads = threads  # results on a CPU depend on the thread count: keep it fixed
-        self.per_seed = {r.teacher for r in study.regimes.values() if r.teacher_per_seed}
+        self.per_seed = {r.teacher_names[0] for r in study.regimes.values() if r.teacher_per_seed}
         self.shared: SharedFolder | None = None  # set when runs may train on other machines
         self.gpus = 0.0  # what a teacher asks an engine for besides its threads
 
     def run_dir(self, name: str, seed: int | str) -> Path:
-        """A per-seed teacher has a run directory per seed, so two workers can train two seeds'
-        teachers at once; a shared teacher has one."""
-        return self.out / (f"{name}-seed{seed}" if name in self.per_seed else name)
+        """A teacher trained per seed (a per-seed regime's, or one of several teacher seeds)
+        has a run directory per seed, so two workers can train two seeds' teachers at once; a
+        shared teacher (its config's own first seed) has one."""
+        own = name not in self.per_seed and str(seed) == str(self.config(name).seeds[0])
+        return self.out / (name if own else f"{name}-seed{seed}")
 
     def overrides(self, name: str, seed: int | None = None) -> list[str]:
         if seed is None:
@@ -83,15 +87,36 @@ class Teachers:
             return config_from_dict(dict(given), self.overrides(name, seed))
         return load_config(self.root / given, self.overrides(name, seed))
 
+    def slots(self, regime: str) -> list[tuple[str, int]]:
+        """The teachers a regime's seeds are spread over: each name x each teacher seed."""
+        r = self.study.regimes[regime]
+        return [(name, seed) for name in r.teacher_names
+                for seed in (r.teacher_seeds or [self.config(name).seeds[0]])]
+
+    def slot(self, regime: str, seed: int) -> tuple[str, int]:
+        """The teacher (name, seed) a run of ``regime`` with ``seed`` learns from: its own seed's
+        for a per-seed regime, else round-robin over :meth:`slots` by the seed's index among
+        the regime's final seeds (a search seed: among the search seeds) - fixed by the study
+        file alone."""
+        r = self.study.regimes[regime]
+        if r.teacher_per_seed:
+            return r.teacher_names[0], seed
+        slots = self.slots(regime)
+        finals = r.seeds or self.study.seeds
+        searches = search_seeds(self.study)
+        index = (finals.index(seed) if seed in finals
+                 else searches.index(seed) if seed in searches else 0)
+        return slots[index % len(slots)]
+
     def seed_of(self, regime: str, seed: int) -> int:
         """Which teacher seed a run of ``regime`` with ``seed`` learns from."""
-        if self.study.regimes[regime].teacher_per_seed:
-            return seed
-        return self.config(self.study.regimes[regime].teacher).seeds[0]
+        return self.slot(regime, seed)[1]
 
-    def checkpoint(self, name: str, per_seed: bool) -> str:
+    def checkpoint(self, name: str, per_seed: bool, seed: int | None = None) -> str:
         """Where a run finds its teacher; ``{seed}`` is filled in by the run, per seed."""
-        seed = "{seed}" if per_seed else self.config(name).seeds[0]
+        if per_seed:
+            return str(self.run_dir(name, "{seed}") / "seed{seed}" / "teacher" / "model")
+        seed = self.config(name).seeds[0] if seed is None else seed
         return str(self.run_dir(name, seed) / f"seed{seed}" / "teacher" / "model")
 
     def fingerprint(self, name: str, seed: int) -> str:
@@ -156,6 +181,8 @@ class Study:
         self.progress: Progress | None = None
         self._engine: Engine | None = None
         self.planner: Planner | None = None  # set while the study is walked without training
+        self.identities = RegimeTeachers(self.book, self._teacher_checkpoint)
+        self._said: set[str] = set()  # lines about teachers already logged
 
     @property
     def engine(self) -> Engine:
@@ -184,7 +211,9 @@ class Study:
     ) -> Job:
         r = self.study.regimes[regime]
         raw = apply_overrides(self.study.base, r.overrides + candidate)
-        checkpoint = self.teachers.checkpoint(r.teacher, r.teacher_per_seed)
+        slots = {seed: self.teachers.slot(regime, seed) for seed in seeds}
+        name, first = slots[seeds[0]]
+        checkpoint = self.teachers.checkpoint(name, r.teacher_per_seed, first)
         raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": checkpoint}
         raw.update(
             name=f"{self.study.name}/{regime}/{method}/{tag}",
@@ -197,17 +226,34 @@ class Study:
         if kind == "final" and curve and self.study.curve_sizes:
             raw.setdefault("report", {})["resolution_sizes"] = list(self.study.curve_sizes)
         config_from_dict(raw)  # fail here, before any training, on a bad combination
-        teacher = {
-            str(seed): {
-                "name": r.teacher,
-                "fingerprint": self.teachers.fingerprint(
-                    r.teacher, self.teachers.seed_of(regime, seed)
-                ),
-            }
-            for seed in seeds
-        }
-        return Job(kind, regime, method, tag, raw, teacher, str(self.book.folder), with_teacher,
-                   self.threads, self.cache_dir, gpus=self.executor.gpus_per_job)
+        teacher = {str(seed): {"name": name, "fingerprint": self.teachers.fingerprint(name, tseed)}
+                   for seed, (name, tseed) in slots.items()}
+        job = Job(kind, regime, method, tag, raw, teacher, str(self.book.folder), with_teacher,
+                  self.threads, self.cache_dir, gpus=self.executor.gpus_per_job)
+        stale = self.identities.stale_seeds(job)
+        for seed in stale:
+            self._say(f"{job.label} seed {seed}: learnt from another teacher than the regime's "
+                      "other runs: pending, trains again from the regime's teacher")
+        return replace(job, stale=stale) if stale else job
+
+    def _teacher_checkpoint(self, fingerprint: str) -> str | None:
+        """The checkpoint a run learning from the teacher of ``fingerprint`` loads now."""
+        if not hasattr(self, "_checkpoints"):
+            self._checkpoints: dict[str, str] = {}
+            for regime in self.study.regimes:
+                seeds = (self.study.regimes[regime].seeds or self.study.seeds) + search_seeds(
+                    self.study)
+                for name, tseed in {self.teachers.slot(regime, s) for s in seeds}:
+                    self._checkpoints[self.teachers.fingerprint(name, tseed)] = (
+                        self.teachers.checkpoint(name, False, tseed))
+        return self._checkpoints.get(fingerprint)
+
+    def _say(self, line: str) -> None:
+        """Log a line about teachers once (not while the study is only planned: --status
+        shows it there)."""
+        if self.planner is None and line not in self._said:
+            self._said.add(line)
+            self.log(line)
 
     def trained_methods(self, regime: str) -> list[str]:
         """The methods this regime trains itself (not those it reuses from another regime)."""
@@ -256,6 +302,9 @@ class Study:
         with ``train=False`` (or for a job ``--only`` leaves out) the unrecorded seeds are left
         out."""
         picked = [train and self.only.job(j) for j in jobs]
+        for job in (j for j, p in zip(jobs, picked, strict=True) if p):
+            if line := self.identities.new_teacher_note(job):
+                self._say(line)
         if self.planner is not None:
             self.planner.jobs(jobs, [self.only.job(j) for j in jobs])
         trained = iter(self._train([j for j, p in zip(jobs, picked, strict=True) if p]))
@@ -512,6 +561,9 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "cpu_seconds": {s: r.seconds * r.threads for s, r in records.items()},
         "numerics": {s: r.numerics_version for s, r in records.items()},
         "teacher": {s: r.teacher.get("fingerprint") for s, r in records.items()},
+        # the weights each seed learnt from (None: the method learns from no teacher)
+        "weights": {s: identity(r.teacher) if learns_from_teacher(r.method) else None
+                    for s, r in records.items()},
         "error": result.error,
     }
 
@@ -547,7 +599,8 @@ def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], No
                 log(f"  {old.get('method')}: recorded {old} vs {new}")
     if not (same_val and same_rows):
         per_seed = study.regimes[record.regime].teacher_per_seed
-        checkpoint = runner.teachers.checkpoint(record.teacher["name"], per_seed)
+        checkpoint = runner.teachers.checkpoint(record.teacher["name"], per_seed,
+                                                None if per_seed else teacher_seed)
         for line in why_not_reproduced(record, teacher, checkpoint.format(seed=teacher_seed)):
             log(line)
     return same_val and same_rows
