@@ -104,6 +104,10 @@ class SearchConfig(_Strict):
     candidates: dict[str, list[list[str]]] = Field(
         description="method -> list of candidate override lists (equal length for all methods)"
     )
+    extend: int = Field(
+        0, ge=0, le=8, description="where a method's candidates vary one numeric setting and "
+        "the choice is an end of that grid, add the next step beyond it (geometric) and search "
+        "again, at most this many steps per search, until the choice is interior; 0: never")
 
 
 class StudyConfig(_Strict):

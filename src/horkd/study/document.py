@@ -202,20 +202,25 @@ def _teacher_lines(teachers: dict[str, dict[int, dict[str, float]]], facts: dict
 
 
 def search_table(summary: dict[str, Any]) -> str:
-    """Every search candidate's validation score; a choice at an end of a numeric grid (the
-    highest or lowest value a varied setting takes among the candidates) is flagged: the best
-    setting may lie beyond the grid."""
+    """Every search candidate's validation score (the mean over the search seeds); a choice at
+    an end of a numeric grid (the highest or lowest value a varied setting takes among the
+    candidates) is flagged: the best setting may lie beyond the grid. Candidates added beyond a
+    grid's end (``search.extend``) are marked, and the searches they extended named."""
     study = summary["study"]
     lines = ["| regime | method | candidate | settings | val score |", "|---|---|---|---|---|"]
     defaults: dict[str, Any] = {}
     searches: set[tuple[str, str]] = set()
     edges: list[str] = []
+    extended = summary.get("extended") or {}
     for res in summary["search"]:
         method, regime = res["method"], res["regime"]
         index = int(res["tag"][1:])
         own = study["regimes"][regime].get("candidates") or {}
-        candidates = own.get(method) or study["search"]["candidates"][method]
+        declared = own.get(method) or study["search"]["candidates"][method]
+        candidates = declared + extended.get(regime, {}).get(method, [])
         settings = "; ".join(candidates[index]) or "defaults"
+        if index >= len(declared):
+            settings += " (added: the grid extended)"
         chosen = summary["choices"].get(regime, {}).get(method, {}).get("tag") == res["tag"]
         searches.add((regime, method))
         mark = " (chosen)" if chosen else ""
@@ -226,17 +231,26 @@ def search_table(summary: dict[str, Any]) -> str:
             if edge:
                 mark = f" (chosen, at the grid's edge: {edge})"
                 edges.append(f"`{regime}` {method}")
-        score = next(iter(res["val"].values()), None)
+        values = list(res["val"].values())
+        score = (None if not values else math.nan if not all(map(math.isfinite, values))
+                 else statistics.fmean(values))
         shown = ("diverged" if res.get("error") else "pending" if score is None
-                 else f"{score:.2f}")
+                 else f"{score:.2f}" + (f" (mean of {len(values)} seeds)" if len(values) > 1
+                                        else ""))
         guard = [f.get("assistant_guard", {}) for f in (res.get("facts") or {}).values()]
         if any(not g.get("trusted", True) for g in guard):  # scored as horkd_no_assistant
             shown += " (fell back to teacher -> student: the assistant failed its guard)"
         lines.append(f"| {regime} | {method} | {res['tag']}{mark} | {settings} | {shown} |")
+    grown = [f"`{r}` {m} ({len(c)} step{'s' if len(c) > 1 else ''})"
+             for r, by_method in extended.items() for m, c in by_method.items()]
+    if grown:
+        lines += ["", f"Extended beyond their declared grid (search.extend = "
+                  f"{study['search'].get('extend', 0)} steps at most): {', '.join(grown)}."]
     if edges:
         lines += ["", f"{len(edges)} of {len(searches)} searches chose a candidate at an end of "
                   f"a numeric grid ({', '.join(edges)}): the grid does not bracket the choice, "
-                  "so a better setting may lie beyond it."]
+                  "so a better setting may lie beyond it"
+                  + (" (still, after the extension)." if grown else ".")]
     return "\n".join(lines)
 
 
@@ -433,8 +447,8 @@ def _setup(summary: dict[str, Any]) -> list[str]:
         "",
         "## Setup",
         "",
-        f"- Seeds of the final runs: {study['seeds']} (unless a regime says otherwise); search "
-        f"seed {study['search']['seed']}, "
+        f"- Seeds of the final runs: {study['seeds']} (unless a regime says otherwise); "
+        + _search_seeds(study["search"]) + ", "
         f"{len(next(iter(study['search']['candidates'].values())))} candidates per method "
         "(the same budget for every method).",
         f"- Baselines: {', '.join(study['baselines'])}. Intervals are paired by seed (same split, "
@@ -453,6 +467,13 @@ def _setup(summary: dict[str, Any]) -> list[str]:
             + _near_chance(t)
         )
     return parts
+
+
+def _search_seeds(search: dict[str, Any]) -> str:
+    seeds = search.get("seeds") or [search["seed"]]
+    if len(seeds) == 1:
+        return f"search seed {seeds[0]}"
+    return f"search seeds {seeds} (a candidate's score: its mean validation over them)"
 
 
 def _near_chance(teacher: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ from horkd.study.records import (
     read_teacher_record,
     record_key,
 )
-from horkd.study.search_rounds import search_seeds
+from horkd.study.search_rounds import extension, mean_score, search_seeds
 from horkd.study.selection import Selection
 from horkd.study.teacher_identity import RegimeTeachers, identity, learns_from_teacher
 
@@ -182,6 +182,7 @@ class Study:
         self._engine: Engine | None = None
         self.planner: Planner | None = None  # set while the study is walked without training
         self.identities = RegimeTeachers(self.book, self._teacher_checkpoint)
+        self.extended: dict[tuple[str, str], list[list[str]]] = {}  # search.extend's steps
         self._said: set[str] = set()  # lines about teachers already logged
 
     @property
@@ -269,14 +270,23 @@ class Study:
         return [m for m in self.study.regime_methods(regime) if not METHODS.get(m).trains]
 
     # ------------------------------------------------------------------ phases
+    def candidates(self, regime: str, method: str) -> list[list[str]]:
+        """A method's search candidates in a regime: the declared ones, then those added where
+        the choice sat at an end of the grid (``search.extend``)."""
+        return self.study.candidates(regime, method) + self.extended.get((regime, method), [])
+
     def search_jobs(self, regime: str) -> list[Job]:
-        seed = self.study.search.seed
-        return [
-            self.job("search", regime, method, f"c{i}", candidate, [seed], [method])
-            for method in self.trained_methods(regime)
-            if searched(method)
-            for i, candidate in enumerate(self.study.candidates(regime, method))
-        ]
+        return [job for method in self.trained_methods(regime) if searched(method)
+                for i in range(len(self.candidates(regime, method)))
+                for job in self.candidate_jobs(regime, method, i)]
+
+    def candidate_jobs(self, regime: str, method: str, index: int) -> list[Job]:
+        """A job per search seed of one candidate (the first seed in the run directory
+        ``c<i>``, as with a single search seed)."""
+        candidate = self.candidates(regime, method)[index]
+        return [self.job("search", regime, method, f"c{index}", candidate, [seed], [method],
+                         run_name=f"c{index}" if k == 0 else f"c{index}-seed{seed}")
+                for k, seed in enumerate(search_seeds(self.study))]
 
     def final_jobs(self, regime: str, choices: dict[str, dict[str, Any]]) -> list[Job]:
         """A job per method and seed (so the workers share a method's seeds), each in a run
@@ -323,8 +333,10 @@ class Study:
         every final whose settings are chosen in a second, so a regime's last slow run never
         holds back another regime's work (a worker, or a cluster, stays busy)."""
         order = self.study.order()
-        found = self.run([job for regime in order if self.study.regimes[regime].choices_from is None
-                          for job in self.search_jobs(regime)], train)
+        found = merge_seeds(self.run([job for regime in order
+                                      if self.study.regimes[regime].choices_from is None
+                                      for job in self.search_jobs(regime)], train))
+        found += extend_searches(self, found, train)
         choices: dict[str, Any] = {}
         final_jobs: list[Job] = []
         for regime in order:
@@ -353,13 +365,15 @@ class Study:
         r = self.study.regimes[regime]
         if r.choices_from is None:
             mine = [res for res in found if res.job.regime == regime]
-            waiting = {res.job.method for res in mine if self.study.search.seed not in res.records}
+            waiting = {res.job.method for res in mine
+                       if any(s not in res.records for s in search_seeds(self.study))}
             if waiting:  # each method's finals wait for its own search, not for another's
                 self.log(f"[{regime}] search of {', '.join(sorted(waiting))} incomplete: "
                          "their finals wait")
             done = [res for res in mine if res.job.method not in waiting]
             trained = [m for m in self.trained_methods(regime) if m not in waiting]
-            return choose(self.study, regime, done, trained) if trained else None
+            return (choose(self.study, regime, done, trained,
+                           lambda method: self.candidates(regime, method)) if trained else None)
         if r.choices_from not in chosen:
             return None
         picks = {m: c for m, c in chosen[r.choices_from].items()
@@ -372,14 +386,17 @@ class Study:
         return picks or None
 
 
-def choose(study: StudyConfig, regime: str, results: list[JobResult],
-           trained: list[str]) -> dict[str, dict[str, Any]]:
-    """method -> the candidate with the best validation score (first on ties); ``trained`` methods
-    that are not searched keep their fixed settings."""
+def choose(study: StudyConfig, regime: str, results: list[JobResult], trained: list[str],
+           candidates: Any = None) -> dict[str, dict[str, Any]]:
+    """method -> the candidate with the best validation score, its mean over the search seeds
+    (first on ties); ``trained`` methods that are not searched keep their fixed settings.
+    ``candidates(method)``: the method's candidate list (default: the study file's)."""
+    candidates = candidates or (lambda method: study.candidates(regime, method))
+    seeds = search_seeds(study)
     choices: dict[str, dict[str, Any]] = {}
     for res in results:
         job = res.job
-        score = res.records[study.search.seed].val
+        score = mean_score([res.records[s].val for s in seeds])
         entry = choices.setdefault(job.method, {"scores": {}, "tag": None, "val": -math.inf})
         entry["scores"][job.tag] = score
         if score > entry["val"]:
@@ -390,7 +407,7 @@ def choose(study: StudyConfig, regime: str, results: list[JobResult],
                 f"search in '{regime}': no candidate of '{method}' reached a finite "
                 f"validation score ({entry['scores']}); widen or fix its candidates"
             )
-        entry["overrides"] = study.candidates(regime, method)[int(entry["tag"][1:])]
+        entry["overrides"] = candidates(method)[int(entry["tag"][1:])]
     for method in trained:
         if not searched(method):
             choices[method] = {"scores": {}, "tag": "fixed", "val": None, "overrides": []}
@@ -425,6 +442,44 @@ def merge_seeds(results: list[JobResult]) -> list[JobResult]:
             merged[key].records.update(res.records)
             merged[key].trained |= res.trained
     return list(merged.values())
+
+
+def extend_searches(runner: Study, found: list[JobResult], train: bool) -> list[JobResult]:
+    """``search.extend``'s rounds: while a finished search chose an end of its one-knob numeric
+    grid (and has steps left), search the next step beyond it; the results of the added
+    candidates (merged per candidate)."""
+    study = runner.study
+    if not study.search.extend:
+        return []
+    added: list[JobResult] = []
+    while True:
+        jobs = []
+        for (regime, method), results in _searches(found + added).items():
+            if any(s not in r.records for r in results for s in search_seeds(study)):
+                continue  # unfinished: extended (or chosen) once every seed is recorded
+            candidates = runner.candidates(regime, method)
+            scores = {int(r.job.tag[1:]): mean_score([r.records[s].val
+                                                      for s in search_seeds(study)])
+                      for r in results}
+            best = max(sorted(scores), key=lambda i: (scores[i] if math.isfinite(scores[i])
+                                                      else -math.inf))
+            steps = study.search.extend - len(runner.extended.get((regime, method), []))
+            step = extension(candidates, best, steps)
+            if step is not None:
+                runner.extended.setdefault((regime, method), []).append(step)
+                runner.log(f"[{regime}] {method}: chose an end of its grid "
+                           f"({'; '.join(candidates[best])}): searching {'; '.join(step)} too")
+                jobs += runner.candidate_jobs(regime, method, len(candidates))
+        if not jobs:
+            return added
+        added += merge_seeds(runner.run(jobs, train))
+
+
+def _searches(results: list[JobResult]) -> dict[tuple[str, str], list[JobResult]]:
+    out: dict[tuple[str, str], list[JobResult]] = {}
+    for res in results:
+        out.setdefault((res.job.regime, res.job.method), []).append(res)
+    return out
 
 
 def ablation(
@@ -519,6 +574,8 @@ def run_study(
         "teachers": runner.teachers.recorded(),
         "search": [_result_dict(r) for r in search],
         "choices": choices,
+        "extended": {regime: {m: c for (r, m), c in runner.extended.items() if r == regime}
+                     for regime in {r for r, _ in runner.extended}},
         "finals": [_result_dict(r) for r in finals],
         "ablation": ablation_result,
         "seconds": time.time() - started,
