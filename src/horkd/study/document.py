@@ -574,7 +574,7 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
     facts_by_regime: dict[str, Any] = {}
     family = page_comparisons(summary)
     for regime, r in summary["study"]["regimes"].items():
-        head = (f"## Regime `{regime}` ({_role(r)})"
+        head = (f"## Regime `{regime}` ({_role(r)}{_registered(summary, regime)})"
                 + (f": {r['description']}" if r.get("description") else ""))
         metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
         source = r.get("choices_from")
@@ -603,6 +603,16 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
                 parts += ["", _map_note(summary["finals"], regime)]
         parts += comparison(summary, regime, figures)
     return parts, facts_by_regime
+
+
+def _registered(summary: dict[str, Any], regime: str) -> str:
+    """``, registered 2026-12-06 at commit abc1234 (design 1a2b...)`` for a confirmatory
+    regime whose design was registered before its first run."""
+    entry = (summary.get("registrations") or {}).get(regime)
+    if not entry:
+        return ""
+    commit = (entry.get("git_commit") or "unknown")[:7]
+    return f", design registered {entry['date']} at commit {commit}, digest {entry['digest']}"
 
 
 def _teachers(r: dict[str, Any]) -> str:

@@ -535,14 +535,22 @@ def run_study(
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
     executor: ExecutorConfig | None = None,
+    register: list[str] | None = None,
 ) -> Path:
     """Run (or continue) the whole study; writes OUT/study.json and returns its path. With
     ``train=False`` nothing is trained: the summary holds what the records hold. ``only``
     (``"regime"`` or ``"regime/method"`` items) trains those first; the rest is read from the
     records, as with ``train=False``. ``executor`` (default: the study file's) says where runs
-    train."""
+    train. ``register``: confirmatory regimes whose design is registered anew first."""
+    from horkd.study import registration
+
     study, root = load_study(path)
     runner = Study(study, root, workers, threads, log, only, executor)
+    for regime in register or []:
+        if study.regimes.get(regime) is None or study.regimes[regime].role != "confirmatory":
+            raise ValueError(f"--register {regime}: not a confirmatory regime of the study")
+        registration.register(runner, regime, log)
+    registered = registration.check(runner, train, log)
     started = time.time()
     if train:
         planned = plan(runner)
@@ -574,6 +582,7 @@ def run_study(
         "teachers": runner.teachers.recorded(),
         "search": [_result_dict(r) for r in search],
         "choices": choices,
+        "registrations": registered,
         "extended": {regime: {m: c for (r, m), c in runner.extended.items() if r == regime}
                      for regime in {r for r, _ in runner.extended}},
         "finals": [_result_dict(r) for r in finals],
@@ -592,10 +601,13 @@ def run_study(
 
 def study_status(path: str | Path) -> str:
     """``horkd study FILE --status``: the table of what is recorded, running and pending."""
+    from horkd.study import registration
     from horkd.study.plan import status
 
     study, root = load_study(path)
-    return status(Study(study, root))
+    runner = Study(study, root)
+    registration.check(runner, train=False)  # a changed registered design: refused here too
+    return status(runner)
 
 
 def _result_dict(result: JobResult) -> dict[str, Any]:
