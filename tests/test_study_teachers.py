@@ -183,3 +183,18 @@ def test_teachers_as_a_factor_spread_the_final_seeds_round_robin(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match="teacher_per_seed trains a teacher per run seed"):
         load_study(path)
+
+
+def test_a_teacher_record_tells_teachers_apart_by_their_weights():
+    from horkd.study.jobs import teacher_record
+
+    first = {"name": "cls", "seed": 0, "fingerprint": "f", "val": 94.0, "weights": "a" * 16}
+    assert teacher_record(first, dict(first)) == first  # loaded again: the same teacher
+    # trained again to the same score but other weights: another teacher, listed as such
+    again = teacher_record(first, {**first, "weights": "b" * 16})
+    assert again["weights"] == "a" * 16 and [r["weights"] for r in again["retrained"]] == [
+        "b" * 16]
+    assert teacher_record(again, {**first, "weights": "b" * 16}) == again  # listed once
+    # a record from before the digest: the same score reads as the same teacher, adopting it
+    legacy = {k: v for k, v in first.items() if k != "weights"}
+    assert teacher_record(legacy, first)["weights"] == "a" * 16

@@ -297,9 +297,9 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
     if not same:
         return trained
     weights = trained.get("weights")
-    if recorded.get("weights") in (None, weights) and (recorded["val"] == trained["val"]
-                                                        or recorded.get("weights") == weights):
-        # the same teacher (by its weights; by its score where the record has no digest yet)
+    known = recorded.get("weights")
+    if (known == weights) if known and weights else recorded["val"] == trained["val"]:
+        # the same teacher (by its weights; by its score where either has no digest)
         kept = {k: recorded[k] for k in ("environment", "retrained") if k in recorded}
         return {**{k: v for k, v in trained.items() if k != "environment"}, **kept}
     again = {"val": trained["val"], "train_seconds": trained.get("train_seconds"),
@@ -307,9 +307,8 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
              **({"weights": weights} if weights else {}),
              **({"environment": trained["environment"]} if "environment" in trained else {})}
     retrained = list(recorded.get("retrained", []))
-    known = [r for r in retrained if (r.get("weights") == weights if r.get("weights") and weights
-                                      else r["val"] == trained["val"])]
-    if not known:
+    if not any((r.get("weights") == weights) if r.get("weights") and weights
+               else r["val"] == trained["val"] for r in retrained):
         print(f"teacher {trained.get('name')} seed {trained.get('seed')} trained again: best "
               f"validation {trained['val']:.2f} against the recorded {recorded['val']:.2f}; "
               "runs trained from now learn from it (the record keeps both)", flush=True)
