@@ -159,6 +159,9 @@ def regime_tables(
             "gap_closed": gap,
             "cpu_seconds": cost,
             "numerics_version": data["numerics"].get(method),
+            # the teacher weights each seed learnt from (None: it learns from no teacher);
+            # two methods' values pair only at the seeds where these agree
+            "teachers": [data["weights"].get(method, {}).get(s) for s in seeds],
         }
     ids = {m: data["weights"].get(m, {}) for m in done}
     note = teacher_note(ids, seeds, summary.get("teachers"))
@@ -459,14 +462,21 @@ def _setup(summary: dict[str, Any]) -> list[str]:
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
             f"{t['val']:.2f}" + (f" on {t['validation']}" if t.get("validation") else "")
             + f" ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
-            + "".join(f" Trained again later (its checkpoint is not kept in git; another CPU "
-                      f"rounds differently): best validation {r['val']:.2f}"
-                      + (f" ({r['train_seconds'] / 60:.1f} min)" if r.get("train_seconds") else "")
-                      + "; the runs recorded "
-                      "after that learnt from it." for r in t.get("retrained", []))
+            + "".join(_retrained(r) for r in t.get("retrained", []))
             + _near_chance(t)
         )
     return parts
+
+
+def _retrained(r: dict[str, Any]) -> str:
+    """A teacher trained again (its checkpoint is not kept in git): its score, and where the
+    runs that learnt from it are named (a record that says which weights it learnt from)."""
+    took = f" ({r['train_seconds'] / 60:.1f} min)" if r.get("train_seconds") else ""
+    which = ("the runs that learnt from it are named under their regimes, and paired only with "
+             "runs of the same teacher" if r.get("weights") else
+             "the runs recorded after that learnt from it")
+    return (f" Trained again later (its checkpoint is not kept in git; another CPU rounds "
+            f"differently): best validation {r['val']:.2f}{took}; {which}.")
 
 
 def _search_seeds(search: dict[str, Any]) -> str:

@@ -66,13 +66,20 @@ class Teachers:
         self.per_seed = {r.teacher_names[0] for r in study.regimes.values() if r.teacher_per_seed}
         self.shared: SharedFolder | None = None  # set when runs may train on other machines
         self.gpus = 0.0  # what a teacher asks an engine for besides its threads
+        self._first: dict[str, int] = {}
 
     def run_dir(self, name: str, seed: int | str) -> Path:
         """A teacher trained per seed (a per-seed regime's, or one of several teacher seeds)
         has a run directory per seed, so two workers can train two seeds' teachers at once; a
         shared teacher (its config's own first seed) has one."""
-        own = name not in self.per_seed and str(seed) == str(self.config(name).seeds[0])
+        own = name not in self.per_seed and str(seed) == str(self.first_seed(name))
         return self.out / (name if own else f"{name}-seed{seed}")
+
+    def first_seed(self, name: str) -> int:
+        """The teacher config's own first seed (read once)."""
+        if name not in self._first:
+            self._first[name] = self.config(name).seeds[0]
+        return self._first[name]
 
     def overrides(self, name: str, seed: int | None = None) -> list[str]:
         if seed is None:
@@ -91,7 +98,7 @@ class Teachers:
         """The teachers a regime's seeds are spread over: each name x each teacher seed."""
         r = self.study.regimes[regime]
         return [(name, seed) for name in r.teacher_names
-                for seed in (r.teacher_seeds or [self.config(name).seeds[0]])]
+                for seed in (r.teacher_seeds or [self.first_seed(name)])]
 
     def slot(self, regime: str, seed: int) -> tuple[str, int]:
         """The teacher (name, seed) a run of ``regime`` with ``seed`` learns from: its own seed's
@@ -116,7 +123,7 @@ class Teachers:
         """Where a run finds its teacher; ``{seed}`` is filled in by the run, per seed."""
         if per_seed:
             return str(self.run_dir(name, "{seed}") / "seed{seed}" / "teacher" / "model")
-        seed = self.config(name).seeds[0] if seed is None else seed
+        seed = self.first_seed(name) if seed is None else seed
         return str(self.run_dir(name, seed) / f"seed{seed}" / "teacher" / "model")
 
     def fingerprint(self, name: str, seed: int) -> str:
