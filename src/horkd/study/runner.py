@@ -47,7 +47,7 @@ from horkd.study.records import (
     read_teacher_record,
     record_key,
 )
-from horkd.study.search_rounds import extension, mean_score, search_seeds
+from horkd.study.search_rounds import extend_searches, mean_score, search_seeds
 from horkd.study.selection import Selection
 from horkd.study.teacher_identity import RegimeTeachers, identity, learns_from_teacher
 
@@ -449,44 +449,6 @@ def merge_seeds(results: list[JobResult]) -> list[JobResult]:
             merged[key].records.update(res.records)
             merged[key].trained |= res.trained
     return list(merged.values())
-
-
-def extend_searches(runner: Study, found: list[JobResult], train: bool) -> list[JobResult]:
-    """``search.extend``'s rounds: while a finished search chose an end of its one-knob numeric
-    grid (and has steps left), search the next step beyond it; the results of the added
-    candidates (merged per candidate)."""
-    study = runner.study
-    if not study.search.extend:
-        return []
-    added: list[JobResult] = []
-    while True:
-        jobs = []
-        for (regime, method), results in _searches(found + added).items():
-            if any(s not in r.records for r in results for s in search_seeds(study)):
-                continue  # unfinished: extended (or chosen) once every seed is recorded
-            candidates = runner.candidates(regime, method)
-            scores = {int(r.job.tag[1:]): mean_score([r.records[s].val
-                                                      for s in search_seeds(study)])
-                      for r in results}
-            best = max(sorted(scores), key=lambda i: (scores[i] if math.isfinite(scores[i])
-                                                      else -math.inf))
-            steps = study.search.extend - len(runner.extended.get((regime, method), []))
-            step = extension(candidates, best, steps)
-            if step is not None:
-                runner.extended.setdefault((regime, method), []).append(step)
-                runner.log(f"[{regime}] {method}: chose an end of its grid "
-                           f"({'; '.join(candidates[best])}): searching {'; '.join(step)} too")
-                jobs += runner.candidate_jobs(regime, method, len(candidates))
-        if not jobs:
-            return added
-        added += merge_seeds(runner.run(jobs, train))
-
-
-def _searches(results: list[JobResult]) -> dict[tuple[str, str], list[JobResult]]:
-    out: dict[tuple[str, str], list[JobResult]] = {}
-    for res in results:
-        out.setdefault((res.job.regime, res.job.method), []).append(res)
-    return out
 
 
 def ablation(

@@ -82,8 +82,8 @@ def next_step(candidates: list[list[str]], chosen: int) -> list[str] | None:
 
 def extension(candidates: list[list[str]], chosen: int, steps: int) -> list[str] | None:
     """The next candidate to search, or None: the choice is interior, the grid is not one
-    numeric knob, or ``steps`` (``search.extend``) candidates were already added beyond the
-    ``declared`` ones."""
+    numeric knob, no ``steps`` are left (``search.extend`` less the steps already added), or
+    the step is already a candidate."""
     if steps <= 0:
         return None
     found = next_step(candidates, chosen)
@@ -94,3 +94,44 @@ def mean_score(values: list[float]) -> float:
     """A candidate's score over its search seeds (NaN where one diverged: never chosen)."""
     return sum(values) / len(values) if values and all(math.isfinite(v) for v in values) \
         else math.nan
+
+
+def extend_searches(runner: Any, found: list[Any], train: bool) -> list[Any]:
+    """``search.extend``'s rounds: while a finished search chose an end of its one-knob numeric
+    grid (and has steps left), search the next step beyond it; the results of the added
+    candidates (merged per candidate). ``runner``: a :class:`~horkd.study.runner.Study`."""
+    from horkd.study.runner import merge_seeds
+
+    study = runner.study
+    if not study.search.extend:
+        return []
+    added: list[Any] = []
+    while True:
+        jobs = []
+        for (regime, method), results in _searches(found + added).items():
+            if any(s not in r.records for r in results for s in search_seeds(study)):
+                continue  # unfinished: extended (or chosen) once every seed is recorded
+            candidates = runner.candidates(regime, method)
+            scores = {int(r.job.tag[1:]): mean_score([r.records[s].val
+                                                      for s in search_seeds(study)])
+                      for r in results}
+            best = max(sorted(scores), key=lambda i: (scores[i] if math.isfinite(scores[i])
+                                                      else -math.inf))
+            steps = study.search.extend - len(runner.extended.get((regime, method), []))
+            step = extension(candidates, best, steps)
+            if step is not None:
+                runner.extended.setdefault((regime, method), []).append(step)
+                runner.log(f"[{regime}] {method}: chose an end of its grid "
+                           f"({'; '.join(candidates[best])}): searching {'; '.join(step)} too")
+                jobs += runner.candidate_jobs(regime, method, len(candidates))
+        if not jobs:
+            return added
+        added += merge_seeds(runner.run(jobs, train))
+
+
+def _searches(results: list[Any]) -> dict[tuple[str, str], list[Any]]:
+    """The search results by (regime, method)."""
+    out: dict[tuple[str, str], list[Any]] = {}
+    for res in results:
+        out.setdefault((res.job.regime, res.job.method), []).append(res)
+    return out
