@@ -75,6 +75,19 @@ class JobResult:
         return next((r.error for r in self.records.values() if r.error), None)
 
 
+def merge_seeds(results: list[JobResult]) -> list[JobResult]:
+    """One result per (regime, method, candidate): the per-seed jobs' records together."""
+    merged: dict[tuple[str, str, str], JobResult] = {}
+    for res in results:
+        key = (res.job.regime, res.job.method, res.job.tag)
+        if key not in merged:
+            merged[key] = JobResult(res.job, dict(res.records), res.trained)
+        else:
+            merged[key].records.update(res.records)
+            merged[key].trained |= res.trained
+    return list(merged.values())
+
+
 @dataclass(frozen=True)
 class SharedFolder:
     """A file the driver wrote in the study's output folder: a worker that does not find it

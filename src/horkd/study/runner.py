@@ -34,6 +34,7 @@ from horkd.study.jobs import (
     SharedFolder,
     TeacherJob,
     describe_teacher,
+    merge_seeds,
     run_job,
     run_teacher,
     save_teacher,
@@ -436,19 +437,6 @@ def reused(result: JobResult, regime: str) -> JobResult:
                                           if r.get("method") == result.job.method])
                for seed, record in result.records.items()}
     return JobResult(replace(result.job, regime=regime, with_teacher=False), records, False)
-
-
-def merge_seeds(results: list[JobResult]) -> list[JobResult]:
-    """One result per (regime, method, candidate): the per-seed jobs' records together."""
-    merged: dict[tuple[str, str, str], JobResult] = {}
-    for res in results:
-        key = (res.job.regime, res.job.method, res.job.tag)
-        if key not in merged:
-            merged[key] = JobResult(res.job, dict(res.records), res.trained)
-        else:
-            merged[key].records.update(res.records)
-            merged[key].trained |= res.trained
-    return list(merged.values())
 
 
 def ablation(

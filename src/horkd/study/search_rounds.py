@@ -100,7 +100,7 @@ def extend_searches(runner: Any, found: list[Any], train: bool) -> list[Any]:
     """``search.extend``'s rounds: while a finished search chose an end of its one-knob numeric
     grid (and has steps left), search the next step beyond it; the results of the added
     candidates (merged per candidate). ``runner``: a :class:`~horkd.study.runner.Study`."""
-    from horkd.study.runner import merge_seeds
+    from horkd.study.jobs import merge_seeds
 
     study = runner.study
     if not study.search.extend:
