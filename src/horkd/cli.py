@@ -324,6 +324,13 @@ def _add_study_commands(sub: Any) -> None:
         help="train nothing: print what is recorded, running and pending",
     )
     study.add_argument(
+        "--register",
+        action="append",
+        metavar="REGIME",
+        help="start a new registration of a confirmatory regime's design (the former one is "
+        "kept beside it): its design may change only so, and says so",
+    )
+    study.add_argument(
         "--reproduce",
         metavar="RECORD",
         help="train one recorded run again from its settings and say whether it reproduces the "
@@ -579,7 +586,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0 if same else 1
     summary = run_study(
         args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train,
-        only=args.only, executor=_executor(args),
+        only=args.only, executor=_executor(args), register=args.register,
     )
     doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
     command = shlex.join(["horkd", *_training_args(sys.argv[1:])]) if len(sys.argv) > 1 else None

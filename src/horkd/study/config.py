@@ -39,7 +39,13 @@ class RegimeConfig(_Strict):
     """One setting every method is compared in, e.g. LR 7px, few labels, retrieval."""
 
     description: str = ""
-    teacher: str = Field(description="a key of the study's `teachers`")
+    teacher: str | list[str] = Field(
+        description="a key of the study's `teachers`, or several: the final seeds are spread "
+        "over them (and over `teacher_seeds`) round-robin by seed index, so the intervals "
+        "include the teacher's variation")
+    teacher_seeds: list[int] | None = Field(
+        None, min_length=1, description="train each teacher with these seeds (one teacher "
+        "each; null: its config's first seed): teachers as a factor, see `teacher`")
     overrides: list[str] = Field(default_factory=list, description="KEY=VALUE on top of `base`")
     methods: list[str] | None = Field(None, description="null = the study's `methods`")
     choices_from: str | None = Field(
@@ -85,11 +91,23 @@ class RegimeConfig(_Strict):
     )
 
 
+    @property
+    def teacher_names(self) -> list[str]:
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+
 class SearchConfig(_Strict):
-    seed: int = Field(0, description="the one seed candidates are trained with")
+    seed: int = Field(0, description="the seed candidates are trained with (see `seeds`)")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="several search seeds (two or more recommended): a "
+        "candidate's score is its mean validation over them; null: `seed` alone")
     candidates: dict[str, list[list[str]]] = Field(
         description="method -> list of candidate override lists (equal length for all methods)"
     )
+    extend: int = Field(
+        0, ge=0, le=8, description="where a method's candidates vary one numeric setting and "
+        "the choice is an end of that grid, add the next step beyond it (geometric) and search "
+        "again, at most this many steps per search, until the choice is interior; 0: never")
 
 
 class StudyConfig(_Strict):
@@ -159,8 +177,18 @@ class StudyConfig(_Strict):
         if self.main_regime not in self.regimes:
             raise ValueError(f"main_regime '{self.main_regime}' is not one of the regimes")
         for name, regime in self.regimes.items():
-            if regime.teacher not in self.teachers:
-                raise ValueError(f"regimes.{name}.teacher: '{regime.teacher}' is not a teacher")
+            for teacher in regime.teacher_names:
+                if teacher not in self.teachers:
+                    raise ValueError(f"regimes.{name}.teacher: '{teacher}' is not a teacher")
+            if not regime.teacher_names:
+                raise ValueError(f"regimes.{name}.teacher: name at least one teacher")
+            several = len(regime.teacher_names) > 1 or regime.teacher_seeds is not None
+            if several and regime.teacher_per_seed:
+                raise ValueError(f"regimes.{name}: teacher_per_seed trains a teacher per run "
+                                 "seed; it takes one teacher and no teacher_seeds")
+            if regime.teacher_seeds and len(set(regime.teacher_seeds)) != len(
+                    regime.teacher_seeds):
+                raise ValueError(f"regimes.{name}.teacher_seeds: a seed is listed twice")
             source = regime.choices_from
             if source is not None and (
                 source not in self.regimes or self.regimes[source].choices_from is not None

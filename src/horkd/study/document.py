@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from horkd.study.stats import (
     pending,
     summarize,
 )
+from horkd.study.teacher_identity import paired_values, teacher_note
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
 
@@ -55,10 +57,13 @@ def _seed_values(
     val: dict[str, list[float]] = {}
     numerics: dict[str, int] = {}  # the oldest NUMERICS_VERSION among a method's seeds
     fallbacks: dict[str, int] = {}  # seeds whose chain fell back to the teacher (the guard)
+    weights: dict[str, dict[int, str | None]] = {}  # the teacher each seed learnt from
     for res in finals:
         if res["regime"] != regime:
             continue
         val[res["method"]] = list(res["val"].values())
+        weights.setdefault(res["method"], {}).update(
+            {int(s): w for s, w in (res.get("weights") or {}).items()})
         if res.get("numerics"):
             numerics[res["method"]] = min(res["numerics"].values())
         for seed, rows in res["rows"].items():
@@ -71,7 +76,7 @@ def _seed_values(
                 elif row["role"] == "teacher":
                     teachers.setdefault(row["method"], {})[int(seed)] = row
     return {"metric": metric, "students": students, "teachers": teachers, "val": val,
-            "numerics": numerics, "fallbacks": fallbacks}
+            "numerics": numerics, "fallbacks": fallbacks, "weights": weights}
 
 
 def _label_only(study: dict[str, Any], students: dict[str, Any]) -> str | None:
@@ -131,9 +136,8 @@ def regime_tables(
             continue
         series = [done[method][s] for s in seeds]
         stats = summarize(series)
-        vs_best = paired_difference(series, [done[best][s] for s in seeds]) if best else None
-        vs_scratch = (paired_difference(series, [done[scratch][s] for s in seeds])
-                      if scratch else None)
+        vs_best = _paired(data, seeds, method, best)
+        vs_scratch = _paired(data, seeds, method, scratch)
         gap = _gap_closed(stats.mean, mean.get(scratch), mean.get(oracle)) if oracle else None
         older = data["numerics"].get(method, NUMERICS_VERSION) < NUMERICS_VERSION
         shown = method_cell({"method": method, "seeds": len(seeds),
@@ -143,8 +147,7 @@ def regime_tables(
         lines.append(
             f"| {shown} | {settings} | {summarize(data['val'][method]).mean:.2f} | "
             f"{stats.mean:.2f} | {stats.std:.2f} | {' / '.join(f'{v:.2f}' for v in series)} | "
-            f"{vs_best.interval() if vs_best and method != best else '-'} | "
-            f"{vs_scratch.interval() if vs_scratch and method != scratch else '-'} |"
+            f"{_cell(vs_best, method == best)} | {_cell(vs_scratch, method == scratch)} |"
             + (f" {gap} |" if oracle else "") + f" {cost_cell(cost)} |"
         )
         facts["methods"][method] = {
@@ -156,8 +159,14 @@ def regime_tables(
             "gap_closed": gap,
             "cpu_seconds": cost,
             "numerics_version": data["numerics"].get(method),
+            # the teacher weights each seed learnt from (None: it learns from no teacher);
+            # two methods' values pair only at the seeds where these agree
+            "teachers": [data["weights"].get(method, {}).get(s) for s in seeds],
         }
-    table = "\n".join(lines) + _teacher_lines(data["teachers"], facts)
+    ids = {m: data["weights"].get(m, {}) for m in done}
+    note = teacher_note(ids, seeds, summary.get("teachers"))
+    facts["teachers_apart"] = note[1:] if note else []
+    table = "\n".join(lines + note) + _teacher_lines(data["teachers"], facts)
     return table, facts
 
 
@@ -191,6 +200,23 @@ def ship_line(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any]
     return line, facts
 
 
+def _paired(data: dict[str, Any], seeds: list[int], method: str,
+            other: str | None) -> Difference | None:
+    """``method - other`` paired over the seeds whose runs learnt from the same teacher; None
+    without ``other`` or with no such seed."""
+    if other is None or other not in data["students"]:
+        return None
+    a, b, _ = paired_values(seeds, data["students"][method], data["students"][other],
+                            data["weights"].get(method, {}), data["weights"].get(other, {}))
+    return paired_difference(a, b) if a else None
+
+
+def _cell(diff: Difference | None, itself: bool) -> str:
+    if itself:
+        return "-"
+    return diff.interval() if diff else "not paired (another teacher)"
+
+
 def _settings(chosen: dict[str, Any]) -> str:
     """A method's chosen overrides as the table shows them; where its runs come from."""
     text = "; ".join(chosen.get("overrides", [])) or "defaults"
@@ -209,20 +235,25 @@ def _teacher_lines(teachers: dict[str, dict[int, dict[str, float]]], facts: dict
 
 
 def search_table(summary: dict[str, Any]) -> str:
-    """Every search candidate's validation score; a choice at an end of a numeric grid (the
-    highest or lowest value a varied setting takes among the candidates) is flagged: the best
-    setting may lie beyond the grid."""
+    """Every search candidate's validation score (the mean over the search seeds); a choice at
+    an end of a numeric grid (the highest or lowest value a varied setting takes among the
+    candidates) is flagged: the best setting may lie beyond the grid. Candidates added beyond a
+    grid's end (``search.extend``) are marked, and the searches they extended named."""
     study = summary["study"]
     lines = ["| regime | method | candidate | settings | val score |", "|---|---|---|---|---|"]
     defaults: dict[str, Any] = {}
     searches: set[tuple[str, str]] = set()
     edges: list[str] = []
+    extended = summary.get("extended") or {}
     for res in summary["search"]:
         method, regime = res["method"], res["regime"]
         index = int(res["tag"][1:])
         own = study["regimes"][regime].get("candidates") or {}
-        candidates = own.get(method) or study["search"]["candidates"][method]
+        declared = own.get(method) or study["search"]["candidates"][method]
+        candidates = declared + extended.get(regime, {}).get(method, [])
         settings = "; ".join(candidates[index]) or "defaults"
+        if index >= len(declared):
+            settings += " (added: the grid extended)"
         chosen = summary["choices"].get(regime, {}).get(method, {}).get("tag") == res["tag"]
         searches.add((regime, method))
         mark = " (chosen)" if chosen else ""
@@ -233,17 +264,26 @@ def search_table(summary: dict[str, Any]) -> str:
             if edge:
                 mark = f" (chosen, at the grid's edge: {edge})"
                 edges.append(f"`{regime}` {method}")
-        score = next(iter(res["val"].values()), None)
+        values = list(res["val"].values())
+        score = (None if not values else math.nan if not all(map(math.isfinite, values))
+                 else statistics.fmean(values))
         shown = ("diverged" if res.get("error") else "pending" if score is None
-                 else f"{score:.2f}")
+                 else f"{score:.2f}" + (f" (mean of {len(values)} seeds)" if len(values) > 1
+                                        else ""))
         guard = [f.get("assistant_guard", {}) for f in (res.get("facts") or {}).values()]
         if any(not g.get("trusted", True) for g in guard):  # scored as horkd_no_assistant
             shown += " (fell back to teacher -> student: the assistant failed its guard)"
         lines.append(f"| {regime} | {method} | {res['tag']}{mark} | {settings} | {shown} |")
+    grown = [f"`{r}` {m} ({len(c)} step{'s' if len(c) > 1 else ''})"
+             for r, by_method in extended.items() for m, c in by_method.items()]
+    if grown:
+        lines += ["", f"Extended beyond their declared grid (search.extend = "
+                  f"{study['search'].get('extend', 0)} steps at most): {', '.join(grown)}."]
     if edges:
         lines += ["", f"{len(edges)} of {len(searches)} searches chose a candidate at an end of "
                   f"a numeric grid ({', '.join(edges)}): the grid does not bracket the choice, "
-                  "so a better setting may lie beyond it."]
+                  "so a better setting may lie beyond it"
+                  + (" (still, after the extension)." if grown else ".")]
     return "\n".join(lines)
 
 
@@ -441,8 +481,8 @@ def _setup(summary: dict[str, Any]) -> list[str]:
         "",
         "## Setup",
         "",
-        f"- Seeds of the final runs: {study['seeds']} (unless a regime says otherwise); search "
-        f"seed {study['search']['seed']}, "
+        f"- Seeds of the final runs: {study['seeds']} (unless a regime says otherwise); "
+        + _search_seeds(study["search"]) + ", "
         f"{len(next(iter(study['search']['candidates'].values())))} candidates per method "
         "(the same budget for every method).",
         f"- Baselines: {', '.join(study['baselines'])}. Intervals are paired by seed (same split, "
@@ -453,14 +493,28 @@ def _setup(summary: dict[str, Any]) -> list[str]:
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
             f"{t['val']:.2f}" + (f" on {t['validation']}" if t.get("validation") else "")
             + f" ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
-            + "".join(f" Trained again later (its checkpoint is not kept in git; another CPU "
-                      f"rounds differently): best validation {r['val']:.2f}"
-                      + (f" ({r['train_seconds'] / 60:.1f} min)" if r.get("train_seconds") else "")
-                      + "; the runs recorded "
-                      "after that learnt from it." for r in t.get("retrained", []))
+            + "".join(_retrained(r) for r in t.get("retrained", []))
             + _near_chance(t)
         )
     return parts
+
+
+def _retrained(r: dict[str, Any]) -> str:
+    """A teacher trained again (its checkpoint is not kept in git): its score, and where the
+    runs that learnt from it are named (a record that says which weights it learnt from)."""
+    took = f" ({r['train_seconds'] / 60:.1f} min)" if r.get("train_seconds") else ""
+    which = ("the runs that learnt from it are named under their regimes, and paired only with "
+             "runs of the same teacher" if r.get("weights") else
+             "the runs recorded after that learnt from it")
+    return (f" Trained again later (its checkpoint is not kept in git; another CPU rounds "
+            f"differently): best validation {r['val']:.2f}{took}; {which}.")
+
+
+def _search_seeds(search: dict[str, Any]) -> str:
+    seeds = search.get("seeds") or [search["seed"]]
+    if len(seeds) == 1:
+        return f"search seed {seeds[0]}"
+    return f"search seeds {seeds} (a candidate's score: its mean validation over them)"
 
 
 def _near_chance(teacher: dict[str, Any]) -> str:
@@ -489,14 +543,17 @@ def page_comparisons(summary: dict[str, Any]) -> list[Comparison]:
             continue
         margin, role = regime_margin(study, regime), r.get("role") or "exploratory"
         metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
-        students = (_seed_values(summary["finals"], regime, metrics[0])["students"]
-                    if metrics else {})
+        data = _seed_values(summary["finals"], regime, metrics[0]) if metrics else {}
+        students = data.get("students", {})
         seeds = sorted(r.get("seeds") or study["seeds"])
         for method, other in pairs:
             a, b = students.get(method, {}), students.get(other, {})
             if all(s in a and s in b for s in seeds):
-                family.append(compare(regime, method, other, [a[s] for s in seeds],
-                                      [b[s] for s in seeds], margin, role=role))
+                xs, ys, apart = paired_values(seeds, a, b, data["weights"].get(method, {}),
+                                              data["weights"].get(other, {}))
+                found = (compare(regime, method, other, xs, ys, margin, role=role) if xs else
+                         pending(regime, method, other, margin, role=role))
+                family.append(replace(found, apart=tuple(apart)))
             else:
                 family.append(pending(regime, method, other, margin, role=role))
     return adjust(family)
@@ -506,8 +563,18 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}" if value >= 0.001 else "<0.001"
 
 
+def _apart(c: Comparison) -> str:
+    """Which seeds a comparison leaves out because its two runs learnt from other teachers."""
+    if not c.apart:
+        return ""
+    return (f" (seed{'s' if len(c.apart) > 1 else ''} {', '.join(map(str, c.apart))} left out: "
+            "the two runs learnt from different teachers)")
+
+
 def _comparison_line(c: Comparison) -> str:
     """``horkd - hinton_kd: +0.08 [-0.34, +0.50], p 0.620 (Holm 1.000), ... : inconclusive``"""
+    if c.n == 0 and c.apart:
+        return f"{c.method} - {c.comparator}: not paired{_apart(c)}"
     if c.n == 0:
         return f"{c.method} - {c.comparator}: pending (not every seed recorded yet)"
     diff = Difference(c.mean, c.low, c.high, c.n, c.level)
@@ -515,7 +582,7 @@ def _comparison_line(c: Comparison) -> str:
             if c.p_tost is not None else "")
     mdd = f"; detectable at {POWER:.0%} power: {c.mdd:.2f}" if c.mdd is not None else ""
     return (f"{c.method} - {c.comparator}: {diff.interval()}, p {_p(c.p)} "
-            f"(Holm {_p(c.p_holm)}){tost}{mdd}: **{c.verdict()}**")
+            f"(Holm {_p(c.p_holm)}){tost}{mdd}: **{c.verdict()}**{_apart(c)}")
 
 
 def comparison_table(comparisons: list[Comparison]) -> str:
@@ -527,14 +594,15 @@ def comparison_table(comparisons: list[Comparison]) -> str:
              "|---|---|---|---|---|---|"]
     for c in comparisons:
         if c.n == 0:
-            lines.append(f"| {c.method} - {c.comparator} | pending | - | - | - | - |")
+            what = "not paired" + _apart(c) if c.apart else "pending"
+            lines.append(f"| {c.method} - {c.comparator} | {what} | - | - | - | - |")
             continue
         diff = Difference(c.mean, c.low, c.high, c.n, c.level)
         tost = (f"±{c.margin:g}: {_p(c.p_tost)} ({_p(c.p_tost_holm)})"
                 if c.p_tost is not None else "no margin")
         lines.append(f"| {c.method} - {c.comparator} | {diff.interval()} | {_p(c.p)} "
                      f"({_p(c.p_holm)}) | {tost} | "
-                     f"{'-' if c.mdd is None else f'{c.mdd:.2f}'} | {c.verdict()} |")
+                     f"{'-' if c.mdd is None else f'{c.mdd:.2f}'} | {c.verdict()}{_apart(c)} |")
     return "\n".join(lines)
 
 
@@ -547,12 +615,12 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
     facts_by_regime: dict[str, Any] = {}
     family = page_comparisons(summary)
     for regime, r in summary["study"]["regimes"].items():
-        head = (f"## Regime `{regime}` ({_role(r)})"
+        head = (f"## Regime `{regime}` ({_role(r)}{_registered(summary, regime)})"
                 + (f": {r['description']}" if r.get("description") else ""))
         metrics = regime_metrics(summary["finals"], regime, r.get("reuse") or {})
         source = r.get("choices_from")
         parts += ["", head, "",
-                  f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; teacher `{r['teacher']}`."
+                  f"Overrides: `{' '.join(r['overrides']) or '(none)'}`; {_teachers(r)}."
                   + (f" Settings taken from the `{source}` search." if source else "")]
         if not metrics:
             parts += ["", "Pending: no final run of this regime is recorded yet."]
@@ -578,6 +646,27 @@ def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[st
                 parts += ["", _map_note(summary["finals"], regime)]
         parts += comparison(summary, regime, figures)
     return parts, facts_by_regime
+
+
+def _registered(summary: dict[str, Any], regime: str) -> str:
+    """``, registered 2026-12-06 at commit abc1234 (design 1a2b...)`` for a confirmatory
+    regime whose design was registered before its first run."""
+    entry = (summary.get("registrations") or {}).get(regime)
+    if not entry:
+        return ""
+    commit = (entry.get("git_commit") or "unknown")[:7]
+    return f", design registered {entry['date']} at commit {commit}, digest {entry['digest']}"
+
+
+def _teachers(r: dict[str, Any]) -> str:
+    """``teacher `classification``` or, for teachers as a factor, which and how the seeds are
+    spread over them."""
+    names = [r["teacher"]] if isinstance(r["teacher"], str) else list(r["teacher"])
+    seeds = r.get("teacher_seeds")
+    if len(names) == 1 and not seeds:
+        return f"teacher `{names[0]}`"
+    each = ", ".join(f"`{n}`" for n in names) + (f" (teacher seeds {seeds})" if seeds else "")
+    return f"teachers {each}, the final seeds spread over them round-robin by seed index"
 
 
 def _verdict(diff: dict[str, Any] | None) -> str:

@@ -40,6 +40,7 @@ class Job:
     missing: tuple[int, ...] | None = None  # the seeds to train (None: those not recorded)
     shared: SharedFolder | None = None  # the folder every worker must see as the driver does
     gpus: float = 0  # what an engine reserves for it besides its threads
+    stale: tuple[int, ...] = ()  # recorded seeds that learnt from another teacher: retrained
 
     @property
     def label(self) -> str:
@@ -57,6 +58,8 @@ class Job:
         return record_key(self.config, teacher, seed, self.kind, self.scored(seed))
 
     def recorded(self, seed: int) -> RunRecord | None:
+        if seed in self.stale:
+            return None
         book = RecordBook(Path(self.records))
         return book.load(self.kind, self.regime, self.method, self.tag, seed, self.key(seed))
 
@@ -70,6 +73,19 @@ class JobResult:
     @property
     def error(self) -> str | None:
         return next((r.error for r in self.records.values() if r.error), None)
+
+
+def merge_seeds(results: list[JobResult]) -> list[JobResult]:
+    """One result per (regime, method, candidate): the per-seed jobs' records together."""
+    merged: dict[tuple[str, str, str], JobResult] = {}
+    for res in results:
+        key = (res.job.regime, res.job.method, res.job.tag)
+        if key not in merged:
+            merged[key] = JobResult(res.job, dict(res.records), res.trained)
+        else:
+            merged[key].records.update(res.records)
+            merged[key].trained |= res.trained
+    return list(merged.values())
 
 
 @dataclass(frozen=True)
@@ -167,8 +183,9 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
     for seed in seeds:
         started = time.perf_counter()
         record = RunRecord(job.key(seed), job.kind, job.regime, job.method, job.tag, seed,
-                           job.config, job.teacher[str(seed)], math.nan, threads=job.threads,
-                           environment=environment(), numerics_version=NUMERICS_VERSION)
+                           job.config, learnt_from(job, cfg, seed), math.nan,
+                           threads=job.threads, environment=environment(),
+                           numerics_version=NUMERICS_VERSION)
         ctx, networks = open_seed(cfg, seed, progress=False, caches=caches,
                                   label=f"{job.label} seed {seed}")
         try:
@@ -191,6 +208,23 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
         record.seconds = time.perf_counter() - started
         out[seed] = record
     return out
+
+
+def learnt_from(job: Job, cfg: Any, seed: int) -> dict[str, str]:
+    """The record's teacher: its name and fingerprint, and the digest of the weights this run
+    loads (``weights``; ``assistant`` for a pre-trained assistant the method learns from)."""
+    from horkd.methods import METHODS
+    from horkd.study.teacher_identity import weights_digest
+
+    teacher = dict(job.teacher[str(seed)])
+    for role, key in (("teacher", "weights"), ("assistant", "assistant")):
+        path = getattr(cfg, role).checkpoint
+        if role == "assistant" and (not path or "assistant" not in METHODS.get(job.method).needs):
+            continue
+        digest = weights_digest(path.replace("{seed}", str(seed))) if path else None
+        if digest:
+            teacher[key] = digest
+    return teacher
 
 
 def _validation_history(seed_dir: Path, method: str) -> list[dict[str, float]]:
@@ -243,7 +277,10 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
         networks.teacher()
     outcome = networks.outcome("teacher")
     top1 = outcome.record.get("score_key") == "top1"  # the page weighs it against chance
-    return {**job.facts, "val": outcome.best_score,
+    from horkd.study.teacher_identity import weights_digest
+
+    weights = weights_digest(Path(cfg.output_dir) / f"seed{job.seed}" / "teacher" / "model")
+    return {**job.facts, "val": outcome.best_score, **({"weights": weights} if weights else {}),
             **({"classes": ctx.info.num_classes} if top1 else {}),
             "train_seconds": outcome.record.get("seconds"), "threads": job.threads,
             "environment": environment(), "trained_here": outcome.trained_now}
@@ -272,14 +309,19 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
     same = recorded is not None and recorded.get("fingerprint") == trained.get("fingerprint")
     if not same:
         return trained
-    if recorded["val"] == trained["val"]:
+    weights = trained.get("weights")
+    known = recorded.get("weights")
+    if (known == weights) if known and weights else recorded["val"] == trained["val"]:
+        # the same teacher (by its weights; by its score where either has no digest)
         kept = {k: recorded[k] for k in ("environment", "retrained") if k in recorded}
         return {**{k: v for k, v in trained.items() if k != "environment"}, **kept}
     again = {"val": trained["val"], "train_seconds": trained.get("train_seconds"),
              "threads": trained.get("threads"), "machine": platform.machine(),
+             **({"weights": weights} if weights else {}),
              **({"environment": trained["environment"]} if "environment" in trained else {})}
     retrained = list(recorded.get("retrained", []))
-    if all(r["val"] != trained["val"] for r in retrained):
+    if not any((r.get("weights") == weights) if r.get("weights") and weights
+               else r["val"] == trained["val"] for r in retrained):
         print(f"teacher {trained.get('name')} seed {trained.get('seed')} trained again: best "
               f"validation {trained['val']:.2f} against the recorded {recorded['val']:.2f}; "
               "runs trained from now learn from it (the record keeps both)", flush=True)

@@ -26,6 +26,7 @@ class PlannedRun:
     selected: bool  # whether this invocation trains it (``--only``)
     teacher: tuple[str, int]  # the teacher it learns from: (name, seed)
     holder: str | None = None
+    why: str | None = None  # why a recorded run is pending again
 
     @property
     def label(self) -> str:
@@ -47,8 +48,9 @@ class Planner:
                          else "running" if who else "pending")
                 teacher = (job.teacher[str(seed)]["name"],
                            self.study.teachers.seed_of(job.regime, seed))
+                why = "learnt from another teacher" if seed in job.stale else None
                 self.runs.append(PlannedRun(job.kind, job.regime, job.method, job.tag, seed,
-                                            state, picked, teacher, who))
+                                            state, picked, teacher, who, why))
 
     def waiting(self, regime: str) -> None:
         """The finals of ``regime``, which wait for the search that chooses their settings."""
@@ -57,7 +59,7 @@ class Planner:
         picked = study.only.regime(regime, study.trained_methods(regime))
         for method in study.trained_methods(regime):
             for seed in r.seeds or study.study.seeds:
-                teacher = (r.teacher, study.teachers.seed_of(regime, seed))
+                teacher = study.teachers.slot(regime, seed)
                 self.runs.append(PlannedRun("final", regime, method, "?", seed, "waiting",
                                             picked, teacher))
 
@@ -104,6 +106,10 @@ def status(study: Any) -> str:
                      f"{c.get('running', 0):>8} {pending:>8}"
                      + ("  (after the search)" if c.get("waiting") else ""))
     lines += ["", "teachers:", *_teacher_lines(study, planned)]
+    again = [p for p in planned if p.why and p.state == "pending"]
+    if again:
+        lines += ["", "pending again, learnt from another teacher than their regime's other runs "
+                  "(trained again from the regime's teacher):"] + [f"  {p.label}" for p in again]
     running = [p for p in planned if p.state == "running"]
     if running:
         lines += ["", "running now:"] + [f"  {p.label}: {p.holder}" for p in running]

@@ -34,6 +34,7 @@ from horkd.study.jobs import (
     SharedFolder,
     TeacherJob,
     describe_teacher,
+    merge_seeds,
     run_job,
     run_teacher,
     save_teacher,
@@ -47,7 +48,9 @@ from horkd.study.records import (
     read_teacher_record,
     record_key,
 )
+from horkd.study.search_rounds import extend_searches, mean_score, search_seeds
 from horkd.study.selection import Selection
+from horkd.study.teacher_identity import RegimeTeachers, identity, learns_from_teacher
 
 
 class Teachers:
@@ -61,14 +64,23 @@ class Teachers:
         self.study, self.root, self.book, self.log = study, root, book, log
         self.out = out / "teachers"
         self.threads = threads  # results on a CPU depend on the thread count: keep it fixed
-        self.per_seed = {r.teacher for r in study.regimes.values() if r.teacher_per_seed}
+        self.per_seed = {r.teacher_names[0] for r in study.regimes.values() if r.teacher_per_seed}
         self.shared: SharedFolder | None = None  # set when runs may train on other machines
         self.gpus = 0.0  # what a teacher asks an engine for besides its threads
+        self._first: dict[str, int] = {}
 
     def run_dir(self, name: str, seed: int | str) -> Path:
-        """A per-seed teacher has a run directory per seed, so two workers can train two seeds'
-        teachers at once; a shared teacher has one."""
-        return self.out / (f"{name}-seed{seed}" if name in self.per_seed else name)
+        """A teacher trained per seed (a per-seed regime's, or one of several teacher seeds)
+        has a run directory per seed, so two workers can train two seeds' teachers at once; a
+        shared teacher (its config's own first seed) has one."""
+        own = name not in self.per_seed and str(seed) == str(self.first_seed(name))
+        return self.out / (name if own else f"{name}-seed{seed}")
+
+    def first_seed(self, name: str) -> int:
+        """The teacher config's own first seed (read once)."""
+        if name not in self._first:
+            self._first[name] = self.config(name).seeds[0]
+        return self._first[name]
 
     def overrides(self, name: str, seed: int | None = None) -> list[str]:
         if seed is None:
@@ -83,15 +95,36 @@ class Teachers:
             return config_from_dict(dict(given), self.overrides(name, seed))
         return load_config(self.root / given, self.overrides(name, seed))
 
+    def slots(self, regime: str) -> list[tuple[str, int]]:
+        """The teachers a regime's seeds are spread over: each name x each teacher seed."""
+        r = self.study.regimes[regime]
+        return [(name, seed) for name in r.teacher_names
+                for seed in (r.teacher_seeds or [self.first_seed(name)])]
+
+    def slot(self, regime: str, seed: int) -> tuple[str, int]:
+        """The teacher (name, seed) a run of ``regime`` with ``seed`` learns from: its own seed's
+        for a per-seed regime, else round-robin over :meth:`slots` by the seed's index among
+        the regime's final seeds (a search seed: among the search seeds) - fixed by the study
+        file alone."""
+        r = self.study.regimes[regime]
+        if r.teacher_per_seed:
+            return r.teacher_names[0], seed
+        slots = self.slots(regime)
+        finals = r.seeds or self.study.seeds
+        searches = search_seeds(self.study)
+        index = (finals.index(seed) if seed in finals
+                 else searches.index(seed) if seed in searches else 0)
+        return slots[index % len(slots)]
+
     def seed_of(self, regime: str, seed: int) -> int:
         """Which teacher seed a run of ``regime`` with ``seed`` learns from."""
-        if self.study.regimes[regime].teacher_per_seed:
-            return seed
-        return self.config(self.study.regimes[regime].teacher).seeds[0]
+        return self.slot(regime, seed)[1]
 
-    def checkpoint(self, name: str, per_seed: bool) -> str:
+    def checkpoint(self, name: str, per_seed: bool, seed: int | None = None) -> str:
         """Where a run finds its teacher; ``{seed}`` is filled in by the run, per seed."""
-        seed = "{seed}" if per_seed else self.config(name).seeds[0]
+        if per_seed:
+            return str(self.run_dir(name, "{seed}") / "seed{seed}" / "teacher" / "model")
+        seed = self.first_seed(name) if seed is None else seed
         return str(self.run_dir(name, seed) / f"seed{seed}" / "teacher" / "model")
 
     def fingerprint(self, name: str, seed: int) -> str:
@@ -156,6 +189,9 @@ class Study:
         self.progress: Progress | None = None
         self._engine: Engine | None = None
         self.planner: Planner | None = None  # set while the study is walked without training
+        self.identities = RegimeTeachers(self.book, self._teacher_checkpoint)
+        self.extended: dict[tuple[str, str], list[list[str]]] = {}  # search.extend's steps
+        self._said: set[str] = set()  # lines about teachers already logged
 
     @property
     def engine(self) -> Engine:
@@ -184,7 +220,9 @@ class Study:
     ) -> Job:
         r = self.study.regimes[regime]
         raw = apply_overrides(self.study.base, r.overrides + candidate)
-        checkpoint = self.teachers.checkpoint(r.teacher, r.teacher_per_seed)
+        slots = {seed: self.teachers.slot(regime, seed) for seed in seeds}
+        name, first = slots[seeds[0]]
+        checkpoint = self.teachers.checkpoint(name, r.teacher_per_seed, first)
         raw["teacher"] = {**raw.get("teacher", {}), "checkpoint": checkpoint}
         raw.update(
             name=f"{self.study.name}/{regime}/{method}/{tag}",
@@ -197,17 +235,34 @@ class Study:
         if kind == "final" and curve and self.study.curve_sizes:
             raw.setdefault("report", {})["resolution_sizes"] = list(self.study.curve_sizes)
         config_from_dict(raw)  # fail here, before any training, on a bad combination
-        teacher = {
-            str(seed): {
-                "name": r.teacher,
-                "fingerprint": self.teachers.fingerprint(
-                    r.teacher, self.teachers.seed_of(regime, seed)
-                ),
-            }
-            for seed in seeds
-        }
-        return Job(kind, regime, method, tag, raw, teacher, str(self.book.folder), with_teacher,
-                   self.threads, self.cache_dir, gpus=self.executor.gpus_per_job)
+        teacher = {str(seed): {"name": name, "fingerprint": self.teachers.fingerprint(name, tseed)}
+                   for seed, (name, tseed) in slots.items()}
+        job = Job(kind, regime, method, tag, raw, teacher, str(self.book.folder), with_teacher,
+                  self.threads, self.cache_dir, gpus=self.executor.gpus_per_job)
+        stale = self.identities.stale_seeds(job)
+        for seed in stale:
+            self._say(f"{job.label} seed {seed}: learnt from another teacher than the regime's "
+                      "other runs: pending, trains again from the regime's teacher")
+        return replace(job, stale=stale) if stale else job
+
+    def _teacher_checkpoint(self, fingerprint: str) -> str | None:
+        """The checkpoint a run learning from the teacher of ``fingerprint`` loads now."""
+        if not hasattr(self, "_checkpoints"):
+            self._checkpoints: dict[str, str] = {}
+            for regime in self.study.regimes:
+                seeds = (self.study.regimes[regime].seeds or self.study.seeds) + search_seeds(
+                    self.study)
+                for name, tseed in {self.teachers.slot(regime, s) for s in seeds}:
+                    self._checkpoints[self.teachers.fingerprint(name, tseed)] = (
+                        self.teachers.checkpoint(name, False, tseed))
+        return self._checkpoints.get(fingerprint)
+
+    def _say(self, line: str) -> None:
+        """Log a line about teachers once (not while the study is only planned: --status
+        shows it there)."""
+        if self.planner is None and line not in self._said:
+            self._said.add(line)
+            self.log(line)
 
     def trained_methods(self, regime: str) -> list[str]:
         """The methods this regime trains itself (not those it reuses from another regime)."""
@@ -223,14 +278,23 @@ class Study:
         return [m for m in self.study.regime_methods(regime) if not METHODS.get(m).trains]
 
     # ------------------------------------------------------------------ phases
+    def candidates(self, regime: str, method: str) -> list[list[str]]:
+        """A method's search candidates in a regime: the declared ones, then those added where
+        the choice sat at an end of the grid (``search.extend``)."""
+        return self.study.candidates(regime, method) + self.extended.get((regime, method), [])
+
     def search_jobs(self, regime: str) -> list[Job]:
-        seed = self.study.search.seed
-        return [
-            self.job("search", regime, method, f"c{i}", candidate, [seed], [method])
-            for method in self.trained_methods(regime)
-            if searched(method)
-            for i, candidate in enumerate(self.study.candidates(regime, method))
-        ]
+        return [job for method in self.trained_methods(regime) if searched(method)
+                for i in range(len(self.candidates(regime, method)))
+                for job in self.candidate_jobs(regime, method, i)]
+
+    def candidate_jobs(self, regime: str, method: str, index: int) -> list[Job]:
+        """A job per search seed of one candidate (the first seed in the run directory
+        ``c<i>``, as with a single search seed)."""
+        candidate = self.candidates(regime, method)[index]
+        return [self.job("search", regime, method, f"c{index}", candidate, [seed], [method],
+                         run_name=f"c{index}" if k == 0 else f"c{index}-seed{seed}")
+                for k, seed in enumerate(search_seeds(self.study))]
 
     def final_jobs(self, regime: str, choices: dict[str, dict[str, Any]]) -> list[Job]:
         """A job per method and seed (so the workers share a method's seeds), each in a run
@@ -256,6 +320,9 @@ class Study:
         with ``train=False`` (or for a job ``--only`` leaves out) the unrecorded seeds are left
         out."""
         picked = [train and self.only.job(j) for j in jobs]
+        for job in (j for j, p in zip(jobs, picked, strict=True) if p):
+            if line := self.identities.new_teacher_note(job):
+                self._say(line)
         if self.planner is not None:
             self.planner.jobs(jobs, [self.only.job(j) for j in jobs])
         trained = iter(self._train([j for j, p in zip(jobs, picked, strict=True) if p]))
@@ -274,8 +341,10 @@ class Study:
         every final whose settings are chosen in a second, so a regime's last slow run never
         holds back another regime's work (a worker, or a cluster, stays busy)."""
         order = self.study.order()
-        found = self.run([job for regime in order if self.study.regimes[regime].choices_from is None
-                          for job in self.search_jobs(regime)], train)
+        found = merge_seeds(self.run([job for regime in order
+                                      if self.study.regimes[regime].choices_from is None
+                                      for job in self.search_jobs(regime)], train))
+        found += extend_searches(self, found, train)
         choices: dict[str, Any] = {}
         final_jobs: list[Job] = []
         for regime in order:
@@ -304,13 +373,15 @@ class Study:
         r = self.study.regimes[regime]
         if r.choices_from is None:
             mine = [res for res in found if res.job.regime == regime]
-            waiting = {res.job.method for res in mine if self.study.search.seed not in res.records}
+            waiting = {res.job.method for res in mine
+                       if any(s not in res.records for s in search_seeds(self.study))}
             if waiting:  # each method's finals wait for its own search, not for another's
                 self.log(f"[{regime}] search of {', '.join(sorted(waiting))} incomplete: "
                          "their finals wait")
             done = [res for res in mine if res.job.method not in waiting]
             trained = [m for m in self.trained_methods(regime) if m not in waiting]
-            return choose(self.study, regime, done, trained) if trained else None
+            return (choose(self.study, regime, done, trained,
+                           lambda method: self.candidates(regime, method)) if trained else None)
         if r.choices_from not in chosen:
             return None
         picks = {m: c for m, c in chosen[r.choices_from].items()
@@ -323,14 +394,17 @@ class Study:
         return picks or None
 
 
-def choose(study: StudyConfig, regime: str, results: list[JobResult],
-           trained: list[str]) -> dict[str, dict[str, Any]]:
-    """method -> the candidate with the best validation score (first on ties); ``trained`` methods
-    that are not searched keep their fixed settings."""
+def choose(study: StudyConfig, regime: str, results: list[JobResult], trained: list[str],
+           candidates: Any = None) -> dict[str, dict[str, Any]]:
+    """method -> the candidate with the best validation score, its mean over the search seeds
+    (first on ties); ``trained`` methods that are not searched keep their fixed settings.
+    ``candidates(method)``: the method's candidate list (default: the study file's)."""
+    candidates = candidates or (lambda method: study.candidates(regime, method))
+    seeds = search_seeds(study)
     choices: dict[str, dict[str, Any]] = {}
     for res in results:
         job = res.job
-        score = res.records[study.search.seed].val
+        score = mean_score([res.records[s].val for s in seeds])
         entry = choices.setdefault(job.method, {"scores": {}, "tag": None, "val": -math.inf})
         entry["scores"][job.tag] = score
         if score > entry["val"]:
@@ -341,7 +415,7 @@ def choose(study: StudyConfig, regime: str, results: list[JobResult],
                 f"search in '{regime}': no candidate of '{method}' reached a finite "
                 f"validation score ({entry['scores']}); widen or fix its candidates"
             )
-        entry["overrides"] = study.candidates(regime, method)[int(entry["tag"][1:])]
+        entry["overrides"] = candidates(method)[int(entry["tag"][1:])]
     for method in trained:
         if not searched(method):
             choices[method] = {"scores": {}, "tag": "fixed", "val": None, "overrides": []}
@@ -363,19 +437,6 @@ def reused(result: JobResult, regime: str) -> JobResult:
                                           if r.get("method") == result.job.method])
                for seed, record in result.records.items()}
     return JobResult(replace(result.job, regime=regime, with_teacher=False), records, False)
-
-
-def merge_seeds(results: list[JobResult]) -> list[JobResult]:
-    """One result per (regime, method, candidate): the per-seed jobs' records together."""
-    merged: dict[tuple[str, str, str], JobResult] = {}
-    for res in results:
-        key = (res.job.regime, res.job.method, res.job.tag)
-        if key not in merged:
-            merged[key] = JobResult(res.job, dict(res.records), res.trained)
-        else:
-            merged[key].records.update(res.records)
-            merged[key].trained |= res.trained
-    return list(merged.values())
 
 
 def ablation(
@@ -431,14 +492,22 @@ def run_study(
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
     executor: ExecutorConfig | None = None,
+    register: list[str] | None = None,
 ) -> Path:
     """Run (or continue) the whole study; writes OUT/study.json and returns its path. With
     ``train=False`` nothing is trained: the summary holds what the records hold. ``only``
     (``"regime"`` or ``"regime/method"`` items) trains those first; the rest is read from the
     records, as with ``train=False``. ``executor`` (default: the study file's) says where runs
-    train."""
+    train. ``register``: confirmatory regimes whose design is registered anew first."""
+    from horkd.study import registration
+
     study, root = load_study(path)
     runner = Study(study, root, workers, threads, log, only, executor)
+    for regime in register or []:
+        if study.regimes.get(regime) is None or study.regimes[regime].role != "confirmatory":
+            raise ValueError(f"--register {regime}: not a confirmatory regime of the study")
+        registration.register(runner, regime, log)
+    registered = registration.check(runner, train, log)
     started = time.time()
     if train:
         planned = plan(runner)
@@ -470,6 +539,9 @@ def run_study(
         "teachers": runner.teachers.recorded(),
         "search": [_result_dict(r) for r in search],
         "choices": choices,
+        "registrations": registered,
+        "extended": {regime: {m: c for (r, m), c in runner.extended.items() if r == regime}
+                     for regime in {r for r, _ in runner.extended}},
         "finals": [_result_dict(r) for r in finals],
         "ablation": ablation_result,
         "seconds": time.time() - started,
@@ -486,10 +558,13 @@ def run_study(
 
 def study_status(path: str | Path) -> str:
     """``horkd study FILE --status``: the table of what is recorded, running and pending."""
+    from horkd.study import registration
     from horkd.study.plan import status
 
     study, root = load_study(path)
-    return status(Study(study, root))
+    runner = Study(study, root)
+    registration.check(runner, train=False)  # a changed registered design: refused here too
+    return status(runner)
 
 
 def _result_dict(result: JobResult) -> dict[str, Any]:
@@ -512,6 +587,9 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "cpu_seconds": {s: r.seconds * r.threads for s, r in records.items()},
         "numerics": {s: r.numerics_version for s, r in records.items()},
         "teacher": {s: r.teacher.get("fingerprint") for s, r in records.items()},
+        # the weights each seed learnt from (None: the method learns from no teacher)
+        "weights": {s: identity(r.teacher) if learns_from_teacher(r.method) else None
+                    for s, r in records.items()},
         "error": result.error,
     }
 
@@ -547,7 +625,8 @@ def reproduce(path: str | Path, record_path: str | Path, log: Callable[[str], No
                 log(f"  {old.get('method')}: recorded {old} vs {new}")
     if not (same_val and same_rows):
         per_seed = study.regimes[record.regime].teacher_per_seed
-        checkpoint = runner.teachers.checkpoint(record.teacher["name"], per_seed)
+        checkpoint = runner.teachers.checkpoint(record.teacher["name"], per_seed,
+                                                None if per_seed else teacher_seed)
         for line in why_not_reproduced(record, teacher, checkpoint.format(seed=teacher_seed)):
             log(line)
     return same_val and same_rows

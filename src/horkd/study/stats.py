@@ -192,6 +192,7 @@ class Comparison:
     role: str = "exploratory"
     p_holm: float | None = None
     p_tost_holm: float | None = None
+    apart: tuple[int, ...] = ()  # seeds left out: their two runs learnt from different teachers
 
     @property
     def alpha(self) -> float:

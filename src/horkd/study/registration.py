@@ -1,0 +1,132 @@
+"""Pre-registration of a confirmatory regime: its design is written down before its first run
+and cannot change once runs are recorded.
+
+A regime marked ``role: confirmatory`` gets, when the study first trains it, a small file beside
+its records (``<records>/<regime>/registration.json``): the design (the experiment its runs
+start from with the regime's overrides resolved, its methods, their search candidates, the
+final and search seeds, the teachers and how the seeds are spread over them, the declared
+comparisons and margin), its digest, the date and the git commit. Every later invocation
+compares the study file's design with it: a change while runs are recorded is refused in one
+line naming what changed. ``horkd study FILE --register REGIME`` starts a new registration
+explicitly (the old file is kept as ``registration-<n>.json``).
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from horkd.checkpoint import git_sha, write_json
+from horkd.run_dir import changed_keys, settings_digest
+
+FILE = "registration.json"
+
+
+class RegistrationError(ValueError):
+    """A confirmatory regime whose design differs from the one registered before its runs."""
+
+
+def design(runner: Any, regime: str) -> dict[str, Any]:
+    """What a confirmatory regime fixes before its first run (``runner``: a
+    :class:`~horkd.study.runner.Study`)."""
+    from horkd.config import config_from_dict
+    from horkd.study.config import regime_comparisons, regime_margin, searched
+    from horkd.study.search_rounds import search_seeds
+
+    study = runner.study
+    r = study.regimes[regime]
+    # settings at their defaults are left out (as in a stage's fingerprint): a setting added
+    # by a later horkd does not read as a changed design
+    cfg = config_from_dict(dict(study.base), list(r.overrides)).model_dump(
+        mode="json", exclude_defaults=True)
+    for key in ("name", "output_dir", "seeds", "methods"):
+        cfg.pop(key, None)
+    source = r.choices_from or regime
+    methods = study.regime_methods(regime)
+    raw = study.model_dump(mode="json")
+    teachers = {}
+    for name, seed in runner.teachers.slots(regime):
+        teacher = runner.teachers.config(name, seed).model_dump(mode="json",
+                                                                exclude_defaults=True)
+        teacher.pop("output_dir", None)
+        teachers[f"{name}/seed{seed}"] = teacher
+    return {
+        "experiment": cfg,
+        "overrides": list(r.overrides),
+        "methods": methods,
+        "candidates": {m: study.candidates(source, m) for m in methods
+                       if searched(m) and m in study.search.candidates},
+        "candidates_from": source,
+        "seeds": list(r.seeds or study.seeds),
+        "search": {"seeds": search_seeds(study), "extend": study.search.extend},
+        "teachers": teachers,
+        "teacher_per_seed": r.teacher_per_seed,
+        "comparisons": [list(p) for p in regime_comparisons(raw, regime)],
+        "margin": regime_margin(raw, regime),
+    }
+
+
+def registered(book: Any, regime: str) -> dict[str, Any] | None:
+    import json
+
+    path = book.folder / regime / FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _has_runs(book: Any, regime: str) -> bool:
+    folder = book.folder / regime
+    return folder.is_dir() and any(folder.glob("*/*/*-seed*.json"))
+
+
+def register(runner: Any, regime: str, log: Any = print) -> Path:
+    """Write the regime's registration (a former one kept as ``registration-<n>.json``)."""
+    found = design(runner, regime)
+    path = runner.book.folder / regime / FILE
+    if path.is_file():
+        n = 1 + len(list(path.parent.glob("registration-*.json")))
+        path.rename(path.with_name(f"registration-{n}.json"))
+    entry = {"regime": regime, "digest": settings_digest(found),
+             "date": datetime.date.today().isoformat(), "git_commit": git_sha(),
+             "design": found}
+    write_json(path, entry, "a confirmatory regime's registration")
+    log(f"[{regime}] confirmatory: its design is registered ({entry['digest']}, "
+        f"{entry['date']}, commit {entry['git_commit'] or 'unknown'}) in {path}")
+    return path
+
+
+def check(runner: Any, train: bool, log: Any = print) -> dict[str, dict[str, Any]]:
+    """Each confirmatory regime's registration, checked against the study file: registered now
+    where it has none and no run yet (when training); refused in one line where its design
+    changed with runs recorded, or where runs were recorded without a registration. Returns
+    ``{regime: {digest, date, git_commit}}`` for the page."""
+    out = {}
+    for regime, r in runner.study.regimes.items():
+        if r.role != "confirmatory":
+            continue
+        entry = registered(runner.book, regime)
+        found = design(runner, regime)
+        runs = _has_runs(runner.book, regime)
+        if entry is None:
+            if runs:
+                raise RegistrationError(
+                    f"regimes.{regime} is confirmatory but its recorded runs have no "
+                    "registration: its design was not registered before its first run; mark it "
+                    f"exploratory, or start a registration with --register {regime}")
+            if train:
+                register(runner, regime, log)
+                entry = registered(runner.book, regime)
+        elif entry["digest"] != settings_digest(found):
+            what = ", ".join(changed_keys(entry["design"], found)) or "its design"
+            if runs:
+                raise RegistrationError(
+                    f"regimes.{regime} is confirmatory and registered on {entry['date']} "
+                    f"(commit {entry.get('git_commit') or 'unknown'}); with runs recorded its "
+                    f"design cannot change, but {what} did: restore it, or start a new "
+                    f"registration with --register {regime}")
+            if train:  # nothing ran under the old design: register the new one
+                register(runner, regime, log)
+                entry = registered(runner.book, regime)
+        if entry is not None:
+            out[regime] = {k: entry.get(k) for k in ("digest", "date", "git_commit")}
+    return out
