@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Every core runs tests (pytest-xdist), one thread each so the workers do not crowd each other;
-# a file's tests stay on one worker (its module fixtures are built once). About N minutes on 2
-# cores.
+# a file's tests stay on one worker (its module fixtures are built once). About 17 minutes on 2
+# cores shared with other work.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -157,7 +157,7 @@ def teacher_trained(study: Any, name: str, seed: int) -> bool:
 def _ablations(study: Any, choices: dict[str, Any]) -> list[str]:
     """The methods whose orders ablation this invocation trains: not recorded with their chosen
     settings, or whose settings wait for the search (they are trained once it is done)."""
-    from horkd.study.runner import ablated_methods, ablation_job
+    from horkd.study.ablations import ablated_methods, ablation_job
 
     main = study.study.main_regime
     methods = [m for m in ablated_methods(study) if m in study.trained_methods(main)]

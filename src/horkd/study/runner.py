@@ -13,11 +13,10 @@ split only; the test split is scored once per final model.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from horkd.config import apply_overrides, config_from_dict, load_config
 from horkd.notes import once_per_invocation
 from horkd.numerics_version import NUMERICS_VERSION
 from horkd.run_dir import teacher_fingerprint
+from horkd.study.ablations import ablated_methods, ablation_job
 from horkd.study.config import StudyConfig, load_study, searched
 from horkd.study.executors import Engine, ExecutorConfig, make_engine
 from horkd.study.jobs import (
@@ -45,7 +45,6 @@ from horkd.study.records import (
     environment,
     environment_differences,
     read_teacher_record,
-    record_key,
 )
 from horkd.study.selection import Selection
 from horkd.study.threads import default_threads
@@ -375,29 +374,6 @@ def merge_seeds(results: list[JobResult]) -> list[JobResult]:
     return list(merged.values())
 
 
-@dataclass(frozen=True)
-class AblationJob:
-    """One method's orders ablation with its chosen settings, and where it is recorded."""
-
-    job: Job
-    key: str
-    path: Path
-
-    def recorded(self) -> dict[str, Any] | None:
-        stored = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        return stored if stored.get("key") == self.key else None
-
-
-def ablation_job(runner: Study, chosen: dict[str, Any], method: str) -> AblationJob:
-    regime = runner.study.main_regime
-    tag = runner.final_tag(regime, chosen)
-    job = runner.job("final", regime, method, tag, chosen["overrides"],
-                     runner.study.ablation_seeds, [method])
-    teacher = [job.teacher[str(s)]["fingerprint"] for s in job.seeds]
-    key = record_key(job.config, ",".join(teacher), -1, "ablation", False)
-    return AblationJob(job, key, runner.book.folder / "ablation" / f"{method}.json")
-
-
 def ablation(
     runner: Study, choices: dict[str, dict[str, dict[str, Any]]], train: bool = True
 ) -> dict[str, Any] | None:
@@ -451,15 +427,6 @@ def ablation_cost(runner: Study) -> dict[Any, tuple[Any, float]]:
     regime = runner.study.main_regime
     runs = len(ORDER_SUBSETS) * len(runner.study.ablation_seeds)
     return {("ablation", m): ((regime, m), runs) for m in ablated_methods(runner)}
-
-
-def ablated_methods(runner: Study) -> list[str]:
-    from horkd.methods import METHODS, methods_in
-
-    if runner.study.ablation_methods is not None:
-        return runner.study.ablation_methods
-    main = runner.study.regime_methods(runner.study.main_regime)
-    return [m for m in methods_in("ours", main) if METHODS.get(m).follows_orders]
 
 
 def run_study(
