@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Every core runs tests (pytest-xdist), one thread each so the workers do not crowd each other;
+# a file's tests stay on one worker (its module fixtures are built once). About 17 minutes on 2
+# cores shared with other work.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test-all: $(STAMP)

@@ -174,7 +174,7 @@ def test_a_study_with_one_truncated_record_finishes_names_it_and_retrains_only_t
     out, err = capsys.readouterr()
     named = [line for line in err.splitlines() if str(damaged) in line]
     assert len(named) == 1 and "moved aside" in named[0], err
-    assert "2 tasks to train (5 of 6 runs recorded)" in out, out  # the run and its teacher
+    assert "2 tasks to train (1 run, 1 teacher; 5 of 6 runs recorded)" in out, out
     assert "final lr4/hinton_kd/c0 seed 1" in out
     assert damaged.with_name(damaged.name + ".damaged").is_file()
     again = json.loads(damaged.read_text())  # recorded again, the same numbers to the bit

@@ -140,10 +140,12 @@ def test_progress_lines_go_to_a_file_and_status_says_what_is_left(tmp_path):
     text = log.read_text()
     assert done.returncode == 0, text
     lines = text.splitlines()
-    assert re.match(r"study executors: 8 tasks to train \(0 of 6 runs recorded\) on local", lines[0])
+    # the teacher is one task: the finals' batch loads it (said, not counted)
+    assert re.match(r"study executors: 7 tasks to train \(6 runs, 1 teacher; 0 of 6 runs "
+                    r"recorded\) on local, 1 thread\(s\) per run \(--threads\)", lines[0])
     progress = [PROGRESS.match(line) for line in lines if PROGRESS.match(line)]
-    assert [int(m.group(1)) for m in progress] == list(range(1, 9))
-    assert {int(m.group(2)) for m in progress} == {8}
+    assert [int(m.group(1)) for m in progress] == list(range(1, 8))
+    assert {int(m.group(2)) for m in progress} == {7}
     assert any(re.match(r"final lr4/horkd/c0 seed 1: val \d+\.\d\d, test \d+\.\d\d \(\d+ s\)",
                         m.group(3)) for m in progress)
     assert "teacher cls seed 0: cnn_small, best val" in text
@@ -167,13 +169,14 @@ def test_the_eta_is_paced_by_trained_tasks_not_by_teachers_loaded_in_a_second(mo
     now = [0.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: now[0])
     lines: list[str] = []
-    progress = progress_module.Progress(42, lines.append, bar=False)
+    progress = progress_module.Progress(41, lines.append, bar=False)
     now[0] = 1.0
-    assert progress.finished("teacher t seed 0", 1, trained=False).endswith(
-        "1 running, ETA after the first trained run")
+    assert progress.finished("teacher t seed 0, loaded", 1, trained=False) == (
+        "teacher t seed 0, loaded")  # said, not counted: no task of the count
     now[0] = 601.0
-    assert progress.finished("final r/m seed 0", 1).endswith("ETA 6.7 h")  # 601 s x 40 left
-    assert [PROGRESS.match(line) is not None for line in lines] == [True, True]
+    line = progress.finished("final r/m seed 0", 1, seconds=600.0)
+    assert line.startswith("[1/41]") and line.endswith("ETA 6.7 h")  # 40 x 600 s at 601/600
+    assert [PROGRESS.match(line) is not None for line in lines] == [False, True]
 
 
 def test_the_eta_weighs_each_remaining_task_by_what_its_kind_took(monkeypatch):

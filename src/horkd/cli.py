@@ -289,7 +289,9 @@ def _add_study_commands(sub: Any) -> None:
     study.add_argument("study_file", help="study YAML (see configs/study/)")
     study.add_argument("--workers", type=int, default=None, help="parallel runs (default: file)")
     study.add_argument(
-        "--threads", type=int, default=None, help="threads per worker (default: cores / workers)"
+        "--threads", type=int, default=None,
+        help="threads per worker (default: OMP_NUM_THREADS, else the CPUs this process may run "
+        "on / workers; the log says which)"
     )
     study.add_argument("--doc", default=None, help="where RESULTS.md goes (default: OUT/RESULTS.md)")
     study.add_argument(

@@ -18,6 +18,7 @@ import torchvision.transforms as T
 from horkd import distributed
 from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
+from horkd.notes import note
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,9 +65,9 @@ def native_side(samples: list[tuple[str, int]], probes: int = 256) -> int:
     median = sorted(sides)[len(sides) // 2]
     side = min(median, MAX_NATIVE_SIDE)
     if distributed.is_main():
-        print(f"image_folder: data.hr_size not set: HR side {side} px (the training images' "
-              f"median longer side is {median}{'' if side == median else ', capped'}); set "
-              "data.hr_size to choose another and to pin it", flush=True)
+        note(f"image_folder: data.hr_size not set: HR side {side} px (the training images' "
+             f"median longer side is {median}{'' if side == median else ', capped'}); set "
+             "data.hr_size to choose another and to pin it")
     return side
 
 
@@ -104,9 +105,9 @@ def _held_out(base: Path, name: str, channels: int, skip: bool, fraction: float)
         split.samples = split.imgs = [samples[i] for i in indices.tolist()]
         split.targets = [label for _, label in split.samples]
     if distributed.is_main():
-        print(f"image_folder: {base / name} has no test split beside it: {fraction:.0%} of each "
-              "class's images are held out as the test split (data.test_fraction; the same "
-              "images every run)", flush=True)
+        note(f"image_folder: {base / name} has no test split beside it: {fraction:.0%} of each "
+             "class's images are held out as the test split (data.test_fraction; the same "
+             "images every run)")
     return train, test
 
 

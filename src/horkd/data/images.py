@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from horkd.notes import note
+
 SKIP_HINT = "fix or remove them, or pass --skip-bad-images to leave them out (counted)"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SHOWN = 20  # bad files named in one error message
@@ -134,6 +136,5 @@ def readable_splits(
     kept = [[s for s in samples if str(s[0]) not in bad] for samples in splits]
     if bad:
         first, problem = next(iter(bad.items()))
-        print(f"{dataset}: left out {len(bad)} unusable image file(s), e.g. {first}: {problem}",
-              flush=True)
+        note(f"{dataset}: left out {len(bad)} unusable image file(s), e.g. {first}: {problem}")
     return kept, list(bad)

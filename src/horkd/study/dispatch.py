@@ -10,6 +10,7 @@ from typing import Any
 from horkd.study.jobs import (
     Job,
     JobResult,
+    TeacherJob,
     describe,
     describe_teacher,
     kind_of,
@@ -39,9 +40,11 @@ def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
     tasks = seed_major([j.seeds for j in submitted],
                        [{teachers[pair].key for pair in n} for n in needs], prerequisites,
                        lambda k: Task(("job", todo[k]), run_job, submitted[k]))
+    counted = [t for t in tasks if not loads(study, t)]  # a teacher that loads is no task
     if study.progress is None:  # a caller that did not plan: count what this call trains
-        study.progress = Progress(len(tasks), study.log, bar=False,
-                                  kinds=[kind_of(t.arg) for t in tasks])
+        study.progress = Progress(len(counted), study.log, bar=False,
+                                  kinds=[kind_of(t.arg) for t in counted])
+    study.progress.starting((counted or tasks)[0].label)
 
     def on_done(task: Task, value: Any) -> None:
         if isinstance(value, JobResult):
@@ -60,3 +63,11 @@ def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
 
     engine.run(tasks, on_done)
     return results
+
+
+def loads(study: Any, task: Task) -> bool:
+    """Whether ``task`` is a teacher whose checkpoint is trained: it loads in a second."""
+    from horkd.study.plan import teacher_trained
+
+    job = task.arg
+    return isinstance(job, TeacherJob) and teacher_trained(study, job.name, job.seed)

@@ -1,11 +1,20 @@
 """Where a study stands, without training anything: every run with its state, and the table
 ``horkd study FILE --status`` prints. The study is walked as a run with ``train=False`` walks
 it, a :class:`Planner` noting each job it meets; a run is running when a live process holds its
-run directory's lock."""
+run directory's lock.
+
+The study's own count (``N tasks to train``, its ``[k/N]`` lines) and ``--status`` count the same
+thing, :class:`Tasks`: each run (one seed of one method's settings) not recorded, each teacher
+whose checkpoint is not trained yet (once, however many batches load it), and each orders
+ablation not recorded. The count said 32 tasks where ``--status`` said 30 runs: it counted a
+teacher task in each of the two batches (searches, finals), the second one a load.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from horkd.run_lock import holder
@@ -39,13 +48,18 @@ class Planner:
     def __init__(self, study: Any) -> None:
         self.study = study
         self.runs: list[PlannedRun] = []
+        self.choices: dict[str, Any] = {}  # each regime's chosen settings, where known
+        self.seconds: dict[Hashable, list[float]] = {}  # recorded runs' times, by kind
 
     def jobs(self, jobs: list[Job], selected: list[bool]) -> None:
         for job, picked in zip(jobs, selected, strict=True):
             who = holder(job.config["output_dir"])
             for seed in job.seeds:
-                state = ("recorded" if job.recorded(seed) is not None
+                record = job.recorded(seed)
+                state = ("recorded" if record is not None
                          else "running" if who else "pending")
+                if record is not None and record.threads == self.study.threads and record.seconds:
+                    self.seconds.setdefault((job.regime, job.method), []).append(record.seconds)
                 teacher = (job.teacher[str(seed)]["name"],
                            self.study.teachers.seed_of(job.regime, seed))
                 why = "learnt from another teacher" if seed in job.stale else None
@@ -67,28 +81,103 @@ class Planner:
 def plan(study: Any) -> list[PlannedRun]:
     """Every run of ``study`` and its state; the finals of a regime whose search is not finished
     are listed as waiting, their candidate to be chosen."""
-    study.planner = Planner(study)
+    return walk(study).runs
+
+
+def walk(study: Any) -> Planner:
+    """The study walked without training: its runs, choices and recorded run times."""
+    planner = study.planner = Planner(study)
     log, study.log = study.log, lambda _: None
     try:
-        study.regimes(train=False)
-        return study.planner.runs
+        planner.choices = study.regimes(train=False)[1]
+        return planner
     finally:
         study.log, study.planner = log, None
 
 
-def to_train(planned: list[PlannedRun]) -> list[tuple[str, str]]:
-    """The kind of each task an invocation that trains will run (what the ETA weighs them by):
-    its runs, ``(regime, method)``, and in each of its two batches (every regime's search, then
-    every final) the teachers that batch needs, each a task of its own, ``("teacher", name)``."""
-    todo = [p for p in planned if p.selected and p.state != "recorded"]
-    teachers = {(p.kind, p.teacher) for p in todo}
-    return [(p.regime, p.method) for p in todo] + [("teacher", t[0]) for _, t in teachers]
+@dataclass
+class Tasks:
+    """What an invocation that trains will train, each with the kind the ETA weighs it by: runs
+    ``(regime, method)``, teachers ``("teacher", name)``, ablations ``("ablation", method)``."""
+
+    runs: list[Hashable] = field(default_factory=list)
+    teachers: list[Hashable] = field(default_factory=list)
+    ablations: list[Hashable] = field(default_factory=list)
+    prior: dict[Hashable, list[float]] = field(default_factory=dict)  # recorded times, by kind
+
+    @property
+    def kinds(self) -> list[Hashable]:
+        return [*self.runs, *self.teachers, *self.ablations]
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def parts(self) -> str:
+        """``6 runs, 1 teacher``: what the tasks are."""
+        parts = [count(len(self.runs), "run")]
+        if self.teachers:
+            parts.append(count(len(self.teachers), "teacher"))
+        if self.ablations:
+            parts.append(count(len(self.ablations), "orders ablation"))
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        """``7 tasks (6 runs, 1 teacher)``: the count the study's log and --status both give."""
+        return f"{count(len(self), 'task')} ({self.parts()})"
+
+
+def count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def to_train(study: Any, planner: Planner) -> Tasks:
+    """The tasks an invocation that trains will run, from the walk ``planner`` made."""
+    todo = [p for p in planner.runs if p.selected and p.state != "recorded"]
+    needed = {p.teacher for p in todo}
+    ablations = _ablations(study, planner.choices)
+    main = study.study.main_regime
+    for _ in ablations:  # an ablation trains the chosen settings on the ablation seeds
+        needed |= {(study.study.regimes[main].teacher, study.teachers.seed_of(main, seed))
+                   for seed in study.study.ablation_seeds}
+    teachers = [("teacher", name) for name, seed in sorted(needed)
+                if not teacher_trained(study, name, seed)]
+    prior = dict(planner.seconds)
+    for info in study.teachers.recorded().values():
+        if info.get("train_seconds") and info.get("threads") == study.threads:
+            prior.setdefault(("teacher", info["name"]), []).append(info["train_seconds"])
+    return Tasks([(p.regime, p.method) for p in todo], teachers,
+                 [("ablation", m) for m in ablations], prior)
+
+
+def teacher_trained(study: Any, name: str, seed: int) -> bool:
+    """Whether teacher ``name`` of ``seed`` has a finished checkpoint here (it loads, in a
+    second: no task to count)."""
+    return (Path(study.teachers.run_dir(name, seed)) / f"seed{seed}" / "teacher"
+            / "done.json").is_file()
+
+
+def _ablations(study: Any, choices: dict[str, Any]) -> list[str]:
+    """The methods whose orders ablation this invocation trains: not recorded with their chosen
+    settings, or whose settings wait for the search (they are trained once it is done)."""
+    from horkd.study.ablations import ablated_methods, ablation_job
+
+    main = study.study.main_regime
+    methods = [m for m in ablated_methods(study) if m in study.trained_methods(main)]
+    if not study.study.ablation_seeds or not study.only.regime(main, methods):
+        return []
+    out = []
+    for method in methods:
+        chosen = choices.get(main, {}).get(method)
+        if chosen is None or not ablation_job(study, chosen, method).recorded():
+            out.append(method)
+    return out
 
 
 def status(study: Any) -> str:
     """What is recorded, running and pending, by regime and phase; the teachers; who runs what
     now; the records found damaged (moved aside as ``<name>.damaged`` when the walk met them)."""
-    planned = plan(study)
+    planner = walk(study)
+    planned = planner.runs
     rows: dict[tuple[str, str], dict[str, int]] = {}
     for p in planned:
         counts = rows.setdefault((p.regime, p.kind), {})
@@ -98,7 +187,8 @@ def status(study: Any) -> str:
     lines = [f"study {study.study.name}: {len(planned)} runs - {total['recorded']} recorded, "
              f"{total['running']} running, {total['pending'] + total['waiting']} pending"
              + (f" ({total['waiting']} wait for their regime's search)" if total["waiting"]
-                else ""), "",
+                else ""),
+             f"to train: {to_train(study, planner)}", "",
              f"{'regime':<16} {'phase':<7} {'recorded':>9} {'running':>8} {'pending':>8}"]
     for (regime, kind), c in rows.items():
         pending = c.get("pending", 0) + c.get("waiting", 0)

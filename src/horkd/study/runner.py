@@ -13,9 +13,7 @@ split only; the test split is scored once per final model.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,8 +22,10 @@ from typing import Any
 
 from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
+from horkd.notes import once_per_invocation
 from horkd.numerics_version import NUMERICS_VERSION
 from horkd.run_dir import teacher_fingerprint
+from horkd.study.ablations import ablated_methods, ablation_job
 from horkd.study.config import StudyConfig, load_study, searched
 from horkd.study.executors import Engine, ExecutorConfig, make_engine
 from horkd.study.jobs import (
@@ -39,18 +39,18 @@ from horkd.study.jobs import (
     run_teacher,
     save_teacher,
 )
-from horkd.study.plan import Planner, plan, to_train
+from horkd.study.plan import Planner, count, to_train, walk
 from horkd.study.progress import Progress
 from horkd.study.records import (
     RecordBook,
     environment,
     environment_differences,
     read_teacher_record,
-    record_key,
 )
 from horkd.study.search_rounds import extend_searches, mean_score, search_seeds
 from horkd.study.selection import Selection
 from horkd.study.teacher_identity import RegimeTeachers, identity, learns_from_teacher
+from horkd.study.threads import default_threads
 
 
 class Teachers:
@@ -144,11 +144,13 @@ class Teachers:
                           str(self.book.teacher_path(name, seed)), facts, self.threads,
                           self.shared, self.gpus)
 
-    def ensure(self, name: str, seed: int) -> dict[str, Any]:
-        """Train (or load) teacher ``name`` of ``seed`` in this process."""
+    def ensure(self, name: str, seed: int, quiet: bool = False) -> dict[str, Any]:
+        """Train (or load) teacher ``name`` of ``seed`` in this process (``quiet``: the caller
+        says what it reached)."""
         job = self.job(name, seed)
         info = save_teacher(job, run_teacher(job))
-        self.log(describe_teacher(info))
+        if not quiet:
+            self.log(describe_teacher(info))
         return info
 
     def recorded(self) -> dict[str, dict[str, Any]]:
@@ -180,7 +182,9 @@ class Study:
         self.out = Path(study.output_dir).resolve()  # workers elsewhere have another cwd
         self.executor = executor or study.executor
         self.workers = workers or study.workers
-        self.threads = threads or default_threads(self.executor, self.workers)
+        chosen = (threads, "--threads") if threads else default_threads(self.executor,
+                                                                         self.workers)
+        self.threads, self.threads_from = chosen  # the log says where the number came from
         self.book = RecordBook((root / study.records).resolve())
         self.teachers = Teachers(study, root, self.book, log, self.threads, self.out)
         self.teachers.gpus = self.executor.gpus_per_job
@@ -422,14 +426,6 @@ def choose(study: StudyConfig, regime: str, results: list[JobResult], trained: l
     return choices
 
 
-def default_threads(executor: ExecutorConfig, workers: int) -> int:
-    """On this machine the cores are shared by the workers; a cluster job asks for its own CPUs
-    (SLURM's cpus_per_task when set, else one)."""
-    if executor.kind == "local":
-        return max(1, (os.cpu_count() or 1) // workers)
-    return (executor.slurm.cpus_per_task or 1) if executor.kind == "slurm" else 1
-
-
 def reused(result: JobResult, regime: str) -> JobResult:
     """Another regime's runs of one method shown in ``regime``: its own rows only (the source
     regime's teacher rows belong to the source's teacher), counted as trained there."""
@@ -443,44 +439,55 @@ def ablation(
     runner: Study, choices: dict[str, dict[str, dict[str, Any]]], train: bool = True
 ) -> dict[str, Any] | None:
     """The orders ablation of each ablated method's chosen settings in the main regime
-    (recorded like the runs: a recorded ablation is read, not trained again)."""
+    (recorded like the runs: a recorded ablation is read, not trained again). Each one trained
+    is a task of the study's count, as its runs are."""
     from horkd.experiment import run_ablation
+    from horkd.study.jobs import describe_teacher
 
     regime = runner.study.main_regime
     methods = [m for m in ablated_methods(runner) if m in runner.trained_methods(regime)]
     if not methods or regime not in choices:
         return None
     merged: dict[str, Any] = {"orders": {}}
+    progress = runner.progress
     for method in methods:
-        chosen = choices[regime][method]
-        tag = runner.final_tag(regime, chosen)
-        job = runner.job("final", regime, method, tag, chosen["overrides"],
-                       runner.study.ablation_seeds, [method])
-        teacher = [job.teacher[str(s)]["fingerprint"] for s in job.seeds]
-        key = record_key(job.config, ",".join(teacher), -1, "ablation", False)
-        path = runner.book.folder / "ablation" / f"{method}.json"
-        stored = json.loads(path.read_text()) if path.is_file() else {}
-        if stored.get("key") != key:
+        planned = ablation_job(runner, choices[regime][method], method)
+        job, stored = planned.job, planned.recorded()
+        if stored is None:
             if not train:
                 continue
+            what = f"ablation {regime}/{method} seeds {','.join(map(str, job.seeds))}"
+            if progress is not None:
+                progress.starting(what)
+            started = time.perf_counter()
             for seed in job.seeds:
-                runner.teachers.ensure(job.teacher[str(seed)]["name"],
-                                     runner.teachers.seed_of(regime, seed))
+                name = job.teacher[str(seed)]["name"]
+                info = runner.teachers.ensure(name, runner.teachers.seed_of(regime, seed),
+                                              quiet=progress is not None)
+                if progress is not None:
+                    progress.finished(describe_teacher(info), 1, trained=info["trained_here"],
+                                      kind=("teacher", name), seconds=info["seconds_here"])
             result = run_ablation(config_from_dict(job.config), progress=False, resume=True)
-            stored = {"key": key, "result": result.as_dict()}
-            write_json(path, stored)
+            stored = {"key": planned.key, "result": result.as_dict()}
+            write_json(planned.path, stored)
+            if progress is not None:
+                seconds = time.perf_counter() - started
+                progress.finished(f"{what}: {len(result.orders.get(method, {}))} order sets "
+                                  f"({seconds:.0f} s)", 0, kind=("ablation", method),
+                                  seconds=seconds)
         merged.update(metric=stored["result"]["metric"], seeds=stored["result"]["seeds"])
         merged["orders"].update(stored["result"]["orders"])
     return merged if merged["orders"] else None
 
 
-def ablated_methods(runner: Study) -> list[str]:
-    from horkd.methods import METHODS, methods_in
+def ablation_cost(runner: Study) -> dict[Any, tuple[Any, float]]:
+    """What an ablation's time is like, for the ETA: one final run of its method in the main
+    regime for each order subset and ablation seed."""
+    from horkd.experiment.run import ORDER_SUBSETS
 
-    if runner.study.ablation_methods is not None:
-        return runner.study.ablation_methods
-    main = runner.study.regime_methods(runner.study.main_regime)
-    return [m for m in methods_in("ours", main) if METHODS.get(m).follows_orders]
+    regime = runner.study.main_regime
+    runs = len(ORDER_SUBSETS) * len(runner.study.ablation_seeds)
+    return {("ablation", m): ((regime, m), runs) for m in ablated_methods(runner)}
 
 
 def run_study(
@@ -510,29 +517,32 @@ def run_study(
     registered = registration.check(runner, train, log)
     started = time.time()
     if train:
-        planned = plan(runner)
-        kinds = to_train(planned)
-        total = len(kinds)
-        recorded = sum(1 for p in planned if p.state == "recorded")
+        planner = walk(runner)
+        tasks = to_train(runner, planner)
+        recorded = sum(1 for p in planner.runs if p.state == "recorded")
         where = runner.executor.kind + (f" at {runner.executor.address}"
                                         if runner.executor.address else "")
-        log(f"study {study.name}: {total} tasks to train ({recorded} of {len(planned)} runs "
-            f"recorded) on {where}, {runner.threads} thread(s) per run"
-            + (f", {runner.workers} workers" if runner.executor.kind == "local" else ""))
-        if total:
+        log(f"study {study.name}: {count(len(tasks), 'task')} to train ({tasks.parts()}; "
+            f"{recorded} of {len(planner.runs)} runs recorded) on {where}, {runner.threads} thread(s) per run ({runner.threads_from})"
+            + (f", {runner.workers} worker(s)" if runner.executor.kind == "local" else ""))
+        if len(tasks):
             runner.engine  # noqa: B018  (made now: a missing extra or cluster fails first)
-        runner.progress = Progress(total, log, kinds=kinds)
+        runner.progress = Progress(len(tasks), log, kinds=tasks.kinds, prior=tasks.prior,
+                                   workers=runner.workers, like=ablation_cost(runner))
     try:
-        search, choices, finals = runner.regimes(train)
+        with once_per_invocation():  # a note true of every run (the data's) is said once
+            try:
+                search, choices, finals = runner.regimes(train)
+            finally:
+                if runner._engine is not None:
+                    runner._engine.close()
+                if runner.teachers.shared is not None:
+                    runner.teachers.shared.remove()
+            ablate = train and runner.only.regime(study.main_regime, ablated_methods(runner))
+            ablation_result = ablation(runner, choices, ablate) if study.ablation_seeds else None
     finally:
         if runner.progress is not None:
             runner.progress.close()
-        if runner._engine is not None:
-            runner._engine.close()
-        if runner.teachers.shared is not None:
-            runner.teachers.shared.remove()
-    ablate = train and runner.only.regime(study.main_regime, ablated_methods(runner))
-    ablation_result = ablation(runner, choices, ablate) if study.ablation_seeds else None
     summary = {
         "study": study.model_dump(mode="json"),
         "study_file": str(path),
