@@ -88,6 +88,72 @@ def test_global_relations_equal_one_process_on_the_concatenated_batch(tmp_path):
                               single["terms"]["order2_distance"].detach(), atol=1e-6)
 
 
+class _TwoSides(nn.Module):
+    """A student and a trained reference (the joint method's assistant): both sides' gathers
+    carry gradients back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.student, self.teacher = nn.Linear(5, 6), nn.Linear(4, 8)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.student(x), self.teacher(z)
+
+
+def _sharded_problem(kernels: bool, anchors: int | None):
+    from horkd.losses.cpu_kernels import use_kernels
+
+    torch.manual_seed(0)
+    model = _TwoSides().double()
+    x, z = torch.randn(13, 5, dtype=torch.float64), torch.randn(13, 4, dtype=torch.float64)
+    loss = HybridOrderLoss(6, 8, embedding_weight=0.0, distance_weight=25.0, angle_weight=50.0,
+                           angle_anchors=anchors)
+    return model, x, z, loss, use_kernels(kernels)
+
+
+def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: int | None,
+                    out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model, x, z, loss, switch = _sharded_problem(kernels, anchors)
+        part = slice(0, 6) if rank == 0 else slice(6, 13)  # uneven shares
+        ddp = nn.parallel.DistributedDataParallel(model)
+        torch.manual_seed(1)  # the random anchors: the same draw as the single process
+        with switch:
+            s, t = ddp(x[part], z[part])
+            terms = loss(s, None, t, None)
+            sum(terms.values()).backward()
+        torch.save({"terms": {k: v.detach() for k, v in terms.items()},
+                    "grads": [p.grad.clone() for p in model.parameters()]}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("kernels", "anchors"), [(True, None), (False, 7)])
+def test_sharded_relations_equal_one_process_in_float64(tmp_path, kernels, anchors):
+    """Each of two processes computes half the anchor rows (6 and 7 samples, both sides
+    trained); loss and every gradient equal one process's on the 13 samples to 1e-10, with the
+    fused CPU kernels and with the eager operations (there with 7 random anchors)."""
+    model, x, z, loss, switch = _sharded_problem(kernels, anchors)
+    torch.manual_seed(1)
+    with switch:
+        s, t = model(x, z)
+        terms = loss(s, None, t, None)
+        sum(terms.values()).backward()
+    out = str(tmp_path / "sharded")
+    mp.spawn(_sharded_worker, args=(2, _free_port(), kernels, anchors, out), nprocs=2, join=True)
+    for rank in (0, 1):
+        two = torch.load(f"{out}.{rank}", weights_only=True)
+        assert set(two["terms"]) == {"order2_distance", "order3_angle"}
+        for name, value in terms.items():
+            assert abs(float(two["terms"][name]) - float(value.detach())) < 1e-10, name
+        for mine, p in zip(two["grads"], model.parameters(), strict=True):
+            assert (mine - p.grad).abs().max() < 1e-10
+    # the weights' gradients are there to compare (the biases' are 0: relations ignore shifts)
+    assert min(float(p.grad.abs().max()) for p in (model.student.weight, model.teacher.weight)) > 1e-3
+
+
 def _evaluation_problem():
     """A tiny classifier, 50 noisy-LR test images (7 batches of 8: uneven shares, a short last
     batch) and 600 pair images (3 chunks of 256)."""

@@ -151,12 +151,18 @@ def angle(
 
 
 def distance(
-    gram_s: Tensor, gram_t: Tensor, delta: float, need_s: bool, need_t: bool
+    gram_s: Tensor,
+    gram_t: Tensor,
+    delta: float,
+    need_s: bool,
+    need_t: bool,
+    rows: tuple[int, int] | None = None,
 ) -> Result | None:
     """(normalised-distance loss, dL/dG_s or None, dL/dG_t or None), see second_order; None
-    as for :func:`angle`."""
+    as for :func:`angle`. ``rows``: only those rows' part of the loss (sharded relations)."""
     if not usable(gram_s):
         return None
     g_s, g_t = _array(gram_s), _array(gram_t)
-    out = _run("distance", need_t, g_s, g_t, _consts(gram_s, g_s, delta))
+    lo, hi = rows if rows is not None else (0, g_s.shape[0])
+    out = _run("distance", need_t, g_s, g_t, _consts(gram_s, g_s, delta), lo, hi)
     return None if out is None else _results(out, gram_s, need_s, need_t)
