@@ -90,7 +90,11 @@ def test_global_relations_equal_one_process_on_the_concatenated_batch(tmp_path):
 
 class _TwoSides(nn.Module):
     """A student and a trained reference (the joint method's assistant): both sides' gathers
-    carry gradients back."""
+    carry gradients back. DDP takes it as the trainer takes a method (static graph, no search
+    for unused parameters, no buffers sent per step)."""
+
+    static_graph = True
+    leaves_parameters_unused = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,21 +115,39 @@ def _sharded_problem(kernels: bool, anchors: int | None):
     return model, x, z, loss, use_kernels(kernels)
 
 
+def _train_steps(model, forward, x, z, loss, switch) -> dict:
+    """Three steps of SGD on the same batch, the middle one skipped after its forward (as the
+    trainer skips a non-finite step): the first step's terms and gradients, the end weights."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(1)  # the random anchors: the same draws in every process
+    out: dict = {}
+    with switch:
+        for step in range(3):
+            optimizer.zero_grad()
+            s, t = forward(x, z)
+            terms = loss(s, None, t, None)
+            if step == 1:
+                continue
+            sum(terms.values()).backward()
+            if step == 0:
+                out["terms"] = {k: v.detach() for k, v in terms.items()}
+                out["grads"] = [p.grad.clone() for p in model.parameters()]
+            optimizer.step()
+    out["weights"] = [p.detach().clone() for p in model.parameters()]
+    return out
+
+
 def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: int | None,
                     out: str) -> None:
+    from horkd.trainer import wrap_for_processes
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model, x, z, loss, switch = _sharded_problem(kernels, anchors)
         part = slice(0, 6) if rank == 0 else slice(6, 13)  # uneven shares
-        ddp = nn.parallel.DistributedDataParallel(model)
-        torch.manual_seed(1)  # the random anchors: the same draw as the single process
-        with switch:
-            s, t = ddp(x[part], z[part])
-            terms = loss(s, None, t, None)
-            sum(terms.values()).backward()
-        torch.save({"terms": {k: v.detach() for k, v in terms.items()},
-                    "grads": [p.grad.clone() for p in model.parameters()]}, f"{out}.{rank}")
+        ddp = wrap_for_processes(model, torch.device("cpu"))
+        torch.save(_train_steps(model, ddp, x[part], z[part], loss, switch), f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -134,24 +156,22 @@ def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: in
 def test_sharded_relations_equal_one_process_in_float64(tmp_path, kernels, anchors):
     """Each of two processes computes half the anchor rows (6 and 7 samples, both sides
     trained); loss and every gradient equal one process's on the 13 samples to 1e-10, with the
-    fused CPU kernels and with the eager operations (there with 7 random anchors)."""
+    fused CPU kernels and with the eager operations (there with 7 random anchors), and two
+    trained steps around a skipped one end at the same weights."""
     model, x, z, loss, switch = _sharded_problem(kernels, anchors)
-    torch.manual_seed(1)
-    with switch:
-        s, t = model(x, z)
-        terms = loss(s, None, t, None)
-        sum(terms.values()).backward()
+    single = _train_steps(model, model, x, z, loss, switch)
     out = str(tmp_path / "sharded")
     mp.spawn(_sharded_worker, args=(2, _free_port(), kernels, anchors, out), nprocs=2, join=True)
     for rank in (0, 1):
         two = torch.load(f"{out}.{rank}", weights_only=True)
         assert set(two["terms"]) == {"order2_distance", "order3_angle"}
-        for name, value in terms.items():
-            assert abs(float(two["terms"][name]) - float(value.detach())) < 1e-10, name
-        for mine, p in zip(two["grads"], model.parameters(), strict=True):
-            assert (mine - p.grad).abs().max() < 1e-10
+        for name, value in single["terms"].items():
+            assert abs(float(two["terms"][name]) - float(value)) < 1e-10, name
+        for key in ("grads", "weights"):
+            for mine, theirs in zip(two[key], single[key], strict=True):
+                assert (mine - theirs).abs().max() < 1e-10, key
     # the weights' gradients are there to compare (the biases' are 0: relations ignore shifts)
-    assert min(float(p.grad.abs().max()) for p in (model.student.weight, model.teacher.weight)) > 1e-3
+    assert min(float(g.abs().max()) for g in (single["grads"][0], single["grads"][2])) > 1e-3
 
 
 def _evaluation_problem():

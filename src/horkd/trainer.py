@@ -7,6 +7,7 @@ score (the task's: top-1, Recall@1). The test split never reaches this module.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -73,10 +74,18 @@ def wrap_for_processes(method: Method, device: torch.device) -> torch.nn.Module:
         return method
     from torch.nn.parallel import DistributedDataParallel
 
+    unused = bool(getattr(method, "leaves_parameters_unused", True))
+    # buffers (BatchNorm statistics, the bank) are rank 0's at every epoch end
+    # (Trainer._end_epoch): sending them before every forward only costs a collective. Newer
+    # PyTorch names the switch forward_sync_buffers (and still syncs them once at the start)
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    buffers = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
     return DistributedDataParallel(
         method,
         device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=True,  # a method may leave a head unused in a stage
+        find_unused_parameters=unused,  # the graph search, only where a method needs it
+        static_graph=bool(getattr(method, "static_graph", False)) and not unused,
+        **buffers,
     )
 
 
@@ -303,8 +312,8 @@ class Trainer:
         row = epoch_row(partial, epoch, self.parts.optimizer.param_groups[0]["lr"])
         if self.refresh_statistics is not None:
             self.refresh_statistics(method.student)
-        if self.validate is not None or self.refresh_statistics is not None:
-            distributed.broadcast_buffers(method)  # every process validates and saves rank 0's
+        # every process validates and saves rank 0's buffers (DDP does not send them per step)
+        distributed.broadcast_buffers(method)
         if self.validate is not None:
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
         if logger is not None:
