@@ -121,6 +121,18 @@ def all_ranks_true(flag: bool) -> bool:
     return int(tensor.item()) == 0
 
 
+def step_agreement(finite: Tensor, stop_asked: bool) -> tuple[bool, bool]:
+    """(the loss is finite on every rank, some rank was asked to stop) from ``finite`` (a
+    boolean tensor on the training device, ``isfinite(loss)``) and this rank's stop request:
+    one collective and one wait for the device, the training step's only one."""
+    flags = torch.stack([finite.logical_not(), finite.new_tensor(stop_asked)]).to(torch.int32)
+    if active():
+        flags = flags.to(_collective_device(flags))
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stopping = flags.tolist()
+    return not bad, bool(stopping)
+
+
 def _gather_pieces(x: Tensor) -> list[Tensor]:
     """Every rank's ``x`` (rank order, no gradient). The ranks' row counts may differ (the last
     batch of an epoch, uneven evaluation shares): they are exchanged first and the slices padded

@@ -202,7 +202,8 @@ class HybridOrderLoss(nn.Module):
         return terms
 
     def _bank_distance(self, student: Tensor, teacher: Tensor) -> Tensor:
-        distance = bank_distance_loss(student, teacher, *self.bank.contents(), self.huber_delta)
+        bank_s, bank_t, filled = self.bank.buffers_and_filled()
+        distance = bank_distance_loss(student, teacher, bank_s, bank_t, self.huber_delta, filled)
         # a non-finite term means a diverged batch: it stays out of the bank
         self.bank.push(student, teacher, accept=torch.isfinite(distance))
         return distance

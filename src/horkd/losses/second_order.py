@@ -182,6 +182,7 @@ def bank_distance_loss(
     bank_student: Tensor,
     bank_teacher: Tensor,
     huber_delta: float = 1.0,
+    filled: Tensor | None = None,
 ) -> Tensor:
     """Distances of each batch sample to the batch *and* to a bank of earlier samples ("look
     more" than one batch): mean over the pairs (i in batch, j in batch or bank, j != i) of
@@ -195,6 +196,8 @@ def bank_distance_loss(
         bank_student: The student's embeddings ``[M, Ds]`` of earlier samples (M may be 0).
         bank_teacher: The teacher's embeddings ``[M, Dt]`` of the same earlier samples.
         huber_delta: As in :func:`~horkd.losses.distance_loss`.
+        filled: A count (a tensor, never read by the host): only the bank's first ``filled``
+            rows count, the others are left out; ``None``: all M.
 
     Returns:
         The scalar loss, in float32 at least; 0 (still in the graph) when N + M < 2.
@@ -203,19 +206,25 @@ def bank_distance_loss(
         s, t = full_precision(student), full_precision(teacher).to(full_precision(student).dtype)
         s_all = torch.cat([s, bank_student.to(s.dtype)])
         t_all = torch.cat([t, bank_teacher.to(s.dtype)])
-        n = s.shape[0]
-        if s_all.shape[0] < 2:
+        n, m = s.shape[0], bank_student.shape[0]
+        if filled is None and n + m < 2:
             return zero_with_graph(student, teacher)
-        valid = torch.ones(n, s_all.shape[0], dtype=torch.bool, device=s.device)
+        valid = torch.ones(n, n + m, dtype=torch.bool, device=s.device)
         valid[:, :n].fill_diagonal_(False)
+        if filled is not None:
+            valid[:, n:] &= torch.arange(m, device=s.device) < filled.to(s.device)
+        # masked sums over a count kept on the device: a boolean-mask selection waits for it
+        count = valid.sum().to(s.dtype)
 
         def normalized(x: Tensor, pool: Tensor) -> Tensor:
             # ||x_i - p_j||^2 from inner products: no N x (N + M) x d tensor of differences
             squared = (x * x).sum(1, keepdim=True) + (pool * pool).sum(1) - 2.0 * x @ pool.t()
             d = torch.where(valid, squared.clamp_min(EPS), 1.0).sqrt()
-            return d / (d[valid].mean().clamp_min(EPS))
+            mean = torch.where(valid, d, 0.0).sum() / count.clamp_min(1.0)
+            return d / mean.clamp_min(EPS)
 
         gap = normalized(s, s_all) - normalized(t, t_all)
         clipped = gap.clamp(-huber_delta, huber_delta)
         huber = clipped * (gap - clipped / 2)
-        return huber[valid].mean()
+        # no pair (one sample, an empty bank): 0, still in the graph
+        return torch.where(valid, huber, 0.0).sum() / count.clamp_min(1.0)
