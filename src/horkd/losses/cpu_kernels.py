@@ -34,6 +34,24 @@ SWITCH = "HORKD_CPU_KERNELS"  # the environment variable that turns the kernels 
 _lock = threading.Lock()  # numba's thread pools are not safe for calls from several threads
 
 
+_loader_workers = 0  # processes reading files beside this one (see :func:`share_cores`)
+
+
+def share_cores(loader_workers: int) -> None:
+    """Leave ``loader_workers`` cores to a DataLoader's processes: the kernels then run on at
+    most the CPUs less those (at least one thread), not on every core while the workers decode.
+    Their results do not depend on the thread count (see numba_loops), only their speed."""
+    global _loader_workers
+    _loader_workers = max(0, loader_workers)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def enabled() -> bool:
     """Read at every call, so a switch set after import (the benchmark, a test) takes effect."""
     return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "off")
@@ -126,7 +144,8 @@ def _run(
         import numba
 
         torch_threads = torch.get_num_threads()
-        threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
+        threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS,
+                             _cpus() - _loader_workers))
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         out = kernel(*arrays)
