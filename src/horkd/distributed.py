@@ -125,7 +125,8 @@ def step_agreement(finite: Tensor, stop_asked: bool) -> tuple[bool, bool]:
     """(the loss is finite on every rank, some rank was asked to stop) from ``finite`` (a
     boolean tensor on the training device, ``isfinite(loss)``) and this rank's stop request:
     one collective and one wait for the device, the training step's only one."""
-    flags = torch.stack([finite.logical_not(), finite.new_tensor(stop_asked)]).to(torch.int32)
+    bad = finite.logical_not().to(torch.int32)
+    flags = torch.stack([bad, bad * 0 + int(stop_asked)])  # no host-to-device copy either
     if active():
         flags = flags.to(_collective_device(flags))
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
