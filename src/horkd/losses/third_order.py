@@ -32,7 +32,7 @@ from horkd.losses.numerics import (
 CHUNK_ELEMENTS = 1 << 21  # c * N * N per side and chunk on a CPU: ~8 MB per float32 side
 # On a GPU a chunk may take this share of the free memory: a chunk costs about ten c x N x N
 # tensors of both sides at once (cosines, gaps, clipped gaps, gradient buffers)
-GPU_MEMORY_SHARE = 0.25
+GPU_MEMORY_SHARE = 0.125
 _CHUNK_TENSORS = 10
 
 
