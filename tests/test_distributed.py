@@ -88,6 +88,92 @@ def test_global_relations_equal_one_process_on_the_concatenated_batch(tmp_path):
                               single["terms"]["order2_distance"].detach(), atol=1e-6)
 
 
+class _TwoSides(nn.Module):
+    """A student and a trained reference (the joint method's assistant): both sides' gathers
+    carry gradients back. DDP takes it as the trainer takes a method (static graph, no search
+    for unused parameters, no buffers sent per step)."""
+
+    static_graph = True
+    leaves_parameters_unused = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.student, self.teacher = nn.Linear(5, 6), nn.Linear(4, 8)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.student(x), self.teacher(z)
+
+
+def _sharded_problem(kernels: bool, anchors: int | None):
+    from horkd.losses.cpu_kernels import use_kernels
+
+    torch.manual_seed(0)
+    model = _TwoSides().double()
+    x, z = torch.randn(13, 5, dtype=torch.float64), torch.randn(13, 4, dtype=torch.float64)
+    loss = HybridOrderLoss(6, 8, embedding_weight=0.0, distance_weight=25.0, angle_weight=50.0,
+                           angle_anchors=anchors)
+    return model, x, z, loss, use_kernels(kernels)
+
+
+def _train_steps(model, forward, x, z, loss, switch) -> dict:
+    """Three steps of SGD on the same batch, the middle one skipped after its forward (as the
+    trainer skips a non-finite step): the first step's terms and gradients, the end weights."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(1)  # the random anchors: the same draws in every process
+    out: dict = {}
+    with switch:
+        for step in range(3):
+            optimizer.zero_grad()
+            s, t = forward(x, z)
+            terms = loss(s, None, t, None)
+            if step == 1:
+                continue
+            sum(terms.values()).backward()
+            if step == 0:
+                out["terms"] = {k: v.detach() for k, v in terms.items()}
+                out["grads"] = [p.grad.clone() for p in model.parameters()]
+            optimizer.step()
+    out["weights"] = [p.detach().clone() for p in model.parameters()]
+    return out
+
+
+def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: int | None,
+                    out: str) -> None:
+    from horkd.trainer import wrap_for_processes
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model, x, z, loss, switch = _sharded_problem(kernels, anchors)
+        part = slice(0, 6) if rank == 0 else slice(6, 13)  # uneven shares
+        ddp = wrap_for_processes(model, torch.device("cpu"))
+        torch.save(_train_steps(model, ddp, x[part], z[part], loss, switch), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("kernels", "anchors"), [(True, None), (False, 7)])
+def test_sharded_relations_equal_one_process_in_float64(tmp_path, kernels, anchors):
+    """Each of two processes computes half the anchor rows (6 and 7 samples, both sides
+    trained); loss and every gradient equal one process's on the 13 samples to 1e-10, with the
+    fused CPU kernels and with the eager operations (there with 7 random anchors), and two
+    trained steps around a skipped one end at the same weights."""
+    model, x, z, loss, switch = _sharded_problem(kernels, anchors)
+    single = _train_steps(model, model, x, z, loss, switch)
+    out = str(tmp_path / "sharded")
+    mp.spawn(_sharded_worker, args=(2, _free_port(), kernels, anchors, out), nprocs=2, join=True)
+    for rank in (0, 1):
+        two = torch.load(f"{out}.{rank}", weights_only=True)
+        assert set(two["terms"]) == {"order2_distance", "order3_angle"}
+        for name, value in single["terms"].items():
+            assert abs(float(two["terms"][name]) - float(value)) < 1e-10, name
+        for key in ("grads", "weights"):
+            for mine, theirs in zip(two[key], single[key], strict=True):
+                assert (mine - theirs).abs().max() < 1e-10, key
+    # the weights' gradients are there to compare (the biases' are 0: relations ignore shifts)
+    assert min(float(g.abs().max()) for g in (single["grads"][0], single["grads"][2])) > 1e-3
+
+
 def _evaluation_problem():
     """A tiny classifier, 50 noisy-LR test images (7 batches of 8: uneven shares, a short last
     batch) and 600 pair images (3 chunks of 256)."""
@@ -274,3 +360,41 @@ def test_bf16_autocast_stage_trains_on_cpu(tiny_cfg):
     scratch = next(row for row in table if row["method"] == "scratch")
     chance, margin = 100 / 10, 15.0
     assert scratch["lr_top1"] > chance + margin, scratch
+
+
+def test_a_method_says_when_ddp_must_search_for_unused_parameters():
+    """Without a task loss the criterion's parameters (here a learnt scale) get no gradient: DDP
+    must search for them (find_unused_parameters); with one, every parameter takes part."""
+    from horkd.methods.base import Batch
+    from horkd.methods.distill import DistillMethod
+    from horkd.models import ModelOutput
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Linear(5, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            e = self.body(x)
+            return ModelOutput(e, self.head(e))
+
+    class ScaledCE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, out, target):
+            return nn.functional.cross_entropy(out.logits * self.scale, target)
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 5)
+    batch = Batch(hr=x, lr=x, target=torch.arange(8) % 3)
+    for task_weight in (1.0, 0.0):
+        loss = HybridOrderLoss(4, 4, logit_weight=0.0)
+        method = DistillMethod(Net(), ScaledCE(), Net(), loss, student_view="hr",
+                               task_weight=task_weight)
+        sum(method(batch)[1].values()).backward()
+        unused = [n for n, p in method.named_parameters()
+                  if p.requires_grad and not n.startswith("reference.") and p.grad is None]
+        assert method.leaves_parameters_unused == bool(unused), (task_weight, unused)
+        assert method.static_graph

@@ -1,4 +1,4 @@
-"""Several processes through ``torchrun``: process group set-up, rank-0 duties, global relations.
+"""Several processes through ``torchrun``: process group set-up, rank-0 duties, sharded global relations.
 
 ``torchrun --nproc_per_node=N -m horkd run CONFIG`` starts N copies; each reads ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE`` from its environment. Without those variables everything here
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -120,6 +121,19 @@ def all_ranks_true(flag: bool) -> bool:
     return int(tensor.item()) == 0
 
 
+def step_agreement(finite: Tensor, stop_asked: bool) -> tuple[bool, bool]:
+    """(the loss is finite on every rank, some rank was asked to stop) from ``finite`` (a
+    boolean tensor on the training device, ``isfinite(loss)``) and this rank's stop request:
+    one collective and one wait for the device, the training step's only one."""
+    bad = finite.logical_not().to(torch.int32)
+    flags = torch.stack([bad, bad * 0 + int(stop_asked)])  # no host-to-device copy either
+    if active():
+        flags = flags.to(_collective_device(flags))
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stopping = flags.tolist()
+    return not bad, bool(stopping)
+
+
 def _gather_pieces(x: Tensor) -> list[Tensor]:
     """Every rank's ``x`` (rank order, no gradient). The ranks' row counts may differ (the last
     batch of an epoch, uneven evaluation shares): they are exchanged first and the slices padded
@@ -137,15 +151,6 @@ def _gather_pieces(x: Tensor) -> list[Tensor]:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded.contiguous())
     return [part[:n] for part, n in zip(parts, counts, strict=True)]
-
-
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate every rank's ``x`` (rank order); gradients flow back to this rank's part only."""
-    if not active():
-        return x
-    pieces = _gather_pieces(x)
-    pieces[dist.get_rank()] = x  # the local slice keeps its graph
-    return torch.cat(pieces)
 
 
 def _collective_device(x: Tensor) -> torch.device:
@@ -189,14 +194,61 @@ def sum_over_ranks(x: Tensor) -> Tensor:
     return total.to(x.device)
 
 
-def global_relation_loss(loss: Tensor) -> Tensor:
-    """A loss computed from the gathered global batch, made right for DistributedDataParallel.
+class _GatherSummingGrad(torch.autograd.Function):
+    """Every rank's rows concatenated; backward sums the ranks' gradients of the whole and hands
+    each rank its own rows' share. What sharded relations need: each rank differentiates its
+    part of a loss over the global batch, and a sample's gradient is the sum over the parts."""
 
-    Every rank computes the same global loss but differentiates it only through its own slice;
-    DDP then averages the ranks' gradients, which would divide the true gradient by the world
-    size. The returned tensor has the loss's value and ``world_size`` times its gradient.
-    """
-    world = world_size()
-    if world == 1:
-        return loss
-    return loss * world - (loss * (world - 1)).detach()
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        pieces = _gather_pieces(x)
+        me = dist.get_rank()
+        ctx.start = sum(p.shape[0] for p in pieces[:me])
+        ctx.rows = x.shape[0]
+        return torch.cat(pieces)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total[ctx.start : ctx.start + ctx.rows]
+
+
+def gather_summing_grad(x: Tensor) -> Tensor:
+    """Every rank's ``x`` in rank order; the gradient a rank's rows get is the sum over the
+    ranks of the gradients they computed for them (one all-reduce in backward)."""
+    if not active():
+        return x
+    return _GatherSummingGrad.apply(x)
+
+
+def my_share(count: int) -> tuple[int, int]:
+    """The contiguous run ``[start, stop)`` of ``count`` items (anchor rows of a relational term)
+    this rank computes; the runs of all ranks cover ``0..count`` once, in rank order."""
+    world, me = world_size(), rank()
+    return count * me // world, count * (me + 1) // world
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """The sum over the ranks of each rank's partial losses; backward passes ``world`` times the
+    gradient to this rank's part, which DDP's averaging of the ranks' gradients divides again."""
+
+    @staticmethod
+    def forward(ctx: Any, partial: Tensor) -> Tensor:
+        total = partial.detach().clone()
+        dist.all_reduce(total)
+        ctx.world = dist.get_world_size()
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad * ctx.world
+
+
+def sharded_relation_loss(partial: Tensor) -> Tensor:
+    """The relational terms' total from each rank's share of the anchors (``partial``, one
+    value per term, stacked: one all-reduce for all of them), made right for DDP: the value is
+    the global loss, and DDP's averaging of the ranks' gradients yields its gradient."""
+    if not active():
+        return partial
+    return _SumOverRanks.apply(partial)

@@ -82,11 +82,15 @@ class ReferenceCache:
         if view_id is None:
             return ModelOutput(self.embedding[0, index], self.logits[0, index])
         view = view_id.to(self.embedding.device).long()
-        if int(view.max()) >= self.embedding.shape[0]:
-            raise RuntimeError(
-                f"the batch took view {int(view.max())} but the cache holds "
-                f"{self.embedding.shape[0]} view(s) per image"
-            )
+        if not getattr(self, "_views_checked", False):
+            # once, not every step (it waits for the device); a batch maker that drew another
+            # view later would still fail, at the indexing
+            if int(view.max()) >= self.embedding.shape[0]:
+                raise RuntimeError(
+                    f"the batch took view {int(view.max())} but the cache holds "
+                    f"{self.embedding.shape[0]} view(s) per image"
+                )
+            self._views_checked = True
         return ModelOutput(self.embedding[view, index], self.logits[view, index])
 
 

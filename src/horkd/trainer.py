@@ -7,6 +7,7 @@ score (the task's: top-1, Recall@1). The test split never reaches this module.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -73,10 +74,18 @@ def wrap_for_processes(method: Method, device: torch.device) -> torch.nn.Module:
         return method
     from torch.nn.parallel import DistributedDataParallel
 
+    unused = bool(getattr(method, "leaves_parameters_unused", True))
+    # buffers (BatchNorm statistics, the bank) are rank 0's at every epoch end
+    # (Trainer._end_epoch): sending them before every forward only costs a collective. Newer
+    # PyTorch names the switch forward_sync_buffers (and still syncs them once at the start)
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    buffers = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
     return DistributedDataParallel(
         method,
         device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=True,  # a method may leave a head unused in a stage
+        find_unused_parameters=unused,  # the graph search, only where a method needs it
+        static_graph=bool(getattr(method, "static_graph", False)) and not unused,
+        **buffers,
     )
 
 
@@ -88,14 +97,30 @@ def progress_text(partial: dict[str, Any]) -> dict[str, str]:
     return {k: f"{v / steps:.3f}" for k, v in shown.items()} | {"img/s": f"{rate:.0f}"}
 
 
-def add_step(partial: dict[str, Any], terms: dict[str, Tensor], loss: Tensor, images: int) -> None:
-    """Add one trained step to the epoch's running sums (what the epoch's log row averages)."""
-    partial["steps"] += 1
-    partial["seen"] += images
+# The loss terms of trained steps are summed on the device and read (a host-device sync) every
+# this many steps, before a save and at the epoch's end: the step itself waits for the device
+# once, to know whether its loss is finite.
+READ_SUMS_EVERY = 25
+
+
+def add_step(pending: dict[str, Tensor], terms: dict[str, Tensor], loss: Tensor) -> None:
+    """Add one trained step's terms to the sums kept on the device (no wait for it)."""
+    for name, value in (*terms.items(), ("loss", loss)):
+        value = value.detach().float()
+        pending[name] = pending[name] + value if name in pending else value
+
+
+def read_sums(partial: dict[str, Any], pending: dict[str, Tensor]) -> None:
+    """Move the device sums into the epoch's running sums (what its log row averages): one
+    transfer for all the terms."""
+    if not pending:
+        return
+    names = list(pending)
+    values = torch.stack([pending[n] for n in names]).tolist()
     sums = partial["sums"]
-    for name, value in terms.items():
-        sums[name] = sums.get(name, 0.0) + float(value.detach())
-    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+    for name, value in zip(names, values, strict=True):
+        sums[name] = sums.get(name, 0.0) + value
+    pending.clear()
 
 
 def epoch_row(partial: dict[str, Any], epoch: int, lr: float) -> dict[str, Any]:
@@ -166,6 +191,7 @@ class Trainer:
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
+        self.pending: dict[str, Tensor] = {}  # trained steps' loss terms, summed on the device
         optimizer = build_optimizer(self.method.trainable_parameters(), cfg)
         self.parts = StageParts(
             method=self.method,
@@ -244,28 +270,36 @@ class Trainer:
         for step, (x, y, index) in enumerate(batches, start=loop.step):
             if step >= steps_per_epoch:
                 break
-            self._train_step(loop, x, y, index, epoch, step)
+            # the ranks stop (and save, a collective) at the same step, whichever got the
+            # signal: the step's one collective carries the request
+            stopping = self._train_step(loop, x, y, index, epoch, step)
+            name = stop.requested()
+            # one process reads its own request at once (a request that came during the step)
+            stopping = stopping or (name is not None and not distributed.active())
             loop.step = step + 1
             loop.partial["elapsed"] = time.perf_counter() - start
-            if self.bar:
-                bar.set_postfix(progress_text(loop.partial))
+            if loop.step % READ_SUMS_EVERY == 0:
+                read_sums(loop.partial, self.pending)
+                if self.bar:
+                    bar.set_postfix(progress_text(loop.partial))
             bar.update(1)
             every = self.cfg.checkpoint_every_steps
-            # the ranks stop (and save, a collective) at the same step, whichever got the signal
-            stopping, name = stop.agreed()
             if stopping or (every and loop.step % every == 0):
+                read_sums(loop.partial, self.pending)
                 self._save_state(loop)
             if stopping:
                 raise TrainingStopped(
                     f"stopped by {name or 'another process'} at epoch {epoch + 1}, "
                     f"step {loop.step}; the state is saved in {self.state_path}: {stop.RERUN}",
                     name)
+        read_sums(loop.partial, self.pending)
         bar.close()
 
     def _train_step(
         self, loop: LoopState, x: Tensor, y: Tensor, index: Tensor, epoch: int, step: int
-    ) -> None:
-        """One optimiser step; a non-finite loss skips it, too many in a row stop the stage."""
+    ) -> bool:
+        """One optimiser step; a non-finite loss skips it, too many in a row stop the stage.
+        Returns whether some rank was asked to stop (read with the finite check)."""
         parts = self.parts
         x = x.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
@@ -276,7 +310,10 @@ class Trainer:
             _, terms = self.forward(batch)
         loss = sum(terms.values())
         parts.optimizer.zero_grad(set_to_none=True)
-        if not distributed.all_ranks_true(bool(torch.isfinite(loss))):  # ranks skip together
+        # the step's one wait for the device; the ranks skip together
+        finite, stopping = distributed.step_agreement(
+            torch.isfinite(loss), stop.requested() is not None)
+        if not finite:
             loop.consecutive_bad += 1
             loop.result.skipped_steps += 1
             if loop.consecutive_bad > self.cfg.max_nonfinite_steps:
@@ -286,7 +323,7 @@ class Trainer:
                     f"up to epoch {epoch + 1}, step {step}; non-finite terms: {', '.join(bad)}. "
                     "Try a lower learning rate, smaller loss weights or train.<stage>.grad_clip."
                 )
-            return
+            return stopping
         loop.consecutive_bad = 0
         parts.scaler.scale(loss).backward()
         if self.cfg.grad_clip is not None:
@@ -295,7 +332,10 @@ class Trainer:
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
         parts.scheduler.step()
-        add_step(loop.partial, terms, loss, int(y.shape[0]))
+        loop.partial["steps"] += 1
+        loop.partial["seen"] += int(y.shape[0])
+        add_step(self.pending, terms, loss)
+        return stopping
 
     def _end_epoch(self, loop: LoopState, logger: MetricsLogger | None) -> None:
         """Validate, log the epoch's row and keep the weights if validation improved."""
@@ -303,8 +343,8 @@ class Trainer:
         row = epoch_row(partial, epoch, self.parts.optimizer.param_groups[0]["lr"])
         if self.refresh_statistics is not None:
             self.refresh_statistics(method.student)
-        if self.validate is not None or self.refresh_statistics is not None:
-            distributed.broadcast_buffers(method)  # every process validates and saves rank 0's
+        # every process validates and saves rank 0's buffers (DDP does not send them per step)
+        distributed.broadcast_buffers(method)
         if self.validate is not None:
             row.update({f"val/{k}": v for k, v in self.validate(method.student).items()})
         if logger is not None:

@@ -8,12 +8,13 @@ standard ``DataLoader``. ``set_epoch`` reshuffles deterministically (seed + epoc
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from horkd.data.images import GONE_SINCE, BadImageError
 from horkd.data.memory import TensorImageDataset
@@ -71,7 +72,40 @@ def file_roots(dataset: Any) -> list[Any]:
     return [dataset]
 
 
+def auto_workers(processes_here: int = 1) -> int:
+    """Loader processes for a file dataset: this process's share of the CPUs it may use, less
+    one core for training itself, at most 4 (small images decode faster than that)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus // max(1, processes_here) - 1))
+
+
+class _Order(Sampler[int]):
+    """The sample order of the next pass, set before each: one persistent DataLoader serves
+    every epoch (and a resume's partial one) instead of starting its workers again."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class BatchLoader:
+    """Batches of ``(images, labels, indices)``: an in-memory dataset gathered a batch at a time
+    (on ``device``: its uint8 images held there once, converted there), a file dataset through
+    one persistent DataLoader, pinned when the batches go to a GPU.
+
+    Args:
+        num_workers: Loader processes for a file dataset (``None``: :func:`auto_workers`).
+        device: Where the training step runs; in-memory batches are made there.
+    """
+
     def __init__(
         self,
         dataset: Dataset,
@@ -79,9 +113,10 @@ class BatchLoader:
         shuffle: bool,
         seed: int = 0,
         drop_last: bool = False,
-        num_workers: int = 0,
+        num_workers: int | None = 0,
         rank: int = 0,
         world_size: int = 1,
+        device: torch.device | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -92,9 +127,15 @@ class BatchLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.num_workers = num_workers
-        self.epoch = 0
         self._tensor = resolve_tensor_dataset(dataset)
+        self.num_workers = (
+            auto_workers(world_size) if num_workers is None and self._tensor is None
+            else num_workers or 0
+        )
+        self.device = device
+        self.epoch = 0
+        self._order_holder = _Order()
+        self._loader: DataLoader | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,26 +184,41 @@ class BatchLoader:
                 positions = order[start : start + self.batch_size]
                 if positions.numel() == 0:
                     break
-                images, labels = base.gather(index_map[positions])
+                images, labels = base.gather(index_map[positions], self.device)
                 yield images, labels, positions
             return
-        loader = DataLoader(
-            _IndexedDataset(self.dataset),
-            collate_fn=_collate,
-            batch_size=self.batch_size,
-            sampler=order[first_batch * self.batch_size :].tolist(),
-            drop_last=self.drop_last,
-            num_workers=self.num_workers,
-            # its own generator: an unseeded DataLoader would draw from the global RNG and
-            # shift every later draw, breaking bit-exact resumes
-            generator=self._epoch_generator(),
-            worker_init_fn=ignore_stop_signals if self.num_workers else None,
-        )
-        for images, labels, indices, failed in loader:
+        self._order_holder.indices = order[first_batch * self.batch_size :].tolist()
+        for images, labels, indices, failed in self._file_loader():
             if failed:
                 self._lost(failed)
             if images is not None:
                 yield images, labels.long(), indices
+
+    def _file_loader(self) -> DataLoader:
+        """The one DataLoader of a file dataset, made on first use: its workers live as long
+        as this loader (each pass reads the order set in ``_order_holder``)."""
+        if self._loader is None:
+            workers = self.num_workers
+            if workers:
+                from horkd.losses import cpu_kernels
+
+                cpu_kernels.share_cores(workers)
+            self._loader = DataLoader(
+                _IndexedDataset(self.dataset),
+                collate_fn=_collate,
+                batch_size=self.batch_size,
+                sampler=self._order_holder,
+                drop_last=self.drop_last,
+                num_workers=workers,
+                # its own generator: an unseeded DataLoader would draw from the global RNG and
+                # shift every later draw, breaking bit-exact resumes
+                generator=torch.Generator().manual_seed(self.seed * 100_003),
+                worker_init_fn=ignore_stop_signals if workers else None,
+                persistent_workers=workers > 0,
+                pin_memory=self.device is not None and self.device.type == "cuda",
+                prefetch_factor=4 if workers else None,
+            )
+        return self._loader
 
     def _lost(self, messages: list[str]) -> None:
         """Files that failed while being read: skipped and counted on their dataset when it

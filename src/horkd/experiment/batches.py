@@ -126,6 +126,7 @@ def train_batches(ctx: RunContext, stage: StageConfig) -> BatchLoader:
         num_workers=ctx.cfg.data.num_workers,
         rank=distributed.rank(),
         world_size=distributed.world_size(),
+        device=ctx.device,  # in-memory images: held there as uint8, converted there
     )
 
 

@@ -24,8 +24,15 @@ class RelationBank(nn.Module):
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
 
     def contents(self) -> tuple[Tensor, Tensor]:
+        """The filled rows (reads the counter: a wait for the device; the loss uses
+        :meth:`buffers_and_filled` instead)."""
         n = int(self.filled)
         return self.student[:n], self.teacher[:n]
+
+    def buffers_and_filled(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every row and the count of filled ones, as a tensor: the rows from ``filled`` on
+        are to be left out, without the host reading the count."""
+        return self.student, self.teacher, self.filled
 
     @torch.no_grad()
     def push(self, student: Tensor, teacher: Tensor, accept: Tensor | None = None) -> None:

@@ -34,6 +34,24 @@ SWITCH = "HORKD_CPU_KERNELS"  # the environment variable that turns the kernels 
 _lock = threading.Lock()  # numba's thread pools are not safe for calls from several threads
 
 
+_loader_workers = 0  # processes reading files beside this one (see :func:`share_cores`)
+
+
+def share_cores(loader_workers: int) -> None:
+    """Leave ``loader_workers`` cores to a DataLoader's processes: the kernels then run on at
+    most the CPUs less those (at least one thread), not on every core while the workers decode.
+    Their results do not depend on the thread count (see numba_loops), only their speed."""
+    global _loader_workers
+    _loader_workers = max(0, loader_workers)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def enabled() -> bool:
     """Read at every call, so a switch set after import (the benchmark, a test) takes effect."""
     return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "off")
@@ -126,7 +144,8 @@ def _run(
         import numba
 
         torch_threads = torch.get_num_threads()
-        threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
+        threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS,
+                             _cpus() - _loader_workers))
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         out = kernel(*arrays)
@@ -151,12 +170,18 @@ def angle(
 
 
 def distance(
-    gram_s: Tensor, gram_t: Tensor, delta: float, need_s: bool, need_t: bool
+    gram_s: Tensor,
+    gram_t: Tensor,
+    delta: float,
+    need_s: bool,
+    need_t: bool,
+    rows: tuple[int, int] | None = None,
 ) -> Result | None:
     """(normalised-distance loss, dL/dG_s or None, dL/dG_t or None), see second_order; None
-    as for :func:`angle`."""
+    as for :func:`angle`. ``rows``: only those rows' part of the loss (sharded relations)."""
     if not usable(gram_s):
         return None
     g_s, g_t = _array(gram_s), _array(gram_t)
-    out = _run("distance", need_t, g_s, g_t, _consts(gram_s, g_s, delta))
+    lo, hi = rows if rows is not None else (0, g_s.shape[0])
+    out = _run("distance", need_t, g_s, g_t, _consts(gram_s, g_s, delta), lo, hi)
     return None if out is None else _results(out, gram_s, need_s, need_t)

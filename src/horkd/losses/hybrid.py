@@ -187,23 +187,54 @@ class HybridOrderLoss(nn.Module):
     def _relations(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         """Second and third order; with ``relations="global"`` under torchrun, over the global
         batch, so the method does not change with the number of processes."""
-        finish = lambda loss: loss  # noqa: E731
         if self.relations == "global" and distributed.active():
-            student = distributed.gather_with_grad(student)
-            teacher = distributed.gather_with_grad(teacher)
-            finish = distributed.global_relation_loss
+            return self._sharded_relations(student, teacher)
         terms: dict[str, Tensor] = {}
         gram_s, gram_t = relation_grams(student, teacher)  # one per side for both terms
         if self.distance_weight > 0 and self.bank is not None and self.training:
-            distance = bank_distance_loss(student, teacher, *self.bank.contents(),
-                                          self.huber_delta)
-            # a non-finite term means a diverged batch: it stays out of the bank
-            self.bank.push(student, teacher, accept=torch.isfinite(distance))
-            terms["order2_distance"] = self.distance_weight * finish(distance)
+            terms["order2_distance"] = self.distance_weight * self._bank_distance(student, teacher)
         elif self.distance_weight > 0:
             distance = self.distance.from_gram(gram_s, gram_t)
-            terms["order2_distance"] = self.distance_weight * finish(distance)
+            terms["order2_distance"] = self.distance_weight * distance
         if self.angle_weight > 0:
             angle = self.angle.from_gram(gram_s, gram_t)
-            terms["order3_angle"] = self.angle_weight * finish(angle)
+            terms["order3_angle"] = self.angle_weight * angle
         return terms
+
+    def _bank_distance(self, student: Tensor, teacher: Tensor) -> Tensor:
+        bank_s, bank_t, filled = self.bank.buffers_and_filled()
+        distance = bank_distance_loss(student, teacher, bank_s, bank_t, self.huber_delta, filled)
+        # a non-finite term means a diverged batch: it stays out of the bank
+        self.bank.push(student, teacher, accept=torch.isfinite(distance))
+        return distance
+
+    def _sharded_relations(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
+        """The global batch's relations, each process computing its share of the anchor rows:
+        the embeddings are gathered (backward sums the processes' gradients of each sample),
+        every process makes the global Gram matrices (N^2 d, and the normalisers, the mean
+        distance above all, are global quantities read from them), computes the distance
+        rows and the angle anchors of its share, and one all-reduce adds the shares. A rank's
+        cost of the N^3 angle term falls as 1 / processes."""
+        student = distributed.gather_summing_grad(student)
+        teacher = distributed.gather_summing_grad(teacher)
+        n = student.shape[0]
+        gram_s, gram_t = relation_grams(student, teacher)
+        names: list[str] = []
+        parts: list[Tensor] = []
+        if self.distance_weight > 0 and self.bank is not None and self.training:
+            # the bank's term is computed whole by every process (the bank is the same on
+            # all): each takes 1 / processes of it, so the sum is the term once
+            names.append("order2_distance")
+            parts.append(self._bank_distance(student, teacher) / distributed.world_size())
+        elif self.distance_weight > 0:
+            names.append("order2_distance")
+            parts.append(self.distance.from_gram(gram_s, gram_t, distributed.my_share(n)))
+        if self.angle_weight > 0:
+            share = distributed.my_share(self.angle.anchor_count(n))
+            names.append("order3_angle")
+            parts.append(self.angle.from_gram(gram_s, gram_t, share))
+        if not parts:
+            return {}
+        weights = {"order2_distance": self.distance_weight, "order3_angle": self.angle_weight}
+        totals = distributed.sharded_relation_loss(torch.stack(parts))
+        return {name: weights[name] * totals[i] for i, name in enumerate(names)}

@@ -200,7 +200,9 @@ def _distance_grad(grad_q, dot, d, mean, eps):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always", fastmath=set(FAST), error_model="numpy")
-def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
+def _distance(gs, gt, consts, lo, hi, need_s, need_t):  # type: ignore[no-untyped-def]
+    """Rows ``lo..hi`` of the loss (a process's share; 0..n: all) and their gradient; the
+    distances' mean, the normaliser, is always over every pair."""
     n = gs.shape[0]
     if not (_finite(gs) and _finite(gt)):
         return np.nan, np.zeros((0, n), gs.dtype), np.zeros((0, n), gs.dtype)
@@ -209,9 +211,9 @@ def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
     per_pair = gs.dtype.type(1.0 / (n * (n - 1)))
     d_s, mean_s = _distances(gs, eps)
     d_t, mean_t = _distances(gt, eps)
-    grad_q = np.empty((n, n), gs.dtype)
+    grad_q = np.zeros((n, n), gs.dtype)
     total = dot_s = dot_t = zero
-    for j in range(n):
+    for j in range(lo, hi):
         row_s, row_t, out = d_s[j], d_t[j], grad_q[j]
         for k in range(n):
             q_s, q_t = row_s[k] / mean_s, row_t[k] / mean_t
@@ -227,12 +229,12 @@ def _distance(gs, gt, consts, need_s, need_t):  # type: ignore[no-untyped-def]
 
 
 @njit(fastmath=set(FAST), error_model="numpy", cache=True)
-def distance_student(gs, gt, consts):  # type: ignore[no-untyped-def]
-    """(loss, dL/dG_student, empty) of the normalised-distance loss."""
-    return _distance(gs, gt, consts, True, False)
+def distance_student(gs, gt, consts, lo, hi):  # type: ignore[no-untyped-def]
+    """(loss, dL/dG_student, empty) of the normalised-distance loss (rows lo..hi)."""
+    return _distance(gs, gt, consts, lo, hi, True, False)
 
 
 @njit(fastmath=set(FAST), error_model="numpy", cache=True)
-def distance_both(gs, gt, consts):  # type: ignore[no-untyped-def]
-    """(loss, dL/dG_student, dL/dG_teacher) of the normalised-distance loss."""
-    return _distance(gs, gt, consts, True, True)
+def distance_both(gs, gt, consts, lo, hi):  # type: ignore[no-untyped-def]
+    """(loss, dL/dG_student, dL/dG_teacher) of the normalised-distance loss (rows lo..hi)."""
+    return _distance(gs, gt, consts, lo, hi, True, True)

@@ -57,13 +57,23 @@ def _gram_grad(grad_q: Tensor, q: Tensor, d: Tensor) -> Tensor:
 
 
 def _distance_eager(
-    gram_s: Tensor, gram_t: Tensor, delta: float, need_s: bool, need_t: bool
+    gram_s: Tensor,
+    gram_t: Tensor,
+    delta: float,
+    need_s: bool,
+    need_t: bool,
+    rows: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """(loss, dL/dG_s or None, dL/dG_t or None) with ATen operations."""
+    """(loss, dL/dG_s or None, dL/dG_t or None) with ATen operations; ``rows``: only those
+    rows' part of the loss (the normalising mean stays over every pair)."""
     n = gram_s.shape[0]
     pairs = n * (n - 1)
     (q_s, q_t), (d_s, d_t) = _normalized_from_grams(torch.stack((gram_s, gram_t)))
-    total, clipped = huber_sum(q_s - q_t, delta)  # the gap is 0 on the diagonal
+    gap = q_s - q_t
+    if rows is not None:  # the other rows are other processes' share
+        gap[: rows[0]] = 0.0
+        gap[rows[1] :] = 0.0
+    total, clipped = huber_sum(gap, delta)  # the gap is 0 on the diagonal
     grad_q = clipped.div_(pairs)
     grad_s = _gram_grad(grad_q, q_s, d_s) if need_s else None
     grad_t = _gram_grad(grad_q.neg(), q_t, d_t) if need_t else None
@@ -75,11 +85,13 @@ class _DistanceLossFromGram(GradientInForward):
     loop on a CPU with numba, see :mod:`horkd.losses.cpu_kernels`)."""
 
     @staticmethod
-    def forward(ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float) -> Tensor:
+    def forward(
+        ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, rows: tuple[int, int] | None
+    ) -> Tensor:
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         loss, grad_s, grad_t = cpu_kernels.distance(
-            gram_s, gram_t, delta, need_s, need_t
-        ) or _distance_eager(gram_s, gram_t, delta, need_s, need_t)
+            gram_s, gram_t, delta, need_s, need_t, rows
+        ) or _distance_eager(gram_s, gram_t, delta, need_s, need_t, rows)
         ctx.save_for_backward(grad_s, grad_t)
         return loss
 
@@ -111,7 +123,12 @@ def distance_loss(student: Tensor, teacher: Tensor, huber_delta: float = 1.0) ->
     return distance_loss_from_gram(*relation_grams(student, teacher), huber_delta)
 
 
-def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float = 1.0) -> Tensor:
+def distance_loss_from_gram(
+    gram_s: Tensor,
+    gram_t: Tensor,
+    huber_delta: float = 1.0,
+    rows: tuple[int, int] | None = None,
+) -> Tensor:
     """:func:`~horkd.losses.distance_loss` from the two Gram matrices (``centered_gram``), which
     the hybrid loss computes once for both relational terms.
 
@@ -120,14 +137,19 @@ def distance_loss_from_gram(gram_s: Tensor, gram_t: Tensor, huber_delta: float =
             :func:`~horkd.losses.numerics.relation_grams` makes it.
         gram_t: The teacher's ``[N, N]`` Gram matrix, of the same dtype.
         huber_delta: As in :func:`~horkd.losses.distance_loss`.
+        rows: ``(start, stop)``: only the pairs (i, j) with i in these rows, as their part of
+            the mean over all pairs, so the parts of several processes add up to the whole
+            loss and gradient (sharded global relations); ``None``: every row.
 
     Returns:
         The scalar loss; 0 (still in the graph) when N < 2.
     """
     if gram_s.shape[0] < 2:
         return zero_with_graph(gram_s, gram_t)
+    if rows is not None and rows == (0, gram_s.shape[0]):
+        rows = None
     with no_autocast(gram_s.device.type):
-        return _DistanceLossFromGram.apply(gram_s, gram_t, huber_delta)
+        return _DistanceLossFromGram.apply(gram_s, gram_t, huber_delta, rows)
 
 
 class DistanceLoss(nn.Module):
@@ -146,9 +168,12 @@ class DistanceLoss(nn.Module):
         """:func:`~horkd.losses.distance_loss` of embeddings ``[N, Ds]`` and ``[N, Dt]``."""
         return distance_loss(student, teacher, self.huber_delta)
 
-    def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
-        """:func:`~horkd.losses.second_order.distance_loss_from_gram` of two ``[N, N]`` Grams."""
-        return distance_loss_from_gram(gram_s, gram_t, self.huber_delta)
+    def from_gram(
+        self, gram_s: Tensor, gram_t: Tensor, rows: tuple[int, int] | None = None
+    ) -> Tensor:
+        """:func:`~horkd.losses.second_order.distance_loss_from_gram` of two ``[N, N]`` Grams
+        (``rows``: a process's share, as there)."""
+        return distance_loss_from_gram(gram_s, gram_t, self.huber_delta, rows)
 
 
 def bank_distance_loss(
@@ -157,6 +182,7 @@ def bank_distance_loss(
     bank_student: Tensor,
     bank_teacher: Tensor,
     huber_delta: float = 1.0,
+    filled: Tensor | None = None,
 ) -> Tensor:
     """Distances of each batch sample to the batch *and* to a bank of earlier samples ("look
     more" than one batch): mean over the pairs (i in batch, j in batch or bank, j != i) of
@@ -170,6 +196,8 @@ def bank_distance_loss(
         bank_student: The student's embeddings ``[M, Ds]`` of earlier samples (M may be 0).
         bank_teacher: The teacher's embeddings ``[M, Dt]`` of the same earlier samples.
         huber_delta: As in :func:`~horkd.losses.distance_loss`.
+        filled: A count (a tensor, never read by the host): only the bank's first ``filled``
+            rows count, the others are left out; ``None``: all M.
 
     Returns:
         The scalar loss, in float32 at least; 0 (still in the graph) when N + M < 2.
@@ -178,19 +206,25 @@ def bank_distance_loss(
         s, t = full_precision(student), full_precision(teacher).to(full_precision(student).dtype)
         s_all = torch.cat([s, bank_student.to(s.dtype)])
         t_all = torch.cat([t, bank_teacher.to(s.dtype)])
-        n = s.shape[0]
-        if s_all.shape[0] < 2:
+        n, m = s.shape[0], bank_student.shape[0]
+        if filled is None and n + m < 2:
             return zero_with_graph(student, teacher)
-        valid = torch.ones(n, s_all.shape[0], dtype=torch.bool, device=s.device)
+        valid = torch.ones(n, n + m, dtype=torch.bool, device=s.device)
         valid[:, :n].fill_diagonal_(False)
+        if filled is not None:
+            valid[:, n:] &= torch.arange(m, device=s.device) < filled.to(s.device)
+        # masked sums over a count kept on the device: a boolean-mask selection waits for it
+        count = valid.sum().to(s.dtype)
 
         def normalized(x: Tensor, pool: Tensor) -> Tensor:
             # ||x_i - p_j||^2 from inner products: no N x (N + M) x d tensor of differences
             squared = (x * x).sum(1, keepdim=True) + (pool * pool).sum(1) - 2.0 * x @ pool.t()
             d = torch.where(valid, squared.clamp_min(EPS), 1.0).sqrt()
-            return d / (d[valid].mean().clamp_min(EPS))
+            mean = torch.where(valid, d, 0.0).sum() / count.clamp_min(1.0)
+            return d / mean.clamp_min(EPS)
 
         gap = normalized(s, s_all) - normalized(t, t_all)
         clipped = gap.clamp(-huber_delta, huber_delta)
         huber = clipped * (gap - clipped / 2)
-        return huber[valid].mean()
+        # no pair (one sample, an empty bank): 0, still in the graph
+        return torch.where(valid, huber, 0.0).sum() / count.clamp_min(1.0)

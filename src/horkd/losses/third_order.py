@@ -12,6 +12,7 @@ entries: :func:`~horkd.losses.angle_loss` says what that does to RKD's published
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -28,19 +29,40 @@ from horkd.losses.numerics import (
     zero_with_graph,
 )
 
-CHUNK_ELEMENTS = 1 << 21  # c * N * N per side and chunk: ~8 MB per float32 side
+CHUNK_ELEMENTS = 1 << 21  # c * N * N per side and chunk on a CPU: ~8 MB per float32 side
+# On a GPU a chunk may take this share of the free memory: a chunk costs about ten c x N x N
+# tensors of both sides at once (cosines, gaps, clipped gaps, gradient buffers)
+GPU_MEMORY_SHARE = 0.125
+_CHUNK_TENSORS = 10
 
 
-def default_chunk(n: int) -> int:
-    """Anchors per chunk for a batch of ``n``: about 2M cosines (8 MB in float32) per side.
+@functools.cache
+def _gpu_chunk_elements(index: int, itemsize: int) -> int:
+    """c * N * N per side that fits the GPU's free memory, read once per device: a chunk of a
+    few hundred anchors instead of a CPU-sized one, so a large global batch is a handful of
+    kernel launches per step, not hundreds."""
+    free, _ = torch.cuda.mem_get_info(index)
+    return max(CHUNK_ELEMENTS, int(free * GPU_MEMORY_SHARE) // (2 * _CHUNK_TENSORS * itemsize))
+
+
+def default_chunk(n: int, device: torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> int:
+    """Anchors per chunk for a batch of ``n``: on a CPU about 2M cosines (8 MB in float32) per
+    side; on a GPU what a share of its free memory holds (:data:`GPU_MEMORY_SHARE`).
 
     Args:
         n: The batch size N.
+        device: Where the Gram matrices are (``None``: a CPU).
+        dtype: Their dtype (a GPU chunk is sized in bytes).
 
     Returns:
         The chunk size, between 1 and ``n``.
     """
-    return max(1, min(n, CHUNK_ELEMENTS // max(1, n * n)))
+    elements = CHUNK_ELEMENTS
+    if device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        elements = _gpu_chunk_elements(index, torch.finfo(dtype).bits // 8)
+    return max(1, min(n, elements // max(1, n * n)))
 
 
 def _chunk_angles(grams: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,12 +162,28 @@ class _AngleLossFromGram(GradientInForward):
 
     @staticmethod
     def forward(
-        ctx: Any, gram_s: Tensor, gram_t: Tensor, delta: float, chunk: int, anchors: Tensor
+        ctx: Any,
+        gram_s: Tensor,
+        gram_t: Tensor,
+        delta: float,
+        chunk: int,
+        anchors: Tensor,
+        all_anchors: int,
     ) -> Tensor:
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if anchors.numel() == 0:  # a rank whose share of the anchors is empty
+            ctx.save_for_backward(torch.zeros_like(gram_s) if need_s else None,
+                                  torch.zeros_like(gram_t) if need_t else None)
+            return gram_s.new_zeros(())
         loss, grad_s, grad_t = cpu_kernels.angle(
             gram_s, gram_t, anchors, delta, need_s, need_t
         ) or _angle_eager(gram_s, gram_t, anchors, delta, need_s, need_t, chunk)
+        if anchors.numel() != all_anchors:
+            # a share of the anchors: its part of the mean over all of them
+            share = anchors.numel() / all_anchors
+            loss = loss * share
+            grad_s = grad_s * share if grad_s is not None else None
+            grad_t = grad_t * share if grad_t is not None else None
         ctx.save_for_backward(grad_s, grad_t)
         return loss
 
@@ -194,6 +232,7 @@ def angle_loss_from_gram(
     huber_delta: float = 1.0,
     chunk_size: int | None = None,
     anchors: int | None = None,
+    share: tuple[int, int] | None = None,
 ) -> Tensor:
     """:func:`~horkd.losses.angle_loss` from the two Gram matrices (``centered_gram``), which the
     hybrid loss computes once for both relational terms.
@@ -205,6 +244,10 @@ def angle_loss_from_gram(
         huber_delta: As in :func:`~horkd.losses.angle_loss`.
         chunk_size: As in :func:`~horkd.losses.angle_loss`.
         anchors: As in :func:`~horkd.losses.angle_loss`.
+        share: ``(start, stop)``: only the anchors at these positions (of all, or of the
+            ``anchors`` drawn) are computed, and the result is their part of the mean over all
+            anchors, so the parts of several processes add up to the whole loss and gradient
+            (sharded global relations); ``None``: all of them.
 
     Returns:
         The scalar loss; 0 (still in the graph) when N < 3.
@@ -212,13 +255,16 @@ def angle_loss_from_gram(
     n = gram_s.shape[0]
     if n < 3:
         return zero_with_graph(gram_s, gram_t)
-    chunk = chunk_size or default_chunk(n)
+    chunk = chunk_size or default_chunk(n, gram_s.device, gram_s.dtype)
     if anchors is None or anchors >= n:
         chosen = torch.arange(n, device=gram_s.device)
     else:
         chosen = torch.randperm(n)[:anchors].sort().values.to(gram_s.device)
+    all_anchors = chosen.numel()
+    if share is not None:
+        chosen = chosen[share[0] : share[1]]
     with no_autocast(gram_s.device.type):
-        return _AngleLossFromGram.apply(gram_s, gram_t, huber_delta, chunk, chosen)
+        return _AngleLossFromGram.apply(gram_s, gram_t, huber_delta, chunk, chosen, all_anchors)
 
 
 class AngleLoss(nn.Module):
@@ -248,8 +294,15 @@ class AngleLoss(nn.Module):
         """:func:`~horkd.losses.angle_loss` of embeddings ``[N, Ds]`` and ``[N, Dt]``: a scalar."""
         return angle_loss(student, teacher, self.huber_delta, self.chunk_size, self.anchors)
 
-    def from_gram(self, gram_s: Tensor, gram_t: Tensor) -> Tensor:
-        """:func:`~horkd.losses.third_order.angle_loss_from_gram` of two ``[N, N]`` Grams."""
+    def from_gram(
+        self, gram_s: Tensor, gram_t: Tensor, share: tuple[int, int] | None = None
+    ) -> Tensor:
+        """:func:`~horkd.losses.third_order.angle_loss_from_gram` of two ``[N, N]`` Grams
+        (``share``: a process's part of the anchors, as there)."""
         return angle_loss_from_gram(
-            gram_s, gram_t, self.huber_delta, self.chunk_size, self.anchors
+            gram_s, gram_t, self.huber_delta, self.chunk_size, self.anchors, share
         )
+
+    def anchor_count(self, n: int) -> int:
+        """How many anchors a batch of ``n`` has: what ``share`` divides."""
+        return n if self.anchors is None else min(n, self.anchors)

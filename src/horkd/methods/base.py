@@ -94,6 +94,19 @@ class Method(nn.Module):
         self.reference_cache: Any = None  # a horkd.reference_cache.ReferenceCache, when built
         self.upsampled: bool | None = None  # True: LR re-upsampled to HR (an LR assistant)
 
+    # How DistributedDataParallel may treat a step (see horkd.trainer.wrap_for_processes): the
+    # same parameters take part in every step, so DDP may record the graph once. A method
+    # whose step varies (a branch taken on some steps) sets it False.
+    static_graph: bool = True
+
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        """Whether a step may leave a trainable parameter without a gradient, so DDP must search
+        the graph for them every step. Without a task loss (``task_weight`` 0) the criterion's
+        parameters (proxies, a margin head) and a head only it reads get none; a method with
+        other parameters that may sit out overrides this."""
+        return self.task_weight == 0
+
     def train(self, mode: bool = True) -> Method:
         super().train(mode)
         if self.reference is not None:

@@ -1,0 +1,169 @@
+"""Sharded global relations: does a rank's relational cost fall with the number of ranks?
+
+With ``relations: global`` the distance and angle terms span the batch of every process. Each
+rank gathers the embeddings, makes the global Gram matrices and computes only its share of the
+anchor rows (horkd.losses.hybrid: HybridOrderLoss._sharded_relations); one all-reduce adds the
+shares. Measured here on this machine's CPU with gloo, one thread per process:
+
+1. the relational terms (distance and angle, forward and backward) of a global batch of 256
+   64-d embeddings, at world 1 (one process holds all 256) and world 2 (128 each);
+2. the demo config's HORKD student step (benchmarks/demo_step.py: batch 128 per process) at
+   world 1 and world 2.
+
+Each set-up runs in its own processes, alternating between world 1 and 2 (``--repeats``), and a
+figure is the median over rounds of a few back-to-back calls. The last line is the ratio of a
+rank's relation time at 2 ranks to 1 rank (1.0: no gain from a second rank; 0.5: perfect).
+
+    python benchmarks/distributed_relations.py           # 2 x 10 rounds per set-up
+    python benchmarks/distributed_relations.py --quick   # a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+GLOBAL_BATCH, DIM, CALLS = 256, 64, 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _relations(rank: int, world: int, rounds: int) -> list[float]:
+    """ms per call of the relational terms, forward and backward, over this rank's rows."""
+    from horkd.losses import HybridOrderLoss
+
+    torch.manual_seed(0)
+    student = torch.randn(GLOBAL_BATCH, DIM)
+    teacher = torch.randn(GLOBAL_BATCH, DIM)
+    rows = slice(GLOBAL_BATCH * rank // world, GLOBAL_BATCH * (rank + 1) // world)
+    loss = HybridOrderLoss(DIM, DIM, logit_weight=0.0, distance_weight=5.0, angle_weight=10.0)
+
+    def call() -> None:
+        mine = student[rows].clone().requires_grad_(True)
+        terms = loss(mine, None, teacher[rows], None)
+        sum(terms.values()).backward()
+
+    for _ in range(2):  # loads (or compiles) the fused kernels
+        call()
+    times = []
+    for _ in range(rounds):
+        if world > 1:
+            dist.barrier()
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            call()
+        times.append((time.perf_counter() - start) / CALLS * 1000)
+    return times
+
+
+def _steps(rank: int, world: int, rounds: int) -> list[float]:
+    """ms per training step of the demo's HORKD student (batch 128 per rank)."""
+    from demo_step import demo_trainer
+
+    from horkd.loop_state import LoopState
+
+    trainer, batches = demo_trainer(torch.device("cpu"), rank=rank, world=world)
+    trainer.method.train()
+    loop = LoopState()
+    stream = iter(batches)
+
+    def step() -> None:
+        nonlocal stream
+        batch = next(stream, None)
+        if batch is None:
+            stream = iter(batches)
+            batch = next(stream)
+        trainer._train_step(loop, *batch, epoch=0, step=loop.step)
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(rounds):
+        if world > 1:
+            dist.barrier()
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            step()
+        times.append((time.perf_counter() - start) / CALLS * 1000)
+    return times
+
+
+def _worker(rank: int, world: int, port: int, rounds: int, out: str) -> None:
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                          RANK=str(rank), LOCAL_RANK=str(rank))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = {"relations": _relations(rank, world, rounds),
+                  "step": _steps(rank, world, rounds)}
+        Path(f"{out}.{rank}").write_text(json.dumps(result))
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def run(world: int, rounds: int) -> dict[str, list[float]]:
+    """Every rank's times, pooled (each rank's figure is its own time per call)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "times")
+        mp.spawn(_worker, args=(world, _free_port(), rounds, out), nprocs=world, join=True)
+        pooled: dict[str, list[float]] = {"relations": [], "step": []}
+        for rank in range(world):
+            for key, values in json.loads(Path(f"{out}.{rank}").read_text()).items():
+                pooled[key] += values
+    return pooled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rounds, repeats = (2, 1) if args.quick else (args.rounds, args.repeats)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from horkd.losses import cpu_kernels
+
+    times: dict[int, dict[str, list[float]]] = {1: {"relations": [], "step": []},
+                                                2: {"relations": [], "step": []}}
+    for _ in range(repeats):
+        for world in (1, 2):
+            for key, values in run(world, rounds).items():
+                times[world][key] += values
+    kernels = "fused CPU kernels" if cpu_kernels.installed() and cpu_kernels.enabled() else "eager ops"
+    print(f"gloo on this CPU, one thread per process, {kernels}; median over "
+          f"{rounds * repeats} rounds of {CALLS} calls per rank")
+    print(f"{'':44s} {'world 1':>9s} {'world 2':>9s}")
+    label = {"relations": f"relational terms, global batch {GLOBAL_BATCH} (ms/rank)",
+             "step": "demo HORKD student step, 128/rank (ms)"}
+    median = {w: {k: statistics.median(v) for k, v in t.items()} for w, t in times.items()}
+    for key in ("relations", "step"):
+        print(f"{label[key]:44s} {median[1][key]:9.2f} {median[2][key]:9.2f}")
+    images = {w: BATCH_PER_RANK * w / (median[w]["step"] / 1000) for w in (1, 2)}
+    print(f"{'demo step, images/s over all ranks':44s} {images[1]:9.0f} {images[2]:9.0f}")
+    ratio = median[2]["relations"] / median[1]["relations"]
+    print(f"per-rank relation time, 2 ranks / 1 rank: {ratio:.2f}")
+
+
+BATCH_PER_RANK = 128
+
+if __name__ == "__main__":
+    main()
