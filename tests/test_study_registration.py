@@ -85,3 +85,30 @@ def test_a_confirmatory_regime_with_runs_but_no_registration_is_refused(tmp_path
     assert main(["study", str(path), "--no-train"]) == 2
     line = _error(capsys)
     assert "regimes.lr4 is confirmatory but its recorded runs have no registration" in line
+
+
+def test_a_changed_default_is_a_changed_design_a_setting_added_later_is_not(tmp_path, capsys):
+    """The registration holds every setting, defaults included: a later horkd whose default
+    differs from the registered value changes the experiment and is refused; a setting that
+    did not exist when the design was registered is not a change."""
+    path, _ = _study(tmp_path)
+    registration = tmp_path / "records" / "lr4" / "registration.json"
+    assert main(["study", str(path), "--threads", "1", "--doc", str(tmp_path / "R.md")]) == 0
+    entry = json.loads(registration.read_text())
+    experiment = entry["design"]["experiment"]
+    assert experiment["degrade"]["interpolation"]  # a default, registered all the same
+
+    # as if the design had been registered by a horkd without distill.loss.temperature
+    older = json.loads(json.dumps(entry))
+    del older["design"]["experiment"]["distill"]["loss"]["temperature"]
+    registration.write_text(json.dumps(older))
+    assert main(["study", str(path), "--status"]) == 0
+    capsys.readouterr()
+
+    # as if registered when degrade.interpolation's default was another one
+    changed = json.loads(json.dumps(entry))
+    other = "bicubic" if experiment["degrade"]["interpolation"] != "bicubic" else "bilinear"
+    changed["design"]["experiment"]["degrade"]["interpolation"] = other
+    registration.write_text(json.dumps(changed))
+    assert main(["study", str(path), "--status"]) == 2
+    assert "experiment.degrade.interpolation did" in _error(capsys)

@@ -41,6 +41,11 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def flat_settings(node: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings as ``{"a.b.c": value}``: what :func:`changed_keys` compares."""
+    return _flat(node)
+
+
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     a, b = _flat(old), _flat(new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

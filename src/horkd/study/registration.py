@@ -36,10 +36,10 @@ def design(runner: Any, regime: str) -> dict[str, Any]:
 
     study = runner.study
     r = study.regimes[regime]
-    # settings at their defaults are left out (as in a stage's fingerprint): a setting added
-    # by a later horkd does not read as a changed design
-    cfg = config_from_dict(dict(study.base), list(r.overrides)).model_dump(
-        mode="json", exclude_defaults=True)
+    # every setting, defaults included: a later horkd that changes a default changes the
+    # experiment, and is refused as any other change is (a setting that did not exist when the
+    # design was registered is left out of the comparison: see :func:`_changes`)
+    cfg = config_from_dict(dict(study.base), list(r.overrides)).model_dump(mode="json")
     for key in ("name", "output_dir", "seeds", "methods"):
         cfg.pop(key, None)
     source = r.choices_from or regime
@@ -47,8 +47,7 @@ def design(runner: Any, regime: str) -> dict[str, Any]:
     raw = study.model_dump(mode="json")
     teachers = {}
     for name, seed in runner.teachers.slots(regime):
-        teacher = runner.teachers.config(name, seed).model_dump(mode="json",
-                                                                exclude_defaults=True)
+        teacher = runner.teachers.config(name, seed).model_dump(mode="json")
         teacher.pop("output_dir", None)
         teachers[f"{name}/seed{seed}"] = teacher
     return {
@@ -116,8 +115,8 @@ def check(runner: Any, train: bool, log: Any = print) -> dict[str, dict[str, Any
             if train:
                 register(runner, regime, log)
                 entry = registered(runner.book, regime)
-        elif entry["digest"] != settings_digest(found):
-            what = ", ".join(changed_keys(entry["design"], found)) or "its design"
+        elif changes := _changes(entry["design"], found):
+            what = ", ".join(changes)
             if runs:
                 raise RegistrationError(
                     f"regimes.{regime} is confirmatory and registered on {entry['date']} "
@@ -130,3 +129,13 @@ def check(runner: Any, train: bool, log: Any = print) -> dict[str, dict[str, Any
         if entry is not None:
             out[regime] = {k: entry.get(k) for k in ("digest", "date", "git_commit")}
     return out
+
+
+def _changes(registered_design: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """The settings whose value differs from the registered design's, leaving out those that
+    did not exist when it was registered (a setting a later horkd adds is not a change to the
+    design; a changed default of an existing one is)."""
+    from horkd.run_dir import flat_settings
+
+    old = flat_settings(registered_design)
+    return [k for k in changed_keys(registered_design, found) if k in old]
