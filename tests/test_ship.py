@@ -138,6 +138,24 @@ def test_a_study_page_names_per_regime_the_method_it_would_ship():
     assert "within noise: the interval holds 0" in line
 
 
+def test_a_study_pages_ship_lead_pairs_only_runs_of_one_teacher():
+    """As every pair on the page: a seed whose two runs learnt from different teachers is left
+    out of the lead, and said to be."""
+    from horkd.study.document import ship_line
+
+    def final(method, vals, weights):
+        return {"regime": "r", "method": method, "val": {str(s): v for s, v in enumerate(vals)},
+                "weights": {str(s): w for s, w in enumerate(weights)}}
+
+    summary = {"study": {"seeds": [0, 1, 2, 3], "regimes": {"r": {}}},
+               "finals": [final("hinton_kd", [82.0, 83.0, 81.0, 90.0], ["a", "a", "a", "b"]),
+                          final("horkd", [81.0, 82.5, 80.0, 70.0], ["a", "a", "a", "a"])]}
+    line, facts = ship_line(summary, "r")
+    assert facts["method"] == "hinton_kd" and facts["runner_up"] == "horkd"
+    assert facts["lead"]["mean"] == pytest.approx((1.0 + 0.5 + 1.0) / 3)  # seeds 0-2 only
+    assert "(seed 3 left out: the two runs learnt from different teachers)" in line
+
+
 def test_resuming_with_a_changed_config_drops_the_old_choice(two_seed_run, tmp_path):
     import yaml
 

@@ -173,28 +173,43 @@ def regime_tables(
 def ship_line(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any] | None]:
     """The method a regime would ship, as a run does (:mod:`horkd.experiment.ship`): the student
     with the highest mean validation score over the seeds (references excluded), its lead over
-    the next paired by seed on validation, within noise where its 95% interval holds 0."""
+    the next paired by seed on validation - over the seeds whose runs learnt from one teacher,
+    as every pair on the page - within noise where its 95% interval holds 0."""
     from horkd.methods import METHODS
 
     study = summary["study"]
     seeds = sorted(study["regimes"][regime].get("seeds") or study["seeds"])
-    val = {res["method"]: {int(k): v for k, v in res["val"].items()}
-           for res in summary["finals"] if res["regime"] == regime and res["method"] in METHODS
-           and METHODS.get(res["method"]).group in ("baseline", "ours")}
-    done = {m: [v[s] for s in seeds] for m, v in val.items() if all(s in v for s in seeds)}
+    mine = [res for res in summary["finals"] if res["regime"] == regime
+            and res["method"] in METHODS and METHODS.get(res["method"]).group in ("baseline",
+                                                                                  "ours")]
+    val = {res["method"]: {int(k): v for k, v in res["val"].items()} for res in mine}
+    ids = {res["method"]: {int(s): w for s, w in (res.get("weights") or {}).items()}
+           for res in mine}
+    done = {m: v for m, v in val.items() if all(s in v for s in seeds)}
     if not done:
         return "", None
-    ranked = sorted(done, key=lambda m: -statistics.fmean(done[m]))
+    ranked = sorted(done, key=lambda m: -statistics.fmean(done[m][s] for s in seeds))
     best = ranked[0]
     line = (f"Would ship: `{best}`, the highest mean validation score "
-            f"({statistics.fmean(done[best]):.2f} over seeds {', '.join(map(str, seeds))})")
+            f"({statistics.fmean(done[best][s] for s in seeds):.2f} over seeds "
+            f"{', '.join(map(str, seeds))})")
     facts: dict[str, Any] = {"method": best, "runner_up": None, "lead": None}
     if len(ranked) > 1:
-        lead = paired_difference(done[best], done[ranked[1]])
-        noise = ("within noise: the interval holds 0" if lead.low is None or lead.low <= 0
-                 else "beyond noise")
-        line += f", {lead.interval()} over `{ranked[1]}` paired by seed ({noise})"
-        facts.update(runner_up=ranked[1], lead=lead.as_dict())
+        other = ranked[1]
+        a, b, apart = paired_values(seeds, done[best], done[other], ids.get(best, {}),
+                                    ids.get(other, {}))
+        if len(a) >= 2:
+            lead = paired_difference(a, b)
+            noise = ("within noise: the interval holds 0" if lead.low is None or lead.low <= 0
+                     else "beyond noise")
+            line += f", {lead.interval()} over `{other}` paired by seed ({noise})"
+            facts.update(runner_up=other, lead=lead.as_dict())
+        else:
+            line += f", above `{other}` (too few seeds learnt from one teacher to pair)"
+            facts.update(runner_up=other)
+        if apart:
+            line += (f" (seed{'s' if len(apart) > 1 else ''} {', '.join(map(str, apart))} "
+                     "left out: the two runs learnt from different teachers)")
     waiting = [m for m in val if m not in done]
     line += (f"; pending: {', '.join(waiting)}." if waiting else ".")
     return line, facts
