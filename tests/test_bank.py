@@ -16,6 +16,7 @@ from horkd.losses import HybridOrderLoss
 from horkd.losses.bank import RelationBank
 from horkd.methods.base import Batch
 from horkd.methods.distill import DistillMethod
+from horkd.methods.supervised import SupervisedMethod
 from horkd.models import ModelOutput
 from horkd.trainer import Trainer
 
@@ -111,6 +112,45 @@ def test_the_trainer_skips_the_bad_step_and_goes_on(tmp_path):
     assert result.skipped_steps == 1
     assert int(loss.bank.filled) == BANK and torch.isfinite(loss.bank.student).all()
     assert all(torch.isfinite(p).all() for p in student.parameters())
+
+
+class _Normed(_Linear):
+    """As _Linear, with a BatchNorm layer whose running statistics a NaN batch would spoil."""
+
+    def __init__(self, inputs: int, dim: int, classes: int = 3) -> None:
+        super().__init__(inputs, dim, classes)
+        self.norm = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        embedding = self.norm(self.body(x))
+        return ModelOutput(embedding, self.head(embedding))
+
+
+def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(tmp_path):
+    """The forward of a NaN batch writes NaN into BatchNorm's running statistics before its loss
+    is known; the skipped step puts them back, so validation after it is not poisoned."""
+    torch.manual_seed(0)
+    images = _batches(4, nan_at=2, dim=10)
+    batches = [(x, torch.randint(0, 3, (BATCH,)), torch.arange(BATCH)) for x in images]
+    student = _Normed(10, 4)
+    method = SupervisedMethod(student, _CrossEntropy())
+    trainer = Trainer(
+        method,
+        StageConfig(epochs=1, batch_size=BATCH, max_nonfinite_steps=1, scheduler="none"),
+        train_batches=batches,
+        make_batch=lambda x, y, index: Batch(hr=x, lr=x, target=y, index=index),
+        validate=None,
+        score_key="top1",
+        device=torch.device("cpu"),
+        out_dir=tmp_path,
+        meta={"student": {"model": {}}},
+        progress=False,
+    )
+    result = trainer.fit()
+    assert result.skipped_steps == 1
+    norm = student.norm
+    assert torch.isfinite(norm.running_mean).all() and torch.isfinite(norm.running_var).all()
+    assert int(norm.num_batches_tracked) == 3  # the three finite batches, not the skipped one
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

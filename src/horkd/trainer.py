@@ -32,6 +32,7 @@ from horkd.loop_state import (
 )
 from horkd.methods import Batch, Method
 from horkd.optim import build_optimizer, build_scheduler
+from horkd.running_stats import RunningStats
 from horkd.stop import TrainingStopped
 
 BatchFn = Callable[[Tensor, Tensor, Tensor], Batch]
@@ -200,6 +201,8 @@ class Trainer:
             scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
             make_batch=make_batch,
         )
+        # put back by a skipped step: its forward has already updated them
+        self.running_stats = RunningStats(self.method)
 
     def steps_per_epoch(self) -> int:
         steps = len(self.train_batches)
@@ -306,6 +309,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = parts.make_batch(x, y.to(self.device, non_blocking=True), index)
         enabled = self.autocast_dtype is not None
+        self.running_stats.save()
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled):
             _, terms = self.forward(batch)
         loss = sum(terms.values())
@@ -314,6 +318,7 @@ class Trainer:
         finite, stopping = distributed.step_agreement(
             torch.isfinite(loss), stop.requested() is not None)
         if not finite:
+            self.running_stats.restore()
             loop.consecutive_bad += 1
             loop.result.skipped_steps += 1
             if loop.consecutive_bad > self.cfg.max_nonfinite_steps:
