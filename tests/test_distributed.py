@@ -115,11 +115,13 @@ def _sharded_problem(kernels: bool, anchors: int | None):
     return model, x, z, loss, use_kernels(kernels)
 
 
-def _train_steps(model, forward, x, z, loss, switch) -> dict:
+def _train_steps(model, forward, x, z, loss, switch, seed: int = 1) -> dict:
     """Three steps of SGD on the same batch, the middle one skipped after its forward (as the
-    trainer skips a non-finite step): the first step's terms and gradients, the end weights."""
+    trainer skips a non-finite step): the first step's terms and gradients, the end weights.
+    ``seed``: the process's own generator, which draws the random anchors; each rank's differs
+    (as under torchrun), and the ranks must still compute shares of rank 0's draw."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    torch.manual_seed(1)  # the random anchors: the same draws in every process
+    torch.manual_seed(seed)
     out: dict = {}
     with switch:
         for step in range(3):
@@ -147,7 +149,8 @@ def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: in
         model, x, z, loss, switch = _sharded_problem(kernels, anchors)
         part = slice(0, 6) if rank == 0 else slice(6, 13)  # uneven shares
         ddp = wrap_for_processes(model, torch.device("cpu"))
-        torch.save(_train_steps(model, ddp, x[part], z[part], loss, switch), f"{out}.{rank}")
+        torch.save(_train_steps(model, ddp, x[part], z[part], loss, switch, seed=1 + rank),
+                   f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 

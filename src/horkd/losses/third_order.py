@@ -260,6 +260,11 @@ def angle_loss_from_gram(
         chosen = torch.arange(n, device=gram_s.device)
     else:
         chosen = torch.randperm(n)[:anchors].sort().values.to(gram_s.device)
+        if share is not None and torch.distributed.is_available() and \
+                torch.distributed.is_initialized():
+            # each rank computes its share of the same anchors: rank 0's draw (the ranks' own
+            # generators differ, each draws its own crops and noise)
+            torch.distributed.broadcast(chosen, src=0)
     all_anchors = chosen.numel()
     if share is not None:
         chosen = chosen[share[0] : share[1]]
