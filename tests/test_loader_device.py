@@ -50,9 +50,15 @@ def test_file_loader_keeps_its_workers_and_the_order(tmp_path):
     assert [int(i) for _, _, index in workers.iter_from(1) for i in index] == first[1][4:]
 
 
-def test_workers_default_from_the_cpus_and_only_for_files(tmp_path):
+def test_workers_default_from_the_cpus_and_only_for_files_feeding_a_gpu(tmp_path):
     data = image_folder(tmp_path / "images", per_class=2)
-    assert BatchLoader(data, 4, shuffle=False, num_workers=None).num_workers == auto_workers()
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # only named: nothing is placed
+    assert BatchLoader(data, 4, shuffle=False, num_workers=None,
+                       device=cuda).num_workers == auto_workers()
+    # a CPU run keeps its cores for the step, and no worker processes outlive it
+    assert BatchLoader(data, 4, shuffle=False, num_workers=None, device=cpu).num_workers == 0
+    assert BatchLoader(data, 4, shuffle=False, num_workers=None).num_workers == 0
+    assert BatchLoader(data, 4, shuffle=False, num_workers=2, device=cpu).num_workers == 2
     assert 0 <= auto_workers() <= 4 and auto_workers(processes_here=1000) == 0
     memory = TensorImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.arange(8))
     assert BatchLoader(memory, 4, shuffle=False, num_workers=None).num_workers == 0

@@ -113,7 +113,8 @@ class DataConfig(_Strict):
     channels: Literal[1, 3] | None = Field(None, description="image_folder only: 1 or 3")
     num_workers: int | None = Field(
         None, ge=0, description="processes reading image files beside training (file datasets "
-        "only); null: from the CPUs (up to 4, one core left to training); 0: none")
+        "only); null: none on a CPU, from the CPUs on a GPU (up to 4, one core left to "
+        "training); 0: none")
     skip_bad_images: bool = Field(False, description="leave unreadable image files out, counted")
     augment: AugmentConfig = AugmentConfig()
 
