@@ -306,6 +306,20 @@ def test_readme_findings_are_re_derived_from_the_pages_facts():
     for regime in ("full", "w16_full", "w32_full"):  # every label: what the widths gain
         gain = next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]["mean"]
         assert f"{gain:+.2f}" in prose, regime
+    # the raw intervals that exclude 0: exactly the regimes the bullet names, on the right side
+    raw = re.search(r"Raw intervals that exclude 0 \((.*?)\) do not survive", prose).group(1)
+    above_text, below_text = raw.split(" above; ")
+    named = {"above": set(re.findall(r"`(\w+)`", above_text)),
+             "below": set(re.findall(r"`(\w+)`", below_text))}
+    found = {"above": set(), "below": set()}
+    for regime, tabs in facts.items():
+        if not isinstance(tabs, dict):
+            continue
+        for table in tabs.values():
+            for c in (table.get("comparisons") or []) if isinstance(table, dict) else []:
+                if c["low"] > 0 or c["high"] < 0:
+                    found["above" if c["low"] > 0 else "below"].add(regime)
+    assert named == found, (named, found)
 
 
 def test_yaml_examples_are_valid_settings():
