@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 from torch.utils.data import Dataset, Subset
 
 from horkd.data import fine_grained, folder, glyphs, vision  # noqa: F401  (register builders)
