@@ -159,3 +159,40 @@ def test_an_experiment_trains_on_glyphs_and_validates_on_the_validation_fonts(
     outcome = run_experiment(config_from_dict(cfg), progress=False)
     teacher = next(row for row in outcome.table if row["method"] == "teacher")
     assert teacher["hr_top1"] > 3 * 100 / 62, teacher  # 14.2 here; untrained 1.6
+
+
+def test_font_halves_keep_teachers_and_students_on_disjoint_families(font_dir: Path) -> None:
+    """data.glyph_fonts: the teacher half and the students' half of the training families share
+    no family, cover the training fonts between them, keep the validation and test fonts, are
+    the same every time, and change the stage fingerprints."""
+    from conftest import tiny_config_dict
+
+    from horkd.config import ConfigError, config_from_dict
+    from horkd.run_dir import teacher_fingerprint
+
+    def families(splits) -> set[int]:  # type: ignore[no-untyped-def]
+        base = splits.train.dataset
+        return set(base.families[torch.as_tensor(splits.train.indices)].tolist())
+
+    whole = _splits(font_dir, val_fraction=0.2, test_fraction=0.1)
+    teacher = _splits(font_dir, val_fraction=0.2, test_fraction=0.1, glyph_fonts="teacher")
+    students = _splits(font_dir, val_fraction=0.2, test_fraction=0.1, glyph_fonts="students")
+    assert families(teacher) and families(students)
+    assert not families(teacher) & families(students)
+    assert families(teacher) | families(students) == families(whole)
+    assert len(teacher.train) + len(students.train) == len(whole.train)
+    assert len(teacher.val) == len(students.val) == len(whole.val)
+    assert torch.equal(teacher.test.images, whole.test.images)
+    again = _splits(font_dir, val_fraction=0.2, test_fraction=0.1, glyph_fonts="teacher")
+    assert families(again) == families(teacher)
+
+    cfg = tiny_config_dict(font_dir.parent / "run", methods=["scratch"])
+    cfg["data"] = {"dataset": "glyphs", "root": str(font_dir)}
+    prints = set()
+    for fonts in ("all", "teacher", "students"):
+        cfg["data"]["glyph_fonts"] = fonts
+        prints.add(teacher_fingerprint(config_from_dict(cfg), 0))
+    assert len(prints) == 3
+    cfg["data"] = {"dataset": "fashion_mnist", "glyph_fonts": "teacher"}
+    with pytest.raises(ConfigError, match="glyph_fonts"):
+        config_from_dict(cfg)

@@ -214,6 +214,21 @@ def test_status_shows_pending_runs_and_finals_waiting_for_their_search(tmp_path,
     assert not (tmp_path / "study").exists()  # nothing trained, nothing written
 
 
+def test_status_counts_the_waiting_finals_of_a_regime_that_also_trains_an_unsearched_method(
+        tmp_path, capsys):
+    """Seen planning the glyph study: a regime with the LR oracle (not searched: its finals
+    are ready at once) listed those finals alone, not the searched methods' that wait."""
+    path = tiny_study(tmp_path)
+    study = yaml.safe_load(path.read_text())
+    study["methods"] = ["lr_oracle", "scratch", "horkd"]
+    path.write_text(yaml.safe_dump(study))
+    assert main(["study", str(path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs - 0 recorded, 0 running, 8 pending (4 wait for their regime's search)" in out
+    # 2 finals of the LR oracle, ready, and 4 of scratch and horkd, waiting
+    assert re.search(r"lr4\s+final\s+0/6\s+0\s+6  \(after the search\)", out)
+
+
 def _folder(root: Path, classes: int = 3, train: int = 16, test: int = 6) -> Path:
     rng = np.random.default_rng(0)
     for split, count in (("train", train), ("test", test)):

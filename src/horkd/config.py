@@ -85,6 +85,12 @@ class DataConfig(_Strict):
     glyph_min_families: int = Field(
         20, ge=3, description="glyphs: refuse a font set of fewer families (too few to split)"
     )
+    glyph_fonts: Literal["all", "teacher", "students"] = Field(
+        "all", description="glyphs: train on every training font, or on one of two halves of "
+        "the training families (whole families, fixed by a hash of their names; about half "
+        "the faces each): a teacher on 'teacher' has seen no design its students on "
+        "'students' train on (validation and test fonts are the same for both)"
+    )
     val_from_subset: int | None = Field(
         None,
         ge=10,
@@ -135,6 +141,9 @@ class DataConfig(_Strict):
             raise ValueError("data.val_from_subset carves a val_fraction run's validation "
                              "images; with data.val_size or data.split_file keep a teacher off "
                              "its students' images with a part of its own")
+        if self.glyph_fonts != "all" and self.dataset != "glyphs":
+            raise ValueError(f"data.glyph_fonts={self.glyph_fonts} splits the glyphs dataset's "
+                             f"fonts; {self.dataset} has none: leave it at all")
         self._check_parts()
         return self
 

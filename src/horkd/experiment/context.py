@@ -172,6 +172,7 @@ def _build_splits(cfg: ExperimentConfig, seed: int) -> DataSplits:
         test_fraction=d.test_fraction,
         glyph_renders=d.glyph_renders,
         glyph_min_families=d.glyph_min_families,
+        glyph_fonts=d.glyph_fonts,
         skip_bad_images=d.skip_bad_images,
         **({"channels": d.channels} if d.channels else {}),
     )

@@ -66,12 +66,13 @@ class Planner:
                 self.runs.append(PlannedRun(job.kind, job.regime, job.method, job.tag, seed,
                                             state, picked, teacher, who, why))
 
-    def waiting(self, regime: str) -> None:
-        """The finals of ``regime``, which wait for the search that chooses their settings."""
+    def waiting(self, regime: str, methods: list[str]) -> None:
+        """The finals of ``methods`` in ``regime``, which wait for the search that chooses their
+        settings (a method that is not searched, the LR oracle, has its finals listed anyway)."""
         study = self.study
         r = study.study.regimes[regime]
         picked = study.only.regime(regime, study.trained_methods(regime))
-        for method in study.trained_methods(regime):
+        for method in methods:
             for seed in r.seeds or study.study.seeds:
                 teacher = study.teachers.slot(regime, seed)
                 self.runs.append(PlannedRun("final", regime, method, "?", seed, "waiting",

@@ -353,9 +353,10 @@ class Study:
         final_jobs: list[Job] = []
         for regime in order:
             chosen = self._choices(regime, found, choices)
+            if self.planner is not None:  # finals waiting for a search, some methods or all
+                self.planner.waiting(regime, [m for m in self.trained_methods(regime)
+                                              if chosen is None or m not in chosen])
             if chosen is None:
-                if self.planner is not None:
-                    self.planner.waiting(regime)
                 continue
             choices[regime] = chosen
             final_jobs += self.final_jobs(regime, chosen)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from horkd.data.digest import DATA_FILES
-from horkd.data.glyphs.cache import INSTALL_HINT, GlyphSet, load_glyphs
+from horkd.data.glyphs.cache import INSTALL_HINT, GlyphSet, font_halves, load_glyphs
 from horkd.data.glyphs.fonts import CHARACTERS, font_files
 from horkd.data.memory import TensorImageDataset, channel_stats
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
@@ -38,9 +38,16 @@ class GlyphImages(TensorImageDataset):
         self.validation_indices = validation_indices
 
 
-def _datasets(glyphs: GlyphSet) -> tuple[GlyphImages, GlyphImages]:
+def _datasets(glyphs: GlyphSet, fonts: str = "all") -> tuple[GlyphImages, GlyphImages]:
+    """Training (with the validation fonts held apart) and test images; ``fonts`` other than
+    ``all`` keeps that half of the training families (``font_halves``) and every validation
+    font."""
     split = glyphs.split_of_images()
     keys = [face["key"] for face in glyphs.manifest["faces"]]
+    if fonts != "all":
+        halves = font_halves(glyphs.manifest["faces"])
+        other = np.array([halves.get(k) not in (None, fonts) for k in keys])[glyphs.faces]
+        split = np.where(other, "other", split)
     names = sorted(set(keys))
     family = np.array([names.index(k) for k in keys], dtype=np.int64)[glyphs.faces]
     images = torch.from_numpy(glyphs.images).unsqueeze(1)
@@ -53,7 +60,7 @@ def _datasets(glyphs: GlyphSet) -> tuple[GlyphImages, GlyphImages]:
         return GlyphImages(images[index], labels[index], faces[index], families[index], names,
                            held)
 
-    return part(split != "test", split == "val"), part(split == "test")
+    return part(np.isin(split, ("train", "val")), split == "val"), part(split == "test")
 
 
 @DATASETS.register("glyphs")
@@ -65,10 +72,12 @@ def glyphs(
     val_fraction: float = 0.1,
     glyph_renders: int = 4,
     glyph_min_families: int = 20,
+    glyph_fonts: str = "all",
 ):
     """0-9, A-Z, a-z (62 classes) rendered from the fonts under ROOT (or the system's), at
     ``hr_size`` (default 32) px, ``glyph_renders`` varied renders per font; whole families go
-    to test (``test_fraction`` of the faces) and validation (``val_fraction``)."""
+    to test (``test_fraction`` of the faces) and validation (``val_fraction``);
+    ``glyph_fonts`` ``teacher`` or ``students`` trains on that half of the training families."""
     side = hr_size or DEFAULT_SIDE
     found = load_glyphs(root, side, glyph_renders, test_fraction, val_fraction)
     counts = found.manifest["counts"]
@@ -78,7 +87,7 @@ def glyphs(
             f"glyphs: {counts['usable_faces']} usable faces in {counts['families']} font families "
             f"in {where} (at least {max(3, glyph_min_families)} families wanted: "
             f"data.glyph_min_families); {INSTALL_HINT}")
-    train, test = _datasets(found)
+    train, test = _datasets(found, glyph_fonts)
     mean, std = channel_stats(train.images)
     info = DatasetInfo("glyphs", len(CHARACTERS), 1, mean, std, side, list(CHARACTERS))
     return train, test, info

@@ -207,6 +207,24 @@ def _assign_splits(faces: list[dict[str, Any]], test_fraction: float, val_fracti
         face["split"] = split[face["key"]]
 
 
+def font_halves(faces: list[dict[str, Any]]) -> dict[str, str]:
+    """Each training family's half, ``teacher`` or ``students``: whole families in the order
+    of a hash of their keys go to the teachers until they hold half of the training faces, the
+    rest (at least one family) to the students - a fixed rule, so a teacher trained on one half
+    has seen no design its students train on."""
+    sizes: dict[str, int] = {}
+    for face in faces:
+        if face["split"] == "train":
+            sizes[face["key"]] = sizes.get(face["key"], 0) + 1
+    order = sorted(sizes, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    half, filled, halves = sum(sizes.values()) / 2, 0, {}
+    for position, key in enumerate(order):
+        teacher = position < len(order) - 1 and (filled == 0 or filled < half)
+        halves[key] = "teacher" if teacher else "students"
+        filled += sizes[key] if teacher else 0
+    return halves
+
+
 def _split_counts(faces: list[dict[str, Any]], renders: int) -> dict[str, Any]:
     counts = {}
     for name in ("train", "val", "test"):
