@@ -22,6 +22,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from types import ModuleType
 
 import numpy as np
@@ -34,15 +35,16 @@ SWITCH = "HORKD_CPU_KERNELS"  # the environment variable that turns the kernels 
 _lock = threading.Lock()  # numba's thread pools are not safe for calls from several threads
 
 
-_loader_workers = 0  # processes reading files beside this one (see :func:`share_cores`)
+# processes reading files beside this one (see :func:`share_cores`); a context variable, so
+# the setting stays with the run (the thread or task) that made the loader
+_loader_workers: ContextVar[int] = ContextVar("horkd_loader_workers", default=0)
 
 
 def share_cores(loader_workers: int) -> None:
     """Leave ``loader_workers`` cores to a DataLoader's processes: the kernels then run on at
     most the CPUs less those (at least one thread), not on every core while the workers decode.
     Their results do not depend on the thread count (see numba_loops), only their speed."""
-    global _loader_workers
-    _loader_workers = max(0, loader_workers)
+    _loader_workers.set(max(0, loader_workers))
 
 
 def _cpus() -> int:
@@ -145,7 +147,7 @@ def _run(
 
         torch_threads = torch.get_num_threads()
         threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS,
-                             _cpus() - _loader_workers))
+                             _cpus() - _loader_workers.get()))
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         out = kernel(*arrays)
