@@ -126,6 +126,8 @@ def test_the_documented_onnxruntime_example_runs_on_an_export(classifier, tmp_pa
     said = capfd.readouterr()
     assert "[torch.onnx]" not in said.out + said.err  # quiet unless --verbose
     assert said.out.startswith("wrote ") and len(said.out.strip().splitlines()) == 1
+    # the one file: no weights left beside it under the temporary's hidden name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     side = Recogniser.load(model).input.size
     capture = Image.open(sorted(pngs.rglob("*.png"))[0]).resize((side, side))
     capture.save(tmp_path / "capture.png")  # a real LR capture: already the model's size

@@ -147,3 +147,6 @@ def _attach_meta(path: Path, meta: dict) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, default=str)
     onnx.save(model, str(path))
+    # the exporter may have put the weights beside the file (PATH.data, named after the
+    # temporary it wrote); loaded above, they are inside the file now: no stray hidden file
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
