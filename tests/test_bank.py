@@ -87,6 +87,23 @@ class _Linear(nn.Module):
         return ModelOutput(embedding, self.head(embedding))
 
 
+def _one_epoch(method, batches, out_dir):
+    """One epoch of the trainer over ``batches`` (the HR view is the LR view), skipping at most
+    one non-finite step in a row."""
+    return Trainer(
+        method,
+        StageConfig(epochs=1, batch_size=BATCH, max_nonfinite_steps=1, scheduler="none"),
+        train_batches=batches,
+        make_batch=lambda x, y, index: Batch(hr=x, lr=x, target=y, index=index),
+        validate=None,
+        score_key="top1",
+        device=torch.device("cpu"),
+        out_dir=out_dir,
+        meta={"student": {"model": {}}},
+        progress=False,
+    ).fit()
+
+
 def test_the_trainer_skips_the_bad_step_and_goes_on(tmp_path):
     """The trainer skips the NaN batch's step and no other: the bank spans four batches, and
     with max_nonfinite_steps=1 a poisoned bank would stop the stage as diverged."""
@@ -96,19 +113,7 @@ def test_the_trainer_skips_the_bad_step_and_goes_on(tmp_path):
     student, teacher = _Linear(10, 4), _Linear(10, 6)
     loss = HybridOrderLoss(4, 6, embedding_weight=0, angle_weight=0, bank_size=BANK)
     method = DistillMethod(student, _CrossEntropy(), teacher, loss, student_view="hr")
-    trainer = Trainer(
-        method,
-        StageConfig(epochs=1, batch_size=BATCH, max_nonfinite_steps=1, scheduler="none"),
-        train_batches=batches,
-        make_batch=lambda x, y, index: Batch(hr=x, lr=x, target=y, index=index),
-        validate=None,
-        score_key="top1",
-        device=torch.device("cpu"),
-        out_dir=tmp_path,
-        meta={"student": {"model": {}}},
-        progress=False,
-    )
-    result = trainer.fit()
+    result = _one_epoch(method, batches, tmp_path)
     assert result.skipped_steps == 1
     assert int(loss.bank.filled) == BANK and torch.isfinite(loss.bank.student).all()
     assert all(torch.isfinite(p).all() for p in student.parameters())
@@ -133,20 +138,7 @@ def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(tmp_path):
     images = _batches(4, nan_at=2, dim=10)
     batches = [(x, torch.randint(0, 3, (BATCH,)), torch.arange(BATCH)) for x in images]
     student = _Normed(10, 4)
-    method = SupervisedMethod(student, _CrossEntropy())
-    trainer = Trainer(
-        method,
-        StageConfig(epochs=1, batch_size=BATCH, max_nonfinite_steps=1, scheduler="none"),
-        train_batches=batches,
-        make_batch=lambda x, y, index: Batch(hr=x, lr=x, target=y, index=index),
-        validate=None,
-        score_key="top1",
-        device=torch.device("cpu"),
-        out_dir=tmp_path,
-        meta={"student": {"model": {}}},
-        progress=False,
-    )
-    result = trainer.fit()
+    result = _one_epoch(SupervisedMethod(student, _CrossEntropy()), batches, tmp_path)
     assert result.skipped_steps == 1
     norm = student.norm
     assert torch.isfinite(norm.running_mean).all() and torch.isfinite(norm.running_var).all()
