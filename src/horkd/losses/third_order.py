@@ -48,7 +48,7 @@ def _gpu_chunk_elements(index: int, itemsize: int) -> int:
 def default_chunk(n: int, device: torch.device | None = None,
                   dtype: torch.dtype = torch.float32) -> int:
     """Anchors per chunk for a batch of ``n``: on a CPU about 2M cosines (8 MB in float32) per
-    side; on a GPU what a share of its free memory holds (:data:`GPU_MEMORY_SHARE`).
+    side; on a GPU what a share of its free memory holds (``GPU_MEMORY_SHARE``).
 
     Args:
         n: The batch size N.

@@ -184,7 +184,7 @@ def build_model(
         weights_path: Backbone weights to start from: a file (see
             :func:`load_backbone_weights`), or pretrained weights by name (``DEFAULT``,
             ``IMAGENET1K_V1``) for a torchvision or timm architecture
-            (:mod:`horkd.models.pretrained`).
+            (``horkd.models.pretrained``).
         norm_sizes: Input sides, in pixels, that keep their own BatchNorm statistics.
         work_size: Side, in pixels, every input is resized to first (``None``: none).
         **kwargs: Passed on to the backbone factory.
