@@ -126,3 +126,24 @@ def test_every_committed_run_record_holds_the_key_the_code_gives_its_settings():
         if record.key not in keys or record.teacher["fingerprint"] not in teachers:
             stale.append(str(path.relative_to(RECORDS)))
     assert not stale, f"{len(stale)} records keyed by another scheme, e.g. {stale[:3]}"
+
+
+def test_a_saved_record_names_paths_inside_the_study_folder_relative_to_it(tmp_path,
+                                                                          monkeypatch):
+    """Committed records name no folder of the machine that trained them: paths under the
+    working folder are written relative to it, others (and the key) as they are."""
+    import json
+
+    from horkd.study.records import RecordBook, RunRecord
+
+    monkeypatch.chdir(tmp_path)
+    config = {"output_dir": str(tmp_path / "runs" / "r" / "c0"),
+              "teacher": {"checkpoint": str(tmp_path / "runs" / "t" / "model")},
+              "data": {"root": "/srv/images"}}
+    record = RunRecord(key="k", kind="final", regime="r", method="scratch", tag="c0", seed=0,
+                       config=config, teacher={"name": "t"}, val=1.0)
+    path = RecordBook(tmp_path / "records").save(record)
+    saved = json.loads(path.read_text())["config"]
+    assert saved["output_dir"] == "runs/r/c0"
+    assert saved["teacher"]["checkpoint"] == "runs/t/model"
+    assert saved["data"]["root"] == "/srv/images" and record.config == config

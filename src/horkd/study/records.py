@@ -183,7 +183,7 @@ class RecordBook:
 
     def save(self, record: RunRecord) -> Path:
         path = self.path(record.kind, record.regime, record.method, record.tag, record.seed)
-        write_json(path, record.as_dict(), "a study record")
+        write_json(path, _portable(record.as_dict(), Path.cwd()), "a study record")
         return path
 
     def damaged(self) -> list[Path]:
@@ -195,6 +195,18 @@ class RecordBook:
 
     def teacher_path(self, name: str, seed: int) -> Path:
         return self.folder / "teachers" / f"{name}-seed{seed}.json"
+
+
+def _portable(node: Any, here: Path) -> Any:
+    """``node`` with every path inside ``here`` (the study's working folder) written relative
+    to it: committed records name no folder of the machine that trained them, and
+    ``--reproduce`` from a clone's root finds the same places (keys never hold these paths)."""
+    if isinstance(node, dict):
+        return {k: _portable(v, here) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_portable(v, here) for v in node]
+    prefix = f"{here}{os.sep}"
+    return node[len(prefix):] if isinstance(node, str) and node.startswith(prefix) else node
 
 
 def set_aside(path: Path, why: str) -> None:
