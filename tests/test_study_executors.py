@@ -252,6 +252,10 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     assert raw["base"]["data"]["hr_size"] == 20 and raw["base"]["degrade"]["lr_size"] == 5
     assert list(raw["regimes"]) == ["full", "labels25"]
     assert {len(c) for c in raw["search"]["candidates"].values()} == {3}  # equal budgets
+    # what the page will claim, declared before any run
+    assert raw["comparisons"] == {m: "hinton_kd" for m in ("horkd", "horkd_no_assistant")
+                                  if m in raw["methods"]} and raw["margin"] == 0.5
+    assert raw["comparisons"], raw["methods"]
     # held out by construction: the teacher carves the students' validation split
     teacher = raw["teachers"]["teacher"]["data"]
     assert {k: teacher[k] for k in ("val_fraction", "split_seed")} == {"val_fraction": 0.1,

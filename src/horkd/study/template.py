@@ -96,6 +96,12 @@ def study_for_folder(
         "methods": methods,
         "baselines": [m for m in methods if REGISTERED.get(m).group == "baseline"],
         "main_regime": "full",
+        # what the page will claim, declared now, before any run: each comparison called above,
+        # below, equivalent within +-margin or inconclusive, Holm-adjusted over the page
+        **({"comparisons": {m: "hinton_kd" for m in ("horkd", "horkd_no_assistant")
+                            if m in methods},
+            "margin": 0.5} if "hinton_kd" in methods and
+           {"horkd", "horkd_no_assistant"} & set(methods) else {}),
         "regimes": _regimes(hr, lr, methods, fractions),
         "search": {"seed": 100, "candidates": {m: [list(c) for c in CANDIDATES[m]]
                                                for m in methods}},
@@ -110,6 +116,7 @@ def study_for_folder(
         "# recorded under `records` (keep it with this file): a rerun continues, never repeats.\n"
         "# Change epochs, networks or candidates before the first run: the candidates are the\n"
         "# search budget, the same for every method, chosen on validation images only.\n"
+        "# `comparisons` and `margin` are what the page will claim: declare them before any run.\n"
     )
     return header + yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100,
                               default_flow_style=None)
