@@ -10,6 +10,7 @@ memory; the LR degradation of a real run is left out, so the step is the trainin
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,3 +62,23 @@ def demo_trainer(device: torch.device, precision: str = "fp32",
                       score_key="top1", device=device, out_dir=out,
                       meta={"student": {"model": {}}}, progress=False)
     return trainer, batches
+
+
+def demo_step(trainer: Trainer, batches) -> Callable[[], None]:
+    """One training step of ``trainer`` per call, cycling over ``batches`` (what both the
+    distributed and the GPU benchmark time)."""
+    from horkd.loop_state import LoopState
+
+    trainer.method.train()
+    loop = LoopState()
+    stream = iter(batches)
+
+    def step() -> None:
+        nonlocal stream
+        batch = next(stream, None)
+        if batch is None:
+            stream = iter(batches)
+            batch = next(stream)
+        trainer._train_step(loop, *batch, epoch=0, step=loop.step)
+
+    return step

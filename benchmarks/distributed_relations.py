@@ -60,7 +60,13 @@ def _relations(rank: int, world: int, rounds: int) -> list[float]:
         terms = loss(mine, None, teacher[rows], None)
         sum(terms.values()).backward()
 
-    for _ in range(2):  # loads (or compiles) the fused kernels
+    return _timed(call, world, rounds)
+
+
+def _timed(call, world: int, rounds: int) -> list[float]:
+    """ms per ``call``, per round of CALLS calls, the ranks starting each round together (two
+    calls first: they load, or compile, the fused kernels)."""
+    for _ in range(2):
         call()
     times = []
     for _ in range(rounds):
@@ -75,34 +81,10 @@ def _relations(rank: int, world: int, rounds: int) -> list[float]:
 
 def _steps(rank: int, world: int, rounds: int) -> list[float]:
     """ms per training step of the demo's HORKD student (batch 128 per rank)."""
-    from demo_step import demo_trainer
-
-    from horkd.loop_state import LoopState
+    from demo_step import demo_step, demo_trainer
 
     trainer, batches = demo_trainer(torch.device("cpu"), rank=rank, world=world)
-    trainer.method.train()
-    loop = LoopState()
-    stream = iter(batches)
-
-    def step() -> None:
-        nonlocal stream
-        batch = next(stream, None)
-        if batch is None:
-            stream = iter(batches)
-            batch = next(stream)
-        trainer._train_step(loop, *batch, epoch=0, step=loop.step)
-
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(rounds):
-        if world > 1:
-            dist.barrier()
-        start = time.perf_counter()
-        for _ in range(CALLS):
-            step()
-        times.append((time.perf_counter() - start) / CALLS * 1000)
-    return times
+    return _timed(demo_step(trainer, batches), world, rounds)
 
 
 def _worker(rank: int, world: int, port: int, rounds: int, out: str) -> None:

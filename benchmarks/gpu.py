@@ -66,22 +66,10 @@ def _count_cuda_syncs(run) -> int:  # type: ignore[no-untyped-def]
 
 
 def measure(device: torch.device, precision: str, steps: int) -> dict[str, float]:
-    from demo_step import BATCH, demo_trainer
-
-    from horkd.loop_state import LoopState
+    from demo_step import BATCH, demo_step, demo_trainer
 
     trainer, batches = demo_trainer(device, precision)
-    trainer.method.train()
-    loop = LoopState()
-    stream = iter(batches)
-
-    def step() -> None:
-        nonlocal stream
-        batch = next(stream, None)
-        if batch is None:
-            stream = iter(batches)
-            batch = next(stream)
-        trainer._train_step(loop, *batch, epoch=0, step=loop.step)
+    step = demo_step(trainer, batches)
 
     for _ in range(3):  # kernels loaded, chunk sizes read, caches warm
         step()
@@ -89,12 +77,7 @@ def measure(device: torch.device, precision: str, steps: int) -> dict[str, float
     counter = _count_cuda_syncs if device.type == "cuda" else _count_host_reads
     checked = 5
     syncs = counter(lambda: [step() for _ in range(checked)]) / checked
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    per_step = (time.perf_counter() - start) / steps
+    per_step = _seconds_per_call(step, device, steps, warm=0)
 
     loss = trainer.method.distill_loss
     student = torch.randn(BATCH, 64, device=device)
@@ -104,16 +87,22 @@ def measure(device: torch.device, precision: str, steps: int) -> dict[str, float
         mine = student.clone().requires_grad_(True)
         sum(loss._relations(mine, teacher).values()).backward()
 
-    for _ in range(3):
-        relations()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        relations()
-    _sync(device)
-    per_relations = (time.perf_counter() - start) / steps
+    per_relations = _seconds_per_call(relations, device, steps, warm=3)
     return {"images_per_s": BATCH / per_step, "ms_per_step": per_step * 1000,
             "syncs_per_step": syncs, "relation_share": per_relations / per_step}
+
+
+def _seconds_per_call(call, device: torch.device, calls: int, warm: int) -> float:
+    """Wall seconds per ``call`` over ``calls`` of them, after ``warm`` untimed ones, the
+    device drained before and after."""
+    for _ in range(warm):
+        call()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    _sync(device)
+    return (time.perf_counter() - start) / calls
 
 
 def _row(name: str, figures: dict[str, float]) -> str:
