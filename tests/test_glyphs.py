@@ -196,3 +196,21 @@ def test_font_halves_keep_teachers_and_students_on_disjoint_families(font_dir: P
     cfg["data"] = {"dataset": "fashion_mnist", "glyph_fonts": "teacher"}
     with pytest.raises(ConfigError, match="glyph_fonts"):
         config_from_dict(cfg)
+
+
+def test_val_size_takes_that_many_validation_glyphs_and_a_manifest_is_refused(
+        font_dir: Path) -> None:
+    whole = _splits(font_dir)
+    sized = _splits(font_dir, val_size=62)
+    assert len(sized.val) == 62 and set(sized.val.indices) <= set(whole.val.indices)
+    from horkd.data import labels_of
+
+    assert len(set(labels_of(sized.val).tolist())) == 62  # stratified: one of each character
+    with pytest.raises(ValueError, match="split_file"):
+        _splits(font_dir, split_file="parts.json", part="students")
+    from pydantic import ValidationError
+
+    from horkd.config import DataConfig
+
+    with pytest.raises(ValidationError, match="glyphs holds its validation and test fonts"):
+        DataConfig(dataset="glyphs", split_file="parts.json", part="students")

@@ -144,6 +144,10 @@ class DataConfig(_Strict):
         if self.glyph_fonts != "all" and self.dataset != "glyphs":
             raise ValueError(f"data.glyph_fonts={self.glyph_fonts} splits the glyphs dataset's "
                              f"fonts; {self.dataset} has none: leave it at all")
+        if self.dataset == "glyphs" and self.split_file is not None:
+            raise ValueError("data.split_file partitions a dataset's training images; glyphs "
+                             "holds its validation and test fonts apart by family: leave it "
+                             "unset (data.glyph_fonts keeps a teacher off its students' fonts)")
         self._check_parts()
         return self
 

@@ -55,8 +55,12 @@ def build_splits(
     if hr_size is not None:
         info.native_size = hr_size
     if getattr(train, "validation_indices", None) is not None:
+        if split_file is not None:
+            raise ValueError(f"{name} holds its validation and test images apart (other fonts "
+                             "or sources than training): a partition manifest (data.split_file) "
+                             "cannot carve it; leave data.split_file unset")
         return _held_validation(name, train, test, info, val_fraction, seed, train_subset,
-                                test_subset)
+                                test_subset, val_size)
     labels = labels_of(train)
     chosen = tested = None
     if split_file is not None:
@@ -82,13 +86,14 @@ def build_splits(
 
 def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo,
                      val_fraction: float, seed: int, train_subset: int | None,
-                     test_subset: int | None) -> DataSplits:
+                     test_subset: int | None, val_size: int | None = None) -> DataSplits:
     """A dataset that holds its validation images apart (``train.validation_indices``: the
     glyphs of the validation fonts) validates on them, never on images carved from training.
 
     ``train_subset=N`` takes N training images and a validation share in proportion
     (``val_fraction`` of the two together), both stratified; ``val_from_subset`` has nothing to
-    carve: the held-out images are already every run's validation images.
+    carve: the held-out images are already every run's validation images. ``val_size=N`` takes
+    N of them (stratified), as a few-label run's validation split is sized like its labels.
     """
     held = torch.as_tensor(train.validation_indices, dtype=torch.long)
     keep = torch.ones(len(train), dtype=torch.bool)
@@ -99,6 +104,11 @@ def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo
         kept = kept[stratified_subset(labels[kept], train_subset, seed)]
         wanted = max(1, round(train_subset * val_fraction / (1 - val_fraction)))
         held = held[stratified_subset(labels[held], wanted, seed)]
+    if val_size is not None:
+        if val_size > len(held):
+            raise ValueError(f"data.val_size={val_size}: {name} holds {len(held)} validation "
+                             "images")
+        held = held[stratified_subset(labels[held], val_size, seed)]
     if test_subset is not None:
         test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
     splits = DataSplits(Subset(train, kept.tolist()), Subset(train, held.tolist()), test, info)
