@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from horkd.checkpoint import CheckpointError
 from horkd.cli import main
 from horkd.config import config_from_dict
 from horkd.experiment import run_experiment
-from horkd.experiment.ship import SeedEvidence, candidates, choose, paired_standard_error
+from horkd.experiment.ship import SeedEvidence, candidates, choose, describe
+from horkd.paired import paired_difference
 from tests.conftest import tiny_config_dict
 
 
@@ -40,8 +42,10 @@ def test_the_standard_error_is_the_paired_differences_over_root_n():
     diff = [1.0 * (x - y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
     mean = sum(diff) / len(diff)
     sd = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1))
-    assert paired_standard_error(a, b) == pytest.approx(100 * sd / math.sqrt(len(diff)))
-    assert paired_standard_error(a, a) == 0.0
+    one_seed = paired_difference([a], [b])
+    assert one_seed.standard_error == pytest.approx(100 * sd / math.sqrt(len(diff)))
+    assert one_seed.mean == pytest.approx(100 * mean)
+    assert paired_difference([a], [a]).standard_error == 0.0
 
 
 def test_a_lead_a_few_images_wide_on_few_images_is_noise_and_a_wide_one_is_not():
@@ -65,9 +69,24 @@ def test_the_method_with_the_best_mean_ships_from_its_best_seed():
     assert choice["method"] == "horkd" and choice["seed"] == 1  # mean 62.5 against 37.5
     assert choice["path"] == "seed1/students/horkd"
     assert choice["validation"] == {"horkd": 62.5, "scratch": 37.5}
-    # over seeds: the root of the summed squared per-seed errors over the seed count
-    per_seed = [paired_standard_error(e.hits["horkd"], e.hits["scratch"]) for e in seeds]
-    assert choice["standard_error"] == pytest.approx(math.hypot(*per_seed) / 2, abs=1e-4)
+    # over seeds: the images' spread of the seed-averaged differences plus the seeds' spread
+    diffs = [[100 * (h - s) for h, s in zip(e.hits["horkd"].tolist(), e.hits["scratch"].tolist(),
+                                            strict=True)] for e in seeds]
+    per_image = [sum(col) / 2 for col in zip(*diffs, strict=True)]
+    per_seed = [sum(row) / 4 for row in diffs]
+    images = statistics.variance(per_image) / 4
+    assert choice["standard_error"] == pytest.approx(
+        math.sqrt(images + statistics.variance(per_seed) / 2), abs=1e-4)
+    assert choice["noise"] == ("paired on the same 4 images over 2 seeds, image-to-image and "
+                               "seed-to-seed spread included")
+    assert "seed-to-seed spread included" in describe(choice)
+
+
+def test_one_seeds_noise_call_says_it_leaves_the_seeds_spread_out():
+    one = _evidence(0, {"hinton_kd": [1] * 10 + [0] * 10, "horkd": [1] * 12 + [0] * 8})
+    choice = choose([one], "validation top-1 at 4 px")
+    assert choice["noise"].endswith("one seed: seed-to-seed spread not included")
+    assert "one seed: seed-to-seed spread not included" in describe(choice)
 
 
 def test_a_task_without_per_image_hits_chooses_without_a_noise_call():

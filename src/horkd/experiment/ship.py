@@ -6,11 +6,12 @@ method with the highest mean validation score over the seeds, and of its student
 the highest. The references (``teacher_lr``, ``lr_oracle``) are bounds, not candidates.
 
 Whether the lead over the next method is within noise is judged on the same validation images
-(classification): each image gives the difference of the two students' hits (-1, 0 or 1); the
-lead's standard error is that difference's standard deviation over the square root of the
-number of images (per seed; over seeds, the root of the summed squares over the number of
-seeds). A lead of at most twice its standard error is within noise: another split of the same
-size could well reverse it. The validation score also picked each student's epoch, which flatters
+(classification, :mod:`horkd.paired`): each image gives the difference of the two students' hits
+(-1, 0 or 1); the lead's standard error holds that difference's spread over the images (averaged
+over the seeds) and, with several seeds, the per-seed leads' spread over the seeds. With one
+seed the seed-to-seed spread is unknown and not included, and the call says so. A lead of at
+most twice its standard error is within noise: another split of the same size (or another seed)
+could well reverse it. The validation score also picked each student's epoch, which flatters
 every student a little and alike. Retrieval and face runs choose on their validation score
 without that judgement.
 
@@ -20,7 +21,6 @@ The choice is written to ``RUN/ship.json`` (atomically); ``horkd predict|export|
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +35,7 @@ from horkd.experiment.context import RunContext
 from horkd.experiment.networks import Networks
 from horkd.experiment.stages import validated_sizes
 from horkd.methods import METHODS
-
-NOISE_FACTOR = 2.0  # a lead of at most this many standard errors is within noise
+from horkd.paired import NOISE_FACTOR, paired_difference
 
 
 def candidates(methods: list[str]) -> list[str]:
@@ -93,14 +92,6 @@ def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
     return evidence
 
 
-def paired_standard_error(a: Tensor, b: Tensor) -> float:
-    """Standard error of mean(a) - mean(b) in points, from the per-image differences."""
-    diff = (a - b).double()
-    if diff.numel() < 2:
-        return math.inf
-    return 100.0 * float(diff.std(unbiased=True)) / math.sqrt(diff.numel())
-
-
 def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
     """The student to ship and why (what ``ship.json`` holds); None when there is none.
     ``metric`` says what the scores are (``validation top-1 at 7 px``)."""
@@ -123,19 +114,22 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
         "lead": None,
         "standard_error": None,
         "within_noise": None,
+        "noise": None,  # which spread the standard error holds, in words
         "rule": f"highest mean {metric} over seeds among the trained students "
                 "(references excluded); within noise when the lead is at most "
-                f"{NOISE_FACTOR:g} paired standard errors on the same validation images",
+                f"{NOISE_FACTOR:g} paired standard errors on the same validation images (the images' "
+                "spread, and the seeds' where there are several)",
     }
     if len(ranked) > 1:
         second = ranked[1]
         choice["runner_up"] = second
         choice["lead"] = round(means[best] - means[second], 4)
         if all(e.hits for e in evidence):
-            errors = [paired_standard_error(e.hits[best], e.hits[second]) for e in evidence]
-            se = math.sqrt(sum(x * x for x in errors)) / len(errors)
-            choice["standard_error"] = round(se, 4)
-            choice["within_noise"] = bool(means[best] - means[second] <= NOISE_FACTOR * se)
+            lead = paired_difference([e.hits[best] for e in evidence],
+                                     [e.hits[second] for e in evidence])
+            choice["standard_error"] = round(lead.standard_error, 4)
+            choice["within_noise"] = lead.within_noise
+            choice["noise"] = lead.spread()
     return choice
 
 
@@ -154,7 +148,8 @@ def describe(choice: dict[str, Any]) -> str:
     text += f", {lead:.2f} points above the next, {than}"
     if se is None:
         return text + "; whether that is noise is judged for classification only."
-    one = f"one is {se:.2f} points, paired on the same {images} images"
+    spread = choice.get("noise") or f"paired on the same {images} images"
+    one = f"one is {se:.2f} points, {spread}"
     if choice["within_noise"]:
         return (text + f": within noise (the lead is not over {NOISE_FACTOR:g} standard errors; "
                 f"{one}): either would likely serve as well.")
