@@ -35,7 +35,7 @@ from horkd.experiment.context import RunContext
 from horkd.experiment.networks import Networks
 from horkd.experiment.stages import validated_sizes
 from horkd.methods import METHODS
-from horkd.paired import NOISE_FACTOR, paired_difference
+from horkd.paired import NOISE_FACTOR, ImagesDigest, paired_difference
 
 
 def candidates(methods: list[str]) -> list[str]:
@@ -53,21 +53,24 @@ class SeedEvidence:
     stage_dirs: dict[str, str] = field(default_factory=dict)  # method -> folder, run-relative
     scores: dict[str, float] = field(default_factory=dict)
     hits: dict[str, Tensor] = field(default_factory=dict)
+    images: str | None = None  # digest of the validation images (a split per seed or one)
 
 
 @torch.no_grad()
-def _hits(ctx: RunContext, model: nn.Module) -> Tensor:
-    """Per validation image, the share of the student's trained LR sizes it classifies right."""
+def _hits(ctx: RunContext, model: nn.Module) -> tuple[Tensor, str]:
+    """Per validation image, the share of the student's trained LR sizes it classifies right;
+    and a digest of the images (:class:`horkd.paired.ImagesDigest`)."""
     inputs = [ctx.inputs("lr", size=s) for s in validated_sizes(ctx, "lr", None)]
     was_training = model.training
     model.eval()
-    parts = []
+    parts, images = [], ImagesDigest()
     for x, y, _ in BatchLoader(ctx.splits.val, batch_size=512, shuffle=False):
+        images.add(x)
         x = x.to(ctx.device)
         right = [(model(f(x)).logits.argmax(1).cpu() == y).float() for f in inputs]
         parts.append(torch.stack(right).mean(0))
     model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0)
+    return (torch.cat(parts) if parts else torch.zeros(0)), images.hexdigest()
 
 
 def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
@@ -82,7 +85,7 @@ def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
         stage = networks.stages.seed_dir / "students" / name
         evidence.stage_dirs[name] = str(stage.relative_to(run_dir))
         if ctx.cfg.task == "classification":
-            evidence.hits[name] = _hits(ctx, model)
+            evidence.hits[name], evidence.images = _hits(ctx, model)
             evidence.scores[name] = 100.0 * float(evidence.hits[name].mean())
         else:
             key = ctx.task.score_key
@@ -126,7 +129,8 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
         choice["lead"] = round(means[best] - means[second], 4)
         if all(e.hits for e in evidence):
             lead = paired_difference([e.hits[best] for e in evidence],
-                                     [e.hits[second] for e in evidence])
+                                     [e.hits[second] for e in evidence],
+                                     same_images=len({e.images for e in evidence}) == 1)
             choice["standard_error"] = round(lead.standard_error, 4)
             choice["within_noise"] = lead.within_noise
             choice["noise"] = lead.spread()
