@@ -15,12 +15,18 @@ could well reverse it. The validation score also picked each student's epoch, wh
 every student a little and alike. Retrieval and face runs choose on their validation score
 without that judgement.
 
+A chosen student whose validation top-1 cannot be told from guessing is flagged, not hidden: when
+the lower end of its 95% interval (Wilson's, over the chosen seed's validation images) is at
+most :data:`NEAR_CHANCE_MARGIN` points above chance (100 / the number of classes), the choice
+says "near chance: not worth shipping; more labels/epochs" (``near_chance`` in ``ship.json``).
+
 The choice is written to ``RUN/ship.json`` (atomically); ``horkd predict|export|eval RUN`` and
 ``Recogniser.load(RUN)`` read it and use that student.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,9 @@ from horkd.experiment.networks import Networks
 from horkd.experiment.stages import validated_sizes
 from horkd.methods import METHODS
 from horkd.paired import NOISE_FACTOR, ImagesDigest, paired_difference
+
+NEAR_CHANCE_MARGIN = 5.0  # points above chance within which a student's lower bound is "near"
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 def candidates(methods: list[str]) -> list[str]:
@@ -54,6 +63,7 @@ class SeedEvidence:
     scores: dict[str, float] = field(default_factory=dict)
     hits: dict[str, Tensor] = field(default_factory=dict)
     images: str | None = None  # digest of the validation images (a split per seed or one)
+    classes: int | None = None  # classification: how many, for chance
 
 
 @torch.no_grad()
@@ -80,6 +90,8 @@ def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
     if ctx.splits.val is None or not names:
         return None
     evidence = SeedEvidence(ctx.seed)
+    if ctx.cfg.task == "classification":
+        evidence.classes = ctx.splits.info.num_classes
     for name in names:
         model = networks.student(name).model
         stage = networks.stages.seed_dir / "students" / name
@@ -93,6 +105,27 @@ def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
                       for s in validated_sizes(ctx, "lr", None)]
             evidence.scores[name] = statistics.fmean(scores)
     return evidence
+
+
+def wilson_lower(hits: Tensor) -> float:
+    """The lower end of Wilson's 95% interval of an accuracy, in points, from per-image hits."""
+    n = hits.numel()
+    if n == 0:
+        return 0.0
+    p, z2 = float(hits.double().mean()), Z_95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return 100.0 * max(0.0, centre - half)
+
+
+def _chance(choice: dict[str, Any], evidence: SeedEvidence) -> None:
+    """Whether the chosen student is near chance on validation (classification only)."""
+    hits = evidence.hits.get(choice["method"])
+    if hits is None or not evidence.classes:
+        return
+    chance, lower = 100.0 / evidence.classes, wilson_lower(hits)
+    choice.update(chance=round(chance, 4), lower_bound=round(lower, 4),
+                  near_chance=bool(lower <= chance + NEAR_CHANCE_MARGIN))
 
 
 def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
@@ -118,6 +151,9 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
         "standard_error": None,
         "within_noise": None,
         "noise": None,  # which spread the standard error holds, in words
+        "chance": None,  # classification: 100 / classes, and the chosen student's 95% lower
+        "lower_bound": None,  # bound on validation (Wilson's, its seed's images)
+        "near_chance": None,
         "rule": f"highest mean {metric} over seeds among the trained students "
                 "(references excluded); within noise when the lead is at most "
                 f"{NOISE_FACTOR:g} paired standard errors on the same validation images (the images' "
@@ -134,11 +170,28 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
             choice["standard_error"] = round(lead.standard_error, 4)
             choice["within_noise"] = lead.within_noise
             choice["noise"] = lead.spread()
+    _chance(choice, seed_of)
     return choice
 
 
 def describe(choice: dict[str, Any]) -> str:
-    """The choice in words, for results.md and the end of ``horkd run``."""
+    """The choice in words, for results.md and the end of ``horkd run``; a near-chance student
+    is said to be first."""
+    return near_chance(choice) + _choice(choice)
+
+
+def near_chance(choice: dict[str, Any]) -> str:
+    """The warning a near-chance choice opens with (empty otherwise)."""
+    if not choice.get("near_chance"):
+        return ""
+    classes = round(100 / choice["chance"])
+    return (f"Near chance: not worth shipping; more labels/epochs. `{choice['method']}`'s "
+            f"validation top-1 has a 95% lower bound of {choice['lower_bound']:.2f} (Wilson, on "
+            f"{choice.get('validation_images')} images), at most {NEAR_CHANCE_MARGIN:g} points "
+            f"above chance ({choice['chance']:.2f} with {classes} classes). ")
+
+
+def _choice(choice: dict[str, Any]) -> str:
     best, metric = choice["method"], choice["chosen_on"]
     images = choice.get("validation_images")
     text = f"Deploy `{best}` ({choice['path']}): chosen on {metric}, {choice['validation'][best]:.2f}"

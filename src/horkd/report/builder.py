@@ -14,7 +14,13 @@ from typing import Any
 
 import yaml
 
-from horkd.checkpoint import atomic_write, build_from_checkpoint, load_meta, write_text
+from horkd.checkpoint import (
+    SHIP_FILE,
+    atomic_write,
+    build_from_checkpoint,
+    load_meta,
+    write_text,
+)
 from horkd.cost import count_flops, count_parameters, measure_latency
 from horkd.export import input_shape
 from horkd.logger import read_jsonl
@@ -149,6 +155,16 @@ def _results_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -
             legend(table), ""]
 
 
+def _ship_section(run_dir: Path) -> list[str]:
+    """The student the run chose to deploy, as ``ship.json`` says it (a near-chance warning
+    first)."""
+    path = run_dir / SHIP_FILE
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text()).get("summary")
+    return ["### The student to ship", "", summary, ""] if summary else []
+
+
 def guard_verdicts(run_dir: Path) -> dict[str, tuple[list[str], dict[str, Any]]]:
     """Per seed, the students that learn through the assistant and the guard's verdict on it
     (one per seed: every such student shares the seed's assistant)."""
@@ -265,6 +281,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         sections += [f"## {name}", "", f"Run directory `{run_dir}`; task `{cfg.get('task')}`, "
                      f"dataset `{cfg['data']['dataset']}`, seeds {cfg.get('seeds')}.", ""]
         sections += _results_section(run_dir, cfg, out, name)
+        sections += _ship_section(run_dir)
         sections += _guard_section(run_dir)
         sections += _curve_section(run_dir, cfg, out, name)
         sections += _ablation_section(run_dir, out, name)
