@@ -136,6 +136,8 @@ def test_a_run_whose_student_learnt_nothing_says_so_where_it_names_it(tmp_path, 
     assert "Near chance: not worth shipping; more labels/epochs." in capsys.readouterr().out
     choice = json.loads((tmp_path / "run" / "ship.json").read_text())
     assert choice["near_chance"] is True and choice["lower_bound"] <= choice["chance"] + 5
+    Recogniser.load(tmp_path / "run")  # using it says so again
+    assert "near chance on validation" in capsys.readouterr().err
 
 
 def test_a_task_without_per_image_hits_chooses_without_a_noise_call():
