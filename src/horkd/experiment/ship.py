@@ -143,7 +143,7 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
         "seed": seed_of.seed,
         "path": seed_of.stage_dirs[best],
         "chosen_on": metric,
-        "validation_images": int(evidence[0].hits[best].numel()) if evidence[0].hits else None,
+        "validation_images": int(seed_of.hits[best].numel()) if seed_of.hits else None,
         "seeds": [e.seed for e in evidence],
         "validation": {n: round(means[n], 4) for n in ranked},
         "runner_up": None,
@@ -186,9 +186,10 @@ def near_chance(choice: dict[str, Any]) -> str:
         return ""
     classes = round(100 / choice["chance"])
     return (f"Near chance: not worth shipping; more labels/epochs. `{choice['method']}`'s "
-            f"validation top-1 has a 95% lower bound of {choice['lower_bound']:.2f} (Wilson, on "
-            f"{choice.get('validation_images')} images), at most {NEAR_CHANCE_MARGIN:g} points "
-            f"above chance ({choice['chance']:.2f} with {classes} classes). ")
+            "validation top-1 could be guessing: the lower end of its 95% interval (Wilson, on "
+            f"{choice.get('validation_images')} images) is {choice['lower_bound']:.2f}, not over "
+            f"{choice['chance'] + NEAR_CHANCE_MARGIN:.2f} (chance, {choice['chance']:.2f} with "
+            f"{classes} classes, + {NEAR_CHANCE_MARGIN:g} points). ")
 
 
 def _choice(choice: dict[str, Any]) -> str:
