@@ -322,6 +322,73 @@ def test_readme_findings_are_re_derived_from_the_pages_facts():
     assert named == found, (named, found)
 
 
+def test_readme_caption_says_what_the_intervals_show():
+    """The caption under the picture: the few-label gain as its interval's ends, the every-label
+    gain as the highest upper end over the widths (what no interval rules out), and "no
+    difference" only where no HORKD - Hinton KD comparison is above or below after Holm."""
+    import json
+
+    text = (ROOT / "README.md").read_text()
+    caption = " ".join(re.search(r"\n\*(Fashion-MNIST.*?)\*\n", text, re.S).group(1).split())
+    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
+
+    def gain(regime: str) -> dict:
+        return next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]
+
+    few = gain("labels1")
+    assert f"{few['low']:+.2f} to {few['high']:+.2f} points with 1% of the labels" in caption
+    every = max(gain(r)["high"] for r in ("full", "w16_full", "w32_full"))
+    assert f"at most {every:+.2f} with every label" in caption
+    calls = [c["call"] for regime in facts.values() if isinstance(regime, dict)
+             for t in regime.values() if isinstance(t, dict)
+             for c in t.get("comparisons") or []
+             if c["method"] == "horkd" and c["comparator"] == "hinton_kd"]
+    assert calls and ("HORKD and Hinton KD: no difference found" in caption) == (
+        "above" not in calls and "below" not in calls)
+
+
+def test_readme_across_sizes_bullet_is_the_pages_specialists_table():
+    """The one-student-for-every-size bullet quotes HORKD's row of the page's table against the
+    specialists: "no difference found" only where both intervals hold 0, the lowest end named as
+    not ruled out, and the worst size's gain with its interval, above 0."""
+    section = " ".join(_section((ROOT / "README.md").read_text(),
+                                "## What the study found").split())
+    bullet = re.search(r"\*\*One student for every size\*\*.*?(?= - \*\*|\[docs/results-)",
+                       section).group(0)
+    page = (ROOT / "docs" / "RESULTS.md").read_text()
+    table = page[page.index("### `sizes_5x` against the single-size specialists"):]
+    row = next(line for line in table.splitlines() if line.startswith("| horkd |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    interval = r"([+-]\d+\.\d\d) \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]"
+    at_sizes = [re.search(interval, c).groups() for c in cells[1:3]]
+    for mean, low, high in at_sizes:
+        assert f"{mean} [{low}, {high}]" in bullet
+    held = all(float(low) <= 0 <= float(high) for _, low, high in at_sizes)
+    assert ("no difference found" in bullet) == held
+    lowest = min(float(low) for _, low, _ in at_sizes)
+    assert f"up to {-lowest:.2f} below not ruled out" in bullet
+    mean, low, high = re.search(interval, cells[3]).groups()
+    assert f"{mean} [{low}, {high}] above" in bullet and float(low) > 0
+
+
+def test_readme_names_the_semi_supervised_student_with_what_the_page_holds():
+    """The control that separates the teacher from the unlabelled images is named where the
+    few-label finding is; its number is quoted once the page has one, and its absence said
+    until then."""
+    import json
+
+    section = " ".join(_section((ROOT / "README.md").read_text(),
+                                "## What the study found").split())
+    bullet = section[section.index("**The fewer the labels"):section.index("- **HORKD against")]
+    assert "`semi_supervised`" in bullet
+    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
+    table = next(iter(facts["labels1"].values()))["methods"]
+    if "semi_supervised" in table:
+        assert f"{table['semi_supervised']['mean']:.2f}" in bullet
+    else:
+        assert "it is not on the page yet" in bullet
+
+
 def test_yaml_examples_are_valid_settings():
     """A ```yaml block of the docs parses, and its study or executor settings validate."""
     import yaml

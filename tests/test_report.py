@@ -104,6 +104,60 @@ def test_export_round_trip(finished_run, tmp_path, fmt):
     assert diff < 1e-4
 
 
+def test_the_verdict_says_whether_its_difference_is_within_the_test_splits_noise(finished_run):
+    """Paired over the same test images: the run keeps each student's hit per test image, which
+    reproduce the table's scores, and the verdict (results.md and the report) judges on them."""
+    import torch
+
+    from horkd.paired import paired_difference
+    from horkd.results import read_test_hits
+
+    hits = read_test_hits(finished_run)
+    # test_subset is drawn per seed here (no data.split_seed): each seed scored its own images
+    assert hits is not None and hits.metric == "lr_top1" and not hits.same_images
+    assert set(hits.hits) == {"scratch", "rkd", "horkd"}  # teacher_lr: a bound
+    for seed in (0, 1):
+        rows = json.loads((finished_run / f"seed{seed}/results.json").read_text())
+        for row in rows:
+            if row["method"] in hits.hits:
+                per_image = hits.hits[row["method"]][seed]
+                assert per_image.numel() == 100 and set(per_image.tolist()) <= {0.0, 1.0}
+                assert 100 * float(per_image.mean()) == pytest.approx(row["lr_top1"]), row
+    table = {e["method"]: e.get("lr_top1") for e in json.loads(
+        (finished_run / "results.json").read_text())}
+    best = max(("scratch", "rkd"), key=table.get)
+    paired = paired_difference(hits.hits["horkd"], hits.hits[best], same_images=False)
+    assert paired.mean == pytest.approx(table["horkd"] - table[best])
+    side = "within" if paired.within_noise else "beyond"
+    said = f"{side} the noise of each seed's 100 test images (2 standard errors: " \
+           f"{2 * paired.standard_error:.2f} points)"
+    assert main(["report", str(finished_run)]) == 0
+    for page in (finished_run / "results.md", finished_run / "report" / "report.md"):
+        text = page.read_text()
+        assert said in text, page
+        assert "paired on each seed's own images over 2 seeds" in text, page
+    assert torch.equal(hits.hits["horkd"][0], read_test_hits(finished_run).hits["horkd"][0])
+
+
+def test_a_verdict_on_a_small_test_split_calls_a_few_images_noise():
+    from horkd.results import SplitHits, verdict
+
+    def hits(right: int) -> list:
+        import torch
+        return [torch.tensor([1.0] * right + [0.0] * (24 - right))]
+
+    table = [{"method": "hinton_kd", "role": "student", "lr_top1": 100 * 20 / 24},
+             {"method": "horkd", "role": "student", "lr_top1": 100 * 18 / 24}]
+    close = verdict(table, SplitHits("lr_top1", {"hinton_kd": hits(20), "horkd": hits(18)}))
+    assert "horkd (75.00) trails by 8.33 points the best baseline hinton_kd (83.33), within " \
+           "the noise of these 24 test images" in close
+    assert "one seed: seed-to-seed spread not included" in close
+    table[1]["lr_top1"] = 100 * 4 / 24  # 16 images apart out of 24: no noise makes that
+    far = verdict(table, SplitHits("lr_top1", {"hinton_kd": hits(20), "horkd": hits(4)}))
+    assert "beyond the noise of these 24 test images" in far
+    assert "noise" not in verdict(table)  # an older run without per-image hits: no call
+
+
 def test_export_rejects_unknown_format(finished_run):
     with pytest.raises(ValueError, match="onnx, torchscript"):
         export_checkpoint(finished_run / "seed0/teacher/model", "tflite")

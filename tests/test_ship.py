@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,19 @@ from horkd.checkpoint import CheckpointError
 from horkd.cli import main
 from horkd.config import config_from_dict
 from horkd.experiment import run_experiment
-from horkd.experiment.ship import SeedEvidence, candidates, choose, paired_standard_error
+from horkd.experiment.ship import (
+    SeedEvidence,
+    candidates,
+    choose,
+    describe,
+    wilson_lower,
+)
+from horkd.paired import paired_difference
 from tests.conftest import tiny_config_dict
 
 
-def _evidence(seed: int, hits: dict[str, list[int]]) -> SeedEvidence:
-    e = SeedEvidence(seed)
+def _evidence(seed: int, hits: dict[str, list[int]], classes: int | None = None) -> SeedEvidence:
+    e = SeedEvidence(seed, classes=classes)
     for name, row in hits.items():
         e.hits[name] = torch.tensor(row, dtype=torch.float)
         e.scores[name] = 100.0 * sum(row) / len(row)
@@ -40,8 +48,10 @@ def test_the_standard_error_is_the_paired_differences_over_root_n():
     diff = [1.0 * (x - y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
     mean = sum(diff) / len(diff)
     sd = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1))
-    assert paired_standard_error(a, b) == pytest.approx(100 * sd / math.sqrt(len(diff)))
-    assert paired_standard_error(a, a) == 0.0
+    one_seed = paired_difference([a], [b])
+    assert one_seed.standard_error == pytest.approx(100 * sd / math.sqrt(len(diff)))
+    assert one_seed.mean == pytest.approx(100 * mean)
+    assert paired_difference([a], [a]).standard_error == 0.0
 
 
 def test_a_lead_a_few_images_wide_on_few_images_is_noise_and_a_wide_one_is_not():
@@ -65,9 +75,69 @@ def test_the_method_with_the_best_mean_ships_from_its_best_seed():
     assert choice["method"] == "horkd" and choice["seed"] == 1  # mean 62.5 against 37.5
     assert choice["path"] == "seed1/students/horkd"
     assert choice["validation"] == {"horkd": 62.5, "scratch": 37.5}
-    # over seeds: the root of the summed squared per-seed errors over the seed count
-    per_seed = [paired_standard_error(e.hits["horkd"], e.hits["scratch"]) for e in seeds]
-    assert choice["standard_error"] == pytest.approx(math.hypot(*per_seed) / 2, abs=1e-4)
+    # over seeds: the images' spread of the seed-averaged differences plus the seeds' spread
+    diffs = [[100 * (h - s) for h, s in zip(e.hits["horkd"].tolist(), e.hits["scratch"].tolist(),
+                                            strict=True)] for e in seeds]
+    per_image = [sum(col) / 2 for col in zip(*diffs, strict=True)]
+    per_seed = [sum(row) / 4 for row in diffs]
+    images = statistics.variance(per_image) / 4
+    assert choice["standard_error"] == pytest.approx(
+        math.sqrt(images + statistics.variance(per_seed) / 2), abs=1e-4)
+    assert choice["noise"] == ("paired on the same 4 images over 2 seeds, image-to-image and "
+                               "seed-to-seed spread included")
+    assert "seed-to-seed spread included" in describe(choice)
+
+
+def test_one_seeds_noise_call_says_it_leaves_the_seeds_spread_out():
+    one = _evidence(0, {"hinton_kd": [1] * 10 + [0] * 10, "horkd": [1] * 12 + [0] * 8})
+    choice = choose([one], "validation top-1 at 4 px")
+    assert choice["noise"].endswith("one seed: seed-to-seed spread not included")
+    assert "one seed: seed-to-seed spread not included" in describe(choice)
+
+
+def test_wilson_lower_bound_matches_the_formula():
+    # 8 of 13 right: p = 0.615, n = 13 -> Wilson's lower end 35.5%
+    assert wilson_lower(torch.tensor([1.0] * 8 + [0.0] * 5)) == pytest.approx(35.52, abs=0.01)
+    assert wilson_lower(torch.ones(1000)) > 99.5 and wilson_lower(torch.zeros(10)) == 0.0
+
+
+def test_a_near_chance_student_is_said_to_be_not_worth_shipping():
+    # 4 classes (chance 25): 7 of 20 right is 35%, but its 95% lower bound (18.1) is near chance
+    weak = _evidence(0, {"scratch": [1] * 6 + [0] * 14, "horkd": [1] * 7 + [0] * 13}, classes=4)
+    choice = choose([weak], "validation top-1 at 4 px")
+    assert choice["method"] == "horkd" and choice["chance"] == 25.0
+    assert choice["near_chance"] is True and choice["lower_bound"] < 30.0
+    text = describe(choice)
+    assert text.startswith("Near chance: not worth shipping; more labels/epochs.")
+    assert "Deploy `horkd`" in text
+    # 18 of 20: far above chance, no warning
+    strong = _evidence(0, {"scratch": [1] * 6 + [0] * 14, "horkd": [1] * 18 + [0] * 2}, classes=4)
+    choice = choose([strong], "validation top-1 at 4 px")
+    assert choice["near_chance"] is False and "chance" not in describe(choice).lower()
+    # the judgement is on the chosen seed's images: 40% is near chance on 20, not on 200
+    few = _evidence(0, {"scratch": [1] * 6 + [0] * 14, "horkd": [1] * 8 + [0] * 12}, classes=4)
+    assert choose([few], "validation top-1 at 4 px")["near_chance"] is True
+    many = _evidence(0, {"scratch": [1] * 60 + [0] * 140, "horkd": [1] * 80 + [0] * 120},
+                     classes=4)
+    assert choose([many], "validation top-1 at 4 px")["near_chance"] is False
+
+
+def test_a_run_whose_student_learnt_nothing_says_so_where_it_names_it(tmp_path, capsys):
+    """The run's closing lines (results.md, printed) and ship.json: near chance, not worth
+    shipping - here a student trained one step at a vanishing learning rate."""
+    import yaml
+
+    raw = tiny_config_dict(tmp_path / "run", methods=["scratch"])
+    raw["train"] = {"student": {"epochs": 1, "batch_size": 32, "max_steps_per_epoch": 1,
+                                "optimizer": {"lr": 1e-9}}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--no-progress", "--no-report"]) == 0
+    assert "Near chance: not worth shipping; more labels/epochs." in capsys.readouterr().out
+    choice = json.loads((tmp_path / "run" / "ship.json").read_text())
+    assert choice["near_chance"] is True and choice["lower_bound"] <= choice["chance"] + 5
+    Recogniser.load(tmp_path / "run")  # using it says so again
+    assert "near chance on validation" in capsys.readouterr().err
 
 
 def test_a_task_without_per_image_hits_chooses_without_a_noise_call():
@@ -99,6 +169,17 @@ def test_a_run_names_its_student_from_the_validation_split(two_seed_run):
     assert (two_seed_run / choice["path"] / "model.json").is_file()
     results = (two_seed_run / "results.md").read_text()
     assert "## The student to ship" in results and f"Deploy `{choice['method']}`" in results
+    # each seed carved its own validation split (no data.split_seed): the noise call says so
+    assert choice["noise"] == ("paired on each seed's own images over 2 seeds, image-to-image "
+                               "and seed-to-seed spread included")
+    # chance on validation, from the chosen seed's images, and the report says what results.md
+    # says (a near-chance student's warning first)
+    assert choice["chance"] == pytest.approx(10.0)  # ten digits
+    assert choice["near_chance"] == (choice["lower_bound"] <= choice["chance"] + 5)
+    assert choice["summary"].startswith("Near chance") == choice["near_chance"]
+    assert main(["report", str(two_seed_run)]) == 0
+    report = (two_seed_run / "report" / "report.md").read_text()
+    assert "### The student to ship" in report and choice["summary"] in report
 
 
 def test_the_run_directory_is_the_chosen_model(two_seed_run, tmp_path, capsys):

@@ -282,6 +282,32 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     assert "## Regime `labels25`" in page and "horkd" in page
 
 
+def test_study_init_gives_every_regime_its_role_and_says_how_to_register(tmp_path, capsys):
+    """Exploratory unless the user registers it: each regime says so, and the comment above the
+    regimes says what confirmatory means and how; made confirmatory, the file still loads."""
+    from horkd.study.config import load_study
+
+    folder = _folder(tmp_path / "photos")
+    assert main(["study", "init", "--data", str(folder), "--labels", "0.25"]) == 0
+    text = capsys.readouterr().out
+    raw = yaml.safe_load(text)
+    assert {r["role"] for r in raw["regimes"].values()} == {"exploratory"}
+    comment = text[:text.index("\nregimes:\n")].rsplit("\nmargin:", 1)[1]
+    assert "role: confirmatory" in comment and "--register REGIME" in comment
+    assert "registered at its first run" in comment and "refused" in comment
+    raw["regimes"]["labels25"]["role"] = "confirmatory"  # comparisons and margin are declared
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    study, _ = load_study(path)
+    assert study.regimes["labels25"].role == "confirmatory"
+    assert study.regimes["full"].role == "exploratory"
+    # without Hinton KD nothing is declared: the comment says where the declarations go
+    assert main(["study", "init", "--data", str(folder), "--methods", "scratch,rkd"]) == 0
+    text = capsys.readouterr().out
+    assert "`comparisons` and `margin`, in the regime or here" in text
+    assert {r["role"] for r in yaml.safe_load(text)["regimes"].values()} == {"exploratory"}
+
+
 def test_study_init_refuses_what_cannot_run(tmp_path, capsys):
     folder = _folder(tmp_path / "photos")  # 3 classes, 48 training images
     assert main(["study", "init", "--data", str(folder), "--labels", "0.01"]) == 2

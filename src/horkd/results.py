@@ -10,6 +10,7 @@ from typing import Any
 from horkd.checkpoint import atomic_write, write_text
 from horkd.config import ExperimentConfig
 from horkd.methods import METHODS
+from horkd.paired import NOISE_FACTOR, TEST_HITS_FILE, SplitHits, paired_difference, read_hits
 
 NOT_METRICS = frozenset({"method", "role", "params", "flops", "seeds", "fallback",
                          "fallback_seeds"})
@@ -113,9 +114,17 @@ def _group(method: str) -> str | None:
     return METHODS.get(method).group if method in METHODS else None
 
 
-def verdict(table: list[dict[str, Any]]) -> str:
-    """One honest sentence per method of ours: does it beat the best baseline in this run, and
-    by how much. Groups come from the method registry, so a new method takes part by itself."""
+def read_test_hits(run_dir: Path) -> SplitHits | None:
+    """The run's per-image test hits of its students (None: an older run or another task)."""
+    return read_hits(run_dir / TEST_HITS_FILE)
+
+
+def verdict(table: list[dict[str, Any]], hits: SplitHits | None = None) -> str:
+    """One honest sentence per method of ours: does it beat the best baseline in this run, by
+    how much, and (with ``hits``, the students' per-image test hits of the run, as
+    :func:`read_test_hits` gives them) whether that is within the noise of the test split,
+    paired over the same images (:mod:`horkd.paired`). Groups come from the method registry, so
+    a new method takes part by itself."""
     key = primary_metric(table)
     if key is None:
         return ""
@@ -126,17 +135,30 @@ def verdict(table: list[dict[str, Any]]) -> str:
         return ""
     best = max(baselines, key=baselines.__getitem__)
     shown = {e["method"]: method_cell(e) for e in table}
-    parts = []
+    per_image = hits.hits if hits is not None and hits.metric == key else {}
+    same = hits.same_images if hits is not None else True
+    parts, how = [], ""
     for name, value in ours.items():
         diff = value - baselines[best]
         relation = "ties" if round(diff, 2) == 0 else (
             f"beats by {diff:.2f} points" if diff > 0 else f"trails by {-diff:.2f} points"
         )
+        noise = ""
+        if name in per_image and best in per_image:
+            paired = paired_difference(per_image[name], per_image[best], same)
+            side = "within" if paired.within_noise else "beyond"
+            images = f"these {paired.images}" if same else f"each seed's {paired.images}"
+            noise = (f", {side} the noise of {images} test images ("
+                     f"{NOISE_FACTOR:g} standard errors: {NOISE_FACTOR * paired.standard_error:.2f}"
+                     " points)")
+            how = (f" Noise: a difference of at most {NOISE_FACTOR:g} standard errors (about a "
+                   f"95% interval that holds 0) is within noise, {paired.spread()}.")
         parts.append(
             f"{shown[name]} ({value:.2f}) {relation} the best baseline {best} "
-            f"({baselines[best]:.2f})"
+            f"({baselines[best]:.2f}){noise}"
         )
-    return f"On {key}: " + "; ".join(parts) + "." + _weak_teacher(table, key, baselines)
+    return (f"On {key}: " + "; ".join(parts) + "." + how
+            + _weak_teacher(table, key, baselines))
 
 
 def _weak_teacher(table: list[dict[str, Any]], key: str, students: dict[str, float]) -> str:
@@ -173,7 +195,8 @@ def write_results(
         f"# {cfg.name}\n\nTask `{cfg.task}`, dataset `{cfg.data.dataset}`, seeds {seeds}. "
         "Test-split metrics (%) of the epoch picked on the validation split. Students are "
         "scored at their LR input; networks that see HR at HR.\n\n"
-        f"{format_table(table, lr_size)}\n\n{verdict(table)}\n\n{legend(table)}\n"
+        f"{format_table(table, lr_size)}\n\n{verdict(table, read_test_hits(run_dir))}\n\n"
+        f"{legend(table)}\n"
     )
     if ship:
         text += (f"\n## The student to ship\n\n{ship} `horkd predict {run_dir} IMAGES`, `horkd "

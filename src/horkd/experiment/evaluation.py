@@ -138,6 +138,39 @@ def result_rows(
     return rows
 
 
+@torch.no_grad()
+def student_test_hits(ctx: RunContext, networks: Networks,
+                      methods: list[str]) -> tuple[dict[str, Tensor], str]:
+    """Per test image, 1 where a trained student (baselines and ours) classifies it right at its
+    LR input, scored as the table's ``lr_top1`` is (the same batches, so the same degradation
+    noise): what the verdict pairs its noise call on (:mod:`horkd.paired`); and a digest of the
+    test images. Classification only; no hits otherwise."""
+    from horkd.data.loader import BatchLoader
+    from horkd.paired import ImagesDigest
+    from horkd.tasks.base import EVAL_BATCH
+
+    images = ImagesDigest()
+    if ctx.cfg.task != "classification":
+        return {}, images.hexdigest()
+    to_input = ctx.inputs("lr")
+    hits: dict[str, Tensor] = {}
+    for name in methods:
+        spec = METHODS.get(name)
+        if not spec.trains or spec.group not in ("baseline", "ours") or spec.upsampled:
+            continue
+        model = networks.student(name).model
+        was_training = model.training
+        model.eval()
+        parts, images = [], ImagesDigest()
+        for x, y, *_ in BatchLoader(ctx.splits.test, batch_size=EVAL_BATCH, shuffle=False):
+            images.add(x)
+            logits = model(to_input(x.to(ctx.device))).logits.float()
+            parts.append((logits.argmax(1).cpu() == y).float())
+        model.train(was_training)
+        hits[name] = torch.cat(parts) if parts else torch.zeros(0)
+    return hits, images.hexdigest()
+
+
 def sized_input(ctx: RunContext, takes_hr: bool, size: int) -> InputFn:
     """The input of a network when the test images are degraded to ``size`` pixels: an HR
     network takes them re-upsampled to HR, a student as it takes LR (a native student resized to

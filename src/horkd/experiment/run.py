@@ -3,6 +3,7 @@
 Layout of a run directory (self-describing: config, code version, seeds, metrics, weights)::
 
     RUN/config.yaml  RUN/run.json  RUN/results.{md,csv,json}  RUN/ship.json  RUN/ablation.json
+    RUN/test_hits.json (per test image, each student's hit: the verdict's noise call)
     RUN/seed0/teacher/model.{safetensors,json} metrics.{csv,jsonl} tensorboard/ done.json
     RUN/seed0/assistant/...        RUN/seed0/students/<method>/...
     RUN/seed0/results.json  RUN/seed0/resolution_curve.json
@@ -19,15 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from horkd import distributed, stop
 from horkd.checkpoint import git_sha, write_json
 from horkd.config import ExperimentConfig
 from horkd.experiment.context import RunContext, build_context, load_splits, resolve_device
-from horkd.experiment.evaluation import AT_LR, SeedResult, aggregate, score_seed
+from horkd.experiment.evaluation import (
+    AT_LR,
+    SeedResult,
+    aggregate,
+    score_seed,
+    student_test_hits,
+)
 from horkd.experiment.networks import Networks
 from horkd.experiment.ship import seed_evidence, write_choice
 from horkd.experiment.stages import StageRunner
 from horkd.methods import METHODS, methods_in
+from horkd.paired import TEST_HITS_FILE, write_hits
 from horkd.reference_cache import ReferenceCaches
 from horkd.run_dir import RunDirError, prepare_run_dir
 from horkd.run_lock import RunLock, RunLockedError
@@ -168,6 +178,8 @@ def _run(
         write_json(run_dir / "run.json", record)
     caches = caches if caches is not None else ReferenceCaches()
     results, skipped, evidence = [], [], []
+    test_hits: dict[str, list[Tensor]] = {}
+    test_images: list[str] = []
     for seed in cfg.seeds:
         stop.check(f"before seed {seed}")
         ctx, networks = open_seed(cfg, seed, progress=progress, caches=caches)
@@ -175,12 +187,20 @@ def _run(
         skipped = skipped_images(ctx)
         if distributed.is_main():
             evidence.append(seed_evidence(ctx, networks, cfg.methods, run_dir))
+            hits, digest = student_test_hits(ctx, networks, cfg.methods)
+            for name, each in hits.items():
+                test_hits.setdefault(name, []).append(each)
+            test_images.append(digest)
     outcome = RunOutcome(run_dir, aggregate([r.rows for r in results]), results, ctx.lr_size)
     if not distributed.is_main():
         return outcome
     key = ctx.task.score_key
     metric = f"validation {'top-1' if key == 'top1' else key} at {ctx.lr_size} px"
     ship = write_choice(run_dir, [e for e in evidence if e is not None], metric)
+    if test_hits:  # per image, what the verdict's noise call pairs on
+        write_hits(run_dir / TEST_HITS_FILE, "lr_top1", cfg.seeds, test_hits, test_images)
+    else:
+        (run_dir / TEST_HITS_FILE).unlink(missing_ok=True)
     write_results(run_dir, outcome.table, cfg, lr_size=ctx.lr_size, ship=ship)
     if report:
         from horkd.report import build_report

@@ -6,13 +6,19 @@ method with the highest mean validation score over the seeds, and of its student
 the highest. The references (``teacher_lr``, ``lr_oracle``) are bounds, not candidates.
 
 Whether the lead over the next method is within noise is judged on the same validation images
-(classification): each image gives the difference of the two students' hits (-1, 0 or 1); the
-lead's standard error is that difference's standard deviation over the square root of the
-number of images (per seed; over seeds, the root of the summed squares over the number of
-seeds). A lead of at most twice its standard error is within noise: another split of the same
-size could well reverse it. The validation score also picked each student's epoch, which flatters
+(classification, :mod:`horkd.paired`): each image gives the difference of the two students' hits
+(-1, 0 or 1); the lead's standard error holds that difference's spread over the images (averaged
+over the seeds) and, with several seeds, the per-seed leads' spread over the seeds. With one
+seed the seed-to-seed spread is unknown and not included, and the call says so. A lead of at
+most twice its standard error is within noise: another split of the same size (or another seed)
+could well reverse it. The validation score also picked each student's epoch, which flatters
 every student a little and alike. Retrieval and face runs choose on their validation score
 without that judgement.
+
+A chosen student whose validation top-1 cannot be told from guessing is flagged, not hidden: when
+the lower end of its 95% interval (Wilson's, over the chosen seed's validation images) is at
+most :data:`NEAR_CHANCE_MARGIN` points above chance (100 / the number of classes), the choice
+says "near chance: not worth shipping; more labels/epochs" (``near_chance`` in ``ship.json``).
 
 The choice is written to ``RUN/ship.json`` (atomically); ``horkd predict|export|eval RUN`` and
 ``Recogniser.load(RUN)`` read it and use that student.
@@ -35,8 +41,10 @@ from horkd.experiment.context import RunContext
 from horkd.experiment.networks import Networks
 from horkd.experiment.stages import validated_sizes
 from horkd.methods import METHODS
+from horkd.paired import NOISE_FACTOR, ImagesDigest, paired_difference
 
-NOISE_FACTOR = 2.0  # a lead of at most this many standard errors is within noise
+NEAR_CHANCE_MARGIN = 5.0  # points above chance within which a student's lower bound is "near"
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 def candidates(methods: list[str]) -> list[str]:
@@ -54,21 +62,25 @@ class SeedEvidence:
     stage_dirs: dict[str, str] = field(default_factory=dict)  # method -> folder, run-relative
     scores: dict[str, float] = field(default_factory=dict)
     hits: dict[str, Tensor] = field(default_factory=dict)
+    images: str | None = None  # digest of the validation images (a split per seed or one)
+    classes: int | None = None  # classification: how many, for chance
 
 
 @torch.no_grad()
-def _hits(ctx: RunContext, model: nn.Module) -> Tensor:
-    """Per validation image, the share of the student's trained LR sizes it classifies right."""
+def _hits(ctx: RunContext, model: nn.Module) -> tuple[Tensor, str]:
+    """Per validation image, the share of the student's trained LR sizes it classifies right;
+    and a digest of the images (:class:`horkd.paired.ImagesDigest`)."""
     inputs = [ctx.inputs("lr", size=s) for s in validated_sizes(ctx, "lr", None)]
     was_training = model.training
     model.eval()
-    parts = []
+    parts, images = [], ImagesDigest()
     for x, y, _ in BatchLoader(ctx.splits.val, batch_size=512, shuffle=False):
+        images.add(x)
         x = x.to(ctx.device)
         right = [(model(f(x)).logits.argmax(1).cpu() == y).float() for f in inputs]
         parts.append(torch.stack(right).mean(0))
     model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0)
+    return (torch.cat(parts) if parts else torch.zeros(0)), images.hexdigest()
 
 
 def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
@@ -78,12 +90,14 @@ def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
     if ctx.splits.val is None or not names:
         return None
     evidence = SeedEvidence(ctx.seed)
+    if ctx.cfg.task == "classification":
+        evidence.classes = ctx.splits.info.num_classes
     for name in names:
         model = networks.student(name).model
         stage = networks.stages.seed_dir / "students" / name
         evidence.stage_dirs[name] = str(stage.relative_to(run_dir))
         if ctx.cfg.task == "classification":
-            evidence.hits[name] = _hits(ctx, model)
+            evidence.hits[name], evidence.images = _hits(ctx, model)
             evidence.scores[name] = 100.0 * float(evidence.hits[name].mean())
         else:
             key = ctx.task.score_key
@@ -93,12 +107,25 @@ def seed_evidence(ctx: RunContext, networks: Networks, methods: list[str],
     return evidence
 
 
-def paired_standard_error(a: Tensor, b: Tensor) -> float:
-    """Standard error of mean(a) - mean(b) in points, from the per-image differences."""
-    diff = (a - b).double()
-    if diff.numel() < 2:
-        return math.inf
-    return 100.0 * float(diff.std(unbiased=True)) / math.sqrt(diff.numel())
+def wilson_lower(hits: Tensor) -> float:
+    """The lower end of Wilson's 95% interval of an accuracy, in points, from per-image hits."""
+    n = hits.numel()
+    if n == 0:
+        return 0.0
+    p, z2 = float(hits.double().mean()), Z_95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return 100.0 * max(0.0, centre - half)
+
+
+def _chance(choice: dict[str, Any], evidence: SeedEvidence) -> None:
+    """Whether the chosen student is near chance on validation (classification only)."""
+    hits = evidence.hits.get(choice["method"])
+    if hits is None or not evidence.classes:
+        return
+    chance, lower = 100.0 / evidence.classes, wilson_lower(hits)
+    choice.update(chance=round(chance, 4), lower_bound=round(lower, 4),
+                  near_chance=bool(lower <= chance + NEAR_CHANCE_MARGIN))
 
 
 def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
@@ -116,31 +143,56 @@ def choose(evidence: list[SeedEvidence], metric: str) -> dict[str, Any] | None:
         "seed": seed_of.seed,
         "path": seed_of.stage_dirs[best],
         "chosen_on": metric,
-        "validation_images": int(evidence[0].hits[best].numel()) if evidence[0].hits else None,
+        "validation_images": int(seed_of.hits[best].numel()) if seed_of.hits else None,
         "seeds": [e.seed for e in evidence],
         "validation": {n: round(means[n], 4) for n in ranked},
         "runner_up": None,
         "lead": None,
         "standard_error": None,
         "within_noise": None,
+        "noise": None,  # which spread the standard error holds, in words
+        "chance": None,  # classification: 100 / classes, and the chosen student's 95% lower
+        "lower_bound": None,  # bound on validation (Wilson's, its seed's images)
+        "near_chance": None,
         "rule": f"highest mean {metric} over seeds among the trained students "
                 "(references excluded); within noise when the lead is at most "
-                f"{NOISE_FACTOR:g} paired standard errors on the same validation images",
+                f"{NOISE_FACTOR:g} paired standard errors on the same validation images (the images' "
+                "spread, and the seeds' where there are several)",
     }
     if len(ranked) > 1:
         second = ranked[1]
         choice["runner_up"] = second
         choice["lead"] = round(means[best] - means[second], 4)
         if all(e.hits for e in evidence):
-            errors = [paired_standard_error(e.hits[best], e.hits[second]) for e in evidence]
-            se = math.sqrt(sum(x * x for x in errors)) / len(errors)
-            choice["standard_error"] = round(se, 4)
-            choice["within_noise"] = bool(means[best] - means[second] <= NOISE_FACTOR * se)
+            lead = paired_difference([e.hits[best] for e in evidence],
+                                     [e.hits[second] for e in evidence],
+                                     same_images=len({e.images for e in evidence}) == 1)
+            choice["standard_error"] = round(lead.standard_error, 4)
+            choice["within_noise"] = lead.within_noise
+            choice["noise"] = lead.spread()
+    _chance(choice, seed_of)
     return choice
 
 
 def describe(choice: dict[str, Any]) -> str:
-    """The choice in words, for results.md and the end of ``horkd run``."""
+    """The choice in words, for results.md and the end of ``horkd run``; a near-chance student
+    is said to be first."""
+    return near_chance(choice) + _choice(choice)
+
+
+def near_chance(choice: dict[str, Any]) -> str:
+    """The warning a near-chance choice opens with (empty otherwise)."""
+    if not choice.get("near_chance"):
+        return ""
+    classes = round(100 / choice["chance"])
+    return (f"Near chance: not worth shipping; more labels/epochs. `{choice['method']}`'s "
+            "validation top-1 could be guessing: the lower end of its 95% interval (Wilson, on "
+            f"{choice.get('validation_images')} images) is {choice['lower_bound']:.2f}, not over "
+            f"{choice['chance'] + NEAR_CHANCE_MARGIN:.2f} (chance, {choice['chance']:.2f} with "
+            f"{classes} classes, + {NEAR_CHANCE_MARGIN:g} points). ")
+
+
+def _choice(choice: dict[str, Any]) -> str:
     best, metric = choice["method"], choice["chosen_on"]
     images = choice.get("validation_images")
     text = f"Deploy `{best}` ({choice['path']}): chosen on {metric}, {choice['validation'][best]:.2f}"
@@ -154,7 +206,8 @@ def describe(choice: dict[str, Any]) -> str:
     text += f", {lead:.2f} points above the next, {than}"
     if se is None:
         return text + "; whether that is noise is judged for classification only."
-    one = f"one is {se:.2f} points, paired on the same {images} images"
+    spread = choice.get("noise") or f"paired on the same {images} images"
+    one = f"one is {se:.2f} points, {spread}"
     if choice["within_noise"]:
         return (text + f": within noise (the lead is not over {NOISE_FACTOR:g} standard errors; "
                 f"{one}): either would likely serve as well.")

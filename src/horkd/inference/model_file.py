@@ -88,6 +88,10 @@ def shipped_student(run_dir: Path) -> Path | None:
                               "write it again, or name a student's directory") from None
     print(f"{run_dir}: using the run's chosen student, {choice.get('method')} ({stage}; "
           f"{choice.get('chosen_on', 'chosen on validation')})", file=sys.stderr)
+    if choice.get("near_chance"):
+        print(f"{run_dir}: its chosen student is near chance on validation (lower bound "
+              f"{choice.get('lower_bound')}, chance {choice.get('chance')}): not worth shipping; "
+              "more labels/epochs", file=sys.stderr)
     return stage
 
 

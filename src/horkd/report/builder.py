@@ -14,14 +14,20 @@ from typing import Any
 
 import yaml
 
-from horkd.checkpoint import atomic_write, build_from_checkpoint, load_meta, write_text
+from horkd.checkpoint import (
+    SHIP_FILE,
+    atomic_write,
+    build_from_checkpoint,
+    load_meta,
+    write_text,
+)
 from horkd.cost import count_flops, count_parameters, measure_latency
 from horkd.export import input_shape
 from horkd.logger import read_jsonl
 from horkd.methods import methods_in
 from horkd.report import figures
 from horkd.report.compute import training_compute
-from horkd.results import format_table, legend, verdict
+from horkd.results import format_table, legend, read_test_hits, verdict
 
 
 def _seed_dirs(run_dir: Path) -> list[Path]:
@@ -145,7 +151,18 @@ def _results_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -
     lr_size = cfg.get("degrade", {}).get("lr_size")
     _write_csv(out / f"{name}_results.csv", table)
     return ["### Results (test split, epoch picked on validation)", "",
-            format_table(table, lr_size), "", verdict(table), "", legend(table), ""]
+            format_table(table, lr_size), "", verdict(table, read_test_hits(run_dir)), "",
+            legend(table), ""]
+
+
+def _ship_section(run_dir: Path) -> list[str]:
+    """The student the run chose to deploy, as ``ship.json`` says it (a near-chance warning
+    first)."""
+    path = run_dir / SHIP_FILE
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text()).get("summary")
+    return ["### The student to ship", "", summary, ""] if summary else []
 
 
 def guard_verdicts(run_dir: Path) -> dict[str, tuple[list[str], dict[str, Any]]]:
@@ -264,6 +281,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
         sections += [f"## {name}", "", f"Run directory `{run_dir}`; task `{cfg.get('task')}`, "
                      f"dataset `{cfg['data']['dataset']}`, seeds {cfg.get('seeds')}.", ""]
         sections += _results_section(run_dir, cfg, out, name)
+        sections += _ship_section(run_dir)
         sections += _guard_section(run_dir)
         sections += _curve_section(run_dir, cfg, out, name)
         sections += _ablation_section(run_dir, out, name)

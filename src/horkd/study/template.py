@@ -46,6 +46,17 @@ CANDIDATES = MappingProxyType({
 })
 
 
+# written above `regimes:`: what each regime's role means and how a user makes one confirmatory
+ROLE_COMMENT = (
+    "# Each regime's role: exploratory (hypothesis-generating; the page marks it so) unless you\n"
+    "# make it confirmatory before its first run: set `role: confirmatory` (it needs\n"
+    "# {needs}). Its design (settings with every default, methods,\n"
+    "# candidates, seeds, teachers, comparisons, margin) is then registered at its first run\n"
+    "# and a change with runs recorded is refused; `horkd study THIS_FILE --register REGIME`\n"
+    "# starts a new registration, the old one kept beside it.\n"
+)
+
+
 def regime_name(fraction: float) -> str:
     """``0.01`` -> ``labels1``, ``0.005`` -> ``labels0_5``: the share in percent."""
     return "labels" + f"{100 * fraction:g}".replace(".", "_")
@@ -118,8 +129,11 @@ def study_for_folder(
         "# search budget, the same for every method, chosen on validation images only.\n"
         "# `comparisons` and `margin` are what the page will claim: declare them before any run.\n"
     )
-    return header + yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100,
-                              default_flow_style=None)
+    text = yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100, default_flow_style=None)
+    needs = ("the comparisons and margin above" if "comparisons" in study else
+             "`comparisons` and `margin`, in the regime or here")
+    return header + text.replace("\nregimes:\n",
+                                 "\n" + ROLE_COMMENT.format(needs=needs) + "regimes:\n", 1)
 
 
 class _Plain(yaml.SafeDumper):
@@ -185,11 +199,13 @@ def _experiments(root: Path, hr: int, lr: int,
 def _regimes(hr: int, lr: int, methods: list[str], fractions: list[float]) -> dict[str, Any]:
     regimes: dict[str, Any] = {
         "full": {"description": f"every training label, LR {lr}x{lr} from HR {hr}x{hr}",
-                 "teacher": "teacher", "methods": ["teacher_lr", *methods]},
+                 "role": "exploratory", "teacher": "teacher",
+                 "methods": ["teacher_lr", *methods]},
     }
     for fraction in fractions:
         regimes[regime_name(fraction)] = {
             "description": f"{100 * fraction:g}% of the training labels for the task loss; "
                            "every distillation term sees every training image",
-            "teacher": "teacher", "overrides": [f"data.label_fraction={fraction}"]}
+            "role": "exploratory", "teacher": "teacher",
+            "overrides": [f"data.label_fraction={fraction}"]}
     return regimes
