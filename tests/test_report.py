@@ -149,8 +149,8 @@ def test_a_verdict_on_a_small_test_split_calls_a_few_images_noise():
     table = [{"method": "hinton_kd", "role": "student", "lr_top1": 100 * 20 / 24},
              {"method": "horkd", "role": "student", "lr_top1": 100 * 18 / 24}]
     close = verdict(table, SplitHits("lr_top1", {"hinton_kd": hits(20), "horkd": hits(18)}))
-    assert "horkd (75.00) trails by 8.33 points the best baseline hinton_kd (83.33), within " \
-           "the noise of these 24 test images" in close
+    assert "horkd (75.00) trails by 8.33 points the best baseline hinton_kd (on test: no " \
+           "validation scores; 83.33 on test), within the noise of these 24 test images" in close
     assert "one seed: seed-to-seed spread not included" in close
     table[1]["lr_top1"] = 100 * 4 / 24  # 16 images apart out of 24: no noise makes that
     far = verdict(table, SplitHits("lr_top1", {"hinton_kd": hits(20), "horkd": hits(4)}))
@@ -161,6 +161,28 @@ def test_a_verdict_on_a_small_test_split_calls_a_few_images_noise():
 def test_export_rejects_unknown_format(finished_run):
     with pytest.raises(ValueError, match="onnx, torchscript"):
         export_checkpoint(finished_run / "seed0/teacher/model", "tflite")
+
+
+def test_the_verdict_picks_the_best_baseline_on_validation_never_on_test(tmp_path):
+    """The test split scores; it never chooses. A baseline best on test but not on validation
+    is not the one ours is held against (a new user saw 'best baseline scratch' beside
+    'Deploy hinton_kd ... validation')."""
+    import json
+
+    from horkd.results import read_validation, verdict
+
+    table = [{"method": "scratch", "role": "student", "lr_top1": 70.0},
+             {"method": "hinton_kd", "role": "student", "lr_top1": 65.0},
+             {"method": "horkd", "role": "student", "lr_top1": 66.0}]
+    (tmp_path / "ship.json").write_text(json.dumps(
+        {"validation": {"hinton_kd": 60.0, "scratch": 48.0, "horkd": 44.0}}))
+    said = verdict(table, validation=read_validation(tmp_path))
+    assert "beats by 1.00 points the best baseline hinton_kd (on validation; 65.00 on test)" \
+        in said
+    assert "scratch" not in said
+    assert "best baseline scratch (on test: no validation scores" in verdict(table)
+    (tmp_path / "ship.json").write_text("{not json")
+    assert read_validation(tmp_path) == {}
 
 
 def test_the_verdict_warns_when_the_teacher_is_no_better_than_its_students():

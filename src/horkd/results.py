@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from horkd.checkpoint import atomic_write, write_text
+from horkd.checkpoint import SHIP_FILE, atomic_write, write_text
 from horkd.config import ExperimentConfig
 from horkd.methods import METHODS
 from horkd.paired import NOISE_FACTOR, TEST_HITS_FILE, SplitHits, paired_difference, read_hits
@@ -119,12 +119,34 @@ def read_test_hits(run_dir: Path) -> SplitHits | None:
     return read_hits(run_dir / TEST_HITS_FILE)
 
 
-def verdict(table: list[dict[str, Any]], hits: SplitHits | None = None) -> str:
+def read_validation(run_dir: Path) -> dict[str, float]:
+    """Each trained student's mean validation score, as the run's ship choice recorded it
+    (``ship.json``; empty when the run chose none)."""
+    path = run_dir / SHIP_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return {str(k): float(v) for k, v in json.loads(path.read_text())["validation"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def best_baseline(baselines: dict[str, float], validation: dict[str, float]) -> tuple[str, str]:
+    """The baseline ours is held against, and how it was picked: on validation (as every other
+    choice is) where every baseline has a validation score; else the best on test, said so."""
+    if validation and all(n in validation for n in baselines):
+        return max(baselines, key=validation.__getitem__), "on validation"
+    return max(baselines, key=baselines.__getitem__), "on test: no validation scores"
+
+
+def verdict(table: list[dict[str, Any]], hits: SplitHits | None = None,
+            validation: dict[str, float] | None = None) -> str:
     """One honest sentence per method of ours: does it beat the best baseline in this run, by
     how much, and (with ``hits``, the students' per-image test hits of the run, as
     :func:`read_test_hits` gives them) whether that is within the noise of the test split,
-    paired over the same images (:mod:`horkd.paired`). Groups come from the method registry, so
-    a new method takes part by itself."""
+    paired over the same images (:mod:`horkd.paired`). The best baseline is the one best on
+    ``validation`` (:func:`read_validation`): picking it on test would let the test split
+    choose. Groups come from the method registry, so a new method takes part by itself."""
     key = primary_metric(table)
     if key is None:
         return ""
@@ -133,7 +155,7 @@ def verdict(table: list[dict[str, Any]], hits: SplitHits | None = None) -> str:
     ours = {n: v for n, v in by_name.items() if _group(n) == "ours"}
     if not baselines or not ours:
         return ""
-    best = max(baselines, key=baselines.__getitem__)
+    best, picked = best_baseline(baselines, validation or {})
     shown = {e["method"]: method_cell(e) for e in table}
     per_image = hits.hits if hits is not None and hits.metric == key else {}
     same = hits.same_images if hits is not None else True
@@ -155,7 +177,7 @@ def verdict(table: list[dict[str, Any]], hits: SplitHits | None = None) -> str:
                    f"95% interval that holds 0) is within noise, {paired.spread()}.")
         parts.append(
             f"{shown[name]} ({value:.2f}) {relation} the best baseline {best} "
-            f"({baselines[best]:.2f}){noise}"
+            f"({picked}; {baselines[best]:.2f} on test){noise}"
         )
     return (f"On {key}: " + "; ".join(parts) + "." + how
             + _weak_teacher(table, key, baselines))
@@ -195,7 +217,8 @@ def write_results(
         f"# {cfg.name}\n\nTask `{cfg.task}`, dataset `{cfg.data.dataset}`, seeds {seeds}. "
         "Test-split metrics (%) of the epoch picked on the validation split. Students are "
         "scored at their LR input; networks that see HR at HR.\n\n"
-        f"{format_table(table, lr_size)}\n\n{verdict(table, read_test_hits(run_dir))}\n\n"
+        f"{format_table(table, lr_size)}\n\n"
+        f"{verdict(table, read_test_hits(run_dir), read_validation(run_dir))}\n\n"
         f"{legend(table)}\n"
     )
     if ship:

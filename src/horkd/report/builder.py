@@ -27,7 +27,7 @@ from horkd.logger import read_jsonl
 from horkd.methods import methods_in
 from horkd.report import figures
 from horkd.report.compute import training_compute
-from horkd.results import format_table, legend, read_test_hits, verdict
+from horkd.results import format_table, legend, read_test_hits, read_validation, verdict
 
 
 def _seed_dirs(run_dir: Path) -> list[Path]:
@@ -151,7 +151,8 @@ def _results_section(run_dir: Path, cfg: dict[str, Any], out: Path, name: str) -
     lr_size = cfg.get("degrade", {}).get("lr_size")
     _write_csv(out / f"{name}_results.csv", table)
     return ["### Results (test split, epoch picked on validation)", "",
-            format_table(table, lr_size), "", verdict(table, read_test_hits(run_dir)), "",
+            format_table(table, lr_size), "",
+            verdict(table, read_test_hits(run_dir), read_validation(run_dir)), "",
             legend(table), ""]
 
 
