@@ -157,10 +157,10 @@ _capacity: int | None = None
 @contextmanager
 def equal_rows(capacity: int) -> Iterator[None]:
     """Within: every rank brings the same number of rows, at most ``capacity``, to each gather
-    of :func:`gather_summing_grad` (a training step: the loader cuts equal shares). The
-    gathers then pad to ``capacity``, a size every rank knows, and read no
-    counts from the device: the collective is well formed whatever the ranks bring, and the
-    trainer checks that the counts were equal with the step's one wait
+    of :func:`gather_summing_grad` (a training step: the loader cuts equal shares and a failed
+    file keeps its row). The gathers then pad to ``capacity``, a size every rank knows, and
+    read no counts from the device: the collective is well formed whatever the ranks bring,
+    and the trainer checks that the counts were equal with the step's one wait
     (:func:`step_agreement`). Outside, each gather exchanges the counts (uneven shares)."""
     global _capacity
     before, _capacity = _capacity, capacity

@@ -313,8 +313,8 @@ class Trainer:
         enabled = self.autocast_dtype is not None
         self.running_stats.save()
         rows = int(x.shape[0])  # a shape: known on the host, no wait
-        # every rank's batch has these rows (the loader cuts equal shares): the
-        # sharded relations' gathers need no counts from the device; checked below
+        # every rank's batch has these rows (equal shares; a failed file keeps its row):
+        # the sharded relations' gathers need no counts from the device; checked below
         with distributed.equal_rows(self.batch_rows), torch.autocast(
                 self.device.type, dtype=self.autocast_dtype, enabled=enabled):
             _, terms = self.forward(batch)
