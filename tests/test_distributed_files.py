@@ -137,3 +137,18 @@ def test_a_failed_files_row_is_a_copy_of_a_readable_one():
     plain = BatchLoader(_Files({1, 4, 5}), batch_size=2, shuffle=False)
     assert [b[0].shape[0] for b in plain] == [1, 2, 2, 2, 2, 2, 2]
 
+
+def test_a_reference_cache_keeps_its_rows_in_dataset_order_past_a_failed_file():
+    """The cache is looked up by dataset index: a failed file must not shift the rows after it
+    (it did: its row was left out, and every later image got its neighbour's targets)."""
+    from horkd.data.augment import FlipViews
+    from horkd.reference_cache import ReferenceCache
+
+    torch.manual_seed(0)
+    reference, dataset = _Net(6).eval(), _Files({1})
+    cache = ReferenceCache.build(reference, dataset, torch.device("cpu"), views=FlipViews(False),
+                                 batch_size=4)
+    assert cache.embedding.shape[1] == SAMPLES
+    with torch.no_grad():
+        for i in (0, 2, 5, SAMPLES - 1):
+            assert torch.allclose(cache.embedding[0, i], reference(dataset[i][0][None]).embedding[0])
