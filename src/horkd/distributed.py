@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -151,7 +152,7 @@ def step_agreement(finite: Tensor, stop_asked: bool, rows: int | None = None) ->
 
 # Rows every rank brings to a gather with gradient, at most, while a training step declares
 # them (equal_rows); None: the counts are exchanged at each gather (one wait each).
-_capacity: int | None = None
+_CAPACITY: ContextVar[int | None] = ContextVar("horkd_gather_capacity", default=None)
 
 
 @contextmanager
@@ -162,12 +163,11 @@ def equal_rows(capacity: int) -> Iterator[None]:
     read no counts from the device: the collective is well formed whatever the ranks bring,
     and the trainer checks that the counts were equal with the step's one wait
     (:func:`step_agreement`). Outside, each gather exchanges the counts (uneven shares)."""
-    global _capacity
-    before, _capacity = _capacity, capacity
+    token = _CAPACITY.set(capacity)
     try:
         yield
     finally:
-        _capacity = before
+        _CAPACITY.reset(token)
 
 
 def _gather_pieces(x: Tensor) -> list[Tensor]:
@@ -250,7 +250,8 @@ class _GatherSummingGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        pieces = _gather_pieces(x) if _capacity is None else _gather_equal(x, _capacity)
+        capacity = _CAPACITY.get()
+        pieces = _gather_pieces(x) if capacity is None else _gather_equal(x, capacity)
         me = dist.get_rank()
         ctx.start = sum(p.shape[0] for p in pieces[:me])
         ctx.rows = x.shape[0]
