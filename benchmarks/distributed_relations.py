@@ -47,6 +47,7 @@ def _free_port() -> int:
 
 def _relations(rank: int, world: int, rounds: int) -> list[float]:
     """ms per call of the relational terms, forward and backward, over this rank's rows."""
+    from horkd import distributed
     from horkd.losses import HybridOrderLoss
 
     torch.manual_seed(0)
@@ -57,7 +58,9 @@ def _relations(rank: int, world: int, rounds: int) -> list[float]:
 
     def call() -> None:
         mine = student[rows].clone().requires_grad_(True)
-        terms = loss(mine, None, teacher[rows], None)
+        # equal shares, declared as the training step declares them: no counts exchanged
+        with distributed.equal_rows(GLOBAL_BATCH // world):
+            terms = loss(mine, None, teacher[rows], None)
         sum(terms.values()).backward()
 
     return _timed(call, world, rounds)

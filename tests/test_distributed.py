@@ -104,12 +104,13 @@ class _TwoSides(nn.Module):
         return self.student(x), self.teacher(z)
 
 
-def _sharded_problem(kernels: bool, anchors: int | None):
+def _sharded_problem(kernels: bool, anchors: int | None, samples: int):
     from horkd.losses.cpu_kernels import use_kernels
 
     torch.manual_seed(0)
     model = _TwoSides().double()
-    x, z = torch.randn(13, 5, dtype=torch.float64), torch.randn(13, 4, dtype=torch.float64)
+    x = torch.randn(samples, 5, dtype=torch.float64)
+    z = torch.randn(samples, 4, dtype=torch.float64)
     loss = HybridOrderLoss(6, 8, embedding_weight=0.0, distance_weight=25.0, angle_weight=50.0,
                            angle_anchors=anchors)
     return model, x, z, loss, use_kernels(kernels)
@@ -140,31 +141,41 @@ def _train_steps(model, forward, x, z, loss, switch, seed: int = 1) -> dict:
 
 
 def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: int | None,
-                    out: str) -> None:
+                    equal: bool, out: str) -> None:
+    from contextlib import nullcontext
+
+    from horkd import distributed
     from horkd.trainer import wrap_for_processes
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model, x, z, loss, switch = _sharded_problem(kernels, anchors)
-        part = slice(0, 6) if rank == 0 else slice(6, 13)  # uneven shares
+        model, x, z, loss, switch = _sharded_problem(kernels, anchors, 14 if equal else 13)
+        if equal:  # as a training step declares them: 7 rows each, at most 8 (padded)
+            part, rows = slice(7 * rank, 7 * rank + 7), distributed.equal_rows(8)
+        else:  # uneven shares: the counts are exchanged at each gather
+            part, rows = (slice(0, 6) if rank == 0 else slice(6, 13)), nullcontext()
         ddp = wrap_for_processes(model, torch.device("cpu"))
-        torch.save(_train_steps(model, ddp, x[part], z[part], loss, switch, seed=1 + rank),
-                   f"{out}.{rank}")
+        with rows:
+            steps = _train_steps(model, ddp, x[part], z[part], loss, switch, seed=1 + rank)
+        torch.save(steps, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize(("kernels", "anchors"), [(True, None), (False, 7)])
-def test_sharded_relations_equal_one_process_in_float64(tmp_path, kernels, anchors):
-    """Each of two processes computes half the anchor rows (6 and 7 samples, both sides
-    trained); loss and every gradient equal one process's on the 13 samples to 1e-10, with the
-    fused CPU kernels and with the eager operations (there with 7 random anchors), and two
-    trained steps around a skipped one end at the same weights."""
-    model, x, z, loss, switch = _sharded_problem(kernels, anchors)
+@pytest.mark.parametrize(("kernels", "anchors", "equal"), [(True, None, False), (False, 7, True)],
+                         ids=["kernels-uneven", "eager-equal-rows"])
+def test_sharded_relations_equal_one_process_in_float64(tmp_path, kernels, anchors, equal):
+    """Each of two processes computes half the anchor rows (both sides trained); loss and
+    every gradient equal one process's on all the samples to 1e-10, with the fused CPU kernels
+    on uneven shares (6 and 7 samples, counts exchanged) and with the eager operations (7
+    random anchors) on the training step's equal shares (7 each, padded to the declared 8, no
+    counts read), and two trained steps around a skipped one end at the same weights."""
+    model, x, z, loss, switch = _sharded_problem(kernels, anchors, 14 if equal else 13)
     single = _train_steps(model, model, x, z, loss, switch)
     out = str(tmp_path / "sharded")
-    mp.spawn(_sharded_worker, args=(2, _free_port(), kernels, anchors, out), nprocs=2, join=True)
+    mp.spawn(_sharded_worker, args=(2, _free_port(), kernels, anchors, equal, out), nprocs=2,
+             join=True)
     for rank in (0, 1):
         two = torch.load(f"{out}.{rank}", weights_only=True)
         assert set(two["terms"]) == {"order2_distance", "order3_angle"}
@@ -175,6 +186,37 @@ def test_sharded_relations_equal_one_process_in_float64(tmp_path, kernels, ancho
                 assert (mine - theirs).abs().max() < 1e-10, key
     # the weights' gradients are there to compare (the biases' are 0: relations ignore shifts)
     assert min(float(g.abs().max()) for g in (single["grads"][0], single["grads"][2])) > 1e-3
+
+
+def _unequal_rows_worker(rank: int, world: int, port: int, out: str) -> None:
+    from horkd import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = 3 + rank  # a loader that broke the rule: 3 rows on rank 0, 4 on rank 1
+        with distributed.equal_rows(4):
+            gathered = distributed.gather_summing_grad(torch.ones(rows, 2))
+        try:
+            distributed.step_agreement(torch.tensor(True), False, rows)
+            message = "no error"
+        except RuntimeError as exc:
+            message = str(exc)
+        Path(f"{out}.{rank}").write_text(f"{gathered.shape[0]}|{message}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_with_unequal_batches_stop_at_the_step_agreement(tmp_path):
+    """Gathers that take the ranks' rows to be equal pad to the declared size, so a rank with
+    fewer rows neither hangs nor corrupts the collective; the step's one read sees the
+    difference and every rank stops with the same message, before any backward."""
+    out = str(tmp_path / "rows")
+    mp.spawn(_unequal_rows_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    for rank in (0, 1):
+        shape, message = Path(f"{out}.{rank}").read_text().split("|")
+        assert shape == str(2 * (3 + rank))  # what this rank took the others to have
+        assert "batches of 3 to 4 rows" in message, message
 
 
 def _evaluation_problem():

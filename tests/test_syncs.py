@@ -8,12 +8,17 @@ On a CPU the waits are counted by instrumenting the calls that read a tensor on 
 
 from __future__ import annotations
 
+import os
+import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from horkd import trainer as trainer_module
@@ -96,11 +101,11 @@ def _trainer(tmp_path, device: torch.device, nan_at: int | None = None) -> Train
                    progress=False)
 
 
-def test_a_training_step_reads_the_device_once(tmp_path, monkeypatch):
-    trainer = _trainer(tmp_path, torch.device("cpu"))
+def _reads(trainer: Trainer):
+    """Train ``trainer``'s stage counting host reads: per step, in the whole epoch; and the result."""
     per_step: list[int] = []
     epoch = [0]
-    step = trainer._train_step
+    step, train_epoch = trainer._train_step, trainer._train_epoch
 
     def counted_step(*args, **kwargs):
         counts = [0]
@@ -109,26 +114,58 @@ def test_a_training_step_reads_the_device_once(tmp_path, monkeypatch):
         per_step.append(counts[0])
         return result
 
-    monkeypatch.setattr(trainer, "_train_step", counted_step)
-    train_epoch = trainer._train_epoch
-
     def counted_epoch(loop):
         with counting_reads(epoch):
             train_epoch(loop)
 
-    monkeypatch.setattr(trainer, "_train_epoch", counted_epoch)
+    trainer._train_step, trainer._train_epoch = counted_step, counted_epoch
     result = trainer.fit()
+    return per_step, epoch[0], result
+
+
+def test_a_training_step_reads_the_device_once(tmp_path):
+    trainer = _trainer(tmp_path, torch.device("cpu"))
+    per_step, epoch, result = _reads(trainer)
     assert len(per_step) == STEPS and result.skipped_steps == 0
     # the finite flag (and the stop request), read together; the first step also checks the
     # cache's views once
     assert max(per_step[1:]) == 1 and per_step[0] == 2, per_step
     # the whole epoch: one read per step, the loss sums every READ_SUMS_EVERY steps and at the
     # end, nothing else
-    assert epoch[0] == STEPS + 1 + STEPS // trainer_module.READ_SUMS_EVERY + 1, epoch[0]
+    assert epoch == STEPS + 1 + STEPS // trainer_module.READ_SUMS_EVERY + 1, epoch
     # the terms still reach the log: the epoch's row averages every step
     row = result.history[-1]
     assert {"train/loss", "train/order2_distance", "train/order3_angle"} <= set(row)
     assert torch.isfinite(torch.tensor(row["train/loss"]))
+
+
+def _sharded_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = _trainer(Path(out) / f"rank{rank}", torch.device("cpu"))
+        per_step, epoch, result = _reads(trainer)
+        torch.save({"per_step": per_step, "epoch": epoch, "skipped": result.skipped_steps},
+                   Path(out) / f"reads{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_sharded_training_step_reads_the_device_once(tmp_path):
+    """Two gloo processes, global relations sharded between them: the gathers of the student's
+    and the reference's embeddings read no row counts (each rank's are its own, the trainer
+    declares them equal), so a step still waits once, and the check that the ranks' batches
+    were equal rides on that one read."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_sharded_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        reads = torch.load(tmp_path / f"reads{rank}.pt", weights_only=True)
+        per_step = reads["per_step"]
+        assert len(per_step) == STEPS and reads["skipped"] == 0
+        assert max(per_step[1:]) == 1 and per_step[0] == 2, (rank, per_step)
+        assert reads["epoch"] == STEPS + 1 + STEPS // trainer_module.READ_SUMS_EVERY + 1
 
 
 def test_the_one_read_still_skips_a_non_finite_step(tmp_path):

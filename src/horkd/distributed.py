@@ -8,6 +8,9 @@ is a no-op, so a single process never touches ``torch.distributed``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -121,36 +124,82 @@ def all_ranks_true(flag: bool) -> bool:
     return int(tensor.item()) == 0
 
 
-def step_agreement(finite: Tensor, stop_asked: bool) -> tuple[bool, bool]:
+def step_agreement(finite: Tensor, stop_asked: bool, rows: int | None = None) -> tuple[bool, bool]:
     """(the loss is finite on every rank, some rank was asked to stop) from ``finite`` (a
     boolean tensor on the training device, ``isfinite(loss)``) and this rank's stop request:
-    one collective and one wait for the device, the training step's only one."""
+    one collective and one wait for the device, the training step's only one.
+
+    ``rows``: this rank's batch rows, which the step's gathers took to be every rank's
+    (:func:`equal_rows`); checked in the same collective, and a difference raises here, before
+    the step's backward.
+    """
     bad = finite.logical_not().to(torch.int32)
-    flags = torch.stack([bad, bad * 0 + int(stop_asked)])  # no host-to-device copy either
+    flags = [bad, bad * 0 + int(stop_asked)]  # no host-to-device copy either
+    if rows is not None:
+        flags += [bad * 0 + rows, bad * 0 - rows]  # under MAX: the most rows, minus the fewest
+    stacked = torch.stack(flags)
     if active():
-        flags = flags.to(_collective_device(flags))
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    bad, stopping = flags.tolist()
-    return not bad, bool(stopping)
+        stacked = stacked.to(_collective_device(stacked))
+        dist.all_reduce(stacked, op=dist.ReduceOp.MAX)
+    values = stacked.tolist()
+    if rows is not None and values[2] != -values[3]:
+        raise RuntimeError(
+            f"the processes brought batches of {-values[3]} to {values[2]} rows to one step; "
+            "each rank's training batch must be as big as every other's"
+        )
+    return not values[0], bool(values[1])
+
+
+# Rows every rank brings to a gather with gradient, at most, while a training step declares
+# them (equal_rows); None: the counts are exchanged at each gather (one wait each).
+_CAPACITY: ContextVar[int | None] = ContextVar("horkd_gather_capacity", default=None)
+
+
+@contextmanager
+def equal_rows(capacity: int) -> Iterator[None]:
+    """Within: every rank brings the same number of rows, at most ``capacity``, to each gather
+    of :func:`gather_summing_grad` (a training step: the loader cuts equal shares and a failed
+    file keeps its row). The gathers then pad to ``capacity``, a size every rank knows, and
+    read no counts from the device: the collective is well formed whatever the ranks bring,
+    and the trainer checks that the counts were equal with the step's one wait
+    (:func:`step_agreement`). Outside, each gather exchanges the counts (uneven shares)."""
+    token = _CAPACITY.set(capacity)
+    try:
+        yield
+    finally:
+        _CAPACITY.reset(token)
 
 
 def _gather_pieces(x: Tensor) -> list[Tensor]:
     """Every rank's ``x`` (rank order, no gradient). The ranks' row counts may differ (the last
-    batch of an epoch, uneven evaluation shares): they are exchanged first and the slices padded
-    for the collective."""
+    batch of an epoch, uneven evaluation shares): they are exchanged first (a wait for the
+    device under NCCL) and the slices padded for the collective."""
     world = dist.get_world_size()
     size = torch.tensor([x.shape[0]], device=x.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     counts = [int(s.item()) for s in sizes]
-    biggest = max(counts)
+    return _padded_gather(x, max(counts), counts)
+
+
+def _padded_gather(x: Tensor, size: int, counts: list[int]) -> list[Tensor]:
+    """Every rank's ``x`` padded to ``size`` rows for one collective, cut back to ``counts``."""
     padded = x.detach()
-    if x.shape[0] < biggest:
-        pad = x.new_zeros((biggest - x.shape[0], *x.shape[1:]))
+    if x.shape[0] < size:
+        pad = x.new_zeros((size - x.shape[0], *x.shape[1:]))
         padded = torch.cat([padded, pad])
-    parts = [torch.empty_like(padded) for _ in range(world)]
+    parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded.contiguous())
     return [part[:n] for part, n in zip(parts, counts, strict=True)]
+
+
+def _gather_equal(x: Tensor, capacity: int) -> list[Tensor]:
+    """Every rank's ``x`` when each brings as many rows as this one (:func:`equal_rows`): the
+    counts are this rank's own, known on the host, so nothing waits for the device."""
+    rows = x.shape[0]
+    if rows > capacity:
+        raise ValueError(f"a gather of {rows} rows, over the {capacity} each rank may bring")
+    return _padded_gather(x, capacity, [rows] * dist.get_world_size())
 
 
 def _collective_device(x: Tensor) -> torch.device:
@@ -201,7 +250,8 @@ class _GatherSummingGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        pieces = _gather_pieces(x)
+        capacity = _CAPACITY.get()
+        pieces = _gather_pieces(x) if capacity is None else _gather_equal(x, capacity)
         me = dist.get_rank()
         ctx.start = sum(p.shape[0] for p in pieces[:me])
         ctx.rows = x.shape[0]
@@ -216,7 +266,8 @@ class _GatherSummingGrad(torch.autograd.Function):
 
 def gather_summing_grad(x: Tensor) -> Tensor:
     """Every rank's ``x`` in rank order; the gradient a rank's rows get is the sum over the
-    ranks of the gradients they computed for them (one all-reduce in backward)."""
+    ranks of the gradients they computed for them (one all-reduce in backward). Within
+    :func:`equal_rows` (a training step) it reads nothing from the device."""
     if not active():
         return x
     return _GatherSummingGrad.apply(x)

@@ -59,7 +59,9 @@ class ReferenceCache:
         reference.eval()
         embeddings: list[list[Tensor]] = [[] for _ in range(views.views)]
         logits: list[list[Tensor]] = [[] for _ in range(views.views)]
-        loader = BatchLoader(dataset, batch_size, shuffle=False)
+        # a file that fails keeps its row (a copy of a readable one): the rows after it stay
+        # those of their dataset index
+        loader = BatchLoader(dataset, batch_size, shuffle=False, keep_rows=True)
         for x, _, positions in loader.iter_range(distributed.my_batches(len(loader))):
             x = x.to(device)
             for v in range(views.views):

@@ -192,6 +192,8 @@ class Trainer:
         self.resume = resume
         self.fingerprint = fingerprint  # what the stage was configured with; a change restarts it
         self.state_path = self.out_dir / STATE_FILE
+        # the most rows a rank brings to a step, the same on every rank (the stage's batch size)
+        self.batch_rows = int(getattr(train_batches, "batch_size", None) or cfg.batch_size)
         self.pending: dict[str, Tensor] = {}  # trained steps' loss terms, summed on the device
         optimizer = build_optimizer(self.method.trainable_parameters(), cfg)
         self.parts = StageParts(
@@ -310,13 +312,17 @@ class Trainer:
         batch = parts.make_batch(x, y.to(self.device, non_blocking=True), index)
         enabled = self.autocast_dtype is not None
         self.running_stats.save()
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled):
+        rows = int(x.shape[0])  # a shape: known on the host, no wait
+        # every rank's batch has these rows (equal shares; a failed file keeps its row):
+        # the sharded relations' gathers need no counts from the device; checked below
+        with distributed.equal_rows(self.batch_rows), torch.autocast(
+                self.device.type, dtype=self.autocast_dtype, enabled=enabled):
             _, terms = self.forward(batch)
         loss = sum(terms.values())
         parts.optimizer.zero_grad(set_to_none=True)
         # the step's one wait for the device; the ranks skip together
         finite, stopping = distributed.step_agreement(
-            torch.isfinite(loss), stop.requested() is not None)
+            torch.isfinite(loss), stop.requested() is not None, rows)
         if not finite:
             self.running_stats.restore()
             loop.consecutive_bad += 1

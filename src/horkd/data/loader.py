@@ -53,12 +53,34 @@ class _IndexedDataset(Dataset):
 
 
 def _collate(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """(images, labels, indices) of the readable items (None where none is), then the failed
+    items as (place in the batch, message), and how many items the batch was cut for."""
     good = [item[:3] for item in items if item[3] is None]
-    failed = [item[3] for item in items if item[3] is not None]
+    failed = [(place, item[3]) for place, item in enumerate(items) if item[3] is not None]
     if not good:
-        return None, None, None, failed
+        return None, None, None, failed, len(items)
     images, labels, indices = default_collate(good)
-    return images, labels, indices, failed
+    return images, labels, indices, failed, len(items)
+
+
+def _filled(batch: tuple[Tensor, ...] | None, rows: int, failed: list[int],
+            earlier: tuple[Tensor, ...] | None) -> tuple[Tensor, ...]:
+    """``batch`` made ``rows`` long again, the readable rows in their places: a failed file's
+    place (``failed``) takes a copy of the batch's readable rows in turn, or, where none was
+    readable, the rows of ``earlier`` (the last batch yielded)."""
+    if batch is None:
+        if earlier is None:
+            raise BadImageError("no file of the first batch could be read, and no earlier "
+                                "batch can stand in for it")
+        pick = torch.arange(rows) % earlier[0].shape[0]
+        return tuple(t[pick] for t in earlier)
+    have = batch[0].shape[0]
+    pick = torch.empty(rows, dtype=torch.long)
+    bad = torch.zeros(rows, dtype=torch.bool)
+    bad[failed] = True
+    pick[~bad] = torch.arange(have)
+    pick[bad] = torch.arange(len(failed)) % have
+    return tuple(t[pick] for t in batch)
 
 
 def file_roots(dataset: Any) -> list[Any]:
@@ -105,6 +127,12 @@ class BatchLoader:
         num_workers: Loader processes for a file dataset (``None``: :func:`auto_workers` when
             ``device`` is a GPU, else 0).
         device: Where the training step runs; in-memory batches are made there.
+        keep_rows: A batch keeps its rows, in their places, when files fail to read (skipped
+            and counted): theirs are copies of the batch's readable ones (or the last batch's,
+            where none was). For training (under torchrun every rank must take the same steps,
+            with batches of the same size) and the reference cache (looked up by position).
+            False (evaluation): the failed rows are left out, and a batch with no readable
+            file is not yielded.
     """
 
     def __init__(
@@ -118,6 +146,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         device: torch.device | None = None,
+        keep_rows: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -128,6 +157,7 @@ class BatchLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.keep_rows = keep_rows
         self._tensor = resolve_tensor_dataset(dataset)
         # workers by default only where the batches feed a GPU: on a CPU they take the cores
         # the step itself uses (measured: no faster at 2 workers on 2 cores), and persistent
@@ -141,6 +171,7 @@ class BatchLoader:
         self.epoch = 0
         self._order_holder = _Order()
         self._loader: DataLoader | None = None
+        self._last: tuple[Tensor, ...] | None = None  # what stands in for an unreadable batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -193,11 +224,15 @@ class BatchLoader:
                 yield images, labels, positions
             return
         self._order_holder.indices = order[first_batch * self.batch_size :].tolist()
-        for images, labels, indices, failed in self._file_loader():
+        for images, labels, indices, failed, rows in self._file_loader():
+            batch = None if images is None else (images, labels.long(), indices)
             if failed:
-                self._lost(failed)
-            if images is not None:
-                yield images, labels.long(), indices
+                self._lost([message for _, message in failed])
+                if self.keep_rows:
+                    batch = _filled(batch, rows, [place for place, _ in failed], self._last)
+            if batch is not None:
+                self._last = batch if self.keep_rows else None
+                yield batch
 
     def _file_loader(self) -> DataLoader:
         """The one DataLoader of a file dataset, made on first use: its workers live as long
@@ -234,8 +269,10 @@ class BatchLoader:
                 f"{messages[0]} (pass --skip-bad-images to skip such files and count them)"
             )
         for message in messages:
+            if message in roots[0].lost:  # read again in a later epoch: counted once
+                continue
             print(f"skipped an unusable image file: {message}", flush=True)
-        roots[0].lost.extend(messages)
+            roots[0].lost.append(message)
 
 
 def ignore_stop_signals(_worker: int) -> None:

@@ -109,7 +109,8 @@ def open_seed(
 
 
 def skipped_images(ctx: RunContext) -> list[str]:
-    """Image files left out: found unreadable up front, or failing while the run read them."""
+    """Image files left out: found unreadable up front, or failing while the run read them
+    (on rank 0, those of every rank: each reads its own share; every rank calls this)."""
     from horkd.data.loader import file_roots
 
     lost = [
@@ -119,6 +120,9 @@ def skipped_images(ctx: RunContext) -> list[str]:
         for root in file_roots(split)
         for message in getattr(root, "lost", [])
     ]
+    ranks = distributed.gather_to_main(lost)
+    if ranks is not None:
+        lost = [message for share in ranks for message in share]  # type: ignore[attr-defined]
     return list(ctx.info.skipped_images) + list(dict.fromkeys(lost))
 
 
