@@ -64,15 +64,15 @@ def owning(
     run_dir = Path(cfg.output_dir)
     start_processes(cfg)
     error, lock = None, None
-    if distributed.is_main():
-        try:
-            lock = RunLock(run_dir).acquire()
-        except RunLockedError as exc:
-            error = str(exc)
-    error = distributed.broadcast_from_main(error)
-    if error is not None:
-        raise RunLockedError(error)
-    try:
+    try:  # whatever ends the block (an error, Ctrl-C) lets go of the lock and deletes its file
+        if distributed.is_main():
+            try:
+                lock = RunLock(run_dir).acquire()
+            except RunLockedError as exc:
+                error = str(exc)
+        error = distributed.broadcast_from_main(error)
+        if error is not None:
+            raise RunLockedError(error)
         prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
         yield run_dir
     finally:
