@@ -76,7 +76,8 @@ class DataConfig(_Strict):
         gt=0.0,
         lt=1.0,
         description="image_folder without a test split (ROOT/<class>/ or ROOT/train/ alone): "
-        "the share of each class held out as one, the same images every run; glyphs: the "
+        "about this share of each class held out as one, each file by a hash of its class and "
+        "name (adding or removing files moves no other); glyphs: the "
         "share of the font faces whose families are the test fonts",
     )
     glyph_renders: int = Field(
