@@ -244,6 +244,23 @@ def test_adding_removing_or_breaking_files_moves_no_other_file_between_train_and
     assert test2 <= more_test and more_train <= train2
 
 
+def test_a_class_the_hash_leaves_without_test_or_training_images_is_named(tmp_path, capsys):
+    from horkd.data.folder import test_share
+
+    root = tmp_path / "images"
+    names = [f"{i}.png" for i in range(200)]
+    solo = next(n for n in names if test_share(f"solo/{n}") < 0.25)  # its one image is tested
+    few = [n for n in names if test_share(f"few/{n}") >= 0.25][:2]  # both of these train
+    for cls, files in (("many", names[:40]), ("solo", [solo]), ("few", few)):
+        (root / cls).mkdir(parents=True)
+        for name in files:
+            Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(root / cls / name)
+    build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2, test_fraction=0.25)
+    out = capsys.readouterr().out
+    assert "1 class(es) got no held-out test image (few)" in out
+    assert "1 class(es) got no training image (solo)" in out
+
+
 def test_a_folder_split_by_name_is_part_of_the_data_digest(tmp_path):
     """Stages trained before the split was by name are trained again, not reused on a test
     split that moved; a folder with its own test/ keeps its digest."""
