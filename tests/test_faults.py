@@ -446,6 +446,16 @@ def test_an_image_far_below_the_model_size_gets_a_note_in_the_csv(tiny_run, tmp_
     assert rows["tiny.png"]["note"] == "" and rows["0.png"]["note"] == ""  # 2 px is LR size-ish
 
 
+def test_a_recognisers_repr_says_which_network_what_it_takes_and_names(tiny_run):
+    from horkd import Recogniser
+
+    stage = tiny_run / "run/seed0/students/scratch"
+    said = repr(Recogniser.load(stage))
+    assert said.startswith("Recogniser(student 'scratch', seed 0: cnn_tiny width 4, ")
+    assert "1-channel HR 16 px -> LR 4 px; 10 classes (0, 1, 2, 3, ...)" in said
+    assert f"from {stage / 'model'}; on cpu)" in said
+
+
 # ------------------------------------------------------------- item 8: errors name the place
 def test_study_file_errors_name_the_file_and_the_key_path(tmp_path, capsys):
     """Before: a typo under base read `regimes.lr4.overrides: invalid config: train.studnet`,

@@ -93,6 +93,30 @@ class Recogniser:
         """
         return cls(resolve_model(path), device)
 
+    def __repr__(self) -> str:
+        """What a user checks before trusting the answers: which network, what it takes, what
+        it names, from where."""
+        meta, given = self.meta, self.input
+        model = meta.get("model", {})
+        who = f"{meta.get('role', 'model')} {meta.get('method', '?')!r}"
+        if given.lr_size is None:
+            sides = f"HR {given.hr_size} px"
+        elif given.lr_range is not None:
+            sides = f"HR {given.hr_size} px -> LR {given.lr_range[0]}-{given.lr_range[1]} px"
+        else:
+            sides = f"HR {given.hr_size} px -> LR {given.lr_size} px" + (
+                f" re-upsampled to {given.hr_size}" if given.upsampled else "")
+        if self.task == "classification":
+            names = self.classes
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            what = f"{len(names)} classes ({shown})"
+        else:
+            what = f"{self.task}, {model.get('embed_dim', '?')}-d embeddings"
+        source = f"{self.file.path} (ONNX)" if self.file.onnx else str(self.file.path)
+        return (f"Recogniser({who}, seed {meta.get('seed', '?')}: {model.get('arch', '?')} "
+                f"width {model.get('width', '?')}, {given.channels}-channel {sides}; {what}; "
+                f"from {source}; on {'cpu' if self.file.onnx else self.device})")
+
     @property
     def task(self) -> str:
         """``"classification"``, ``"retrieval"`` or ``"face"``; only the first names classes."""
