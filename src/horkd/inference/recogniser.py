@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ class _Onnx:
     def __call__(self, x: Tensor) -> ModelOutput:
         embedding, logits = self.session.run(None, {"image": x.cpu().numpy().astype(np.float32)})
         return ModelOutput(torch.from_numpy(embedding), torch.from_numpy(logits))
+
+
+class SmallImageWarning(UserWarning):
+    """An image far below the size the model takes it at: enlarged many times, its answer rests
+    on little of what the model learnt from (``horkd predict`` writes the same in its ``note``
+    column)."""
 
 
 class Recogniser:
@@ -179,8 +186,14 @@ class Recogniser:
         if one:
             raise TypeError(f"images must be a list of images, got one {type(images).__name__}; "
                             "pass [image] for a single one")
+        notes: dict[int, str] = {}
         parts = [(self.outputs(batch, kind), idx) for batch, idx in
-                 as_batches(images, self.input, kind)]
+                 as_batches(images, self.input, kind, notes)]
+        if notes:
+            first = min(notes)
+            more = f" (and {len(notes) - 1} more of the {len(images)})" if len(notes) > 1 else ""
+            warnings.warn(f"images[{first}]: {notes[first]}{more}", SmallImageWarning,
+                          stacklevel=3)
         order = torch.tensor([i for _, idx in parts for i in idx]).argsort()
         embedding = torch.cat([out.embedding.float().cpu() for out, _ in parts])[order]
         logits = torch.cat([out.logits.float().cpu() for out, _ in parts])[order]
