@@ -27,7 +27,7 @@ DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset fil
 #: How a dataset carves its own held-out split from a root, where no setting says so: name ->
 #: root -> the rule's name (None: the root carves nothing). Part of the digest, so a stage that
 #: learnt under an older rule is trained again rather than scored on images it trained on.
-SPLIT_RULES: dict[str, Callable[[str], str | None]] = {}
+SPLIT_RULES: Registry[Callable[[str], str | None]] = Registry("dataset split rules")
 
 
 def data_digest(dataset: str, root: str | None) -> str | None:
@@ -44,7 +44,7 @@ def data_digest(dataset: str, root: str | None) -> str | None:
     if not root:
         return None
     digest = folder_digest(Path(root))
-    rule = SPLIT_RULES[dataset](root) if dataset in SPLIT_RULES and digest else None
+    rule = SPLIT_RULES.get(dataset)(root) if dataset in SPLIT_RULES and digest else None
     return _short(f"{digest}\0{rule}") if rule else digest
 
 

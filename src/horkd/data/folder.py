@@ -127,13 +127,12 @@ def _held_out(base: Path, name: str, channels: int, skip: bool, fraction: float)
     return train, test
 
 
+@SPLIT_RULES.register("image_folder")
 def _split_rule(root: str) -> str | None:
     """The held-out rule where ``root`` has no test split of its own (see :data:`SPLIT_RULES`)."""
     base = Path(root)
     return None if any((base / n).is_dir() for n in ("test", "val")) else HELD_OUT_RULE
 
-
-SPLIT_RULES["image_folder"] = _split_rule
 
 
 def _say_empty_classes(train: Any, test: Any, fraction: float) -> None:
