@@ -12,7 +12,7 @@ from PIL import Image
 
 from horkd.cli import main
 from horkd.config import load_config
-from horkd.experiment import build_context
+from horkd.experiment import build_context, open_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,9 +71,11 @@ def test_small_sides_warn_and_impossible_ones_are_one_line_errors(tmp_path, caps
     study init, whose standard output is the study file); 6-px images would give a 1-px LR side:
     refused in one line naming the setting, by `horkd run` and by study init alike."""
     small = _photos(tmp_path / "small", ((8, 8),))
-    cfg = load_config(ROOT / "configs/image_folder.yaml", [f"data.root={small}"])
+    cfg = load_config(ROOT / "configs/image_folder.yaml", [f"data.root={small}",
+                                                           f"output_dir={tmp_path / 'run'}"])
     capsys.readouterr()
-    assert (build_context(cfg, 0).hr_size, build_context(cfg, 0).lr_size) == (8, 2)
+    ctx, _ = open_seed(cfg, 0)
+    assert (ctx.hr_size, ctx.lr_size) == (8, 2)
     said = capsys.readouterr().out
     assert "warning: the HR side is 8 px, very small for a teacher" in said
     assert "warning: the LR side is 2 px, 4 pixels per image" in said

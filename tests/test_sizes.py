@@ -538,10 +538,12 @@ def test_impossible_sides_are_one_line_config_errors(tmp_path, overrides, needle
 
 
 def test_odd_sides_warn_once_a_run_knows_them_and_plausible_ones_do_not(tmp_path, capsys):
-    build_context(config_from_dict(tiny_config_dict(tmp_path / "run")), 0)  # HR 16, LR 4
+    open_seed(config_from_dict(tiny_config_dict(tmp_path / "run")), 0)  # HR 16, LR 4
     assert "warning" not in capsys.readouterr().out
     raw = tiny_config_dict(tmp_path / "run")
     raw["data"]["hr_size"], raw["degrade"] = 12, {"factor": 4}
-    build_context(config_from_dict(raw), 0)
+    open_seed(config_from_dict(raw), 0)  # where a network is about to train on them
     said = capsys.readouterr().out
     assert "warning: the HR side is 12 px" in said and "warning: the LR side is 3 px" in said
+    build_context(config_from_dict(raw), 0)  # (`horkd eval` of a trained model: nothing to say)
+    assert "warning" not in capsys.readouterr().out

@@ -21,7 +21,6 @@ from horkd.data.split import labeled_mask
 from horkd.degrade import DegradeSpec, resolve_lr_size
 from horkd.evaluate import InputFn, identity, lr_input_fn
 from horkd.methods.base import View
-from horkd.notes import note
 from horkd.tasks import TASKS, Task
 
 
@@ -214,9 +213,6 @@ def build_context(
     task = TASKS.get(cfg.task)()
     prepared = task.prepare(splits if splits is not None else load_splits(cfg, seed), cfg, seed)
     hr_size, lr_size = run_sides(cfg.data.hr_size, prepared.info.native_size, cfg.degrade)
-    if distributed.is_main():
-        for line in odd_sides(hr_size, lr_size):
-            note(line)
     lr_sizes = tuple(cfg.degrade.lr_sizes or [lr_size])
     for size in lr_sizes:
         resolve_lr_size(hr_size, size)  # each below the HR size of the data

@@ -22,12 +22,19 @@ from typing import Any
 from horkd import distributed, stop
 from horkd.checkpoint import git_sha, write_json
 from horkd.config import ExperimentConfig
-from horkd.experiment.context import RunContext, build_context, load_splits, resolve_device
+from horkd.experiment.context import (
+    RunContext,
+    build_context,
+    load_splits,
+    odd_sides,
+    resolve_device,
+)
 from horkd.experiment.evaluation import AT_LR, SeedResult, aggregate, score_seed
 from horkd.experiment.networks import Networks
 from horkd.experiment.ship import seed_evidence, write_choice
 from horkd.experiment.stages import StageRunner
 from horkd.methods import METHODS, methods_in
+from horkd.notes import note
 from horkd.reference_cache import ReferenceCaches
 from horkd.run_dir import RunDirError, prepare_run_dir
 from horkd.run_lock import RunLock, RunLockedError
@@ -92,6 +99,9 @@ def open_seed(
     continuing whatever that directory already holds for this config; ``label`` names the run
     in its epoch lines where several print to one log (a study's workers)."""
     ctx = build_context(cfg, seed, load_splits(cfg, seed))
+    if distributed.is_main():  # said where a network will train on them, not where one is scored
+        for line in odd_sides(ctx.hr_size, ctx.lr_size):
+            note(line)
     seed_dir = Path(cfg.output_dir) / f"seed{seed}"
     stages = StageRunner(ctx, seed_dir, progress=progress, label=label, resume=True,
                          caches=caches)
