@@ -186,8 +186,10 @@ def test_the_native_side_of_large_photos_is_capped(tmp_path, capsys):
 
 @pytest.mark.parametrize("layout", ["train_only", "class_folders"])
 def test_image_folder_without_a_test_split_holds_one_out(tmp_path, layout, capsys):
-    """A user's folder as it usually is - one folder per class, no split made - gets a fixed,
-    stratified test split held out of it."""
+    """A user's folder as it usually is - one folder per class, no split made - gets a test
+    split held out of it: each file by its class and name, the same files every run."""
+    from horkd.data.folder import test_share
+
     root = tmp_path / "images"
     for cls in ("cat", "dog", "bird"):
         d = root / ("train" if layout == "train_only" else ".") / cls
@@ -196,15 +198,81 @@ def test_image_folder_without_a_test_split_holds_one_out(tmp_path, layout, capsy
             Image.fromarray(np.full((12, 12, 3), 20 * i, dtype=np.uint8)).save(d / f"{i}.png")
     a = build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2,
                      test_fraction=0.3)
-    assert "30% of each class's images are held out as the test split" in capsys.readouterr().out
+    assert "about 30% of each class's images are held out as the test split" in \
+        capsys.readouterr().out
     assert a.info.class_names == ["bird", "cat", "dog"]
-    assert len(a.test) == 9 and sorted(labels_of(a.test).tolist()) == [0] * 3 + [1] * 3 + [2] * 3
     test_files = {p for p, _ in a.test.samples}
     train_files = {p for p, _ in a.train.dataset.samples}
     assert not test_files & train_files and len(test_files | train_files) == 30
+    tree = root / ("train" if layout == "train_only" else "")
+    assert test_files == {str(p) for p in map(Path, test_files | train_files)
+                          if test_share(p.relative_to(tree).as_posix()) < 0.3}
+    assert 3 <= len(test_files) <= 15  # about 9
     b = build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2,
                      test_fraction=0.3)
     assert [p for p, _ in b.test.samples] == [p for p, _ in a.test.samples]  # every run
+
+
+def _held_out_files(root: Path, fraction: float = 0.25) -> tuple[set[str], set[str]]:
+    splits = build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2,
+                          test_fraction=fraction, skip_bad_images=True)
+    def names(samples):
+        return {str(Path(p).relative_to(root)) for p, _ in samples}
+    return names(splits.train.dataset.samples), names(splits.test.samples)
+
+
+def test_adding_removing_or_breaking_files_moves_no_other_file_between_train_and_test(tmp_path):
+    """Each file's side depends on itself alone: a folder that grows, shrinks or holds a broken
+    file keeps every other file where it was (a draw over the file list reshuffles them)."""
+    root = tmp_path / "images"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(24):
+            Image.fromarray(np.full((6, 6, 3), 10 * i, dtype=np.uint8)).save(root / cls / f"{i}.png")
+    train, test = _held_out_files(root)
+    assert test and train
+    for i in range(24, 30):  # more images of one class
+        Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(root / "cat" / f"{i}.png")
+    for i in range(3):  # some deleted
+        (root / "dog" / f"{i}.png").unlink()
+    (root / "cat" / "broken.png").write_bytes(b"not a png")  # left out by --skip-bad-images
+    train2, test2 = _held_out_files(root)
+    assert "cat/broken.png" not in train2 | test2
+    kept = (train | test) & (train2 | test2)
+    assert len(kept) == 45 and test & kept == test2 & kept and train & kept == train2 & kept
+    more_train, more_test = _held_out_files(root, fraction=0.5)  # a larger share only adds
+    assert test2 <= more_test and more_train <= train2
+
+
+def test_a_class_the_hash_leaves_without_test_or_training_images_is_named(tmp_path, capsys):
+    from horkd.data.folder import test_share
+
+    root = tmp_path / "images"
+    names = [f"{i}.png" for i in range(200)]
+    solo = next(n for n in names if test_share(f"solo/{n}") < 0.25)  # its one image is tested
+    few = [n for n in names if test_share(f"few/{n}") >= 0.25][:2]  # both of these train
+    for cls, files in (("many", names[:40]), ("solo", [solo]), ("few", few)):
+        (root / cls).mkdir(parents=True)
+        for name in files:
+            Image.fromarray(np.zeros((6, 6, 3), dtype=np.uint8)).save(root / cls / name)
+    build_splits("image_folder", root=str(root), hr_size=8, val_fraction=0.2, test_fraction=0.25)
+    out = capsys.readouterr().out
+    assert "1 class(es) got no held-out test image (few)" in out
+    assert "1 class(es) got no training image (solo)" in out
+
+
+def test_a_folder_split_by_name_is_part_of_the_data_digest(tmp_path):
+    """Stages trained before the split was by name are trained again, not reused on a test
+    split that moved; a folder with its own test/ keeps its digest."""
+    from horkd.data.digest import data_digest, folder_digest
+
+    (tmp_path / "held").mkdir()
+    _image_tree(tmp_path / "split")
+    _image_tree(tmp_path / "held" / "x", with_test=False)
+    held = tmp_path / "held" / "x" / "train"
+    assert data_digest("image_folder", str(held)) not in (None, folder_digest(held))
+    split = tmp_path / "split"
+    assert data_digest("image_folder", str(split)) == folder_digest(split)
 
 
 def test_image_folder_with_test_but_no_train_is_refused(tmp_path):

@@ -446,6 +446,40 @@ def test_an_image_far_below_the_model_size_gets_a_note_in_the_csv(tiny_run, tmp_
     assert rows["tiny.png"]["note"] == "" and rows["0.png"]["note"] == ""  # 2 px is LR size-ish
 
 
+def test_the_python_api_warns_of_an_image_far_below_the_model_size_as_predict_notes(tiny_run):
+    """Before: `Recogniser.predict` enlarged a 2x2 image to 16 px and answered with no word,
+    where `horkd predict` writes a note."""
+    import warnings
+
+    from horkd import Recogniser
+    from horkd.inference.recogniser import SmallImageWarning
+
+    model = Recogniser.load(tiny_run / "run/seed0/students/scratch")
+    tiny, fine = Image.new("L", (2, 2), 90), Image.new("L", (16, 16), 90)
+    with pytest.warns(SmallImageWarning) as said:
+        assert model.predict([fine, tiny, tiny])[1][0][0] in model.classes  # still predicted
+    assert len(said) == 1
+    text = str(said[0].message)
+    assert text.startswith("images[1]: image 2x2 px is far below the model's HR size 16 px")
+    assert "--input lr" in text and "(and 1 more of the 3)" in text
+    assert said[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict([fine])  # the model's own size: nothing to say
+        model.embed([Image.new("L", (8, 8))])  # half its side: still nothing
+        model.predict([tiny], kind="lr")  # a 2-px capture for a 4-px network: near its size
+
+
+def test_a_recognisers_repr_says_which_network_what_it_takes_and_names(tiny_run):
+    from horkd import Recogniser
+
+    stage = tiny_run / "run/seed0/students/scratch"
+    said = repr(Recogniser.load(stage))
+    assert said.startswith("Recogniser(student 'scratch', seed 0: cnn_tiny width 4, ")
+    assert "1-channel HR 16 px -> LR 4 px; 10 classes (0, 1, 2, 3, ...)" in said
+    assert f"from {stage / 'model'}; on cpu)" in said
+
+
 # ------------------------------------------------------------- item 8: errors name the place
 def test_study_file_errors_name_the_file_and_the_key_path(tmp_path, capsys):
     """Before: a typo under base read `regimes.lr4.overrides: invalid config: train.studnet`,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from horkd.cli import main
 from horkd.config import load_config
-from horkd.experiment import build_context
+from horkd.experiment import build_context, open_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,35 @@ def test_study_init_out_is_written_only_when_it_succeeds(tmp_path, capsys):
     assert f"study file: {out}" in said.err
     assert yaml.safe_load(out.read_text())["base"]["data"]["hr_size"] == 20
     assert not list(tmp_path.glob(".my_study.yaml.*"))  # no temporary left beside it
+
+
+def test_small_sides_warn_and_impossible_ones_are_one_line_errors(tmp_path, capsys):
+    """8-px images give an 8-px HR and a 2-px LR side: legal, odd, said (on standard error for
+    study init, whose standard output is the study file); 6-px images would give a 1-px LR side:
+    refused in one line naming the setting, by `horkd run` and by study init alike."""
+    small = _photos(tmp_path / "small", ((8, 8),))
+    cfg = load_config(ROOT / "configs/image_folder.yaml", [f"data.root={small}",
+                                                           f"output_dir={tmp_path / 'run'}"])
+    capsys.readouterr()
+    ctx, _ = open_seed(cfg, 0)
+    assert (ctx.hr_size, ctx.lr_size) == (8, 2)
+    said = capsys.readouterr().out
+    assert "warning: the HR side is 8 px, very small for a teacher" in said
+    assert "warning: the LR side is 2 px, 4 pixels per image" in said
+    assert main(["study", "init", "--data", str(small)]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["base"]["degrade"]["lr_size"] == 2
+    assert "warning: the LR side is 2 px" in out.err and "warning" not in out.out
+
+    tiny = _photos(tmp_path / "tiny", ((6, 6),))
+    config = tmp_path / "c.yaml"
+    config.write_text((ROOT / "configs/image_folder.yaml").read_text())
+    argv = ["run", str(config), "--data-root", str(tiny), "--output-dir", str(tmp_path / "r")]
+    for command in (argv, ["study", "init", "--data", str(tiny)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()  # (study init's notes on the data come first)
+        assert "degrade.factor=4 leaves a 1-px LR side of the HR side 6 px" in \
+            err.splitlines()[-1] and "Traceback" not in err, err
+    assert main(argv + ["degrade.lr_size=6"]) == 2  # not below the images' own side
+    assert ("degrade.lr_size=6 is not below the HR side 6 px, the images' own (data.hr_size "
+            "sets another)") in capsys.readouterr().err

@@ -143,6 +143,12 @@ def test_the_documented_onnxruntime_example_runs_on_an_export(classifier, tmp_pa
                                                             kind="lr")
     assert label == ours[0][0][0]
     assert float(logits.softmax(1).max()) == pytest.approx(ours[0][0][1], abs=1e-5)
+    # a larger capture is shrunk as training made its LR images: by area (pixel averages)
+    big = np.random.default_rng(0).integers(0, 256, (2 * side, 2 * side), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "capture.png")
+    exec(compile(block.text, block.name, "exec"), scope)
+    area = torch.nn.functional.avg_pool2d(torch.from_numpy(big).float()[None, None] / 255, 2)
+    assert torch.from_numpy(scope["x"]).sub(area).abs().max() <= 1 / 255 + 1e-6  # uint8 steps
 
 
 def test_every_way_to_name_a_model_and_the_python_api(classifier, tmp_path):

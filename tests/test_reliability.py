@@ -113,6 +113,83 @@ def test_a_killed_run_leaves_no_stale_lock_and_continues_bit_exact(tmp_path, und
     assert json.loads((tmp_path / "killed/results.json").read_text()) == undisturbed
 
 
+def test_a_run_that_fails_or_is_interrupted_deletes_its_lock_file(tmp_path, tiny_cfg, monkeypatch):
+    """Only a killed process leaves the file (its lock dies with it); an error or Ctrl-C in the
+    run lets go and deletes it, and a directory refused as another's keeps none of ours."""
+    from horkd.config import config_from_dict
+    from horkd.experiment import run as run_module
+    from horkd.experiment import run_experiment
+
+    cfg = config_from_dict({**tiny_cfg, "data": {**tiny_cfg["data"], "dataset": "image_folder",
+                                                 "root": str(tmp_path / "missing")}})
+    with pytest.raises(FileNotFoundError, match="missing"):
+        run_experiment(cfg, progress=False)
+    assert (tmp_path / "run").is_dir() and not (tmp_path / "run" / ".horkd.lock").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run_module, "_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config_from_dict(tiny_cfg), progress=False)
+    assert not (tmp_path / "run" / ".horkd.lock").exists()
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("a user's folder")
+    assert main(["run", str(_written(tmp_path, tiny_cfg)), "--output-dir", str(theirs)]) == 2
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
+
+
+def _written(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_lock_refuses_a_live_holder_and_not_a_dead_one(tmp_path):
+    from horkd.run_lock import LOCK_FILE, RunLock, RunLockedError, holder
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_FILE).write_text("pid 999999999 on elsewhere: horkd run x.yaml (since then)")
+    assert holder(run_dir) is None  # a file whose writer died holds nothing
+    with RunLock(run_dir):
+        assert f"pid {os.getpid()} on " in (holder(run_dir) or "")
+        with pytest.raises(RunLockedError, match=f"in use by another horkd process \\(pid "
+                                                 f"{os.getpid()} on "):
+            RunLock(run_dir).acquire()  # another open file: as another process would hold it
+    assert not (run_dir / LOCK_FILE).exists() and holder(run_dir) is None
+    with pytest.raises(RuntimeError), RunLock(run_dir):
+        raise RuntimeError("a failing run")
+    assert not (run_dir / LOCK_FILE).exists()
+    RunLock(run_dir).acquire().release()  # and the next writer takes it at once
+
+
+def test_a_lock_taken_on_a_file_deleted_meanwhile_is_taken_again_on_the_new_one(
+        tmp_path, monkeypatch):
+    """Two writers race: the first lets go (deleting the file) between the second's open and
+    its lock; the second must then hold the file at the path, or a third would lock beside it."""
+    import fcntl
+
+    from horkd.run_lock import LOCK_FILE, RunLock
+
+    run_dir = tmp_path / "run"
+    first = RunLock(run_dir).acquire()
+    real_flock = fcntl.flock
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and first._fd is not None:
+            first.release()  # just after the second opened the file, just before it locks
+        return real_flock(fd, op)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    second = RunLock(run_dir).acquire()
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert os.fstat(second._fd).st_ino == os.stat(run_dir / LOCK_FILE).st_ino
+    with pytest.raises(ValueError, match="in use by another horkd process"):
+        RunLock(run_dir).acquire()  # a third is refused: the second holds the file at the path
+    second.release()
+
+
 # ----------------------------------------------------------------------------- image faults
 def _tree(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 4) -> Path:
     for split in ("train", "test"):

@@ -516,3 +516,34 @@ def test_a_compiled_student_updates_the_statistics_of_the_size_it_sees():
         compiled(torch.rand(8, 1, 4, 4) * 50)
     assert not torch.allclose(stem.running_mean[0], before[0])  # the 4 px set moved
     torch.testing.assert_close(stem.running_mean[1], before[1])  # the 8 px set did not
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["data.hr_size=3"], "data.hr_size: 3 px is no image to recognise: at least 4"),
+        (["degrade.lr_size=1"], "degrade.lr_size: 1 px leaves nothing to recognise: at least 2"),
+        (["data.hr_size=8", "degrade.factor=8"],
+         "degrade.factor=8 leaves a 1-px LR side of data.hr_size=8: at least 2 px"),
+        (["data.hr_size=8", "degrade.lr_size=8"], "degrade.lr_size (8) must be smaller than "
+                                                  "data.hr_size (8)"),
+        (["degrade.lr_size=null", "degrade.lr_sizes=[1,4]"], "at least 2, got [1, 4]"),
+    ],
+)
+def test_impossible_sides_are_one_line_config_errors(tmp_path, overrides, needle):
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(tiny_config_dict(tmp_path / "run"), overrides)
+    problem = str(caught.value).splitlines()
+    assert len(problem) == 2 and needle in problem[1]  # "invalid config:" and one line
+
+
+def test_odd_sides_warn_once_a_run_knows_them_and_plausible_ones_do_not(tmp_path, capsys):
+    open_seed(config_from_dict(tiny_config_dict(tmp_path / "run")), 0)  # HR 16, LR 4
+    assert "warning" not in capsys.readouterr().out
+    raw = tiny_config_dict(tmp_path / "run")
+    raw["data"]["hr_size"], raw["degrade"] = 12, {"factor": 4}
+    open_seed(config_from_dict(raw), 0)  # where a network is about to train on them
+    said = capsys.readouterr().out
+    assert "warning: the HR side is 12 px" in said and "warning: the LR side is 3 px" in said
+    build_context(config_from_dict(raw), 0)  # (`horkd eval` of a trained model: nothing to say)
+    assert "warning" not in capsys.readouterr().out

@@ -46,11 +46,15 @@ class AugmentConfig(_Strict):
     )
 
 
+MIN_HR_SIDE = 4  # an HR side below this cannot hold an LR image of MIN_LR_SIDE and more
+MIN_LR_SIDE = 2  # one pixel is one colour: nothing left to recognise
+
+
 class DataConfig(_Strict):
     dataset: str = "fashion_mnist"
     root: str | None = None
     download: bool = False
-    hr_size: int | None = Field(None, ge=2, description="HR side in pixels; null = native size")
+    hr_size: int | None = Field(None, description="HR side in pixels; null = native size")
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     split_seed: int | None = Field(
         None, description="seed of the subset/validation carving; null = each run seed's own"
@@ -76,7 +80,8 @@ class DataConfig(_Strict):
         gt=0.0,
         lt=1.0,
         description="image_folder without a test split (ROOT/<class>/ or ROOT/train/ alone): "
-        "the share of each class held out as one, the same images every run; glyphs: the "
+        "about this share of each class held out as one, each file by a hash of its class and "
+        "name (adding or removing files moves no other); glyphs: the "
         "share of the font faces whose families are the test fonts",
     )
     glyph_renders: int = Field(
@@ -123,6 +128,14 @@ class DataConfig(_Strict):
         "training); 0: none")
     skip_bad_images: bool = Field(False, description="leave unreadable image files out, counted")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("hr_size")
+    @classmethod
+    def _hr_side(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_HR_SIDE:
+            raise ValueError(f"{value} px is no image to recognise: at least {MIN_HR_SIDE} (the "
+                             "LR image is smaller still; below 16 px a run warns)")
+        return value
 
     @field_validator("dataset")
     @classmethod
@@ -175,7 +188,7 @@ class DataConfig(_Strict):
 class DegradeConfig(_Strict):
     """How LR is made from HR (see :mod:`horkd.degrade`) and how the student takes it."""
 
-    lr_size: int | None = Field(None, ge=1)
+    lr_size: int | None = None
     lr_sizes: list[int] | None = Field(
         None,
         min_length=1,
@@ -210,6 +223,14 @@ class DegradeConfig(_Strict):
     eval_sizes: list[int] | None = Field(
         None, description="extra LR sizes every final model is evaluated at"
     )
+
+    @field_validator("lr_size")
+    @classmethod
+    def _lr_side(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_LR_SIDE:
+            raise ValueError(f"{value} px leaves nothing to recognise: at least {MIN_LR_SIDE} "
+                             "(below 4 px a run warns)")
+        return value
 
     @field_validator("work_size", mode="before")
     @classmethod
@@ -253,8 +274,9 @@ class DegradeConfig(_Strict):
     def _one_size(self) -> DegradeConfig:
         if self.lr_sizes is not None:
             sizes = sorted(set(self.lr_sizes))
-            if any(s < 1 for s in sizes):
-                raise ValueError(f"degrade.lr_sizes must be positive pixel sizes, got {sizes}")
+            if any(s < MIN_LR_SIDE for s in sizes):
+                raise ValueError(f"degrade.lr_sizes must be positive pixel sizes of at least "
+                                 f"{MIN_LR_SIDE}, got {sizes}")
             if self.factor is not None:
                 raise ValueError("give degrade.lr_sizes or degrade.factor, not both")
             if self.lr_size is not None and self.lr_size != sizes[0]:
@@ -588,6 +610,12 @@ class ExperimentConfig(_Strict):
         if hr is not None and self.degrade.lr_size is not None and self.degrade.lr_size >= hr:
             raise ValueError(
                 f"degrade.lr_size ({self.degrade.lr_size}) must be smaller than data.hr_size ({hr})"
+            )
+        factor = self.degrade.factor
+        if hr is not None and factor is not None and hr // factor < MIN_LR_SIDE:
+            raise ValueError(
+                f"degrade.factor={factor} leaves a {hr // factor}-px LR side of data.hr_size="
+                f"{hr}: at least {MIN_LR_SIDE} px; a smaller factor, or degrade.lr_size=N"
             )
         work = self.degrade.work_size
         if hr is not None and isinstance(work, int) and work > hr:

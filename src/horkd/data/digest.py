@@ -24,6 +24,11 @@ from horkd.registry import Registry
 #: The files a dataset's builder reads: name -> (root or None) -> files (empty: none found there).
 DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset files")
 
+#: How a dataset carves its own held-out split from a root, where no setting says so: name ->
+#: root -> the rule's name (None: the root carves nothing). Part of the digest, so a stage that
+#: learnt under an older rule is trained again rather than scored on images it trained on.
+SPLIT_RULES: Registry[Callable[[str], str | None]] = Registry("dataset split rules")
+
 
 def data_digest(dataset: str, root: str | None) -> str | None:
     """The digest of ``dataset``'s files: by content where it names them, else the folder."""
@@ -36,7 +41,11 @@ def data_digest(dataset: str, root: str | None) -> str | None:
                 content = _content_digest(str(path), stat.st_size, stat.st_mtime_ns)
                 digest.update(f"{path.name.removesuffix('.gz')}\0{content}\0".encode())
             return digest.hexdigest()[:16]
-    return folder_digest(Path(root)) if root else None
+    if not root:
+        return None
+    digest = folder_digest(Path(root))
+    rule = SPLIT_RULES.get(dataset)(root) if dataset in SPLIT_RULES and digest else None
+    return _short(f"{digest}\0{rule}") if rule else digest
 
 
 def folder_digest(root: Path) -> str | None:

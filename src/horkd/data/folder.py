@@ -1,5 +1,5 @@
 """Any ``train/`` + ``test/`` (or ``val/``) tree of class folders, decoded lazily; a single tree
-of class folders gets a fixed, stratified test split carved out of it.
+of class folders gets a test split held out of it, each file by its own name (:func:`test_share`).
 
 Every file is checked once when the tree loads (:mod:`horkd.data.images`); the class folders of
 the two splits must agree. A file that fails later (gone while the run reads it) raises a
@@ -9,6 +9,8 @@ the two splits must agree. A file that fails later (gone while the run reads it)
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import torchvision.datasets as tvd
 import torchvision.transforms as T
 
 from horkd import distributed
+from horkd.data.digest import SPLIT_RULES
 from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 from horkd.notes import note
@@ -87,28 +90,63 @@ def _split(base: Path, name: str, channels: int, transform: Any, skip: bool) -> 
         ) from None
 
 
+HELD_OUT_RULE = "test_share(class/path) < test_fraction"  # in the data digest: see SPLIT_RULES
+
+
+def test_share(relative: str) -> float:
+    """Where a file falls in [0, 1), from its path under the tree (``<class>/<name>``) alone: it
+    is held out for testing when this is below ``data.test_fraction``.
+
+    Why by name: a split drawn over the list of files moves other files between train and test
+    whenever one is added, removed or found unreadable, so a test score would no longer be
+    comparable with the last run's; and raising the fraction only moves files into the test split.
+    """
+    digest = hashlib.sha256(relative.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 def _held_out(base: Path, name: str, channels: int, skip: bool, fraction: float) -> tuple:
-    """``base/name`` as train and test splits when the user made no test split: a stratified
-    ``fraction`` of every class held out, the same images every run (seed 0)."""
+    """``base/name`` as train and test splits when the user made no test split: each file is held
+    out by :func:`test_share` of its class and name, so about ``fraction`` of every class is."""
     import copy
-
-    import torch
-
-    from horkd.data.split import stratified_split
 
     train = _split(base, name, channels, None, skip)
     test = copy.copy(train)
     test.lost = []
-    keep, held = stratified_split(torch.tensor(train.targets), fraction, seed=0)
     samples = train.samples
-    for split, indices in ((train, keep), (test, held)):
-        split.samples = split.imgs = [samples[i] for i in indices.tolist()]
+    held = [test_share(Path(os.path.relpath(path, train.root)).as_posix()) < fraction
+            for path, _ in samples]
+    for split, side in ((train, False), (test, True)):
+        split.samples = split.imgs = [s for s, h in zip(samples, held, strict=True) if h == side]
         split.targets = [label for _, label in split.samples]
     if distributed.is_main():
-        note(f"image_folder: {base / name} has no test split beside it: {fraction:.0%} of each "
-             "class's images are held out as the test split (data.test_fraction; the same "
-             "images every run)")
+        note(f"image_folder: {base / name} has no test split beside it: about {fraction:.0%} of "
+             "each class's images are held out as the test split (data.test_fraction), each "
+             "file by a hash of its class and name, so adding or removing images never moves "
+             "another between train and test")
     return train, test
+
+
+@SPLIT_RULES.register("image_folder")
+def _split_rule(root: str) -> str | None:
+    """The held-out rule where ``root`` has no test split of its own (see :data:`SPLIT_RULES`)."""
+    base = Path(root)
+    return None if any((base / n).is_dir() for n in ("test", "val")) else HELD_OUT_RULE
+
+
+
+def _say_empty_classes(train: Any, test: Any, fraction: float) -> None:
+    """A class the hash left with no test image (or nothing to train on) is named: legal, odd."""
+    if not distributed.is_main():
+        return
+    for split, where in ((test, "no held-out test image"), (train, "no training image")):
+        have = set(split.targets)
+        missing = [c for i, c in enumerate(train.classes) if i not in have]
+        if missing:
+            note(f"image_folder: {len(missing)} class(es) got {where} ({', '.join(missing[:5])}"
+                 f"{', ...' if len(missing) > 5 else ''}): each file is held out with chance "
+                 f"data.test_fraction={fraction:g}, and these classes have few images; add "
+                 "images, or make train/ and test/ folders")
 
 
 @DATASETS.register("image_folder")
@@ -121,8 +159,8 @@ def image_folder(
     test_fraction: float = 0.2,
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test);
-    without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) ``test_fraction`` of each
-    class is held out as one."""
+    without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) about ``test_fraction`` of
+    each class is held out as one, each file by its own name (:func:`test_share`)."""
     if not root:
         raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
     base = Path(root)
@@ -158,6 +196,8 @@ def image_folder(
     for split, samples in zip((train, test), kept, strict=True):
         split.samples = split.imgs = samples
         split.targets = [label for _, label in samples]
+    if test_name == "the held-out":
+        _say_empty_classes(train, test, test_fraction)
     size = hr_size or native_side(train.samples)
     train.transform = test.transform = _transform(size, channels)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from horkd import distributed
-from horkd.config import DegradeConfig, ExperimentConfig
+from horkd.config import MIN_LR_SIDE, DegradeConfig, ExperimentConfig
 from horkd.data import AugmentSpec, DatasetInfo, DataSplits, build_splits, labels_of
 from horkd.data.augment import FixedViews, FlipViews
 from horkd.data.split import labeled_mask
@@ -43,7 +43,34 @@ def run_sides(hr_size: int | None, native_size: int, degrade: DegradeConfig) -> 
     else the HR side over ``degrade.factor`` (4 unless set). ``horkd run`` and ``horkd study
     init`` both take their sides from here, so one folder gets the same sides from either."""
     hr = hr_size or native_size
-    return hr, resolve_lr_size(hr, degrade.lr_size, degrade.factor)
+    where = (f"data.hr_size={hr}" if hr_size else
+             f"the HR side {hr} px, the images' own (data.hr_size sets another)")
+    if degrade.lr_size is not None and degrade.lr_size >= hr:
+        raise ValueError(f"degrade.lr_size={degrade.lr_size} is not below {where}: a smaller "
+                         "degrade.lr_size or a larger data.hr_size")
+    lr = resolve_lr_size(hr, degrade.lr_size, degrade.factor)
+    if lr < MIN_LR_SIDE:
+        raise ValueError(f"degrade.factor={degrade.factor} leaves a {lr}-px LR side of {where}: "
+                         f"at least {MIN_LR_SIDE} px; a smaller factor, or degrade.lr_size=N")
+    return hr, lr
+
+
+ODD_HR_SIDE = 16  # below: a teacher with little to see (Fashion-MNIST's side is 28)
+ODD_LR_SIDE = 4  # below: a few pixels per image
+
+
+def odd_sides(hr_size: int, lr_size: int) -> list[str]:
+    """Warnings for sides that are legal but unlikely to be meant (a typo, a factor too large
+    for small images): a run on them trains, but on little of each image."""
+    odd = []
+    if hr_size < ODD_HR_SIDE:
+        odd.append(f"warning: the HR side is {hr_size} px, very small for a teacher (below "
+                   f"{ODD_HR_SIDE}; Fashion-MNIST's is 28): check data.hr_size")
+    if lr_size < ODD_LR_SIDE:
+        odd.append(f"warning: the LR side is {lr_size} px, {lr_size * lr_size} pixels per image "
+                   f"(below {ODD_LR_SIDE}): little is left to recognise; check degrade.lr_size "
+                   "or degrade.factor")
+    return odd
 
 
 def curve_sides(hr_size: int, lr_size: int) -> list[int]:

@@ -25,7 +25,13 @@ from torch import Tensor
 from horkd import distributed, stop
 from horkd.checkpoint import git_sha, write_json
 from horkd.config import ExperimentConfig
-from horkd.experiment.context import RunContext, build_context, load_splits, resolve_device
+from horkd.experiment.context import (
+    RunContext,
+    build_context,
+    load_splits,
+    odd_sides,
+    resolve_device,
+)
 from horkd.experiment.evaluation import (
     AT_LR,
     SeedResult,
@@ -37,6 +43,7 @@ from horkd.experiment.networks import Networks
 from horkd.experiment.ship import seed_evidence, write_choice
 from horkd.experiment.stages import StageRunner
 from horkd.methods import METHODS, methods_in
+from horkd.notes import note
 from horkd.paired import TEST_HITS_FILE, write_hits
 from horkd.reference_cache import ReferenceCaches
 from horkd.run_dir import RunDirError, prepare_run_dir
@@ -74,15 +81,15 @@ def owning(
     run_dir = Path(cfg.output_dir)
     start_processes(cfg)
     error, lock = None, None
-    if distributed.is_main():
-        try:
-            lock = RunLock(run_dir).acquire()
-        except RunLockedError as exc:
-            error = str(exc)
-    error = distributed.broadcast_from_main(error)
-    if error is not None:
-        raise RunLockedError(error)
-    try:
+    try:  # whatever ends the block (an error, Ctrl-C) lets go of the lock and deletes its file
+        if distributed.is_main():
+            try:
+                lock = RunLock(run_dir).acquire()
+            except RunLockedError as exc:
+                error = str(exc)
+        error = distributed.broadcast_from_main(error)
+        if error is not None:
+            raise RunLockedError(error)
         prepare_run_dir_once(cfg, run_dir, resume=resume, overwrite=overwrite)
         yield run_dir
     finally:
@@ -102,6 +109,9 @@ def open_seed(
     continuing whatever that directory already holds for this config; ``label`` names the run
     in its epoch lines where several print to one log (a study's workers)."""
     ctx = build_context(cfg, seed, load_splits(cfg, seed))
+    if distributed.is_main():  # said where a network will train on them, not where one is scored
+        for line in odd_sides(ctx.hr_size, ctx.lr_size):
+            note(line)
     seed_dir = Path(cfg.output_dir) / f"seed{seed}"
     stages = StageRunner(ctx, seed_dir, progress=progress, label=label, resume=True,
                          caches=caches)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ class _Onnx:
     def __call__(self, x: Tensor) -> ModelOutput:
         embedding, logits = self.session.run(None, {"image": x.cpu().numpy().astype(np.float32)})
         return ModelOutput(torch.from_numpy(embedding), torch.from_numpy(logits))
+
+
+class SmallImageWarning(UserWarning):
+    """An image far below the size the model takes it at: enlarged many times, its answer rests
+    on little of what the model learnt from (``horkd predict`` writes the same in its ``note``
+    column)."""
 
 
 class Recogniser:
@@ -92,6 +99,30 @@ class Recogniser:
             ImportError: ``path`` is ONNX and onnx or onnxruntime is not installed.
         """
         return cls(resolve_model(path), device)
+
+    def __repr__(self) -> str:
+        """What a user checks before trusting the answers: which network, what it takes, what
+        it names, from where."""
+        meta, given = self.meta, self.input
+        model = meta.get("model", {})
+        who = f"{meta.get('role', 'model')} {meta.get('method', '?')!r}"
+        if given.lr_size is None:
+            sides = f"HR {given.hr_size} px"
+        elif given.lr_range is not None:
+            sides = f"HR {given.hr_size} px -> LR {given.lr_range[0]}-{given.lr_range[1]} px"
+        else:
+            sides = f"HR {given.hr_size} px -> LR {given.lr_size} px" + (
+                f" re-upsampled to {given.hr_size}" if given.upsampled else "")
+        if self.task == "classification":
+            names = self.classes
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            what = f"{len(names)} classes ({shown})"
+        else:
+            what = f"{self.task}, {model.get('embed_dim', '?')}-d embeddings"
+        source = f"{self.file.path} (ONNX)" if self.file.onnx else str(self.file.path)
+        return (f"Recogniser({who}, seed {meta.get('seed', '?')}: {model.get('arch', '?')} "
+                f"width {model.get('width', '?')}, {given.channels}-channel {sides}; {what}; "
+                f"from {source}; on {'cpu' if self.file.onnx else self.device})")
 
     @property
     def task(self) -> str:
@@ -155,8 +186,14 @@ class Recogniser:
         if one:
             raise TypeError(f"images must be a list of images, got one {type(images).__name__}; "
                             "pass [image] for a single one")
+        notes: dict[int, str] = {}
         parts = [(self.outputs(batch, kind), idx) for batch, idx in
-                 as_batches(images, self.input, kind)]
+                 as_batches(images, self.input, kind, notes)]
+        if notes:
+            first = min(notes)
+            more = f" (and {len(notes) - 1} more of the {len(images)})" if len(notes) > 1 else ""
+            warnings.warn(f"images[{first}]: {notes[first]}{more}", SmallImageWarning,
+                          stacklevel=3)
         order = torch.tensor([i for _, idx in parts for i in idx]).argsort()
         embedding = torch.cat([out.embedding.float().cpu() for out, _ in parts])[order]
         logits = torch.cat([out.logits.float().cpu() for out, _ in parts])[order]

@@ -111,11 +111,19 @@ def stream(
         yield from batches
 
 
-def as_batches(images: list[Any], model: ModelInput, kind: InputKind) -> list[tuple[Tensor,
-                                                                                 list[int]]]:
-    """In-memory images (the Python API) through the same per-image steps, stacked by size."""
+def as_batches(images: list[Any], model: ModelInput, kind: InputKind,
+               notes: dict[int, str] | None = None) -> list[tuple[Tensor, list[int]]]:
+    """In-memory images (the Python API) through the same per-image steps, stacked by size;
+    ``notes`` collects, by index, what ``predict`` notes of an image (far below the model's
+    size)."""
     groups: dict[tuple[int, ...], list[int]] = {}
-    tensors = [image_tensor(image, model, kind) for image in images]
+    pictures = [to_pil(image, model.channels) for image in images]
+    if notes is not None:
+        for i, picture in enumerate(pictures):
+            said = small_image_note(picture, model, kind)
+            if said:
+                notes[i] = said
+    tensors = [image_tensor(picture, model, kind) for picture in pictures]
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape), []).append(i)
     return [(torch.stack([tensors[i] for i in idx]), idx) for idx in groups.values()]

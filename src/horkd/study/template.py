@@ -77,18 +77,23 @@ def study_for_folder(
     (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
     its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
     here and by every run of the study, rather than stopping it."""
-    from horkd.config import DegradeConfig
+    from horkd.config import MIN_HR_SIDE, DegradeConfig
     from horkd.data.folder import image_folder
-    from horkd.experiment.context import curve_sides, run_sides
+    from horkd.experiment.context import curve_sides, odd_sides, run_sides
     from horkd.methods import METHODS as REGISTERED
 
+    if hr_size is not None and hr_size < MIN_HR_SIDE:
+        raise ValueError(f"--hr-size must be at least {MIN_HR_SIDE} px, got {hr_size}")
     root = Path(folder).resolve()
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the study file
         train, _, info = image_folder(str(root), hr_size, skip_bad_images=skip_bad_images)
     hr = info.native_size
-    if lr_size is not None and not 1 <= lr_size < hr:
-        raise ValueError(f"--lr-size must be below the HR side ({hr} px), got {lr_size}")
+    if lr_size is not None and not 2 <= lr_size < hr:
+        raise ValueError(f"--lr-size must be below the HR side ({hr} px) and at least 2, got "
+                         f"{lr_size}")
     hr, lr = run_sides(hr_size, hr, DegradeConfig(lr_size=lr_size))  # as `horkd run` does
+    for line in odd_sides(hr, lr):
+        print(line, file=sys.stderr)
     print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
           "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
     methods = _known(list(methods or METHODS))
