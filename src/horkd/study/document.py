@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from horkd.checkpoint import write_text
 from horkd.numerics_version import NUMERICS_VERSION
 from horkd.results import method_cell, primary_metric
@@ -336,22 +338,39 @@ def _setting(config: Any, key: str) -> Any:
 
 def grid_edges(candidates: list[list[str]], chosen: int, config: Any = None) -> str:
     """Where the ``chosen`` candidate sits at an end of the numeric grid the candidates span:
-    for every override key that takes at least two numeric values across them (a candidate
-    without the key has the value of ``config``, the regime's experiment config, when given),
-    the chosen value if it is the lowest or the highest, e.g.
-    ``distill.loss.temperature=8, the highest of 2 / 4 / 8``; "" for an interior choice."""
+    for every override key that takes at least two numeric values across the candidates that
+    share the chosen one's other, non-numeric settings (a candidate without a key has the value
+    of ``config``, the regime's experiment config, when given), the chosen value if it is the
+    lowest or the highest, e.g. ``distill.loss.temperature=8, the highest of 2 / 4 / 8``; ""
+    for an interior choice. A candidate that differs by ``orders=[2,3]`` is no step of the
+    ``bank_size`` grid: it says nothing of a bank size beyond the chosen one."""
     parsed = [dict(o.split("=", 1) for o in c if "=" in o) for c in candidates]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    values = {k: [p[k] if k in p else _setting(config, k) for p in parsed] for k in keys}
+    numeric = {k for k, vs in values.items()
+               if all(v is None or _number(v) is not None for v in vs)}
+    mine = [_plain(values[k][chosen]) for k in keys if k not in numeric]
+    line = [i for i in range(len(parsed))
+            if [_plain(values[k][i]) for k in keys if k not in numeric] == mine]
     found = []
-    for key in dict.fromkeys(k for p in parsed for k in p):
-        values = [_number(p[key]) if key in p else _number(_setting(config, key))
-                  for p in parsed]
-        grid = sorted({v for v in values if v is not None})
-        value = values[chosen]
+    for key in (k for k in keys if k in numeric):
+        grid = sorted({v for v in (_number(values[key][i]) for i in line) if v is not None})
+        value = _number(values[key][chosen])
         if len(grid) < 2 or value is None or grid[0] < value < grid[-1]:
             continue
         end = "the highest" if value == grid[-1] else "the lowest"
         found.append(f"{key}={value:g}, {end} of {' / '.join(f'{v:g}' for v in grid)}")
     return "; ".join(found)
+
+
+def _plain(value: Any) -> Any:
+    """A setting comparable whether it came from an override's text or from a config."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def curve_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
