@@ -75,6 +75,8 @@ def comparison(summary: dict[str, Any], regime: str, figures: Path) -> list[str]
     sizes = sorted(next(iter(next(iter(across.values())).values())))
     rows = next(rs for res in summary["finals"] if res["regime"] == regime
                 for rs in res["rows"].values())
+    from horkd.study.document import figure_link  # the page's module imports this one
+
     figure = _figure(across, specialists, seeds, primary_metric(rows),
                      figures / f"across_sizes_{regime}.png")
     return [
@@ -85,7 +87,7 @@ def comparison(summary: dict[str, Any], regime: str, figures: Path) -> list[str]
         "point is highest. A curve point at s px is the HR test image degraded to s px and given "
         "to the model as it takes input: a single-size native student resized to its own LR "
         "size, an across-sizes one at s inside its trained range and at the nearest trained size "
-        "outside it.", "", *lines, "", f"![across sizes](results/{figure.name})",
+        "outside it.", "", *lines, "", f"![across sizes]({figure_link(figure)})",
     ]
 
 

@@ -19,6 +19,7 @@ from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
 from horkd.study.compute import cost_cell, student_costs
 from horkd.study.config import regime_comparisons, regime_margin
+from horkd.study.progress import duration
 from horkd.study.stats import (
     POWER,
     Comparison,
@@ -840,19 +841,19 @@ def _figures(summary: dict[str, Any], figures: Path) -> list[str]:
         parts += ["", "## What the teacher is worth as labels grow scarce", "",
                   "Regimes " + ", ".join(f"`{r}`" for r in summary["study"]["label_curve"])
                   + ": test mean and its 95% interval over seeds (not paired; the tables above "
-                  "pair them).", "", f"![labels curve](results/{labels.name})"]
+                  "pair them).", "", f"![labels curve]({figure_link(labels)})"]
     curve = curve_figure(summary, figures)
     if curve is not None:
         parts += ["", "## Accuracy versus input resolution", "",
                   f"Main regime `{summary['study']['main_regime']}`, mean over seeds.", "",
-                  f"![resolution curve](results/{curve.name})"]
+                  f"![resolution curve]({figure_link(curve)})"]
     ablation = ablation_figure(summary, figures)
     if ablation is not None:
         path, table = ablation
         parts += ["", "## Orders ablation", "",
                   f"The ablated methods with their chosen settings, each subset of orders, seeds "
                   f"{summary['ablation']['seeds']}.", "", table, "",
-                  f"![orders ablation](results/{path.name})"]
+                  f"![orders ablation]({figure_link(path)})"]
     return parts
 
 
@@ -869,13 +870,27 @@ def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
         "",
         f"`{command or 'make results'}` regenerates everything (rerunning it continues a study "
         "that stopped and scores nothing twice). Its last invocation took "
-        f"{summary['seconds'] / 60:.1f} min of wall time with {summary['workers']} worker "
+        f"{duration(summary['seconds'])} of wall time with {summary['workers']} worker "
         f"process(es), {summary['threads_per_worker']} thread(s) each; work finished by earlier "
         "invocations (and teachers trained beforehand, timed above) is reused, not counted. "
-        f"The recorded runs on this page took {summary.get('compute_seconds', 0) / 3600:.1f} h of "
+        f"The recorded runs on this page took {duration(summary.get('compute_seconds', 0))} of "
         "training and scoring in all (the sum of their own wall times).",
         "",
     ]
+
+
+def figures_folder(doc_path: Path) -> Path:
+    """The page's figures and facts: a folder named after the page beside it (``docs/results``
+    for ``docs/results.md``), so ``--doc small_results.md`` leaves no generic ``results/``
+    folder in the working directory, and two pages in one folder keep their figures apart."""
+    return doc_path.parent / doc_path.stem
+
+
+def figure_link(path: Path) -> str:
+    """A figure's link from the page beside its folder (the folder's name URL-quoted)."""
+    from urllib.parse import quote
+
+    return f"{quote(path.parent.name)}/{quote(path.name)}"
 
 
 def write_document(
@@ -883,7 +898,7 @@ def write_document(
 ) -> Path:
     summary = json.loads(Path(summary_path).read_text())
     doc_path = Path(doc_path)
-    figures = doc_path.parent / "results"
+    figures = figures_folder(doc_path)
     figures.mkdir(parents=True, exist_ok=True)
     regimes, facts_by_regime = _regimes(summary, figures)
     parts = (_setup(summary) + findings(summary, facts_by_regime) + regimes
