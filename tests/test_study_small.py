@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from horkd.study.document import write_document
 
@@ -45,3 +46,81 @@ def test_a_few_minutes_of_training_are_not_said_as_0_0_h(tmp_path):
     text = _page(tmp_path, _summary(compute_seconds=124.0))
     assert "took 2 min of training and scoring" in text and "0.0 h" not in text
     assert "0.0 min of wall time" not in text  # the invocation's 0.8 s
+
+
+def _shapes(root: Path, per_class: int = 12) -> Path:
+    """Three classes of small grey images, no test split made (a folder of one's own)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (20, 20)).astype(np.uint8) + 60 * c
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_two_study_files_of_one_folder_get_their_own_run_folder_and_records(tmp_path, capsys):
+    import yaml
+
+    from horkd.cli import main
+
+    folder = _shapes(tmp_path / "shapes")
+    names = {}
+    for out in ("small.yaml", "my_study.yaml"):
+        assert main(["study", "init", "--data", str(folder), "--out", str(tmp_path / out)]) == 0
+        raw = yaml.safe_load((tmp_path / out).read_text())
+        names[out] = (raw["output_dir"], raw["records"])
+    assert names["small.yaml"] == ("runs/small", "small-records")
+    assert names["my_study.yaml"] == ("runs/my_study", "my_study-records")
+    capsys.readouterr()
+    # to standard output: named after the folder and its settings, so other settings differ
+    printed = []
+    for seeds in ("0,1", "0,1", "0,1,2"):
+        assert main(["study", "init", "--data", str(folder), "--seeds", seeds]) == 0
+        raw = yaml.safe_load(capsys.readouterr().out)
+        printed.append((raw["output_dir"], raw["records"]))
+    assert printed[0] == printed[1] != printed[2]
+    assert printed[0][0].startswith("runs/study-shapes-")
+
+
+class _Teachers:
+    def __init__(self, root: Path, fingerprint: str, recorded: dict) -> None:
+        self.root, self.mine, self._recorded = root, fingerprint, recorded
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.root / "teachers" / name
+
+    def fingerprint(self, name: str, seed: int) -> str:
+        return self.mine
+
+    def recorded(self) -> dict:
+        return self._recorded
+
+    def config(self, name: str):
+        return SimpleNamespace(seeds=[0])
+
+
+def test_a_teacher_trained_with_other_settings_is_pending_not_recorded(tmp_path):
+    """Another study file with the same output_dir trained `teacher`: this one's --status once
+    said `recorded, best val 100.00` and counted no teacher to train, then retrained it."""
+    from horkd.study.plan import _teacher_lines, teacher_trained
+
+    done = tmp_path / "teachers" / "teacher" / "seed0" / "teacher" / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"fingerprint": "theirs", "best_score": 100.0}))
+    recorded = {"teacher/seed0": {"name": "teacher", "seed": 0, "fingerprint": "theirs",
+                                  "val": 100.0}}
+    study = SimpleNamespace(teachers=_Teachers(tmp_path, "mine", recorded),
+                            study=SimpleNamespace(teachers={"teacher": {}}))
+    planned = [SimpleNamespace(teacher=("teacher", 0))]
+    assert not teacher_trained(study, "teacher", 0)
+    [line] = _teacher_lines(study, planned)
+    assert "pending" in line and "other settings" in line and "recorded, best" not in line
+    # its own teacher, trained: recorded and loaded, no task
+    done.write_text(json.dumps({"fingerprint": "mine", "best_score": 100.0}))
+    recorded["teacher/seed0"]["fingerprint"] = "mine"
+    assert teacher_trained(study, "teacher", 0)
+    assert _teacher_lines(study, planned) == ["  teacher seed 0: recorded, best val 100.00"]

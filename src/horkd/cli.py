@@ -634,7 +634,7 @@ def cmd_study_init(args: argparse.Namespace) -> int:
 
     text = study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
                             labels=args.labels, seeds=args.seeds, methods=args.methods,
-                            skip_bad_images=args.skip_bad_images)
+                            skip_bad_images=args.skip_bad_images, out=args.out)
     if args.out is None:
         sys.stdout.write(text)
         return 0

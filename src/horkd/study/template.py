@@ -60,12 +60,14 @@ def study_for_folder(
     seeds: list[int] | None = None,
     methods: list[str] | None = None,
     skip_bad_images: bool = False,
+    out: str | Path | None = None,
 ) -> str:
     """The study file (YAML text) for the image folder ``folder`` (``train/`` and ``test/``, a
     sub-folder per class). The sides are those ``horkd run`` gives the folder
     (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
     its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
-    here and by every run of the study, rather than stopping it."""
+    here and by every run of the study, rather than stopping it. ``out``: the file it goes to,
+    which names the study's run folder and records (:func:`_names`)."""
     from horkd.config import DegradeConfig
     from horkd.data.folder import image_folder
     from horkd.experiment.context import curve_sides, run_sides
@@ -87,8 +89,8 @@ def study_for_folder(
     teacher, base = _experiments(root, hr, lr, skip_bad_images)
     study = {
         "name": f"{name}_study",
-        "output_dir": f"runs/study-{name}",
-        "records": f"{name}-records",
+        "output_dir": "",  # named below, from the file or the settings
+        "records": "",
         "workers": 1,
         "seeds": list(seeds or [0, 1, 2]),
         "teachers": {"teacher": teacher},
@@ -108,6 +110,7 @@ def study_for_folder(
         "ablation_seeds": [],
         "curve_sizes": curve_sides(hr, lr),
     }
+    study["output_dir"], study["records"] = _names(study, name, out)
     header = (
         f"# A study of {root} ({len(train.classes)} classes, {len(train.samples)} training "
         f"images), written by `horkd study init`.\n"
@@ -120,6 +123,21 @@ def study_for_folder(
     )
     return header + yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100,
                               default_flow_style=None)
+
+
+def _names(study: dict[str, Any], folder: str, out: str | Path | None) -> tuple[str, str]:
+    """The run folder and records of a study: named after its file (``--out my_study.yaml``:
+    ``runs/my_study``, ``my_study-records``), else after the folder and a digest of its
+    settings. Two studies of one folder once shared ``runs/study-<folder>`` and its records:
+    the second retrained the first's teacher in place and counted the first's teacher as its own."""
+    if out is not None:
+        stem = Path(out).stem
+        return f"runs/{stem}", f"{stem}-records"
+    from horkd.run_dir import settings_digest
+
+    digest = settings_digest({k: v for k, v in study.items()
+                              if k not in ("output_dir", "records")})[:6]
+    return f"runs/study-{folder}-{digest}", f"{folder}-{digest}-records"
 
 
 class _Plain(yaml.SafeDumper):
