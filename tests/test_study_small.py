@@ -124,3 +124,43 @@ def test_a_teacher_trained_with_other_settings_is_pending_not_recorded(tmp_path)
     recorded["teacher/seed0"]["fingerprint"] = "mine"
     assert teacher_trained(study, "teacher", 0)
     assert _teacher_lines(study, planned) == ["  teacher seed 0: recorded, best val 100.00"]
+
+
+def test_the_study_log_names_a_teacher_once_and_says_a_loaded_one_once(tmp_path, capsys):
+    """`teacher teacher seed 0` (a teacher named `teacher`), and between the search and the
+    finals a `continuing the run in ...` + `loaded from its checkpoint` pair, once per batch."""
+    from conftest import tiny_config_dict
+
+    from horkd.study.jobs import TeacherJob, describe_teacher, run_teacher
+    from horkd.study.progress import Progress
+
+    config = tiny_config_dict(tmp_path / "teacher", methods=["scratch"])
+    job = TeacherJob("teacher", 0, config, str(tmp_path / "record.json"), {"name": "teacher",
+                                                                            "seed": 0})
+    assert job.label == "teacher seed 0"
+    assert TeacherJob("cls", 0, config, "", {}).label == "teacher cls seed 0"
+    run_teacher(job)
+    capsys.readouterr()
+    loaded = run_teacher(job)  # trained: it loads
+    assert not loaded["trained_here"]
+    assert "continuing the run" not in capsys.readouterr().out
+    line = describe_teacher({**loaded, "arch": "cnn_small"})
+    assert line.startswith("teacher seed 0: cnn_small, best val")
+    lines: list[str] = []
+    progress = Progress(2, lines.append, bar=False)
+    for _ in range(2):  # loaded before the search and again before the finals
+        progress.finished(line, 0, trained=False)
+    assert lines == [line]
+
+
+def test_an_epoch_line_says_when_its_stage_ends():
+    """A study's first task is its teacher: its epoch lines give the time it has left, where the
+    study's ETA waits for the first student run."""
+    from horkd.trainer import epoch_line
+
+    row = {"train/loss": 1.5, "val/top1": 40.0}
+    assert epoch_line("teacher seed 0: teacher", 0, 10, row, "top1", 2.2, per_epoch=2.5) == (
+        "[teacher seed 0: teacher] epoch 1/10 loss 1.5000 val top1 40.00 (2s; this stage ends "
+        "in about 22 s)")
+    assert epoch_line("t", 29, 30, row, "top1", 61.0, per_epoch=60.0).endswith("(61s)")  # last
+    assert "ends in about 29 min" in epoch_line("t", 0, 30, row, "top1", 60.0, per_epoch=60.0)

@@ -154,18 +154,13 @@ def teacher_trained(study: Any, name: str, seed: int) -> bool:
     """Whether teacher ``name`` of ``seed`` has a finished checkpoint here trained with this
     study's settings (it loads, in a second: no task to count). One trained with others (an
     edited teacher, or another study file with the same ``output_dir``) trains again: a task."""
-    return checkpoint_fingerprint(study, name, seed) == study.teachers.fingerprint(name, seed)
+    from horkd.run_dir import finished_stage
+
+    return finished_stage(_teacher_stage(study, name, seed), study.teachers.fingerprint(name, seed))
 
 
-def checkpoint_fingerprint(study: Any, name: str, seed: int) -> str | None:
-    """The settings fingerprint of the finished teacher checkpoint here; None without one."""
-    import json
-
-    done = Path(study.teachers.run_dir(name, seed)) / f"seed{seed}" / "teacher" / "done.json"
-    try:
-        return json.loads(done.read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None
+def _teacher_stage(study: Any, name: str, seed: int) -> Path:
+    return Path(study.teachers.run_dir(name, seed)) / f"seed{seed}" / "teacher"
 
 
 def _ablations(study: Any, choices: dict[str, Any]) -> list[str]:
@@ -233,7 +228,8 @@ def _teacher_lines(study: Any, planned: list[PlannedRun]) -> list[str]:
             who = holder(study.teachers.run_dir(name, seed))
             mine = study.teachers.fingerprint(name, seed)
             other = (key in recorded and recorded[key].get("fingerprint") != mine
-                     or checkpoint_fingerprint(study, name, seed) not in (None, mine))
+                     or (_teacher_stage(study, name, seed) / "done.json").is_file()
+                     and not teacher_trained(study, name, seed))
             state = (f"training ({who})" if who else
                      "pending: the teacher recorded here was trained with other settings than "
                      "this file's (another study file with the same output_dir and records, or "

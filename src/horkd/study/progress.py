@@ -61,6 +61,7 @@ class Progress:
         self.like = like or {}
         self.workers = max(1, workers)
         self.said_start = False
+        self.noted: set[str] = set()  # the notes of tasks that did not train, said once
         self._log = log
         self._bar = None
         if bar is None:
@@ -92,8 +93,10 @@ class Progress:
         """One task done: its line, with how many still run and the time left. A task that did
         not train (a teacher loaded from its checkpoint in a second) is said without counting:
         it is no task of the count, and no measure of a study's hours."""
-        if not trained:
-            self.log(what)
+        if not trained:  # said once: a teacher loaded before each batch of runs is one note
+            if what not in self.noted:
+                self.noted.add(what)
+                self.log(what)
             return what
         self.said_start = True
         self.count += 1
