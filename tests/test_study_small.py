@@ -164,3 +164,39 @@ def test_an_epoch_line_says_when_its_stage_ends():
         "in about 22 s)")
     assert epoch_line("t", 29, 30, row, "top1", 61.0, per_epoch=60.0).endswith("(61s)")  # last
     assert "ends in about 29 min" in epoch_line("t", 0, 30, row, "top1", 60.0, per_epoch=60.0)
+
+
+def test_study_init_trains_a_grey_folder_as_grey_and_takes_shorter_epochs(tmp_path, capsys):
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from horkd.cli import build_parser, main
+
+    grey = _shapes(tmp_path / "shapes")
+    assert main(["study", "init", "--data", str(grey), "--teacher-epochs", "10",
+                 "--student-epochs", "5"]) == 0
+    out = capsys.readouterr()
+    raw = yaml.safe_load(out.out)
+    assert raw["base"]["data"]["channels"] == 1
+    assert raw["teachers"]["teacher"]["data"]["channels"] == 1
+    assert "grey: channels 1" in out.err
+    assert raw["teachers"]["teacher"]["train"]["teacher"]["epochs"] == 10
+    assert {raw["base"]["train"][s]["epochs"] for s in ("assistant", "student")} == {5}
+    assert main(["study", "init", "--data", str(grey), "--channels", "3"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["base"]["data"]["channels"] == 3
+    # a colour folder, saved as RGB: 3 channels, nothing said
+    colour = tmp_path / "colour"
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (colour / f"class{c}").mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3)).astype(np.uint8)).save(
+                colour / f"class{c}" / f"{i}.png")
+    assert main(["study", "init", "--data", str(colour)]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["base"]["data"]["channels"] == 3 and "images are grey" not in out.err
+    # the folder need not hold train/ and test/ (it ran without): the help no longer says so
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
+               if a[0] == "study-init")[1]
+    assert "with train/ and test/" not in " ".join(sub.description.split())

@@ -61,13 +61,17 @@ def study_for_folder(
     methods: list[str] | None = None,
     skip_bad_images: bool = False,
     out: str | Path | None = None,
+    channels: int | None = None,
+    teacher_epochs: int = 30,
+    student_epochs: int = 15,
 ) -> str:
-    """The study file (YAML text) for the image folder ``folder`` (``train/`` and ``test/``, a
-    sub-folder per class). The sides are those ``horkd run`` gives the folder
+    """The study file (YAML text) for the image folder ``folder`` (a sub-folder per class,
+    directly or under ``train/``; ``test/`` optional). The sides are those ``horkd run`` gives the folder
     (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
     its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
     here and by every run of the study, rather than stopping it. ``out``: the file it goes to,
-    which names the study's run folder and records (:func:`_names`)."""
+    which names the study's run folder and records (:func:`_names`). ``channels`` unset: 1 where
+    the training images are grey (:func:`grey_images`), else 3."""
     from horkd.config import DegradeConfig
     from horkd.data.folder import image_folder
     from horkd.experiment.context import curve_sides, run_sides
@@ -82,11 +86,20 @@ def study_for_folder(
     hr, lr = run_sides(hr_size, hr, DegradeConfig(lr_size=lr_size))  # as `horkd run` does
     print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
           "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
+    if channels is None:
+        channels = 1 if grey_images([path for path, _ in train.samples]) else 3
+        if channels == 1:
+            print("study init: the images are grey: channels 1 (--channels 3 trains on them as "
+                  "RGB)", file=sys.stderr)
+    if teacher_epochs < 1 or student_epochs < 1:
+        raise ValueError(f"--teacher-epochs and --student-epochs must be >= 1, got "
+                         f"{teacher_epochs} and {student_epochs}")
     methods = _known(list(methods or METHODS))
     _enough_to_choose(len(train.samples), len(train.classes))
     fractions = _shares(labels or [], len(train.samples), len(train.classes))
     name = root.name or "images"
-    teacher, base = _experiments(root, hr, lr, skip_bad_images)
+    teacher, base = _experiments(root, hr, lr, skip_bad_images, channels,
+                                 (teacher_epochs, student_epochs))
     study = {
         "name": f"{name}_study",
         "output_dir": "",  # named below, from the file or the settings
@@ -181,22 +194,48 @@ def _known(methods: list[str]) -> list[str]:
     return methods
 
 
-def _experiments(root: Path, hr: int, lr: int,
-                 skip_bad_images: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def grey_images(paths: list[str], sample: int = 32) -> bool:
+    """Whether the images are grey: every one of up to ``sample`` spread over the folder is a
+    one-channel file or has equal red, green and blue. A grey folder trained as RGB triples the
+    first layer's input for nothing, and nothing said so."""
+    import numpy as np
+    from PIL import Image
+
+    step = max(1, len(paths) // sample)
+    seen = 0
+    for path in paths[::step][:sample]:
+        try:
+            with Image.open(path) as image:
+                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                    seen += 1
+                    continue
+                pixels = np.asarray(image.convert("RGB"))
+        except OSError:  # an unreadable file is the data check's to name
+            continue
+        if not (np.array_equal(pixels[..., 0], pixels[..., 1])
+                and np.array_equal(pixels[..., 1], pixels[..., 2])):
+            return False
+        seen += 1
+    return seen > 0
+
+
+def _experiments(root: Path, hr: int, lr: int, skip_bad_images: bool, channels: int,
+                 epochs: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teacher's experiment and the base of every student run. Both carve the same
     validation split (fraction and seed), so the teacher never trains on the students' one."""
     data = {"dataset": "image_folder", "root": str(root), "hr_size": hr,
             "val_fraction": VAL_FRACTION, "split_seed": 0,
             "augment": {"crop_padding": max(1, hr // 16), "hflip": True},
-            **({"skip_bad_images": True} if skip_bad_images else {})}
+            "channels": channels, **({"skip_bad_images": True} if skip_bad_images else {})}
     stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
     network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
     teacher = {"data": data, "degrade": {"lr_size": lr}, "teacher": network,
-               "train": {"teacher": {"epochs": 30, **stage}}, "methods": ["scratch"]}
+               "train": {"teacher": {"epochs": epochs[0], **stage}}, "methods": ["scratch"]}
     light = {"arch": "resnet8", "width": 16, "embed_dim": 64}
     base = {"data": data, "degrade": {"lr_size": lr, "interpolation": "area"},
             "teacher": network, "assistant": light, "student": light,
-            "train": {"assistant": {"epochs": 15, **stage}, "student": {"epochs": 15, **stage}}}
+            "train": {"assistant": {"epochs": epochs[1], **stage},
+                      "student": {"epochs": epochs[1], **stage}}}
     return teacher, base
 
 
