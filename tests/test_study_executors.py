@@ -280,6 +280,7 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     assert len(made) == 2 * 3 + 2 * 3  # per regime: a search run and a final seed per method
     page = (tmp_path / "RESULTS.md").read_text()
     assert "## Regime `labels25`" in page and "horkd" in page
+    assert "validation images: one image moves a validation score" in page  # a tiny folder
 
 
 def test_study_init_refuses_what_cannot_run(tmp_path, capsys):

@@ -200,3 +200,25 @@ def test_study_init_trains_a_grey_folder_as_grey_and_takes_shorter_epochs(tmp_pa
     sub = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
                if a[0] == "study-init")[1]
     assert "with train/ and test/" not in " ".join(sub.description.split())
+
+
+def test_a_small_folder_is_told_how_few_validation_images_its_choices_rest_on(tmp_path, capsys):
+    from horkd.cli import main
+
+    summary = _summary()
+    for res in summary["finals"]:
+        res["facts"] = {"0": {"val_images": 25}, "1": {"val_images": 25}}
+    text = _page(tmp_path, summary)
+    [line] = [ln for ln in text.splitlines() if "validation images" in ln and "rests on" in ln]
+    assert "rests on 25 validation images" in line and "4.0 points" in line
+    many = _summary()
+    for res in many["finals"]:
+        res["facts"] = {"0": {"val_images": 6000}}
+    (tmp_path / "many").mkdir()
+    assert "rests on" not in _page(tmp_path / "many", many)
+    # study init says it before any run, on the terminal and in the file
+    folder = _shapes(tmp_path / "shapes", per_class=40)  # 96 training images once 20% is test
+    assert main(["study", "init", "--data", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "rests on about 10 validation images (10% of the 96 training images)" in out.err
+    assert "# Few: every choice of the study" in out.out

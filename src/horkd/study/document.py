@@ -531,7 +531,23 @@ def _setup(summary: dict[str, Any]) -> list[str]:
             + "".join(_retrained(r) for r in t.get("retrained", []))
             + _near_chance(t)
         )
-    return parts
+    return parts + _few_validation_images(summary)
+
+
+def _few_validation_images(summary: dict[str, Any]) -> list[str]:
+    """One line where the choices rest on few validation images (a small folder's 10%): the
+    search, each run's epoch and the method the page would ship were picked on them."""
+    from horkd.study.template import FEW_VALIDATION_IMAGES
+
+    counts = {f["val_images"] for res in (*summary["search"], *summary["finals"])
+              for f in (res.get("facts") or {}).values() if "val_images" in f}
+    if not counts or min(counts) >= FEW_VALIDATION_IMAGES:
+        return []
+    few = min(counts)
+    return [f"- Every choice on this page (each method's settings, each run's epoch, the method "
+            f"it would ship) rests on {few} validation images: one image moves a validation "
+            f"score by {100 / few:.1f} points, so choices a few images apart are close to a "
+            "coin toss; more training images (or a larger data.val_fraction) make them firmer."]
 
 
 def _retrained(r: dict[str, Any]) -> str:

@@ -198,6 +198,8 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
         else:
             record.val = float(outcome.best_score) if outcome.best_score is not None else math.nan
             record.history = _validation_history(networks.stages.seed_dir, job.method)
+            if ctx.splits.val is not None:  # what its choices rest on: the page says when few
+                record.facts["val_images"] = len(ctx.splits.val)
             from horkd.methods import METHODS
 
             if "assistant" in METHODS.get(job.method).needs:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 VAL_FRACTION = 0.1  # of the training images, carved for every choice the study makes
+FEW_VALIDATION_IMAGES = 100  # below it, one image moves a validation score by over a point
 METHODS = ("scratch", "hinton_kd", "rkd", "horkd_no_assistant", "horkd")
 # Three candidates per method, the same search budget for every method (the shipped study's).
 CANDIDATES = MappingProxyType({
@@ -98,6 +99,13 @@ def study_for_folder(
     _enough_to_choose(len(train.samples), len(train.classes))
     fractions = _shares(labels or [], len(train.samples), len(train.classes))
     name = root.name or "images"
+    held = round(VAL_FRACTION * len(train.samples))
+    few = (f"every choice of the study (each method's settings, each run's epoch, the method "
+           f"to ship) rests on about {held} validation images ({VAL_FRACTION:.0%} of the "
+           f"{len(train.samples)} training images): one image is {100 / held:.1f} points"
+           if held < FEW_VALIDATION_IMAGES else "")
+    if few:
+        print(f"study init: {few}", file=sys.stderr)
     teacher, base = _experiments(root, hr, lr, skip_bad_images, channels,
                                  (teacher_epochs, student_epochs))
     study = {
@@ -133,6 +141,7 @@ def study_for_folder(
         "# Change epochs, networks or candidates before the first run: the candidates are the\n"
         "# search budget, the same for every method, chosen on validation images only.\n"
         "# `comparisons` and `margin` are what the page will claim: declare them before any run.\n"
+        + (f"# Few: {few}.\n" if few else "")
     )
     return header + yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100,
                               default_flow_style=None)
