@@ -102,7 +102,8 @@ def study_for_folder(
     held = round(VAL_FRACTION * len(train.samples))
     few = (f"every choice of the study (each method's settings, each run's epoch, the method "
            f"to ship) rests on about {held} validation images ({VAL_FRACTION:.0%} of the "
-           f"{len(train.samples)} training images): one image is {100 / held:.1f} points"
+           f"{len(train.samples)} training images): one image is {100 / held:.1f} points of a "
+           "validation score"
            if held < FEW_VALIDATION_IMAGES else "")
     if few:
         print(f"study init: {few}", file=sys.stderr)
