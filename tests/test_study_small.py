@@ -149,8 +149,14 @@ def test_the_study_log_names_a_teacher_once_and_says_a_loaded_one_once(tmp_path,
     lines: list[str] = []
     progress = Progress(2, lines.append, bar=False)
     for _ in range(2):  # loaded before the search and again before the finals
-        progress.finished(line, 0, trained=False)
+        progress.finished(line, 0, trained=False, task=job.key)
     assert lines == [line]
+    # trained in this invocation: loading it again later says nothing more
+    lines.clear()
+    progress = Progress(2, lines.append, bar=False)
+    progress.finished("teacher seed 0: cnn_small, best val 50.00 (3 s)", 1, task=job.key)
+    progress.finished(line, 0, trained=False, task=job.key)
+    assert len(lines) == 1 and lines[0].startswith("[1/2] teacher seed 0")
 
 
 def test_an_epoch_line_says_when_its_stage_ends():
