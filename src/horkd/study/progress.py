@@ -61,7 +61,7 @@ class Progress:
         self.like = like or {}
         self.workers = max(1, workers)
         self.said_start = False
-        self.noted: set[str] = set()  # the notes of tasks that did not train, said once
+        self.noted: set[Hashable] = set()  # tasks said: one that loads again is not
         self._log = log
         self._bar = None
         if bar is None:

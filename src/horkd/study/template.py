@@ -67,8 +67,8 @@ def study_for_folder(
     student_epochs: int = 15,
 ) -> str:
     """The study file (YAML text) for the image folder ``folder`` (a sub-folder per class,
-    directly or under ``train/``; ``test/`` optional). The sides are those ``horkd run`` gives the folder
-    (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
+    directly or under ``train/``; ``test/`` optional). The sides are those ``horkd run`` gives
+    the folder (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
     its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
     here and by every run of the study, rather than stopping it. ``out``: the file it goes to,
     which names the study's run folder and records (:func:`_names`). ``channels`` unset: 1 where
@@ -233,10 +233,10 @@ def _experiments(root: Path, hr: int, lr: int, skip_bad_images: bool, channels: 
                  epochs: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teacher's experiment and the base of every student run. Both carve the same
     validation split (fraction and seed), so the teacher never trains on the students' one."""
-    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr,
+    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr, "channels": channels,
             "val_fraction": VAL_FRACTION, "split_seed": 0,
             "augment": {"crop_padding": max(1, hr // 16), "hflip": True},
-            "channels": channels, **({"skip_bad_images": True} if skip_bad_images else {})}
+            **({"skip_bad_images": True} if skip_bad_images else {})}
     stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
     network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
     teacher = {"data": data, "degrade": {"lr_size": lr}, "teacher": network,
