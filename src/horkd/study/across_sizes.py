@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from horkd.results import primary_metric
+from horkd.study.page_files import figure_link
 from horkd.study.stats import Difference, paired_difference
 
 Curves = dict[str, dict[int, dict[int, float]]]  # method -> seed -> size -> score
@@ -75,8 +76,6 @@ def comparison(summary: dict[str, Any], regime: str, figures: Path) -> list[str]
     sizes = sorted(next(iter(next(iter(across.values())).values())))
     rows = next(rs for res in summary["finals"] if res["regime"] == regime
                 for rs in res["rows"].values())
-    from horkd.study.document import figure_link  # the page's module imports this one
-
     figure = _figure(across, specialists, seeds, primary_metric(rows),
                      figures / f"across_sizes_{regime}.png")
     return [

@@ -19,6 +19,7 @@ from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
 from horkd.study.compute import cost_cell, student_costs
 from horkd.study.config import regime_comparisons, regime_margin
+from horkd.study.page_files import figure_link, figures_folder
 from horkd.study.progress import duration
 from horkd.study.stats import (
     POWER,
@@ -893,20 +894,6 @@ def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
         "training and scoring in all (the sum of their own wall times).",
         "",
     ]
-
-
-def figures_folder(doc_path: Path) -> Path:
-    """The page's figures and facts: a folder named after the page beside it (``docs/results``
-    for ``docs/results.md``), so ``--doc small_results.md`` leaves no generic ``results/``
-    folder in the working directory, and two pages in one folder keep their figures apart."""
-    return doc_path.parent / doc_path.stem
-
-
-def figure_link(path: Path) -> str:
-    """A figure's link from the page beside its folder (the folder's name URL-quoted)."""
-    from urllib.parse import quote
-
-    return f"{quote(path.parent.name)}/{quote(path.name)}"
 
 
 def write_document(
