@@ -274,12 +274,13 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     done = [m for line in capsys.readouterr().out.splitlines() if (m := PROGRESS.match(line))]
     assert [int(m.group(1)) for m in done] == list(range(1, int(done[0].group(2)) + 1))
     assert done[-1].group(4) == "all done", done[-1].group(0)
-    teacher = json.loads(next((tmp_path / "photos-records").rglob("teachers/*.json")).read_text())
+    teacher = json.loads(next((tmp_path / raw["records"]).rglob("teachers/*.json")).read_text())
     assert teacher["classes"] == 3 and "trained_here" not in teacher  # chance, for the page
-    made = records(tmp_path / "photos-records")
+    made = records(tmp_path / raw["records"])
     assert len(made) == 2 * 3 + 2 * 3  # per regime: a search run and a final seed per method
     page = (tmp_path / "RESULTS.md").read_text()
     assert "## Regime `labels25`" in page and "horkd" in page
+    assert "validation images: one image moves a validation score" in page  # a tiny folder
 
 
 def test_study_init_gives_every_regime_its_role_and_says_how_to_register(tmp_path, capsys):

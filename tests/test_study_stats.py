@@ -162,9 +162,11 @@ def test_a_choice_at_an_end_of_a_numeric_grid_is_flagged():
     banks = [["distill.loss.orders=[2,3]"], ["distill.loss.bank_size=1024"],
              ["distill.loss.bank_size=256"]]
     config = {"distill": {"loss": {"bank_size": 0}}}
+    # the candidate that differs by its orders is no step of the bank-size grid
     assert grid_edges(banks, 1, config) == \
-        "distill.loss.bank_size=1024, the highest of 0 / 256 / 1024"
-    assert grid_edges(banks, 2, config) == ""
+        "distill.loss.bank_size=1024, the highest of 256 / 1024"
+    assert grid_edges(banks, 2, config) == "distill.loss.bank_size=256, the lowest of 256 / 1024"
+    assert grid_edges(banks, 0, config) == ""
     assert grid_edges(banks, 1) == "distill.loss.bank_size=1024, the highest of 256 / 1024"
     lrs = [["train.student.optimizer.lr=0.05"], ["train.student.optimizer.lr=0.1"],
            ["train.student.optimizer.lr=0.2"]]
@@ -179,6 +181,20 @@ def test_a_choice_at_an_end_of_a_numeric_grid_is_flagged():
     assert "| few | scratch | c1 (chosen) |" in table
     assert "1 of 2 searches chose a candidate at an end of a numeric grid (`few` hinton_kd)" \
         in table
+
+
+def test_the_grid_edge_names_a_setting_the_chosen_candidate_was_searched_along():
+    """The shipped horkd grid: c2 differs from c0 by its orders, not by its bank size; a
+    choice of c2 is at no edge of the bank-size grid (the page once said it was)."""
+    from horkd.study.document import grid_edges
+    from horkd.study.template import CANDIDATES
+
+    horkd = [list(c) for c in CANDIDATES["horkd"]]
+    config = {"distill": {"loss": {"bank_size": 0, "orders": [1, 2, 3]}}}
+    assert grid_edges(horkd, 2, config) == ""
+    assert grid_edges(horkd, 2) == ""
+    # c0 against c1 is a step of the bank-size grid: choosing c0 is at its lower end
+    assert grid_edges(horkd, 0, config) == "distill.loss.bank_size=0, the lowest of 0 / 1024"
 
 
 def _study(tmp_path, **regime):

@@ -374,8 +374,9 @@ def _add_study_init(sub: Any) -> None:
     init = sub.add_parser(
         "study-init",
         help="write a study file for an image folder (also: horkd study init ...)",
-        description="Write (to stdout, or --out FILE) a study file for an image folder with train/ and test/ "
-        "(a sub-folder per class): a teacher, every method beside the label-only student, the "
+        description="Write (to stdout, or --out FILE) a study file for an image folder (a sub-folder "
+        "per class, directly or under train/; without test/ 20% of each class is held out as the "
+        "test split): a teacher, every method beside the label-only student, the "
         "same search budget for each, several seeds. `horkd study FILE` runs it as written.",
     )
     init.add_argument("--data", required=True, metavar="FOLDER", help="the image folder")
@@ -391,6 +392,13 @@ def _add_study_init(sub: Any) -> None:
                       metavar="M[,M...]",
                       help="methods beside the teacher rows (default: scratch, hinton_kd, rkd, "
                       "horkd_no_assistant, horkd)")
+    init.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                      help="1 (grey) or 3 (RGB); default: 1 where the images are grey")
+    init.add_argument("--teacher-epochs", type=int, default=30, metavar="N",
+                      help="the teacher's epochs (default 30)")
+    init.add_argument("--student-epochs", type=int, default=15, metavar="N",
+                      help="each assistant's and student's epochs (default 15); fewer for a "
+                      "first look, at the cost of under-trained students")
     init.add_argument("--skip-bad-images", action="store_true",
                       help="leave unreadable image files out (counted), here and in every run")
     init.add_argument("--out", metavar="FILE", default=None,
@@ -634,7 +642,9 @@ def cmd_study_init(args: argparse.Namespace) -> int:
 
     text = study_for_folder(args.data, lr_size=args.lr_size, hr_size=args.hr_size,
                             labels=args.labels, seeds=args.seeds, methods=args.methods,
-                            skip_bad_images=args.skip_bad_images)
+                            skip_bad_images=args.skip_bad_images, out=args.out,
+                            channels=args.channels, teacher_epochs=args.teacher_epochs,
+                            student_epochs=args.student_epochs)
     if args.out is None:
         sys.stdout.write(text)
         return 0

@@ -138,11 +138,21 @@ def epoch_row(partial: dict[str, Any], epoch: int, lr: float) -> dict[str, Any]:
 
 
 def epoch_line(label: str, epoch: int, epochs: int, row: dict[str, Any], score_key: str,
-               elapsed: float) -> str:
-    """The line an epoch prints where no bar is drawn (output to a file, a study's workers)."""
+               elapsed: float, per_epoch: float | None = None) -> str:
+    """The line an epoch prints where no bar is drawn (output to a file, a study's workers).
+    ``per_epoch``: the mean seconds of the epochs so far, for the time the stage has left - a
+    study's first task is its teacher, whose minutes no ETA covered otherwise."""
     score = row.get(f"val/{score_key}", float("nan"))
-    return (f"[{label}] epoch {epoch + 1}/{epochs} loss {row.get('train/loss', float('nan')):.4f} "
-            f"val {score_key} {score:.2f} ({elapsed:.0f}s)")
+    line = (f"[{label}] epoch {epoch + 1}/{epochs} loss {row.get('train/loss', float('nan')):.4f} "
+            f"val {score_key} {score:.2f} ({elapsed:.0f}s")
+    left = (epochs - epoch - 1) * per_epoch if per_epoch is not None else 0.0
+    if left > 0:
+        line += f"; this stage ends in about {_seconds(left)}"
+    return line + ")"
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 class Trainer:
@@ -362,8 +372,10 @@ class Trainer:
             logger.log(row)
         loop.result.history.append(row)
         if self.main and not self.bar:
+            times = [r["train/seconds"] for r in loop.result.history if "train/seconds" in r]
             print(epoch_line(self.label, epoch, self.cfg.epochs, row, self.score_key,
-                             partial.get("elapsed", 0.0)), flush=True)
+                             partial.get("elapsed", 0.0),
+                             sum(times) / len(times) if times else None), flush=True)
         score = row.get(f"val/{self.score_key}", float(epoch))
         result = loop.result
         if not self.cfg.select_on_val or self.validate is None or score > result.best_score:

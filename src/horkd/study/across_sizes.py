@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from horkd.results import primary_metric
+from horkd.study.page_files import figure_link
 from horkd.study.stats import Difference, paired_difference
 
 Curves = dict[str, dict[int, dict[int, float]]]  # method -> seed -> size -> score
@@ -85,7 +86,7 @@ def comparison(summary: dict[str, Any], regime: str, figures: Path) -> list[str]
         "point is highest. A curve point at s px is the HR test image degraded to s px and given "
         "to the model as it takes input: a single-size native student resized to its own LR "
         "size, an across-sizes one at s inside its trained range and at the nearest trained size "
-        "outside it.", "", *lines, "", f"![across sizes](results/{figure.name})",
+        "outside it.", "", *lines, "", f"![across sizes]({figure_link(figure)})",
     ]
 
 

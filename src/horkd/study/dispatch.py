@@ -59,7 +59,7 @@ def train_jobs(study: Any, jobs: list[Job]) -> list[JobResult]:
             info = save_teacher(task.arg, value)
             study.progress.finished(describe_teacher(info), engine.running,
                                     trained=info["trained_here"], kind=kind_of(task.arg),
-                                    seconds=info["seconds_here"])
+                                    seconds=info["seconds_here"], task=task.arg.key)
 
     engine.run(tasks, on_done)
     return results

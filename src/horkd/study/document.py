@@ -11,12 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from horkd.checkpoint import write_text
 from horkd.numerics_version import NUMERICS_VERSION
 from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
 from horkd.study.compute import cost_cell, student_costs
 from horkd.study.config import regime_comparisons, regime_margin
+from horkd.study.page_files import figure_link, figures_folder
+from horkd.study.progress import duration
 from horkd.study.stats import (
     POWER,
     Comparison,
@@ -336,22 +340,39 @@ def _setting(config: Any, key: str) -> Any:
 
 def grid_edges(candidates: list[list[str]], chosen: int, config: Any = None) -> str:
     """Where the ``chosen`` candidate sits at an end of the numeric grid the candidates span:
-    for every override key that takes at least two numeric values across them (a candidate
-    without the key has the value of ``config``, the regime's experiment config, when given),
-    the chosen value if it is the lowest or the highest, e.g.
-    ``distill.loss.temperature=8, the highest of 2 / 4 / 8``; "" for an interior choice."""
+    for every override key that takes at least two numeric values across the candidates that
+    share the chosen one's other, non-numeric settings (a candidate without a key has the value
+    of ``config``, the regime's experiment config, when given), the chosen value if it is the
+    lowest or the highest, e.g. ``distill.loss.temperature=8, the highest of 2 / 4 / 8``; ""
+    for an interior choice. A candidate that differs by ``orders=[2,3]`` is no step of the
+    ``bank_size`` grid: it says nothing of a bank size beyond the chosen one."""
     parsed = [dict(o.split("=", 1) for o in c if "=" in o) for c in candidates]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    values = {k: [p[k] if k in p else _setting(config, k) for p in parsed] for k in keys}
+    numeric = {k for k, vs in values.items()
+               if all(v is None or _number(v) is not None for v in vs)}
+    mine = [_plain(values[k][chosen]) for k in keys if k not in numeric]
+    line = [i for i in range(len(parsed))
+            if [_plain(values[k][i]) for k in keys if k not in numeric] == mine]
     found = []
-    for key in dict.fromkeys(k for p in parsed for k in p):
-        values = [_number(p[key]) if key in p else _number(_setting(config, key))
-                  for p in parsed]
-        grid = sorted({v for v in values if v is not None})
-        value = values[chosen]
+    for key in (k for k in keys if k in numeric):
+        grid = sorted({v for v in (_number(values[key][i]) for i in line) if v is not None})
+        value = _number(values[key][chosen])
         if len(grid) < 2 or value is None or grid[0] < value < grid[-1]:
             continue
         end = "the highest" if value == grid[-1] else "the lowest"
         found.append(f"{key}={value:g}, {end} of {' / '.join(f'{v:g}' for v in grid)}")
     return "; ".join(found)
+
+
+def _plain(value: Any) -> Any:
+    """A setting comparable whether it came from an override's text or from a config."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def curve_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
@@ -511,7 +532,23 @@ def _setup(summary: dict[str, Any]) -> list[str]:
             + "".join(_retrained(r) for r in t.get("retrained", []))
             + _near_chance(t)
         )
-    return parts
+    return parts + _few_validation_images(summary)
+
+
+def _few_validation_images(summary: dict[str, Any]) -> list[str]:
+    """One line where the choices rest on few validation images (a small folder's 10%): the
+    search, each run's epoch and the method the page would ship were picked on them."""
+    from horkd.study.template import FEW_VALIDATION_IMAGES
+
+    counts = {f["val_images"] for res in (*summary["search"], *summary["finals"])
+              for f in (res.get("facts") or {}).values() if "val_images" in f}
+    if not counts or min(counts) >= FEW_VALIDATION_IMAGES:
+        return []
+    few = min(counts)
+    return [f"- Every choice on this page (each method's settings, each run's epoch, the method "
+            f"it would ship) rests on {few} validation images: one image moves a validation "
+            f"score by {100 / few:.1f} points, so choices a few images apart are close to a "
+            "coin toss; more training images (or a larger data.val_fraction) make them firmer."]
 
 
 def _retrained(r: dict[str, Any]) -> str:
@@ -821,19 +858,19 @@ def _figures(summary: dict[str, Any], figures: Path) -> list[str]:
         parts += ["", "## What the teacher is worth as labels grow scarce", "",
                   "Regimes " + ", ".join(f"`{r}`" for r in summary["study"]["label_curve"])
                   + ": test mean and its 95% interval over seeds (not paired; the tables above "
-                  "pair them).", "", f"![labels curve](results/{labels.name})"]
+                  "pair them).", "", f"![labels curve]({figure_link(labels)})"]
     curve = curve_figure(summary, figures)
     if curve is not None:
         parts += ["", "## Accuracy versus input resolution", "",
                   f"Main regime `{summary['study']['main_regime']}`, mean over seeds.", "",
-                  f"![resolution curve](results/{curve.name})"]
+                  f"![resolution curve]({figure_link(curve)})"]
     ablation = ablation_figure(summary, figures)
     if ablation is not None:
         path, table = ablation
         parts += ["", "## Orders ablation", "",
                   f"The ablated methods with their chosen settings, each subset of orders, seeds "
                   f"{summary['ablation']['seeds']}.", "", table, "",
-                  f"![orders ablation](results/{path.name})"]
+                  f"![orders ablation]({figure_link(path)})"]
     return parts
 
 
@@ -850,10 +887,10 @@ def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
         "",
         f"`{command or 'make results'}` regenerates everything (rerunning it continues a study "
         "that stopped and scores nothing twice). Its last invocation took "
-        f"{summary['seconds'] / 60:.1f} min of wall time with {summary['workers']} worker "
+        f"{duration(summary['seconds'])} of wall time with {summary['workers']} worker "
         f"process(es), {summary['threads_per_worker']} thread(s) each; work finished by earlier "
         "invocations (and teachers trained beforehand, timed above) is reused, not counted. "
-        f"The recorded runs on this page took {summary.get('compute_seconds', 0) / 3600:.1f} h of "
+        f"The recorded runs on this page took {duration(summary.get('compute_seconds', 0))} of "
         "training and scoring in all (the sum of their own wall times).",
         "",
     ]
@@ -864,7 +901,7 @@ def write_document(
 ) -> Path:
     summary = json.loads(Path(summary_path).read_text())
     doc_path = Path(doc_path)
-    figures = doc_path.parent / "results"
+    figures = figures_folder(doc_path)
     figures.mkdir(parents=True, exist_ok=True)
     regimes, facts_by_regime = _regimes(summary, figures)
     parts = (_setup(summary) + findings(summary, facts_by_regime) + regimes

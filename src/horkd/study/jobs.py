@@ -4,11 +4,12 @@ trained (or continued from its run directory), scored and recorded."""
 
 from __future__ import annotations
 
+import io
 import math
 import platform
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,8 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
         else:
             record.val = float(outcome.best_score) if outcome.best_score is not None else math.nan
             record.history = _validation_history(networks.stages.seed_dir, job.method)
+            if ctx.splits.val is not None:  # what its choices rest on: the page says when few
+                record.facts["val_images"] = len(ctx.splits.val)
             from horkd.methods import METHODS
 
             if "assistant" in METHODS.get(job.method).needs:
@@ -238,6 +241,12 @@ def _validation_history(seed_dir: Path, method: str) -> list[dict[str, float]]:
             for row in read_jsonl(path)]
 
 
+def teacher_label(name: Any, seed: Any) -> str:
+    """``teacher cls seed 0``; ``teacher seed 0`` for a teacher named ``teacher`` (the name
+    `horkd study init` gives), where the log once said ``teacher teacher seed 0``."""
+    return f"{'teacher' if name == 'teacher' else f'teacher {name}'} seed {seed}"
+
+
 @dataclass(frozen=True)
 class TeacherJob:
     """One study teacher (one seed's, for a per-seed teacher), trained in a worker like a run."""
@@ -257,7 +266,7 @@ class TeacherJob:
 
     @property
     def label(self) -> str:
-        return f"teacher {self.name} seed {self.seed}"
+        return teacher_label(self.name, self.seed)
 
 
 def run_teacher(job: TeacherJob) -> dict[str, Any]:
@@ -265,14 +274,19 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     writes them (:func:`save_teacher`)."""
     from horkd.config import config_from_dict
     from horkd.experiment import open_seed
-    from horkd.run_dir import prepare_run_dir
+    from horkd.run_dir import finished_stage, prepare_run_dir, teacher_fingerprint
     from horkd.run_lock import RunLock
 
     if job.shared is not None:
         job.shared.check()
     cfg = config_from_dict(job.config)
+    stage = Path(cfg.output_dir) / f"seed{job.seed}" / "teacher"
+    loads = finished_stage(stage, teacher_fingerprint(cfg, job.seed))
     with RunLock(cfg.output_dir), torch_threads(job.threads):
-        prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
+        # a teacher that loads is said once, by the driver: not "continuing the run in ..."
+        # before each batch of runs that needs it
+        with redirect_stdout(io.StringIO()) if loads else nullcontext():
+            prepare_run_dir(cfg, Path(cfg.output_dir), resume=True)
         ctx, networks = open_seed(cfg, job.seed, progress=False, label=job.label)
         networks.teacher()
     outcome = networks.outcome("teacher")
@@ -322,7 +336,7 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
     retrained = list(recorded.get("retrained", []))
     if not any((r.get("weights") == weights) if r.get("weights") and weights
                else r["val"] == trained["val"] for r in retrained):
-        print(f"teacher {trained.get('name')} seed {trained.get('seed')} trained again: best "
+        print(f"{teacher_label(trained.get('name'), trained.get('seed'))} trained again: best "
               f"validation {trained['val']:.2f} against the recorded {recorded['val']:.2f}; "
               "runs trained from now learn from it (the record keeps both)", flush=True)
         retrained.append(again)
@@ -357,7 +371,7 @@ def describe_teacher(info: dict[str, Any]) -> str:
     here = info.get("val_here", info["val"])
     seconds = info.get("seconds_here", info.get("train_seconds"))
     now = info.get("trained_here", True)
-    line = f"teacher {info['name']} seed {info['seed']}: {info['arch']}, best val {here:.2f}"
+    line = f"{teacher_label(info['name'], info['seed'])}: {info['arch']}, best val {here:.2f}"
     if here != info["val"]:
         again = "trained again" if now else "the checkpoint here was trained again"
         line += f" (recorded {info['val']:.2f}: {again})"

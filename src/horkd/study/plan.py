@@ -151,10 +151,16 @@ def to_train(study: Any, planner: Planner) -> Tasks:
 
 
 def teacher_trained(study: Any, name: str, seed: int) -> bool:
-    """Whether teacher ``name`` of ``seed`` has a finished checkpoint here (it loads, in a
-    second: no task to count)."""
-    return (Path(study.teachers.run_dir(name, seed)) / f"seed{seed}" / "teacher"
-            / "done.json").is_file()
+    """Whether teacher ``name`` of ``seed`` has a finished checkpoint here trained with this
+    study's settings (it loads, in a second: no task to count). One trained with others (an
+    edited teacher, or another study file with the same ``output_dir``) trains again: a task."""
+    from horkd.run_dir import finished_stage
+
+    return finished_stage(_teacher_stage(study, name, seed), study.teachers.fingerprint(name, seed))
+
+
+def _teacher_stage(study: Any, name: str, seed: int) -> Path:
+    return Path(study.teachers.run_dir(name, seed)) / f"seed{seed}" / "teacher"
 
 
 def _ablations(study: Any, choices: dict[str, Any]) -> list[str]:
@@ -220,7 +226,14 @@ def _teacher_lines(study: Any, planned: list[PlannedRun]) -> list[str]:
         for seed in seeds:
             key = f"{name}/seed{seed}"
             who = holder(study.teachers.run_dir(name, seed))
+            mine = study.teachers.fingerprint(name, seed)
+            other = (key in recorded and recorded[key].get("fingerprint") != mine
+                     or (_teacher_stage(study, name, seed) / "done.json").is_file()
+                     and not teacher_trained(study, name, seed))
             state = (f"training ({who})" if who else
+                     "pending: the teacher recorded here was trained with other settings than "
+                     "this file's (another study file with the same output_dir and records, or "
+                     "an edited teacher); it trains again" if other else
                      f"recorded, best val {recorded[key]['val']:.2f}" if key in recorded
                      else "pending")
             lines.append(f"  {name} seed {seed}: {state}")

@@ -61,6 +61,7 @@ class Progress:
         self.like = like or {}
         self.workers = max(1, workers)
         self.said_start = False
+        self.noted: set[Hashable] = set()  # tasks said: one that loads again is not
         self._log = log
         self._bar = None
         if bar is None:
@@ -88,13 +89,19 @@ class Progress:
         return line
 
     def finished(self, what: str, running: int, trained: bool = True, kind: Hashable = None,
-                 seconds: float | None = None) -> str:
+                 seconds: float | None = None, task: Hashable = None) -> str:
         """One task done: its line, with how many still run and the time left. A task that did
         not train (a teacher loaded from its checkpoint in a second) is said without counting:
-        it is no task of the count, and no measure of a study's hours."""
+        it is no task of the count, and no measure of a study's hours; and only where this
+        invocation has not said ``task`` (or ``what``) yet - a teacher is loaded again before
+        each batch of runs."""
+        said = task if task is not None else what
         if not trained:
-            self.log(what)
+            if said not in self.noted:
+                self.noted.add(said)
+                self.log(what)
             return what
+        self.noted.add(said)
         self.said_start = True
         self.count += 1
         self.trained += 1

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 VAL_FRACTION = 0.1  # of the training images, carved for every choice the study makes
+FEW_VALIDATION_IMAGES = 100  # below it, one image moves a validation score by over a point
 METHODS = ("scratch", "hinton_kd", "rkd", "horkd_no_assistant", "horkd")
 # Three candidates per method, the same search budget for every method (the shipped study's).
 CANDIDATES = MappingProxyType({
@@ -71,12 +72,18 @@ def study_for_folder(
     seeds: list[int] | None = None,
     methods: list[str] | None = None,
     skip_bad_images: bool = False,
+    out: str | Path | None = None,
+    channels: int | None = None,
+    teacher_epochs: int = 30,
+    student_epochs: int = 15,
 ) -> str:
-    """The study file (YAML text) for the image folder ``folder`` (``train/`` and ``test/``, a
-    sub-folder per class). The sides are those ``horkd run`` gives the folder
-    (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
+    """The study file (YAML text) for the image folder ``folder`` (a sub-folder per class,
+    directly or under ``train/``; ``test/`` optional). The sides are those ``horkd run`` gives
+    the folder (:func:`horkd.experiment.context.run_sides`): ``hr_size`` unset, the median longer side of
     its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
-    here and by every run of the study, rather than stopping it."""
+    here and by every run of the study, rather than stopping it. ``out``: the file it goes to,
+    which names the study's run folder and records (:func:`_names`). ``channels`` unset: 1 where
+    the training images are grey (:func:`grey_images`), else 3."""
     from horkd.config import MIN_HR_SIDE, DegradeConfig
     from horkd.data.folder import image_folder
     from horkd.experiment.context import curve_sides, odd_sides, run_sides
@@ -96,15 +103,32 @@ def study_for_folder(
         print(line, file=sys.stderr)
     print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
           "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
+    if channels is None:
+        channels = 1 if grey_images([path for path, _ in train.samples]) else 3
+        if channels == 1:
+            print("study init: the images are grey: channels 1 (--channels 3 trains on them as "
+                  "RGB)", file=sys.stderr)
+    if teacher_epochs < 1 or student_epochs < 1:
+        raise ValueError(f"--teacher-epochs and --student-epochs must be >= 1, got "
+                         f"{teacher_epochs} and {student_epochs}")
     methods = _known(list(methods or METHODS))
     _enough_to_choose(len(train.samples), len(train.classes))
     fractions = _shares(labels or [], len(train.samples), len(train.classes))
     name = root.name or "images"
-    teacher, base = _experiments(root, hr, lr, skip_bad_images)
+    held = round(VAL_FRACTION * len(train.samples))
+    few = (f"every choice of the study (each method's settings, each run's epoch, the method "
+           f"to ship) rests on about {held} validation images ({VAL_FRACTION:.0%} of the "
+           f"{len(train.samples)} training images): one image is {100 / held:.1f} points of a "
+           "validation score"
+           if held < FEW_VALIDATION_IMAGES else "")
+    if few:
+        print(f"study init: {few}", file=sys.stderr)
+    teacher, base = _experiments(root, hr, lr, skip_bad_images, channels,
+                                 (teacher_epochs, student_epochs))
     study = {
         "name": f"{name}_study",
-        "output_dir": f"runs/study-{name}",
-        "records": f"{name}-records",
+        "output_dir": "",  # named below, from the file or the settings
+        "records": "",
         "workers": 1,
         "seeds": list(seeds or [0, 1, 2]),
         "teachers": {"teacher": teacher},
@@ -124,6 +148,7 @@ def study_for_folder(
         "ablation_seeds": [],
         "curve_sizes": curve_sides(hr, lr),
     }
+    study["output_dir"], study["records"] = _names(study, name, out)
     header = (
         f"# A study of {root} ({len(train.classes)} classes, {len(train.samples)} training "
         f"images), written by `horkd study init`.\n"
@@ -133,12 +158,28 @@ def study_for_folder(
         "# Change epochs, networks or candidates before the first run: the candidates are the\n"
         "# search budget, the same for every method, chosen on validation images only.\n"
         "# `comparisons` and `margin` are what the page will claim: declare them before any run.\n"
+        + (f"# Few: {few}.\n" if few else "")
     )
     text = yaml.dump(study, Dumper=_Plain, sort_keys=False, width=100, default_flow_style=None)
     needs = ("the comparisons and margin above" if "comparisons" in study else
              "`comparisons` and `margin`, in the regime or here")
     return header + text.replace("\nregimes:\n",
                                  "\n" + ROLE_COMMENT.format(needs=needs) + "regimes:\n", 1)
+
+
+def _names(study: dict[str, Any], folder: str, out: str | Path | None) -> tuple[str, str]:
+    """The run folder and records of a study: named after its file (``--out my_study.yaml``:
+    ``runs/my_study``, ``my_study-records``), else after the folder and a digest of its
+    settings. Two studies of one folder once shared ``runs/study-<folder>`` and its records:
+    the second retrained the first's teacher in place and counted the first's teacher as its own."""
+    if out is not None:
+        stem = Path(out).stem
+        return f"runs/{stem}", f"{stem}-records"
+    from horkd.run_dir import settings_digest
+
+    digest = settings_digest({k: v for k, v in study.items()
+                              if k not in ("output_dir", "records")})[:6]
+    return f"runs/study-{folder}-{digest}", f"{folder}-{digest}-records"
 
 
 class _Plain(yaml.SafeDumper):
@@ -182,22 +223,48 @@ def _known(methods: list[str]) -> list[str]:
     return methods
 
 
-def _experiments(root: Path, hr: int, lr: int,
-                 skip_bad_images: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def grey_images(paths: list[str], sample: int = 32) -> bool:
+    """Whether the images are grey: every one of up to ``sample`` spread over the folder is a
+    one-channel file or has equal red, green and blue. A grey folder trained as RGB triples the
+    first layer's input for nothing, and nothing said so."""
+    import numpy as np
+    from PIL import Image
+
+    step = max(1, len(paths) // sample)
+    seen = 0
+    for path in paths[::step][:sample]:
+        try:
+            with Image.open(path) as image:
+                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                    seen += 1
+                    continue
+                pixels = np.asarray(image.convert("RGB"))
+        except OSError:  # an unreadable file is the data check's to name
+            continue
+        if not (np.array_equal(pixels[..., 0], pixels[..., 1])
+                and np.array_equal(pixels[..., 1], pixels[..., 2])):
+            return False
+        seen += 1
+    return seen > 0
+
+
+def _experiments(root: Path, hr: int, lr: int, skip_bad_images: bool, channels: int,
+                 epochs: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teacher's experiment and the base of every student run. Both carve the same
     validation split (fraction and seed), so the teacher never trains on the students' one."""
-    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr,
+    data = {"dataset": "image_folder", "root": str(root), "hr_size": hr, "channels": channels,
             "val_fraction": VAL_FRACTION, "split_seed": 0,
             "augment": {"crop_padding": max(1, hr // 16), "hflip": True},
             **({"skip_bad_images": True} if skip_bad_images else {})}
     stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
     network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
     teacher = {"data": data, "degrade": {"lr_size": lr}, "teacher": network,
-               "train": {"teacher": {"epochs": 30, **stage}}, "methods": ["scratch"]}
+               "train": {"teacher": {"epochs": epochs[0], **stage}}, "methods": ["scratch"]}
     light = {"arch": "resnet8", "width": 16, "embed_dim": 64}
     base = {"data": data, "degrade": {"lr_size": lr, "interpolation": "area"},
             "teacher": network, "assistant": light, "student": light,
-            "train": {"assistant": {"epochs": 15, **stage}, "student": {"epochs": 15, **stage}}}
+            "train": {"assistant": {"epochs": epochs[1], **stage},
+                      "student": {"epochs": epochs[1], **stage}}}
     return teacher, base
 
 

@@ -1,0 +1,230 @@
+"""A study of a small folder of one's own: the page's figures beside it under its own name, its
+times in units that show, and the names and counts a new user relies on (issue 40)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from horkd.study.document import write_document
+
+
+def _summary(compute_seconds: float = 124.0) -> dict:
+    """A two-method, two-seed study's summary, as small as the page takes."""
+    def final(method: str, values: list[float]) -> dict:
+        return {"kind": "final", "regime": "full", "method": method, "tag": "c0",
+                "seeds": [0, 1], "val": {"0": 60.0, "1": 64.0},
+                "rows": {str(s): [{"method": method, "role": "student", "lr_top1": v}]
+                         for s, v in enumerate(values)},
+                "curve": {str(s): {method: {"20": v, "5": v - 10}} for s, v in enumerate(values)}}
+    study = {"name": "shapes_study", "seeds": [0, 1], "baselines": ["scratch"],
+             "methods": ["scratch", "horkd"], "main_regime": "full",
+             "base": {"degrade": {"lr_size": 5}, "data": {"val_fraction": 0.1}},
+             "regimes": {"full": {"overrides": [], "teacher": "teacher"}},
+             "search": {"seed": 100, "candidates": {"scratch": [[]], "horkd": [[]]}}}
+    return {"study": study, "study_file": "s.yaml", "teachers": {}, "search": [],
+            "choices": {}, "registrations": {}, "extended": {},
+            "finals": [final("scratch", [61.0, 66.0]), final("horkd", [56.0, 50.0])],
+            "ablation": None, "seconds": 0.8, "compute_seconds": compute_seconds,
+            "workers": 1, "threads_per_worker": 1}
+
+
+def _page(tmp_path: Path, summary: dict, doc: str = "small_results.md") -> str:
+    (tmp_path / "study.json").write_text(json.dumps(summary))
+    return write_document(tmp_path / "study.json", tmp_path / doc).read_text()
+
+
+def test_the_page_keeps_its_figures_in_a_folder_named_after_it(tmp_path):
+    text = _page(tmp_path, _summary())
+    assert (tmp_path / "small_results" / "resolution_curve.png").stat().st_size > 0
+    assert "](small_results/resolution_curve.png)" in text
+    assert not (tmp_path / "results").exists()  # no generic folder beside a page of another name
+
+
+def test_a_few_minutes_of_training_are_not_said_as_0_0_h(tmp_path):
+    text = _page(tmp_path, _summary(compute_seconds=124.0))
+    assert "took 2 min of training and scoring" in text and "0.0 h" not in text
+    assert "0.0 min of wall time" not in text  # the invocation's 0.8 s
+
+
+def _shapes(root: Path, per_class: int = 12) -> Path:
+    """Three classes of small grey images, no test split made (a folder of one's own)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (20, 20)).astype(np.uint8) + 60 * c
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_two_study_files_of_one_folder_get_their_own_run_folder_and_records(tmp_path, capsys):
+    import yaml
+
+    from horkd.cli import main
+
+    folder = _shapes(tmp_path / "shapes")
+    names = {}
+    for out in ("small.yaml", "my_study.yaml"):
+        assert main(["study", "init", "--data", str(folder), "--out", str(tmp_path / out)]) == 0
+        raw = yaml.safe_load((tmp_path / out).read_text())
+        names[out] = (raw["output_dir"], raw["records"])
+    assert names["small.yaml"] == ("runs/small", "small-records")
+    assert names["my_study.yaml"] == ("runs/my_study", "my_study-records")
+    capsys.readouterr()
+    # to standard output: named after the folder and its settings, so other settings differ
+    printed = []
+    for seeds in ("0,1", "0,1", "0,1,2"):
+        assert main(["study", "init", "--data", str(folder), "--seeds", seeds]) == 0
+        raw = yaml.safe_load(capsys.readouterr().out)
+        printed.append((raw["output_dir"], raw["records"]))
+    assert printed[0] == printed[1] != printed[2]
+    assert printed[0][0].startswith("runs/study-shapes-")
+
+
+class _Teachers:
+    def __init__(self, root: Path, fingerprint: str, recorded: dict) -> None:
+        self.root, self.mine, self._recorded = root, fingerprint, recorded
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.root / "teachers" / name
+
+    def fingerprint(self, name: str, seed: int) -> str:
+        return self.mine
+
+    def recorded(self) -> dict:
+        return self._recorded
+
+    def config(self, name: str):
+        return SimpleNamespace(seeds=[0])
+
+
+def test_a_teacher_trained_with_other_settings_is_pending_not_recorded(tmp_path):
+    """Another study file with the same output_dir trained `teacher`: this one's --status once
+    said `recorded, best val 100.00` and counted no teacher to train, then retrained it."""
+    from horkd.study.plan import _teacher_lines, teacher_trained
+
+    done = tmp_path / "teachers" / "teacher" / "seed0" / "teacher" / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"fingerprint": "theirs", "best_score": 100.0}))
+    recorded = {"teacher/seed0": {"name": "teacher", "seed": 0, "fingerprint": "theirs",
+                                  "val": 100.0}}
+    study = SimpleNamespace(teachers=_Teachers(tmp_path, "mine", recorded),
+                            study=SimpleNamespace(teachers={"teacher": {}}))
+    planned = [SimpleNamespace(teacher=("teacher", 0))]
+    assert not teacher_trained(study, "teacher", 0)
+    [line] = _teacher_lines(study, planned)
+    assert "pending" in line and "other settings" in line and "recorded, best" not in line
+    # its own teacher, trained: recorded and loaded, no task
+    done.write_text(json.dumps({"fingerprint": "mine", "best_score": 100.0}))
+    recorded["teacher/seed0"]["fingerprint"] = "mine"
+    assert teacher_trained(study, "teacher", 0)
+    assert _teacher_lines(study, planned) == ["  teacher seed 0: recorded, best val 100.00"]
+
+
+def test_the_study_log_names_a_teacher_once_and_says_a_loaded_one_once(tmp_path, capsys):
+    """`teacher teacher seed 0` (a teacher named `teacher`), and between the search and the
+    finals a `continuing the run in ...` + `loaded from its checkpoint` pair, once per batch."""
+    from conftest import tiny_config_dict
+
+    from horkd.study.jobs import TeacherJob, describe_teacher, run_teacher
+    from horkd.study.progress import Progress
+
+    config = tiny_config_dict(tmp_path / "teacher", methods=["scratch"])
+    job = TeacherJob("teacher", 0, config, str(tmp_path / "record.json"), {"name": "teacher",
+                                                                            "seed": 0})
+    assert job.label == "teacher seed 0"
+    assert TeacherJob("cls", 0, config, "", {}).label == "teacher cls seed 0"
+    run_teacher(job)
+    capsys.readouterr()
+    loaded = run_teacher(job)  # trained: it loads
+    assert not loaded["trained_here"]
+    assert "continuing the run" not in capsys.readouterr().out
+    line = describe_teacher({**loaded, "arch": "cnn_small"})
+    assert line.startswith("teacher seed 0: cnn_small, best val")
+    lines: list[str] = []
+    progress = Progress(2, lines.append, bar=False)
+    for _ in range(2):  # loaded before the search and again before the finals
+        progress.finished(line, 0, trained=False, task=job.key)
+    assert lines == [line]
+    # trained in this invocation: loading it again later says nothing more
+    lines.clear()
+    progress = Progress(2, lines.append, bar=False)
+    progress.finished("teacher seed 0: cnn_small, best val 50.00 (3 s)", 1, task=job.key)
+    progress.finished(line, 0, trained=False, task=job.key)
+    assert len(lines) == 1 and lines[0].startswith("[1/2] teacher seed 0")
+
+
+def test_an_epoch_line_says_when_its_stage_ends():
+    """A study's first task is its teacher: its epoch lines give the time it has left, where the
+    study's ETA waits for the first student run."""
+    from horkd.trainer import epoch_line
+
+    row = {"train/loss": 1.5, "val/top1": 40.0}
+    assert epoch_line("teacher seed 0: teacher", 0, 10, row, "top1", 2.2, per_epoch=2.5) == (
+        "[teacher seed 0: teacher] epoch 1/10 loss 1.5000 val top1 40.00 (2s; this stage ends "
+        "in about 22 s)")
+    assert epoch_line("t", 29, 30, row, "top1", 61.0, per_epoch=60.0).endswith("(61s)")  # last
+    assert "ends in about 29 min" in epoch_line("t", 0, 30, row, "top1", 60.0, per_epoch=60.0)
+
+
+def test_study_init_trains_a_grey_folder_as_grey_and_takes_shorter_epochs(tmp_path, capsys):
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from horkd.cli import build_parser, main
+
+    grey = _shapes(tmp_path / "shapes")
+    assert main(["study", "init", "--data", str(grey), "--teacher-epochs", "10",
+                 "--student-epochs", "5"]) == 0
+    out = capsys.readouterr()
+    raw = yaml.safe_load(out.out)
+    assert raw["base"]["data"]["channels"] == 1
+    assert raw["teachers"]["teacher"]["data"]["channels"] == 1
+    assert "grey: channels 1" in out.err
+    assert raw["teachers"]["teacher"]["train"]["teacher"]["epochs"] == 10
+    assert {raw["base"]["train"][s]["epochs"] for s in ("assistant", "student")} == {5}
+    assert main(["study", "init", "--data", str(grey), "--channels", "3"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["base"]["data"]["channels"] == 3
+    # a colour folder, saved as RGB: 3 channels, nothing said
+    colour = tmp_path / "colour"
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        (colour / f"class{c}").mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3)).astype(np.uint8)).save(
+                colour / f"class{c}" / f"{i}.png")
+    assert main(["study", "init", "--data", str(colour)]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["base"]["data"]["channels"] == 3 and "images are grey" not in out.err
+    # the folder need not hold train/ and test/ (it ran without): the help no longer says so
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
+               if a[0] == "study-init")[1]
+    assert "with train/ and test/" not in " ".join(sub.description.split())
+
+
+def test_a_small_folder_is_told_how_few_validation_images_its_choices_rest_on(tmp_path, capsys):
+    from horkd.cli import main
+
+    summary = _summary()
+    for res in summary["finals"]:
+        res["facts"] = {"0": {"val_images": 25}, "1": {"val_images": 25}}
+    text = _page(tmp_path, summary)
+    [line] = [ln for ln in text.splitlines() if "validation images" in ln and "rests on" in ln]
+    assert "rests on 25 validation images" in line and "4.0 points" in line
+    many = _summary()
+    for res in many["finals"]:
+        res["facts"] = {"0": {"val_images": 6000}}
+    (tmp_path / "many").mkdir()
+    assert "rests on" not in _page(tmp_path / "many", many)
+    # study init says it before any run, on the terminal and in the file
+    folder = _shapes(tmp_path / "shapes", per_class=40)  # 96 training images once 20% is test
+    assert main(["study", "init", "--data", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "rests on about 10 validation images (10% of the 96 training images)" in out.err
+    assert "# Few: every choice of the study" in out.out
