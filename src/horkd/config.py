@@ -129,7 +129,7 @@ class DataConfig(_Strict):
     def _known_dataset(cls, name: str) -> str:
         from horkd.data import DATASETS
 
-        DATASETS.get(name)
+        DATASETS.check(name)  # imports no reader: validating a config stays quick
         return name
 
     @model_validator(mode="after")

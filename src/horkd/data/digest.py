@@ -22,7 +22,10 @@ from pathlib import Path
 from horkd.registry import Registry
 
 #: The files a dataset's builder reads: name -> (root or None) -> files (empty: none found there).
-DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset files")
+DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset files", lazy={
+    **dict.fromkeys(("fashion_mnist", "mnist", "digits"), "horkd.data.vision"),
+    "glyphs": "horkd.data.glyphs",
+})
 
 
 def data_digest(dataset: str, root: str | None) -> str | None:
