@@ -739,8 +739,16 @@ def _copy_tree(node: Any) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     merged = _copy_tree(raw)
+    sizes: dict[tuple[str, ...], str] = {}  # the LR side given by an override, either way
     for text in overrides:
         path, value = parse_override(text)
+        other = _ONE_OF.get(tuple(path))
+        if other is not None and value is not None:
+            sizes[tuple(path)] = text
+            given = sizes.get((*path[:-1], other))
+            if given is not None:  # the rule's "an override wins" cannot pick between two
+                raise ConfigError(f"{given} and {text} both set the LR side (degrade.lr_size in "
+                                  "pixels, degrade.factor as HR side / factor): give one")
         node = merged
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -748,7 +756,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override '{text}': '{part}' is not a section")
             node = child
         node[path[-1]] = value
-        other = _ONE_OF.get(tuple(path))
         if other is not None and value is not None and node.get(other) is not None:
             node[other] = None  # the size given last wins over the config's other way to say it
     return merged
