@@ -79,9 +79,7 @@ def prepare_run_dir(
         elif _same_config(old_text, cfg):
             print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
         elif not _trained_anything(run_dir):  # e.g. stopped by a data check: nothing to keep
-            print(f"{run_dir} holds no trained stage yet: starting it with the new config (the "
-                  "old one is kept as config.previous.yaml)", flush=True)
-            (run_dir / "config.previous.yaml").write_text(old_text)
+            pass  # the folder only says a run was tried: start it, as in an empty folder
         elif resume:
             print(
                 f"resuming {run_dir} with a changed config ({_changes(old_text, text)}); stages "
