@@ -12,6 +12,7 @@ from PIL import Image
 
 from horkd.cli import main
 from horkd.config import load_config
+from horkd.data import AugmentSpec
 from horkd.experiment import build_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,21 @@ def test_run_and_study_init_choose_the_same_sides(tmp_path, capsys, lr_size):
     assert study["base"]["degrade"]["lr_size"] == ctx.lr_size
     assert study["curve_sizes"] == list(ctx.curve_sizes)
     assert f"HR side {ctx.hr_size} px, LR side {ctx.lr_size} px" in out.err
+    # and the same augmentation: shifts scaled to the HR side (36 px: 2), not CIFAR's fixed 4
+    assert AugmentSpec(**study["base"]["data"]["augment"]) == ctx.augment == AugmentSpec(2, True)
+    assert study["teachers"]["teacher"]["data"]["augment"] == study["base"]["data"]["augment"]
+
+
+def test_the_folder_augmentation_scales_with_the_hr_side(tmp_path, capsys):
+    folder = _photos(tmp_path / "photos", ((20, 20),))
+    for hr, padding in ((20, 1), (64, 4), (224, 14)):
+        cfg = load_config(ROOT / "configs/image_folder.yaml",
+                          [f"data.root={folder}", f"data.hr_size={hr}"])
+        assert build_context(cfg, 0).augment == AugmentSpec(padding, True)
+        capsys.readouterr()
+        assert main(["study", "init", "--data", str(folder), "--hr-size", str(hr)]) == 0
+        study = yaml.safe_load(capsys.readouterr().out)
+        assert study["base"]["data"]["augment"] == {"crop_padding": padding, "hflip": True}
 
 
 def test_study_init_out_is_written_only_when_it_succeeds(tmp_path, capsys):

@@ -36,7 +36,9 @@ class _Strict(BaseModel):
 class AugmentConfig(_Strict):
     """Applied once to the HR batch; the LR view is derived from the augmented tensor."""
 
-    crop_padding: int = Field(0, ge=0)
+    crop_padding: int | None = Field(
+        0, ge=0, description="random shifts of up to this many pixels; null: a sixteenth of the "
+        "HR side, at least 1 (the rule horkd study init writes for a folder)")
     hflip: bool = False
     views: int | None = Field(
         None,
@@ -612,7 +614,8 @@ class ExperimentConfig(_Strict):
                         "not train; drop it (the embedding-based methods apply)"
                     )
         augment = self.data.augment
-        if self.distill.cache_reference and augment.crop_padding > 0 and augment.views is None:
+        crops = augment.crop_padding is None or augment.crop_padding > 0
+        if self.distill.cache_reference and crops and augment.views is None:
             raise ValueError(
                 "distill.cache_reference stores one reference output per image and flip; random "
                 "crops (data.augment.crop_padding > 0) have too many to store: set "

@@ -167,9 +167,11 @@ def _experiments(root: Path, hr: int, lr: int,
                  skip_bad_images: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teacher's experiment and the base of every student run. Both carve the same
     validation split (fraction and seed), so the teacher never trains on the students' one."""
+    from horkd.data.augment import folder_augment
+
     data = {"dataset": "image_folder", "root": str(root), "hr_size": hr,
             "val_fraction": VAL_FRACTION, "split_seed": 0,
-            "augment": {"crop_padding": max(1, hr // 16), "hflip": True},
+            "augment": folder_augment(hr),  # what configs/image_folder.yaml resolves to
             **({"skip_bad_images": True} if skip_bad_images else {})}
     stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
     network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
