@@ -80,3 +80,29 @@ def test_study_init_out_is_written_only_when_it_succeeds(tmp_path, capsys):
     assert f"study file: {out}" in said.err
     assert yaml.safe_load(out.read_text())["base"]["data"]["hr_size"] == 20
     assert not list(tmp_path.glob(".my_study.yaml.*"))  # no temporary left beside it
+
+
+def test_a_folder_of_grey_images_trains_with_one_channel(tmp_path, capsys, monkeypatch):
+    grey = tmp_path / "grey"
+    for c in range(2):
+        (grey / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((12, 12), 40 + 150 * c + i, np.uint8)).save(
+                grey / f"class{c}" / f"{i}.png")
+    config = ROOT / "configs/image_folder.yaml"
+    assert build_context(load_config(config, [f"data.root={grey}"]), 0).in_channels == 1
+    said = capsys.readouterr().out
+    assert said.count("images are grey, so the networks take 1 channel") == 1
+    assert "data.channels=3" in said  # how to take them as colour all the same
+    as_colour = load_config(config, [f"data.root={grey}", "data.channels=3"])
+    assert build_context(as_colour, 0).in_channels == 3
+    colour = _photos(tmp_path / "photos", ((20, 20),))
+    assert build_context(load_config(config, [f"data.root={colour}"]), 0).in_channels == 3
+    assert "networks take" not in capsys.readouterr().out
+    # a stage trained when a grey folder was taken as colour (3 channels) is not reused
+    import horkd.run_dir
+    from horkd.run_dir import teacher_fingerprint
+
+    now = teacher_fingerprint(load_config(config, [f"data.root={grey}"]), 0)
+    monkeypatch.setattr(horkd.run_dir, "stored_channels", lambda root: 3)
+    assert teacher_fingerprint(load_config(config, [f"data.root={grey}"]), 0) != now

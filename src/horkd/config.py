@@ -118,7 +118,9 @@ class DataConfig(_Strict):
         None, description="split_file's part scored as the test split, in place of the "
         "dataset's own: training images no earlier choice has seen"
     )
-    channels: Literal[1, 3] | None = Field(None, description="image_folder only: 1 or 3")
+    channels: Literal[1, 3] | None = Field(
+        None, description="image_folder only: 1 or 3; null: 1 when the folder's images are "
+        "stored grey, else 3")
     num_workers: int | None = Field(
         None, ge=0, description="processes reading image files beside training (file datasets "
         "only); null: none on a CPU, from the CPUs on a GPU (up to 4, one core left to "

@@ -16,7 +16,7 @@ import torchvision.datasets as tvd
 import torchvision.transforms as T
 
 from horkd import distributed
-from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits
+from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits, stored_channels
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 from horkd.notes import note
 
@@ -116,18 +116,23 @@ def image_folder(
     root: str | None,
     hr_size: int | None,
     download: bool = False,
-    channels: int = 3,
+    channels: int | None = None,
     skip_bad_images: bool = False,
     test_fraction: float = 0.2,
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test);
     without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) ``test_fraction`` of each
-    class is held out as one."""
+    class is held out as one. ``channels`` unset: 1 for a folder of grey images, else 3."""
     if not root:
         raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
     base = Path(root)
     if not base.is_dir():
         raise DataNotFoundError(f"image_folder: {base} is not a folder; expected {LAYOUT}")
+    if channels is None:
+        channels = stored_channels(str(base))
+        if channels == 1 and distributed.is_main():
+            note(f"image_folder: data.channels not set: {base}'s images are grey, so the "
+                 "networks take 1 channel (data.channels=3 takes them as colour)")
     test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
     if test_name is None:
         train_name = "train" if (base / "train").is_dir() else "."

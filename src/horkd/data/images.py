@@ -10,6 +10,7 @@ fails later (deleted while a run reads it) is named then, and skipped when skipp
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -110,6 +111,28 @@ def load_image(path: str | Path, channels: int | None = None) -> Image.Image:
     except Exception as exc:
         raise BadImageError(f"{path}: {describe_failure(path, exc)}",
                             missing=isinstance(exc, FileNotFoundError)) from None
+
+
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+@functools.lru_cache(maxsize=16)
+def stored_channels(root: str, probes: int = 256) -> int:
+    """``data.channels`` unset: 1 when the folder's images are stored grey, else 3. Read from
+    the headers of up to ``probes`` files spread over the folder (unreadable ones aside): a
+    folder of grey images trained as RGB triples the first layer's inputs for nothing, and a
+    new user had no hint that ``data.channels=1`` exists. A function of the folder alone, so a
+    run's data and its stages' fingerprints agree on it."""
+    files = sorted(str(p) for p in Path(root).rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    modes = set()
+    for path in files[::max(1, len(files) // probes)][:probes]:
+        try:
+            with Image.open(path) as image:
+                modes.add(image.mode)
+        except Exception:  # a damaged file is named by the data check, not here
+            continue
+    return 1 if modes and modes <= GREY_MODES else 3
 
 
 def problems_of(paths: Sequence[str | Path], workers: int | None = None) -> dict[str, str]:
