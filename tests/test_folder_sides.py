@@ -106,3 +106,12 @@ def test_a_folder_of_grey_images_trains_with_one_channel(tmp_path, capsys, monke
     now = teacher_fingerprint(load_config(config, [f"data.root={grey}"]), 0)
     monkeypatch.setattr(horkd.run_dir, "stored_channels", lambda root: 3)
     assert teacher_fingerprint(load_config(config, [f"data.root={grey}"]), 0) != now
+
+
+def test_a_folder_run_is_named_after_the_folder(tmp_path):
+    folder = _photos(tmp_path / "shapes", ((20, 20),))
+    cfg = load_config(ROOT / "configs/image_folder.yaml", [f"data.root={folder}"])
+    assert (cfg.name, cfg.output_dir) == ("shapes", "runs/shapes")  # not my_images
+    given = load_config(ROOT / "configs/image_folder.yaml",
+                        [f"data.root={folder}", "output_dir=runs/first", "name=mine"])
+    assert (given.name, given.output_dir) == ("mine", "runs/first")

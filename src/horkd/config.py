@@ -559,6 +559,23 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _named_after_the_data(cls, raw: Any) -> Any:
+        """``name: null``: the data folder's name (a run on ``shapes/`` reports as ``shapes``,
+        not as the config's ``my_images``); ``output_dir: null``: ``runs/<name>``."""
+        if not isinstance(raw, dict) or not ({"name", "output_dir"} & {
+                key for key, value in raw.items() if value is None}):
+            return raw
+        raw = dict(raw)
+        if raw.get("name", "") is None:
+            data = raw.get("data")
+            root = data.get("root") if isinstance(data, dict) else None
+            raw["name"] = (Path(str(root)).resolve().name if root else "") or "experiment"
+        if raw.get("output_dir", "") is None:
+            raw["output_dir"] = f"runs/{raw.get('name') or 'experiment'}"
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _removed_keys(cls, raw: Any) -> Any:
         """``schedule`` chose what the name ``horkd`` meant; the joint schedule is now its own
         method, so a name always means one method. Old run directories still load."""
