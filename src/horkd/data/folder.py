@@ -81,9 +81,18 @@ def _split(base: Path, name: str, channels: int, transform: Any, skip: bool) -> 
     try:
         return CheckedImageFolder(folder, channels, transform, skip)
     except FileNotFoundError as exc:  # no class folder, or a class folder without images
+        classes = [d for d in folder.iterdir() if d.is_dir()] if folder.is_dir() else []
+        empty = sorted(d.name for d in classes
+                       if not any(_is_image(str(p)) for p in d.rglob("*")))
+        if 0 < len(empty) < len(classes):  # torchvision's words end "the classes X. ": say it
+            # plainly (a folder with no image anywhere gets the layout instead)
+            raise DataNotFoundError(
+                f"image_folder: {folder}: class folder(s) {', '.join(empty)} hold no image file "
+                f"(image files end in {', '.join(IMAGE_EXTENSIONS)}); add images or remove "
+                "the folder") from None
         raise DataNotFoundError(
-            f"image_folder: {folder}: {exc} (expected {LAYOUT}; image files end in "
-            f"{', '.join(IMAGE_EXTENSIONS)})"
+            f"image_folder: {folder}: {str(exc).strip().rstrip('.')} (expected {LAYOUT}; image "
+            f"files end in {', '.join(IMAGE_EXTENSIONS)})"
         ) from None
 
 
