@@ -89,6 +89,11 @@ def test_a_folder_of_grey_images_trains_with_one_channel(tmp_path, capsys, monke
         for i in range(10):
             Image.fromarray(np.full((12, 12), 40 + 150 * c + i, np.uint8)).save(
                 grey / f"class{c}" / f"{i}.png")
+    # grey pictures stored otherwise, as a real folder has some: RGBA, a palette, an RGB JPEG
+    picture = Image.fromarray(np.arange(144, dtype=np.uint8).reshape(12, 12))
+    picture.convert("RGBA").save(grey / "class0/rgba.png")
+    picture.convert("P").save(grey / "class1/palette.png")
+    picture.convert("RGB").save(grey / "class1/photo.jpg")
     config = ROOT / "configs/image_folder.yaml"
     assert build_context(load_config(config, [f"data.root={grey}"]), 0).in_channels == 1
     said = capsys.readouterr().out
