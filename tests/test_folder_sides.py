@@ -97,7 +97,7 @@ def test_a_folder_of_grey_images_trains_with_one_channel(tmp_path, capsys, monke
     config = ROOT / "configs/image_folder.yaml"
     assert build_context(load_config(config, [f"data.root={grey}"]), 0).in_channels == 1
     said = capsys.readouterr().out
-    assert said.count("images are grey, so the networks take 1 channel") == 1
+    assert said.count(f"the images in {grey} are grey, so the networks take 1 channel") == 1
     assert "data.channels=3" in said  # how to take them as colour all the same
     as_colour = load_config(config, [f"data.root={grey}", "data.channels=3"])
     assert build_context(as_colour, 0).in_channels == 3

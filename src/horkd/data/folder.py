@@ -140,7 +140,7 @@ def image_folder(
     if channels is None:
         channels = stored_channels(str(base))
         if channels == 1 and distributed.is_main():
-            note(f"image_folder: data.channels not set: {base}'s images are grey, so the "
+            note(f"image_folder: data.channels not set: the images in {base} are grey, so the "
                  "networks take 1 channel (data.channels=3 takes them as colour)")
     test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
     if test_name is None:
