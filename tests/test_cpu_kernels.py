@@ -146,7 +146,7 @@ def test_a_first_call_that_compiles_is_said_once(monkeypatch, capsys):
         return capsys.readouterr().out
 
     monkeypatch.setattr(cpu_kernels, "COMPILE_NOTE_AFTER", 0.05)
-    monkeypatch.setattr(cpu_kernels, "_said", [])
+    cpu_kernels._say_compiling.cache_clear()
     quick = {f"{n}_{s}": Kernel(0.0) for n in ("distance", "angle") for s in ("both", "student")}
     assert cpu_kernels.COMPILING not in run(quick)
     slow = {f"{n}_{s}": Kernel(0.3) for n in ("distance", "angle") for s in ("both", "student")}

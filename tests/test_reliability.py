@@ -234,7 +234,7 @@ FAULTS = [
     Fault("empty tree", empty_tree, (2, ("Couldn't find any class folder",)),
           (2, ("Couldn't find any class folder",))),
     Fault("class folder without images", class_without_images,
-          (2, ("fox", "no valid file")), (2, ("fox", "no valid file"))),
+          (2, ("fox", "hold no image file")), (2, ("fox", "hold no image file"))),
     Fault("file gone mid-run", lambda root: None,
           (2, ("not found (it was there when the run started", "--skip-bad-images")),
           (0, ("left out 1 unusable",)),

@@ -138,15 +138,11 @@ COMPILING = ("compiling the relational losses' CPU kernels (once; numba keeps th
              "later runs): this epoch takes longer than the next")
 
 
-_said: list[bool] = []  # whether this process has said it (four kernels, one line)
-
-
+@functools.cache  # once a process: four kernels, one line
 def _say_compiling() -> None:
     from horkd.notes import note
 
-    if not _said:
-        _said.append(True)
-        note(COMPILING)
+    note(COMPILING)
 
 
 @contextmanager
