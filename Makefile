@@ -7,13 +7,17 @@ STAMP := $(VENV)/.horkd-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-all demo results lint bench fashion-mnist glyphs clean api
+.PHONY: setup test test-all demo results lint bench fashion-mnist glyphs clean api
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# The environment alone (PyTorch, horkd and the test tools in .venv), for a user who wants the
+# `horkd` command without waiting for the tests or the demo.
+setup: $(STAMP)
 
 # Every core runs tests (pytest-xdist), one thread each so the workers do not crowd each other;
 # a file's tests stay on one worker (its module fixtures are built once). About 17 minutes on 2

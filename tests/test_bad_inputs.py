@@ -72,6 +72,12 @@ def _one_class(tmp: Path) -> list[str]:
     return _config(tmp, "data.dataset=image_folder", f"data.root={root}", "data.channels=3")
 
 
+def _empty_class(tmp: Path) -> list[str]:
+    root = _image_tree(tmp, corrupt=False)
+    (root / "train" / "empty_class").mkdir()
+    return _config(tmp, "data.dataset=image_folder", f"data.root={root}", "data.channels=3")
+
+
 def _unfinished_stage(tmp: Path) -> list[str]:
     stage = tmp / "run/seed0/teacher"
     stage.mkdir(parents=True)
@@ -186,6 +192,8 @@ CASES = [
     Case("image folder without images", lambda t: _config(t, "data.dataset=image_folder",
                                                         f"data.root={t}"),
          ("Found no valid file", "ROOT/train/<class>/<images>", "ROOT/<class>/<images>")),
+    Case("image folder with an empty class", _empty_class,
+         ("class folder(s) empty_class hold no image file", "; add images or remove")),
     Case("image folder with one class", _one_class, ("holds 1 class folder (cat)",
                                                      "at least two")),
     Case("predict with a stage still training", _unfinished_stage,
@@ -228,6 +236,7 @@ def test_bad_input_is_one_readable_message(case: Case, tmp_path, capfd):
         assert needle in err, f"{needle!r} not in {err!r}"
     message = [line for line in err.splitlines() if line.startswith(("horkd: error", "usage"))]
     assert message, err
+    assert ".  (" not in err and ". (" not in err  # one sentence, not a library's and ours glued
     assert not (tmp_path / "CODE_RAN").exists()
 
 

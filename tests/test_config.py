@@ -96,3 +96,8 @@ def test_an_lr_size_on_the_command_line_replaces_the_configs_factor():
         assert (cfg.degrade.lr_size, cfg.degrade.factor) == (None, 2), path
     with pytest.raises(Exception, match="override of one on the command line replaces"):
         config_from_dict({"degrade": {"lr_size": 8, "factor": 4}})
+    # both on the command line: no override to let win, so neither is dropped silently
+    with pytest.raises(Exception, match="degrade.factor=2 and degrade.lr_size=8 both set the LR"):
+        config_from_dict({"degrade": {"factor": 4}}, ["degrade.factor=2", "degrade.lr_size=8"])
+    cfg = config_from_dict({"degrade": {"factor": 4}}, ["degrade.factor=null", "degrade.lr_size=8"])
+    assert (cfg.degrade.lr_size, cfg.degrade.factor) == (8, None)

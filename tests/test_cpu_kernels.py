@@ -120,3 +120,34 @@ def test_a_numba_that_does_not_import_falls_back_to_the_eager_ops(monkeypatch):
         monkeypatch.undo()
         cpu_kernels._loops.cache_clear()  # the real numba again for the other tests
     assert cpu_kernels.usable(s)
+
+
+def test_a_first_call_that_compiles_is_said_once(monkeypatch, capsys):
+    """A fresh clone's first epoch with a relational loss spends tens of seconds compiling: one
+    line says so while it waits; a call loaded from numba's disk cache (quick) says nothing."""
+    import time
+    import types
+
+    class Kernel:
+        def __init__(self, seconds: float) -> None:
+            self.seconds, self.signatures = seconds, []
+
+        def __call__(self, *arrays):
+            time.sleep(self.seconds)
+            self.signatures.append("compiled")
+            return 0.0, arrays[0], arrays[1]
+
+    def run(kernels: dict) -> str:
+        monkeypatch.setattr(cpu_kernels, "_loops", lambda: types.SimpleNamespace(**kernels))
+        array = torch.zeros(2, 2).numpy()
+        for name in ("distance", "angle"):
+            for both in (True, False, True):
+                cpu_kernels._run(name, both, array, array)
+        return capsys.readouterr().out
+
+    monkeypatch.setattr(cpu_kernels, "COMPILE_NOTE_AFTER", 0.05)
+    cpu_kernels._say_compiling.cache_clear()
+    quick = {f"{n}_{s}": Kernel(0.0) for n in ("distance", "angle") for s in ("both", "student")}
+    assert cpu_kernels.COMPILING not in run(quick)
+    slow = {f"{n}_{s}": Kernel(0.3) for n in ("distance", "angle") for s in ("both", "student")}
+    assert run(slow).count(cpu_kernels.COMPILING) == 1

@@ -416,6 +416,9 @@ def test_the_front_door_stays_short_and_the_reference_stays_a_reference():
     assert max(len(p.split()) for p in paragraphs) <= 150
     first = "\n".join(text.splitlines()[:40])
     assert "![" in first and "make demo" in first and "make test" in first
+    # the setup-only step a new user wants, named, and nothing but the environment
+    assert "make setup" in first and "make\nsetup`" in text.split("source .venv/bin/activate")[2]
+    assert re.search(r"^setup: \$\(STAMP\)\n\n", (ROOT / "Makefile").read_text(), re.M)
     image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", first).group(1)
     assert (ROOT / image).is_file()
     reference = (ROOT / "docs" / "config.md").read_text()

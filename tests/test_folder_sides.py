@@ -12,6 +12,7 @@ from PIL import Image
 
 from horkd.cli import main
 from horkd.config import load_config
+from horkd.data import AugmentSpec
 from horkd.experiment import build_context, open_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,21 @@ def test_run_and_study_init_choose_the_same_sides(tmp_path, capsys, lr_size):
     assert study["base"]["degrade"]["lr_size"] == ctx.lr_size
     assert study["curve_sizes"] == list(ctx.curve_sizes)
     assert f"HR side {ctx.hr_size} px, LR side {ctx.lr_size} px" in out.err
+    # and the same augmentation: shifts scaled to the HR side (36 px: 2), not CIFAR's fixed 4
+    assert AugmentSpec(**study["base"]["data"]["augment"]) == ctx.augment == AugmentSpec(2, True)
+    assert study["teachers"]["teacher"]["data"]["augment"] == study["base"]["data"]["augment"]
+
+
+def test_the_folder_augmentation_scales_with_the_hr_side(tmp_path, capsys):
+    folder = _photos(tmp_path / "photos", ((20, 20),))
+    for hr, padding in ((20, 1), (64, 4), (224, 14)):
+        cfg = load_config(ROOT / "configs/image_folder.yaml",
+                          [f"data.root={folder}", f"data.hr_size={hr}"])
+        assert build_context(cfg, 0).augment == AugmentSpec(padding, True)
+        capsys.readouterr()
+        assert main(["study", "init", "--data", str(folder), "--hr-size", str(hr)]) == 0
+        study = yaml.safe_load(capsys.readouterr().out)
+        assert study["base"]["data"]["augment"] == {"crop_padding": padding, "hflip": True}
 
 
 def test_study_init_out_is_written_only_when_it_succeeds(tmp_path, capsys):
@@ -96,3 +112,43 @@ def test_small_sides_warn_and_impossible_ones_are_one_line_errors(tmp_path, caps
     assert main(argv + ["degrade.lr_size=6"]) == 2  # not below the images' own side
     assert ("degrade.lr_size=6 is not below the HR side 6 px, the images' own (data.hr_size "
             "sets another)") in capsys.readouterr().err
+
+
+def test_a_folder_of_grey_images_trains_with_one_channel(tmp_path, capsys, monkeypatch):
+    grey = tmp_path / "grey"
+    for c in range(2):
+        (grey / f"class{c}").mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((12, 12), 40 + 150 * c + i, np.uint8)).save(
+                grey / f"class{c}" / f"{i}.png")
+    # grey pictures stored otherwise, as a real folder has some: RGBA, a palette, an RGB JPEG
+    picture = Image.fromarray(np.arange(144, dtype=np.uint8).reshape(12, 12))
+    picture.convert("RGBA").save(grey / "class0/rgba.png")
+    picture.convert("P").save(grey / "class1/palette.png")
+    picture.convert("RGB").save(grey / "class1/photo.jpg")
+    config = ROOT / "configs/image_folder.yaml"
+    assert build_context(load_config(config, [f"data.root={grey}"]), 0).in_channels == 1
+    said = capsys.readouterr().out
+    assert said.count(f"the images in {grey} are grey, so the networks take 1 channel") == 1
+    assert "data.channels=3" in said  # how to take them as colour all the same
+    as_colour = load_config(config, [f"data.root={grey}", "data.channels=3"])
+    assert build_context(as_colour, 0).in_channels == 3
+    colour = _photos(tmp_path / "photos", ((20, 20),))
+    assert build_context(load_config(config, [f"data.root={colour}"]), 0).in_channels == 3
+    assert "networks take" not in capsys.readouterr().out
+    # a stage trained when a grey folder was taken as colour (3 channels) is not reused
+    import horkd.run_dir
+    from horkd.run_dir import teacher_fingerprint
+
+    now = teacher_fingerprint(load_config(config, [f"data.root={grey}"]), 0)
+    monkeypatch.setattr(horkd.run_dir, "stored_channels", lambda root: 3)
+    assert teacher_fingerprint(load_config(config, [f"data.root={grey}"]), 0) != now
+
+
+def test_a_folder_run_is_named_after_the_folder(tmp_path):
+    folder = _photos(tmp_path / "shapes", ((20, 20),))
+    cfg = load_config(ROOT / "configs/image_folder.yaml", [f"data.root={folder}"])
+    assert (cfg.name, cfg.output_dir) == ("shapes", "runs/shapes")  # not my_images
+    given = load_config(ROOT / "configs/image_folder.yaml",
+                        [f"data.root={folder}", "output_dir=runs/first", "name=mine"])
+    assert (given.name, given.output_dir) == ("mine", "runs/first")

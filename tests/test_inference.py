@@ -189,6 +189,14 @@ def test_predict_lists_unreadable_files_and_says_so(classifier, tmp_path, capsys
     assert rows["good.png"]["label"] and not rows["good.png"]["error"]
     assert "empty file" in rows["empty.jpg"]["error"] and not rows["broken.png"]["label"]
     assert "2 file(s) could not be used" in capsys.readouterr().err
+    # rows follow the order the files were given, an unreadable one in its own place
+    pictures = sorted(pngs.rglob("*.png"))[:3]
+    given = [pictures[2], bad / "broken.png", pictures[0], bad / "empty.jpg", pictures[1]]
+    assert main(["predict", str(model), *map(str, given), "--out", str(tmp_path / "o.csv"),
+                 "--batch-size", "2"]) == 1
+    rows = list(csv.DictReader((tmp_path / "o.csv").open()))
+    assert [r["path"] for r in rows] == list(map(str, given))
+    assert [bool(r["error"]) for r in rows] == [False, True, False, True, False]
 
 
 @pytest.mark.parametrize(

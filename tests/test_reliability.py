@@ -311,7 +311,7 @@ FAULTS = [
     Fault("empty tree", empty_tree, (2, ("Couldn't find any class folder",)),
           (2, ("Couldn't find any class folder",))),
     Fault("class folder without images", class_without_images,
-          (2, ("fox", "no valid file")), (2, ("fox", "no valid file"))),
+          (2, ("fox", "hold no image file")), (2, ("fox", "hold no image file"))),
     Fault("file gone mid-run", lambda root: None,
           (2, ("not found (it was there when the run started", "--skip-bad-images")),
           (0, ("left out 1 unusable",)),
@@ -391,5 +391,8 @@ def test_the_advice_to_skip_bad_images_works_in_the_same_run_directory(tmp_path,
     assert "--skip-bad-images" in capfd.readouterr().err
     assert main(_run_on(tmp_path, True, False, monkeypatch)) == 0
     out, err = capfd.readouterr()
-    assert "holds no trained stage yet" in out and "Traceback" not in err
-    assert (tmp_path / "run/config.previous.yaml").exists()
+    # nothing trained under the refused config: the rerun starts as in an empty folder, with
+    # no word of an old run or an old config kept
+    assert "Traceback" not in err and "config.previous" not in out and "old one" not in out
+    assert "continuing" not in out and "no trained stage" not in out
+    assert not (tmp_path / "run/config.previous.yaml").exists()

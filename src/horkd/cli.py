@@ -817,7 +817,6 @@ def _stopped_at_the_end(status: int) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from horkd import stop
-    from horkd.trainer import TrainingDiverged, TrainingStopped
 
     try:
         if args.command == "run":
@@ -853,19 +852,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("horkd: interrupted", file=sys.stderr)
         request = stop.current()
         return stop.exit_status(request.last_signal if request is not None else None)
-    except TrainingStopped as exc:  # one line: what stopped, where, what is saved
+    except stop.TrainingStopped as exc:  # one line: what stopped, where, what is saved
         print(f"horkd: {exc}", file=sys.stderr)
         return stop.exit_status(exc.signal_name or stop.requested())
-    except TrainingDiverged as exc:
-        if args.debug:
-            raise
-        print(f"horkd: error: {exc}", file=sys.stderr)
-        return EXIT_DIVERGED
     except Exception as exc:  # every user-facing error becomes one line
+        if _diverged(exc):
+            if args.debug:
+                raise
+            print(f"horkd: error: {exc}", file=sys.stderr)
+            return EXIT_DIVERGED
         if args.debug or not _is_user_error(exc):
             raise
         print(f"horkd: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _diverged(exc: Exception) -> bool:
+    """A run stopped by non-finite losses. Looked up only where training was imported, so a
+    command that trains nothing (predict, export) never pays for importing the training loop."""
+    trainer = sys.modules.get("horkd.trainer")
+    return trainer is not None and isinstance(exc, trainer.TrainingDiverged)
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -36,7 +36,9 @@ class _Strict(BaseModel):
 class AugmentConfig(_Strict):
     """Applied once to the HR batch; the LR view is derived from the augmented tensor."""
 
-    crop_padding: int = Field(0, ge=0)
+    crop_padding: int | None = Field(
+        0, ge=0, description="random shifts of up to this many pixels; null: a sixteenth of the "
+        "HR side, at least 1 (the rule horkd study init writes for a folder)")
     hflip: bool = False
     views: int | None = Field(
         None,
@@ -121,7 +123,9 @@ class DataConfig(_Strict):
         None, description="split_file's part scored as the test split, in place of the "
         "dataset's own: training images no earlier choice has seen"
     )
-    channels: Literal[1, 3] | None = Field(None, description="image_folder only: 1 or 3")
+    channels: Literal[1, 3] | None = Field(
+        None, description="image_folder only: 1 or 3; null: 1 when the folder's images are "
+        "stored grey, else 3")
     num_workers: int | None = Field(
         None, ge=0, description="processes reading image files beside training (file datasets "
         "only); null: none on a CPU, from the CPUs on a GPU (up to 4, one core left to "
@@ -142,7 +146,7 @@ class DataConfig(_Strict):
     def _known_dataset(cls, name: str) -> str:
         from horkd.data import DATASETS
 
-        DATASETS.get(name)
+        DATASETS.check(name)  # imports no reader: validating a config stays quick
         return name
 
     @model_validator(mode="after")
@@ -577,6 +581,23 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _named_after_the_data(cls, raw: Any) -> Any:
+        """``name: null``: the data folder's name (a run on ``shapes/`` reports as ``shapes``,
+        not as the config's ``my_images``); ``output_dir: null``: ``runs/<name>``."""
+        if not isinstance(raw, dict) or not ({"name", "output_dir"} & {
+                key for key, value in raw.items() if value is None}):
+            return raw
+        raw = dict(raw)
+        if raw.get("name", "") is None:
+            data = raw.get("data")
+            root = data.get("root") if isinstance(data, dict) else None
+            raw["name"] = (Path(str(root)).resolve().name if root else "") or "experiment"
+        if raw.get("output_dir", "") is None:
+            raw["output_dir"] = f"runs/{raw.get('name') or 'experiment'}"
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _removed_keys(cls, raw: Any) -> Any:
         """``schedule`` chose what the name ``horkd`` meant; the joint schedule is now its own
         method, so a name always means one method. Old run directories still load."""
@@ -640,7 +661,8 @@ class ExperimentConfig(_Strict):
                         "not train; drop it (the embedding-based methods apply)"
                     )
         augment = self.data.augment
-        if self.distill.cache_reference and augment.crop_padding > 0 and augment.views is None:
+        crops = augment.crop_padding is None or augment.crop_padding > 0
+        if self.distill.cache_reference and crops and augment.views is None:
             raise ValueError(
                 "distill.cache_reference stores one reference output per image and flip; random "
                 "crops (data.augment.crop_padding > 0) have too many to store: set "
@@ -767,8 +789,16 @@ def _copy_tree(node: Any) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     merged = _copy_tree(raw)
+    sizes: dict[tuple[str, ...], str] = {}  # the LR side given by an override, either way
     for text in overrides:
         path, value = parse_override(text)
+        other = _ONE_OF.get(tuple(path))
+        if other is not None and value is not None:
+            sizes[tuple(path)] = text
+            given = sizes.get((*path[:-1], other))
+            if given is not None:  # the rule's "an override wins" cannot pick between two
+                raise ConfigError(f"{given} and {text} both set the LR side (degrade.lr_size in "
+                                  "pixels, degrade.factor as HR side / factor): give one")
         node = merged
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -776,7 +806,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override '{text}': '{part}' is not a section")
             node = child
         node[path[-1]] = value
-        other = _ONE_OF.get(tuple(path))
         if other is not None and value is not None and node.get(other) is not None:
             node[other] = None  # the size given last wins over the config's other way to say it
     return merged

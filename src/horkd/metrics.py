@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch import Tensor
 
 
@@ -83,6 +82,8 @@ def kfold_verification_accuracy(
 
 def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
     """True accept rate (%) at the largest threshold-achievable false accept rate <= ``far``."""
+    from sklearn.metrics import roc_curve  # seconds to import: only where faces are verified
+
     fpr, tpr, _ = roc_curve(same.astype(int), scores)
     allowed = fpr <= far
     return 100.0 * float(tpr[allowed].max()) if allowed.any() else 0.0
@@ -91,6 +92,8 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
 def verification_metrics(
     scores: np.ndarray, same: np.ndarray, folds: np.ndarray, fars: Sequence[float] = (1e-2, 1e-3)
 ) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
     acc, std = kfold_verification_accuracy(scores, same, folds)
     metrics = {"acc": acc, "acc_std": std, "auc": 100.0 * float(roc_auc_score(same, scores))}
     for far in fars:

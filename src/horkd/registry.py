@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 #: The type of a registry's entries (a factory, a spec).
@@ -54,11 +55,23 @@ class Registry(Generic[T]):
 
     Args:
         kind: What the entries are, for the messages (``"model"``, ``"method"``, ``"dataset"``).
+        lazy: Names whose module registers them on import (name -> module), imported at the
+            first :meth:`get` of one of its names: naming, listing and checking a name import
+            nothing, so validating a config does not pay for a slow module (torchvision).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, lazy: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._lazy = dict(lazy or {})
+
+    def _import(self, name: str) -> None:
+        """The module that registers ``name``, imported (once) if it has not been."""
+        module = self._lazy.get(name)
+        if module is not None and name not in self._entries:
+            for declared in [n for n, m in self._lazy.items() if m == module]:
+                del self._lazy[declared]
+            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator that adds its object under ``name`` and returns the object unchanged.
@@ -93,6 +106,7 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: ``name`` is not registered.
         """
+        self._import(name)
         if name not in self._entries:
             raise UnknownNameError(f"{self.kind} '{name}' is not registered")
         return self._entries.pop(name)
@@ -110,21 +124,30 @@ class Registry(Generic[T]):
             UnknownNameError: ``name`` is not registered; the message suggests the closest
                 known name and lists them all.
         """
-        if name not in self._entries:
-            known = sorted(self._entries)
+        self.check(name)
+        self._import(name)
+        return self._entries[name]
+
+    def check(self, name: str) -> None:
+        """Raise :class:`UnknownNameError` as :meth:`get` does, importing nothing.
+
+        Args:
+            name: The entry's name.
+        """
+        if name not in self:
+            known = self.names()
             close = closest_name(name, known)
             hint = f" Did you mean '{close}'?" if close else ""
             raise UnknownNameError(
                 f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(known)}"
             )
-        return self._entries[name]
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
-        return sorted(self._entries)
+        """The registered names (those of modules not imported yet included), sorted."""
+        return sorted({*self._entries, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

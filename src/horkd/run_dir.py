@@ -21,6 +21,7 @@ import yaml
 from horkd.checkpoint import SHIP_FILE, atomic_write
 from horkd.config import ExperimentConfig, dump_config
 from horkd.data.digest import data_digest
+from horkd.data.images import stored_channels
 from horkd.data.partition import with_partition_digest
 from horkd.run_lock import LOCK_FILE
 
@@ -79,9 +80,7 @@ def prepare_run_dir(
         elif _same_config(old_text, cfg):
             print(f"continuing the run in {run_dir} (finished stages are reused)", flush=True)
         elif not _trained_anything(run_dir):  # e.g. stopped by a data check: nothing to keep
-            print(f"{run_dir} holds no trained stage yet: starting it with the new config (the "
-                  "old one is kept as config.previous.yaml)", flush=True)
-            (run_dir / "config.previous.yaml").write_text(old_text)
+            pass  # the folder only says a run was tried: start it, as in an empty folder
         elif resume:
             print(
                 f"resuming {run_dir} with a changed config ({_changes(old_text, text)}); stages "
@@ -147,6 +146,9 @@ def _data_settings(cfg: ExperimentConfig, seed: int, labels: bool = True) -> dic
     data = cfg.data.model_dump(mode="json", exclude_defaults=True, exclude=exclude)
     # (how fast data loads does not change what a stage learns; a partition counts by its parts)
     data = with_partition_digest(data)
+    if cfg.data.dataset == "image_folder" and cfg.data.channels is None and cfg.data.root \
+            and Path(cfg.data.root).is_dir() and stored_channels(cfg.data.root) == 1:
+        data["channels_found"] = 1  # a grey folder once trained as RGB: those stages retrain
     return {
         "seed": seed,
         "data": data,

@@ -7,7 +7,6 @@ import inspect
 import torch
 from torch.utils.data import Dataset, Subset
 
-from horkd.data import fine_grained, folder, glyphs, vision  # noqa: F401  (register builders)
 from horkd.data.augment import AugmentSpec, augment_batch
 from horkd.data.digest import data_digest
 from horkd.data.loader import BatchLoader

@@ -22,7 +22,10 @@ from pathlib import Path
 from horkd.registry import Registry
 
 #: The files a dataset's builder reads: name -> (root or None) -> files (empty: none found there).
-DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset files")
+DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset files", lazy={
+    **dict.fromkeys(("fashion_mnist", "mnist", "digits"), "horkd.data.vision"),
+    "glyphs": "horkd.data.glyphs",
+})
 
 #: How a dataset carves its own held-out split from a root, where no setting says so: name ->
 #: root -> the rule's name (None: the root carves nothing). Part of the digest, so a stage that

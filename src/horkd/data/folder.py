@@ -19,7 +19,7 @@ import torchvision.transforms as T
 
 from horkd import distributed
 from horkd.data.digest import SPLIT_RULES
-from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits
+from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits, stored_channels
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 from horkd.notes import note
 
@@ -84,9 +84,18 @@ def _split(base: Path, name: str, channels: int, transform: Any, skip: bool) -> 
     try:
         return CheckedImageFolder(folder, channels, transform, skip)
     except FileNotFoundError as exc:  # no class folder, or a class folder without images
+        classes = [d for d in folder.iterdir() if d.is_dir()] if folder.is_dir() else []
+        empty = sorted(d.name for d in classes
+                       if not any(_is_image(str(p)) for p in d.rglob("*")))
+        if 0 < len(empty) < len(classes):  # torchvision's words end "the classes X. ": say it
+            # plainly (a folder with no image anywhere gets the layout instead)
+            raise DataNotFoundError(
+                f"image_folder: {folder}: class folder(s) {', '.join(empty)} hold no image file "
+                f"(image files end in {', '.join(IMAGE_EXTENSIONS)}); add images or remove "
+                "the folder") from None
         raise DataNotFoundError(
-            f"image_folder: {folder}: {exc} (expected {LAYOUT}; image files end in "
-            f"{', '.join(IMAGE_EXTENSIONS)})"
+            f"image_folder: {folder}: {str(exc).strip().rstrip('.')} (expected {LAYOUT}; image "
+            f"files end in {', '.join(IMAGE_EXTENSIONS)})"
         ) from None
 
 
@@ -154,18 +163,24 @@ def image_folder(
     root: str | None,
     hr_size: int | None,
     download: bool = False,
-    channels: int = 3,
+    channels: int | None = None,
     skip_bad_images: bool = False,
     test_fraction: float = 0.2,
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test);
     without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) about ``test_fraction`` of
-    each class is held out as one, each file by its own name (:func:`test_share`)."""
+    each class is held out as one, each file by its own name (:func:`test_share`).
+    ``channels`` unset: 1 for a folder of grey images, else 3."""
     if not root:
         raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
     base = Path(root)
     if not base.is_dir():
         raise DataNotFoundError(f"image_folder: {base} is not a folder; expected {LAYOUT}")
+    if channels is None:
+        channels = stored_channels(str(base))
+        if channels == 1 and distributed.is_main():
+            note(f"image_folder: data.channels not set: the images in {base} are grey, so the "
+                 "networks take 1 channel (data.channels=3 takes them as colour)")
     test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
     if test_name is None:
         train_name = "train" if (base / "train").is_dir() else "."

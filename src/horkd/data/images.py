@@ -10,6 +10,7 @@ fails later (deleted while a run reads it) is named then, and skipped when skipp
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -110,6 +111,46 @@ def load_image(path: str | Path, channels: int | None = None) -> Image.Image:
     except Exception as exc:
         raise BadImageError(f"{path}: {describe_failure(path, exc)}",
                             missing=isinstance(exc, FileNotFoundError)) from None
+
+
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+@functools.lru_cache(maxsize=16)
+def stored_channels(root: str, probes: int = 256) -> int:
+    """``data.channels`` unset: 1 when the folder's images are grey, else 3. Read from up to
+    ``probes`` files spread over the folder (unreadable ones aside; see :func:`_grey`): a
+    folder of grey images trained as RGB triples the first layer's inputs for nothing, and a
+    new user had no hint that ``data.channels=1`` exists. A function of the folder alone, so a
+    run's data and its stages' fingerprints agree on it."""
+    files = sorted(str(p) for p in Path(root).rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    seen = False
+    for path in files[::max(1, len(files) // probes)][:probes]:
+        try:
+            grey = _grey(path)
+        except Exception:  # a damaged file is named by the data check, not here
+            continue
+        if not grey:
+            return 3  # one colour image: the folder is colour
+        seen = True
+    return 1 if seen else 3
+
+
+GREY_TOLERANCE = 3  # channels this close count as equal (JPEG's colour rounding of a grey image)
+
+
+def _grey(path: str) -> bool:
+    """Stored grey (its mode says so, read from the header), or grey in content though stored
+    as RGB, RGBA or a palette (decoded, a thumbnail's channels compared)."""
+    with Image.open(path) as image:
+        if image.mode in GREY_MODES:
+            return True
+        image.draft("RGB", (64, 64))  # JPEG decodes at a fraction of its size
+        small = image.convert("RGB")
+    small.thumbnail((64, 64))
+    pixels = np.asarray(small, dtype=np.int16)
+    return int(np.abs(pixels - pixels[..., :1]).max()) <= GREY_TOLERANCE
 
 
 def problems_of(paths: Sequence[str | Path], workers: int | None = None) -> dict[str, str]:

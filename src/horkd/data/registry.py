@@ -14,7 +14,12 @@ from horkd.registry import Registry
 #: side in pixels to resize images to (``None``: their own), ``download`` whether it may fetch
 #: the data; ``info`` is a :class:`DatasetInfo`. A builder raises :class:`DataNotFoundError`
 #: when the data is missing. ``horkd.data.build_splits`` calls it by name.
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", lazy={
+    **dict.fromkeys(("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "stl10", "digits"),
+                    "horkd.data.vision"),
+    "cub200": "horkd.data.fine_grained", "cars196": "horkd.data.fine_grained",
+    "image_folder": "horkd.data.folder", "glyphs": "horkd.data.glyphs",
+})
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -16,7 +16,7 @@ from torch import Tensor
 from horkd import distributed
 from horkd.config import MIN_LR_SIDE, DegradeConfig, ExperimentConfig
 from horkd.data import AugmentSpec, DatasetInfo, DataSplits, build_splits, labels_of
-from horkd.data.augment import FixedViews, FlipViews
+from horkd.data.augment import FixedViews, FlipViews, padding_for
 from horkd.data.split import labeled_mask
 from horkd.degrade import DegradeSpec, resolve_lr_size
 from horkd.evaluate import InputFn, identity, lr_input_fn
@@ -73,6 +73,13 @@ def odd_sides(hr_size: int, lr_size: int) -> list[str]:
     return odd
 
 
+def augment_spec(cfg: ExperimentConfig, hr_size: int) -> AugmentSpec:
+    """The configured augmentation; ``crop_padding: null`` scaled to the HR side."""
+    a = cfg.data.augment
+    padding = padding_for(hr_size) if a.crop_padding is None else a.crop_padding
+    return AugmentSpec(padding, a.hflip)
+
+
 def curve_sides(hr_size: int, lr_size: int) -> list[int]:
     """``report.resolution_sizes: auto``: the HR side, half of it, the LR side and half of that
     (the sizes ``horkd study init`` writes for the same folder)."""
@@ -125,8 +132,7 @@ class RunContext:
 
     @property
     def augment(self) -> AugmentSpec:
-        a = self.cfg.data.augment
-        return AugmentSpec(a.crop_padding, a.hflip)
+        return augment_spec(self.cfg, self.hr_size)
 
     def cache_views(self) -> FixedViews | FlipViews:
         """The augmentations a reference cache must hold: the fixed views, or plain (and
@@ -221,11 +227,10 @@ def build_context(
     if cfg.data.label_fraction is not None:
         mask = labeled_mask(labels_of(prepared.train), cfg.data.label_fraction, split_seed)
         labeled = torch.nonzero(mask).flatten()
-    augment = cfg.data.augment
     views = None
-    if augment.views is not None:
-        spec = AugmentSpec(augment.crop_padding, augment.hflip)
-        views = FixedViews(len(prepared.train), augment.views, spec, seed=split_seed)
+    if cfg.data.augment.views is not None:
+        spec = augment_spec(cfg, hr_size)
+        views = FixedViews(len(prepared.train), cfg.data.augment.views, spec, seed=split_seed)
     return RunContext(
         cfg=cfg,
         seed=seed,

@@ -100,16 +100,42 @@ def predict(
             disable=None) as bar:
         writer = csv.writer(handle, lineterminator="\n")  # what cut, awk and diff expect
         writer.writerow(header)
+        rows = _InOrder(writer, failures, 2 * k)
         for outputs, indices in model.stream(files, kind, batch_size, workers, failures):
             probs = outputs.logits.float().softmax(1)
             for index, ranked in zip(indices, model.top(probs, k), strict=True):
                 cells = [c for label, score in ranked for c in (label, f"{score:.6f}")]
-                writer.writerow([str(files[index]), *cells, "", failures.notes.get(index, "")])
+                rows.add(index, [str(files[index]), *cells, "", failures.notes.get(index, "")])
+            rows.flush(files)
             used += len(indices)
             bar.update(len(indices))
-        for message in failures.items:
-            writer.writerow([message.split(": ", 1)[0]] + [""] * (2 * k) + [message, ""])
+        rows.flush(files)
     return Outcome(target, used, failures.items)
+
+
+class _InOrder:
+    """CSV rows in the order the files were given (an unreadable file in its place, not at
+    the end; a batch of images of one size ahead of an earlier one of another size): each row
+    is held until every earlier file has its row."""
+
+    def __init__(self, writer: Any, failures: Failures, cells: int) -> None:
+        self.writer, self.failures, self.cells = writer, failures, cells
+        self.pending: dict[int, list[str]] = {}
+        self.next = 0
+
+    def add(self, index: int, row: list[str]) -> None:
+        self.pending[index] = row
+
+    def flush(self, files: list[Path]) -> None:
+        while True:
+            if self.next in self.pending:
+                self.writer.writerow(self.pending.pop(self.next))
+            elif self.next in self.failures.at:
+                message = self.failures.at[self.next]
+                self.writer.writerow([str(files[self.next])] + [""] * self.cells + [message, ""])
+            else:
+                return
+            self.next += 1
 
 
 def _save_embeddings(

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 
@@ -132,7 +131,8 @@ def image_tensor(image: ImageLike, model: ModelInput, kind: InputKind) -> Tensor
     pil = to_pil(image, model.channels)
     side = _side(pil, model, kind)
     if pil.size != (side, side):
-        pil = TF.resize(pil, [side, side], antialias=True)
+        # torchvision's resize of a PIL image is this call; importing torchvision costs seconds
+        pil = pil.resize((side, side), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.array(pil, dtype=np.uint8, copy=True))
     pixels = pixels.unsqueeze(0) if pixels.dim() == 2 else pixels.permute(2, 0, 1).contiguous()
     return pixels.float().div(255)  # what torchvision's to_tensor gives, with fewer steps

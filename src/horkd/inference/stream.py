@@ -63,15 +63,15 @@ class _Files(Dataset):
             return None, index, f"{self.paths[index]}: {type(exc).__name__}: {exc}", None
 
 
-def _collate(items: list[tuple[Any, ...]]) -> tuple[list[tuple[Tensor, list[int]]], list[str],
-                                                    dict[int, str]]:
+def _collate(items: list[tuple[Any, ...]]) -> tuple[list[tuple[Tensor, list[int]]],
+                                                    list[tuple[int, str]], dict[int, str]]:
     """Images of one size stacked together (a model trained across LR sizes takes LR captures
     at their own sizes), the failures and the notes on images that were used."""
     groups: dict[tuple[int, ...], list[tuple[Tensor, int]]] = {}
     for x, i, error, _ in items:
         if error is None:
             groups.setdefault(tuple(x.shape), []).append((x, i))
-    failed = [error for _, _, error, _ in items if error is not None]
+    failed = [(i, error) for _, i, error, _ in items if error is not None]
     notes = {i: note for _, i, error, note in items if error is None and note}
     batches = [(default_collate([x for x, _ in g]), [i for _, i in g]) for g in groups.values()]
     return batches, failed, notes
@@ -84,6 +84,7 @@ class Failures:
 
     items: list[str] = field(default_factory=list)
     notes: dict[int, str] = field(default_factory=dict)
+    at: dict[int, str] = field(default_factory=dict)  # path index -> what is wrong
 
 
 def stream(
@@ -106,7 +107,8 @@ def stream(
     )
     for batches, failed, notes in loader:
         if failures is not None:
-            failures.items.extend(failed)
+            failures.items.extend(error for _, error in failed)
+            failures.at.update(failed)
             failures.notes.update(notes)
         yield from batches
 

@@ -133,6 +133,36 @@ def _results(
     )
 
 
+COMPILE_NOTE_AFTER = 3.0  # seconds a kernel's first call may take before the console hears why
+COMPILING = ("compiling the relational losses' CPU kernels (once; numba keeps them on disk for "
+             "later runs): this epoch takes longer than the next")
+
+
+@functools.cache  # once a process: four kernels, one line
+def _say_compiling() -> None:
+    from horkd.notes import note
+
+    note(COMPILING)
+
+
+@contextmanager
+def _compiling_said(first: bool) -> Iterator[None]:
+    """A kernel's first call in a process compiles it (tens of seconds on a fresh clone) or
+    loads it from numba's disk cache (well under a second). Only a call still running after
+    ``COMPILE_NOTE_AFTER`` seconds is a compile: then one line says why the epoch is slow (a
+    first-look run's epoch of 31 s among 1-s ones said nothing)."""
+    if not first:
+        yield
+        return
+    timer = threading.Timer(COMPILE_NOTE_AFTER, _say_compiling)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def _run(
     name: str, need_t: bool, *arrays: np.ndarray
 ) -> tuple[float, np.ndarray, np.ndarray] | None:
@@ -150,7 +180,8 @@ def _run(
                              _cpus() - _loader_workers.get()))
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
-        out = kernel(*arrays)
+        with _compiling_said(first=not kernel.signatures):
+            out = kernel(*arrays)
         if torch.get_num_threads() != torch_threads:
             # numba's OpenMP pool, started on the first call, can reset the OpenMP thread count
             # that torch reads: the rest of the step must keep running on the user's setting

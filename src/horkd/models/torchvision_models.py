@@ -1,10 +1,12 @@
-"""torchvision backbones, built without weights (never downloads); load local weights by path."""
+"""torchvision backbones, built without weights (never downloads); load local weights by path.
+
+torchvision is imported when one is built, not when the names are registered: importing it
+costs seconds (its model zoo pulls in torch's compiler), which a command that only validates a
+config or runs a small student (``horkd predict``) should not pay.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torchvision.models as tvm
 from torch import Tensor, nn
 
 from horkd.models.registry import BACKBONES
@@ -75,7 +77,7 @@ def _strip_head(net: nn.Module) -> int:
     return width
 
 
-def _register(name: str, constructor: Callable[..., nn.Module]) -> None:
+def _register(name: str) -> None:
     @BACKBONES.register(f"tv_{name}")
     def factory(
         in_channels: int = 3, width: int | None = None, **kwargs: object
@@ -83,20 +85,15 @@ def _register(name: str, constructor: Callable[..., nn.Module]) -> None:
         if width is not None:
             raise TypeError(f"tv_{name} has a fixed width; leave 'width' unset (on the command "
                             "line: teacher.width=null, or the role's own)")
-        net = constructor(weights=None, **kwargs)  # torchvision rejects unknown kwargs itself
+        import torchvision.models as tvm
+
+        net = getattr(tvm, name)(weights=None, **kwargs)  # torchvision rejects unknown kwargs
         _replace_stem(net, in_channels)
         return TorchvisionBackbone(net, in_channels, _strip_head(net))
 
     factory.__doc__ = f"torchvision {name}, no weights (pass a local file as model.weights)."
 
 
-for _name, _ctor in {
-    "resnet18": tvm.resnet18,
-    "resnet34": tvm.resnet34,
-    "resnet50": tvm.resnet50,
-    "mobilenet_v2": tvm.mobilenet_v2,
-    "mobilenet_v3_small": tvm.mobilenet_v3_small,
-    "mobilenet_v3_large": tvm.mobilenet_v3_large,
-    "shufflenet_v2_x1_0": tvm.shufflenet_v2_x1_0,
-}.items():
-    _register(_name, _ctor)
+for _name in ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+              "mobilenet_v3_large", "shufflenet_v2_x1_0"):
+    _register(_name)

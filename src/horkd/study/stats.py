@@ -20,8 +20,6 @@ import statistics
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from scipy import stats as scipy_stats
-
 
 @dataclass(frozen=True)
 class Summary:
@@ -32,6 +30,12 @@ class Summary:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
+
+def _t() -> Any:
+    """Student's t distribution; scipy takes seconds to import, which `--status` should not pay."""
+    from scipy import stats
+
+    return stats.t
 
 def summarize(values: list[float]) -> Summary:
     if not values:
@@ -83,7 +87,7 @@ def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> Di
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return Difference(mean, None, None, len(diffs), level)
-    half = scipy_stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs)
+    half = _t().ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs)
     half /= len(diffs) ** 0.5
     return Difference(mean, mean - half, mean + half, len(diffs), level)
 
@@ -111,7 +115,7 @@ def paired_t_p(diffs: list[float]) -> float:
     if n < 2:
         raise ValueError("a paired t test needs at least two seeds")
     t = _t_ratio(statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(n))
-    return float(min(1.0, 2 * scipy_stats.t.sf(abs(t), n - 1)))
+    return float(min(1.0, 2 * _t().sf(abs(t), n - 1)))
 
 
 def tost_p(diffs: list[float], margin: float) -> tuple[float, float]:
@@ -132,8 +136,8 @@ def tost_p(diffs: list[float], margin: float) -> tuple[float, float]:
         raise ValueError(f"the equivalence margin must be positive, got {margin}")
     mean = statistics.fmean(diffs)
     se = statistics.stdev(diffs) / math.sqrt(n)
-    lower = float(scipy_stats.t.sf(_t_ratio(mean + margin, se), n - 1))
-    upper = float(scipy_stats.t.cdf(_t_ratio(mean - margin, se), n - 1))
+    lower = float(_t().sf(_t_ratio(mean + margin, se), n - 1))
+    upper = float(_t().cdf(_t_ratio(mean - margin, se), n - 1))
     return lower, upper
 
 
@@ -145,7 +149,7 @@ def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05,
     paired differences). None for fewer than two seeds."""
     if n < 2:
         return None
-    quantiles = scipy_stats.t.ppf(1 - alpha / 2, n - 1) + scipy_stats.t.ppf(power, n - 1)
+    quantiles = _t().ppf(1 - alpha / 2, n - 1) + _t().ppf(power, n - 1)
     return float(quantiles * sd / math.sqrt(n))
 
 

@@ -83,9 +83,11 @@ def study_for_folder(
     its training images (at most 224); ``lr_size`` unset, a quarter of it. ``skip_bad_images``: unreadable files are left out
     here and by every run of the study, rather than stopping it. ``out``: the file it goes to,
     which names the study's run folder and records (:func:`_names`). ``channels`` unset: 1 where
-    the training images are grey (:func:`grey_images`), else 3."""
+    the folder's images are grey (:func:`horkd.data.images.stored_channels`, as a run
+    decides), else 3."""
     from horkd.config import MIN_HR_SIDE, DegradeConfig
     from horkd.data.folder import image_folder
+    from horkd.data.images import stored_channels
     from horkd.experiment.context import curve_sides, odd_sides, run_sides
     from horkd.methods import METHODS as REGISTERED
 
@@ -104,7 +106,7 @@ def study_for_folder(
     print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
           "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
     if channels is None:
-        channels = 1 if grey_images([path for path, _ in train.samples]) else 3
+        channels = stored_channels(str(root))  # as `horkd run` decides for the folder
         if channels == 1:
             print("study init: the images are grey: channels 1 (--channels 3 trains on them as "
                   "RGB)", file=sys.stderr)
@@ -223,38 +225,15 @@ def _known(methods: list[str]) -> list[str]:
     return methods
 
 
-def grey_images(paths: list[str], sample: int = 32) -> bool:
-    """Whether the images are grey: every one of up to ``sample`` spread over the folder is a
-    one-channel file or has equal red, green and blue. A grey folder trained as RGB triples the
-    first layer's input for nothing, and nothing said so."""
-    import numpy as np
-    from PIL import Image
-
-    step = max(1, len(paths) // sample)
-    seen = 0
-    for path in paths[::step][:sample]:
-        try:
-            with Image.open(path) as image:
-                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
-                    seen += 1
-                    continue
-                pixels = np.asarray(image.convert("RGB"))
-        except OSError:  # an unreadable file is the data check's to name
-            continue
-        if not (np.array_equal(pixels[..., 0], pixels[..., 1])
-                and np.array_equal(pixels[..., 1], pixels[..., 2])):
-            return False
-        seen += 1
-    return seen > 0
-
-
 def _experiments(root: Path, hr: int, lr: int, skip_bad_images: bool, channels: int,
                  epochs: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teacher's experiment and the base of every student run. Both carve the same
     validation split (fraction and seed), so the teacher never trains on the students' one."""
+    from horkd.data.augment import folder_augment
+
     data = {"dataset": "image_folder", "root": str(root), "hr_size": hr, "channels": channels,
             "val_fraction": VAL_FRACTION, "split_seed": 0,
-            "augment": {"crop_padding": max(1, hr // 16), "hflip": True},
+            "augment": folder_augment(hr),  # what configs/image_folder.yaml resolves to
             **({"skip_bad_images": True} if skip_bad_images else {})}
     stage = {"batch_size": 32, "optimizer": {"lr": 0.05}}
     network = {"arch": "resnet20", "width": 16, "embed_dim": 128}
