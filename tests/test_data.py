@@ -188,7 +188,7 @@ def test_the_native_side_of_large_photos_is_capped(tmp_path, capsys):
 def test_image_folder_without_a_test_split_holds_one_out(tmp_path, layout, capsys):
     """A user's folder as it usually is - one folder per class, no split made - gets a test
     split held out of it: each file by its class and name, the same files every run."""
-    from horkd.data.folder import test_share
+    from horkd.data.held_out import test_share
 
     root = tmp_path / "images"
     for cls in ("cat", "dog", "bird"):
@@ -245,7 +245,7 @@ def test_adding_removing_or_breaking_files_moves_no_other_file_between_train_and
 
 
 def test_a_class_the_hash_leaves_without_test_or_training_images_is_named(tmp_path, capsys):
-    from horkd.data.folder import test_share
+    from horkd.data.held_out import test_share
 
     root = tmp_path / "images"
     names = [f"{i}.png" for i in range(200)]

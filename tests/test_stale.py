@@ -147,3 +147,25 @@ def test_a_saved_record_names_paths_inside_the_study_folder_relative_to_it(tmp_p
     assert saved["output_dir"] == "runs/r/c0"
     assert saved["teacher"]["checkpoint"] == "runs/t/model"
     assert saved["data"]["root"] == "/srv/images" and record.config == config
+
+
+def test_a_folders_digest_is_the_same_whichever_modules_were_imported(tmp_path):
+    """The held-out rule is part of an image folder's digest; it once registered only when the
+    folder reader (torchvision) was imported, so ``--status`` (which imports no reader) keyed a
+    study's records one way and a training process another."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        (folder / c / "1.png").write_bytes(b"not read: the digest is stat only")
+    ask = ("import sys; {pre}from horkd.data.digest import data_digest; "
+           f"print(data_digest('image_folder', {str(folder)!r}))")
+    said = [subprocess.run([sys.executable, "-c", ask.format(pre=pre)], capture_output=True,
+                           text=True, check=True).stdout.strip()
+            for pre in ("", "import horkd.data.folder; ")]
+    assert said[0] == said[1] and len(said[0]) == 16
+    from horkd.data.digest import folder_digest
+
+    assert said[0] != folder_digest(folder)  # the rule is in it: a folder without test/

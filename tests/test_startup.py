@@ -56,3 +56,17 @@ def test_the_resize_without_torchvision_is_torchvisions():
     model = ModelInput(channels=3, hr_size=11, lr_size=None, upsampled=False, degrade={}, seed=0)
     expected = TF.to_tensor(TF.resize(pil, [11, 11], antialias=True))
     assert torch.equal(image_tensor(pil, model, "hr"), expected)
+
+
+def test_a_lazy_name_whose_module_fails_to_import_stays_known_and_says_why():
+    """A missing optional dependency must not turn 'mnist' into an unknown dataset on the next
+    lookup (the names were once dropped before the import was tried)."""
+    import pytest
+
+    from horkd.registry import Registry
+
+    things: Registry[object] = Registry("thing", lazy={"odd": "horkd.no_such_module_here"})
+    for _ in range(2):
+        with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+            things.get("odd")
+    assert "odd" in things and "odd" in things.names()

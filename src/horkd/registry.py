@@ -69,9 +69,9 @@ class Registry(Generic[T]):
         """The module that registers ``name``, imported (once) if it has not been."""
         module = self._lazy.get(name)
         if module is not None and name not in self._entries:
+            importlib.import_module(module)  # a failed import keeps the names (and says why)
             for declared in [n for n, m in self._lazy.items() if m == module]:
                 del self._lazy[declared]
-            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator that adds its object under ``name`` and returns the object unchanged.

@@ -30,7 +30,8 @@ DATA_FILES: Registry[Callable[[str | None], list[Path]]] = Registry("dataset fil
 #: How a dataset carves its own held-out split from a root, where no setting says so: name ->
 #: root -> the rule's name (None: the root carves nothing). Part of the digest, so a stage that
 #: learnt under an older rule is trained again rather than scored on images it trained on.
-SPLIT_RULES: Registry[Callable[[str], str | None]] = Registry("dataset split rules")
+SPLIT_RULES: Registry[Callable[[str], str | None]] = Registry(
+    "dataset split rules", lazy={"image_folder": "horkd.data.held_out"})
 
 
 def data_digest(dataset: str, root: str | None) -> str | None:

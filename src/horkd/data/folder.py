@@ -1,5 +1,6 @@
 """Any ``train/`` + ``test/`` (or ``val/``) tree of class folders, decoded lazily; a single tree
-of class folders gets a test split held out of it, each file by its own name (:func:`test_share`).
+of class folders gets a test split held out of it, each file by its own name
+(:func:`horkd.data.held_out.test_share`).
 
 Every file is checked once when the tree loads (:mod:`horkd.data.images`); the class folders of
 the two splits must agree. A file that fails later (gone while the run reads it) raises a
@@ -9,7 +10,6 @@ the two splits must agree. A file that fails later (gone while the run reads it)
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import torchvision.datasets as tvd
 import torchvision.transforms as T
 
 from horkd import distributed
-from horkd.data.digest import SPLIT_RULES
+from horkd.data.held_out import test_share
 from horkd.data.images import IMAGE_EXTENSIONS, load_image, readable_splits, stored_channels
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 from horkd.notes import note
@@ -99,24 +99,10 @@ def _split(base: Path, name: str, channels: int, transform: Any, skip: bool) -> 
         ) from None
 
 
-HELD_OUT_RULE = "test_share(class/path) < test_fraction"  # in the data digest: see SPLIT_RULES
-
-
-def test_share(relative: str) -> float:
-    """Where a file falls in [0, 1), from its path under the tree (``<class>/<name>``) alone: it
-    is held out for testing when this is below ``data.test_fraction``.
-
-    Why by name: a split drawn over the list of files moves other files between train and test
-    whenever one is added, removed or found unreadable, so a test score would no longer be
-    comparable with the last run's; and raising the fraction only moves files into the test split.
-    """
-    digest = hashlib.sha256(relative.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
 def _held_out(base: Path, name: str, channels: int, skip: bool, fraction: float) -> tuple:
     """``base/name`` as train and test splits when the user made no test split: each file is held
-    out by :func:`test_share` of its class and name, so about ``fraction`` of every class is."""
+    out by :func:`horkd.data.held_out.test_share` of its class and name, so about ``fraction``
+    of every class is."""
     import copy
 
     train = _split(base, name, channels, None, skip)
@@ -134,13 +120,6 @@ def _held_out(base: Path, name: str, channels: int, skip: bool, fraction: float)
              "file by a hash of its class and name, so adding or removing images never moves "
              "another between train and test")
     return train, test
-
-
-@SPLIT_RULES.register("image_folder")
-def _split_rule(root: str) -> str | None:
-    """The held-out rule where ``root`` has no test split of its own (see :data:`SPLIT_RULES`)."""
-    base = Path(root)
-    return None if any((base / n).is_dir() for n in ("test", "val")) else HELD_OUT_RULE
 
 
 
@@ -169,7 +148,8 @@ def image_folder(
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test);
     without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) about ``test_fraction`` of
-    each class is held out as one, each file by its own name (:func:`test_share`).
+    each class is held out as one, each file by its own name
+    (:func:`horkd.data.held_out.test_share`).
     ``channels`` unset: 1 for a folder of grey images, else 3."""
     if not root:
         raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
