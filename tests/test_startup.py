@@ -70,3 +70,15 @@ def test_a_lazy_name_whose_module_fails_to_import_stays_known_and_says_why():
         with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
             things.get("odd")
     assert "odd" in things and "odd" in things.names()
+
+
+def test_an_lr_capture_is_shrunk_as_training_made_its_lr_images():
+    """``--input lr``: a capture larger than the LR side is area-averaged down (PIL's BOX), as
+    training's LR images were made (degrade.interpolation: area), not bilinear (off by ~15 grey
+    levels on average at 2x)."""
+    pil = Image.fromarray((np.random.default_rng(1).random((16, 16)) * 255).astype(np.uint8))
+    model = ModelInput(channels=1, hr_size=32, lr_size=8, upsampled=False, degrade={}, seed=0)
+    area = torch.nn.functional.avg_pool2d(
+        torch.from_numpy(np.array(pil)).float()[None, None], 2)[0] / 255
+    got = image_tensor(pil, model, "lr")
+    assert got.shape == (1, 8, 8) and (got - area).abs().max() <= 1 / 255 + 1e-6

@@ -109,7 +109,7 @@ def predict(
             rows.flush(files)
             used += len(indices)
             bar.update(len(indices))
-        rows.flush(files)
+        rows.flush(files, final=True)
     return Outcome(target, used, failures.items)
 
 
@@ -126,13 +126,18 @@ class _InOrder:
     def add(self, index: int, row: list[str]) -> None:
         self.pending[index] = row
 
-    def flush(self, files: list[Path]) -> None:
-        while True:
+    def flush(self, files: list[Path], final: bool = False) -> None:
+        """Write the rows due in order; ``final``: every file has been through, so write all
+        that remain (a file neither predicted nor failed gets a row that says so, never none)."""
+        while self.next < len(files):
             if self.next in self.pending:
                 self.writer.writerow(self.pending.pop(self.next))
             elif self.next in self.failures.at:
                 message = self.failures.at[self.next]
                 self.writer.writerow([str(files[self.next])] + [""] * self.cells + [message, ""])
+            elif final:
+                self.writer.writerow([str(files[self.next])] + [""] * self.cells
+                                     + ["not predicted (an internal error: please report it)", ""])
             else:
                 return
             self.next += 1

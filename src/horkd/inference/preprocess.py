@@ -131,8 +131,12 @@ def image_tensor(image: ImageLike, model: ModelInput, kind: InputKind) -> Tensor
     pil = to_pil(image, model.channels)
     side = _side(pil, model, kind)
     if pil.size != (side, side):
-        # torchvision's resize of a PIL image is this call; importing torchvision costs seconds
-        pil = pil.resize((side, side), Image.Resampling.BILINEAR)
+        # An LR capture shrunk to the LR side: BOX, the area average training's LR images are
+        # made with (degrade.interpolation: area); otherwise torchvision's resize of a PIL image
+        # (bilinear, as the HR images were loaded), without importing torchvision (seconds)
+        shrink = kind == "lr" and max(pil.size) > side
+        pil = pil.resize((side, side), Image.Resampling.BOX if shrink
+                         else Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.array(pil, dtype=np.uint8, copy=True))
     pixels = pixels.unsqueeze(0) if pixels.dim() == 2 else pixels.permute(2, 0, 1).contiguous()
     return pixels.float().div(255)  # what torchvision's to_tensor gives, with fewer steps
