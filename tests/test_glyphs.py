@@ -212,5 +212,5 @@ def test_val_size_takes_that_many_validation_glyphs_and_a_manifest_is_refused(
 
     from horkd.config import DataConfig
 
-    with pytest.raises(ValidationError, match="glyphs holds its validation and test fonts"):
+    with pytest.raises(ValidationError, match="glyphs holds its validation and test images apart"):
         DataConfig(dataset="glyphs", split_file="parts.json", part="students")

@@ -547,3 +547,20 @@ def test_odd_sides_warn_once_a_run_knows_them_and_plausible_ones_do_not(tmp_path
     assert "warning: the HR side is 12 px" in said and "warning: the LR side is 3 px" in said
     build_context(config_from_dict(raw), 0)  # (`horkd eval` of a trained model: nothing to say)
     assert "warning" not in capsys.readouterr().out
+
+
+def test_eval_sizes_are_lr_sides_checked_like_lr_sizes():
+    """``degrade.eval_sizes=[0]`` once scored the LR side under a ``@0`` column, ``[1]`` passed
+    below the smallest legal LR side, and a size at or above HR was skipped in silence."""
+    import pytest
+    from pydantic import ValidationError
+
+    from horkd.config import DegradeConfig, config_from_dict
+
+    for bad in ([0], [-3], [1]):
+        with pytest.raises(ValidationError, match="eval_sizes"):
+            DegradeConfig(lr_size=4, eval_sizes=bad)
+    with pytest.raises(ValueError, match=r"degrade.eval_sizes: \[16\] not below data.hr_size"):
+        config_from_dict({"data": {"dataset": "digits", "hr_size": 16},
+                          "degrade": {"lr_size": 4, "eval_sizes": [8, 16]}})
+    assert DegradeConfig(lr_size=4, eval_sizes=[8, 2]).eval_sizes == [8, 2]

@@ -162,9 +162,10 @@ class DataConfig(_Strict):
             raise ValueError(f"data.glyph_fonts={self.glyph_fonts} splits the glyphs dataset's "
                              f"fonts; {self.dataset} has none: leave it at all")
         if self.dataset == "glyphs" and self.split_file is not None:
-            raise ValueError("data.split_file partitions a dataset's training images; glyphs "
-                             "holds its validation and test fonts apart by family: leave it "
-                             "unset (data.glyph_fonts keeps a teacher off its students' fonts)")
+            from horkd.data import held_apart_refusal
+
+            raise ValueError(held_apart_refusal("glyphs") + " (data.glyph_fonts keeps a "
+                             "teacher off its students' fonts)")
         self._check_parts()
         return self
 
@@ -234,6 +235,14 @@ class DegradeConfig(_Strict):
         if value is not None and value < MIN_LR_SIDE:
             raise ValueError(f"{value} px leaves nothing to recognise: at least {MIN_LR_SIDE} "
                              "(below 4 px a run warns)")
+        return value
+
+    @field_validator("eval_sizes")
+    @classmethod
+    def _eval_sides(cls, value: list[int] | None) -> list[int] | None:
+        """Each an LR side of its own: 0 once scored the LR side under a ``@0`` column."""
+        if value is not None and any(s < MIN_LR_SIDE for s in value):
+            raise ValueError(f"degrade.eval_sizes {value}: every size at least {MIN_LR_SIDE} px")
         return value
 
     @field_validator("work_size", mode="before")
@@ -650,6 +659,10 @@ class ExperimentConfig(_Strict):
                 f"degrade.lr_sizes: {too_large} not below data.hr_size ({hr}); every LR size "
                 "must be smaller than the HR images"
             )
+        too_large = [s for s in self.degrade.eval_sizes or [] if hr is not None and s >= hr]
+        if too_large:
+            raise ValueError(f"degrade.eval_sizes: {too_large} not below data.hr_size ({hr}): "
+                             "each is an LR side to score at, smaller than the HR images")
         from horkd.methods import METHODS
         from horkd.tasks import TASKS
 

@@ -55,9 +55,7 @@ def build_splits(
         info.native_size = hr_size
     if getattr(train, "validation_indices", None) is not None:
         if split_file is not None:
-            raise ValueError(f"{name} holds its validation and test images apart (other fonts "
-                             "or sources than training): a partition manifest (data.split_file) "
-                             "cannot carve it; leave data.split_file unset")
+            raise ValueError(held_apart_refusal(name))
         return _held_validation(name, train, test, info, val_fraction, seed, train_subset,
                                 test_subset, val_size)
     labels = labels_of(train)
@@ -83,6 +81,13 @@ def build_splits(
     return DataSplits(train, val, test, info)
 
 
+def held_apart_refusal(name: str) -> str:
+    """Why a partition manifest cannot carve a dataset that holds its validation and test
+    images apart (the glyphs of other font families): one message for the config and the loader."""
+    return (f"data.split_file partitions a dataset's training images; {name} holds its validation "
+            "and test images apart (other fonts or sources than training): leave it unset")
+
+
 def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo,
                      val_fraction: float, seed: int, train_subset: int | None,
                      test_subset: int | None, val_size: int | None = None) -> DataSplits:
@@ -106,7 +111,8 @@ def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo
     if val_size is not None:
         if val_size > len(held):
             raise ValueError(f"data.val_size={val_size}: {name} holds {len(held)} validation "
-                             "images")
+                             "images" + (f" at data.train_subset={train_subset}"
+                                         if train_subset is not None else ""))
         held = held[stratified_subset(labels[held], val_size, seed)]
     if test_subset is not None:
         test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
