@@ -461,7 +461,7 @@ def test_the_python_api_warns_of_an_image_far_below_the_model_size_as_predict_no
     assert len(said) == 1
     text = str(said[0].message)
     assert text.startswith("images[1]: image 2x2 px is far below the model's HR size 16 px")
-    assert "--input lr" in text and "(and 1 more of the 3)" in text
+    assert 'kind="lr"' in text and "--input" not in text and "(and 1 more of the 3)" in text
     assert said[0].filename == __file__  # points at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")

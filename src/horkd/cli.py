@@ -372,7 +372,7 @@ def _add_split(sub: Any) -> None:
 
 def _add_study_init(sub: Any) -> None:
     init = sub.add_parser(
-        "study-init",
+        "study-init", prog="horkd study init",
         help="write a study file for an image folder (also: horkd study init ...)",
         description="Write (to stdout, or --out FILE) a study file for an image folder (a sub-folder "
         "per class, directly or under train/; without test/ 20% of each class is held out as the "

@@ -192,7 +192,8 @@ class Recogniser:
         if notes:
             first = min(notes)
             more = f" (and {len(notes) - 1} more of the {len(images)})" if len(notes) > 1 else ""
-            warnings.warn(f"images[{first}]: {notes[first]}{more}", SmallImageWarning,
+            said = notes[first].replace("with --input lr", 'with kind="lr"')  # this API's word
+            warnings.warn(f"images[{first}]: {said}{more}", SmallImageWarning,
                           stacklevel=3)
         order = torch.tensor([i for _, idx in parts for i in idx]).argsort()
         embedding = torch.cat([out.embedding.float().cpu() for out, _ in parts])[order]
