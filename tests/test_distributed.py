@@ -219,6 +219,45 @@ def test_ranks_with_unequal_batches_stop_at_the_step_agreement(tmp_path):
         assert "batches of 3 to 4 rows" in message, message
 
 
+def _gathered_rows_worker(rank: int, world: int, port: int, out: str) -> None:
+    from datetime import timedelta
+
+    from horkd import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # a rank left waiting by the other fails in seconds instead of hanging the test
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=20))
+    messages = []
+    try:
+        # both ranks' batches have 4 rows; a plug-in gathers a subset of 3 + rank of them, then
+        # (second step) rank 1 gathers 5 rows, over the capacity of 4
+        for extra in (0, 1):
+            try:
+                with distributed.equal_rows(4) as gathers:
+                    distributed.gather_summing_grad(torch.ones(4, 2))
+                    distributed.gather_summing_grad(torch.ones(3 + rank * (1 + extra), 2))
+                distributed.step_agreement(torch.tensor(True), False, 4, gathers)
+                messages.append("no error")
+            except (RuntimeError, ValueError) as exc:
+                messages.append(str(exc))
+        Path(f"{out}.{rank}").write_text("|".join(messages))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_whose_gathers_differ_stop_together_at_the_step_agreement(tmp_path):
+    """Equal batches, but a gather of 3 rows on one rank and 4 on the other: the gathers took
+    the rows on trust, so the step's one collective compares what they took, and every rank
+    stops with the one message naming the rule; a gather over the capacity stops every rank
+    in the same step too (not one rank, leaving the other waiting)."""
+    out = str(tmp_path / "gathers")
+    mp.spawn(_gathered_rows_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    for rank in (0, 1):
+        subset, over = Path(f"{out}.{rank}").read_text().split("|")
+        assert "gathers in one training step brought 3 and 4 rows" in subset, subset
+        assert "a gather of 5 rows in a training step, over the 4" in over, over
+
+
 def _evaluation_problem():
     """A tiny classifier, 50 noisy-LR test images (7 batches of 8: uneven shares, a short last
     batch) and 600 pair images (3 chunks of 256)."""

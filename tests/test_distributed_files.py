@@ -46,7 +46,7 @@ class _Files(Dataset):
 
 def _loader(dataset: Dataset, rank: int) -> BatchLoader:
     return BatchLoader(dataset, batch_size=BATCH, shuffle=True, seed=3, rank=rank, world_size=2,
-                       keep_rows=True)
+                       fill_failed_rows=True)
 
 
 class _CrossEntropy(nn.Module):
@@ -120,22 +120,39 @@ def test_a_file_failing_on_one_rank_leaves_the_ranks_steps_equal(tmp_path, capfd
         assert 1 <= printed.count(f"skipped an unusable image file: {i}.png") <= 2, printed
 
 
-def test_a_failed_files_row_is_a_copy_of_a_readable_one():
-    """On one process too: the batch keeps its size; a batch with no readable file is the
-    previous batch again; a loader for evaluation leaves the failed rows out instead."""
-    dataset = _Files({1, 4, 5})
-    loader = BatchLoader(dataset, batch_size=2, shuffle=False, keep_rows=True)
+def _rank0(unreadable: set[int], batch_size: int = 2) -> BatchLoader:
+    """Rank 0 of two, in order: files 0, 2, 4, ..., 14."""
+    return BatchLoader(_Files(unreadable), batch_size=batch_size, shuffle=False, rank=0,
+                       world_size=2, fill_failed_rows=True)
+
+
+def test_a_failed_files_row_is_a_copy_of_a_readable_one_under_torchrun():
+    """The batch keeps its size; a batch with no readable file is the previous batch again, or,
+    with none before it (the first batch, or the first after a resume), copies of a readable
+    file further on in the rank's share, so the rank takes the step with the others."""
+    loader = _rank0({2, 4, 6})
     batches = list(loader)
-    assert [b[0].shape[0] for b in batches] == [2] * 8
-    assert batches[0][2].tolist() == [0, 0]  # 1 failed: 0 stands in, with its own label
+    assert [b[0].shape[0] for b in batches] == [2] * 4
+    assert batches[0][2].tolist() == [0, 0]  # 2 failed: 0 stands in, with its own label
     assert torch.equal(batches[0][0][1], batches[0][0][0]) and batches[0][1].tolist() == [0, 0]
-    assert [b[2].tolist() for b in BatchLoader(_Files({1, 2}), batch_size=4, shuffle=False,
-                                               keep_rows=True)][0] == [0, 0, 3, 3]  # in place
-    assert batches[2][2].tolist() == [2, 3]  # 4 and 5 failed: batch 1 again
-    assert list(loader)[2][2].tolist() == [2, 3]  # the next epoch alike
+    assert batches[1][2].tolist() == [0, 0]  # 4 and 6 failed: batch 0 again
+    assert list(loader)[1][2].tolist() == [0, 0]  # the next epoch alike
+    assert [b[2].tolist() for b in _rank0({2, 4}, 4)][0] == [0, 0, 6, 6]  # in place
+    assert next(iter(_rank0({0, 2})))[2].tolist() == [4, 4]  # the first batch
+    assert next(_rank0({4, 6}).iter_from(1))[2].tolist() == [0, 0]  # after a resume
+    assert next(iter(_rank0(set())))[2].tolist() == [0, 2]
+
+
+def test_one_process_leaves_a_failed_files_row_out_even_when_asked_to_fill():
+    """Nothing needs equal batches on one process: a copy would only count twice in the loss
+    and add a zero-distance pair to the relations, so the failed rows are left out and a batch
+    with no readable file is not yielded, as for evaluation."""
+    dataset = _Files({1, 4, 5})
+    for fill in (True, False):
+        loader = BatchLoader(dataset, batch_size=2, shuffle=False, fill_failed_rows=fill)
+        assert [b[2].tolist() for b in loader] == [[0], [2, 3], *[[i, i + 1]
+                                                               for i in range(6, 16, 2)]]
     assert sorted(dataset.lost) == [f"{i}.png: damaged or truncated" for i in (1, 4, 5)]
-    plain = BatchLoader(_Files({1, 4, 5}), batch_size=2, shuffle=False)
-    assert [b[0].shape[0] for b in plain] == [1, 2, 2, 2, 2, 2, 2]
 
 
 def test_a_reference_cache_keeps_its_rows_in_dataset_order_past_a_failed_file():
@@ -152,3 +169,6 @@ def test_a_reference_cache_keeps_its_rows_in_dataset_order_past_a_failed_file():
     with torch.no_grad():
         for i in (0, 2, 5, SAMPLES - 1):
             assert torch.allclose(cache.embedding[0, i], reference(dataset[i][0][None]).embedding[0])
+    # the failed file's row holds no other image's outputs: a step that looks it up is not finite
+    assert cache.embedding[0, 1].isnan().all() and cache.logits[0, 1].isnan().all()
+    assert not cache.embedding[0, [0, 2]].isnan().any()

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -124,19 +125,44 @@ def all_ranks_true(flag: bool) -> bool:
     return int(tensor.item()) == 0
 
 
-def step_agreement(finite: Tensor, stop_asked: bool, rows: int | None = None) -> tuple[bool, bool]:
+@dataclass
+class GatherRecord:
+    """What this rank's gathers took on trust within :func:`equal_rows`, as host ints: the
+    fewest and most rows one brought, their total, and the most over the capacity."""
+
+    capacity: int
+    fewest: int | None = None
+    most: int = 0
+    total: int = 0
+    over: int = 0
+
+    def add(self, rows: int) -> None:
+        self.fewest = rows if self.fewest is None else min(self.fewest, rows)
+        self.most, self.total = max(self.most, rows), self.total + rows
+        self.over = max(self.over, rows - self.capacity)
+
+
+def step_agreement(finite: Tensor, stop_asked: bool, rows: int | None = None,
+                   gathers: GatherRecord | None = None) -> tuple[bool, bool]:
     """(the loss is finite on every rank, some rank was asked to stop) from ``finite`` (a
     boolean tensor on the training device, ``isfinite(loss)``) and this rank's stop request:
     one collective and one wait for the device, the training step's only one.
 
-    ``rows``: this rank's batch rows, which the step's gathers took to be every rank's
-    (:func:`equal_rows`); checked in the same collective, and a difference raises here, before
-    the step's backward.
+    ``rows``: this rank's batch rows; ``gathers``: what the step's gathers took every rank to
+    bring (:func:`equal_rows`). Both are checked in the same collective, and a difference
+    between the ranks, or a gather over the capacity, raises here on every rank, before the
+    step's backward.
     """
     bad = finite.logical_not().to(torch.int32)
-    flags = [bad, bad * 0 + int(stop_asked)]  # no host-to-device copy either
+    zero = bad * 0  # no host-to-device copy either
+    flags = [bad, zero + int(stop_asked)]
     if rows is not None:
-        flags += [bad * 0 + rows, bad * 0 - rows]  # under MAX: the most rows, minus the fewest
+        flags += [zero + rows, zero - rows]  # under MAX: the most rows, minus the fewest
+    if gathers is not None:
+        fewest = gathers.most if gathers.fewest is None else gathers.fewest
+        for value in (fewest, gathers.most, gathers.total):
+            flags += [zero + value, zero - value]
+        flags.append(zero + gathers.over)
     stacked = torch.stack(flags)
     if active():
         stacked = stacked.to(_collective_device(stacked))
@@ -147,25 +173,46 @@ def step_agreement(finite: Tensor, stop_asked: bool, rows: int | None = None) ->
             f"the processes brought batches of {-values[3]} to {values[2]} rows to one step; "
             "each rank's training batch must be as big as every other's"
         )
+    if gathers is not None:
+        _check_gathers(values[-7:], gathers.capacity)
     return not values[0], bool(values[1])
 
 
-# Rows every rank brings to a gather with gradient, at most, while a training step declares
-# them (equal_rows); None: the counts are exchanged at each gather (one wait each).
-_CAPACITY: ContextVar[int | None] = ContextVar("horkd_gather_capacity", default=None)
+def _check_gathers(values: list[int], capacity: int) -> None:
+    """Raise where the ranks' gathers of one step (max over ranks of each number, and of its
+    negative) were not alike, or one went over the capacity."""
+    if values[6] > 0:
+        raise RuntimeError(
+            f"a gather of {capacity + values[6]} rows in a training step, over the {capacity} "
+            "each rank may bring (the step's batch size)"
+        )
+    unequal = [(-values[i + 1], values[i]) for i in (0, 2, 4) if values[i] != -values[i + 1]]
+    if unequal:
+        low, high = unequal[0]
+        raise RuntimeError(
+            f"the ranks' gathers in one training step brought {low} and {high} rows; within a "
+            "training step each gather must take as many rows on every rank (a plug-in that "
+            "gathers a subset must pick one of the same size everywhere)"
+        )
+
+
+# This training step's gathers with gradient (equal_rows): the rows every rank may bring at
+# most, and what the gathers took on trust; None: the counts are exchanged at each gather.
+_CAPACITY: ContextVar[GatherRecord | None] = ContextVar("horkd_gather_capacity", default=None)
 
 
 @contextmanager
-def equal_rows(capacity: int) -> Iterator[None]:
+def equal_rows(capacity: int) -> Iterator[GatherRecord]:
     """Within: every rank brings the same number of rows, at most ``capacity``, to each gather
     of :func:`gather_summing_grad` (a training step: the loader cuts equal shares and a failed
     file keeps its row). The gathers then pad to ``capacity``, a size every rank knows, and
-    read no counts from the device: the collective is well formed whatever the ranks bring,
-    and the trainer checks that the counts were equal with the step's one wait
-    (:func:`step_agreement`). Outside, each gather exchanges the counts (uneven shares)."""
-    token = _CAPACITY.set(capacity)
+    read no counts from the device: the collective is well formed whatever the ranks bring.
+    The record yielded holds the rows they took on trust, for the trainer to check with the
+    step's one wait (:func:`step_agreement`). Outside, each gather exchanges the counts."""
+    record = GatherRecord(capacity)
+    token = _CAPACITY.set(record)
     try:
-        yield
+        yield record
     finally:
         _CAPACITY.reset(token)
 
@@ -193,13 +240,14 @@ def _padded_gather(x: Tensor, size: int, counts: list[int]) -> list[Tensor]:
     return [part[:n] for part, n in zip(parts, counts, strict=True)]
 
 
-def _gather_equal(x: Tensor, capacity: int) -> list[Tensor]:
+def _gather_equal(x: Tensor, record: GatherRecord) -> list[Tensor]:
     """Every rank's ``x`` when each brings as many rows as this one (:func:`equal_rows`): the
-    counts are this rank's own, known on the host, so nothing waits for the device."""
-    rows = x.shape[0]
-    if rows > capacity:
-        raise ValueError(f"a gather of {rows} rows, over the {capacity} each rank may bring")
-    return _padded_gather(x, capacity, [rows] * dist.get_world_size())
+    counts are this rank's own, known on the host, so nothing waits for the device. They are
+    recorded for :func:`step_agreement` to check; rows over the capacity are cut here (the
+    collective stays well formed) and make that check fail on every rank."""
+    record.add(x.shape[0])
+    x = x[: record.capacity]
+    return _padded_gather(x, record.capacity, [x.shape[0]] * dist.get_world_size())
 
 
 def _collective_device(x: Tensor) -> torch.device:
@@ -250,11 +298,11 @@ class _GatherSummingGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        capacity = _CAPACITY.get()
-        pieces = _gather_pieces(x) if capacity is None else _gather_equal(x, capacity)
+        record = _CAPACITY.get()
+        pieces = _gather_pieces(x) if record is None else _gather_equal(x, record)
         me = dist.get_rank()
         ctx.start = sum(p.shape[0] for p in pieces[:me])
-        ctx.rows = x.shape[0]
+        ctx.rows = pieces[me].shape[0]
         return torch.cat(pieces)
 
     @staticmethod

@@ -59,25 +59,37 @@ class ReferenceCache:
         reference.eval()
         embeddings: list[list[Tensor]] = [[] for _ in range(views.views)]
         logits: list[list[Tensor]] = [[] for _ in range(views.views)]
-        # a file that fails keeps its row (a copy of a readable one): the rows after it stay
-        # those of their dataset index
-        loader = BatchLoader(dataset, batch_size, shuffle=False, keep_rows=True)
+        seen: list[Tensor] = []
+        # a file that fails is left out (never a neighbour's copy): each output is put back at
+        # its own dataset index below
+        loader = BatchLoader(dataset, batch_size, shuffle=False)
         for x, _, positions in loader.iter_range(distributed.my_batches(len(loader))):
             x = x.to(device)
+            seen.append(positions)
             for v in range(views.views):
                 view = torch.full((x.shape[0],), v, dtype=torch.long)
                 out = reference(views.apply(x, positions, view))
                 embeddings[v].append(out.embedding.float())
                 logits[v].append(out.logits.float())
         split = distributed.batches_are_split(len(loader))
+        size = len(dataset)  # type: ignore[arg-type]
 
         def rows(parts: list[Tensor]) -> Tensor:
             local = torch.cat(parts)
             return distributed.gather_rows(local) if split else local
 
-        return cls(
-            torch.stack([rows(e) for e in embeddings]), torch.stack([rows(lg) for lg in logits])
-        )
+        index = rows(seen).to(device)
+
+        def placed(parts: list[list[Tensor]]) -> Tensor:
+            """Every view's rows at their dataset index; NaN at a file that failed to read,
+            so a step that looks one up is skipped as non-finite instead of distilling
+            towards another image's outputs."""
+            values = torch.stack([rows(p) for p in parts])
+            table = values.new_full((values.shape[0], size, values.shape[2]), float("nan"))
+            table[:, index] = values
+            return table
+
+        return cls(placed(embeddings), placed(logits))
 
     def lookup(self, index: Tensor, view_id: Tensor | None) -> ModelOutput:
         index = index.to(self.embedding.device)

@@ -325,14 +325,14 @@ class Trainer:
         rows = int(x.shape[0])  # a shape: known on the host, no wait
         # every rank's batch has these rows (equal shares; a failed file keeps its row):
         # the sharded relations' gathers need no counts from the device; checked below
-        with distributed.equal_rows(self.batch_rows), torch.autocast(
+        with distributed.equal_rows(self.batch_rows) as gathers, torch.autocast(
                 self.device.type, dtype=self.autocast_dtype, enabled=enabled):
             _, terms = self.forward(batch)
         loss = sum(terms.values())
         parts.optimizer.zero_grad(set_to_none=True)
         # the step's one wait for the device; the ranks skip together
         finite, stopping = distributed.step_agreement(
-            torch.isfinite(loss), stop.requested() is not None, rows)
+            torch.isfinite(loss), stop.requested() is not None, rows, gathers)
         if not finite:
             self.running_stats.restore()
             loop.consecutive_bad += 1

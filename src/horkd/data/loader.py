@@ -64,16 +64,13 @@ def _collate(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 
 def _filled(batch: tuple[Tensor, ...] | None, rows: int, failed: list[int],
-            earlier: tuple[Tensor, ...] | None) -> tuple[Tensor, ...]:
+            stand_in: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """``batch`` made ``rows`` long again, the readable rows in their places: a failed file's
     place (``failed``) takes a copy of the batch's readable rows in turn, or, where none was
-    readable, the rows of ``earlier`` (the last batch yielded)."""
+    readable, of ``stand_in``'s (the last batch yielded, or a readable file further on)."""
     if batch is None:
-        if earlier is None:
-            raise BadImageError("no file of the first batch could be read, and no earlier "
-                                "batch can stand in for it")
-        pick = torch.arange(rows) % earlier[0].shape[0]
-        return tuple(t[pick] for t in earlier)
+        pick = torch.arange(rows) % stand_in[0].shape[0]
+        return tuple(t[pick] for t in stand_in)
     have = batch[0].shape[0]
     pick = torch.empty(rows, dtype=torch.long)
     bad = torch.zeros(rows, dtype=torch.bool)
@@ -127,12 +124,13 @@ class BatchLoader:
         num_workers: Loader processes for a file dataset (``None``: :func:`auto_workers` when
             ``device`` is a GPU, else 0).
         device: Where the training step runs; in-memory batches are made there.
-        keep_rows: A batch keeps its rows, in their places, when files fail to read (skipped
-            and counted): theirs are copies of the batch's readable ones (or the last batch's,
-            where none was). For training (under torchrun every rank must take the same steps,
-            with batches of the same size) and the reference cache (looked up by position).
-            False (evaluation): the failed rows are left out, and a batch with no readable
-            file is not yielded.
+        fill_failed_rows: Under torchrun (``world_size`` > 1) a batch keeps its rows, in their
+            places, when files fail to read (skipped and counted): theirs are copies of the
+            batch's readable ones (or, where none was, of the last batch's or of a readable
+            file further on in this rank's share). For training: every rank must take the same
+            steps, with batches of the same size. A copy weighs twice in the loss, so on one
+            process, and when False (evaluation), the failed rows are left out instead, and a
+            batch with no readable file is not yielded.
     """
 
     def __init__(
@@ -146,7 +144,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         device: torch.device | None = None,
-        keep_rows: bool = False,
+        fill_failed_rows: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -157,7 +155,8 @@ class BatchLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self.keep_rows = keep_rows
+        # one process needs no equal batches: a copy there would only count twice
+        self.fill = fill_failed_rows and world_size > 1
         self._tensor = resolve_tensor_dataset(dataset)
         # workers by default only where the batches feed a GPU: on a CPU they take the cores
         # the step itself uses (measured: no faster at 2 workers on 2 cores), and persistent
@@ -228,11 +227,25 @@ class BatchLoader:
             batch = None if images is None else (images, labels.long(), indices)
             if failed:
                 self._lost([message for _, message in failed])
-                if self.keep_rows:
-                    batch = _filled(batch, rows, [place for place, _ in failed], self._last)
+                if self.fill:
+                    stand_in = batch or self._last or self._readable_row(order)
+                    batch = _filled(batch, rows, [place for place, _ in failed], stand_in)
             if batch is not None:
-                self._last = batch if self.keep_rows else None
+                self._last = batch if self.fill else None
                 yield batch
+
+    def _readable_row(self, order: Tensor) -> tuple[Tensor, ...]:
+        """The first readable file of this rank's share, as a batch of one: what fills a batch
+        with no readable file when no earlier batch can (the first after a resume), so that
+        this rank still takes the step with the others instead of stopping alone."""
+        items = _IndexedDataset(self.dataset)
+        for index in order.tolist():
+            item = items[index]
+            if item[3] is None:
+                images, labels, indices = default_collate([item[:3]])
+                return images, labels.long(), indices
+        raise BadImageError("no file of this process's share of the training images could be "
+                            "read")
 
     def _file_loader(self) -> DataLoader:
         """The one DataLoader of a file dataset, made on first use: its workers live as long

@@ -33,7 +33,7 @@ class LabeledStream:
             drop_last=len(indices) >= batch_size * world,
             rank=distributed.rank(),
             world_size=world,
-            keep_rows=True,  # the ranks' steps stay equal when a file fails on one
+            fill_failed_rows=True,  # under torchrun the ranks take equal steps when a file fails
         )
         self.cycle, self.step = 0, 0
         self._batches: Any = None
@@ -128,7 +128,7 @@ def train_batches(ctx: RunContext, stage: StageConfig) -> BatchLoader:
         rank=distributed.rank(),
         world_size=distributed.world_size(),
         device=ctx.device,  # in-memory images: held there as uint8, converted there
-        keep_rows=True,  # a failed file keeps its row: the ranks take the same steps
+        fill_failed_rows=True,  # under torchrun a failed file keeps its row: equal steps
     )
 
 
