@@ -109,7 +109,7 @@ def test_the_verdict_says_whether_its_difference_is_within_the_test_splits_noise
     reproduce the table's scores, and the verdict (results.md and the report) judges on them."""
     import torch
 
-    from horkd.paired import paired_difference
+    from horkd.paired import lead_noise
     from horkd.results import read_test_hits
 
     hits = read_test_hits(finished_run)
@@ -126,16 +126,17 @@ def test_the_verdict_says_whether_its_difference_is_within_the_test_splits_noise
     table = {e["method"]: e.get("lr_top1") for e in json.loads(
         (finished_run / "results.json").read_text())}
     best = max(("scratch", "rkd"), key=table.get)
-    paired = paired_difference(hits.hits["horkd"], hits.hits[best], same_images=False)
+    paired = lead_noise(hits.hits["horkd"], hits.hits[best], same_images=False)
     assert paired.mean == pytest.approx(table["horkd"] - table[best])
     side = "within" if paired.within_noise else "beyond"
-    said = f"{side} the noise of each seed's 100 test images (2 standard errors: " \
-           f"{2 * paired.standard_error:.2f} points)"
+    said = f"{side} the noise of each seed's 100 test images (12.71 standard errors: " \
+           f"{paired.half_width:.2f} points)"  # two seeds: Student's t at 1 df
     assert main(["report", str(finished_run)]) == 0
     for page in (finished_run / "results.md", finished_run / "report" / "report.md"):
         text = page.read_text()
         assert said in text, page
-        assert "paired on each seed's own images over 2 seeds" in text, page
+        assert "the spread of 2 per-seed leads on each seed's own images" in text, page
+        assert "sd of the per-seed leads over sqrt(S)" in text, page  # the rule, said once
     assert torch.equal(hits.hits["horkd"][0], read_test_hits(finished_run).hits["horkd"][0])
 
 

@@ -4,9 +4,7 @@ that lead is noise; the run directory then names it for predict, export, eval an
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import statistics
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,6 @@ from horkd.experiment.ship import (
     describe,
     wilson_lower,
 )
-from horkd.paired import paired_difference
 from tests.conftest import tiny_config_dict
 
 
@@ -42,18 +39,6 @@ def test_references_are_bounds_not_candidates():
         "scratch", "hinton_kd", "horkd"]
 
 
-def test_the_standard_error_is_the_paired_differences_over_root_n():
-    a = torch.tensor([1.0, 1, 1, 0, 0, 1, 0, 1])
-    b = torch.tensor([1.0, 0, 1, 1, 0, 0, 0, 1])
-    diff = [1.0 * (x - y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
-    mean = sum(diff) / len(diff)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1))
-    one_seed = paired_difference([a], [b])
-    assert one_seed.standard_error == pytest.approx(100 * sd / math.sqrt(len(diff)))
-    assert one_seed.mean == pytest.approx(100 * mean)
-    assert paired_difference([a], [a]).standard_error == 0.0
-
-
 def test_a_lead_a_few_images_wide_on_few_images_is_noise_and_a_wide_one_is_not():
     # 20 images: horkd right on 12, hinton_kd on 10 - two images apart, within noise
     close = _evidence(0, {"hinton_kd": [1] * 10 + [0] * 10, "horkd": [1] * 12 + [0] * 8})
@@ -65,7 +50,7 @@ def test_a_lead_a_few_images_wide_on_few_images_is_noise_and_a_wide_one_is_not()
     far = _evidence(0, {"scratch": [1] * 100 + [0] * 100, "horkd": [1] * 160 + [0] * 40})
     choice = choose([far], "validation top-1 at 4 px")
     assert choice["method"] == "horkd" and choice["within_noise"] is False
-    assert choice["lead"] > 2 * choice["standard_error"]
+    assert choice["cut"] == pytest.approx(1.96, abs=1e-3)  # one seed: the normal quantile
 
 
 def test_the_method_with_the_best_mean_ships_from_its_best_seed():
@@ -75,17 +60,11 @@ def test_the_method_with_the_best_mean_ships_from_its_best_seed():
     assert choice["method"] == "horkd" and choice["seed"] == 1  # mean 62.5 against 37.5
     assert choice["path"] == "seed1/students/horkd"
     assert choice["validation"] == {"horkd": 62.5, "scratch": 37.5}
-    # over seeds: the images' spread of the seed-averaged differences plus the seeds' spread
-    diffs = [[100 * (h - s) for h, s in zip(e.hits["horkd"].tolist(), e.hits["scratch"].tolist(),
-                                            strict=True)] for e in seeds]
-    per_image = [sum(col) / 2 for col in zip(*diffs, strict=True)]
-    per_seed = [sum(row) / 4 for row in diffs]
-    images = statistics.variance(per_image) / 4
-    assert choice["standard_error"] == pytest.approx(
-        math.sqrt(images + statistics.variance(per_seed) / 2), abs=1e-4)
-    assert choice["noise"] == ("paired on the same 4 images over 2 seeds, image-to-image and "
-                               "seed-to-seed spread included")
-    assert "seed-to-seed spread included" in describe(choice)
+    # two seeds: Student's t at 1 df, and the call names the spread it holds
+    assert choice["cut"] == pytest.approx(12.706, abs=1e-3)
+    assert choice["noise"] == ("the spread of 2 per-seed leads on the same 4 images (another "
+                               "draw of images not included), Student's t at 1 df")
+    assert "Student's t at 1 df" in describe(choice) and "12.71 standard errors" in describe(choice)
 
 
 def test_one_seeds_noise_call_says_it_leaves_the_seeds_spread_out():
@@ -114,12 +93,36 @@ def test_a_near_chance_student_is_said_to_be_not_worth_shipping():
     strong = _evidence(0, {"scratch": [1] * 6 + [0] * 14, "horkd": [1] * 18 + [0] * 2}, classes=4)
     choice = choose([strong], "validation top-1 at 4 px")
     assert choice["near_chance"] is False and "chance" not in describe(choice).lower()
-    # the judgement is on the chosen seed's images: 40% is near chance on 20, not on 200
-    few = _evidence(0, {"scratch": [1] * 6 + [0] * 14, "horkd": [1] * 8 + [0] * 12}, classes=4)
-    assert choose([few], "validation top-1 at 4 px")["near_chance"] is True
-    many = _evidence(0, {"scratch": [1] * 60 + [0] * 140, "horkd": [1] * 80 + [0] * 120},
-                     classes=4)
-    assert choose([many], "validation top-1 at 4 px")["near_chance"] is False
+
+
+def _one_method(hits: list[tuple[int, int]], classes: int) -> dict:
+    """The choice where ``horkd`` (right on r of n images per seed) beats a weaker ``scratch``."""
+    seeds = [_evidence(i, {"scratch": [0] * n, "horkd": [1] * r + [0] * (n - r)}, classes)
+             for i, (r, n) in enumerate(hits)]
+    return choose(seeds, "validation top-1 at 4 px")
+
+
+def test_near_chance_means_the_lower_bound_within_5_points_of_chance():
+    # 10 classes (chance 10): 14% of 10,000 is sure but only 4 points over chance: near it
+    assert _one_method([(1400, 10000)], 10)["near_chance"] is True
+    # 40% of 10,000: far from it
+    assert _one_method([(4000, 10000)], 10)["near_chance"] is False
+    # 40% of 20 images: its lower bound (21.9) is within 5 points of chance 25 (4 classes),
+    # though not of chance 10 (10 classes)
+    assert _one_method([(8, 20)], 4)["near_chance"] is True
+    assert _one_method([(8, 20)], 10)["near_chance"] is False
+    choice = _one_method([(8, 20)], 4)
+    assert describe(choice).startswith("Near chance: not worth shipping; more labels/epochs. "
+                                       "`horkd`'s validation top-1 is within 5 points of chance")
+
+
+def test_near_chance_pools_the_chosen_methods_seeds_not_its_best_seed():
+    # 4 classes: seeds at 65% and 15% of 20. The best seed's lower bound (43.3) clears 30;
+    # the method's 16 of 40 (lower bound 26.3) does not
+    choice = _one_method([(13, 20), (3, 20)], 4)
+    assert choice["seed"] == 0 and choice["lower_bound_images"] == 40
+    assert choice["lower_bound"] == pytest.approx(26.35, abs=0.01)
+    assert choice["near_chance"] is True
 
 
 def test_a_run_whose_student_learnt_nothing_says_so_where_it_names_it(tmp_path, capsys):
@@ -170,12 +173,12 @@ def test_a_run_names_its_student_from_the_validation_split(two_seed_run):
     results = (two_seed_run / "results.md").read_text()
     assert "## The student to ship" in results and f"Deploy `{choice['method']}`" in results
     # each seed carved its own validation split (no data.split_seed): the noise call says so
-    assert choice["noise"] == ("paired on each seed's own images over 2 seeds, image-to-image "
-                               "and seed-to-seed spread included")
-    # chance on validation, from the chosen seed's images, and the report says what results.md
-    # says (a near-chance student's warning first)
+    assert choice["noise"] == ("the spread of 2 per-seed leads on each seed's own images, "
+                               "Student's t at 1 df")
+    # chance on validation, from the chosen method's hits pooled over both seeds, and the report
+    # says what results.md says (a near-chance student's warning first)
     assert choice["chance"] == pytest.approx(10.0)  # ten digits
-    assert choice["near_chance"] == (choice["lower_bound"] <= choice["chance"] + 5)
+    assert choice["lower_bound_images"] == 2 * choice["validation_images"]
     assert choice["summary"].startswith("Near chance") == choice["near_chance"]
     assert main(["report", str(two_seed_run)]) == 0
     report = (two_seed_run / "report" / "report.md").read_text()

@@ -1,20 +1,20 @@
-"""Two classifiers scored on the same images: the difference of their accuracies, its standard
+"""Two classifiers scored on the same images: the lead of one over the other, its standard
 error, and whether it is within noise.
 
-Pairing on the images removes what the two share (the images both get right or both miss), so
-a small split can still tell a clear difference; what it cannot tell, it says. Per image the two
-students' hits differ by -1, 0 or 1 (a share between for a student scored over several sizes).
-Two sources of noise are added up, in points squared:
+Per image the two students' hits differ by -1, 0 or 1 (a share between for a student scored over
+several sizes); each seed's lead is the mean of its images' differences, in points. The rule
+(:data:`NOISE_RULE`) is the textbook one:
 
-- the images: the per-image differences averaged over the seeds, their variance over the image
-  count (another split of the same size could give another difference); where each seed has
-  its own split, each seed's variance over its image count, summed over the seeds squared;
-- the seeds, where there are several: the per-seed differences' variance over the seed count
-  (another seed could too). With one seed this part is unknown and left out, and said to be.
+- several seeds (S >= 2): the lead is the mean of the S per-seed leads, its standard error their
+  sample sd over sqrt(S), and it is beyond noise when over Student's t (0.975, S - 1 df) standard
+  errors (4.30 at 3 seeds). The per-seed leads already hold each seed's image-to-image noise, so
+  nothing is added to them (adding it counted it twice). Where every seed scored the same images,
+  another draw of images is not in their spread, and the call says so;
+- one seed: the paired per-image standard error (the differences' sd over sqrt(images)) and the
+  normal 1.96; the seed-to-seed spread is unknown and not included, and the call says so.
 
-A difference of at most :data:`NOISE_FACTOR` standard errors (about a 95% interval that holds 0)
-is within noise. The per-image hits of a run's students on the test split are kept in
-``RUN/test_hits.json`` (:data:`TEST_HITS_FILE`), so the report judges its verdict the same way.
+The per-image hits of a run's students on the test split are kept in ``RUN/test_hits.json``
+(:data:`TEST_HITS_FILE`), so the report judges its verdict the same way.
 """
 
 from __future__ import annotations
@@ -33,56 +33,68 @@ from torch import Tensor
 
 from horkd.checkpoint import write_json
 
-NOISE_FACTOR = 2.0  # a difference of at most this many standard errors is within noise
+ONE_SEED_CUT = 1.959964  # the normal quantile of a two-sided 95% interval
+NOISE_RULE = ("with S >= 2 seeds the lead's standard error is the sd of the per-seed leads over "
+              "sqrt(S), beyond noise when over Student's t (0.975, S - 1 df) of them; with one "
+              "seed the paired per-image standard error and 1.96 (one seed: seed-to-seed spread "
+              "not included)")
 TEST_HITS_FILE = "test_hits.json"
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``a - b`` in points, paired on ``images`` images per seed over ``seeds`` seeds."""
+    """``a - b`` in points, paired on ``images`` images per seed over ``seeds`` seeds; beyond
+    noise when over ``cut`` standard errors (:data:`NOISE_RULE`)."""
 
     mean: float
     standard_error: float
     images: int
     seeds: int
     same_images: bool = True  # every seed scored the same images (else each its own split)
+    cut: float = ONE_SEED_CUT
+
+    @property
+    def half_width(self) -> float:
+        """The 95% interval's half width, in points: a lead at most this is within noise."""
+        return self.cut * self.standard_error
 
     @property
     def within_noise(self) -> bool:
-        return abs(self.mean) <= NOISE_FACTOR * self.standard_error
+        return abs(self.mean) <= self.half_width
 
     def spread(self) -> str:
         """Which noise the standard error holds, in words."""
         if self.seeds == 1:
             return (f"paired on the same {self.images} images; one seed: seed-to-seed spread not "
                     "included")
-        where = (f"the same {self.images} images" if self.same_images
-                 else "each seed's own images")
-        return (f"paired on {where} over {self.seeds} seeds, image-to-image and seed-to-seed "
-                "spread included")
+        held = (f"the same {self.images} images (another draw of images not included)"
+                if self.same_images else "each seed's own images")
+        return (f"the spread of {self.seeds} per-seed leads on {held}, Student's t at "
+                f"{self.seeds - 1} df")
 
 
-def paired_difference(a: Sequence[Tensor], b: Sequence[Tensor],
-                      same_images: bool = True) -> PairedDifference:
+def lead_noise(a: Sequence[Tensor], b: Sequence[Tensor],
+               same_images: bool = True) -> PairedDifference:
     """``a`` and ``b``: per seed, each image's hit (1 right, 0 wrong) of the two students, on the
     same images in the same order. ``same_images``: every seed scored the same images (one
-    split), so the differences are averaged per image over the seeds; else (a split per seed)
-    each seed's images contribute their own variance."""
+    split), else each seed its own; the standard error is the same rule either way
+    (:data:`NOISE_RULE`), the words say which."""
     if not a or len(a) != len(b):
-        raise ValueError("paired_difference needs the same seeds for both students")
+        raise ValueError("lead_noise needs the same seeds for both students")
     diffs = [100.0 * (x.double() - y.double()) for x, y in zip(a, b, strict=True)]
     seeds, images = len(diffs), min(d.numel() for d in diffs)
+    if images < (2 if seeds == 1 else 1):
+        return PairedDifference(math.nan if images == 0 else float(diffs[0].mean()), math.inf,
+                                images, seeds, same_images)
     leads = torch.stack([d.mean() for d in diffs])
     mean = float(leads.mean())
-    if images < 2:
-        return PairedDifference(mean, math.inf, images, seeds, same_images)
-    if same_images:
-        variance = float(torch.stack(diffs).mean(0).var(unbiased=True)) / images
-    else:
-        variance = sum(float(d.var(unbiased=True)) / d.numel() for d in diffs) / seeds**2
     if seeds > 1:
-        variance += float(leads.var(unbiased=True)) / seeds
-    return PairedDifference(mean, math.sqrt(variance), images, seeds, same_images)
+        from horkd.study.stats import t_quantile  # lazy: scipy, and the study package's imports
+
+        se = float(leads.std(unbiased=True)) / math.sqrt(seeds)
+        return PairedDifference(mean, se, images, seeds, same_images, t_quantile(0.95, seeds - 1))
+    se = float(diffs[0].std(unbiased=True)) / math.sqrt(images)
+    return PairedDifference(mean, se, images, seeds, same_images)
 
 
 class ImagesDigest:
@@ -101,7 +113,7 @@ class ImagesDigest:
 
 @dataclass
 class SplitHits:
-    """Per method, per seed, each image's hit on one split, for :func:`paired_difference`."""
+    """Per method, per seed, each image's hit on one split, for :func:`lead_noise`."""
 
     metric: str
     hits: dict[str, list[Tensor]]

@@ -10,7 +10,7 @@ from typing import Any
 from horkd.checkpoint import SHIP_FILE, atomic_write, write_text
 from horkd.config import ExperimentConfig
 from horkd.methods import METHODS
-from horkd.paired import NOISE_FACTOR, TEST_HITS_FILE, SplitHits, paired_difference, read_hits
+from horkd.paired import NOISE_RULE, TEST_HITS_FILE, SplitHits, lead_noise, read_hits
 
 NOT_METRICS = frozenset({"method", "role", "params", "flops", "seeds", "fallback",
                          "fallback_seeds"})
@@ -167,14 +167,12 @@ def verdict(table: list[dict[str, Any]], hits: SplitHits | None = None,
         )
         noise = ""
         if name in per_image and best in per_image:
-            paired = paired_difference(per_image[name], per_image[best], same)
+            paired = lead_noise(per_image[name], per_image[best], same)
             side = "within" if paired.within_noise else "beyond"
             images = f"these {paired.images}" if same else f"each seed's {paired.images}"
-            noise = (f", {side} the noise of {images} test images ("
-                     f"{NOISE_FACTOR:g} standard errors: {NOISE_FACTOR * paired.standard_error:.2f}"
-                     " points)")
-            how = (f" Noise: a difference of at most {NOISE_FACTOR:g} standard errors (about a "
-                   f"95% interval that holds 0) is within noise, {paired.spread()}.")
+            noise = (f", {side} the noise of {images} test images ({paired.cut:.2f} standard "
+                     f"errors: {paired.half_width:.2f} points)")
+            how = f" Noise: {NOISE_RULE}; here {paired.spread()}."
         parts.append(
             f"{shown[name]} ({value:.2f}) {relation} the best baseline {best} "
             f"({picked}; {baselines[best]:.2f} on test){noise}"

@@ -37,6 +37,13 @@ def _t() -> Any:
 
     return stats.t
 
+
+def t_quantile(level: float, df: int) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom (4.30 for
+    95% at 2): what a mean of ``df + 1`` values' interval spans in standard errors."""
+    return float(_t().ppf(0.5 + level / 2, df))
+
+
 def summarize(values: list[float]) -> Summary:
     if not values:
         raise ValueError("no values to summarize")
@@ -87,7 +94,7 @@ def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> Di
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return Difference(mean, None, None, len(diffs), level)
-    half = _t().ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs)
+    half = t_quantile(level, len(diffs) - 1) * statistics.stdev(diffs)
     half /= len(diffs) ** 0.5
     return Difference(mean, mean - half, mean + half, len(diffs), level)
 
