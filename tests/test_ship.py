@@ -88,11 +88,12 @@ def test_a_near_chance_student_is_said_to_be_not_worth_shipping():
     assert choice["near_chance"] is True and choice["lower_bound"] < 30.0
     text = describe(choice)
     assert text.startswith("Near chance: not worth shipping; more labels/epochs.")
-    assert "Deploy `horkd`" in text
+    assert "Best of a poor lot `horkd`" in text and "Deploy" not in text  # never both
     # 18 of 20: far above chance, no warning
     strong = _evidence(0, {"scratch": [1] * 6 + [0] * 14, "horkd": [1] * 18 + [0] * 2}, classes=4)
     choice = choose([strong], "validation top-1 at 4 px")
     assert choice["near_chance"] is False and "chance" not in describe(choice).lower()
+    assert describe(choice).startswith("Deploy `horkd`")
 
 
 def _one_method(hits: list[tuple[int, int]], classes: int) -> dict:

@@ -200,7 +200,8 @@ def near_chance(choice: dict[str, Any]) -> str:
 def _choice(choice: dict[str, Any]) -> str:
     best, metric = choice["method"], choice["chosen_on"]
     images = choice.get("validation_images")
-    text = f"Deploy `{best}` ({choice['path']}): chosen on {metric}, {choice['validation'][best]:.2f}"
+    verb = "Best of a poor lot" if choice.get("near_chance") else "Deploy"  # never both
+    text = f"{verb} `{best}` ({choice['path']}): chosen on {metric}, {choice['validation'][best]:.2f}"
     second = choice.get("runner_up")
     if second is None:
         return text + " (the only student the run trained)."
