@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
 
 def _sync(device: torch.device) -> None:
@@ -35,22 +34,11 @@ def _sync(device: torch.device) -> None:
 
 def _count_host_reads(run) -> int:  # type: ignore[no-untyped-def]
     """Host reads of tensors while ``run()`` runs (the CPU's stand-in for device syncs)."""
+    from horkd.host_reads import counting_reads
+
     count = [0]
-    originals = {name: getattr(torch.Tensor, name) for name in READS}
-
-    def counted(original):  # type: ignore[no-untyped-def]
-        def read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            count[0] += 1
-            return original(self, *args, **kwargs)
-        return read
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, counted(original))
-    try:
+    with counting_reads(count):
         run()
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
     return count[0]
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from torch import nn
 
 from horkd import trainer as trainer_module
 from horkd.config import StageConfig
+from horkd.host_reads import counting_reads
 from horkd.losses import HybridOrderLoss
 from horkd.methods.base import Batch
 from horkd.methods.distill import DistillMethod
@@ -30,28 +29,7 @@ from horkd.models import ModelOutput
 from horkd.reference_cache import ReferenceCache
 from horkd.trainer import Trainer
 
-READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 STEPS, BATCH, IMAGES = 30, 16, 64
-
-
-@contextmanager
-def counting_reads(counts: list[int]) -> Iterator[None]:
-    """Count host reads of tensors (``counts[0]``) while the block runs."""
-    originals = {name: getattr(torch.Tensor, name) for name in READS}
-
-    def counted(original):
-        def read(self, *args, **kwargs):
-            counts[0] += 1
-            return original(self, *args, **kwargs)
-        return read
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, counted(original))
-    try:
-        yield
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
 
 
 class _CrossEntropy(nn.Module):
