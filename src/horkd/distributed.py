@@ -198,7 +198,7 @@ def _check_gathers(values: list[int], capacity: int) -> None:
 
 # This training step's gathers with gradient (equal_rows): the rows every rank may bring at
 # most, and what the gathers took on trust; None: the counts are exchanged at each gather.
-_CAPACITY: ContextVar[GatherRecord | None] = ContextVar("horkd_gather_capacity", default=None)
+_STEP_GATHERS: ContextVar[GatherRecord | None] = ContextVar("horkd_step_gathers", default=None)
 
 
 @contextmanager
@@ -210,11 +210,11 @@ def equal_rows(capacity: int) -> Iterator[GatherRecord]:
     The record yielded holds the rows they took on trust, for the trainer to check with the
     step's one wait (:func:`step_agreement`). Outside, each gather exchanges the counts."""
     record = GatherRecord(capacity)
-    token = _CAPACITY.set(record)
+    token = _STEP_GATHERS.set(record)
     try:
         yield record
     finally:
-        _CAPACITY.reset(token)
+        _STEP_GATHERS.reset(token)
 
 
 def _gather_pieces(x: Tensor) -> list[Tensor]:
@@ -298,7 +298,7 @@ class _GatherSummingGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
-        record = _CAPACITY.get()
+        record = _STEP_GATHERS.get()
         pieces = _gather_pieces(x) if record is None else _gather_equal(x, record)
         me = dist.get_rank()
         ctx.start = sum(p.shape[0] for p in pieces[:me])
