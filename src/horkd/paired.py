@@ -33,7 +33,8 @@ from torch import Tensor
 
 from horkd.checkpoint import write_json
 
-ONE_SEED_CUT = 1.959964  # the normal quantile of a two-sided 95% interval
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
+ONE_SEED_CUT = Z_95  # one seed: the per-image standard error against the normal
 NOISE_RULE = ("with S >= 2 seeds the lead's standard error is the sd of the per-seed leads over "
               "sqrt(S), beyond noise when over Student's t (0.975, S - 1 df) of them; with one "
               "seed the paired per-image standard error and 1.96 (one seed: seed-to-seed spread "

@@ -40,10 +40,9 @@ from horkd.experiment.context import RunContext
 from horkd.experiment.networks import Networks
 from horkd.experiment.stages import validated_sizes
 from horkd.methods import METHODS
-from horkd.paired import NOISE_RULE, ImagesDigest, lead_noise
+from horkd.paired import NOISE_RULE, Z_95, ImagesDigest, lead_noise
 
 NEAR_CHANCE_MARGIN = 5.0  # points above chance within which a student's lower bound is "near"
-Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 def candidates(methods: list[str]) -> list[str]:
