@@ -7,7 +7,11 @@ shares. Measured here on this machine's CPU with gloo, one thread per process:
 
 1. the relational terms (distance and angle, forward and backward) of a global batch of 256
    64-d embeddings, at world 1 (one process holds all 256) and world 2 (128 each);
-2. the demo config's HORKD student step (benchmarks/demo_step.py: batch 128 per process) at
+2. the same at global batches of 512 and 1024 (fewer rounds), where the N^3 angle work weighs
+   more against the collectives, whose cost grows only as N d;
+3. the arithmetic alone at 256: each rank's share of the terms computed from the whole batch
+   held locally, no gather and no all-reduce; beside 1, the time the collectives add;
+4. the demo config's HORKD student step (benchmarks/demo_step.py: batch 128 per process) at
    world 1 and world 2.
 
 Each set-up runs in its own processes, alternating between world 1 and 2 (``--repeats``), and a
@@ -37,6 +41,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GLOBAL_BATCH, DIM, CALLS = 256, 64, 3
+LARGER = (512, 1024)  # global batches timed beside GLOBAL_BATCH, with fewer rounds
 
 
 def _free_port() -> int:
@@ -45,30 +50,54 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _relations(rank: int, world: int, rounds: int) -> list[float]:
-    """ms per call of the relational terms, forward and backward, over this rank's rows."""
+def _relations(rank: int, world: int, rounds: int, batch: int = GLOBAL_BATCH,
+               calls: int = CALLS) -> list[float]:
+    """ms per call of the relational terms, forward and backward, over this rank's rows of a
+    global ``batch``."""
     from horkd import distributed
-    from horkd.losses import HybridOrderLoss
 
-    torch.manual_seed(0)
-    student = torch.randn(GLOBAL_BATCH, DIM)
-    teacher = torch.randn(GLOBAL_BATCH, DIM)
-    rows = slice(GLOBAL_BATCH * rank // world, GLOBAL_BATCH * (rank + 1) // world)
-    loss = HybridOrderLoss(DIM, DIM, logit_weight=0.0, distance_weight=5.0, angle_weight=10.0)
+    student, teacher, loss = _embeddings_and_loss(batch)
+    rows = slice(batch * rank // world, batch * (rank + 1) // world)
 
     def call() -> None:
         mine = student[rows].clone().requires_grad_(True)
         # equal shares, declared as the training step declares them: no counts exchanged
-        with distributed.equal_rows(GLOBAL_BATCH // world):
+        with distributed.equal_rows(batch // world):
             terms = loss(mine, None, teacher[rows], None)
         sum(terms.values()).backward()
+
+    return _timed(call, world, rounds, calls)
+
+
+def _arithmetic(rank: int, world: int, rounds: int) -> list[float]:
+    """ms per call of this rank's share of the terms (the rows and anchors the sharded path
+    gives it) from the whole global batch held locally: the same arithmetic, no collective."""
+    from horkd import distributed
+    from horkd.losses.numerics import relation_grams
+
+    student, teacher, loss = _embeddings_and_loss(GLOBAL_BATCH)
+    share = distributed.my_share(GLOBAL_BATCH)
+
+    def call() -> None:
+        gram_s, gram_t = relation_grams(student.clone().requires_grad_(True), teacher)
+        distance = loss.distance.from_gram(gram_s, gram_t, share)
+        angle = loss.angle.from_gram(gram_s, gram_t, share)
+        (loss.distance_weight * distance + loss.angle_weight * angle).backward()
 
     return _timed(call, world, rounds)
 
 
-def _timed(call, world: int, rounds: int) -> list[float]:
-    """ms per ``call``, per round of CALLS calls, the ranks starting each round together (two
-    calls first: they load, or compile, the fused kernels)."""
+def _embeddings_and_loss(batch: int):
+    from horkd.losses import HybridOrderLoss
+
+    torch.manual_seed(0)
+    loss = HybridOrderLoss(DIM, DIM, logit_weight=0.0, distance_weight=5.0, angle_weight=10.0)
+    return torch.randn(batch, DIM), torch.randn(batch, DIM), loss
+
+
+def _timed(call, world: int, rounds: int, calls: int = CALLS) -> list[float]:
+    """ms per ``call``, per round of ``calls`` calls, the ranks starting each round together
+    (two calls first: they load, or compile, the fused kernels)."""
     for _ in range(2):
         call()
     times = []
@@ -76,9 +105,9 @@ def _timed(call, world: int, rounds: int) -> list[float]:
         if world > 1:
             dist.barrier()
         start = time.perf_counter()
-        for _ in range(CALLS):
+        for _ in range(calls):
             call()
-        times.append((time.perf_counter() - start) / CALLS * 1000)
+        times.append((time.perf_counter() - start) / calls * 1000)
     return times
 
 
@@ -97,7 +126,10 @@ def _worker(rank: int, world: int, port: int, rounds: int, out: str) -> None:
                           RANK=str(rank), LOCAL_RANK=str(rank))
         dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        few = max(2, rounds // 4)
         result = {"relations": _relations(rank, world, rounds),
+                  **{f"relations{n}": _relations(rank, world, few, n, 1) for n in LARGER},
+                  "arithmetic": _arithmetic(rank, world, rounds),
                   "step": _steps(rank, world, rounds)}
         Path(f"{out}.{rank}").write_text(json.dumps(result))
     finally:
@@ -110,10 +142,10 @@ def run(world: int, rounds: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "times")
         mp.spawn(_worker, args=(world, _free_port(), rounds, out), nprocs=world, join=True)
-        pooled: dict[str, list[float]] = {"relations": [], "step": []}
+        pooled: dict[str, list[float]] = {}
         for rank in range(world):
             for key, values in json.loads(Path(f"{out}.{rank}").read_text()).items():
-                pooled[key] += values
+                pooled.setdefault(key, []).extend(values)
     return pooled
 
 
@@ -127,23 +159,28 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     from horkd.losses import cpu_kernels
 
-    times: dict[int, dict[str, list[float]]] = {1: {"relations": [], "step": []},
-                                                2: {"relations": [], "step": []}}
+    times: dict[int, dict[str, list[float]]] = {1: {}, 2: {}}
     for _ in range(repeats):
         for world in (1, 2):
             for key, values in run(world, rounds).items():
-                times[world][key] += values
+                times[world].setdefault(key, []).extend(values)
     kernels = "fused CPU kernels" if cpu_kernels.installed() and cpu_kernels.enabled() else "eager ops"
     print(f"gloo on this CPU, one thread per process, {kernels}; median over "
           f"{rounds * repeats} rounds of {CALLS} calls per rank")
-    print(f"{'':44s} {'world 1':>9s} {'world 2':>9s}")
     label = {"relations": f"relational terms, global batch {GLOBAL_BATCH} (ms/rank)",
+             **{f"relations{n}": f"relational terms, global batch {n} (ms/rank)"
+                for n in LARGER},
+             "arithmetic": f"  their arithmetic alone, batch {GLOBAL_BATCH} (ms/rank)",
              "step": "demo HORKD student step, 128/rank (ms)"}
     median = {w: {k: statistics.median(v) for k, v in t.items()} for w, t in times.items()}
-    for key in ("relations", "step"):
-        print(f"{label[key]:44s} {median[1][key]:9.2f} {median[2][key]:9.2f}")
+    print(f"{'':52s} {'world 1':>9s} {'world 2':>9s} {'2 / 1':>6s}")
+    for key in ("relations", "arithmetic", *(f"relations{n}" for n in LARGER), "step"):
+        one, two = median[1][key], median[2][key]
+        print(f"{label[key]:52s} {one:9.2f} {two:9.2f} {two / one:6.2f}")
     images = {w: BATCH_PER_RANK * w / (median[w]["step"] / 1000) for w in (1, 2)}
-    print(f"{'demo step, images/s over all ranks':44s} {images[1]:9.0f} {images[2]:9.0f}")
+    print(f"{'demo step, images/s over all ranks':52s} {images[1]:9.0f} {images[2]:9.0f}")
+    collectives = median[2]["relations"] - median[2]["arithmetic"]
+    print(f"collectives and waits at world 2, batch {GLOBAL_BATCH}: {collectives:.2f} ms/rank")
     ratio = median[2]["relations"] / median[1]["relations"]
     print(f"per-rank relation time, 2 ranks / 1 rank: {ratio:.2f}")
 
