@@ -14,9 +14,7 @@ from horkd.data import DataNotFoundError, build_splits
 from horkd.data.digest import data_digest
 from horkd.data.glyphs import CHARACTERS, cache
 from horkd.data.glyphs.fonts import family_key
-from horkd.data.glyphs.picture import write_glyph_grid
 from horkd.data.glyphs.render import FaceRenderer
-from horkd.degrade import DegradeSpec
 
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "STIXGeneral.ttf",
          "STIXGeneralBol.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf"]
@@ -127,17 +125,33 @@ def test_renders_are_seeded_and_varied() -> None:
     assert plain[CHARACTERS.index("o")].sum() < 0.8 * plain[CHARACTERS.index("O")].sum()
 
 
-def test_picture_of_hr_and_lr_test_glyphs(font_dir: Path, tmp_path: Path) -> None:
+def test_the_page_pictures_confusable_glyphs_of_test_fonts_at_hr_and_lr(
+        font_dir: Path, tmp_path: Path) -> None:
+    from conftest import tiny_config_dict
     from PIL import Image
 
+    from horkd.study.data_figure import data_section
+
     splits = _splits(font_dir)
-    path = write_glyph_grid(splits.test, tmp_path / "glyphs.png", DegradeSpec(lr_size=4),
-                            shown="0O1lI")
-    picture = np.asarray(Image.open(path))
-    fonts = len(set(splits.test.families.tolist()))
-    assert picture.shape == (fonts * 2 * 16 * 2, 5 * 16 * 2)
-    hr, lr = picture[:32], picture[32:64]
-    assert hr.std() > 20 and not np.array_equal(hr, lr)
+    picked, titles, what = splits.test.picture_columns(columns=14)
+    families = splits.test.families[picked].tolist()
+    assert [CHARACTERS[int(splits.test.labels[i])] for i in picked] == titles
+    assert titles[:7] == list("0O1lI5S")
+    # one face per family, each family a test family (the split's own), named in the caption
+    assert len(set(families)) == len(picked) // 7
+    assert all(families[i] == families[i - i % 7] for i in range(len(picked)))
+    assert all(f"`{splits.test.family_names[f]}`" in what for f in set(families))
+
+    base = tiny_config_dict(tmp_path / "runs")
+    base["data"] = {"dataset": "glyphs", "root": str(font_dir), "hr_size": 16,
+                    "glyph_renders": 2, "glyph_min_families": 3}
+    study = {"base": base, "regimes": {
+        "plain": {"overrides": []},
+        "hard": {"overrides": ["degrade.lr_size=3", "degrade.noise_std=0.05"]}}}
+    lines = data_section(study, tmp_path)
+    assert "- LR 4 px: `plain`" in lines and "- LR 3 px, noise 0.05: `hard`" in lines
+    assert any("test font" in line for line in lines)
+    assert np.asarray(Image.open(tmp_path / "data.png").convert("L")).std() > 20
 
 
 def test_an_experiment_trains_on_glyphs_and_validates_on_the_validation_fonts(

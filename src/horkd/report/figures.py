@@ -181,3 +181,27 @@ def training_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def image_rows(rows: list[tuple[str, Any]], titles: list[str], path: Path) -> Path:
+    """A grid of images: one row per ``(label, batch [K, C, H, W] in [0, 1])``, the same K
+    images in every row (HR, then each LR view), each drawn at the same size with its own
+    pixels (nearest), so a 6-px image shows as the 36 pixels it is."""
+    columns = len(titles)
+    fig, axes = plt.subplots(len(rows), columns, squeeze=False,
+                             figsize=(1.6 + 0.75 * columns, 0.3 + 0.85 * len(rows)))
+    for r, (label, batch) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            image = batch[c].permute(1, 2, 0)
+            ax.imshow(image.squeeze(-1).numpy() if image.shape[-1] == 1 else image.numpy(),
+                      cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.3, w_pad=0.15, h_pad=0.15)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

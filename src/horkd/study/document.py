@@ -19,6 +19,7 @@ from horkd.results import method_cell, primary_metric
 from horkd.study.across_sizes import comparison
 from horkd.study.compute import cost_cell, student_costs
 from horkd.study.config import regime_comparisons, regime_margin
+from horkd.study.data_figure import data_section
 from horkd.study.page_files import figure_link, figures_folder
 from horkd.study.progress import duration
 from horkd.study.stats import (
@@ -452,14 +453,13 @@ def _sample_images(study: dict[str, Any], count: int = 2) -> tuple[Any, Any] | N
     """A few test images of the study's dataset at HR and as the students see them; None where
     the data is not on this machine (the figure is then drawn without them)."""
     from horkd.config import config_from_dict
-    from horkd.data import DataNotFoundError, build_splits
+    from horkd.data import DataNotFoundError
     from horkd.degrade import Degrader, DegradeSpec
+    from horkd.study.data_figure import test_split
 
     try:
         cfg = config_from_dict(dict(study["base"]))
-        splits = build_splits(cfg.data.dataset, root=cfg.data.root, hr_size=cfg.data.hr_size,
-                              val_fraction=0.0, test_fraction=cfg.data.test_fraction,
-                              glyph_renders=cfg.data.glyph_renders)
+        splits = test_split(cfg)
     except (DataNotFoundError, OSError, ValueError):
         return None
     import torch
@@ -904,7 +904,8 @@ def write_document(
     figures = figures_folder(doc_path)
     figures.mkdir(parents=True, exist_ok=True)
     regimes, facts_by_regime = _regimes(summary, figures)
-    parts = (_setup(summary) + findings(summary, facts_by_regime) + regimes
+    parts = (_setup(summary) + data_section(summary["study"], figures)
+             + findings(summary, facts_by_regime) + regimes
              + _figures(summary, figures) + _closing(summary, command))
     # whole or as it was: an interrupted or failed rebuild leaves the previous page
     write_text(doc_path, "\n".join(parts), "the study's results page")

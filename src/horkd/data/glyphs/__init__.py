@@ -37,6 +37,13 @@ class GlyphImages(TensorImageDataset):
         self.family_names = family_names
         self.validation_indices = validation_indices
 
+    def picture_columns(self, columns: int = 14) -> tuple[list[int], list[str], str]:
+        """What a picture of this split shows: see
+        :func:`horkd.data.glyphs.picture.picture_columns`."""
+        from horkd.data.glyphs.picture import picture_columns
+
+        return picture_columns(self, columns)
+
 
 def _datasets(glyphs: GlyphSet, fonts: str = "all") -> tuple[GlyphImages, GlyphImages]:
     """Training (with the validation fonts held apart) and test images; ``fonts`` other than
