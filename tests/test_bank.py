@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from toy_nets import CrossEntropy, LinearNet
 
 from horkd.config import StageConfig
 from horkd.losses import HybridOrderLoss
@@ -17,7 +17,6 @@ from horkd.losses.bank import RelationBank
 from horkd.methods.base import Batch
 from horkd.methods.distill import DistillMethod
 from horkd.methods.supervised import SupervisedMethod
-from horkd.models import ModelOutput
 from horkd.trainer import Trainer
 
 BATCH, BANK = 16, 64  # the bank holds four batches
@@ -69,24 +68,6 @@ def test_the_bank_keeps_finite_rows_in_order_and_nothing_of_a_refused_batch():
     assert torch.equal(kept_s[:, 0], kept_t[:, 0])  # rows stay paired
 
 
-class _CrossEntropy(nn.Module):
-    def forward(self, out: ModelOutput, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(out.logits, target)
-
-
-class _Linear(nn.Module):
-    """A network without BatchNorm, so a NaN pixel spoils its own row alone."""
-
-    def __init__(self, inputs: int, dim: int, classes: int = 3) -> None:
-        super().__init__()
-        self.embed_dim = dim
-        self.body, self.head = nn.Linear(inputs, dim), nn.Linear(dim, classes)
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        embedding = self.body(x)
-        return ModelOutput(embedding, self.head(embedding))
-
-
 def _one_epoch(method, batches, out_dir):
     """One epoch of the trainer over ``batches`` (the HR view is the LR view), skipping at most
     one non-finite step in a row."""
@@ -110,25 +91,13 @@ def test_the_trainer_skips_the_bad_step_and_goes_on(tmp_path):
     torch.manual_seed(0)
     images = _batches(8, nan_at=2, dim=10)
     batches = [(x, torch.randint(0, 3, (BATCH,)), torch.arange(BATCH)) for x in images]
-    student, teacher = _Linear(10, 4), _Linear(10, 6)
+    student, teacher = LinearNet(10, 4), LinearNet(10, 6)  # no BatchNorm: a NaN spoils its row
     loss = HybridOrderLoss(4, 6, embedding_weight=0, angle_weight=0, bank_size=BANK)
-    method = DistillMethod(student, _CrossEntropy(), teacher, loss, student_view="hr")
+    method = DistillMethod(student, CrossEntropy(), teacher, loss, student_view="hr")
     result = _one_epoch(method, batches, tmp_path)
     assert result.skipped_steps == 1
     assert int(loss.bank.filled) == BANK and torch.isfinite(loss.bank.student).all()
     assert all(torch.isfinite(p).all() for p in student.parameters())
-
-
-class _Normed(_Linear):
-    """As _Linear, with a BatchNorm layer whose running statistics a NaN batch would spoil."""
-
-    def __init__(self, inputs: int, dim: int, classes: int = 3) -> None:
-        super().__init__(inputs, dim, classes)
-        self.norm = nn.BatchNorm1d(dim)
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        embedding = self.norm(self.body(x))
-        return ModelOutput(embedding, self.head(embedding))
 
 
 def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(tmp_path):
@@ -137,8 +106,8 @@ def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(tmp_path):
     torch.manual_seed(0)
     images = _batches(4, nan_at=2, dim=10)
     batches = [(x, torch.randint(0, 3, (BATCH,)), torch.arange(BATCH)) for x in images]
-    student = _Normed(10, 4)
-    result = _one_epoch(SupervisedMethod(student, _CrossEntropy()), batches, tmp_path)
+    student = LinearNet(10, 4, norm=True)
+    result = _one_epoch(SupervisedMethod(student, CrossEntropy()), batches, tmp_path)
     assert result.skipped_steps == 1
     norm = student.norm
     assert torch.isfinite(norm.running_mean).all() and torch.isfinite(norm.running_var).all()

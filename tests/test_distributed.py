@@ -449,18 +449,10 @@ def test_bf16_autocast_stage_trains_on_cpu(tiny_cfg):
 def test_a_method_says_when_ddp_must_search_for_unused_parameters():
     """Without a task loss the criterion's parameters (here a learnt scale) get no gradient: DDP
     must search for them (find_unused_parameters); with one, every parameter takes part."""
+    from toy_nets import LinearNet
+
     from horkd.methods.base import Batch
     from horkd.methods.distill import DistillMethod
-    from horkd.models import ModelOutput
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body, self.head = nn.Linear(5, 4), nn.Linear(4, 3)
-
-        def forward(self, x):
-            e = self.body(x)
-            return ModelOutput(e, self.head(e))
 
     class ScaledCE(nn.Module):
         def __init__(self) -> None:
@@ -475,8 +467,8 @@ def test_a_method_says_when_ddp_must_search_for_unused_parameters():
     batch = Batch(hr=x, lr=x, target=torch.arange(8) % 3)
     for task_weight in (1.0, 0.0):
         loss = HybridOrderLoss(4, 4, logit_weight=0.0)
-        method = DistillMethod(Net(), ScaledCE(), Net(), loss, student_view="hr",
-                               task_weight=task_weight)
+        method = DistillMethod(LinearNet(5, 4), ScaledCE(), LinearNet(5, 4), loss,
+                               student_view="hr", task_weight=task_weight)
         sum(method(batch)[1].values()).backward()
         unused = [n for n, p in method.named_parameters()
                   if p.requires_grad and not n.startswith("reference.") and p.grad is None]

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from torch.utils.data import Dataset
+from toy_nets import CrossEntropy, LinearNet
 
 from horkd.config import StageConfig
 from horkd.data import BatchLoader
@@ -22,7 +22,6 @@ from horkd.data.images import BadImageError
 from horkd.losses import HybridOrderLoss
 from horkd.methods.base import Batch
 from horkd.methods.distill import DistillMethod
-from horkd.models import ModelOutput
 from horkd.trainer import Trainer
 
 SAMPLES, BATCH, EPOCHS = 16, 2, 2
@@ -49,22 +48,6 @@ def _loader(dataset: Dataset, rank: int) -> BatchLoader:
                        fill_failed_rows=True)
 
 
-class _CrossEntropy(nn.Module):
-    def forward(self, out: ModelOutput, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(out.logits, target)
-
-
-class _Net(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.embed_dim = dim
-        self.body, self.head = nn.Linear(10, dim), nn.Linear(dim, 3)
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        embedding = self.body(x.flatten(1))
-        return ModelOutput(embedding, self.head(embedding))
-
-
 def _worker(rank: int, port: int, unreadable: list[int], out: str) -> None:
     from horkd.experiment.run import skipped_images
 
@@ -74,7 +57,7 @@ def _worker(rank: int, port: int, unreadable: list[int], out: str) -> None:
     try:
         torch.manual_seed(0)
         dataset = _Files(set(unreadable))
-        method = DistillMethod(_Net(4), _CrossEntropy(), _Net(6).eval(),
+        method = DistillMethod(LinearNet(10, 4), CrossEntropy(), LinearNet(10, 6).eval(),
                                HybridOrderLoss(4, 6, bank_size=0), student_view="hr")
         rows: list[int] = []
 
@@ -162,7 +145,7 @@ def test_a_reference_cache_keeps_its_rows_in_dataset_order_past_a_failed_file():
     from horkd.reference_cache import ReferenceCache
 
     torch.manual_seed(0)
-    reference, dataset = _Net(6).eval(), _Files({1})
+    reference, dataset = LinearNet(10, 6).eval(), _Files({1})
     cache = ReferenceCache.build(reference, dataset, torch.device("cpu"), views=FlipViews(False),
                                  batch_size=4)
     assert cache.embedding.shape[1] == SAMPLES

@@ -152,3 +152,20 @@ def test_a_folder_run_is_named_after_the_folder(tmp_path):
     given = load_config(ROOT / "configs/image_folder.yaml",
                         [f"data.root={folder}", "output_dir=runs/first", "name=mine"])
     assert (given.name, given.output_dir) == ("mine", "runs/first")
+
+
+def test_study_init_gives_its_advice_once_in_its_own_options(tmp_path, capsys):
+    """The side and channels study init took are said once, as the options that change them
+    (--hr-size, --lr-size, --channels), not again as a run's config keys beside them."""
+    folder = tmp_path / "scans"
+    for c in range(3):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(30):
+            Image.fromarray(np.full((10, 10), 40 + 60 * c + i, np.uint8)).save(
+                folder / f"class{c}" / f"{i}.png")
+    assert main(["study", "init", "--data", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "check --hr-size" in err and "check --lr-size" in err  # 10 px and 2 px: odd, said
+    assert err.count("--channels 3") == 1 and err.count("grey") == 1, err
+    for key in ("data.hr_size", "data.channels", "degrade.lr_size", "degrade.factor"):
+        assert key not in err, (key, err)

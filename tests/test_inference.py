@@ -188,7 +188,10 @@ def test_predict_lists_unreadable_files_and_says_so(classifier, tmp_path, capsys
     assert set(rows) == {"good.png", "broken.png", "empty.jpg"}
     assert rows["good.png"]["label"] and not rows["good.png"]["error"]
     assert "empty file" in rows["empty.jpg"]["error"] and not rows["broken.png"]["label"]
-    assert "2 file(s) could not be used" in capsys.readouterr().err
+    for name in ("broken.png", "empty.jpg"):  # the path column names the file, the error why
+        assert rows[name]["error"] and name not in rows[name]["error"], rows[name]
+    said = capsys.readouterr().err  # the log line, read alone, names the file
+    assert "2 file(s) could not be used" in said and str(bad / "broken.png") in said
     # rows follow the order the files were given, an unreadable one in its own place
     pictures = sorted(pngs.rglob("*.png"))[:3]
     given = [pictures[2], bad / "broken.png", pictures[0], bad / "empty.jpg", pictures[1]]

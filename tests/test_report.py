@@ -232,6 +232,42 @@ def test_a_chain_that_fell_back_to_the_teacher_is_named_in_the_table_and_the_ver
     assert "fallback_seeds" not in format_table(table)  # not shown as a metric column
 
 
+def test_a_fallback_runs_report_explains_the_chain_that_ran_not_the_one_it_names(tmp_path):
+    """A run whose guard dropped the assistant: the report's legend says teacher -> student and
+    why, and that the assistant taught no one; never the full chain as what ran."""
+    import yaml
+
+    from horkd.methods import METHODS
+    from horkd.report import build_report
+    from horkd.results import legend
+
+    chain = METHODS.get("horkd").description  # "... T -> A on HR, then A -> S on LR"
+    table = [
+        {"method": "assistant", "role": "assistant", "params": 1, "flops": 1, "hr_top1": 20.0,
+         "seeds": 2},
+        {"method": "horkd", "role": "student", "params": 1, "flops": 1, "lr_top1": 81.0,
+         "seeds": 2, "fallback_seeds": 2},
+    ]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "fb", "task": "classification", "data": {"dataset": "digits"}, "seeds": [0, 1]}))
+    (tmp_path / "results.json").write_text(json.dumps(table))
+    text = build_report([tmp_path]).read_text()
+    horkd = next(line for line in text.splitlines() if line.startswith("- `horkd`:"))
+    assert horkd.startswith("- `horkd`: ran teacher -> student"), horkd
+    assert "the assistant was dropped because its validation score was more than " \
+           "distill.assistant_guard points below the teacher's" in horkd
+    assert f"The chain it is named for ({chain}) did not run" in horkd
+    assistant = next(line for line in text.splitlines() if line.startswith("- `assistant`:"))
+    assert "it taught no student here" in assistant
+    # one seed of two fell back: the chain as designed, and the seed that ran otherwise
+    table[1]["fallback_seeds"] = 1
+    some = legend(table)
+    assert f"- `horkd`: {chain}; in 1 of 2 seeds it ran teacher -> student instead" in some
+    assert "taught no student in 1 of 2 seeds" in some
+    table[1].pop("fallback_seeds")  # no fallback: the registry's line alone
+    assert f"- `horkd`: {chain}\n" in legend(table) and "taught no" not in legend(table)
+
+
 def test_the_report_gives_each_students_training_compute_with_its_shares(tmp_path):
     from horkd.report.compute import training_compute
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,11 @@ def test_only_trains_the_named_regime_and_method_with_the_search_it_depends_on(
     assert main(["study", str(path), "--only", "lr7"]) != 0
     assert "no regime 'lr7' in the study (regimes: few, lr4)" in capsys.readouterr().err
     assert main(["study", str(path), "--only", "few/horkd", "--doc", str(doc)]) == 0
+    said = capsys.readouterr().out
+    # N of the [k/N] lines: the tasks this invocation runs (not few/scratch's waiting finals)
+    counts = re.findall(r"^\[(\d+)/(\d+)\] (?!started)", said, re.M)
+    planned = int(re.search(r"(\d+) tasks? to train", said).group(1))
+    assert counts and {int(n) for _, n in counts} == {planned} == {len(counts)}, said
     summary = json.loads((tmp_path / "study" / "study.json").read_text())
     assert len(summary["search"]) == 6  # few takes lr4's choices: lr4's search is trained
     trained = {(r["regime"], r["method"]) for r in summary["finals"] if r["seeds"]}

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
+from toy_nets import CrossEntropy, LinearNet
 
 from horkd import trainer as trainer_module
 from horkd.config import StageConfig
@@ -25,27 +25,10 @@ from horkd.host_reads import counting_reads
 from horkd.losses import HybridOrderLoss
 from horkd.methods.base import Batch
 from horkd.methods.distill import DistillMethod
-from horkd.models import ModelOutput
 from horkd.reference_cache import ReferenceCache
 from horkd.trainer import Trainer
 
 STEPS, BATCH, IMAGES = 30, 16, 64
-
-
-class _CrossEntropy(nn.Module):
-    def forward(self, out: ModelOutput, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(out.logits, target)
-
-
-class _Net(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.embed_dim = dim
-        self.body, self.head = nn.Sequential(nn.Linear(10, dim), nn.BatchNorm1d(dim)), nn.Linear(dim, 3)
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        embedding = self.body(x)
-        return ModelOutput(embedding, self.head(embedding))
 
 
 def _trainer(tmp_path, device: torch.device, nan_at: int | None = None) -> Trainer:
@@ -55,13 +38,13 @@ def _trainer(tmp_path, device: torch.device, nan_at: int | None = None) -> Train
     images = torch.randn(IMAGES, 10)
     if nan_at is not None:
         images[nan_at] = float("nan")
-    teacher = _Net(6).eval()
+    teacher = LinearNet(10, 6, norm=True).eval()
     with torch.no_grad():
         out = [teacher(images), teacher(images.flip(1))]
     cache = ReferenceCache(torch.stack([o.embedding for o in out]).to(device),
                            torch.stack([o.logits for o in out]).to(device))
     loss = HybridOrderLoss(4, 6, bank_size=32)
-    method = DistillMethod(_Net(4), _CrossEntropy(), teacher, loss, student_view="hr")
+    method = DistillMethod(LinearNet(10, 4, norm=True), CrossEntropy(), teacher, loss, student_view="hr")
     method.reference_cache = cache
     order = torch.randperm(IMAGES)
     batches = [(images[order[i:i + BATCH]], torch.randint(0, 3, (BATCH,)), order[i:i + BATCH])

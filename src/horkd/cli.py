@@ -594,13 +594,17 @@ def cmd_study(args: argparse.Namespace) -> int:
         same = reproduce(args.study_file, args.reproduce)
         print("reproduced: identical scores" if same else "NOT reproduced: the scores differ")
         return 0 if same else 1
-    summary = run_study(
-        args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train,
-        only=args.only, executor=_executor(args), register=args.register,
-    )
-    doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
-    command = shlex.join(["horkd", *_training_args(sys.argv[1:])]) if len(sys.argv) > 1 else None
-    path = write_document(summary, doc, command)
+    from horkd.notes import once_per_invocation
+
+    with once_per_invocation():  # the page reads the data again: its notes were said already
+        summary = run_study(
+            args.study_file, workers=args.workers, threads=args.threads, train=not args.no_train,
+            only=args.only, executor=_executor(args), register=args.register,
+        )
+        doc = Path(args.doc) if args.doc else summary.parent / "RESULTS.md"
+        command = (shlex.join(["horkd", *_training_args(sys.argv[1:])]) if len(sys.argv) > 1
+                   else None)
+        path = write_document(summary, doc, command)
     print(f"results: {path.resolve()}  (summary: {summary})")
     return 0
 

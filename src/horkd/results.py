@@ -71,15 +71,50 @@ def format_table(table: list[dict[str, Any]], lr_size: int | None = None) -> str
     return "\n".join(lines)
 
 
+def fell_back(entry: dict[str, Any]) -> tuple[int, int]:
+    """(seeds whose chain fell back to teacher -> student, seeds) of a results entry: a seed's
+    row (``fallback``) or the mean over seeds (``fallback_seeds``)."""
+    return entry.get("fallback_seeds", 1 if entry.get("fallback") else 0), entry.get("seeds", 1)
+
+
 def method_cell(entry: dict[str, Any]) -> str:
     """The method's name, and what it learnt from where that is not what the name says."""
-    fell_back = entry.get("fallback_seeds", 1 if entry.get("fallback") else 0)
-    if not fell_back:
+    fell, seeds = fell_back(entry)
+    if not fell:
         return entry["method"]
-    seeds = entry.get("seeds", 1)
-    where = f" in {fell_back} of {seeds} seeds" if seeds > 1 else ""
+    where = f" in {fell} of {seeds} seeds" if seeds > 1 else ""
     return (f"{entry['method']} [fell back to teacher -> student{where}, as horkd_no_assistant: "
             "the assistant failed distill.assistant_guard]")
+
+
+DROPPED = ("the assistant was dropped because its validation score was more than "
+           "distill.assistant_guard points below the teacher's")
+
+
+def what_ran(entry: dict[str, Any], table: list[dict[str, Any]]) -> str:
+    """The legend's line for a method: its registry description, or where the assistant guard
+    changed the chain, what ran instead and why; a reader of a fallback run must not be told
+    of a teacher -> assistant -> student chain that did not run."""
+    name = entry["method"]
+    designed = METHODS.get(name).description
+    fell, seeds = fell_back(entry)
+    if fell and fell >= seeds:
+        return (f"ran teacher -> student (every order straight from the teacher, as "
+                f"horkd_no_assistant): {DROPPED}. The chain it is named for ({designed}) did "
+                "not run")
+    if fell:
+        return (f"{designed}; in {fell} of {seeds} seeds it ran teacher -> student instead (as "
+                f"horkd_no_assistant): {DROPPED}")
+    if name == "assistant":  # it taught only the chain's students: say where it taught none
+        chained = [fell_back(e) for e in table if e["method"] in METHODS
+                   and "assistant" in METHODS.get(e["method"]).needs]
+        dropped = max((f for f, _ in chained), default=0)
+        if dropped:
+            taught = ("taught no student here" if dropped >= max(s for _, s in chained) else
+                      f"taught no student in {dropped} of {max(s for _, s in chained)} seeds")
+            return (f"{designed}; it {taught}: distill.assistant_guard dropped it (trained and "
+                    "scored all the same)")
+    return designed
 
 
 _COLUMN_MEANINGS = (
@@ -100,7 +135,7 @@ def legend(table: list[dict[str, Any]]) -> str:
     for entry in table:
         name = entry["method"]
         if name in METHODS:
-            lines.append(f"- `{name}`: {METHODS.get(name).description}")
+            lines.append(f"- `{name}`: {what_ran(entry, table)}")
     columns = metric_columns(table)
     for key, meaning in _COLUMN_MEANINGS:
         shown = key in ("group", "role") or any(c.startswith(key) for c in columns) or (

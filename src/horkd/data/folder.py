@@ -52,7 +52,7 @@ class CheckedImageFolder(tvd.ImageFolder):
 MAX_NATIVE_SIDE = 224  # photos of thousands of pixels are not trained on whole by default
 
 
-def native_side(samples: list[tuple[str, int]], probes: int = 256) -> int:
+def native_side(samples: list[tuple[str, int]], probes: int = 256, say: bool = True) -> int:
     """The HR side when ``data.hr_size`` is unset: the median of the training images' longer
     sides (read from the headers of up to ``probes`` files spread over the split), at most 224,
     so a folder of 32-px crops is not blown up to 224 and one of camera photos not kept whole."""
@@ -67,7 +67,7 @@ def native_side(samples: list[tuple[str, int]], probes: int = 256) -> int:
         raise DataNotFoundError("image_folder: no usable training image to take the HR side from")
     median = sorted(sides)[len(sides) // 2]
     side = min(median, MAX_NATIVE_SIDE)
-    if distributed.is_main():
+    if say and distributed.is_main():
         note(f"image_folder: data.hr_size not set: HR side {side} px (the training images' "
              f"median longer side is {median}{'' if side == median else ', capped'}); set "
              "data.hr_size to choose another and to pin it")
@@ -145,12 +145,15 @@ def image_folder(
     channels: int | None = None,
     skip_bad_images: bool = False,
     test_fraction: float = 0.2,
+    say_defaults: bool = True,
 ):
     """ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/... (``val/`` accepted for test);
     without a test split (ROOT/train/ alone, or ROOT/<class>/ directly) about ``test_fraction`` of
     each class is held out as one, each file by its own name
     (:func:`horkd.data.held_out.test_share`).
-    ``channels`` unset: 1 for a folder of grey images, else 3."""
+    ``channels`` unset: 1 for a folder of grey images, else 3. ``say_defaults=False``: the
+    caller says the side and channels it took in its own words (``horkd study init``, in its
+    options), so they are not said twice in two vocabularies."""
     if not root:
         raise DataNotFoundError(f"image_folder: no data root given; pass --data-root with {LAYOUT}")
     base = Path(root)
@@ -158,7 +161,7 @@ def image_folder(
         raise DataNotFoundError(f"image_folder: {base} is not a folder; expected {LAYOUT}")
     if channels is None:
         channels = stored_channels(str(base))
-        if channels == 1 and distributed.is_main():
+        if channels == 1 and say_defaults and distributed.is_main():
             note(f"image_folder: data.channels not set: the images in {base} are grey, so the "
                  "networks take 1 channel (data.channels=3 takes them as colour)")
     test_name = next((n for n in ("test", "val") if (base / n).is_dir()), None)
@@ -193,7 +196,7 @@ def image_folder(
         split.targets = [label for _, label in samples]
     if test_name == "the held-out":
         _say_empty_classes(train, test, test_fraction)
-    size = hr_size or native_side(train.samples)
+    size = hr_size or native_side(train.samples, say=say_defaults)
     train.transform = test.transform = _transform(size, channels)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
     info = DatasetInfo("image_folder", len(train.classes), channels, mean, std, size, train.classes)

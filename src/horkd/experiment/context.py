@@ -59,17 +59,18 @@ ODD_HR_SIDE = 16  # below: a teacher with little to see (Fashion-MNIST's side is
 ODD_LR_SIDE = 4  # below: a few pixels per image
 
 
-def odd_sides(hr_size: int, lr_size: int) -> list[str]:
+def odd_sides(hr_size: int, lr_size: int, hr_setting: str = "data.hr_size",
+              lr_setting: str = "degrade.lr_size or degrade.factor") -> list[str]:
     """Warnings for sides that are legal but unlikely to be meant (a typo, a factor too large
-    for small images): a run on them trains, but on little of each image."""
+    for small images): a run on them trains, but on little of each image. The settings to check
+    are named as the command the user ran takes them (``--hr-size`` for ``horkd study init``)."""
     odd = []
     if hr_size < ODD_HR_SIDE:
         odd.append(f"warning: the HR side is {hr_size} px, very small for a teacher (below "
-                   f"{ODD_HR_SIDE}; Fashion-MNIST's is 28): check data.hr_size")
+                   f"{ODD_HR_SIDE}; Fashion-MNIST's is 28): check {hr_setting}")
     if lr_size < ODD_LR_SIDE:
         odd.append(f"warning: the LR side is {lr_size} px, {lr_size * lr_size} pixels per image "
-                   f"(below {ODD_LR_SIDE}): little is left to recognise; check degrade.lr_size "
-                   "or degrade.factor")
+                   f"(below {ODD_LR_SIDE}): little is left to recognise; check {lr_setting}")
     return odd
 
 

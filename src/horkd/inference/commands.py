@@ -284,8 +284,9 @@ def search(
                                                       strict=True), start=1):
                     writer.writerow([str(queries[index]), rank, str(gallery_files[int(g)]),
                                      f"{float(score):.6f}", ""])
-        for message in failures.items:
-            writer.writerow([message.split(": ", 1)[0], "", "", "", message])
+        for message in failures.items:  # the file in its column, what is wrong in the error's
+            path, _, reason = message.partition(": ")
+            writer.writerow([path, "", "", "", reason])
     return Outcome(target, len(kept), failures.items, reused)
 
 

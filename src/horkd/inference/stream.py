@@ -58,9 +58,16 @@ class _Files(Dataset):
             note = small_image_note(image, self.model, self.kind)
             return image_tensor(image, self.model, self.kind), index, None, note
         except BadImageError as exc:
-            return None, index, str(exc), None
+            return None, index, reason_only(str(exc), self.paths[index]), None
         except Exception as exc:  # noqa: BLE001 - any file a user points at may fail anyhow
-            return None, index, f"{self.paths[index]}: {type(exc).__name__}: {exc}", None
+            return None, index, f"{type(exc).__name__}: {exc}", None
+
+
+def reason_only(message: str, path: Path) -> str:
+    """What is wrong with a file, without the path a decoder's message starts with (the output
+    names the file in a column of its own)."""
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _collate(items: list[tuple[Any, ...]]) -> tuple[list[tuple[Tensor, list[int]]],
@@ -82,9 +89,9 @@ class Failures:
     """Files that could not be used, in the order met: (path index, what is wrong); and notes
     on files that were used (an image far below the model's input size), by path index."""
 
-    items: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # "path: what is wrong", for a log line
     notes: dict[int, str] = field(default_factory=dict)
-    at: dict[int, str] = field(default_factory=dict)  # path index -> what is wrong
+    at: dict[int, str] = field(default_factory=dict)  # path index -> what is wrong (no path)
 
 
 def stream(
@@ -107,7 +114,7 @@ def stream(
     )
     for batches, failed, notes in loader:
         if failures is not None:
-            failures.items.extend(error for _, error in failed)
+            failures.items.extend(f"{paths[i]}: {error}" for i, error in failed)
             failures.at.update(failed)
             failures.notes.update(notes)
         yield from batches

@@ -71,8 +71,10 @@ class Planner:
         settings (a method that is not searched, the LR oracle, has its finals listed anyway)."""
         study = self.study
         r = study.study.regimes[regime]
-        picked = study.only.regime(regime, study.trained_methods(regime))
         for method in methods:
+            # this method's own selection: ``--only few/horkd`` trains no final of few/scratch,
+            # so the [k/N] count must not wait for one
+            picked = study.only.regime(regime, [method])
             for seed in r.seeds or study.study.seeds:
                 teacher = study.teachers.slot(regime, seed)
                 self.runs.append(PlannedRun("final", regime, method, "?", seed, "waiting",

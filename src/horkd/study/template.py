@@ -95,13 +95,14 @@ def study_for_folder(
         raise ValueError(f"--hr-size must be at least {MIN_HR_SIDE} px, got {hr_size}")
     root = Path(folder).resolve()
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the study file
-        train, _, info = image_folder(str(root), hr_size, skip_bad_images=skip_bad_images)
+        train, _, info = image_folder(str(root), hr_size, skip_bad_images=skip_bad_images,
+                                      channels=channels, say_defaults=False)
     hr = info.native_size
     if lr_size is not None and not 2 <= lr_size < hr:
         raise ValueError(f"--lr-size must be below the HR side ({hr} px) and at least 2, got "
                          f"{lr_size}")
     hr, lr = run_sides(hr_size, hr, DegradeConfig(lr_size=lr_size))  # as `horkd run` does
-    for line in odd_sides(hr, lr):
+    for line in odd_sides(hr, lr, "--hr-size", "--lr-size"):  # the options of this command
         print(line, file=sys.stderr)
     print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
           "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
