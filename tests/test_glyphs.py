@@ -46,8 +46,8 @@ def font_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _splits(root: Path, **kw):  # type: ignore[no-untyped-def]
-    return build_splits("glyphs", root=str(root), hr_size=16, glyph_renders=2,
-                        glyph_min_families=3, **kw)
+    kw.setdefault("glyph_min_families", 3)
+    return build_splits("glyphs", root=str(root), hr_size=16, glyph_renders=2, **kw)
 
 
 def test_glyph_set_splits_by_family_and_leaves_bad_faces_out(font_dir: Path) -> None:
@@ -88,14 +88,44 @@ def test_font_changes_change_the_data_digest(font_dir: Path) -> None:
     assert data_digest("glyphs", str(font_dir)) != before
 
 
-def test_too_few_fonts_is_one_line_naming_the_install(font_dir: Path) -> None:
+def test_too_few_fonts_is_one_line_saying_what_to_do(font_dir: Path) -> None:
+    """A folder of one's own is told to hold more families (``make glyphs`` fills the system's
+    folders, not it), and a lower floor is offered only where the fonts can still split."""
+    with pytest.raises(DataNotFoundError) as caught:
+        _splits(font_dir, glyph_min_families=6)
+    message = str(caught.value)
+    assert "\n" not in message and "5 font families" in message and "make glyphs" not in message
+    assert f"add fonts of other families to {font_dir}" in message
+    assert "data.glyph_min_families=5" in message
     for path in font_dir.rglob("*.ttf"):
         if "DejaVu" not in path.name:
             path.unlink()
     with pytest.raises(DataNotFoundError) as caught:
         _splits(font_dir)
     message = str(caught.value)
-    assert "\n" not in message and "make glyphs" in message and "1 font families" in message
+    assert "\n" not in message and "1 font families" in message
+    assert "add fonts of other families" in message and "glyph_min_families=1" not in message
+
+
+def test_the_render_command_says_in_one_line_what_to_do(
+        font_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m horkd.data.glyphs``: a missing or empty folder is one line (no traceback);
+    a set a run would refuse is rendered and says so."""
+    from horkd.data.glyphs.__main__ import main
+
+    (tmp_path / "empty").mkdir()
+    for folder, said in ((tmp_path / "absent", "does not exist"),
+                         (tmp_path / "empty", "no .ttf/.otf font file under")):
+        with pytest.raises(SystemExit) as caught:
+            main(["--root", str(folder), "--hr-size", "8", "--renders", "1"])
+        assert said in str(caught.value) and "\n" not in str(caught.value)
+        assert "make glyphs" not in str(caught.value)
+    main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1"])
+    out = capsys.readouterr().out
+    assert "8 usable faces in 5 families" in out
+    assert "a run refuses this set" in out and "data.glyph_min_families=5" in out
+    main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1", "--min-families", "5"])
+    assert "refuses" not in capsys.readouterr().out
 
 
 def test_train_subset_validates_on_the_validation_fonts_in_proportion(font_dir: Path) -> None:

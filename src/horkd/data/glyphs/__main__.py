@@ -1,12 +1,14 @@
 """``python -m horkd.data.glyphs [--root DIR] [--hr-size 32] [--renders 4]``: render the glyph
-set into its cache now (``make glyphs`` does) and say what it holds and how long it took."""
+set into its cache now (``make glyphs`` does) and say what it holds, how long it took and, in one
+line, whether a run with ``--min-families`` (``data.glyph_min_families``) would take it."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from horkd.data.glyphs.cache import load_glyphs
+from horkd.data.glyphs.cache import MIN_FAMILIES, load_glyphs, too_few_families
+from horkd.data.registry import DataNotFoundError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,10 +19,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--min-families", type=int, default=20,
+                        help="the data.glyph_min_families a run is checked against")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    found = load_glyphs(args.root, args.hr_size, args.renders, args.test_fraction,
-                        args.val_fraction, args.processes)
+    try:
+        found = load_glyphs(args.root, args.hr_size, args.renders, args.test_fraction,
+                            args.val_fraction, args.processes)
+    except DataNotFoundError as exc:  # no fonts there: one line saying what to do
+        raise SystemExit(str(exc)) from None
     m, c = found.manifest, found.manifest["counts"]
     left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in c["excluded"].items())
     print(f"glyphs: {c['font_files']} font files: {c['usable_faces']} usable faces in "
@@ -32,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {m['side']} px, {m['renders']} renders per character; rendered in {m['seconds']} s "
           f"on {m['processes']} processes; this call {time.perf_counter() - start:.1f} s; "
           f"cache: {found.folder}")
+    short = too_few_families(c, max(MIN_FAMILIES, args.min_families), args.root)
+    if short:
+        print(f"a run refuses this set: {short}")
 
 
 if __name__ == "__main__":

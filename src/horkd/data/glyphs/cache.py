@@ -29,6 +29,7 @@ from horkd.run_lock import waiting_lock
 #: The command that installs the fonts the study's glyph set is rendered from.
 INSTALL_HINT = "run `make glyphs` (installs Debian's font packages and renders the set)"
 CACHE_ENV = "HORKD_CACHE_DIR"
+MIN_FAMILIES = 3  # the fewest that split: one family each for train, validation and test
 POOL_FROM = 32  # font files from which rendering is spread over processes by default
 INDISTINCT_LIMIT = 8  # more identical character pairs than this: capitals drawn for small letters
 
@@ -69,9 +70,8 @@ def load_glyphs(
     """The glyph set of the fonts under ``root`` (the system's when ``None``): read from the
     cache, or rendered (``processes`` workers; default up to 8) and cached first."""
     files = font_files(root)
-    where = root or "the system's font folders"
     if not files:
-        raise DataNotFoundError(f"glyphs: no .ttf/.otf font file in {where}; {INSTALL_HINT}")
+        raise DataNotFoundError(no_fonts_message(root))
     digest = data_digest("glyphs", root)
     settings = {"fonts": digest, "side": side, "renders": renders, "version": RENDER_VERSION}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -85,6 +85,35 @@ def load_glyphs(
     found.manifest["counts"].update(_split_counts(found.manifest["faces"], renders))
     _write_split(found, test_fraction, val_fraction)
     return found
+
+
+def no_fonts_message(root: str | None) -> str:
+    """Why no font was found, and what to do: ``make glyphs`` fills the system's folders only,
+    so a folder of one's own is told to hold fonts (or to be left out)."""
+    if not root:
+        return f"glyphs: no .ttf/.otf font file in the system's font folders; {INSTALL_HINT}"
+    unset = "or leave data.root unset for the system's fonts"
+    if not Path(root).exists():
+        return f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf files, {unset}"
+    return (f"glyphs: no .ttf/.otf font file under {root}; put font files there (sub-folders are "
+            f"read too), {unset}")
+
+
+def too_few_families(counts: dict[str, Any], wanted: int, root: str | None) -> str | None:
+    """One line when the set holds fewer than ``wanted`` families (None when enough): the
+    system's fonts are installed by ``make glyphs``; a folder of one's own needs fonts of more
+    families, or a lower floor where it can still split (3: train, validation, test)."""
+    families = counts["families"]
+    if families >= wanted:
+        return None
+    where = root or "the system's font folders"
+    what = (f"glyphs: {counts['usable_faces']} usable faces in {families} font families in "
+            f"{where} (at least {wanted} families wanted: data.glyph_min_families)")
+    if not root:
+        return f"{what}; {INSTALL_HINT}"
+    lower = (f", or set data.glyph_min_families={families} to split these"
+             if families >= MIN_FAMILIES else "")
+    return f"{what}; add fonts of other families to {root}{lower}"
 
 
 def _write_split(found: GlyphSet, test_fraction: float, val_fraction: float) -> None:
