@@ -13,20 +13,21 @@ import torch
 from horkd.data import DataNotFoundError, build_splits
 from horkd.data.digest import data_digest
 from horkd.data.glyphs import CHARACTERS, cache
-from horkd.data.glyphs.fonts import family_key
+from horkd.data.glyphs.fonts import family_key, named_otherwise
 from horkd.data.glyphs.render import FaceRenderer
 
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "STIXGeneral.ttf",
          "STIXGeneralBol.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf"]
 LACKING = "DejaVuSansDisplay.ttf"  # draws a few symbols only
 PLACEHOLDERS = "LastResortHE-Regular.ttf"  # maps every character to one placeholder box
+SYMBOLS = ["cmsy10.ttf", "cmex10.ttf"]  # maths symbols and delimiters at the Latin code points
 
 
 def _matplotlib_fonts() -> Path:
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    if not all((folder / name).is_file() for name in [*FONTS, LACKING, PLACEHOLDERS]):
+    if not all((folder / name).is_file() for name in [*FONTS, LACKING, PLACEHOLDERS, *SYMBOLS]):
         pytest.skip(f"matplotlib's bundled fonts are not all in {folder}")
     return folder
 
@@ -34,11 +35,12 @@ def _matplotlib_fonts() -> Path:
 @pytest.fixture
 def font_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Eight usable faces in five families, one lacking characters, one drawing placeholders,
-    and a renamed copy of a face (a duplicate); the cache in the test's own folder."""
+    two symbol fonts, and a renamed copy of a face (a duplicate); the cache in the test's own
+    folder."""
     source = _matplotlib_fonts()
     fonts = tmp_path / "fonts"
     (fonts / "more").mkdir(parents=True)
-    for name in [*FONTS, LACKING, PLACEHOLDERS]:
+    for name in [*FONTS, LACKING, PLACEHOLDERS, *SYMBOLS]:
         shutil.copy(source / name, fonts / name)
     shutil.copy(source / "cmr10.ttf", fonts / "more" / "copy-of-cmr10.ttf")
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
@@ -66,8 +68,10 @@ def test_glyph_set_splits_by_family_and_leaves_bad_faces_out(font_dir: Path) -> 
     found = cache.load_glyphs(str(font_dir), 16, 2)
     counts = found.manifest["counts"]
     assert counts["usable_faces"] == 8 and counts["families"] == 5
-    assert counts["excluded"] == {"unreadable": 0, "missing_characters": 1, "indistinct": 1,
-                                  "duplicate": 1}
+    assert counts["excluded"] == {"unreadable": 0, "missing_characters": 1,
+                                  "other_characters": 2, "indistinct": 1, "duplicate": 1}
+    symbols = {Path(e["file"]).name for e in found.manifest["excluded"]["other_characters"]}
+    assert symbols == set(SYMBOLS)
     assert "cmr10.ttf" in found.manifest["excluded"]["duplicate"][0]["why"]
     listing = list(found.folder.glob("split-*.json"))
     assert len(listing) == 1 and "DejaVu" in listing[0].read_text()
@@ -133,6 +137,23 @@ def test_train_subset_validates_on_the_validation_fonts_in_proportion(font_dir: 
     assert len(splits.train) == 124 and len(splits.val) == 31
     whole = _splits(font_dir, val_fraction=0.2)
     assert set(splits.val.indices) <= set(whole.val.indices)
+
+
+def test_glyph_names_tell_a_symbol_font_from_a_text_font() -> None:
+    """Greek, dingbat and maths names at the Latin code points are other characters; variant
+    suffixes, numbered names and private-use old-style figures are the character itself."""
+    assert named_otherwise({"A": "Alpha", "B": "a105", "0": "prime", "a": "a"}) == "AB0"
+    assert named_otherwise({"a": "a.ss01", "A": "uni0041", "b": "glyph36", "c": "cid00034",
+                            "0": "zerooldstyle", "1": "one.tf"}) == ""
+
+
+def test_the_data_digest_changes_with_the_rules_the_set_is_made_by(
+        font_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from horkd.data import digest
+
+    before = data_digest("glyphs", str(font_dir))
+    monkeypatch.setitem(digest.DATA_VERSIONS, "glyphs", digest.DATA_VERSIONS["glyphs"] + 1)
+    assert data_digest("glyphs", str(font_dir)) != before
 
 
 def test_family_key_keeps_the_cuts_of_one_design_together() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from horkd.data.digest import DATA_FILES
+from horkd.data.digest import DATA_FILES, DATA_VERSIONS
 from horkd.data.glyphs.cache import (
     MIN_FAMILIES,
     GlyphSet,
@@ -23,6 +23,7 @@ from horkd.data.glyphs.cache import (
     too_few_families,
 )
 from horkd.data.glyphs.fonts import CHARACTERS, font_files
+from horkd.data.glyphs.render import RENDER_VERSION
 from horkd.data.memory import TensorImageDataset, channel_stats
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
@@ -105,6 +106,9 @@ def glyphs(
 @DATA_FILES.register("glyphs")
 def _font_files(root: str | None) -> list[Path]:
     return font_files(root)
+
+
+DATA_VERSIONS["glyphs"] = RENDER_VERSION  # a new make of the same fonts is new data
 
 
 __all__ = ["CHARACTERS", "GlyphImages", "GlyphSet", "glyphs", "load_glyphs"]

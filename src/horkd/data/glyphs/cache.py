@@ -32,6 +32,7 @@ CACHE_ENV = "HORKD_CACHE_DIR"
 MIN_FAMILIES = 3  # the fewest that split: one family each for train, validation and test
 POOL_FROM = 32  # font files from which rendering is spread over processes by default
 INDISTINCT_LIMIT = 8  # more identical character pairs than this: capitals drawn for small letters
+# (and more glyphs named as other characters than this: a symbol font)
 
 
 @dataclass
@@ -139,8 +140,8 @@ def render_set(
     files: list[Path], side: int, renders: int, processes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Render every usable face; leave out (and count) unreadable ones, those lacking any of
-    the 62 characters, those drawing capitals for small letters, and duplicates of an earlier
-    face (the same plain bitmaps)."""
+    the 62 characters, symbol fonts (glyphs named as other characters), those drawing capitals
+    for small letters, and duplicates of an earlier face (the same plain bitmaps)."""
     start = time.perf_counter()
     jobs = [(str(path), side, renders) for path in files]
     # a pool pays off for a system's hundreds of fonts, not for a handful
@@ -154,7 +155,8 @@ def render_set(
     else:
         results = [_render_face(job) for job in jobs]
     excluded: dict[str, list[dict[str, str]]] = {
-        "unreadable": [], "missing_characters": [], "indistinct": [], "duplicate": []}
+        "unreadable": [], "missing_characters": [], "other_characters": [], "indistinct": [],
+        "duplicate": []}
     kept, seen = [], {}
     for path, result in zip(files, results, strict=True):
         status = result["status"]
@@ -191,7 +193,7 @@ def _one_thread() -> None:
 def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
     path, side, renders = job
     try:
-        face, missing = read_face(Path(path))
+        face, missing, others = read_face(Path(path))
     except Exception as exc:  # fontTools raises many kinds for a broken or foreign file
         return {"status": "unreadable", "why": f"{type(exc).__name__}: {exc}"[:200]}
     if missing:
@@ -207,6 +209,9 @@ def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
     same = len(digests) - len(set(digests))
     if same > INDISTINCT_LIMIT:
         return {"status": "indistinct", "why": f"{same} characters drawn like another"}
+    if len(others) > INDISTINCT_LIMIT:  # a symbol font: its 'A' is an Alpha or a dingbat
+        return {"status": "other_characters",
+                "why": f"its glyph names say it draws other characters for {others}"}
     stat = os.stat(path)
     seed = face_seed(_content_digest(path, stat.st_size, stat.st_mtime_ns))
     return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),

@@ -29,6 +29,8 @@ _STYLE_WORDS = frozenset("""
     extra ultra var variable vf caps smallcaps sc
     sans serif mono monospace monospaced slab roman code std pro lt
 """.split())
+#: Glyph names that only number a glyph (say nothing of what it draws).
+_NUMBERED = re.compile(r"(?:glyph|gid|cid|char|index|g|c)?[._]?\d+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ def family_key(family: str) -> str:
     return " ".join(kept or words) or family.lower()
 
 
-def read_face(path: Path) -> tuple[Face, str]:
-    """The face in ``path`` and the characters of the 62 its character map lacks ('' when none).
+def read_face(path: Path) -> tuple[Face, str, str]:
+    """The face in ``path``, the characters of the 62 its character map lacks, and those whose
+    glyph the font names as something else (:func:`named_otherwise`; each '' when none).
 
     Raises ``OSError`` (or a parser error) for a file that is not a readable font.
     """
@@ -82,4 +85,23 @@ def read_face(path: Path) -> tuple[Face, str]:
         family = names.getBestFamilyName() or path.stem
         style = names.getBestSubFamilyName() or ""
     missing = "".join(c for c in CHARACTERS if ord(c) not in cmap)
-    return Face(path, family, style, family_key(family)), missing
+    others = named_otherwise({c: cmap[ord(c)] for c in CHARACTERS if ord(c) in cmap})
+    return Face(path, family, style, family_key(family)), missing, others
+
+
+def named_otherwise(glyphs: dict[str, str]) -> str:
+    """The characters whose glyph name (``{"A": "Alpha"}``) says it draws something else: a name
+    the Adobe Glyph List reads as another character, or one it cannot read that is no mere glyph
+    number. A symbol font maps the Latin code points to Greek (``Alpha``), dingbats (``a105``)
+    or maths (``prime``) this way; a text font names its letters as letters, its variants with a
+    suffix (``a.ss01``), or by number (``glyph36``, ``cid00034``). Private-use readings
+    (``zerooldstyle``) are variants of the character, not others."""
+    from fontTools.agl import toUnicode
+
+    def other(char: str, name: str) -> bool:
+        read = toUnicode(name)
+        if read == char or _NUMBERED.fullmatch(name):
+            return False
+        return not (len(read) == 1 and 0xE000 <= ord(read) <= 0xF8FF)
+
+    return "".join(c for c, name in glyphs.items() if other(c, name))
