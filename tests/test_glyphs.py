@@ -162,6 +162,9 @@ def test_family_key_keeps_the_cuts_of_one_design_together() -> None:
     assert family_key("Go Smallcaps") == family_key("Go Mono") == "go"
     assert family_key("B612 Mono") == "b612"
     assert family_key("Liberation Sans") != family_key("Lato")
+    # words run together (family names without spaces) are the same design's
+    assert family_key("OCRACondensed") == family_key("OCRA Bold") == "ocra"
+    assert family_key("OpenDyslexicMono") == family_key("OpenDyslexic") != family_key("Open Sans")
 
 
 def test_renders_are_seeded_and_varied() -> None:

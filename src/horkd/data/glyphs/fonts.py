@@ -65,10 +65,16 @@ def family_key(family: str) -> str:
     """``"DejaVu Sans Condensed"``, ``"DejaVu Sans Mono"`` and ``"DejaVu Serif"`` -> ``"dejavu"``;
     ``"LM Roman 10"`` -> ``"lm"``: faces of one design share a key, whatever weight, width,
     optical size, and sans / serif / mono cut of a superfamily (these share letterforms, so a
-    test font is a design no training font shares)."""
-    words = re.findall(r"[a-z0-9]+", family.lower())
-    kept = [w for w in words if w not in _STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
-    return " ".join(kept or words) or family.lower()
+    test font is a design no training font shares). A style word run into the name is found
+    too: ``"OCRACondensed"`` and ``"OpenDyslexicMono"`` are ``"ocra"`` and ``"opendyslexic"``."""
+    words = []
+    for word in re.findall(r"[A-Za-z0-9]+", family):
+        parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", word)  # OCRA|Condensed
+        kept = [p for p in (p.lower() for p in parts) if p not in _STYLE_WORDS]
+        words.append("".join(kept) if len(parts) > 1 else word.lower())
+    kept = [w for w in words if w and w not in _STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
+    return " ".join(kept or [w.lower() for w in re.findall(r"[A-Za-z0-9]+", family)]) \
+        or family.lower()
 
 
 def read_face(path: Path) -> tuple[Face, str, str]:

@@ -23,7 +23,7 @@ SUPERSAMPLE = 4
 FILL = 0.8  # the tallest or widest character spans this share of the side, before variation
 # bump when the drawing or the choice of faces changes: caches of older sets are not reused,
 # and (through the data digest) stages that learnt from them are trained again
-RENDER_VERSION = 2  # 2: symbol fonts (glyphs named as other characters) left out
+RENDER_VERSION = 2  # 2: symbol fonts left out; family names run together read apart
 
 
 @dataclass(frozen=True)
