@@ -124,9 +124,14 @@ def test_the_render_command_says_in_one_line_what_to_do(
             main(["--root", str(folder), "--hr-size", "8", "--renders", "1"])
         assert said in str(caught.value) and "\n" not in str(caught.value)
         assert "make glyphs" not in str(caught.value)
+    (font_dir / "more" / "x.ttf").write_bytes(bytes(range(256)) * 8)  # not a font
     main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1"])
     out = capsys.readouterr().out
     assert "8 usable faces in 5 families" in out
+    # each font left out is named, where it lies under the root, with why
+    assert "left out (unreadable) more/x.ttf: TTLibError" in out
+    assert "left out (other characters) cmex10.ttf" in out
+    assert "left out (missing characters) DejaVuSansDisplay.ttf: lacks all 62" in out
     assert "a run refuses this set" in out and "data.glyph_min_families=5" in out
     main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1", "--min-families", "5"])
     assert "refuses" not in capsys.readouterr().out

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from horkd.data.glyphs.cache import MIN_FAMILIES, load_glyphs, too_few_families
 from horkd.data.registry import DataNotFoundError
+
+SHOWN_LEFT_OUT = 10  # fonts left out named one a line; the manifest lists them all
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in c["excluded"].items())
     print(f"glyphs: {c['font_files']} font files: {c['usable_faces']} usable faces in "
           f"{c['families']} families (left out: {left_out})")
+    for line in _left_out_lines(m["excluded"], args.root, found.folder / "manifest.json"):
+        print(line)
     for name in ("train", "val", "test"):
         s = c[name]
         print(f"  {name:5s} {s['families']:4d} families {s['faces']:4d} faces "
@@ -42,6 +47,23 @@ def main(argv: list[str] | None = None) -> None:
     short = too_few_families(c, max(MIN_FAMILIES, args.min_families), args.root)
     if short:
         print(f"a run refuses this set: {short}")
+
+
+def _left_out_lines(excluded: dict[str, list[dict[str, str]]], root: str | None, manifest: Path,
+                    shown: int = SHOWN_LEFT_OUT) -> list[str]:
+    """A line per font left out, naming it and why (the first ``shown``; the manifest has all),
+    so a user can find the file a count stands for."""
+    rows = [(reason.replace("_", " "), row) for reason, rows in excluded.items() for row in rows]
+    base = Path(root) if root and Path(root).is_dir() else None
+    lines = []
+    for reason, row in rows[:shown]:
+        path = Path(row["file"])
+        name = path.relative_to(base) if base and path.is_relative_to(base) else path
+        why = row["why"] if len(row["why"]) <= 100 else row["why"][:99] + "..."
+        lines.append(f"  left out ({reason}) {name}: {why}")
+    if len(rows) > shown:
+        lines.append(f"  ... and {len(rows) - shown} more left out: {manifest}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -197,7 +197,8 @@ def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
     except Exception as exc:  # fontTools raises many kinds for a broken or foreign file
         return {"status": "unreadable", "why": f"{type(exc).__name__}: {exc}"[:200]}
     if missing:
-        return {"status": "missing_characters", "why": f"lacks {missing}"}
+        lacks = "all 62" if len(missing) == len(CHARACTERS) else f"{len(missing)}: {missing}"
+        return {"status": "missing_characters", "why": f"lacks {lacks}"}
     try:
         renderer = FaceRenderer(path, side)
     except ValueError as exc:
