@@ -119,7 +119,7 @@ def test_the_render_command_says_in_one_line_what_to_do(
 
     (tmp_path / "empty").mkdir()
     for folder, said in ((tmp_path / "absent", "does not exist"),
-                         (tmp_path / "empty", "no .ttf/.otf font file under")):
+                         (tmp_path / "empty", "no .ttf/.otf/.ttc font file under")):
         with pytest.raises(SystemExit) as caught:
             main(["--root", str(folder), "--hr-size", "8", "--renders", "1"])
         assert said in str(caught.value) and "\n" not in str(caught.value)
@@ -142,6 +142,29 @@ def test_train_subset_validates_on_the_validation_fonts_in_proportion(font_dir: 
     assert len(splits.train) == 124 and len(splits.val) == 31
     whole = _splits(font_dir, val_fraction=0.2)
     assert set(splits.val.indices) <= set(whole.val.indices)
+
+
+def test_each_face_of_a_font_collection_is_a_face(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``.ttc`` (how many systems ship a family's weights) gives every face it holds, each
+    named by its number, rendered from its own outlines."""
+    from fontTools.ttLib import TTCollection, TTFont
+
+    source = _matplotlib_fonts()
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    collection = TTCollection()
+    collection.fonts = [TTFont(str(source / "DejaVuSans.ttf")), TTFont(str(source / "cmr10.ttf"))]
+    collection.save(str(fonts / "pair.ttc"))
+    shutil.copy(source / "cmss10.ttf", fonts / "cmss10.ttf")
+    found = cache.load_glyphs(str(fonts), 8, 1)
+    names = sorted(Path(face["file"]).name for face in found.manifest["faces"])
+    assert names == ["cmss10.ttf", "pair.ttc#0", "pair.ttc#1"]
+    assert found.manifest["counts"]["families"] == 3
+    faces = [Path(face["file"]).name for face in found.manifest["faces"]]
+    first, second = (found.images[found.faces == faces.index(f"pair.ttc#{i}")] for i in range(2))
+    assert first.shape == second.shape == (62, 8, 8) and not np.array_equal(first, second)
 
 
 def test_glyph_names_tell_a_symbol_font_from_a_text_font() -> None:

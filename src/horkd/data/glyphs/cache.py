@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from horkd.data.digest import _content_digest, data_digest
-from horkd.data.glyphs.fonts import CHARACTERS, font_files, read_face
+from horkd.data.glyphs.fonts import CHARACTERS, face_name, faces_in, font_files, read_face
 from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed
 from horkd.data.registry import DataNotFoundError
 from horkd.run_lock import waiting_lock
@@ -92,11 +92,12 @@ def no_fonts_message(root: str | None) -> str:
     """Why no font was found, and what to do: ``make glyphs`` fills the system's folders only,
     so a folder of one's own is told to hold fonts (or to be left out)."""
     if not root:
-        return f"glyphs: no .ttf/.otf font file in the system's font folders; {INSTALL_HINT}"
+        return f"glyphs: no .ttf/.otf/.ttc font file in the system's font folders; {INSTALL_HINT}"
     unset = "or leave data.root unset for the system's fonts"
     if not Path(root).exists():
-        return f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf files, {unset}"
-    return (f"glyphs: no .ttf/.otf font file under {root}; put font files there (sub-folders are "
+        return (f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf/.ttc "
+                f"files, {unset}")
+    return (f"glyphs: no .ttf/.otf/.ttc font file under {root}; put font files there (sub-folders are "
             f"read too), {unset}")
 
 
@@ -143,7 +144,7 @@ def render_set(
     the 62 characters, symbol fonts (glyphs named as other characters), those drawing capitals
     for small letters, and duplicates of an earlier face (the same plain bitmaps)."""
     start = time.perf_counter()
-    jobs = [(str(path), side, renders) for path in files]
+    jobs = [(str(path), index, side, renders) for path in files for index in faces_in(path)]
     # a pool pays off for a system's hundreds of fonts, not for a handful
     workers = processes or (min(8, os.cpu_count() or 1) if len(jobs) >= POOL_FROM else 1)
     workers = max(1, min(workers, len(jobs)))
@@ -158,14 +159,14 @@ def render_set(
         "unreadable": [], "missing_characters": [], "other_characters": [], "indistinct": [],
         "duplicate": []}
     kept, seen = [], {}
-    for path, result in zip(files, results, strict=True):
-        status = result["status"]
+    for (path, index, _, _), result in zip(jobs, results, strict=True):
+        status, name = result["status"], face_name(path, index)
         if status != "ok":
-            excluded[status].append({"file": str(path), "why": result["why"]})
+            excluded[status].append({"file": name, "why": result["why"]})
         elif result["plain"] in seen:
-            excluded["duplicate"].append({"file": str(path), "why": f"same as {seen[result['plain']]}"})
+            excluded["duplicate"].append({"file": name, "why": f"same as {seen[result['plain']]}"})
         else:
-            seen[result["plain"]] = str(path)
+            seen[result["plain"]] = name
             kept.append(result)
     faces = [dict(r["face"], images=len(r["images"])) for r in kept]
     per_face = renders * len(CHARACTERS)
@@ -190,17 +191,17 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
-    path, side, renders = job
+def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
+    path, index, side, renders = job
     try:
-        face, missing, others = read_face(Path(path))
+        face, missing, others = read_face(Path(path), index)
     except Exception as exc:  # fontTools raises many kinds for a broken or foreign file
         return {"status": "unreadable", "why": f"{type(exc).__name__}: {exc}"[:200]}
     if missing:
         lacks = "all 62" if len(missing) == len(CHARACTERS) else f"{len(missing)}: {missing}"
         return {"status": "missing_characters", "why": f"lacks {lacks}"}
     try:
-        renderer = FaceRenderer(path, side)
+        renderer = FaceRenderer(path, side, index)
     except ValueError as exc:
         return {"status": "missing_characters", "why": str(exc)}
     except OSError as exc:
@@ -214,9 +215,10 @@ def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
         return {"status": "other_characters",
                 "why": f"its glyph names say it draws other characters for {others}"}
     stat = os.stat(path)
-    seed = face_seed(_content_digest(path, stat.st_size, stat.st_mtime_ns))
+    content = _content_digest(path, stat.st_size, stat.st_mtime_ns)
+    seed = face_seed(f"{content}#{index}" if index else content)
     return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),
-            "face": {"file": path, "family": face.family, "style": face.style, "key": face.key},
+            "face": {"file": face_name(path, index), "family": face.family, "style": face.style, "key": face.key},
             "images": renderer.varied(renders, seed)}
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 #: The 62 classes, in label order: digits, capitals, small letters.
 CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-FONT_EXTENSIONS = (".ttf", ".otf")
+FONT_EXTENSIONS = (".ttf", ".otf", ".ttc", ".otc")
+COLLECTIONS = (".ttc", ".otc")  # several faces in one file (a family's weights, often)
 #: Where a system keeps its fonts when no ``data.root`` is given.
 SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 _STYLE_WORDS = frozenset("""
@@ -44,7 +45,7 @@ class Face:
 
 
 def font_files(root: str | Path | None) -> list[Path]:
-    """Every ``.ttf``/``.otf`` file under ``root`` (the system's font folders when ``None``),
+    """Every ``.ttf``/``.otf``/``.ttc``/``.otc`` file under ``root`` (the system's font folders when ``None``),
     links followed and each real file once, in a fixed order."""
     places = [Path(root)] if root else [p for p in SYSTEM_FONT_DIRS if p.is_dir()]
     seen: dict[str, Path] = {}
@@ -77,15 +78,35 @@ def family_key(family: str) -> str:
         or family.lower()
 
 
-def read_face(path: Path) -> tuple[Face, str, str]:
-    """The face in ``path``, the characters of the 62 its character map lacks, and those whose
+def faces_in(path: Path) -> list[int]:
+    """The face numbers of a font file: ``[0]``, or one per face of a collection (its header
+    says how many; an unreadable header gives ``[0]``, left out when the face is read)."""
+    if path.suffix.lower() not in COLLECTIONS:
+        return [0]
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except OSError:
+        return [0]
+    if header[:4] != b"ttcf":
+        return [0]
+    return list(range(max(1, int.from_bytes(header[8:12], "big")))) or [0]
+
+
+def face_name(path: Path | str, index: int) -> str:
+    """How a face is named in listings: its file, with ``#N`` for a collection's faces."""
+    return f"{path}#{index}" if Path(path).suffix.lower() in COLLECTIONS else str(path)
+
+
+def read_face(path: Path, index: int = 0) -> tuple[Face, str, str]:
+    """Face ``index`` of ``path`` (a collection's; 0 otherwise), the characters of the 62 its character map lacks, and those whose
     glyph the font names as something else (:func:`named_otherwise`; each '' when none).
 
     Raises ``OSError`` (or a parser error) for a file that is not a readable font.
     """
     from fontTools.ttLib import TTFont
 
-    with TTFont(str(path), lazy=True, fontNumber=0) as font:
+    with TTFont(str(path), lazy=True, fontNumber=index) as font:
         cmap = font.getBestCmap() or {}
         names = font["name"]
         family = names.getBestFamilyName() or path.stem

@@ -39,18 +39,18 @@ class Variation:
 
 
 class FaceRenderer:
-    """The 62 characters of one font file drawn on ``SUPERSAMPLE``-times canvases.
+    """The 62 characters of one font face (``index``: a collection's face) drawn on ``SUPERSAMPLE``-times canvases.
 
     Raises ``OSError`` when PIL cannot load the file, ``ValueError`` naming the characters that
     draw no ink.
     """
 
-    def __init__(self, path: str, side: int) -> None:
+    def __init__(self, path: str, side: int, index: int = 0) -> None:
         from PIL import ImageFont
 
         self.side = side
         canvas = side * SUPERSAMPLE
-        probe = ImageFont.truetype(path, size=canvas)
+        probe = ImageFont.truetype(path, size=canvas, index=index)
         boxes = [probe.getbbox(c, anchor="ls") for c in CHARACTERS]
         empty = "".join(c for c, b in zip(CHARACTERS, boxes, strict=True) if b[2] <= b[0]
                         or b[3] <= b[1])
@@ -60,7 +60,7 @@ class FaceRenderer:
         bottom = max(b[3] for b in boxes)
         widest = max(b[2] - b[0] for b in boxes)
         size = max(4, int(canvas * canvas * FILL / max(bottom - top, widest)))
-        font = ImageFont.truetype(path, size=size)
+        font = ImageFont.truetype(path, size=size, index=index)
         boxes = [font.getbbox(c, anchor="ls") for c in CHARACTERS]
         middle = (min(b[1] for b in boxes) + max(b[3] for b in boxes)) / 2
         self.canvases = [_draw(font, c, box, middle, canvas)
