@@ -167,6 +167,33 @@ def test_each_face_of_a_font_collection_is_a_face(tmp_path: Path,
     assert first.shape == second.shape == (62, 8, 8) and not np.array_equal(first, second)
 
 
+def test_small_capitals_are_told_from_small_letters() -> None:
+    """A face drawing smaller capitals for its small letters (small caps, titling) is found;
+    a text face, and the same face cut out of boxes (reverse video), are not."""
+    from PIL import Image
+
+    from horkd.data.glyphs.cache import SMALL_CAPITALS_LIMIT
+    from horkd.data.glyphs.render import small_as_capitals
+
+    canvases = FaceRenderer(str(_matplotlib_fonts() / "DejaVuSans.ttf"), 32).canvases
+    assert len(small_as_capitals(canvases)) <= 12  # c o s u v w x z and a few
+    small_caps = list(canvases)
+    for capital in CHARACTERS[10:36]:
+        big = Image.fromarray(canvases[CHARACTERS.index(capital)])
+        shrunk = np.asarray(big.resize((big.width * 7 // 10, big.height * 7 // 10)))
+        canvas = np.zeros_like(canvases[0])
+        canvas[-shrunk.shape[0]:, :shrunk.shape[1]] = shrunk
+        small_caps[CHARACTERS.index(capital.lower())] = canvas
+    assert len(small_as_capitals(small_caps)) > SMALL_CAPITALS_LIMIT
+    boxed = []
+    for canvas in canvases:
+        rows, cols = np.nonzero(canvas > 127)
+        box = np.zeros_like(canvas)
+        box[max(0, rows.min() - 16):rows.max() + 17, max(0, cols.min() - 16):cols.max() + 17] = 255
+        boxed.append(np.where(canvas > 127, 0, box).astype(np.uint8))
+    assert len(small_as_capitals(boxed)) <= 12
+
+
 def test_glyph_names_tell_a_symbol_font_from_a_text_font() -> None:
     """Greek, dingbat and maths names at the Latin code points are other characters; variant
     suffixes, numbered names and private-use old-style figures are the character itself."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from horkd.data.digest import _content_digest, data_digest
 from horkd.data.glyphs.fonts import CHARACTERS, face_name, faces_in, font_files, read_face
-from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed
+from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed, small_as_capitals
 from horkd.data.registry import DataNotFoundError
 from horkd.run_lock import waiting_lock
 
@@ -30,6 +30,8 @@ from horkd.run_lock import waiting_lock
 INSTALL_HINT = "run `make glyphs` (installs Debian's font packages and renders the set)"
 CACHE_ENV = "HORKD_CACHE_DIR"
 MIN_FAMILIES = 3  # the fewest that split: one family each for train, validation and test
+SMALL_CAPITALS_LIMIT = 18  # more small letters shaped as their capital: a small-caps face
+CAPITALS_SIDE = 32  # the side the small-caps test draws at (whatever the set's)
 POOL_FROM = 32  # font files from which rendering is spread over processes by default
 INDISTINCT_LIMIT = 8  # more identical character pairs than this: capitals drawn for small letters
 # (and more glyphs named as other characters than this: a symbol font)
@@ -142,7 +144,7 @@ def render_set(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Render every usable face; leave out (and count) unreadable ones, those lacking any of
     the 62 characters, symbol fonts (glyphs named as other characters), those drawing capitals
-    for small letters, and duplicates of an earlier face (the same plain bitmaps)."""
+    for small letters (the same, or smaller: small caps), and duplicates of an earlier face (the same plain bitmaps)."""
     start = time.perf_counter()
     jobs = [(str(path), index, side, renders) for path in files for index in faces_in(path)]
     # a pool pays off for a system's hundreds of fonts, not for a handful
@@ -211,6 +213,12 @@ def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
     same = len(digests) - len(set(digests))
     if same > INDISTINCT_LIMIT:
         return {"status": "indistinct", "why": f"{same} characters drawn like another"}
+    # judged at one size, so every hr_size keeps the same faces
+    probe = renderer if side == CAPITALS_SIDE else FaceRenderer(path, CAPITALS_SIDE, index)
+    capitals = small_as_capitals(probe.canvases)
+    if len(capitals) > SMALL_CAPITALS_LIMIT:
+        return {"status": "indistinct",
+                "why": f"{len(capitals)} small letters drawn as smaller capitals ({capitals})"}
     if len(others) > INDISTINCT_LIMIT:  # a symbol font: its 'A' is an Alpha or a dingbat
         return {"status": "other_characters",
                 "why": f"its glyph names say it draws other characters for {others}"}

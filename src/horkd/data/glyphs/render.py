@@ -23,7 +23,7 @@ SUPERSAMPLE = 4
 FILL = 0.8  # the tallest or widest character spans this share of the side, before variation
 # bump when the drawing or the choice of faces changes: caches of older sets are not reused,
 # and (through the data digest) stages that learnt from them are trained again
-RENDER_VERSION = 2  # 2: symbol fonts left out; family names run together read apart
+RENDER_VERSION = 2  # 2: symbol and small-caps fonts left out; family names run together read apart
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,35 @@ def _vary(canvases: torch.Tensor, rng: np.random.Generator, v: Variation,
     noise = rng.normal(0.0, 1.0, ink.shape) * rng.uniform(*v.noise_std, (n, 1, 1))
     image = np.clip(bg + (fg - bg) * ink + noise, 0.0, 1.0)
     return (image * 255.0).round().astype(np.uint8)
+
+
+def small_as_capitals(canvases: list[np.ndarray], side: int = 24, overlap: float = 0.75) -> str:
+    """The small letters drawn as their capital at another size (a small-caps or titling face):
+    each letter's ink, cropped to its box and scaled to ``side`` px, covers its capital's with an
+    intersection over union above ``overlap``. A text face has about ten such (c o s v w x z and
+    a few), a small-caps face 20 or more of the 26. A face whose letters are cut out of boxes
+    (reverse video: most of each box inked) is judged on the letters, not the boxes."""
+    from PIL import Image
+
+    def crop(canvas: np.ndarray) -> np.ndarray:
+        rows, cols = np.nonzero(canvas > 127)
+        if not len(rows):
+            return np.zeros((1, 1), np.uint8)
+        return canvas[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+    letters = {c: crop(canvases[CHARACTERS.index(c)]) for c in CHARACTERS[10:]}
+    if np.median([(box > 127).mean() for box in letters.values()]) > 0.7:
+        letters = {c: crop(255 - box) for c, box in letters.items()}
+
+    def shape(box: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(box).resize((side, side), Image.BILINEAR)) > 127
+
+    found = []
+    for capital in CHARACTERS[10:36]:
+        big, small = shape(letters[capital]), shape(letters[capital.lower()])
+        if (big & small).sum() > overlap * max(1, (big | small).sum()):
+            found.append(capital.lower())
+    return "".join(found)
 
 
 def face_seed(content_digest: str, base_seed: int = 0) -> int:
