@@ -108,7 +108,10 @@ def _font_files(root: str | None) -> list[Path]:
     return font_files(root)
 
 
-DATA_VERSIONS["glyphs"] = RENDER_VERSION  # a new make of the same fonts is new data
+@DATA_VERSIONS.register("glyphs")
+def _set_version() -> int:
+    """A new make of the same fonts (other drawing, other faces kept) is new data."""
+    return RENDER_VERSION
 
 
 __all__ = ["CHARACTERS", "GlyphImages", "GlyphSet", "glyphs", "load_glyphs"]

@@ -31,7 +31,7 @@ _STYLE_WORDS = frozenset("""
     sans serif mono monospace monospaced slab roman code std pro lt
 """.split())
 #: Glyph names that only number a glyph (say nothing of what it draws).
-_NUMBERED = re.compile(r"(?:glyph|gid|cid|char|index|g|c)?[._]?\d+", re.IGNORECASE)
+_NUMBERED = r"(?i:glyph|gid|cid|char|index|g|c)?[._]?\d+"
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def named_otherwise(glyphs: dict[str, str]) -> str:
 
     def other(char: str, name: str) -> bool:
         read = toUnicode(name)
-        if read == char or _NUMBERED.fullmatch(name):
+        if read == char or re.fullmatch(_NUMBERED, name):
             return False
         return not (len(read) == 1 and 0xE000 <= ord(read) <= 0xF8FF)
 
