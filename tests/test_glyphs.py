@@ -118,13 +118,17 @@ def test_the_render_command_says_in_one_line_what_to_do(
     from horkd.data.glyphs.__main__ import main
 
     (tmp_path / "empty").mkdir()
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "a.woff").write_bytes(b"wOFF")
     for folder, said in ((tmp_path / "absent", "does not exist"),
-                         (tmp_path / "empty", "no .ttf/.otf/.ttc font file under")):
+                         (tmp_path / "empty", "no .ttf/.otf/.ttc font file under"),
+                         (tmp_path / "web", "only 1 of other kinds (.woff); convert them")):
         with pytest.raises(SystemExit) as caught:
             main(["--root", str(folder), "--hr-size", "8", "--renders", "1"])
         assert said in str(caught.value) and "\n" not in str(caught.value)
         assert "make glyphs" not in str(caught.value)
     (font_dir / "more" / "x.ttf").write_bytes(bytes(range(256)) * 8)  # not a font
+    (font_dir / "more" / "web.woff2").write_bytes(b"wOF2")
     main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1"])
     out = capsys.readouterr().out
     assert "8 usable faces in 5 families" in out
@@ -132,6 +136,7 @@ def test_the_render_command_says_in_one_line_what_to_do(
     assert "left out (unreadable) more/x.ttf: TTLibError" in out
     assert "left out (other characters) cmex10.ttf" in out
     assert "left out (missing characters) DejaVuSansDisplay.ttf: lacks all 62" in out
+    assert "not read: 1 font files of other kinds (.woff2)" in out
     assert "a run refuses this set" in out and "data.glyph_min_families=5" in out
     main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1", "--min-families", "5"])
     assert "refuses" not in capsys.readouterr().out

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from horkd.data.glyphs.cache import MIN_FAMILIES, load_glyphs, too_few_families
+from horkd.data.glyphs.fonts import UNREAD_EXTENSIONS, font_files
 from horkd.data.registry import DataNotFoundError
 
 SHOWN_LEFT_OUT = 10  # fonts left out named one a line; the manifest lists them all
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{c['families']} families (left out: {left_out})")
     for line in _left_out_lines(m["excluded"], args.root, found.folder / "manifest.json"):
         print(line)
+    unread = font_files(args.root, UNREAD_EXTENSIONS)
+    if unread:
+        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
+        print(f"  not read: {len(unread)} font files of other kinds ({kinds}): convert them to "
+              f".ttf or .otf to use them")
     for name in ("train", "val", "test"):
         s = c[name]
         print(f"  {name:5s} {s['families']:4d} families {s['faces']:4d} faces "

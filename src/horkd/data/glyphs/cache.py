@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from horkd.data.digest import _content_digest, data_digest
-from horkd.data.glyphs.fonts import CHARACTERS, face_name, faces_in, font_files, read_face
+from horkd.data.glyphs.fonts import (
+    CHARACTERS,
+    UNREAD_EXTENSIONS,
+    face_name,
+    faces_in,
+    font_files,
+    read_face,
+)
 from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed, small_as_capitals
 from horkd.data.registry import DataNotFoundError
 from horkd.run_lock import waiting_lock
@@ -99,6 +106,11 @@ def no_fonts_message(root: str | None) -> str:
     if not Path(root).exists():
         return (f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf/.ttc "
                 f"files, {unset}")
+    unread = font_files(root, UNREAD_EXTENSIONS)
+    if unread:
+        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
+        return (f"glyphs: no .ttf/.otf/.ttc font file under {root}, only {len(unread)} of other "
+                f"kinds ({kinds}); convert them to .ttf or .otf, {unset}")
     return (f"glyphs: no .ttf/.otf/.ttc font file under {root}; put font files there (sub-folders are "
             f"read too), {unset}")
 

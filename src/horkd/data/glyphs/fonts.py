@@ -18,6 +18,8 @@ from pathlib import Path
 CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 FONT_EXTENSIONS = (".ttf", ".otf", ".ttc", ".otc")
 COLLECTIONS = (".ttc", ".otc")  # several faces in one file (a family's weights, often)
+#: Font files of kinds not read (web, PostScript Type 1, bitmap): named, so none is lost unsaid.
+UNREAD_EXTENSIONS = (".woff", ".woff2", ".pfb", ".pfa", ".t1", ".dfont", ".otb", ".pcf", ".bdf")
 #: Where a system keeps its fonts when no ``data.root`` is given.
 SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 _STYLE_WORDS = frozenset("""
@@ -44,9 +46,10 @@ class Face:
     key: str  # the family key: lower case, style and size words out
 
 
-def font_files(root: str | Path | None) -> list[Path]:
-    """Every ``.ttf``/``.otf``/``.ttc``/``.otc`` file under ``root`` (the system's font folders when ``None``),
-    links followed and each real file once, in a fixed order."""
+def font_files(root: str | Path | None, extensions: tuple[str, ...] = FONT_EXTENSIONS) -> list[Path]:
+    """Every ``.ttf``/``.otf``/``.ttc``/``.otc`` file (or of ``extensions``) under ``root`` (the
+    system's font folders when ``None``), links followed and each real file once, in a fixed
+    order."""
     places = [Path(root)] if root else [p for p in SYSTEM_FONT_DIRS if p.is_dir()]
     seen: dict[str, Path] = {}
     for place in places:
@@ -57,7 +60,7 @@ def font_files(root: str | Path | None) -> list[Path]:
                           for folder, _, names in os.walk(place, followlinks=True)
                           for name in names]
         for path in candidates:
-            if path.suffix.lower() in FONT_EXTENSIONS and path.is_file():
+            if path.suffix.lower() in extensions and path.is_file():
                 seen.setdefault(os.path.realpath(path), path)
     return sorted(seen.values())
 
