@@ -13,20 +13,21 @@ import torch
 from horkd.data import DataNotFoundError, build_splits
 from horkd.data.digest import data_digest
 from horkd.data.glyphs import CHARACTERS, cache
-from horkd.data.glyphs.fonts import family_key
+from horkd.data.glyphs.fonts import family_key, named_otherwise
 from horkd.data.glyphs.render import FaceRenderer
 
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "STIXGeneral.ttf",
          "STIXGeneralBol.ttf", "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf"]
 LACKING = "DejaVuSansDisplay.ttf"  # draws a few symbols only
 PLACEHOLDERS = "LastResortHE-Regular.ttf"  # maps every character to one placeholder box
+SYMBOLS = ["cmsy10.ttf", "cmex10.ttf"]  # maths symbols and delimiters at the Latin code points
 
 
 def _matplotlib_fonts() -> Path:
     import matplotlib
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    if not all((folder / name).is_file() for name in [*FONTS, LACKING, PLACEHOLDERS]):
+    if not all((folder / name).is_file() for name in [*FONTS, LACKING, PLACEHOLDERS, *SYMBOLS]):
         pytest.skip(f"matplotlib's bundled fonts are not all in {folder}")
     return folder
 
@@ -34,11 +35,12 @@ def _matplotlib_fonts() -> Path:
 @pytest.fixture
 def font_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Eight usable faces in five families, one lacking characters, one drawing placeholders,
-    and a renamed copy of a face (a duplicate); the cache in the test's own folder."""
+    two symbol fonts, and a renamed copy of a face (a duplicate); the cache in the test's own
+    folder."""
     source = _matplotlib_fonts()
     fonts = tmp_path / "fonts"
     (fonts / "more").mkdir(parents=True)
-    for name in [*FONTS, LACKING, PLACEHOLDERS]:
+    for name in [*FONTS, LACKING, PLACEHOLDERS, *SYMBOLS]:
         shutil.copy(source / name, fonts / name)
     shutil.copy(source / "cmr10.ttf", fonts / "more" / "copy-of-cmr10.ttf")
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
@@ -46,8 +48,8 @@ def font_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _splits(root: Path, **kw):  # type: ignore[no-untyped-def]
-    return build_splits("glyphs", root=str(root), hr_size=16, glyph_renders=2,
-                        glyph_min_families=3, **kw)
+    kw.setdefault("glyph_min_families", 3)
+    return build_splits("glyphs", root=str(root), hr_size=16, glyph_renders=2, **kw)
 
 
 def test_glyph_set_splits_by_family_and_leaves_bad_faces_out(font_dir: Path) -> None:
@@ -66,8 +68,10 @@ def test_glyph_set_splits_by_family_and_leaves_bad_faces_out(font_dir: Path) -> 
     found = cache.load_glyphs(str(font_dir), 16, 2)
     counts = found.manifest["counts"]
     assert counts["usable_faces"] == 8 and counts["families"] == 5
-    assert counts["excluded"] == {"unreadable": 0, "missing_characters": 1, "indistinct": 1,
-                                  "duplicate": 1}
+    assert counts["excluded"] == {"unreadable": 0, "missing_characters": 1,
+                                  "other_characters": 2, "indistinct": 1, "duplicate": 1}
+    symbols = {Path(e["file"]).name for e in found.manifest["excluded"]["other_characters"]}
+    assert symbols == set(SYMBOLS)
     assert "cmr10.ttf" in found.manifest["excluded"]["duplicate"][0]["why"]
     listing = list(found.folder.glob("split-*.json"))
     assert len(listing) == 1 and "DejaVu" in listing[0].read_text()
@@ -88,14 +92,54 @@ def test_font_changes_change_the_data_digest(font_dir: Path) -> None:
     assert data_digest("glyphs", str(font_dir)) != before
 
 
-def test_too_few_fonts_is_one_line_naming_the_install(font_dir: Path) -> None:
+def test_too_few_fonts_is_one_line_saying_what_to_do(font_dir: Path) -> None:
+    """A folder of one's own is told to hold more families (``make glyphs`` fills the system's
+    folders, not it), and a lower floor is offered only where the fonts can still split."""
+    with pytest.raises(DataNotFoundError) as caught:
+        _splits(font_dir, glyph_min_families=6)
+    message = str(caught.value)
+    assert "\n" not in message and "5 font families" in message and "make glyphs" not in message
+    assert f"add fonts of other families to {font_dir}" in message
+    assert "data.glyph_min_families=5" in message
     for path in font_dir.rglob("*.ttf"):
         if "DejaVu" not in path.name:
             path.unlink()
     with pytest.raises(DataNotFoundError) as caught:
         _splits(font_dir)
     message = str(caught.value)
-    assert "\n" not in message and "make glyphs" in message and "1 font families" in message
+    assert "\n" not in message and "1 font families" in message
+    assert "add fonts of other families" in message and "glyph_min_families=1" not in message
+
+
+def test_the_render_command_says_in_one_line_what_to_do(
+        font_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m horkd.data.glyphs``: a missing or empty folder is one line (no traceback);
+    a set a run would refuse is rendered and says so."""
+    from horkd.data.glyphs.__main__ import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "a.woff").write_bytes(b"wOFF")
+    for folder, said in ((tmp_path / "absent", "does not exist"),
+                         (tmp_path / "empty", "no .ttf/.otf/.ttc font file under"),
+                         (tmp_path / "web", "only 1 of other kinds (.woff); convert them")):
+        with pytest.raises(SystemExit) as caught:
+            main(["--root", str(folder), "--hr-size", "8", "--renders", "1"])
+        assert said in str(caught.value) and "\n" not in str(caught.value)
+        assert "make glyphs" not in str(caught.value)
+    (font_dir / "more" / "x.ttf").write_bytes(bytes(range(256)) * 8)  # not a font
+    (font_dir / "more" / "web.woff2").write_bytes(b"wOF2")
+    main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1"])
+    out = capsys.readouterr().out
+    assert "8 usable faces in 5 families" in out
+    # each font left out is named, where it lies under the root, with why
+    assert "left out (unreadable) more/x.ttf: TTLibError" in out
+    assert "left out (other characters) cmex10.ttf" in out
+    assert "left out (missing characters) DejaVuSansDisplay.ttf: lacks all 62" in out
+    assert "not read: 1 font files of other kinds (.woff2)" in out
+    assert "a run refuses this set" in out and "data.glyph_min_families=5" in out
+    main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1", "--min-families", "5"])
+    assert "refuses" not in capsys.readouterr().out
 
 
 def test_train_subset_validates_on_the_validation_fonts_in_proportion(font_dir: Path) -> None:
@@ -105,12 +149,82 @@ def test_train_subset_validates_on_the_validation_fonts_in_proportion(font_dir: 
     assert set(splits.val.indices) <= set(whole.val.indices)
 
 
+def test_each_face_of_a_font_collection_is_a_face(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``.ttc`` (how many systems ship a family's weights) gives every face it holds, each
+    named by its number, rendered from its own outlines."""
+    from fontTools.ttLib import TTCollection, TTFont
+
+    source = _matplotlib_fonts()
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    collection = TTCollection()
+    collection.fonts = [TTFont(str(source / "DejaVuSans.ttf")), TTFont(str(source / "cmr10.ttf"))]
+    collection.save(str(fonts / "pair.ttc"))
+    shutil.copy(source / "cmss10.ttf", fonts / "cmss10.ttf")
+    found = cache.load_glyphs(str(fonts), 8, 1)
+    names = sorted(Path(face["file"]).name for face in found.manifest["faces"])
+    assert names == ["cmss10.ttf", "pair.ttc#0", "pair.ttc#1"]
+    assert found.manifest["counts"]["families"] == 3
+    faces = [Path(face["file"]).name for face in found.manifest["faces"]]
+    first, second = (found.images[found.faces == faces.index(f"pair.ttc#{i}")] for i in range(2))
+    assert first.shape == second.shape == (62, 8, 8) and not np.array_equal(first, second)
+
+
+def test_small_capitals_are_told_from_small_letters() -> None:
+    """A face drawing smaller capitals for its small letters (small caps, titling) is found;
+    a text face, and the same face cut out of boxes (reverse video), are not."""
+    from PIL import Image
+
+    from horkd.data.glyphs.cache import SMALL_CAPITALS_LIMIT
+    from horkd.data.glyphs.render import small_as_capitals
+
+    canvases = FaceRenderer(str(_matplotlib_fonts() / "DejaVuSans.ttf"), 32).canvases
+    assert len(small_as_capitals(canvases)) <= 12  # c o s u v w x z and a few
+    small_caps = list(canvases)
+    for capital in CHARACTERS[10:36]:
+        big = Image.fromarray(canvases[CHARACTERS.index(capital)])
+        shrunk = np.asarray(big.resize((big.width * 7 // 10, big.height * 7 // 10)))
+        canvas = np.zeros_like(canvases[0])
+        canvas[-shrunk.shape[0]:, :shrunk.shape[1]] = shrunk
+        small_caps[CHARACTERS.index(capital.lower())] = canvas
+    assert len(small_as_capitals(small_caps)) > SMALL_CAPITALS_LIMIT
+    boxed = []
+    for canvas in canvases:
+        rows, cols = np.nonzero(canvas > 127)
+        box = np.zeros_like(canvas)
+        box[max(0, rows.min() - 16):rows.max() + 17, max(0, cols.min() - 16):cols.max() + 17] = 255
+        boxed.append(np.where(canvas > 127, 0, box).astype(np.uint8))
+    assert len(small_as_capitals(boxed)) <= 12
+
+
+def test_glyph_names_tell_a_symbol_font_from_a_text_font() -> None:
+    """Greek, dingbat and maths names at the Latin code points are other characters; variant
+    suffixes, numbered names and private-use old-style figures are the character itself."""
+    assert named_otherwise({"A": "Alpha", "B": "a105", "0": "prime", "a": "a"}) == "AB0"
+    assert named_otherwise({"a": "a.ss01", "A": "uni0041", "b": "glyph36", "c": "cid00034",
+                            "0": "zerooldstyle", "1": "one.tf"}) == ""
+
+
+def test_the_data_digest_changes_with_the_rules_the_set_is_made_by(
+        font_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import horkd.data.glyphs as glyphs
+
+    before = data_digest("glyphs", str(font_dir))
+    monkeypatch.setattr(glyphs, "RENDER_VERSION", glyphs.RENDER_VERSION + 1)
+    assert data_digest("glyphs", str(font_dir)) != before
+
+
 def test_family_key_keeps_the_cuts_of_one_design_together() -> None:
     assert family_key("DejaVu Sans Condensed") == family_key("DejaVu Serif") == "dejavu"
     assert family_key("LM Roman 10") == "lm"
     assert family_key("Go Smallcaps") == family_key("Go Mono") == "go"
     assert family_key("B612 Mono") == "b612"
     assert family_key("Liberation Sans") != family_key("Lato")
+    # words run together (family names without spaces) are the same design's
+    assert family_key("OCRACondensed") == family_key("OCRA Bold") == "ocra"
+    assert family_key("OpenDyslexicMono") == family_key("OpenDyslexic") != family_key("Open Sans")
 
 
 def test_renders_are_seeded_and_varied() -> None:

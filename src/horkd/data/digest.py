@@ -34,12 +34,21 @@ SPLIT_RULES: Registry[Callable[[str], str | None]] = Registry(
     "dataset split rules", lazy={"image_folder": "horkd.data.held_out"})
 
 
+#: What a dataset's builder makes of its files, where its rules can change (the glyph set's
+#: drawing and choice of faces): name -> () -> version, part of the digest, so a stage that
+#: learnt from an older make of the same files is trained again.
+DATA_VERSIONS: Registry[Callable[[], int]] = Registry(
+    "dataset versions", lazy={"glyphs": "horkd.data.glyphs"})
+
+
 def data_digest(dataset: str, root: str | None) -> str | None:
     """The digest of ``dataset``'s files: by content where it names them, else the folder."""
     if dataset in DATA_FILES:
         files = DATA_FILES.get(dataset)(root)
         if files:
             digest = hashlib.sha256()
+            if dataset in DATA_VERSIONS:
+                digest.update(f"version\0{DATA_VERSIONS.get(dataset)()}\0".encode())
             for path in sorted(files, key=lambda p: p.name.removesuffix(".gz")):
                 stat = path.stat()
                 content = _content_digest(str(path), stat.st_size, stat.st_mtime_ns)

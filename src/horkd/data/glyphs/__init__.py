@@ -14,9 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from horkd.data.digest import DATA_FILES
-from horkd.data.glyphs.cache import INSTALL_HINT, GlyphSet, font_halves, load_glyphs
+from horkd.data.digest import DATA_FILES, DATA_VERSIONS
+from horkd.data.glyphs.cache import (
+    MIN_FAMILIES,
+    GlyphSet,
+    font_halves,
+    load_glyphs,
+    too_few_families,
+)
 from horkd.data.glyphs.fonts import CHARACTERS, font_files
+from horkd.data.glyphs.render import RENDER_VERSION
 from horkd.data.memory import TensorImageDataset, channel_stats
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
@@ -87,13 +94,9 @@ def glyphs(
     ``glyph_fonts`` ``teacher`` or ``students`` trains on that half of the training families."""
     side = hr_size or DEFAULT_SIDE
     found = load_glyphs(root, side, glyph_renders, test_fraction, val_fraction)
-    counts = found.manifest["counts"]
-    if counts["families"] < max(3, glyph_min_families):
-        where = root or "the system's font folders"
-        raise DataNotFoundError(
-            f"glyphs: {counts['usable_faces']} usable faces in {counts['families']} font families "
-            f"in {where} (at least {max(3, glyph_min_families)} families wanted: "
-            f"data.glyph_min_families); {INSTALL_HINT}")
+    short = too_few_families(found.manifest["counts"], max(MIN_FAMILIES, glyph_min_families), root)
+    if short:
+        raise DataNotFoundError(short)
     train, test = _datasets(found, glyph_fonts)
     mean, std = channel_stats(train.images)
     info = DatasetInfo("glyphs", len(CHARACTERS), 1, mean, std, side, list(CHARACTERS))
@@ -103,6 +106,12 @@ def glyphs(
 @DATA_FILES.register("glyphs")
 def _font_files(root: str | None) -> list[Path]:
     return font_files(root)
+
+
+@DATA_VERSIONS.register("glyphs")
+def _set_version() -> int:
+    """A new make of the same fonts (other drawing, other faces kept) is new data."""
+    return RENDER_VERSION
 
 
 __all__ = ["CHARACTERS", "GlyphImages", "GlyphSet", "glyphs", "load_glyphs"]

@@ -1,12 +1,18 @@
 """``python -m horkd.data.glyphs [--root DIR] [--hr-size 32] [--renders 4]``: render the glyph
-set into its cache now (``make glyphs`` does) and say what it holds and how long it took."""
+set into its cache now (``make glyphs`` does) and say what it holds, how long it took and, in one
+line, whether a run with ``--min-families`` (``data.glyph_min_families``) would take it."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from horkd.data.glyphs.cache import load_glyphs
+from horkd.data.glyphs.cache import MIN_FAMILIES, load_glyphs, too_few_families
+from horkd.data.glyphs.fonts import UNREAD_EXTENSIONS, font_files
+from horkd.data.registry import DataNotFoundError
+
+SHOWN_LEFT_OUT = 10  # fonts left out named one a line; the manifest lists them all
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,14 +23,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--processes", type=int, default=None)
+    parser.add_argument("--min-families", type=int, default=20,
+                        help="the data.glyph_min_families a run is checked against")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    found = load_glyphs(args.root, args.hr_size, args.renders, args.test_fraction,
-                        args.val_fraction, args.processes)
+    try:
+        found = load_glyphs(args.root, args.hr_size, args.renders, args.test_fraction,
+                            args.val_fraction, args.processes)
+    except DataNotFoundError as exc:  # no fonts there: one line saying what to do
+        raise SystemExit(str(exc)) from None
     m, c = found.manifest, found.manifest["counts"]
     left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in c["excluded"].items())
     print(f"glyphs: {c['font_files']} font files: {c['usable_faces']} usable faces in "
           f"{c['families']} families (left out: {left_out})")
+    for line in _left_out_lines(m["excluded"], args.root, found.folder / "manifest.json"):
+        print(line)
+    unread = font_files(args.root, UNREAD_EXTENSIONS)
+    if unread:
+        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
+        print(f"  not read: {len(unread)} font files of other kinds ({kinds}): convert them to "
+              f".ttf or .otf to use them")
     for name in ("train", "val", "test"):
         s = c[name]
         print(f"  {name:5s} {s['families']:4d} families {s['faces']:4d} faces "
@@ -32,6 +50,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {m['side']} px, {m['renders']} renders per character; rendered in {m['seconds']} s "
           f"on {m['processes']} processes; this call {time.perf_counter() - start:.1f} s; "
           f"cache: {found.folder}")
+    short = too_few_families(c, max(MIN_FAMILIES, args.min_families), args.root)
+    if short:
+        print(f"a run refuses this set: {short}")
+
+
+def _left_out_lines(excluded: dict[str, list[dict[str, str]]], root: str | None, manifest: Path,
+                    shown: int = SHOWN_LEFT_OUT) -> list[str]:
+    """A line per font left out, naming it and why (the first ``shown``; the manifest has all),
+    so a user can find the file a count stands for."""
+    rows = [(reason.replace("_", " "), row) for reason, rows in excluded.items() for row in rows]
+    base = Path(root) if root and Path(root).is_dir() else None
+    lines = []
+    for reason, row in rows[:shown]:
+        path = Path(row["file"])
+        name = path.relative_to(base) if base and path.is_relative_to(base) else path
+        why = row["why"] if len(row["why"]) <= 100 else row["why"][:99] + "..."
+        lines.append(f"  left out ({reason}) {name}: {why}")
+    if len(rows) > shown:
+        lines.append(f"  ... and {len(rows) - shown} more left out: {manifest}")
+    return lines
 
 
 if __name__ == "__main__":

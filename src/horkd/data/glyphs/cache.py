@@ -21,16 +21,27 @@ from typing import Any
 import numpy as np
 
 from horkd.data.digest import _content_digest, data_digest
-from horkd.data.glyphs.fonts import CHARACTERS, font_files, read_face
-from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed
+from horkd.data.glyphs.fonts import (
+    CHARACTERS,
+    UNREAD_EXTENSIONS,
+    face_name,
+    faces_in,
+    font_files,
+    read_face,
+)
+from horkd.data.glyphs.render import RENDER_VERSION, FaceRenderer, face_seed, small_as_capitals
 from horkd.data.registry import DataNotFoundError
 from horkd.run_lock import waiting_lock
 
 #: The command that installs the fonts the study's glyph set is rendered from.
 INSTALL_HINT = "run `make glyphs` (installs Debian's font packages and renders the set)"
 CACHE_ENV = "HORKD_CACHE_DIR"
+MIN_FAMILIES = 3  # the fewest that split: one family each for train, validation and test
+SMALL_CAPITALS_LIMIT = 18  # more small letters shaped as their capital: a small-caps face
+CAPITALS_SIDE = 32  # the side the small-caps test draws at (whatever the set's)
 POOL_FROM = 32  # font files from which rendering is spread over processes by default
 INDISTINCT_LIMIT = 8  # more identical character pairs than this: capitals drawn for small letters
+# (and more glyphs named as other characters than this: a symbol font)
 
 
 @dataclass
@@ -69,9 +80,8 @@ def load_glyphs(
     """The glyph set of the fonts under ``root`` (the system's when ``None``): read from the
     cache, or rendered (``processes`` workers; default up to 8) and cached first."""
     files = font_files(root)
-    where = root or "the system's font folders"
     if not files:
-        raise DataNotFoundError(f"glyphs: no .ttf/.otf font file in {where}; {INSTALL_HINT}")
+        raise DataNotFoundError(no_fonts_message(root))
     digest = data_digest("glyphs", root)
     settings = {"fonts": digest, "side": side, "renders": renders, "version": RENDER_VERSION}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -85,6 +95,41 @@ def load_glyphs(
     found.manifest["counts"].update(_split_counts(found.manifest["faces"], renders))
     _write_split(found, test_fraction, val_fraction)
     return found
+
+
+def no_fonts_message(root: str | None) -> str:
+    """Why no font was found, and what to do: ``make glyphs`` fills the system's folders only,
+    so a folder of one's own is told to hold fonts (or to be left out)."""
+    if not root:
+        return f"glyphs: no .ttf/.otf/.ttc font file in the system's font folders; {INSTALL_HINT}"
+    unset = "or leave data.root unset for the system's fonts"
+    if not Path(root).exists():
+        return (f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf/.ttc "
+                f"files, {unset}")
+    unread = font_files(root, UNREAD_EXTENSIONS)
+    if unread:
+        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
+        return (f"glyphs: no .ttf/.otf/.ttc font file under {root}, only {len(unread)} of other "
+                f"kinds ({kinds}); convert them to .ttf or .otf, {unset}")
+    return (f"glyphs: no .ttf/.otf/.ttc font file under {root}; put font files there (sub-folders are "
+            f"read too), {unset}")
+
+
+def too_few_families(counts: dict[str, Any], wanted: int, root: str | None) -> str | None:
+    """One line when the set holds fewer than ``wanted`` families (None when enough): the
+    system's fonts are installed by ``make glyphs``; a folder of one's own needs fonts of more
+    families, or a lower floor where it can still split (3: train, validation, test)."""
+    families = counts["families"]
+    if families >= wanted:
+        return None
+    where = root or "the system's font folders"
+    what = (f"glyphs: {counts['usable_faces']} usable faces in {families} font families in "
+            f"{where} (at least {wanted} families wanted: data.glyph_min_families)")
+    if not root:
+        return f"{what}; {INSTALL_HINT}"
+    lower = (f", or set data.glyph_min_families={families} to split these"
+             if families >= MIN_FAMILIES else "")
+    return f"{what}; add fonts of other families to {root}{lower}"
 
 
 def _write_split(found: GlyphSet, test_fraction: float, val_fraction: float) -> None:
@@ -110,10 +155,10 @@ def render_set(
     files: list[Path], side: int, renders: int, processes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Render every usable face; leave out (and count) unreadable ones, those lacking any of
-    the 62 characters, those drawing capitals for small letters, and duplicates of an earlier
-    face (the same plain bitmaps)."""
+    the 62 characters, symbol fonts (glyphs named as other characters), those drawing capitals
+    for small letters (the same, or smaller: small caps), and duplicates of an earlier face (the same plain bitmaps)."""
     start = time.perf_counter()
-    jobs = [(str(path), side, renders) for path in files]
+    jobs = [(str(path), index, side, renders) for path in files for index in faces_in(path)]
     # a pool pays off for a system's hundreds of fonts, not for a handful
     workers = processes or (min(8, os.cpu_count() or 1) if len(jobs) >= POOL_FROM else 1)
     workers = max(1, min(workers, len(jobs)))
@@ -125,16 +170,17 @@ def render_set(
     else:
         results = [_render_face(job) for job in jobs]
     excluded: dict[str, list[dict[str, str]]] = {
-        "unreadable": [], "missing_characters": [], "indistinct": [], "duplicate": []}
+        "unreadable": [], "missing_characters": [], "other_characters": [], "indistinct": [],
+        "duplicate": []}
     kept, seen = [], {}
-    for path, result in zip(files, results, strict=True):
-        status = result["status"]
+    for (path, index, _, _), result in zip(jobs, results, strict=True):
+        status, name = result["status"], face_name(path, index)
         if status != "ok":
-            excluded[status].append({"file": str(path), "why": result["why"]})
+            excluded[status].append({"file": name, "why": result["why"]})
         elif result["plain"] in seen:
-            excluded["duplicate"].append({"file": str(path), "why": f"same as {seen[result['plain']]}"})
+            excluded["duplicate"].append({"file": name, "why": f"same as {seen[result['plain']]}"})
         else:
-            seen[result["plain"]] = str(path)
+            seen[result["plain"]] = name
             kept.append(result)
     faces = [dict(r["face"], images=len(r["images"])) for r in kept]
     per_face = renders * len(CHARACTERS)
@@ -159,16 +205,17 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
-    path, side, renders = job
+def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
+    path, index, side, renders = job
     try:
-        face, missing = read_face(Path(path))
+        face, missing, others = read_face(Path(path), index)
     except Exception as exc:  # fontTools raises many kinds for a broken or foreign file
         return {"status": "unreadable", "why": f"{type(exc).__name__}: {exc}"[:200]}
     if missing:
-        return {"status": "missing_characters", "why": f"lacks {missing}"}
+        lacks = "all 62" if len(missing) == len(CHARACTERS) else f"{len(missing)}: {missing}"
+        return {"status": "missing_characters", "why": f"lacks {lacks}"}
     try:
-        renderer = FaceRenderer(path, side)
+        renderer = FaceRenderer(path, side, index)
     except ValueError as exc:
         return {"status": "missing_characters", "why": str(exc)}
     except OSError as exc:
@@ -178,10 +225,20 @@ def _render_face(job: tuple[str, int, int]) -> dict[str, Any]:
     same = len(digests) - len(set(digests))
     if same > INDISTINCT_LIMIT:
         return {"status": "indistinct", "why": f"{same} characters drawn like another"}
+    # judged at one size, so every hr_size keeps the same faces
+    probe = renderer if side == CAPITALS_SIDE else FaceRenderer(path, CAPITALS_SIDE, index)
+    capitals = small_as_capitals(probe.canvases)
+    if len(capitals) > SMALL_CAPITALS_LIMIT:
+        return {"status": "indistinct",
+                "why": f"{len(capitals)} small letters drawn as smaller capitals ({capitals})"}
+    if len(others) > INDISTINCT_LIMIT:  # a symbol font: its 'A' is an Alpha or a dingbat
+        return {"status": "other_characters",
+                "why": f"its glyph names say it draws other characters for {others}"}
     stat = os.stat(path)
-    seed = face_seed(_content_digest(path, stat.st_size, stat.st_mtime_ns))
+    content = _content_digest(path, stat.st_size, stat.st_mtime_ns)
+    seed = face_seed(f"{content}#{index}" if index else content)
     return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),
-            "face": {"file": path, "family": face.family, "style": face.style, "key": face.key},
+            "face": {"file": face_name(path, index), "family": face.family, "style": face.style, "key": face.key},
             "images": renderer.varied(renders, seed)}
 
 

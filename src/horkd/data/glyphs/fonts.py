@@ -16,7 +16,10 @@ from pathlib import Path
 
 #: The 62 classes, in label order: digits, capitals, small letters.
 CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-FONT_EXTENSIONS = (".ttf", ".otf")
+FONT_EXTENSIONS = (".ttf", ".otf", ".ttc", ".otc")
+COLLECTIONS = (".ttc", ".otc")  # several faces in one file (a family's weights, often)
+#: Font files of kinds not read (web, PostScript Type 1, bitmap): named, so none is lost unsaid.
+UNREAD_EXTENSIONS = (".woff", ".woff2", ".pfb", ".pfa", ".t1", ".dfont", ".otb", ".pcf", ".bdf")
 #: Where a system keeps its fonts when no ``data.root`` is given.
 SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 _STYLE_WORDS = frozenset("""
@@ -29,6 +32,8 @@ _STYLE_WORDS = frozenset("""
     extra ultra var variable vf caps smallcaps sc
     sans serif mono monospace monospaced slab roman code std pro lt
 """.split())
+#: Glyph names that only number a glyph (say nothing of what it draws).
+_NUMBERED = r"(?i:glyph|gid|cid|char|index|g|c)?[._]?\d+"
 
 
 @dataclass(frozen=True)
@@ -41,9 +46,10 @@ class Face:
     key: str  # the family key: lower case, style and size words out
 
 
-def font_files(root: str | Path | None) -> list[Path]:
-    """Every ``.ttf``/``.otf`` file under ``root`` (the system's font folders when ``None``),
-    links followed and each real file once, in a fixed order."""
+def font_files(root: str | Path | None, extensions: tuple[str, ...] = FONT_EXTENSIONS) -> list[Path]:
+    """Every ``.ttf``/``.otf``/``.ttc``/``.otc`` file (or of ``extensions``) under ``root`` (the
+    system's font folders when ``None``), links followed and each real file once, in a fixed
+    order."""
     places = [Path(root)] if root else [p for p in SYSTEM_FONT_DIRS if p.is_dir()]
     seen: dict[str, Path] = {}
     for place in places:
@@ -54,7 +60,7 @@ def font_files(root: str | Path | None) -> list[Path]:
                           for folder, _, names in os.walk(place, followlinks=True)
                           for name in names]
         for path in candidates:
-            if path.suffix.lower() in FONT_EXTENSIONS and path.is_file():
+            if path.suffix.lower() in extensions and path.is_file():
                 seen.setdefault(os.path.realpath(path), path)
     return sorted(seen.values())
 
@@ -63,23 +69,69 @@ def family_key(family: str) -> str:
     """``"DejaVu Sans Condensed"``, ``"DejaVu Sans Mono"`` and ``"DejaVu Serif"`` -> ``"dejavu"``;
     ``"LM Roman 10"`` -> ``"lm"``: faces of one design share a key, whatever weight, width,
     optical size, and sans / serif / mono cut of a superfamily (these share letterforms, so a
-    test font is a design no training font shares)."""
-    words = re.findall(r"[a-z0-9]+", family.lower())
-    kept = [w for w in words if w not in _STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
-    return " ".join(kept or words) or family.lower()
+    test font is a design no training font shares). A style word run into the name is found
+    too: ``"OCRACondensed"`` and ``"OpenDyslexicMono"`` are ``"ocra"`` and ``"opendyslexic"``."""
+    words = []
+    for word in re.findall(r"[A-Za-z0-9]+", family):
+        parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", word)  # OCRA|Condensed
+        kept = [p for p in (p.lower() for p in parts) if p not in _STYLE_WORDS]
+        words.append("".join(kept) if len(parts) > 1 else word.lower())
+    kept = [w for w in words if w and w not in _STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
+    return " ".join(kept or [w.lower() for w in re.findall(r"[A-Za-z0-9]+", family)]) \
+        or family.lower()
 
 
-def read_face(path: Path) -> tuple[Face, str]:
-    """The face in ``path`` and the characters of the 62 its character map lacks ('' when none).
+def faces_in(path: Path) -> list[int]:
+    """The face numbers of a font file: ``[0]``, or one per face of a collection (its header
+    says how many; an unreadable header gives ``[0]``, left out when the face is read)."""
+    if path.suffix.lower() not in COLLECTIONS:
+        return [0]
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except OSError:
+        return [0]
+    if header[:4] != b"ttcf":
+        return [0]
+    return list(range(max(1, int.from_bytes(header[8:12], "big")))) or [0]
+
+
+def face_name(path: Path | str, index: int) -> str:
+    """How a face is named in listings: its file, with ``#N`` for a collection's faces."""
+    return f"{path}#{index}" if Path(path).suffix.lower() in COLLECTIONS else str(path)
+
+
+def read_face(path: Path, index: int = 0) -> tuple[Face, str, str]:
+    """Face ``index`` of ``path`` (a collection's; 0 otherwise), the characters of the 62 its character map lacks, and those whose
+    glyph the font names as something else (:func:`named_otherwise`; each '' when none).
 
     Raises ``OSError`` (or a parser error) for a file that is not a readable font.
     """
     from fontTools.ttLib import TTFont
 
-    with TTFont(str(path), lazy=True, fontNumber=0) as font:
+    with TTFont(str(path), lazy=True, fontNumber=index) as font:
         cmap = font.getBestCmap() or {}
         names = font["name"]
         family = names.getBestFamilyName() or path.stem
         style = names.getBestSubFamilyName() or ""
     missing = "".join(c for c in CHARACTERS if ord(c) not in cmap)
-    return Face(path, family, style, family_key(family)), missing
+    others = named_otherwise({c: cmap[ord(c)] for c in CHARACTERS if ord(c) in cmap})
+    return Face(path, family, style, family_key(family)), missing, others
+
+
+def named_otherwise(glyphs: dict[str, str]) -> str:
+    """The characters whose glyph name (``{"A": "Alpha"}``) says it draws something else: a name
+    the Adobe Glyph List reads as another character, or one it cannot read that is no mere glyph
+    number. A symbol font maps the Latin code points to Greek (``Alpha``), dingbats (``a105``)
+    or maths (``prime``) this way; a text font names its letters as letters, its variants with a
+    suffix (``a.ss01``), or by number (``glyph36``, ``cid00034``). Private-use readings
+    (``zerooldstyle``) are variants of the character, not others."""
+    from fontTools.agl import toUnicode
+
+    def other(char: str, name: str) -> bool:
+        read = toUnicode(name)
+        if read == char or re.fullmatch(_NUMBERED, name):
+            return False
+        return not (len(read) == 1 and 0xE000 <= ord(read) <= 0xF8FF)
+
+    return "".join(c for c, name in glyphs.items() if other(c, name))
