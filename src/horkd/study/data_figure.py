@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from horkd.data import DataNotFoundError, DataSplits
 from horkd.degrade import Degrader, DegradeSpec
@@ -103,9 +104,12 @@ def data_section(study: dict[str, Any], figures: Path) -> list[str]:
         splits = test_split(base)
     except (DataNotFoundError, OSError, ValueError):
         return []
+    test = splits.test
+    while isinstance(test, Subset):  # a test_subset's images: pictured from their whole split
+        test = test.dataset
     try:
-        picked, titles, what = _columns(splits.test, splits.info.class_names)
-        hr = torch.stack([splits.test[i][0] for i in picked])
+        picked, titles, what = _columns(test, splits.info.class_names)
+        hr = torch.stack([test[i][0] for i in picked])
     except Exception as error:  # noqa: BLE001 - the picture must not stop the page
         return ["", "## The data", "", f"No picture of the test images: {error}"]
     side = hr.shape[-1]

@@ -24,6 +24,7 @@ from horkd.data.digest import _content_digest, data_digest
 from horkd.data.glyphs.fonts import (
     CHARACTERS,
     UNREAD_EXTENSIONS,
+    design_groups,
     face_name,
     faces_in,
     font_files,
@@ -183,6 +184,10 @@ def render_set(
             seen[result["plain"]] = name
             kept.append(result)
     faces = [dict(r["face"], images=len(r["images"])) for r in kept]
+    # the split's unit: designs that share a name word go to one side together
+    groups = design_groups([(f["family"], f["key"]) for f in faces])
+    for face in faces:
+        face["key"] = groups[face["key"]]
     per_face = renders * len(CHARACTERS)
     images = np.concatenate([r["images"] for r in kept]) if kept else np.zeros((0, side, side),
                                                                              np.uint8)
