@@ -38,8 +38,8 @@ fashion-mnist:
 		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
 	fi
 
-# The glyphs dataset's fonts: Debian's Latin font packages (over 200 usable faces in over 90
-# families; clones of one design are left out: no TeX Gyre beside URW, no croscore beside
+# The glyphs dataset's fonts: Debian's Latin font packages (over 200 usable faces in over 80
+# design groups; clones of one design are left out: no TeX Gyre beside URW, no croscore beside
 # Liberation, no FreeFont), then the set rendered once into its cache (minutes, once).
 GLYPH_FONTS := fonts-adf-accanthis fonts-adf-baskervald fonts-adf-berenis fonts-adf-gillius \
 	fonts-adf-ikarius fonts-adf-irianis fonts-adf-libris fonts-adf-mekanus fonts-adf-oldania \

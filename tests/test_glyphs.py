@@ -69,7 +69,8 @@ def test_glyph_set_splits_by_family_and_leaves_bad_faces_out(font_dir: Path) -> 
     counts = found.manifest["counts"]
     assert counts["usable_faces"] == 8 and counts["families"] == 5
     assert counts["excluded"] == {"unreadable": 0, "missing_characters": 1,
-                                  "other_characters": 2, "indistinct": 1, "duplicate": 1}
+                                  "other_characters": 2, "indistinct": 1, "small_capitals": 0,
+                                  "duplicate": 1}
     symbols = {Path(e["file"]).name for e in found.manifest["excluded"]["other_characters"]}
     assert symbols == set(SYMBOLS)
     assert "cmr10.ttf" in found.manifest["excluded"]["duplicate"][0]["why"]
@@ -98,7 +99,7 @@ def test_too_few_fonts_is_one_line_saying_what_to_do(font_dir: Path) -> None:
     with pytest.raises(DataNotFoundError) as caught:
         _splits(font_dir, glyph_min_families=6)
     message = str(caught.value)
-    assert "\n" not in message and "5 font families" in message and "make glyphs" not in message
+    assert "\n" not in message and "5 design groups" in message and "make glyphs" not in message
     assert f"add fonts of other families to {font_dir}" in message
     assert "data.glyph_min_families=5" in message
     for path in font_dir.rglob("*.ttf"):
@@ -107,7 +108,7 @@ def test_too_few_fonts_is_one_line_saying_what_to_do(font_dir: Path) -> None:
     with pytest.raises(DataNotFoundError) as caught:
         _splits(font_dir)
     message = str(caught.value)
-    assert "\n" not in message and "1 font families" in message
+    assert "\n" not in message and "1 design groups" in message
     assert "add fonts of other families" in message and "glyph_min_families=1" not in message
 
 
@@ -129,9 +130,11 @@ def test_the_render_command_says_in_one_line_what_to_do(
         assert "make glyphs" not in str(caught.value)
     (font_dir / "more" / "x.ttf").write_bytes(bytes(range(256)) * 8)  # not a font
     (font_dir / "more" / "web.woff2").write_bytes(b"wOF2")
-    main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1"])
+    with pytest.raises(SystemExit) as refused:  # a set a run refuses: exit status 1
+        main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1"])
+    assert refused.value.code == 1
     out = capsys.readouterr().out
-    assert "8 usable faces in 5 families" in out
+    assert "8 usable faces in 5 design groups" in out
     # each font left out is named, where it lies under the root, with why
     assert "left out (unreadable) more/x.ttf: TTLibError" in out
     assert "left out (other characters) cmex10.ttf" in out
@@ -229,7 +232,7 @@ def test_family_key_keeps_the_cuts_of_one_design_together() -> None:
 
 def test_designs_that_share_a_name_word_split_as_one() -> None:
     """The leaks a split by family key left in the system set: each pair sat on both sides."""
-    from horkd.data.glyphs.fonts import design_groups
+    from horkd.data.glyphs.designs import design_groups
 
     names = ["Cabin", "CabinSketch", "Cabin Sketch", "Anonymous Pro", "Anonymous Pro Minus",
              "Tiresias Infofont", "Infofont Z", "Linux Biolinum O", "Biolinum Keyboard O",
@@ -248,6 +251,31 @@ def test_designs_that_share_a_name_word_split_as_one() -> None:
     apart = ["Cabin", "Anonymous Pro", "Infofont Z", "Go", "Karla", "Lato", "DejaVu Sans",
              "B612 Mono", "Linux Biolinum O"]
     assert len({of(n) for n in apart}) == len(apart)
+    kinds = [("Dancing Script", "Kaushan Script"), ("Routed Gothic", "URW Gothic"),
+             ("Berenis ADF Pro Math", "DejaVu Math TeX Gyre"), ("OCR A", "OCR B")]
+    grouped = design_groups([(n, family_key(n)) for pair in kinds for n in pair])
+    for first, second in kinds:
+        assert grouped[family_key(first)] != grouped[family_key(second)], (first, second)
+
+
+def test_faces_drawing_nearly_the_same_letters_split_as_one_design() -> None:
+    """Unrelated names, one design (STIX General and Nimbus Roman both draw Times): a face
+    whose binarised letters differ from another's in under NEAR_TWIN of the pixels joins its
+    group; one that differs in more stays apart."""
+    from horkd.data.glyphs.designs import NEAR_TWIN, design_groups, near_twins
+
+    rng = np.random.default_rng(0)
+    pixels = 62 * 16 * 16
+    times = rng.random(pixels) < 0.3
+    clone = times.copy()
+    clone[rng.choice(pixels, int(0.5 * NEAR_TWIN * pixels), replace=False)] ^= True
+    other = times.copy()
+    other[rng.choice(pixels, int(2 * NEAR_TWIN * pixels), replace=False)] ^= True
+    shapes = np.stack([np.packbits(x) for x in (times, clone, other)])
+    assert near_twins(shapes, pixels) == [(0, 1)]
+    names = [("Nimbus Roman", "nimbus"), ("STIX General", "stix general"), ("Karla", "karla")]
+    group = design_groups(names, twins=[("stix general", "nimbus")])
+    assert group["stix general"] == group["nimbus"] != group["karla"]
 
 
 def test_renders_are_seeded_and_varied() -> None:
@@ -277,7 +305,8 @@ def test_the_page_pictures_confusable_glyphs_of_test_fonts_at_hr_and_lr(
     # one face per family, each family a test family (the split's own), named in the caption
     assert len(set(families)) == len(picked) // 7
     assert all(families[i] == families[i - i % 7] for i in range(len(picked)))
-    assert all(f"`{splits.test.family_names[f]}`" in what for f in set(families))
+    faces = {int(splits.test.faces[i]) for i in picked}
+    assert all(f"`{splits.test.face_families[f]}`" in what for f in faces)  # their own names
 
     base = tiny_config_dict(tmp_path / "runs")
     # a test_subset (as the glyph study takes) still pictures whole test fonts
@@ -366,3 +395,13 @@ def test_val_size_takes_that_many_validation_glyphs_and_a_manifest_is_refused(
 
     with pytest.raises(ValidationError, match="glyphs holds its validation and test images apart"):
         DataConfig(dataset="glyphs", split_file="parts.json", part="students")
+
+
+def test_glyphs_refuse_mirroring_in_one_line() -> None:
+    """A shipped config's hflip (image folders flip) on glyphs would turn b into d: refused."""
+    from horkd.config import DataConfig
+
+    with pytest.raises(ValueError, match="hflip") as refusal:
+        DataConfig(dataset="glyphs", augment={"hflip": True})
+    assert "mirrored b is a d" in str(refusal.value)
+    DataConfig(dataset="glyphs", augment={"hflip": False})

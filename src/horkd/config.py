@@ -161,6 +161,9 @@ class DataConfig(_Strict):
         if self.glyph_fonts != "all" and self.dataset != "glyphs":
             raise ValueError(f"data.glyph_fonts={self.glyph_fonts} splits the glyphs dataset's "
                              f"fonts; {self.dataset} has none: leave it at all")
+        if self.dataset == "glyphs" and self.augment.hflip:
+            raise ValueError("data.augment.hflip=true mirrors the glyphs, and a mirrored b is a "
+                             "d, a mirrored p a q: set data.augment.hflip=false for glyphs")
         if self.dataset == "glyphs" and self.split_file is not None:
             from horkd.data import held_apart_refusal
 

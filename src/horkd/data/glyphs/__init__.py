@@ -20,6 +20,7 @@ from horkd.data.glyphs.cache import (
     GlyphSet,
     font_halves,
     load_glyphs,
+    rules_digest,
     too_few_families,
 )
 from horkd.data.glyphs.fonts import CHARACTERS, font_files
@@ -31,18 +32,21 @@ DEFAULT_SIDE = 32
 
 
 class GlyphImages(TensorImageDataset):
-    """Glyph images with the font face (``faces``, indices into the manifest's faces) and the
-    family of each (``families``, indices into ``family_names``), so data can be split by font;
+    """Glyph images with the font face (``faces``, indices into the manifest's faces, whose
+    family names are ``face_families``) and the design group of each (``families``, indices
+    into ``family_names``, the groups' keys), so data can be split by design;
     ``validation_indices`` (train split only) are the images of the validation fonts, which
     ``build_splits`` holds out whole."""
 
     def __init__(self, images: Tensor, labels: Tensor, faces: Tensor, families: Tensor,
-                 family_names: list[str], validation_indices: Tensor | None = None) -> None:
+                 family_names: list[str], validation_indices: Tensor | None = None,
+                 face_families: list[str] | None = None) -> None:
         super().__init__(images, labels)
         self.faces = faces
         self.families = families
         self.family_names = family_names
         self.validation_indices = validation_indices
+        self.face_families = face_families
 
     def picture_columns(self, columns: int = 14) -> tuple[list[int], list[str], str]:
         """What a picture of this split shows: see
@@ -72,7 +76,7 @@ def _datasets(glyphs: GlyphSet, fonts: str = "all") -> tuple[GlyphImages, GlyphI
         index = torch.from_numpy(np.flatnonzero(mask))
         held = None if val is None else torch.from_numpy(np.flatnonzero(val[mask]))
         return GlyphImages(images[index], labels[index], faces[index], families[index], names,
-                           held)
+                           held, [face["family"] for face in glyphs.manifest["faces"]])
 
     return part(np.isin(split, ("train", "val")), split == "val"), part(split == "test")
 
@@ -109,9 +113,10 @@ def _font_files(root: str | None) -> list[Path]:
 
 
 @DATA_VERSIONS.register("glyphs")
-def _set_version() -> int:
-    """A new make of the same fonts (other drawing, other faces kept) is new data."""
-    return RENDER_VERSION
+def _set_version() -> str:
+    """A new make of the same fonts (other drawing, other faces kept, other design groups) is
+    new data: the drawing's version and a digest of the rules that choose and group faces."""
+    return f"{RENDER_VERSION}:{rules_digest()}"
 
 
 __all__ = ["CHARACTERS", "GlyphImages", "GlyphSet", "glyphs", "load_glyphs"]

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     m, c = found.manifest, found.manifest["counts"]
     left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in c["excluded"].items())
     print(f"glyphs: {c['font_files']} font files: {c['usable_faces']} usable faces in "
-          f"{c['families']} families (left out: {left_out})")
+          f"{c['families']} design groups (left out: {left_out})")
     for line in _left_out_lines(m["excluded"], args.root, found.folder / "manifest.json"):
         print(line)
     unread = font_files(args.root, UNREAD_EXTENSIONS)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
               f".ttf or .otf to use them")
     for name in ("train", "val", "test"):
         s = c[name]
-        print(f"  {name:5s} {s['families']:4d} families {s['faces']:4d} faces "
+        print(f"  {name:5s} {s['families']:4d} groups {s['faces']:4d} faces "
               f"{s['images']:7d} images")
     print(f"  {m['side']} px, {m['renders']} renders per character; rendered in {m['seconds']} s "
           f"on {m['processes']} processes; this call {time.perf_counter() - start:.1f} s; "
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     short = too_few_families(c, max(MIN_FAMILIES, args.min_families), args.root)
     if short:
         print(f"a run refuses this set: {short}")
+        raise SystemExit(1)  # a script that renders, then trains, stops here
 
 
 def _left_out_lines(excluded: dict[str, list[dict[str, str]]], root: str | None, manifest: Path,

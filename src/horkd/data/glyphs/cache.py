@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from horkd.data.digest import _content_digest, data_digest
+from horkd.data.glyphs.designs import design_groups, near_twins
 from horkd.data.glyphs.fonts import (
     CHARACTERS,
     UNREAD_EXTENSIONS,
-    design_groups,
     face_name,
     faces_in,
     font_files,
@@ -42,7 +42,21 @@ SMALL_CAPITALS_LIMIT = 18  # more small letters shaped as their capital: a small
 CAPITALS_SIDE = 32  # the side the small-caps test draws at (whatever the set's)
 POOL_FROM = 32  # font files from which rendering is spread over processes by default
 INDISTINCT_LIMIT = 8  # more identical character pairs than this: capitals drawn for small letters
-# (and more glyphs named as other characters than this: a symbol font)
+OTHER_NAMES_LIMIT = 8  # more glyphs named as other characters than this: a symbol font
+
+
+
+def rules_digest() -> str:
+    """A digest of every setting that decides which faces a set keeps and how they group: part
+    of the set's version (and so of its data digest and its cache folder), so changing a rule
+    remakes the set and retrains the stages that learnt from the old one, with no version to
+    remember to raise by hand."""
+    from horkd.data.glyphs import designs, fonts, render
+
+    rules = [sorted(fonts.STYLE_WORDS), sorted(designs.COMMON_WORDS), designs.NEAR_TWIN,
+             fonts.NUMBERED_GLYPH, fonts.CHARACTERS, SMALL_CAPITALS_LIMIT, CAPITALS_SIDE,
+             INDISTINCT_LIMIT, OTHER_NAMES_LIMIT, render.FILL, render.SUPERSAMPLE]
+    return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -124,8 +138,9 @@ def too_few_families(counts: dict[str, Any], wanted: int, root: str | None) -> s
     if families >= wanted:
         return None
     where = root or "the system's font folders"
-    what = (f"glyphs: {counts['usable_faces']} usable faces in {families} font families in "
-            f"{where} (at least {wanted} families wanted: data.glyph_min_families)")
+    what = (f"glyphs: {counts['usable_faces']} usable faces in {families} design groups "
+            f"(families of one design count once) in {where} (at least {wanted} wanted: "
+            "data.glyph_min_families)")
     if not root:
         return f"{what}; {INSTALL_HINT}"
     lower = (f", or set data.glyph_min_families={families} to split these"
@@ -172,7 +187,7 @@ def render_set(
         results = [_render_face(job) for job in jobs]
     excluded: dict[str, list[dict[str, str]]] = {
         "unreadable": [], "missing_characters": [], "other_characters": [], "indistinct": [],
-        "duplicate": []}
+        "small_capitals": [], "duplicate": []}
     kept, seen = [], {}
     for (path, index, _, _), result in zip(jobs, results, strict=True):
         status, name = result["status"], face_name(path, index)
@@ -184,8 +199,12 @@ def render_set(
             seen[result["plain"]] = name
             kept.append(result)
     faces = [dict(r["face"], images=len(r["images"])) for r in kept]
-    # the split's unit: designs that share a name word go to one side together
-    groups = design_groups([(f["family"], f["key"]) for f in faces])
+    # the split's unit: designs that share a name word, or draw nearly the same letters, go to
+    # one side together
+    shapes = np.stack([r["shape"] for r in kept]) if kept else np.zeros((0, 1), np.uint8)
+    twins = near_twins(shapes, len(CHARACTERS) * CAPITALS_SIDE * CAPITALS_SIDE)
+    groups = design_groups([(f["family"], f["key"]) for f in faces],
+                           [(faces[i]["key"], faces[j]["key"]) for i, j in twins])
     for face in faces:
         face["key"] = groups[face["key"]]
     per_face = renders * len(CHARACTERS)
@@ -234,15 +253,16 @@ def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
     probe = renderer if side == CAPITALS_SIDE else FaceRenderer(path, CAPITALS_SIDE, index)
     capitals = small_as_capitals(probe.canvases)
     if len(capitals) > SMALL_CAPITALS_LIMIT:
-        return {"status": "indistinct",
+        return {"status": "small_capitals",
                 "why": f"{len(capitals)} small letters drawn as smaller capitals ({capitals})"}
-    if len(others) > INDISTINCT_LIMIT:  # a symbol font: its 'A' is an Alpha or a dingbat
+    if len(others) > OTHER_NAMES_LIMIT:  # a symbol font: its 'A' is an Alpha or a dingbat
         return {"status": "other_characters",
                 "why": f"its glyph names say it draws other characters for {others}"}
     stat = os.stat(path)
     content = _content_digest(path, stat.st_size, stat.st_mtime_ns)
     seed = face_seed(f"{content}#{index}" if index else content)
     return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),
+            "shape": np.packbits(probe.plain() > 127),  # what near twins are judged on
             "face": {"file": face_name(path, index), "family": face.family, "style": face.style, "key": face.key},
             "images": renderer.varied(renders, seed)}
 

@@ -4,9 +4,8 @@ the train / validation / test split) and whether it draws all 62 characters.
 A face's family is its typographic family name with weight, width, slope, optical-size and
 sans / serif / mono words taken out, so the Bold, Italic, Condensed and Mono faces of one design
 land in the same split (a test font the networks never saw means a test *design*, not a test
-weight or cut of a known one). Families whose names share a design word (``Cabin`` and
-``CabinSketch``, ``Tiresias Infofont`` and ``Infofont Z``) are then one group
-(:func:`design_groups`), and the group is what the split keeps on one side.
+weight or cut of a known one). Families are then joined into design groups, the split's unit
+(:mod:`horkd.data.glyphs.designs`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ COLLECTIONS = (".ttc", ".otc")  # several faces in one file (a family's weights,
 UNREAD_EXTENSIONS = (".woff", ".woff2", ".pfb", ".pfa", ".t1", ".dfont", ".otb", ".pcf", ".bdf")
 #: Where a system keeps its fonts when no ``data.root`` is given.
 SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
-_STYLE_WORDS = frozenset("""
+STYLE_WORDS = frozenset("""
     regular book roman normal plain medium bold bolder semibold demibold demi semi extrabold
     ultrabold heavy black extrablack ultrablack light extralight ultralight thin hairline
     italic oblique slanted inclined cursive kursiv upright
@@ -35,7 +34,7 @@ _STYLE_WORDS = frozenset("""
     sans serif mono monospace monospaced slab roman code std pro lt
 """.split())
 #: Glyph names that only number a glyph (say nothing of what it draws).
-_NUMBERED = r"(?i:glyph|gid|cid|char|index|g|c)?[._]?\d+"
+NUMBERED_GLYPH = r"(?i:glyph|gid|cid|char|index|g|c)?[._]?\d+"
 
 
 @dataclass(frozen=True)
@@ -76,58 +75,11 @@ def family_key(family: str) -> str:
     words = []
     for word in re.findall(r"[A-Za-z0-9]+", family):
         parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", word)  # OCRA|Condensed
-        kept = [p for p in (p.lower() for p in parts) if p not in _STYLE_WORDS]
+        kept = [p for p in (p.lower() for p in parts) if p not in STYLE_WORDS]
         words.append("".join(kept) if len(parts) > 1 else word.lower())
-    kept = [w for w in words if w and w not in _STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
+    kept = [w for w in words if w and w not in STYLE_WORDS and not re.fullmatch(r"(no)?\d+", w)]
     return " ".join(kept or [w.lower() for w in re.findall(r"[A-Za-z0-9]+", family)]) \
         or family.lower()
-
-
-#: Name words too common to tie two designs together (a design word must have 4+ letters):
-#: generic ones, and the kinds of design many unrelated families name (Dancing Script and
-#: Kaushan Script, Routed Gothic and URW Gothic, the Math cuts of two superfamilies).
-_COMMON_WORDS = frozenset("""
-    font fonts type typeface family neue new free libre std
-    math script gothic grotesk grotesque handwriting hand stencil outline shadow inline
-    rounded round sketch symbol symbols
-""".split())
-
-
-def _design_words(name: str) -> set[str]:
-    """The words of a family name or key that can name a design: camel case read apart
-    (``CabinSketch``: cabin, sketch), style words and numbers out, at least 4 letters."""
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
-    return {w.lower() for w in words} - _STYLE_WORDS - _COMMON_WORDS - {
-        w.lower() for w in words if len(w) < 4}
-
-
-def design_groups(faces: list[tuple[str, str]]) -> dict[str, str]:
-    """Family key -> the key of its design group, for ``(family name, key)`` pairs: keys whose
-    names share a design word are one group, transitively. A split by group then keeps apart
-    what a split by key would leak: ``Cabin`` and ``CabinSketch``, ``Anonymous Pro`` and
-    ``Anonymous Pro Minus``, ``Tiresias Infofont`` and ``Infofont Z``, ``Linux Biolinum`` and
-    ``Biolinum Keyboard`` (and, coarser than needed, superfamilies such as ``Linux Libertine``
-    with ``Linux Biolinum``: a test design shares no name word with a training one). The group's
-    key is the first of its keys in sorted order."""
-    parent: dict[str, str] = {}
-
-    def root(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    owner: dict[str, str] = {}
-    for family, key in faces:
-        root(key)
-        for word in _design_words(family) | _design_words(key.title().replace(" ", "")):
-            if word in owner:
-                a, b = root(owner[word]), root(key)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-            else:
-                owner[word] = key
-    return {key: root(key) for key in parent}
 
 
 def faces_in(path: Path) -> list[int]:
@@ -179,7 +131,7 @@ def named_otherwise(glyphs: dict[str, str]) -> str:
 
     def other(char: str, name: str) -> bool:
         read = toUnicode(name)
-        if read == char or re.fullmatch(_NUMBERED, name):
+        if read == char or re.fullmatch(NUMBERED_GLYPH, name):
             return False
         return not (len(read) == 1 and 0xE000 <= ord(read) <= 0xF8FF)
 

@@ -33,11 +33,13 @@ def picture_columns(test: GlyphImages, columns: int = 14,
         labels = test.labels[where].tolist()
         # the first image of each shown character (render 0 comes first)
         picked += [int(where[labels.index(CHARACTERS.index(c))]) for c in shown]
-        fonts.append(test.family_names[family])
+        # the face's own family name (a design group's key may be another family's)
+        fonts.append(test.face_families[face] if test.face_families else
+                     test.family_names[family])
         if len(fonts) == wanted:
             break
     titles = [c for _ in fonts for c in shown]
     what = (f"the characters {' '.join(shown)} of the test font"
             + ("s " if len(fonts) > 1 else " ") + ", ".join(f"`{f}`" for f in fonts)
-            + ", left to right (families no network trained or validated on)")
+            + ", left to right (designs no network trained or validated on)")
     return picked, titles, what

@@ -21,10 +21,11 @@ from horkd.data.glyphs.fonts import CHARACTERS
 
 SUPERSAMPLE = 4
 FILL = 0.8  # the tallest or widest character spans this share of the side, before variation
-# bump when the drawing or the choice of faces changes: caches of older sets are not reused,
+# bump when the drawing, or the code of a rule choosing or grouping faces, changes (the rules'
+# settings are digested apart): caches of older sets are not reused,
 # and (through the data digest) stages that learnt from them are trained again
 RENDER_VERSION = 3  # 2: symbol and small-caps fonts left out; family names run together read apart
-# 3: families that share a design word split as one (fonts.design_groups)
+# 3: design groups (designs.py); the rules' own settings are digested apart (cache.rules_digest)
 
 
 @dataclass(frozen=True)
