@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 from horkd.data import DataNotFoundError, DataSplits
 from horkd.degrade import Degrader, DegradeSpec
@@ -62,9 +61,13 @@ def student_views(base: Any, regimes: dict[str, Any],
     return sorted(views.items(), key=lambda view: order(view[0]))
 
 
-def view_label(spec: DegradeSpec) -> str:
-    """``LR 6 px, blur 1, noise 0.05``: what sets the view apart, in the config's units."""
+def view_label(spec: DegradeSpec, base: DegradeSpec | None = None) -> str:
+    """``LR 6 px, blur 1, noise 0.05``: what sets the view apart, in the config's units (the
+    resampling too, where it is not ``base``'s)."""
     parts = [f"LR {spec.lr_size} px"]
+    if base is not None and (spec.interpolation, spec.antialias) != (base.interpolation,
+                                                                     base.antialias):
+        parts.append(spec.interpolation + ("" if spec.antialias else ", no antialias"))
     if spec.blur_sigma:
         parts.append(f"blur {spec.blur_sigma:g}")
     if spec.noise_std:
@@ -74,55 +77,74 @@ def view_label(spec: DegradeSpec) -> str:
     return ", ".join(parts)
 
 
-def test_split(cfg: Any) -> DataSplits:
-    """The splits a run of ``cfg`` reads (its test split as its students are scored on), as
+def page_splits(cfg: Any) -> DataSplits:
+    """The splits a run of ``cfg`` is scored on (its task's: a retrieval task's test split is its
+    unseen classes), whole (no ``test_subset``: the picture draws from the whole test split), as
     far as they are on this machine: a page is written without downloading anything."""
     from horkd.experiment.context import load_splits
+    from horkd.tasks import TASKS
 
     local = cfg.model_copy(deep=True)
     local.data.download = False
-    return load_splits(local, seed=0)
+    local.data.test_subset = None
+    return TASKS.get(local.task)().prepare(load_splits(local, seed=0), local, 0)
 
 
 def _columns(test: Any, class_names: list[str] | None) -> tuple[list[int], list[str], str]:
     """The test images shown: the dataset's own choice where it makes one (glyphs: confusable
-    characters of a few test fonts), else images spread evenly over the test split."""
+    characters of a few test fonts), else the first test image of each class (as many classes
+    as fit), then images spread evenly over the test split to fill the row."""
     if hasattr(test, "picture_columns"):
         return test.picture_columns(COLUMNS)
-    count = min(COLUMNS, len(test))
-    picked = [round(i * (len(test) - 1) / max(1, count - 1)) for i in range(count)]
-    labels = [int(test[i][1]) for i in picked]
-    titles = [class_names[y] if class_names else str(y) for y in labels]
-    return picked, titles, f"{count} images spread evenly over the test split, titled by class"
+    from horkd.data import labels_of
+
+    labels = labels_of(test).tolist()
+    firsts: dict[int, int] = {}
+    for index, label in enumerate(labels):
+        firsts.setdefault(label, index)
+    picked = sorted(firsts.values())[:COLUMNS]
+    count = min(COLUMNS, len(labels))
+    spread = [round(i * (len(labels) - 1) / max(1, count - 1)) for i in range(count)]
+    picked += [i for i in spread if i not in picked][:count - len(picked)]
+    titles = [class_names[labels[i]] if class_names else str(labels[i]) for i in picked]
+    what = (f"one test image of each class ({min(len(firsts), COLUMNS)} of {len(firsts)})"
+            + (", then more from across the test split" if len(picked) > len(firsts) else "")
+            + ", titled by class")
+    return picked, titles, what
 
 
 def data_section(study: dict[str, Any], figures: Path) -> list[str]:
     """The page's section on its data: the picture and which regimes see which row; nothing
-    where the data is not on this machine (the page is then written without it)."""
+    where the data is not on this machine (the page is then written without it), one line
+    where it is but cannot be drawn (the picture never stops the page)."""
     try:
         base, regimes = _configs(study)
-        splits = test_split(base)
-    except (DataNotFoundError, OSError, ValueError):
+        return _section(base, regimes, page_splits(base), figures)
+    except DataNotFoundError:
         return []
-    test = splits.test
-    while isinstance(test, Subset):  # a test_subset's images: pictured from their whole split
-        test = test.dataset
-    try:
-        picked, titles, what = _columns(test, splits.info.class_names)
-        hr = torch.stack([test[i][0] for i in picked])
     except Exception as error:  # noqa: BLE001 - the picture must not stop the page
-        return ["", "## The data", "", f"No picture of the test images: {error}"]
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        return ["", "## The data", "", f"No picture of the test images: {first}"]
+
+
+def _section(base: Any, regimes: dict[str, Any], splits: DataSplits,
+             figures: Path) -> list[str]:
+    from horkd.experiment.context import degrade_spec, run_sides
+    from horkd.report.figures import image_rows
+
+    picked, titles, what = _columns(splits.test, splits.info.class_names)
+    hr = torch.stack([splits.test[i][0] for i in picked])
     side = hr.shape[-1]
     views = student_views(base, regimes, side)
+    plain = degrade_spec(base.degrade, run_sides(base.data.hr_size, side, base.degrade)[1],
+                         upsample=False)
     rows = [(f"HR {side} px\n(teacher)", hr)]
     for spec, _ in views:
         # seeded: the noise of a noisy view is the same on every rebuild of the page
         low = Degrader(side, spec)(hr, generator=torch.Generator().manual_seed(0))
-        rows.append((view_label(spec).replace(", ", "\n", 1), low))
-    from horkd.report.figures import image_rows
-
+        rows.append((view_label(spec, plain).replace(", ", "\n", 1), low))
     path = image_rows(rows, titles, figures / "data.png")
-    lines = [f"- {view_label(spec)}: " + ", ".join(f"`{r}`" for r in names)
+    lines = [f"- {view_label(spec, plain)}: " + ", ".join(f"`{r}`" for r in names)
              for spec, names in views]
     return ["", "## The data", "",
             f"Test images at HR, as the teacher sees them, and at each LR view the students "

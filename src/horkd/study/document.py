@@ -450,25 +450,26 @@ def _mean_interval(values: list[float], level: float = 0.95) -> tuple[float, flo
 
 
 def _sample_images(study: dict[str, Any], count: int = 2) -> tuple[Any, Any] | None:
-    """A few test images of the study's dataset at HR and as the students see them; None where
-    the data is not on this machine (the figure is then drawn without them)."""
+    """A few test images of the study's dataset at HR and as its main view shows them to the
+    students (the degradation :mod:`horkd.study.data_figure` draws); None where the data is not
+    on this machine or the images cannot be drawn (the figure is then drawn without them)."""
     from horkd.config import config_from_dict
     from horkd.data import DataNotFoundError
-    from horkd.degrade import Degrader, DegradeSpec
-    from horkd.study.data_figure import test_split
+    from horkd.degrade import Degrader
+    from horkd.experiment.context import degrade_spec, run_sides
+    from horkd.study.data_figure import page_splits
 
     try:
         cfg = config_from_dict(dict(study["base"]))
-        splits = test_split(cfg)
-    except (DataNotFoundError, OSError, ValueError):
-        return None
-    import torch
+        splits = page_splits(cfg)
+        import torch
 
-    hr = torch.stack([splits.test[i][0] for i in range(count)])
-    d = cfg.degrade
-    spec = DegradeSpec(lr_size=d.lr_size, interpolation=d.interpolation, antialias=d.antialias,
-                       blur_sigma=d.blur_sigma)
-    return hr, Degrader(hr.shape[-1], spec)(hr)
+        hr = torch.stack([splits.test[i][0] for i in range(count)])
+        _, lr = run_sides(cfg.data.hr_size, hr.shape[-1], cfg.degrade)
+        spec = degrade_spec(cfg.degrade, lr, upsample=False)
+        return hr, Degrader(hr.shape[-1], spec)(hr, generator=torch.Generator().manual_seed(0))
+    except (DataNotFoundError, OSError, ValueError, IndexError):
+        return None
 
 
 def ablation_figure(summary: dict[str, Any], out_dir: Path) -> tuple[Path, str] | None:
