@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -70,24 +71,23 @@ def _relations(rank: int, world: int, rounds: int, batch: int = GLOBAL_BATCH,
 
 
 def _arithmetic(rank: int, world: int, rounds: int) -> list[float]:
-    """ms per call of this rank's share of the terms (the rows and anchors the sharded path
-    gives it) from the whole global batch held locally: the same arithmetic, no collective."""
-    from horkd import distributed
+    """ms per call of this rank's share of the terms (HybridOrderLoss.share_of_relations, what
+    the sharded path computes) from the whole global batch held locally: the same arithmetic,
+    no collective."""
     from horkd.losses.numerics import relation_grams
 
     student, teacher, loss = _embeddings_and_loss(GLOBAL_BATCH)
-    share = distributed.my_share(GLOBAL_BATCH)
+    weights = {"order2_distance": loss.distance_weight, "order3_angle": loss.angle_weight}
 
     def call() -> None:
         gram_s, gram_t = relation_grams(student.clone().requires_grad_(True), teacher)
-        distance = loss.distance.from_gram(gram_s, gram_t, share)
-        angle = loss.angle.from_gram(gram_s, gram_t, share)
-        (loss.distance_weight * distance + loss.angle_weight * angle).backward()
+        share = loss.share_of_relations(gram_s, gram_t)
+        sum(weights[name] * term for name, term in share.items()).backward()
 
     return _timed(call, world, rounds)
 
 
-def _embeddings_and_loss(batch: int):
+def _embeddings_and_loss(batch: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
     from horkd.losses import HybridOrderLoss
 
     torch.manual_seed(0)
@@ -126,10 +126,11 @@ def _worker(rank: int, world: int, port: int, rounds: int, out: str) -> None:
                           RANK=str(rank), LOCAL_RANK=str(rank))
         dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        few = max(2, rounds // 4)
+        few = max(2, rounds // 2)
+        # the two rows the collectives' line subtracts are timed back to back
         result = {"relations": _relations(rank, world, rounds),
-                  **{f"relations{n}": _relations(rank, world, few, n, 1) for n in LARGER},
                   "arithmetic": _arithmetic(rank, world, rounds),
+                  **{f"relations{n}": _relations(rank, world, few, n, 1) for n in LARGER},
                   "step": _steps(rank, world, rounds)}
         Path(f"{out}.{rank}").write_text(json.dumps(result))
     finally:
@@ -165,20 +166,30 @@ def main() -> None:
             for key, values in run(world, rounds).items():
                 times[world].setdefault(key, []).extend(values)
     kernels = "fused CPU kernels" if cpu_kernels.installed() and cpu_kernels.enabled() else "eager ops"
-    print(f"gloo on this CPU, one thread per process, {kernels}; median over "
-          f"{rounds * repeats} rounds of {CALLS} calls per rank")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"gloo on this CPU, one thread per process, {kernels}; load average before: {load}; "
+          f"each figure the median over its rounds per rank, [min-max] beside it")
     label = {"relations": f"relational terms, global batch {GLOBAL_BATCH} (ms/rank)",
              **{f"relations{n}": f"relational terms, global batch {n} (ms/rank)"
                 for n in LARGER},
              "arithmetic": f"  their arithmetic alone, batch {GLOBAL_BATCH} (ms/rank)",
              "step": "demo HORKD student step, 128/rank (ms)"}
     median = {w: {k: statistics.median(v) for k, v in t.items()} for w, t in times.items()}
-    print(f"{'':52s} {'world 1':>9s} {'world 2':>9s} {'2 / 1':>6s}")
+    print(f"{'':52s} {'world 1':>20s} {'world 2':>20s} {'2 / 1':>6s} {'rounds':>6s}")
+
+    def cell(world: int, key: str) -> str:
+        values = times[world][key]
+        return f"{median[world][key]:7.2f} [{min(values):.1f}-{max(values):.1f}]"
+
     for key in ("relations", "arithmetic", *(f"relations{n}" for n in LARGER), "step"):
         one, two = median[1][key], median[2][key]
-        print(f"{label[key]:52s} {one:9.2f} {two:9.2f} {two / one:6.2f}")
+        ratio = f"{two / one:6.2f}" if key != "step" else f"{'-':>6s}"  # not one batch: below
+        print(f"{label[key]:52s} {cell(1, key):>20s} {cell(2, key):>20s} {ratio} "
+              f"{len(times[1][key]):6d}")
     images = {w: BATCH_PER_RANK * w / (median[w]["step"] / 1000) for w in (1, 2)}
-    print(f"{'demo step, images/s over all ranks':52s} {images[1]:9.0f} {images[2]:9.0f}")
+    # the step keeps 128 images per rank, so its relations span 256 at world 2 against 128:
+    # its time ratio compares unlike work; the images per second over all ranks do not
+    print(f"{'demo step, images/s over all ranks':52s} {images[1]:20.0f} {images[2]:20.0f}")
     collectives = median[2]["relations"] - median[2]["arithmetic"]
     print(f"collectives and waits at world 2, batch {GLOBAL_BATCH}: {collectives:.2f} ms/rank")
     ratio = median[2]["relations"] / median[1]["relations"]

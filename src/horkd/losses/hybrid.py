@@ -208,6 +208,23 @@ class HybridOrderLoss(nn.Module):
         self.bank.push(student, teacher, accept=torch.isfinite(distance))
         return distance
 
+    def share_of_relations(self, gram_s: Tensor, gram_t: Tensor,
+                           distance: bool = True) -> dict[str, Tensor]:
+        """This process's share of the relational terms (unweighted): the distance rows and the
+        angle anchors :func:`~horkd.distributed.my_share` gives it, from the Gram matrices of
+        the whole (gathered) batch; the shares of all processes sum to the terms. One process:
+        the whole terms. ``distance=False`` leaves the distance term out (the bank's is made
+        apart)."""
+        n = gram_s.shape[0]
+        share: dict[str, Tensor] = {}
+        if distance and self.distance_weight > 0:
+            share["order2_distance"] = self.distance.from_gram(gram_s, gram_t,
+                                                               distributed.my_share(n))
+        if self.angle_weight > 0:
+            anchors = distributed.my_share(self.angle.anchor_count(n))
+            share["order3_angle"] = self.angle.from_gram(gram_s, gram_t, anchors)
+        return share
+
     def _sharded_relations(self, student: Tensor, teacher: Tensor) -> dict[str, Tensor]:
         """The global batch's relations, each process computing its share of the anchor rows:
         the embeddings are gathered (backward sums the processes' gradients of each sample),
@@ -217,22 +234,15 @@ class HybridOrderLoss(nn.Module):
         cost of the N^3 angle term falls as 1 / processes."""
         student = distributed.gather_summing_grad(student)
         teacher = distributed.gather_summing_grad(teacher)
-        n = student.shape[0]
         gram_s, gram_t = relation_grams(student, teacher)
-        names: list[str] = []
-        parts: list[Tensor] = []
-        if self.distance_weight > 0 and self.bank is not None and self.training:
+        banked = self.distance_weight > 0 and self.bank is not None and self.training
+        share = self.share_of_relations(gram_s, gram_t, distance=not banked)
+        if banked:
             # the bank's term is computed whole by every process (the bank is the same on
             # all): each takes 1 / processes of it, so the sum is the term once
-            names.append("order2_distance")
-            parts.append(self._bank_distance(student, teacher) / distributed.world_size())
-        elif self.distance_weight > 0:
-            names.append("order2_distance")
-            parts.append(self.distance.from_gram(gram_s, gram_t, distributed.my_share(n)))
-        if self.angle_weight > 0:
-            share = distributed.my_share(self.angle.anchor_count(n))
-            names.append("order3_angle")
-            parts.append(self.angle.from_gram(gram_s, gram_t, share))
+            share = {"order2_distance": self._bank_distance(student, teacher)
+                     / distributed.world_size(), **share}
+        names, parts = list(share), list(share.values())
         if not parts:
             return {}
         weights = {"order2_distance": self.distance_weight, "order3_angle": self.angle_weight}
