@@ -37,7 +37,7 @@ SPLIT_RULES: Registry[Callable[[str], str | None]] = Registry(
 #: What a dataset's builder makes of its files, where its rules can change (the glyph set's
 #: drawing and choice of faces): name -> () -> version, part of the digest, so a stage that
 #: learnt from an older make of the same files is trained again.
-DATA_VERSIONS: Registry[Callable[[], int]] = Registry(
+DATA_VERSIONS: Registry[Callable[[], int | str]] = Registry(
     "dataset versions", lazy={"glyphs": "horkd.data.glyphs"})
 
 
@@ -84,7 +84,7 @@ def folder_digest(root: Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8192)  # a font folder holds hundreds of files: walked each call
 def _content_digest(path: str, size: int, mtime_ns: int) -> str:
     """A file's content digest (a ``.gz`` file's decompressed content), read once per process
     for each (size, time) it is seen with."""

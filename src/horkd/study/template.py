@@ -104,8 +104,12 @@ def study_for_folder(
     hr, lr = run_sides(hr_size, hr, DegradeConfig(lr_size=lr_size))  # as `horkd run` does
     for line in odd_sides(hr, lr, "--hr-size", "--lr-size"):  # the options of this command
         print(line, file=sys.stderr)
-    print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this folder "
-          "with configs/image_folder.yaml; --hr-size, --lr-size choose others)", file=sys.stderr)
+    if hr_size is None and lr_size is None:
+        print(f"study init: HR side {hr} px, LR side {lr} px (the sides `horkd run` gives this "
+              "folder with configs/image_folder.yaml; --hr-size, --lr-size choose others)",
+              file=sys.stderr)
+    else:  # the user's own choice: not the sides `horkd run` would give the folder
+        print(f"study init: HR side {hr} px, LR side {lr} px (as asked)", file=sys.stderr)
     if channels is None:
         channels = stored_channels(str(root))  # as `horkd run` decides for the folder
         if channels == 1:
