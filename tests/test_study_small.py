@@ -230,3 +230,13 @@ def test_a_small_folder_is_told_how_few_validation_images_its_choices_rest_on(tm
     said = re.search(r"rests on about (\d+) validation images \(10% of the (\d+) training", out.err)
     assert said and 80 <= int(said[2]) <= 112 and int(said[1]) == round(int(said[2]) / 10)
     assert "# Few: every choice of the study" in out.out
+
+
+def test_a_cell_without_an_interval_says_why(tmp_path):
+    """Before any baseline is recorded the cells say so, not 'another teacher'."""
+    summary = _summary()
+    summary["finals"] = [f for f in summary["finals"] if f["method"] == "horkd"]
+    text = _page(tmp_path, summary)
+    assert "vs best baseline (none yet, by val)" in text
+    assert "no baseline recorded yet" in text
+    assert "another teacher" not in text

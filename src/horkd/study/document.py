@@ -124,7 +124,7 @@ def regime_tables(
     costs = student_costs(summary)
     lines = [
         "| method | chosen settings | val mean | test mean | std | "
-        f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best}, by val) | "
+        f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best or 'none yet'}, by val) | "
         f"vs {scratch or 'scratch'} |" + (" gap closed |" if oracle else "")
         + " CPU-min per seed (run + teacher share) |",
         "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else "") + "---|",
@@ -159,8 +159,8 @@ def regime_tables(
             "mean": stats.mean,
             "std": stats.std,
             "values": series,
-            "vs_best": vs_best.as_dict() if vs_best else None,
-            "vs_scratch": vs_scratch.as_dict() if vs_scratch else None,
+            "vs_best": None if isinstance(vs_best, str) else vs_best.as_dict(),
+            "vs_scratch": None if isinstance(vs_scratch, str) else vs_scratch.as_dict(),
             "gap_closed": gap,
             "cpu_seconds": cost,
             "numerics_version": data["numerics"].get(method),
@@ -221,20 +221,27 @@ def ship_line(summary: dict[str, Any], regime: str) -> tuple[str, dict[str, Any]
 
 
 def _paired(data: dict[str, Any], seeds: list[int], method: str,
-            other: str | None) -> Difference | None:
-    """``method - other`` paired over the seeds whose runs learnt from the same teacher; None
-    without ``other`` or with no such seed."""
-    if other is None or other not in data["students"]:
-        return None
+            other: str | None) -> Difference | str:
+    """``method - other`` paired over the seeds whose runs learnt from the same teacher, or why
+    there is no such interval (no baseline yet, the baseline pending, no seed of one teacher,
+    one seed)."""
+    if other is None:
+        return "no baseline recorded yet"
+    if other not in data["students"]:
+        return f"{other} pending"
     a, b, _ = paired_values(seeds, data["students"][method], data["students"][other],
                             data["weights"].get(method, {}), data["weights"].get(other, {}))
-    return paired_difference(a, b) if a else None
+    if not a:
+        return "not paired (another teacher)"
+    if len(a) < 2:
+        return "one seed of one teacher: no interval"
+    return paired_difference(a, b)
 
 
-def _cell(diff: Difference | None, itself: bool) -> str:
+def _cell(diff: Difference | str, itself: bool) -> str:
     if itself:
         return "-"
-    return diff.interval() if diff else "not paired (another teacher)"
+    return diff if isinstance(diff, str) else diff.interval()
 
 
 def _settings(chosen: dict[str, Any]) -> str:
