@@ -8,6 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
+from horkd.config import DataConfig
 from horkd.data.glyphs.cache import MIN_FAMILIES, load_glyphs, too_few_families
 from horkd.data.glyphs.fonts import UNREAD_EXTENSIONS, font_files
 from horkd.data.registry import DataNotFoundError
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--processes", type=int, default=None)
-    parser.add_argument("--min-families", type=int, default=20,
+    parser.add_argument("--min-families", type=int,
+                        default=DataConfig.model_fields["glyph_min_families"].default,
                         help="the data.glyph_min_families a run is checked against")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -246,9 +246,12 @@ def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
         return {"status": "unreadable", "why": f"{exc}"[:200]}
     plain = renderer.plain()
     digests = [hashlib.sha256(image.tobytes()).hexdigest() for image in plain]
-    same = len(digests) - len(set(digests))
-    if same > INDISTINCT_LIMIT:
-        return {"status": "indistinct", "why": f"{same} characters drawn like another"}
+    first: dict[str, str] = {}
+    alike = [f"{c}={first.setdefault(d, c)}" for c, d in zip(CHARACTERS, digests, strict=True)
+             if first.setdefault(d, c) != c]
+    if len(alike) > INDISTINCT_LIMIT:
+        return {"status": "indistinct",
+                "why": f"{len(alike)} characters drawn like another ({' '.join(alike)})"}
     # judged at one size, so every hr_size keeps the same faces
     probe = renderer if side == CAPITALS_SIDE else FaceRenderer(path, CAPITALS_SIDE, index)
     capitals = small_as_capitals(probe.canvases)
