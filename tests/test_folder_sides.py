@@ -169,3 +169,10 @@ def test_study_init_gives_its_advice_once_in_its_own_options(tmp_path, capsys):
     assert err.count("--channels 3") == 1 and err.count("grey") == 1, err
     for key in ("data.hr_size", "data.channels", "degrade.lr_size", "degrade.factor"):
         assert key not in err, (key, err)
+    assert "the sides `horkd run` gives this folder" in err
+    # sides the user chose are not the ones a run would give the folder: not said to be
+    assert main(["study", "init", "--data", str(folder), "--hr-size", "16", "--lr-size", "4",
+                 "--out", str(tmp_path / "chosen.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "HR side 16 px, LR side 4 px (as asked)" in err
+    assert "the sides `horkd run` gives" not in err
