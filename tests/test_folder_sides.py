@@ -114,13 +114,18 @@ def test_small_sides_warn_and_impossible_ones_are_one_line_errors(tmp_path, caps
             "sets another)") in capsys.readouterr().err
 
 
+def _grey_folder(root, classes: int, per_class: int, side: int, step: int):
+    """Flat grey PNGs, one grey level per image, ``step`` apart between classes."""
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((side, side), 40 + step * c + i, np.uint8)).save(
+                root / f"class{c}" / f"{i}.png")
+    return root
+
+
 def test_a_folder_of_grey_images_trains_with_one_channel(tmp_path, capsys, monkeypatch):
-    grey = tmp_path / "grey"
-    for c in range(2):
-        (grey / f"class{c}").mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(np.full((12, 12), 40 + 150 * c + i, np.uint8)).save(
-                grey / f"class{c}" / f"{i}.png")
+    grey = _grey_folder(tmp_path / "grey", classes=2, per_class=10, side=12, step=150)
     # grey pictures stored otherwise, as a real folder has some: RGBA, a palette, an RGB JPEG
     picture = Image.fromarray(np.arange(144, dtype=np.uint8).reshape(12, 12))
     picture.convert("RGBA").save(grey / "class0/rgba.png")
@@ -157,12 +162,7 @@ def test_a_folder_run_is_named_after_the_folder(tmp_path):
 def test_study_init_gives_its_advice_once_in_its_own_options(tmp_path, capsys):
     """The side and channels study init took are said once, as the options that change them
     (--hr-size, --lr-size, --channels), not again as a run's config keys beside them."""
-    folder = tmp_path / "scans"
-    for c in range(3):
-        (folder / f"class{c}").mkdir(parents=True)
-        for i in range(30):
-            Image.fromarray(np.full((10, 10), 40 + 60 * c + i, np.uint8)).save(
-                folder / f"class{c}" / f"{i}.png")
+    folder = _grey_folder(tmp_path / "scans", classes=3, per_class=30, side=10, step=60)
     assert main(["study", "init", "--data", str(folder)]) == 0
     err = capsys.readouterr().err
     assert "check --hr-size" in err and "check --lr-size" in err  # 10 px and 2 px: odd, said
