@@ -59,6 +59,7 @@ def _worker(rank: int, world: int, port: int, relations: str, out: str) -> None:
                  "grads": [p.grad.clone() for p in student.parameters()]},
                 out,
             )
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 
@@ -159,6 +160,7 @@ def _sharded_worker(rank: int, world: int, port: int, kernels: bool, anchors: in
         with rows:
             steps = _train_steps(model, ddp, x[part], z[part], loss, switch, seed=1 + rank)
         torch.save(steps, f"{out}.{rank}")
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 
@@ -203,6 +205,7 @@ def _unequal_rows_worker(rank: int, world: int, port: int, out: str) -> None:
         except RuntimeError as exc:
             message = str(exc)
         Path(f"{out}.{rank}").write_text(f"{gathered.shape[0]}|{message}")
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 
@@ -241,6 +244,7 @@ def _gathered_rows_worker(rank: int, world: int, port: int, out: str) -> None:
             except (RuntimeError, ValueError) as exc:
                 messages.append(str(exc))
         Path(f"{out}.{rank}").write_text("|".join(messages))
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 
@@ -305,6 +309,7 @@ def _evaluation_worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         horkd.tasks.base.EVAL_BATCH = 8
         torch.save(_evaluate(*_evaluation_problem()), f"{out}.{rank}")
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 

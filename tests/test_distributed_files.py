@@ -76,6 +76,7 @@ def _worker(rank: int, port: int, unreadable: list[int], out: str) -> None:
         report = skipped_images(ctx)  # every rank calls it; rank 0's holds every rank's files
         torch.save({"rows": rows, "lost": dataset.lost, "report": report},
                    Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 

@@ -107,6 +107,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         torch.save({"straight": straight, "crashed": crashed, "resumed": resumed,
                     "weights": weights, "again": again, "stop": stop, "after_stop": after_stop,
                     "after_stop_weights": after_stop_weights}, base / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 

@@ -108,6 +108,7 @@ def _sharded_worker(rank: int, world: int, port: int, out: str) -> None:
         per_step, epoch, result = _reads(trainer)
         torch.save({"per_step": per_step, "epoch": epoch, "skipped": result.skipped_steps},
                    Path(out) / f"reads{rank}.pt")
+        dist.barrier()  # both ranks done: neither tears its gloo pairs down under the other
     finally:
         dist.destroy_process_group()
 
