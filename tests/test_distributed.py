@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +20,13 @@ from horkd.data.augment import FlipViews
 from horkd.data.memory import TensorImageDataset
 from horkd.losses import HybridOrderLoss
 from tests.conftest import tiny_config_dict
+from tests.gloo_port import free_port
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 def _problem(seed: int = 0):

@@ -5,7 +5,6 @@ of the same size (the sharded relations' gathers count on it)."""
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +12,7 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_port import free_port
 from torch.utils.data import Dataset
 from toy_nets import CrossEntropy, LinearNet
 
@@ -88,9 +88,7 @@ def test_a_file_failing_on_one_rank_leaves_the_ranks_steps_equal(tmp_path, capfd
     fails again when read in the second epoch."""
     order = _loader(_Files(set()), rank=1)._order().tolist()
     unreadable = [order[0], order[4], order[5]]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     mp.spawn(_worker, args=(port, unreadable, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["rows"] for r in ranks] == [[BATCH] * (EPOCHS * SAMPLES // (2 * BATCH))] * 2

@@ -9,7 +9,6 @@ On a CPU the waits are counted by instrumenting the calls that read a tensor on 
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_port import free_port
 from toy_nets import CrossEntropy, LinearNet
 
 from horkd import trainer as trainer_module
@@ -118,9 +118,7 @@ def test_a_sharded_training_step_reads_the_device_once(tmp_path):
     and the reference's embeddings read no row counts (each rank's are its own, the trainer
     declares them equal), so a step still waits once, and the check that the ranks' batches
     were equal rides on that one read."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     mp.spawn(_sharded_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         reads = torch.load(tmp_path / f"reads{rank}.pt", weights_only=True)
