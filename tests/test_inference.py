@@ -334,3 +334,31 @@ def test_verify_uses_the_threshold_chosen_on_validation_pairs(tmp_path, capsys):
     assert "similarity" in line and "validation split" in line
     assert main(["verify", str(model), str(same[0]), str(other[0]), "--threshold", "2"]) == 0
     assert "different" in capsys.readouterr().out  # cosine never reaches 2
+
+
+def test_search_names_each_bad_file_on_its_own_side_whole(retrieval_model, tmp_path):
+    """A bad gallery file in the gallery column, a bad query in the query column, each path whole
+    (even with ': ' in it), and the same rows again when the gallery index is reused."""
+    import shutil
+
+    seed_dir, images = retrieval_model
+    gallery, query = tmp_path / "gallery", tmp_path / "query"
+    shutil.copytree(images / "gallery", gallery)
+    shutil.copytree(images / "query", query)
+    bad_gallery = gallery / "class_0" / "scan: 1.png"
+    bad_query = query / "class_0" / "probe: 2.png"
+    bad_gallery.parent.mkdir(exist_ok=True)
+    bad_query.parent.mkdir(exist_ok=True)
+    bad_gallery.write_text("not an image")
+    bad_query.write_text("not an image")
+    from horkd.inference.commands import search
+
+    out = tmp_path / "s.csv"
+    for reused in (False, True):
+        outcome = search(seed_dir / "students/scratch", gallery, query, out=out, top_k=1)
+        assert outcome.index_reused is reused and outcome.status == 1
+        bad = [r for r in csv.DictReader(out.open()) if r["error"]]
+        assert {(r["query"], r["gallery"]) for r in bad} == {(str(bad_query), ""),
+                                                             ("", str(bad_gallery))}
+        assert all(r["error"] and "scan" not in r["error"] and "probe" not in r["error"]
+                   for r in bad)

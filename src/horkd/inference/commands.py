@@ -202,16 +202,18 @@ def gallery_index(
 
         with safe_open(str(index_path), "pt") as handle:
             meta = handle.metadata() or {}
-        if meta.get("key") == key:
+        if meta.get("key") == key and "failed_rows" in meta:  # older indexes: made again
             stored = load_file(str(index_path))["embeddings"]
-            failures.items.extend(json.loads(meta.get("failed", "[]")))
+            rows = [tuple(r) for r in json.loads(meta.get("failed_rows", "[]"))]
+            failures.rows.extend(rows)
+            failures.items.extend(f"{path}: {reason}" for path, reason in rows)
             return stored, [Path(p) for p in json.loads(meta["paths"])], True
     embeddings, kept = _embeddings(model, files, "hr_raw", batch_size, workers, failures,
                                    "gallery")
     embeddings = F.normalize(embeddings, dim=1) if len(kept) else embeddings
     kept_files = [files[i] for i in kept]
     meta = {"key": key, "paths": json.dumps([str(p) for p in kept_files]),
-            "failed": json.dumps(failures.items)}
+            "failed_rows": json.dumps(failures.rows)}
     atomic_write(index_path, lambda tmp: save_file({"embeddings": embeddings.contiguous()}, tmp,
                                                    metadata=meta), "the gallery index")
     return embeddings, kept_files, False
@@ -266,13 +268,14 @@ def search(
     embedder = Recogniser.load(gallery_model) if gallery_model else model
     to_gallery = query_map(model, embedder)
     target = Path(out) if out else Path("search.csv")
-    failures = Failures()
+    lost_gallery, lost_queries = Failures(), Failures()
     index_path = target.with_suffix(".index.safetensors")
     gallery_emb, gallery_files, reused = gallery_index(
-        embedder, image_paths([gallery]), index_path, batch_size, workers, failures
+        embedder, image_paths([gallery]), index_path, batch_size, workers, lost_gallery
     )
     queries = image_paths([query])
-    query_emb, kept = _embeddings(model, queries, kind, batch_size, workers, failures, "query")
+    query_emb, kept = _embeddings(model, queries, kind, batch_size, workers, lost_queries,
+                                  "query")
     with _writer(target, "the search results") as handle:
         writer = csv.writer(handle, lineterminator="\n")  # what cut, awk and diff expect
         writer.writerow(["query", "rank", "gallery", "similarity", "error"])
@@ -284,10 +287,12 @@ def search(
                                                       strict=True), start=1):
                     writer.writerow([str(queries[index]), rank, str(gallery_files[int(g)]),
                                      f"{float(score):.6f}", ""])
-        for message in failures.items:  # the file in its column, what is wrong in the error's
-            path, _, reason = message.partition(": ")
+        # each file in its own side's column, what is wrong in the error's
+        for path, reason in lost_queries.rows:
             writer.writerow([path, "", "", "", reason])
-    return Outcome(target, len(kept), failures.items, reused)
+        for path, reason in lost_gallery.rows:
+            writer.writerow(["", "", path, "", reason])
+    return Outcome(target, len(kept), lost_gallery.items + lost_queries.items, reused)
 
 
 # ----------------------------------------------------------------------------- verify

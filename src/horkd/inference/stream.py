@@ -90,6 +90,7 @@ class Failures:
     on files that were used (an image far below the model's input size), by path index."""
 
     items: list[str] = field(default_factory=list)  # "path: what is wrong", for a log line
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong): a table's
     notes: dict[int, str] = field(default_factory=dict)
     at: dict[int, str] = field(default_factory=dict)  # path index -> what is wrong (no path)
 
@@ -115,6 +116,7 @@ def stream(
     for batches, failed, notes in loader:
         if failures is not None:
             failures.items.extend(f"{paths[i]}: {error}" for i, error in failed)
+            failures.rows.extend((str(paths[i]), error) for i, error in failed)
             failures.at.update(failed)
             failures.notes.update(notes)
         yield from batches
