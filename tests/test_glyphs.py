@@ -135,6 +135,7 @@ def test_the_render_command_says_in_one_line_what_to_do(
     assert refused.value.code == 1
     out = capsys.readouterr().out
     assert "8 usable faces in 5 design groups" in out
+    assert "1 render per character" in out  # one render, one word
     # each font left out is named, where it lies under the root, with why
     assert "left out (unreadable) more/x.ttf: TTLibError" in out
     assert "left out (other characters) cmex10.ttf" in out

@@ -240,3 +240,5 @@ def test_a_cell_without_an_interval_says_why(tmp_path):
     assert "vs best baseline (none yet, by val)" in text
     assert "no baseline recorded yet" in text
     assert "another teacher" not in text
+    # no teacher is on the page: none is said to be timed above
+    assert "(and teachers trained beforehand) is reused" in text

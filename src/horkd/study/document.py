@@ -897,7 +897,8 @@ def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
         "that stopped and scores nothing twice). Its last invocation took "
         f"{duration(summary['seconds'])} of wall time with {summary['workers']} worker "
         f"process(es), {summary['threads_per_worker']} thread(s) each; work finished by earlier "
-        "invocations (and teachers trained beforehand, timed above) is reused, not counted. "
+        "invocations (and teachers trained beforehand"
+        + (", timed above" if summary.get("teachers") else "") + ") is reused, not counted. "
         f"The recorded runs on this page took {duration(summary.get('compute_seconds', 0))} of "
         "training and scoring in all (the sum of their own wall times).",
         "",

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         s = c[name]
         print(f"  {name:5s} {s['families']:4d} groups {s['faces']:4d} faces "
               f"{s['images']:7d} images")
-    print(f"  {m['side']} px, {m['renders']} renders per character; rendered in {m['seconds']} s "
-          f"on {m['processes']} processes; this call {time.perf_counter() - start:.1f} s; "
+    renders = f"{m['renders']} render" + ("s" if m["renders"] != 1 else "")
+    processes = f"{m['processes']} process" + ("es" if m["processes"] != 1 else "")
+    print(f"  {m['side']} px, {renders} per character; rendered in {m['seconds']} s "
+          f"on {processes}; this call {time.perf_counter() - start:.1f} s; "
           f"cache: {found.folder}")
     short = too_few_families(c, max(MIN_FAMILIES, args.min_families), args.root)
     if short:
