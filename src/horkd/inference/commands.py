@@ -204,9 +204,7 @@ def gallery_index(
             meta = handle.metadata() or {}
         if meta.get("key") == key and "failed_rows" in meta:  # older indexes: made again
             stored = load_file(str(index_path))["embeddings"]
-            rows = [tuple(r) for r in json.loads(meta.get("failed_rows", "[]"))]
-            failures.rows.extend(rows)
-            failures.items.extend(f"{path}: {reason}" for path, reason in rows)
+            failures.rows.extend(tuple(r) for r in json.loads(meta["failed_rows"]))
             return stored, [Path(p) for p in json.loads(meta["paths"])], True
     embeddings, kept = _embeddings(model, files, "hr_raw", batch_size, workers, failures,
                                    "gallery")

@@ -89,10 +89,14 @@ class Failures:
     """Files that could not be used, in the order met: (path index, what is wrong); and notes
     on files that were used (an image far below the model's input size), by path index."""
 
-    items: list[str] = field(default_factory=list)  # "path: what is wrong", for a log line
-    rows: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong): a table's
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
     notes: dict[int, str] = field(default_factory=dict)
     at: dict[int, str] = field(default_factory=dict)  # path index -> what is wrong (no path)
+
+    @property
+    def items(self) -> list[str]:
+        """``"path: what is wrong"`` per file, for a log line or an errors file."""
+        return [f"{path}: {reason}" for path, reason in self.rows]
 
 
 def stream(
@@ -115,7 +119,6 @@ def stream(
     )
     for batches, failed, notes in loader:
         if failures is not None:
-            failures.items.extend(f"{paths[i]}: {error}" for i, error in failed)
             failures.rows.extend((str(paths[i]), error) for i, error in failed)
             failures.at.update(failed)
             failures.notes.update(notes)
