@@ -55,7 +55,8 @@ def rules_digest() -> str:
 
     rules = [sorted(fonts.STYLE_WORDS), sorted(designs.COMMON_WORDS), designs.NEAR_TWIN,
              fonts.NUMBERED_GLYPH, fonts.CHARACTERS, SMALL_CAPITALS_LIMIT, CAPITALS_SIDE,
-             INDISTINCT_LIMIT, OTHER_NAMES_LIMIT, render.FILL, render.SUPERSAMPLE]
+             INDISTINCT_LIMIT, OTHER_NAMES_LIMIT, render.FILL, render.SUPERSAMPLE,
+             render.SMALL_CAPS_SIDE, render.SMALL_CAPS_OVERLAP]
     return hashlib.sha256(json.dumps(rules).encode()).hexdigest()[:12]
 
 
@@ -265,7 +266,8 @@ def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
     content = _content_digest(path, stat.st_size, stat.st_mtime_ns)
     seed = face_seed(f"{content}#{index}" if index else content)
     return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),
-            "shape": np.packbits(probe.plain() > 127),  # what near twins are judged on
+            # what near twins are judged on, at the probe's side
+            "shape": np.packbits((plain if probe is renderer else probe.plain()) > 127),
             "face": {"file": face_name(path, index), "family": face.family, "style": face.style, "key": face.key},
             "images": renderer.varied(renders, seed)}
 

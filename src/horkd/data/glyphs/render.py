@@ -125,7 +125,12 @@ def _vary(canvases: torch.Tensor, rng: np.random.Generator, v: Variation,
     return (image * 255.0).round().astype(np.uint8)
 
 
-def small_as_capitals(canvases: list[np.ndarray], side: int = 24, overlap: float = 0.75) -> str:
+SMALL_CAPS_SIDE = 24  # the side each letter's ink is scaled to before a small letter and its
+SMALL_CAPS_OVERLAP = 0.75  # capital are compared, and the overlap (IoU) that calls them alike
+
+
+def small_as_capitals(canvases: list[np.ndarray], side: int = SMALL_CAPS_SIDE,
+                      overlap: float = SMALL_CAPS_OVERLAP) -> str:
     """The small letters drawn as their capital at another size (a small-caps or titling face):
     each letter's ink, cropped to its box and scaled to ``side`` px, covers its capital's with an
     intersection over union above ``overlap``. A text face has about ten such (c o s v w x z and
