@@ -316,7 +316,7 @@ def test_the_page_pictures_confusable_glyphs_of_test_fonts_at_hr_and_lr(
     study = {"base": base, "regimes": {
         "plain": {"overrides": []},
         "hard": {"overrides": ["degrade.lr_size=3", "degrade.noise_std=0.05"]}}}
-    lines = data_section(study, tmp_path)
+    lines, _ = data_section(study, tmp_path)
     assert "- LR 4 px: `plain`" in lines and "- LR 3 px, noise 0.05: `hard`" in lines
     assert any("test font" in line for line in lines)
     assert np.asarray(Image.open(tmp_path / "data.png").convert("L")).std() > 20

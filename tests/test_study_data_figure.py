@@ -39,7 +39,7 @@ def test_each_lr_view_is_a_row_and_names_its_regimes(tmp_path: Path) -> None:
 
     figures = tmp_path / "page"
     figures.mkdir()
-    lines = data_section(study, figures)
+    lines, _ = data_section(study, figures)
     assert "## The data" in lines
     assert "- LR 4 px: `small`, `across`" in lines
     assert "- LR 4 px, bicubic: `bicubic`" in lines  # two views, two labels
@@ -54,7 +54,7 @@ def test_each_lr_view_is_a_row_and_names_its_regimes(tmp_path: Path) -> None:
 def test_a_study_whose_data_is_not_here_is_written_without_the_picture(tmp_path: Path) -> None:
     study = _study(tmp_path)
     study["base"]["data"] = {"dataset": "image_folder", "root": str(tmp_path / "absent")}
-    assert data_section(study, tmp_path) == []
+    assert data_section(study, tmp_path) == ([], None)
     assert not (tmp_path / "data.png").exists()
 
 
@@ -69,6 +69,6 @@ def test_a_test_split_that_cannot_be_read_says_so_in_one_line(tmp_path: Path) ->
         (root / f"class{c}" / "junk.png").write_text("not an image")
     study = _study(tmp_path)
     study["base"]["data"] = {"dataset": "image_folder", "root": str(root), "hr_size": 16}
-    lines = data_section(study, tmp_path)
+    lines, _ = data_section(study, tmp_path)
     assert lines[:2] == ["", "## The data"]
     assert lines[-1].startswith("No picture of the test images: ") and "\n" not in lines[-1]

@@ -113,22 +113,27 @@ def _columns(test: Any, class_names: list[str] | None) -> tuple[list[int], list[
     return picked, titles, what
 
 
-def data_section(study: dict[str, Any], figures: Path) -> list[str]:
-    """The page's section on its data: the picture and which regimes see which row; nothing
-    where the data is not on this machine (the page is then written without it), one line
-    where it is but cannot be drawn (the picture never stops the page)."""
+Samples = tuple[torch.Tensor, torch.Tensor]  # a few test images at HR and at the main view
+
+
+def data_section(study: dict[str, Any], figures: Path) -> tuple[list[str], Samples | None]:
+    """The page's section on its data (the picture and which regimes see which row), and the
+    first two test images at HR and at the base config's view, for the labels curve's strip:
+    the data is read once a page. No section where the data is not on this machine (the page
+    is then written without it), one line where it is but cannot be drawn (the picture never
+    stops the page)."""
     try:
         base, regimes = _configs(study)
         return _section(base, regimes, page_splits(base), figures)
     except DataNotFoundError:
-        return []
+        return [], None
     except Exception as error:  # noqa: BLE001 - the picture must not stop the page
         first = (str(error).splitlines() or [type(error).__name__])[0]
-        return ["", "## The data", "", f"No picture of the test images: {first}"]
+        return ["", "## The data", "", f"No picture of the test images: {first}"], None
 
 
 def _section(base: Any, regimes: dict[str, Any], splits: DataSplits,
-             figures: Path) -> list[str]:
+             figures: Path) -> tuple[list[str], Samples]:
     from horkd.experiment.context import degrade_spec, run_sides
     from horkd.report.figures import image_rows
 
@@ -138,16 +143,19 @@ def _section(base: Any, regimes: dict[str, Any], splits: DataSplits,
     views = student_views(base, regimes, side)
     plain = degrade_spec(base.degrade, run_sides(base.data.hr_size, side, base.degrade)[1],
                          upsample=False)
-    rows = [(f"HR {side} px\n(teacher)", hr)]
-    for spec, _ in views:
+
+    def seen(spec: DegradeSpec, images: torch.Tensor) -> torch.Tensor:
         # seeded: the noise of a noisy view is the same on every rebuild of the page
-        low = Degrader(side, spec)(hr, generator=torch.Generator().manual_seed(0))
-        rows.append((view_label(spec, plain).replace(", ", "\n", 1), low))
+        return Degrader(side, spec)(images, generator=torch.Generator().manual_seed(0))
+
+    rows = [(f"HR {side} px\n(teacher)", hr)]
+    rows += [(view_label(spec, plain).replace(", ", "\n", 1), seen(spec, hr)) for spec, _ in views]
     path = image_rows(rows, titles, figures / "data.png")
     lines = [f"- {view_label(spec, plain)}: " + ", ".join(f"`{r}`" for r in names)
              for spec, names in views]
+    first = torch.stack([splits.test[i][0] for i in range(min(2, len(splits.test)))])
     return ["", "## The data", "",
             f"Test images at HR, as the teacher sees them, and at each LR view the students "
             f"train and are tested on; columns: {what}.", "",
             f"![test images at HR and as the students see them]({figure_link(path)})", "",
-            "The regimes of each LR view:", "", *lines]
+            "The regimes of each LR view:", "", *lines], (first, seen(plain, first))

@@ -405,7 +405,8 @@ def curve_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
     return resolution_curve(means, metric, out_dir / "resolution_curve.png", lr_size=lr_size)
 
 
-def labels_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
+def labels_figure(summary: dict[str, Any], out_dir: Path,
+                  samples: tuple[Any, Any] | None = None) -> Path | None:
     """The study's ``label_curve`` regimes along the share of labels the students use: every
     baseline and method of ours recorded in all of them, with the HR teacher and the LR oracle."""
     from horkd.config import apply_overrides
@@ -443,7 +444,7 @@ def labels_figure(summary: dict[str, Any], out_dir: Path) -> Path | None:
         return None
     references = {k: v for k, v in references.items() if math.isfinite(v)}
     return label_curve(series, references, metric, out_dir / "labels_curve.png",
-                       _sample_images(study))
+                       samples)
 
 
 def _mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -454,29 +455,6 @@ def _mean_interval(values: list[float], level: float = 0.95) -> tuple[float, flo
     if s.n < 2:
         return s.mean, 0.0
     return s.mean, float(scipy_stats.t.ppf(0.5 + level / 2, s.n - 1) * s.std / s.n ** 0.5)
-
-
-def _sample_images(study: dict[str, Any], count: int = 2) -> tuple[Any, Any] | None:
-    """A few test images of the study's dataset at HR and as its main view shows them to the
-    students (the degradation :mod:`horkd.study.data_figure` draws); None where the data is not
-    on this machine or the images cannot be drawn (the figure is then drawn without them)."""
-    from horkd.config import config_from_dict
-    from horkd.data import DataNotFoundError
-    from horkd.degrade import Degrader
-    from horkd.experiment.context import degrade_spec, run_sides
-    from horkd.study.data_figure import page_splits
-
-    try:
-        cfg = config_from_dict(dict(study["base"]))
-        splits = page_splits(cfg)
-        import torch
-
-        hr = torch.stack([splits.test[i][0] for i in range(count)])
-        _, lr = run_sides(cfg.data.hr_size, hr.shape[-1], cfg.degrade)
-        spec = degrade_spec(cfg.degrade, lr, upsample=False)
-        return hr, Degrader(hr.shape[-1], spec)(hr, generator=torch.Generator().manual_seed(0))
-    except (DataNotFoundError, OSError, ValueError, IndexError):
-        return None
 
 
 def ablation_figure(summary: dict[str, Any], out_dir: Path) -> tuple[Path, str] | None:
@@ -859,9 +837,10 @@ def _map_note(finals: list[dict[str, Any]], regime: str) -> str:
             + "; ".join(found) + ".")
 
 
-def _figures(summary: dict[str, Any], figures: Path) -> list[str]:
+def _figures(summary: dict[str, Any], figures: Path,
+             samples: tuple[Any, Any] | None = None) -> list[str]:
     parts: list[str] = []
-    labels = labels_figure(summary, figures)
+    labels = labels_figure(summary, figures, samples)
     if labels is not None:
         parts += ["", "## What the teacher is worth as labels grow scarce", "",
                   "Regimes " + ", ".join(f"`{r}`" for r in summary["study"]["label_curve"])
@@ -913,9 +892,10 @@ def write_document(
     figures = figures_folder(doc_path)
     figures.mkdir(parents=True, exist_ok=True)
     regimes, facts_by_regime = _regimes(summary, figures)
-    parts = (_setup(summary) + data_section(summary["study"], figures)
+    data, samples = data_section(summary["study"], figures)  # the data read once a page
+    parts = (_setup(summary) + data
              + findings(summary, facts_by_regime) + regimes
-             + _figures(summary, figures) + _closing(summary, command))
+             + _figures(summary, figures, samples) + _closing(summary, command))
     # whole or as it was: an interrupted or failed rebuild leaves the previous page
     write_text(doc_path, "\n".join(parts), "the study's results page")
     write_text(figures / "facts.json", json.dumps(facts_by_regime, indent=1),
