@@ -216,6 +216,8 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
     assert len(list((records / "teachers").glob("*.json"))) == 1
     made = json.loads(next(records.rglob("final-seed0.json")).read_text())
     assert made["environment"]["cpu_capability"]  # where the bits came from
+    # its cost is the CPU the run used (one thread here: at most its wall time, and not nothing)
+    assert 0 < made["cpu_seconds"] <= made["seconds"] * made["threads"] * 1.05 + 0.5
     # a fresh clone holds the records but no run directory: the page is rebuilt, nothing trains
     text_before = doc.read_text()
     import shutil
@@ -544,6 +546,19 @@ def test_a_run_that_does_not_reproduce_says_what_differs_besides_its_settings():
     retrained = why_not_reproduced(record, {"val": 93.95, "val_here": 94.03}, "runs/t/model")
     assert "trained again here (best val 94.03, recorded 93.95)" in retrained[0]
     assert "runs/t/model" in retrained[0] and len(retrained) == 2
+
+
+def test_a_records_cost_is_its_cpu_time_and_an_older_records_is_wall_times_threads():
+    """A run paused by SIGSTOP for an hour used no CPU meanwhile: its cost is the CPU time kept
+    in the record; a record made before that was kept falls back to wall time x threads."""
+    from horkd.study.records import RunRecord
+
+    paused = RunRecord("k", "final", "full", "scratch", "c0", 0, {}, {}, 80.0, seconds=3620.0,
+                       threads=2, cpu_seconds=41.5)
+    assert paused.cost() == 41.5
+    older = RunRecord("k", "final", "full", "scratch", "c0", 0, {}, {}, 80.0, seconds=20.0,
+                      threads=2)
+    assert older.cost() == 40.0
 
 
 def test_the_guard_note_says_what_the_assistant_was_compared_with():

@@ -879,7 +879,8 @@ def _closing(summary: dict[str, Any], command: str | None) -> list[str]:
         "invocations (and teachers trained beforehand"
         + (", timed above" if summary.get("teachers") else "") + ") is reused, not counted. "
         f"The recorded runs on this page took {duration(summary.get('compute_seconds', 0))} of "
-        "training and scoring in all (the sum of their own wall times).",
+        "training and scoring in all (the sum of their CPU times; wall time x threads for "
+        "records made before CPU time was kept, which counts a pause as work).",
         "",
     ]
 

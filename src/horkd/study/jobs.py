@@ -182,7 +182,7 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
     caches = ReferenceCaches(job.cache_dir)
     out = {}
     for seed in seeds:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         record = RunRecord(job.key(seed), job.kind, job.regime, job.method, job.tag, seed,
                            job.config, learnt_from(job, cfg, seed), math.nan,
                            threads=job.threads, environment=environment(),
@@ -209,6 +209,7 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
                 record.rows = [row.as_dict() for row in scored.rows]
                 record.curve = scored.curve
         record.seconds = time.perf_counter() - started
+        record.cpu_seconds = time.process_time() - cpu_started
         out[seed] = record
     return out
 

@@ -83,7 +83,7 @@ class RunRecord:
     rows: list[dict[str, Any]] = field(default_factory=list)  # test rows (finals only)
     curve: dict[str, dict[str, float]] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch validation
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the invocation that finished it
     threads: int = 1
     error: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # e.g. the assistant guard's verdict
@@ -91,9 +91,17 @@ class RunRecord:
     git_sha: str | None = field(default_factory=git_sha)
     environment: dict[str, str] = field(default_factory=dict)  # empty in records made before it
     numerics_version: int = 0  # the code's NUMERICS_VERSION when it was measured (0: unknown)
+    # CPU time of the process over the run, every thread: unlike the wall time it leaves out
+    # a pause (SIGSTOP), waits on a lock and the other jobs sharing the cores. None in records
+    # made before it was kept.
+    cpu_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def cost(self) -> float:
+        """The run's CPU-seconds: measured where the record holds it, else wall x threads."""
+        return self.cpu_seconds if self.cpu_seconds is not None else self.seconds * self.threads
 
 
 class DamagedRecord(ValueError):

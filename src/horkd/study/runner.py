@@ -556,7 +556,7 @@ def run_study(
         "finals": [_result_dict(r) for r in finals],
         "ablation": ablation_result,
         "seconds": time.time() - started,
-        "compute_seconds": sum(r.seconds for res in search + finals
+        "compute_seconds": sum(r.cost() for res in search + finals
                                for r in res.records.values() if r.regime == res.job.regime),
         "workers": runner.workers,
         "threads_per_worker": runner.threads,
@@ -595,7 +595,7 @@ def _result_dict(result: JobResult) -> dict[str, Any]:
         "history": {s: r.history for s, r in records.items()},
         "facts": {s: r.facts for s, r in records.items() if r.facts},
         "seconds": sum(r.seconds for r in records.values()),
-        "cpu_seconds": {s: r.seconds * r.threads for s, r in records.items()},
+        "cpu_seconds": {s: r.cost() for s, r in records.items()},
         "numerics": {s: r.numerics_version for s, r in records.items()},
         "teacher": {s: r.teacher.get("fingerprint") for s, r in records.items()},
         # the weights each seed learnt from (None: the method learns from no teacher)
