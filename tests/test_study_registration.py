@@ -27,6 +27,9 @@ def _study(tmp_path, **regime):
         "search": {"seed": 5, "candidates": {"scratch": [["train.student.optimizer.lr=0.05"]],
                                             "hinton_kd": [["distill.loss.temperature=4"]]}},
         "ablation_seeds": [],
+        "targets": [{"claim": "KD over scratch by 1", "regime": "lr4", "method": "hinton_kd",
+                     "comparator": "scratch", "at_least": 1.0}],
+        "budget_cpu_hours": 1.0,
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -55,19 +58,26 @@ def test_a_confirmatory_design_is_registered_at_its_first_run_and_then_fixed(tmp
     assert design["comparisons"] == [["hinton_kd", "scratch"]] and design["margin"] == 1.0
     assert design["candidates"]["hinton_kd"] == [["distill.loss.temperature=4"]]
     assert design["experiment"]["data"]["split_seed"] == 0 and "cls/seed0" in design["teachers"]
+    assert design["targets"][0]["at_least"] == 1.0 and design["budget_cpu_hours"] == 1.0
     page = doc.read_text()
     assert f"## Regime `lr4` (confirmatory, design registered {entry['date']}" in page
     assert entry["digest"] in page
+    # the targets set before the first run, each with a verdict, and the budget beside them
+    assert "## Targets" in page and "| KD over scratch by 1 | `lr4` | " in page
+    assert "| at most 1 CPU-hours, teachers included | all | " in page
 
-    # a changed candidate and margin after runs are recorded: refused, named, nothing trains
+    # a changed candidate, margin and target after runs are recorded: refused, named, nothing
+    # trains (a target lowered once the scores are in is the forking path registration stops)
     study["search"]["candidates"]["hinton_kd"] = [["distill.loss.temperature=8"]]
     study["regimes"]["lr4"]["margin"] = 0.5
+    study["targets"][0]["at_least"] = 0.5
     path.write_text(yaml.safe_dump(study))
     for args in (["--threads", "1"], ["--no-train"], ["--status"]):
         assert main(["study", str(path), *args]) == 2
         line = _error(capsys)
         assert "regimes.lr4 is confirmatory and registered on" in line, line
-        assert "candidates.hinton_kd, margin did" in line and "--register lr4" in line, line
+        assert "candidates.hinton_kd, margin, targets did" in line, line
+        assert "--register lr4" in line, line
     assert json.loads(registration.read_text()) == entry
 
     # a new registration, asked for explicitly: the former one kept beside it

@@ -110,6 +110,28 @@ class SearchConfig(_Strict):
         "again, at most this many steps per search, until the choice is interior; 0: never")
 
 
+Call = Literal["above", "below", "equivalent", "inconclusive"]
+
+
+class TargetConfig(_Strict):
+    """A result the study sets out to reach, written before any run: the page reports each one
+    met or not, and by how much, so a target missed is said as plainly as one met."""
+
+    claim: str = Field(description="what the target says, in words, as the page shows it")
+    regime: str
+    method: str
+    comparator: str | None = Field(
+        None, description="a comparison the regime declares (`comparisons`): the target is on "
+        "method - comparator, paired over seeds")
+    at_least: float | None = Field(
+        None, description="the mean paired difference must reach this (points)")
+    calls: list[Call] | None = Field(
+        None, min_length=1, description="the page's call (Holm-adjusted) must be one of these")
+    gap_closed: float | None = Field(
+        None, gt=0, le=100, description="percent of the gap between the label-only student "
+        "(scratch) and the LR oracle the method's mean must close")
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     output_dir: str = "runs/study"
@@ -161,6 +183,15 @@ class StudyConfig(_Strict):
     margin: float | None = Field(
         None, gt=0, description="equivalence margin (points of the headline metric): a "
         "difference shown (TOST) to lie within +-margin is called equivalent; null: none",
+    )
+    targets: list[TargetConfig] = Field(
+        default_factory=list, description="results the study sets out to reach, declared "
+        "before any run; the page's Targets table says of each met or not, and by how much "
+        "(a target with no threshold is reported only)",
+    )
+    budget_cpu_hours: float | None = Field(
+        None, gt=0, description="the CPU-hours the study may take (its runs and teachers): a "
+        "row of the Targets table",
     )
 
     @model_validator(mode="after")
@@ -230,6 +261,7 @@ class StudyConfig(_Strict):
                 )
         self._check_candidates()
         _check_comparisons(self)
+        _check_targets(self)
         return self
 
     def _check_candidates(self) -> None:
@@ -292,6 +324,28 @@ def regime_margin(study: dict[str, Any], regime: str) -> float | None:
     """The regime's equivalence margin, else the study's (None: none declared)."""
     margin = study["regimes"][regime].get("margin")
     return margin if margin is not None else study.get("margin")
+
+
+def _check_targets(study: StudyConfig) -> None:
+    """A target names a regime and a method it trains; its comparison is one the regime
+    declares; a gap to close needs the label-only student and the LR oracle beside it."""
+    for i, t in enumerate(study.targets):
+        where = f"targets[{i}]"
+        if t.regime not in study.regimes:
+            raise ValueError(f"{where}.regime: '{t.regime}' is not one of the regimes")
+        methods = study.regime_methods(t.regime)
+        if t.method not in methods:
+            raise ValueError(f"{where}.method: '{t.method}' is not trained in '{t.regime}'")
+        if (t.at_least is not None or t.calls) and t.comparator is None:
+            raise ValueError(f"{where}: at_least and calls are on a comparison: name its "
+                             "comparator")
+        pairs = regime_comparisons(study.model_dump(mode="json"), t.regime)
+        if t.comparator is not None and (t.method, t.comparator) not in pairs:
+            raise ValueError(f"{where}.comparator: '{t.method}' - '{t.comparator}' is not a "
+                             f"comparison '{t.regime}' declares (comparisons)")
+        if t.gap_closed is not None and not {"scratch", "lr_oracle"} <= set(methods):
+            raise ValueError(f"{where}.gap_closed: '{t.regime}' trains no scratch and "
+                             "lr_oracle to measure the gap between")
 
 
 def _check_comparisons(study: StudyConfig) -> None:

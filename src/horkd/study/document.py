@@ -32,6 +32,7 @@ from horkd.study.stats import (
     pending,
     summarize,
 )
+from horkd.study.targets import targets_section
 from horkd.study.teacher_identity import paired_values, teacher_note
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
@@ -894,8 +895,8 @@ def write_document(
     figures.mkdir(parents=True, exist_ok=True)
     regimes, facts_by_regime = _regimes(summary, figures)
     data, samples = data_section(summary["study"], figures)  # the data read once a page
-    parts = (_setup(summary) + data
-             + findings(summary, facts_by_regime) + regimes
+    parts = (_setup(summary) + data + findings(summary, facts_by_regime)
+             + targets_section(summary, page_comparisons(summary), facts_by_regime) + regimes
              + _figures(summary, figures, samples) + _closing(summary, command))
     # whole or as it was: an interrupted or failed rebuild leaves the previous page
     write_text(doc_path, "\n".join(parts), "the study's results page")

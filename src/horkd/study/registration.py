@@ -5,7 +5,7 @@ A regime marked ``role: confirmatory`` gets, when the study first trains it, a s
 its records (``<records>/<regime>/registration.json``): the design (the experiment its runs
 start from with the regime's overrides resolved, its methods, their search candidates, the
 final and search seeds, the teachers and how the seeds are spread over them, the declared
-comparisons and margin), its digest, the date and the git commit. Every later invocation
+comparisons and margin, the targets set on it and the study's CPU budget), its digest, the date and the git commit. Every later invocation
 compares the study file's design with it: a change while runs are recorded is refused in one
 line naming what changed. ``horkd study FILE --register REGIME`` starts a new registration
 explicitly (the old file is kept as ``registration-<n>.json``).
@@ -63,6 +63,9 @@ def design(runner: Any, regime: str) -> dict[str, Any]:
         "teacher_per_seed": r.teacher_per_seed,
         "comparisons": [list(p) for p in regime_comparisons(raw, regime)],
         "margin": regime_margin(raw, regime),
+        # the results it sets out to reach are part of what is fixed before the first run
+        "targets": [t for t in raw.get("targets") or [] if t["regime"] == regime],
+        "budget_cpu_hours": raw.get("budget_cpu_hours"),
     }
 
 
