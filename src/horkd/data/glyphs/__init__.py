@@ -3,7 +3,9 @@ family so the test fonts are designs no network trained or validated on.
 
 The fonts are those under ``data.root`` or, without one, the system's (``make glyphs`` installs
 a pinned set of Debian's font packages). The set is rendered once into a cache
-(:mod:`horkd.data.glyphs.cache`); its data digest is the digest of the font files.
+(:mod:`horkd.data.glyphs.cache`); its data digest is the digest of the font files. Which faces
+it keeps is decided in :mod:`horkd.data.glyphs.selection`, which font goes where in
+:mod:`horkd.data.glyphs.splits`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,12 @@ import torch
 from torch import Tensor
 
 from horkd.data.digest import DATA_FILES, DATA_VERSIONS
-from horkd.data.glyphs.cache import (
-    MIN_FAMILIES,
-    GlyphSet,
-    font_halves,
-    load_glyphs,
-    rules_digest,
-    too_few_families,
-)
+from horkd.data.glyphs.cache import GlyphSet, load_glyphs
 from horkd.data.glyphs.fonts import CHARACTERS, font_files
+from horkd.data.glyphs.messages import too_few_families
 from horkd.data.glyphs.render import RENDER_VERSION
+from horkd.data.glyphs.selection import rules_digest
+from horkd.data.glyphs.splits import MIN_FAMILIES, font_halves
 from horkd.data.memory import TensorImageDataset, channel_stats
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 from horkd.config import DataConfig
-from horkd.data.glyphs.cache import MIN_FAMILIES, load_glyphs, too_few_families
+from horkd.data.glyphs.cache import load_glyphs
 from horkd.data.glyphs.fonts import UNREAD_EXTENSIONS, font_files
+from horkd.data.glyphs.messages import too_few_families
+from horkd.data.glyphs.splits import MIN_FAMILIES
 from horkd.data.registry import DataNotFoundError
 
 SHOWN_LEFT_OUT = 10  # fonts left out named one a line; the manifest lists them all

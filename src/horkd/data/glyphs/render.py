@@ -25,7 +25,7 @@ FILL = 0.8  # the tallest or widest character spans this share of the side, befo
 # settings are digested apart): caches of older sets are not reused,
 # and (through the data digest) stages that learnt from them are trained again
 RENDER_VERSION = 3  # 2: symbol and small-caps fonts left out; family names run together read apart
-# 3: design groups (designs.py); the rules' own settings are digested apart (cache.rules_digest)
+# 3: design groups (designs.py); the rules' own settings are digested apart (selection.rules_digest)
 
 
 @dataclass(frozen=True)

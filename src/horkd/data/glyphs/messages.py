@@ -1,0 +1,54 @@
+"""What a user is told, in one line, when the fonts cannot make a glyph set a run would take:
+where it looked and what to do (``make glyphs`` for the system's fonts; for a folder of one's
+own, which fonts to add or which setting to lower).
+
+Kept apart from loading and splitting so the wording, the one part a user reads, is in one place,
+and the command that renders the set (``python -m horkd.data.glyphs``) says the same as a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from horkd.data.glyphs.fonts import UNREAD_EXTENSIONS, font_files
+from horkd.data.glyphs.splits import MIN_FAMILIES
+
+#: The command that installs the fonts the study's glyph set is rendered from.
+INSTALL_HINT = "run `make glyphs` (installs Debian's font packages and renders the set)"
+
+
+def no_fonts_message(root: str | None) -> str:
+    """Why no font was found, and what to do: ``make glyphs`` fills the system's folders only,
+    so a folder of one's own is told to hold fonts (or to be left out)."""
+    if not root:
+        return f"glyphs: no .ttf/.otf/.ttc font file in the system's font folders; {INSTALL_HINT}"
+    unset = "or leave data.root unset for the system's fonts"
+    if not Path(root).exists():
+        return (f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf/.ttc "
+                f"files, {unset}")
+    unread = font_files(root, UNREAD_EXTENSIONS)
+    if unread:
+        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
+        return (f"glyphs: no .ttf/.otf/.ttc font file under {root}, only {len(unread)} of other "
+                f"kinds ({kinds}); convert them to .ttf or .otf, {unset}")
+    return (f"glyphs: no .ttf/.otf/.ttc font file under {root}; put font files there (sub-folders are "
+            f"read too), {unset}")
+
+
+def too_few_families(counts: dict[str, Any], wanted: int, root: str | None) -> str | None:
+    """One line when the set holds fewer than ``wanted`` families (None when enough): the
+    system's fonts are installed by ``make glyphs``; a folder of one's own needs fonts of more
+    families, or a lower floor where it can still split (3: train, validation, test)."""
+    families = counts["families"]
+    if families >= wanted:
+        return None
+    where = root or "the system's font folders"
+    what = (f"glyphs: {counts['usable_faces']} usable faces in {families} design groups "
+            f"(families of one design count once) in {where} (at least {wanted} wanted: "
+            "data.glyph_min_families)")
+    if not root:
+        return f"{what}; {INSTALL_HINT}"
+    lower = (f", or set data.glyph_min_families={families} to split these"
+             if families >= MIN_FAMILIES else "")
+    return f"{what}; add fonts of other families to {root}{lower}"
