@@ -58,7 +58,8 @@ def test_a_confirmatory_design_is_registered_at_its_first_run_and_then_fixed(tmp
     assert design["comparisons"] == [["hinton_kd", "scratch"]] and design["margin"] == 1.0
     assert design["candidates"]["hinton_kd"] == [["distill.loss.temperature=4"]]
     assert design["experiment"]["data"]["split_seed"] == 0 and "cls/seed0" in design["teachers"]
-    assert design["targets"][0]["at_least"] == 1.0 and design["budget_cpu_hours"] == 1.0
+    assert design["targets"]["0"]["at_least"] == 1.0 and design["budget_cpu_hours"] == 1.0
+    assert "claim" not in design["targets"]["0"]  # its words may be mended, not its numbers
     page = doc.read_text()
     assert f"## Regime `lr4` (confirmatory, design registered {entry['date']}" in page
     assert entry["digest"] in page
@@ -76,7 +77,7 @@ def test_a_confirmatory_design_is_registered_at_its_first_run_and_then_fixed(tmp
         assert main(["study", str(path), *args]) == 2
         line = _error(capsys)
         assert "regimes.lr4 is confirmatory and registered on" in line, line
-        assert "candidates.hinton_kd, margin, targets did" in line, line
+        assert "candidates.hinton_kd, margin, targets.0.at_least did" in line, line
         assert "--register lr4" in line, line
     assert json.loads(registration.read_text()) == entry
 
@@ -122,3 +123,19 @@ def test_a_changed_default_is_a_changed_design_a_setting_added_later_is_not(tmp_
     registration.write_text(json.dumps(changed))
     assert main(["study", str(path), "--status"]) == 2
     assert "experiment.degrade.interpolation did" in _error(capsys)
+
+
+def test_a_target_added_to_a_design_registered_before_targets_were_kept_is_a_change():
+    """A setting a later horkd adds is no change to a registered design, but a target or a
+    budget set after the scores are in is exactly the change registration must refuse."""
+    from horkd.study.registration import _changes
+
+    before = {"margin": 0.5, "comparisons": [["horkd", "hinton_kd"]]}  # no targets key at all
+    assert _changes(before, {**before, "targets": {}, "budget_cpu_hours": None}) == []
+    added = {**before, "targets": {"0": {"regime": "r", "method": "horkd", "at_least": 1.0}},
+             "budget_cpu_hours": 12}
+    assert _changes(before, added) == ["budget_cpu_hours", "targets.0.at_least",
+                                       "targets.0.method", "targets.0.regime"]
+    # a design registered with its targets: a field a later horkd adds to them is no change
+    later = {**added, "targets": {"0": {**added["targets"]["0"], "new_field": 3}}}
+    assert _changes(added, later) == []

@@ -110,7 +110,7 @@ class SearchConfig(_Strict):
         "again, at most this many steps per search, until the choice is interior; 0: never")
 
 
-Call = Literal["above", "below", "equivalent", "inconclusive"]
+Call = Literal["above", "below", "equivalent"]  # what a target may ask the page's call to be
 
 
 class TargetConfig(_Strict):
@@ -329,23 +329,33 @@ def regime_margin(study: dict[str, Any], regime: str) -> float | None:
 def _check_targets(study: StudyConfig) -> None:
     """A target names a regime and a method it trains; its comparison is one the regime
     declares; a gap to close needs the label-only student and the LR oracle beside it."""
+    from horkd.methods import METHODS
+
     for i, t in enumerate(study.targets):
         where = f"targets[{i}]"
         if t.regime not in study.regimes:
             raise ValueError(f"{where}.regime: '{t.regime}' is not one of the regimes")
+        if study.regimes[t.regime].role != "confirmatory":
+            raise ValueError(f"{where}.regime: '{t.regime}' is exploratory; a target is fixed "
+                             "before the first run, so it is set on a confirmatory regime "
+                             "(registered with its design)")
         methods = study.regime_methods(t.regime)
         if t.method not in methods:
             raise ValueError(f"{where}.method: '{t.method}' is not trained in '{t.regime}'")
         if (t.at_least is not None or t.calls) and t.comparator is None:
             raise ValueError(f"{where}: at_least and calls are on a comparison: name its "
                              "comparator")
+        if t.comparator is None and t.gap_closed is None:
+            raise ValueError(f"{where}: measures nothing: name a comparator (a declared "
+                             "comparison) or gap_closed")
         pairs = regime_comparisons(study.model_dump(mode="json"), t.regime)
         if t.comparator is not None and (t.method, t.comparator) not in pairs:
             raise ValueError(f"{where}.comparator: '{t.method}' - '{t.comparator}' is not a "
                              f"comparison '{t.regime}' declares (comparisons)")
-        if t.gap_closed is not None and not {"scratch", "lr_oracle"} <= set(methods):
-            raise ValueError(f"{where}.gap_closed: '{t.regime}' trains no scratch and "
-                             "lr_oracle to measure the gap between")
+        label_only = [b for b in study.baselines if b in methods and not METHODS.get(b).needs]
+        if t.gap_closed is not None and ("lr_oracle" not in methods or not label_only):
+            raise ValueError(f"{where}.gap_closed: '{t.regime}' trains no label-only baseline "
+                             "(scratch) and lr_oracle to measure the gap between")
 
 
 def _check_comparisons(study: StudyConfig) -> None:

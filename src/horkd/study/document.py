@@ -32,7 +32,7 @@ from horkd.study.stats import (
     pending,
     summarize,
 )
-from horkd.study.targets import targets_section
+from horkd.study.targets import gap_share, targets_section
 from horkd.study.teacher_identity import paired_values, teacher_note
 
 EXTRA_METRICS = ("R@1 LR->HR teacher", "mean@", "worst@")  # reported beside the headline
@@ -97,9 +97,8 @@ def _label_only(study: dict[str, Any], students: dict[str, Any]) -> str | None:
 
 def _gap_closed(value: float, low: float | None, high: float | None) -> str:
     """The share of the gap between ``low`` (scratch) and ``high`` (the LR oracle) closed."""
-    if low is None or high is None or high <= low:
-        return "-"
-    return f"{100 * (value - low) / (high - low):.0f}%"
+    share = gap_share(value, low, high)
+    return "-" if share is None else f"{share:.0f}%"
 
 
 def regime_tables(
@@ -130,7 +129,8 @@ def regime_tables(
         + " CPU-min per seed (run + teacher share) |",
         "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else "") + "---|",
     ]
-    facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "methods": {}}
+    facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "label_only": scratch,
+                             "methods": {}}
     for method in study["regimes"][regime].get("methods") or study["methods"]:
         if method not in students and (method not in METHODS or not METHODS.get(method).trains):
             continue  # a reference (teacher) row: listed under the table

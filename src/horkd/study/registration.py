@@ -63,10 +63,18 @@ def design(runner: Any, regime: str) -> dict[str, Any]:
         "teacher_per_seed": r.teacher_per_seed,
         "comparisons": [list(p) for p in regime_comparisons(raw, regime)],
         "margin": regime_margin(raw, regime),
-        # the results it sets out to reach are part of what is fixed before the first run
-        "targets": [t for t in raw.get("targets") or [] if t["regime"] == regime],
+        # the results it sets out to reach are fixed before the first run too: each target
+        # field by field (a field a later horkd adds is no change; the claim's words may be
+        # mended), by its place in the study file
+        "targets": {str(i): {k: v for k, v in t.items() if k != "claim"}
+                    for i, t in enumerate(raw.get("targets") or []) if t["regime"] == regime},
         "budget_cpu_hours": raw.get("budget_cpu_hours"),
     }
+
+
+#: Design keys compared even against a registration made before they existed: a target or a
+#: budget added once scores are recorded is the forking path registration is there to stop.
+ALWAYS_COMPARED = ("targets", "budget_cpu_hours")
 
 
 def registered(book: Any, regime: str) -> dict[str, Any] | None:
@@ -137,8 +145,14 @@ def check(runner: Any, train: bool, log: Any = print) -> dict[str, dict[str, Any
 def _changes(registered_design: dict[str, Any], found: dict[str, Any]) -> list[str]:
     """The settings whose value differs from the registered design's, leaving out those that
     did not exist when it was registered (a setting a later horkd adds is not a change to the
-    design; a changed default of an existing one is)."""
+    design; a changed default of an existing one is) - except a target or a budget set on a
+    design registered before horkd kept them (ALWAYS_COMPARED)."""
     from horkd.run_dir import flat_settings
 
-    old = flat_settings(registered_design)
-    return [k for k in changed_keys(registered_design, found) if k in old]
+    old, new = flat_settings(registered_design), flat_settings(found)
+
+    def added_since(key: str) -> bool:  # a target or budget where none could be registered
+        top = key.split(".")[0]
+        return top in ALWAYS_COMPARED and top not in registered_design and new.get(key) is not None
+
+    return [k for k in changed_keys(registered_design, found) if k in old or added_since(k)]
