@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -185,9 +186,18 @@ def test_trainer_resumes_in_process_to_identical_weights(tmp_path, monkeypatch):
     monkeypatch.undo()
     saved = load_training_state(tmp_path / "crashed/seed0/students/scratch" / STATE_FILE)
     assert (saved["epoch"], saved["step"]) == (1, 2)
+    before = saved["ranks"][0]["partial"]["cpu"]  # the crashed process's CPU in its last epoch
+    assert before > 0
     resumed = new_run("crashed").student("scratch").model.state_dict()
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
+    # the stage's CPU counts the steps before the crash too: its epochs carry it across
+    stage = tmp_path / "crashed/seed0/students/scratch"
+    rows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    second = next(r for r in rows if r.get("epoch") == 2 and "train/cpu_seconds" in r)
+    assert second["train/cpu_seconds"] >= before
+    done = json.loads((stage / "done.json").read_text())
+    assert done["cpu_seconds"] >= sum(r.get("train/cpu_seconds", 0.0) for r in rows) - 1e-9
 
 
 def test_sigterm_saves_state_and_the_rerun_finishes(tmp_path):

@@ -101,3 +101,12 @@ def test_a_target_that_names_what_the_study_does_not_declare_is_refused(target, 
                         "comparator": "scratch", "at_least": 1.0, **target}]}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         StudyConfig.model_validate(raw)
+
+
+def test_a_teachers_cost_is_its_measured_cpu_and_an_older_records_wall_times_threads():
+    from horkd.study.compute import teacher_cpu_seconds
+
+    teachers = {"a": {"fingerprint": "a", "train_seconds": 3600.0, "threads": 2,
+                      "train_cpu_seconds": 900.0},  # paused for most of its wall hour
+                "b": {"fingerprint": "b", "train_seconds": 100.0, "threads": 2}}
+    assert teacher_cpu_seconds(teachers) == {"a": 900.0, "b": 200.0}

@@ -133,6 +133,8 @@ def epoch_row(partial: dict[str, Any], epoch: int, lr: float) -> dict[str, Any]:
     images_per_s = partial["seen"] / max(partial.get("elapsed", 0.0), 1e-9)
     row["train/images_per_s"] = images_per_s * distributed.world_size()
     row["train/seconds"] = partial.get("elapsed", 0.0)  # kept across a resume, unlike a clock
+    # the process's CPU over the epoch's steps, every thread: a pause (SIGSTOP) is not work
+    row["train/cpu_seconds"] = partial.get("cpu", 0.0)
     row["lr"] = lr
     return row
 
@@ -281,6 +283,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         start = time.perf_counter() - loop.partial.get("elapsed", 0.0)
+        cpu_start = time.process_time() - loop.partial.get("cpu", 0.0)  # kept across a resume too
         batches = epoch_batches(self.train_batches, epoch, loop.step)
         for step, (x, y, index) in enumerate(batches, start=loop.step):
             if step >= steps_per_epoch:
@@ -293,6 +296,7 @@ class Trainer:
             stopping = stopping or (name is not None and not distributed.active())
             loop.step = step + 1
             loop.partial["elapsed"] = time.perf_counter() - start
+            loop.partial["cpu"] = time.process_time() - cpu_start
             if loop.step % READ_SUMS_EVERY == 0:
                 read_sums(loop.partial, self.pending)
                 if self.bar:

@@ -292,12 +292,12 @@ class StageRunner:
         )
         if distributed.is_main():  # a stage in training is not finished, whatever ran before
             (out_dir / "done.json").unlink(missing_ok=True)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = trainer.fit()
         record = {
             "fingerprint": fingerprint,
             "data_files": self.data_files(),
-            "threads": torch.get_num_threads(),  # seconds x threads: the stage's CPU-seconds
+            "threads": torch.get_num_threads(),  # seconds x threads: CPU where cpu_seconds is not
             "best_epoch": result.best_epoch,
             "best_score": result.best_score,
             "score_key": ctx.task.score_key,
@@ -305,6 +305,9 @@ class StageRunner:
             # a stage resumed from an earlier process trained there too: its epochs' own times
             "seconds": max(time.perf_counter() - started,
                            sum(row.get("train/seconds", 0.0) for row in result.history)),
+            # the CPU it used, every thread (a pause is not counted, unlike seconds x threads)
+            "cpu_seconds": max(time.process_time() - cpu_started,
+                               sum(row.get("train/cpu_seconds", 0.0) for row in result.history)),
         }
         if distributed.is_main():
             self._record_facts(out_dir, method, view, upsample)

@@ -21,6 +21,8 @@ def _stage(stage_dir: Path) -> float | None:
         done = json.loads((stage_dir / "done.json").read_text())
     except (OSError, ValueError):
         return None
+    if done.get("cpu_seconds") is not None:  # measured; a stage recorded before: wall x threads
+        return float(done["cpu_seconds"])
     return float(done.get("seconds", 0.0)) * int(done.get("threads") or 1)
 
 

@@ -5,6 +5,7 @@ trained (or continued from its run directory), scored and recorded."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import platform
 import time
@@ -209,9 +210,26 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
                 record.rows = [row.as_dict() for row in scored.rows]
                 record.curve = scored.curve
         record.seconds = time.perf_counter() - started
-        record.cpu_seconds = time.process_time() - cpu_started
+        # a run resumed after a stop trained its first epochs in an earlier process: its stages
+        # keep their CPU across the resume (the teacher's is its own record's)
+        record.cpu_seconds = max(time.process_time() - cpu_started,
+                                 _stages_cpu(networks.stages.seed_dir))
         out[seed] = record
     return out
+
+
+def _stages_cpu(seed_dir: Path) -> float:
+    """The CPU-seconds the stages of a run's own seed folder recorded (the teacher left out: it
+    is charged to the runs that learn from it through its record)."""
+    total = 0.0
+    for done in Path(seed_dir).rglob("done.json"):
+        if "teacher" in done.relative_to(seed_dir).parts:
+            continue
+        try:
+            total += float(json.loads(done.read_text()).get("cpu_seconds") or 0.0)
+        except (OSError, ValueError, TypeError):
+            continue
+    return total
 
 
 def learnt_from(job: Job, cfg: Any, seed: int) -> dict[str, str]:
@@ -297,7 +315,8 @@ def run_teacher(job: TeacherJob) -> dict[str, Any]:
     weights = weights_digest(Path(cfg.output_dir) / f"seed{job.seed}" / "teacher" / "model")
     return {**job.facts, "val": outcome.best_score, **({"weights": weights} if weights else {}),
             **({"classes": ctx.info.num_classes} if top1 else {}),
-            "train_seconds": outcome.record.get("seconds"), "threads": job.threads,
+            "train_seconds": outcome.record.get("seconds"),
+            "train_cpu_seconds": outcome.record.get("cpu_seconds"), "threads": job.threads,
             "environment": environment(), "trained_here": outcome.trained_now}
 
 
@@ -331,6 +350,7 @@ def teacher_record(recorded: dict[str, Any] | None, trained: dict[str, Any]) -> 
         kept = {k: recorded[k] for k in ("environment", "retrained") if k in recorded}
         return {**{k: v for k, v in trained.items() if k != "environment"}, **kept}
     again = {"val": trained["val"], "train_seconds": trained.get("train_seconds"),
+             "train_cpu_seconds": trained.get("train_cpu_seconds"),
              "threads": trained.get("threads"), "machine": platform.machine(),
              **({"weights": weights} if weights else {}),
              **({"environment": trained["environment"]} if "environment" in trained else {})}

@@ -91,9 +91,10 @@ class RunRecord:
     git_sha: str | None = field(default_factory=git_sha)
     environment: dict[str, str] = field(default_factory=dict)  # empty in records made before it
     numerics_version: int = 0  # the code's NUMERICS_VERSION when it was measured (0: unknown)
-    # CPU time of the process over the run, every thread: unlike the wall time it leaves out
-    # a pause (SIGSTOP), waits on a lock and the other jobs sharing the cores. None in records
-    # made before it was kept.
+    # CPU-seconds of the run, every thread: the process's over the invocation that finished
+    # it, or its stages' own where they trained in earlier invocations too (a resume). Unlike
+    # the wall time it leaves out a pause (SIGSTOP) and the other jobs sharing the cores. None
+    # in records made before it was kept.
     cpu_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
