@@ -259,7 +259,7 @@ def _compute_section(run_dir: Path) -> list[str]:
                 row[key] = f"{value:.1f}" if value < 10 else f"{value:,.0f}"
     columns = ["method", "own_cpu_s", "assistant_cpu_s", "teacher_share_cpu_s", "total_cpu_s",
                "alone_cpu_s"]
-    return ["### Training compute (first seed, CPU-seconds: wall seconds x threads)", "",
+    return ["### Training compute (first seed, CPU-seconds the process used, every thread)", "",
             "`own`: the student's stage; `assistant`: the assistant stage trained for the chain "
             "methods, shared among them (charged even where the guard sent a student to the "
             "teacher: it was trained for it); `teacher share`: the teacher split among the "

@@ -1,4 +1,5 @@
-"""What each student of a run cost to train, in CPU-seconds (wall seconds x torch threads) on
+"""What each student of a run cost to train, in CPU-seconds (the process's, every thread, kept
+across a resume; wall seconds x threads for a stage recorded before horkd kept them) on
 the machine that ran it: its own stage, the assistant stage trained for it, and its share of the
 teacher; and what the method costs alone (its stage with the whole teacher and assistant).
 
