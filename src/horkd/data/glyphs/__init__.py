@@ -22,7 +22,7 @@ from horkd.data.glyphs.fonts import CHARACTERS, font_files
 from horkd.data.glyphs.messages import too_few_families
 from horkd.data.glyphs.render import RENDER_VERSION
 from horkd.data.glyphs.selection import rules_digest
-from horkd.data.glyphs.splits import MIN_FAMILIES, font_halves
+from horkd.data.glyphs.splits import MIN_FAMILIES, SPLIT_VERSION, font_halves
 from horkd.data.memory import TensorImageDataset, channel_stats
 from horkd.data.registry import DATASETS, DataNotFoundError, DatasetInfo
 
@@ -112,9 +112,10 @@ def _font_files(root: str | None) -> list[Path]:
 
 @DATA_VERSIONS.register("glyphs")
 def _set_version() -> str:
-    """A new make of the same fonts (other drawing, other faces kept, other design groups) is
-    new data: the drawing's version and a digest of the rules that choose and group faces."""
-    return f"{RENDER_VERSION}:{rules_digest()}"
+    """A new make of the same fonts (other drawing, other faces kept, other design groups, other
+    split) is new data: the drawing's version, a digest of the rules that choose and group
+    faces, and the split's version."""
+    return f"{RENDER_VERSION}:{rules_digest()}:split{SPLIT_VERSION}"
 
 
 __all__ = ["CHARACTERS", "GlyphImages", "GlyphSet", "glyphs", "load_glyphs"]

@@ -17,6 +17,10 @@ from typing import Any
 
 from horkd.data.glyphs.fonts import CHARACTERS
 
+#: Raise it whenever a rule below changes which font goes where: it is part of the glyph set's
+#: data digest (so stages that learnt from the old split retrain, and no test font of the new
+#: split is left in a teacher trained on the old) and of the split listing's name.
+SPLIT_VERSION = 1
 MIN_FAMILIES = 3  # the fewest that split: one family each for train, validation and test
 SPLITS = ("train", "val", "test")
 
@@ -27,9 +31,9 @@ def assign_splits(faces: list[dict[str, Any]], test_fraction: float, val_fractio
     sizes = _family_sizes(faces)
     order = _hash_order(sizes)
     total, split = len(faces), {}
-    targets = (("test", test_fraction, 2), ("val", val_fraction, 1))  # families left after it
+    shares = (("test", test_fraction, 2), ("val", val_fraction, 1))  # families left after it
     position = 0
-    for name, fraction, leave in targets:
+    for name, fraction, leave in shares:
         filled = 0
         while position < len(order) - leave and (filled == 0 or filled < fraction * total):
             split[order[position]] = name
@@ -68,9 +72,10 @@ def split_counts(faces: list[dict[str, Any]], renders: int) -> dict[str, Any]:
 
 def write_listing(folder: Path, manifest: dict[str, Any], test_fraction: float,
                   val_fraction: float) -> None:
-    """``split-test0.2-val0.1.json`` in ``folder``: which font is in which split, and the
-    counts; written once per pair of fractions (a read-only cache is left as it is)."""
-    path = folder / f"split-test{test_fraction:g}-val{val_fraction:g}.json"
+    """``split1-test0.2-val0.1.json`` in ``folder``: which font is in which split, and the
+    counts; written once per split version and pair of fractions (a read-only cache is left as
+    it is)."""
+    path = folder / f"split{SPLIT_VERSION}-test{test_fraction:g}-val{val_fraction:g}.json"
     if path.is_file():
         return
     faces = manifest["faces"]
