@@ -181,8 +181,8 @@ def test_small_capitals_are_told_from_small_letters() -> None:
     a text face, and the same face cut out of boxes (reverse video), are not."""
     from PIL import Image
 
-    from horkd.data.glyphs.cache import SMALL_CAPITALS_LIMIT
     from horkd.data.glyphs.render import small_as_capitals
+    from horkd.data.glyphs.selection import SMALL_CAPITALS_LIMIT
 
     canvases = FaceRenderer(str(_matplotlib_fonts() / "DejaVuSans.ttf"), 32).canvases
     assert len(small_as_capitals(canvases)) <= 12  # c o s u v w x z and a few

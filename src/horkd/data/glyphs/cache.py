@@ -24,13 +24,11 @@ import numpy as np
 
 from horkd.data.digest import data_digest
 from horkd.data.glyphs.fonts import font_files
-from horkd.data.glyphs.messages import no_fonts_message, too_few_families
+from horkd.data.glyphs.messages import no_fonts_message
 from horkd.data.glyphs.render import RENDER_VERSION
-from horkd.data.glyphs.selection import SMALL_CAPITALS_LIMIT, render_set, rules_digest
+from horkd.data.glyphs.selection import render_set
 from horkd.data.glyphs.splits import (
-    MIN_FAMILIES,
     assign_splits,
-    font_halves,
     split_counts,
     write_listing,
 )
@@ -117,8 +115,3 @@ def _read(folder: Path) -> GlyphSet:
     return GlyphSet(np.load(folder / "images.npy"), np.load(folder / "labels.npy"),
                     np.load(folder / "faces.npy"), manifest, folder)
 
-
-# importable from here as before the split into selection, splits and messages
-__all__ = ["CACHE_ENV", "MIN_FAMILIES", "SMALL_CAPITALS_LIMIT", "GlyphSet", "cache_root",
-           "font_halves", "load_glyphs", "no_fonts_message", "render_set", "rules_digest",
-           "too_few_families"]
