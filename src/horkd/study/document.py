@@ -649,10 +649,11 @@ def _role(r: dict[str, Any]) -> str:
     return r.get("role") or "exploratory"
 
 
-def _regimes(summary: dict[str, Any], figures: Path) -> tuple[list[str], dict[str, Any]]:
+def _regimes(summary: dict[str, Any], figures: Path,
+             family: list[Comparison] | None = None) -> tuple[list[str], dict[str, Any]]:
     parts: list[str] = []
     facts_by_regime: dict[str, Any] = {}
-    family = page_comparisons(summary)
+    family = page_comparisons(summary) if family is None else family
     for regime, r in summary["study"]["regimes"].items():
         head = (f"## Regime `{regime}` ({_role(r)}{_registered(summary, regime)})"
                 + (f": {r['description']}" if r.get("description") else ""))
@@ -712,7 +713,8 @@ def _verdict(diff: dict[str, Any] | None) -> str:
     return Difference(**diff).verdict() if diff else "-"
 
 
-def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[str]:
+def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any],
+             family: list[Comparison] | None = None) -> list[str]:
     """The page's claims. First every comparison the study declared, called above / below /
     equivalent / inconclusive on Holm-adjusted p over the page, those of confirmatory regimes
     apart from those of exploratory ones; then, for a method of ours with no declared
@@ -721,7 +723,7 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any]) -> list[s
     from horkd.methods import METHODS
 
     study = summary["study"]
-    family = page_comparisons(summary)
+    family = page_comparisons(summary) if family is None else family
     declared = {(c.regime, c.method) for c in family}
     lines, pending_runs = [], []
     for regime, r in study["regimes"].items():
@@ -893,10 +895,11 @@ def write_document(
     doc_path = Path(doc_path)
     figures = figures_folder(doc_path)
     figures.mkdir(parents=True, exist_ok=True)
-    regimes, facts_by_regime = _regimes(summary, figures)
+    family = page_comparisons(summary)  # the page's one Holm family
+    regimes, facts_by_regime = _regimes(summary, figures, family)
     data, samples = data_section(summary["study"], figures)  # the data read once a page
-    parts = (_setup(summary) + data + findings(summary, facts_by_regime)
-             + targets_section(summary, page_comparisons(summary), facts_by_regime) + regimes
+    parts = (_setup(summary) + data + findings(summary, facts_by_regime, family)
+             + targets_section(summary, family, facts_by_regime) + regimes
              + _figures(summary, figures, samples) + _closing(summary, command))
     # whole or as it was: an interrupted or failed rebuild leaves the previous page
     write_text(doc_path, "\n".join(parts), "the study's results page")
