@@ -234,92 +234,95 @@ def _section(text: str, heading: str) -> str:
     return text[start:end if end >= 0 else None]
 
 
-def test_readme_results_are_the_pages():
-    """The README's results table says only what the results page shows: each row's means and
-    paired intervals recomputed from the page's facts, every other figure found on the page."""
+def _confirm_facts() -> dict:
     import json
 
-    from horkd.study.stats import paired_difference
+    return json.loads((ROOT / "docs" / "RESULTS-confirm-figures" / "facts.json").read_text())
+
+
+CONFIRM_COLUMNS = ["scratch", "semi_supervised", "hinton_kd", "kd_rkd", "horkd_no_assistant",
+                   "horkd"]
+CONFIRM_ROWS = {"width 8": "w8_labels1", "width 32": "w32_labels1"}
+CONFIRM_CLAIMS = {"the teacher's worth: Hinton KD - semi-supervised": ("hinton_kd",
+                                                                       "semi_supervised"),
+                  "HORKD - Hinton KD": ("horkd", "hinton_kd"),
+                  "HORKD - (Hinton KD + RKD)": ("horkd", "kd_rkd"),
+                  "HORKD without assistant - Hinton KD": ("horkd_no_assistant", "hinton_kd")}
+
+
+def test_readme_results_are_the_pages():
+    """The README's confirmatory tables say only what the confirmatory page shows: each mean,
+    each CPU cell, each claim's paired difference, interval and Holm-adjusted call read from the
+    page's facts; every other figure of the section found on one of the two pages."""
+    from horkd.study.compute import cost_cell
+    from horkd.study.stats import Difference
 
     section = _section((ROOT / "README.md").read_text(), "## What the study found")
-    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
-    page = (ROOT / "docs" / "RESULTS.md").read_text()
-    names = {"Hinton KD": "hinton_kd", "FitNet": "fitnet", "RKD": "rkd", "scratch": "scratch",
-             "embedding regression": "embedding_regression"}
-    rows = [r for r in section.splitlines() if re.match(r"\| .*\(`\w+`\) \|", r)]
-    assert len(rows) >= 4
-    for row in rows:
-        regime = re.search(r"\(`(\w+)`\)", row).group(1)
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        table = next(iter(facts[regime].values()))
-        methods = table["methods"]
-        best_name, best_mean = cells[2].rsplit(" ", 1)
-        best = names[best_name]
-        assert best == table["best_baseline"], row
-        shown = [cells[1], best_mean, cells[3]]
-        assert shown == [f"{methods[m]['mean']:.2f}" for m in ("scratch", best, "horkd")], row
-        for cell, other in ((cells[4], "scratch"), (cells[5], best)):
-            # paired only over the seeds whose runs learnt from one teacher (a method that
-            # learns from no teacher pairs with any)
-            ours, theirs = methods["horkd"], methods[other]
-            same = [i for i, (a, b) in enumerate(zip(ours["teachers"], theirs["teachers"],
-                                                     strict=True))
-                    if a is None or b is None or a == b]
-            diff = paired_difference([ours["values"][i] for i in same],
-                                     [theirs["values"][i] for i in same])
-            assert cell == diff.interval(), f"{row}: {cell} against {diff.interval()}"
-        # the declared comparison's call, Holm-adjusted over the page (docs/RESULTS.md findings)
-        declared = next(c for c in table["comparisons"]
-                        if c["method"] == "horkd" and c["comparator"] == "hinton_kd")
-        assert cells[6] == declared["call"], row
+    facts = _confirm_facts()
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 1:
+            rows[cells[0]] = cells[1:]
+    for label, regime in CONFIRM_ROWS.items():
+        cells = next(v for k, v in rows.items() if k.startswith(label + " ("))
+        methods = facts[regime]["lr_top1"]["methods"]
+        assert cells == [f"{methods[m]['mean']:.2f}" for m in CONFIRM_COLUMNS], label
+    w32 = facts["w32_labels1"]["lr_top1"]["methods"]
+    assert rows["CPU-min, width 32"] == [cost_cell(w32[m]["cpu_seconds"]) for m in CONFIRM_COLUMNS]
+    for claim, (method, other) in CONFIRM_CLAIMS.items():
+        for cell, regime in zip(rows[claim], CONFIRM_ROWS.values(), strict=True):
+            c = next(c for c in facts[regime]["lr_top1"]["comparisons"]
+                     if (c["method"], c["comparator"]) == (method, other))
+            interval = Difference(c["mean"], c["low"], c["high"], c["n"], c["level"]).interval()
+            call = c["call"] if c["call"] in ("inconclusive", "pending") else f"**{c['call']}**"
+            assert cell == f"{interval} {call}", (claim, regime)
+    pages = (ROOT / "docs" / "RESULTS-confirm.md").read_text() + (
+        ROOT / "docs" / "RESULTS.md").read_text()
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
     for number in re.findall(r"[+-]?\d+\.\d\d\b", prose):
-        assert number in page, f"README says {number}; docs/RESULTS.md does not"
+        assert number in pages, f"README says {number}; neither results page does"
 
 
 def test_readme_findings_are_re_derived_from_the_pages_facts():
-    """Each findings bullet's counted claim, recomputed from docs/results/facts.json: the
-    declared comparisons and their calls after Holm, the range of detectable differences, and
-    the gains over scratch it quotes (so no sentence can be contradicted by a row)."""
+    """The confirmatory bullets' counted claims recomputed from the confirmatory page's facts
+    (the teacher's worth over the best teacher-free student by validation, what ten seeds
+    detect, what is below after Holm); the exploratory bullet's from the exploratory page's
+    (its declared comparisons and their calls after Holm, the gains over scratch)."""
     import json
     from collections import Counter
 
-    section = _section((ROOT / "README.md").read_text(), "## What the study found")
-    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
+    prose = " ".join(_section((ROOT / "README.md").read_text(),
+                              "## What the study found").split())
+    confirm = _confirm_facts()
+    for regime in CONFIRM_ROWS.values():
+        table = confirm[regime]["lr_top1"]
+        for method in ("hinton_kd", "horkd"):
+            c = next(c for c in table["comparisons"] if (c["method"], c["comparator"]) == (
+                method, "semi_supervised"))
+            assert f"{c['mean']:.2f}" in prose and c["call"] == "above", (regime, method)
+        mdd = next(c for c in table["comparisons"]
+                   if (c["method"], c["comparator"]) == ("horkd", "hinton_kd"))["mdd"]
+        assert f"{mdd:.2f}" in prose, regime
+    below = [(r, c["method"]) for r in CONFIRM_ROWS.values()
+             for c in confirm[r]["lr_top1"]["comparisons"] if c["call"] == "below"]
+    assert below == [("w8_labels1", "horkd_no_assistant")] or "below after it" not in prose
+
+    facts = json.loads((ROOT / "docs" / "RESULTS-figures" / "facts.json").read_text())
     tables = [t for regime in facts.values() if isinstance(regime, dict)
               for t in regime.values() if isinstance(t, dict) and t.get("comparisons")]
     family = [c for t in tables for c in t["comparisons"]]
     calls = Counter(c["call"] for c in family)
-    prose = " ".join(section.split())
-    assert f"Of the {len(family)} comparisons" in prose
-    if calls["above"] + calls["below"] == 0:
-        assert "none is above or below after Holm's correction" in prose
-    else:  # the bullet must then say which
-        assert "none is above or below" not in prose
+    assert f"of {len(family)} comparisons" in prose
+    assert ("none is above or below after correction" in prose) == (
+        calls["above"] + calls["below"] == 0)
     assert f"{calls['equivalent']} are equivalent within ±0.5" in prose
-    assert f"{calls['inconclusive']} are inconclusive" in prose
-    mdds = [c["mdd"] for c in family if c["call"] == "inconclusive"]  # what those seeds detect
-    assert f"differences of {min(mdds):.2f} to {max(mdds):.2f}" in prose
     for regime in ("labels1", "labels3", "labels10"):
         gain = next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]["mean"]
         assert f"{gain:.2f}" in prose, regime
     for regime in ("full", "w16_full", "w32_full"):  # every label: what the widths gain
         gain = next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]["mean"]
         assert f"{gain:+.2f}" in prose, regime
-    # the raw intervals that exclude 0: exactly the regimes the bullet names, on the right side
-    raw = re.search(r"Raw intervals that exclude 0 \((.*?)\) do not survive", prose).group(1)
-    above_text, below_text = raw.split(" above; ")
-    named = {"above": set(re.findall(r"`(\w+)`", above_text)),
-             "below": set(re.findall(r"`(\w+)`", below_text))}
-    found = {"above": set(), "below": set()}
-    for regime, tabs in facts.items():
-        if not isinstance(tabs, dict):
-            continue
-        for table in tabs.values():
-            for c in (table.get("comparisons") or []) if isinstance(table, dict) else []:
-                if c["low"] > 0 or c["high"] < 0:
-                    found["above" if c["low"] > 0 else "below"].add(regime)
-    assert named == found, (named, found)
 
 
 def test_readme_caption_says_what_the_intervals_show():
@@ -330,7 +333,7 @@ def test_readme_caption_says_what_the_intervals_show():
 
     text = (ROOT / "README.md").read_text()
     caption = " ".join(re.search(r"\n\*(Fashion-MNIST.*?)\*\n", text, re.S).group(1).split())
-    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
+    facts = json.loads((ROOT / "docs" / "RESULTS-figures" / "facts.json").read_text())
 
     def gain(regime: str) -> dict:
         return next(iter(facts[regime].values()))["methods"]["horkd"]["vs_scratch"]
@@ -373,20 +376,14 @@ def test_readme_across_sizes_bullet_is_the_pages_specialists_table():
 
 def test_readme_names_the_semi_supervised_student_with_what_the_page_holds():
     """The control that separates the teacher from the unlabelled images is named where the
-    few-label finding is; its number is quoted once the page has one, and its absence said
-    until then."""
-    import json
-
+    teacher's worth is confirmed, with its difference from scratch as the page has it."""
     section = " ".join(_section((ROOT / "README.md").read_text(),
                                 "## What the study found").split())
-    bullet = section[section.index("**The fewer the labels"):section.index("- **HORKD against")]
+    bullet = section[section.index("**The teacher's knowledge"):section.index("- **HORKD against")]
     assert "`semi_supervised`" in bullet
-    facts = json.loads((ROOT / "docs" / "results" / "facts.json").read_text())
-    table = next(iter(facts["labels1"].values()))["methods"]
-    if "semi_supervised" in table:
-        assert f"{table['semi_supervised']['mean']:.2f}" in bullet
-    else:
-        assert "it is not on the page yet" in bullet
+    semi = _confirm_facts()["w8_labels1"]["lr_top1"]["methods"]["semi_supervised"]
+    gain = semi["vs_scratch"]
+    assert f"{gain['mean']:+.2f} [{gain['low']:+.2f}, {gain['high']:+.2f}]" in bullet
 
 
 def test_yaml_examples_are_valid_settings():

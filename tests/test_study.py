@@ -209,7 +209,7 @@ def test_study_end_to_end_search_on_val_finals_on_test_document(tmp_path, capsys
                    "## Search (validation split only)", "resolution_curve.png", "orders_ablation.png",
                    "horkd study"):
         assert needle in text, needle
-    assert (doc.parent / "RESULTS" / "resolution_curve.png").stat().st_size > 0
+    assert (doc.parent / "RESULTS-figures" / "resolution_curve.png").stat().st_size > 0
     # a rerun reuses every finished stage: nothing is trained again
     before = {p: p.stat().st_mtime for p in (tmp_path / "study").rglob("model.safetensors")}
     assert main(["study", str(path), "--doc", str(doc)]) == 0

@@ -7,10 +7,13 @@ from urllib.parse import quote
 
 
 def figures_folder(doc_path: Path) -> Path:
-    """The page's figures and facts: a folder named after the page beside it (``docs/results``
-    for ``docs/results.md``), so ``--doc small_results.md`` leaves no generic ``results/``
-    folder in the working directory, and two pages in one folder keep their figures apart."""
-    return doc_path.parent / doc_path.stem
+    """The page's figures and facts: a folder named after the page beside it
+    (``docs/RESULTS-figures`` for ``docs/RESULTS.md``), so ``--doc small_results.md`` leaves no
+    generic ``results/`` folder in the working directory and two pages in one folder keep their
+    figures apart. The suffix keeps it apart from a folder of the page's bare name (a study's
+    ``docs/results`` records beside ``docs/RESULTS.md``), which a case-insensitive file system
+    (macOS, Windows) would make one folder."""
+    return doc_path.parent / f"{doc_path.stem}-figures"
 
 
 def figure_link(path: Path) -> str:
