@@ -38,9 +38,11 @@ def _page(tmp_path: Path, summary: dict, doc: str = "small_results.md") -> str:
 
 def test_the_page_keeps_its_figures_in_a_folder_named_after_it(tmp_path):
     text = _page(tmp_path, _summary())
-    assert (tmp_path / "small_results" / "resolution_curve.png").stat().st_size > 0
-    assert "](small_results/resolution_curve.png)" in text
+    assert (tmp_path / "small_results-figures" / "resolution_curve.png").stat().st_size > 0
+    assert "](small_results-figures/resolution_curve.png)" in text
     assert not (tmp_path / "results").exists()  # no generic folder beside a page of another name
+    # nor one that a case-insensitive file system would merge with a folder of the page's name
+    assert not (tmp_path / "small_results").exists()
 
 
 def test_a_few_minutes_of_training_are_not_said_as_0_0_h(tmp_path):

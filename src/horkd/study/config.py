@@ -42,7 +42,8 @@ class RegimeConfig(_Strict):
     teacher: str | list[str] = Field(
         description="a key of the study's `teachers`, or several: the final seeds are spread "
         "over them (and over `teacher_seeds`) round-robin by seed index, so the intervals "
-        "include the teacher's variation")
+        "include the teachers' variation as sampled (the seeds are still analysed as "
+        "independent pairs)")
     teacher_seeds: list[int] | None = Field(
         None, min_length=1, description="train each teacher with these seeds (one teacher "
         "each; null: its config's first seed): teachers as a factor, see `teacher`")

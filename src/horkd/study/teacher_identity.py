@@ -239,7 +239,9 @@ def teacher_note(ids: dict[str, dict[int, str | None]], seeds: list[int],
         seeds_of = {w: sorted({int(run.rsplit(" ", 1)[1]) for run in runs}, key=int)
                     for w, runs in by_teacher.items()}
         return ["", f"Teachers: the seeds are spread over {len(by_teacher)} teachers, every "
-                "pair within one, so the intervals include the teacher's variation: "
+                "pair within one, so the intervals include the teachers' variation as sampled "
+                f"(the seeds are treated as independent pairs: with {len(by_teacher)} teachers "
+                "the teacher effect is sampled, not estimated): "
                 + "; ".join(f"{describe(w, teachers)}: seed{'s' if len(s) > 1 else ''} "
                             f"{', '.join(map(str, s))}" for w, s in seeds_of.items()) + "."]
     head = ("Teachers: this regime's runs learnt from more than one teacher (or from one not "
