@@ -253,9 +253,15 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     assert list(raw["regimes"]) == ["full", "labels25"]
     assert {len(c) for c in raw["search"]["candidates"].values()} == {3}  # equal budgets
     # what the page will claim, declared before any run
-    assert raw["comparisons"] == {m: "hinton_kd" for m in ("horkd", "horkd_no_assistant")
-                                  if m in raw["methods"]} and raw["margin"] == 0.5
-    assert raw["comparisons"], raw["methods"]
+    # (HORKD against Hinton KD; the teacher's worth against scratch and, with few labels, the
+    # semi-supervised student on the same unlabelled images, which init adds to those regimes)
+    assert raw["comparisons"] == {"horkd": ["hinton_kd"],
+                                  "hinton_kd": ["scratch", "semi_supervised"]}
+    assert raw["margin"] == 0.5
+    assert raw["regimes"]["labels25"]["methods"] == ["scratch", "hinton_kd", "horkd",
+                                                     "semi_supervised"]
+    assert "methods" not in raw["regimes"]["full"] or "semi_supervised" not in raw["regimes"][
+        "full"]["methods"]
     # held out by construction: the teacher carves the students' validation split
     teacher = raw["teachers"]["teacher"]["data"]
     assert {k: teacher[k] for k in ("val_fraction", "split_seed")} == {"val_fraction": 0.1,
@@ -277,7 +283,10 @@ def test_study_init_writes_a_study_that_runs_as_written(tmp_path, capsys, monkey
     teacher = json.loads(next((tmp_path / raw["records"]).rglob("teachers/*.json")).read_text())
     assert teacher["classes"] == 3 and "trained_here" not in teacher  # chance, for the page
     made = records(tmp_path / raw["records"])
-    assert len(made) == 2 * 3 + 2 * 3  # per regime: a search run and a final seed per method
+    # per regime: a search run and a final seed per method (3 in full, 4 with the semi-supervised
+    # student in labels25)
+    assert len(made) == 2 * 3 + 2 * 4
+    assert any(k.startswith("labels25/semi_supervised/") for k in made)
     page = (tmp_path / "RESULTS.md").read_text()
     assert "## Regime `labels25`" in page and "horkd" in page
     assert "validation images: one image moves a validation score" in page  # a tiny folder

@@ -390,8 +390,9 @@ def _add_study_init(sub: Any) -> None:
                       help="final seeds (default: 0,1,2)")
     init.add_argument("--methods", type=lambda t: [m for m in t.split(",") if m], default=None,
                       metavar="M[,M...]",
-                      help="methods beside the teacher rows (default: scratch, hinton_kd, rkd, "
-                      "horkd_no_assistant, horkd)")
+                      help="methods beside the teacher rows (default: scratch, hinton_kd, "
+                      "kd_rkd, rkd, horkd_no_assistant, horkd; semi_supervised is added to the "
+                      "--labels regimes)")
     init.add_argument("--channels", type=int, choices=(1, 3), default=None,
                       help="1 (grey) or 3 (RGB); default: 1 where the images are grey")
     init.add_argument("--teacher-epochs", type=int, default=30, metavar="N",

@@ -20,7 +20,10 @@ import yaml
 
 VAL_FRACTION = 0.1  # of the training images, carved for every choice the study makes
 FEW_VALIDATION_IMAGES = 100  # below it, one image moves a validation score by over a point
-METHODS = ("scratch", "hinton_kd", "rkd", "horkd_no_assistant", "horkd")
+METHODS = ("scratch", "hinton_kd", "kd_rkd", "rkd", "horkd_no_assistant", "horkd")
+# with few labels: the teacher-free student on the same unlabelled images, without which "the
+# teacher's worth" mixes the teacher with the use of those images at all
+FEW_LABEL_METHODS = ("semi_supervised",)
 # Three candidates per method, the same search budget for every method (the shipped study's).
 CANDIDATES = MappingProxyType({
     "scratch": (("train.student.optimizer.lr=0.02",), ("train.student.optimizer.lr=0.05",),
@@ -32,6 +35,12 @@ CANDIDATES = MappingProxyType({
     "embedding_regression": (("distill.loss.embedding_weight=1",),
                              ("distill.loss.embedding_weight=4",),
                              ("distill.loss.embedding_weight=16",)),
+    "semi_supervised": (("distill.pseudo_label.threshold=0.95",),
+                        ("distill.pseudo_label.threshold=0.7",),
+                        ("distill.pseudo_label.threshold=0.5",)),
+    "kd_rkd": (("distill.loss.distance_weight=5", "distill.loss.angle_weight=10"),
+               ("distill.loss.distance_weight=25", "distill.loss.angle_weight=50"),
+               ("distill.loss.distance_weight=1", "distill.loss.angle_weight=2")),
     "rkd": (("distill.loss.distance_weight=25", "distill.loss.angle_weight=50"),
             ("distill.loss.distance_weight=5", "distill.loss.angle_weight=10"),
             ("distill.loss.distance_weight=1", "distill.loss.angle_weight=2")),
@@ -121,6 +130,7 @@ def study_for_folder(
     methods = _known(list(methods or METHODS))
     _enough_to_choose(len(train.samples), len(train.classes))
     fractions = _shares(labels or [], len(train.samples), len(train.classes))
+    few_label = [m for m in FEW_LABEL_METHODS if fractions and m not in methods]
     name = root.name or "images"
     held = round(VAL_FRACTION * len(train.samples))
     few = (f"every choice of the study (each method's settings, each run's epoch, the method "
@@ -141,17 +151,14 @@ def study_for_folder(
         "teachers": {"teacher": teacher},
         "base": base,
         "methods": methods,
-        "baselines": [m for m in methods if REGISTERED.get(m).group == "baseline"],
+        "baselines": [m for m in methods + few_label if REGISTERED.get(m).group == "baseline"],
         "main_regime": "full",
         # what the page will claim, declared now, before any run: each comparison called above,
         # below, equivalent within +-margin or inconclusive, Holm-adjusted over the page
-        **({"comparisons": {m: "hinton_kd" for m in ("horkd", "horkd_no_assistant")
-                            if m in methods},
-            "margin": 0.5} if "hinton_kd" in methods and
-           {"horkd", "horkd_no_assistant"} & set(methods) else {}),
-        "regimes": _regimes(hr, lr, methods, fractions),
+        **_comparisons(methods, few_label),
+        "regimes": _regimes(hr, lr, methods, fractions, few_label),
         "search": {"seed": 100, "candidates": {m: [list(c) for c in CANDIDATES[m]]
-                                               for m in methods}},
+                                               for m in methods + few_label}},
         "ablation_seeds": [],
         "curve_sizes": curve_sides(hr, lr),
     }
@@ -252,7 +259,21 @@ def _experiments(root: Path, hr: int, lr: int, skip_bad_images: bool, channels: 
     return teacher, base
 
 
-def _regimes(hr: int, lr: int, methods: list[str], fractions: list[float]) -> dict[str, Any]:
+def _comparisons(methods: list[str], few_label: list[str]) -> dict[str, Any]:
+    """What the page will claim, declared before any run: HORKD against Hinton KD (and against
+    Hinton KD + RKD, which isolates the assistant as the relations' source), and the teacher's
+    worth: Hinton KD against the teacher-free students. Each called above / below / equivalent
+    within +-margin / inconclusive, Holm-adjusted over the page."""
+    have = set(methods) | set(few_label)
+    wanted = {"horkd": ["hinton_kd", "kd_rkd"], "horkd_no_assistant": ["hinton_kd"],
+              "hinton_kd": ["scratch", "semi_supervised"]}
+    pairs = {m: [c for c in cs if c in have] for m, cs in wanted.items() if m in have}
+    pairs = {m: cs for m, cs in pairs.items() if cs}
+    return {"comparisons": pairs, "margin": 0.5} if pairs else {}
+
+
+def _regimes(hr: int, lr: int, methods: list[str], fractions: list[float],
+             few_label: list[str] = ()) -> dict[str, Any]:
     regimes: dict[str, Any] = {
         "full": {"description": f"every training label, LR {lr}x{lr} from HR {hr}x{hr}",
                  "role": "exploratory", "teacher": "teacher",
@@ -263,5 +284,6 @@ def _regimes(hr: int, lr: int, methods: list[str], fractions: list[float]) -> di
             "description": f"{100 * fraction:g}% of the training labels for the task loss; "
                            "every distillation term sees every training image",
             "role": "exploratory", "teacher": "teacher",
-            "overrides": [f"data.label_fraction={fraction}"]}
+            "overrides": [f"data.label_fraction={fraction}"],
+            **({"methods": [*methods, *few_label]} if few_label else {})}
     return regimes
