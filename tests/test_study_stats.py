@@ -193,8 +193,10 @@ def test_the_grid_edge_names_a_setting_the_chosen_candidate_was_searched_along()
     config = {"distill": {"loss": {"bank_size": 0, "orders": [1, 2, 3]}}}
     assert grid_edges(horkd, 2, config) == ""
     assert grid_edges(horkd, 2) == ""
-    # c0 against c1 is a step of the bank-size grid: choosing c0 is at its lower end
-    assert grid_edges(horkd, 0, config) == "distill.loss.bank_size=0, the lowest of 0 / 1024"
+    # c0 against c1 is a step of the bank-size grid, but c0's bank of 0 is off: no step lies
+    # below it, so it is no edge; c1's 1024 is the grid's top, and one could go beyond it
+    assert grid_edges(horkd, 0, config) == ""
+    assert grid_edges(horkd, 1, config) == "distill.loss.bank_size=1024, the highest of 0 / 1024"
 
 
 def _study(tmp_path, **regime):

@@ -354,7 +354,8 @@ def grid_edges(candidates: list[list[str]], chosen: int, config: Any = None) -> 
     of ``config``, the regime's experiment config, when given), the chosen value if it is the
     lowest or the highest, e.g. ``distill.loss.temperature=8, the highest of 2 / 4 / 8``; ""
     for an interior choice. A candidate that differs by ``orders=[2,3]`` is no step of the
-    ``bank_size`` grid: it says nothing of a bank size beyond the chosen one."""
+    ``bank_size`` grid: it says nothing of a bank size beyond the chosen one. A chosen 0 at the
+    low end (a term or a bank switched off) is no edge: the grid cannot go below it."""
     parsed = [dict(o.split("=", 1) for o in c if "=" in o) for c in candidates]
     keys = list(dict.fromkeys(k for p in parsed for k in p))
     values = {k: [p[k] if k in p else _setting(config, k) for p in parsed] for k in keys}
@@ -368,6 +369,8 @@ def grid_edges(candidates: list[list[str]], chosen: int, config: Any = None) -> 
         grid = sorted({v for v in (_number(values[key][i]) for i in line) if v is not None})
         value = _number(values[key][chosen])
         if len(grid) < 2 or value is None or grid[0] < value < grid[-1]:
+            continue
+        if value == grid[0] == 0:  # a weight or a bank of 0 is off: no step lies below it
             continue
         end = "the highest" if value == grid[-1] else "the lowest"
         found.append(f"{key}={value:g}, {end} of {' / '.join(f'{v:g}' for v in grid)}")
