@@ -582,6 +582,11 @@ def test_the_guard_note_says_what_the_assistant_was_compared_with():
     text = "\n".join(_guard_note([final([seen, {**held, "assistant": 91.0}])], "r"))
     assert "in 1 of 2 seeds the teacher had trained on the validation images" in text
     assert "trailed the teacher's by 10.2 points" in text and "within the guard" not in text
+    assert "in 1 of 2 seeds (0) the assistant's validation score trailed" in text  # which seed
+    # teachers as a factor: their mean, not the first seed's teacher
+    two = [{**held, "assistant": 91.0}, {**held, "teacher": 95.2, "assistant": 92.0}]
+    assert "against the teacher's 94.70 on the same images" in "\n".join(
+        _guard_note([final(two)], "r"))
     assert _guard_note([final([{"trusted": True, "guard": 10.0, "teacher": 95.0,
                                 "assistant": 90.0}])], "r") == []
 

@@ -793,9 +793,11 @@ def _guard_note(finals: list[dict[str, Any]], regime: str) -> list[str]:
     assistant: the assistant's and the teacher's validation scores."""
     lines = []
     for res in finals:
-        verdicts = [f["assistant_guard"] for f in res.get("facts", {}).values()
-                    if "assistant_guard" in f]
+        by_seed = {seed: f["assistant_guard"] for seed, f in res.get("facts", {}).items()
+                   if "assistant_guard" in f}
+        verdicts = list(by_seed.values())
         bypassed = [v for v in verdicts if not v.get("trusted", True)]
+        which = ", ".join(str(s) for s, v in by_seed.items() if not v.get("trusted", True))
         seen = sum(1 for v in verdicts if v.get("teacher_held_out") is False)
         if res["regime"] == regime and seen:
             lines.append(f"- {res['method']}: in {seen} of {len(verdicts)} seeds the teacher had "
@@ -804,16 +806,17 @@ def _guard_note(finals: list[dict[str, Any]], regime: str) -> list[str]:
         held_out = [v for v in verdicts if v.get("teacher_held_out") is True]
         if res["regime"] == regime and held_out and not bypassed:
             assistant = sum(v["assistant"] for v in held_out) / len(held_out)
+            teacher = sum(v["teacher"] for v in held_out) / len(held_out)  # several: their mean
             lines.append(
                 f"- {res['method']}: the assistant was within the guard in {len(held_out)} of "
                 f"{len(verdicts)} seeds ({assistant:.2f} on validation on average against the "
-                f"teacher's {held_out[0]['teacher']:.2f} on the same images, which it never "
-                "trained on)"
+                f"teacher's {teacher:.2f} on the same images, which it never trained on)"
             )
         if res["regime"] == regime and bypassed:
             gap = sum(v["teacher"] - v["assistant"] for v in bypassed) / len(bypassed)
             lines.append(
-                f"- {res['method']}: in {len(bypassed)} of {len(verdicts)} seeds the assistant's "
+                f"- {res['method']}: in {len(bypassed)} of {len(verdicts)} seeds ({which}) the "
+                "assistant's "
                 f"validation score trailed the teacher's by {gap:.1f} points on average (more "
                 f"than `distill.assistant_guard` = {bypassed[0]['guard']}), so the student "
                 "learnt every order from the teacher"
