@@ -17,14 +17,20 @@ from pathlib import Path
 from typing import Any
 
 
-def _stage(stage_dir: Path) -> float | None:
+def stage_cpu_seconds(stage_dir: Path) -> float | None:
     try:
         done = json.loads((stage_dir / "done.json").read_text())
     except (OSError, ValueError):
         return None
-    if done.get("cpu_seconds") is not None:  # measured; a stage recorded before: wall x threads
-        return float(done["cpu_seconds"])
-    return float(done.get("seconds", 0.0)) * int(done.get("threads") or 1)
+    return cpu_of(done)
+
+
+def cpu_of(record: Any, wall: str = "seconds", cpu: str = "cpu_seconds") -> float:
+    """A record's CPU-seconds: measured (``cpu``) where it keeps them, else ``wall`` seconds x
+    threads (records made before horkd kept CPU time, which count a pause as work)."""
+    if record.get(cpu) is not None:
+        return float(record[cpu])
+    return float(record.get(wall) or 0.0) * int(record.get("threads") or 1)
 
 
 def training_compute(seed_dir: Path, order: list[str] | None = None) -> list[dict[str, Any]]:
@@ -35,12 +41,12 @@ def training_compute(seed_dir: Path, order: list[str] | None = None) -> list[dic
     found = {p.parent.name: p.parent for p in (seed_dir / "students").glob("*/done.json")}
     names = [m for m in (order or []) if m in found] + sorted(set(found) - set(order or []))
     needs = {m: METHODS.get(m).needs if m in METHODS else () for m in names}
-    teacher, assistant = _stage(seed_dir / "teacher"), _stage(seed_dir / "assistant")
+    teacher, assistant = stage_cpu_seconds(seed_dir / "teacher"), stage_cpu_seconds(seed_dir / "assistant")
     taught = sum("teacher" in n for n in needs.values()) or 1
     chained = sum("assistant" in n for n in needs.values()) or 1
     rows = []
     for name in names:
-        own = _stage(found[name]) or 0.0
+        own = stage_cpu_seconds(found[name]) or 0.0
         uses_t, uses_a = "teacher" in needs[name], "assistant" in needs[name]
         t_share = (teacher or 0.0) / taught if uses_t else 0.0
         a_share = (assistant or 0.0) / chained if uses_a else 0.0

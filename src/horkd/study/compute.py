@@ -17,12 +17,10 @@ from typing import Any
 def teacher_cpu_seconds(teachers: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """A teacher's training CPU-seconds, by its fingerprint: measured where its record keeps
     them, else wall seconds x threads (records made before CPU time was kept)."""
-    def cpu(info: Mapping[str, Any]) -> float:
-        if info.get("train_cpu_seconds") is not None:
-            return float(info["train_cpu_seconds"])
-        return float(info.get("train_seconds") or 0.0) * int(info.get("threads") or 1)
+    from horkd.report.compute import cpu_of
 
-    return {info["fingerprint"]: cpu(info) for info in teachers.values() if info.get("fingerprint")}
+    return {info["fingerprint"]: cpu_of(info, "train_seconds", "train_cpu_seconds")
+            for info in teachers.values() if info.get("fingerprint")}
 
 
 def student_costs(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, float]]:

@@ -5,7 +5,6 @@ trained (or continued from its run directory), scored and recorded."""
 from __future__ import annotations
 
 import io
-import json
 import math
 import platform
 import time
@@ -221,15 +220,10 @@ def _record_seeds(job: Job, cfg: Any, seeds: list[int]) -> dict[int, RunRecord]:
 def _stages_cpu(seed_dir: Path) -> float:
     """The CPU-seconds the stages of a run's own seed folder recorded (the teacher left out: it
     is charged to the runs that learn from it through its record)."""
-    total = 0.0
-    for done in Path(seed_dir).rglob("done.json"):
-        if "teacher" in done.relative_to(seed_dir).parts:
-            continue
-        try:
-            total += float(json.loads(done.read_text()).get("cpu_seconds") or 0.0)
-        except (OSError, ValueError, TypeError):
-            continue
-    return total
+    from horkd.report.compute import stage_cpu_seconds
+
+    return sum(stage_cpu_seconds(done.parent) or 0.0 for done in Path(seed_dir).rglob("done.json")
+               if "teacher" not in done.relative_to(seed_dir).parts)
 
 
 def learnt_from(job: Job, cfg: Any, seed: int) -> dict[str, str]:

@@ -102,7 +102,9 @@ class RunRecord:
 
     def cost(self) -> float:
         """The run's CPU-seconds: measured where the record holds it, else wall x threads."""
-        return self.cpu_seconds if self.cpu_seconds is not None else self.seconds * self.threads
+        from horkd.report.compute import cpu_of
+
+        return cpu_of(vars(self))
 
 
 class DamagedRecord(ValueError):

@@ -72,6 +72,11 @@ def study_cpu_hours(summary: Mapping[str, Any]) -> float:
     return (float(summary.get("compute_seconds") or 0.0) + teachers) / 3600
 
 
+def _headline(facts_by_regime: Mapping[str, Any], regime: str) -> Mapping[str, Any]:
+    """A regime's facts on its headline metric (the first); empty before any final run."""
+    return next(iter(facts_by_regime.get(regime, {}).values()), {})
+
+
 def runs_to_come(summary: Mapping[str, Any], facts_by_regime: Mapping[str, Any]) -> bool:
     """Whether a regime still lacks a seed of a method it trains (a regime's table lists a
     method only once every seed is recorded)."""
@@ -79,8 +84,7 @@ def runs_to_come(summary: Mapping[str, Any], facts_by_regime: Mapping[str, Any])
 
     study = summary["study"]
     for regime, r in study["regimes"].items():
-        facts = facts_by_regime.get(regime, {})
-        done = next(iter(facts.values()), {}).get("methods", {}) if facts else {}
+        done = _headline(facts_by_regime, regime).get("methods", {})
         for method in r.get("methods") or study["methods"]:
             if (method not in METHODS or METHODS.get(method).trains) and method not in done:
                 return True
@@ -102,8 +106,7 @@ def targets_section(summary: Mapping[str, Any], family: list[Comparison],
              "| target | regime | measured | verdict |", "|---|---|---|---|"]
     by_pair = {(c.regime, c.method, c.comparator): c for c in family}
     for t in targets:
-        facts = facts_by_regime.get(t["regime"], {})
-        headline = next(iter(facts.values()), {}) if facts else {}
+        headline = _headline(facts_by_regime, t["regime"])
         comparison = by_pair.get((t["regime"], t["method"], t.get("comparator")))
         measured, verdict = evaluate(t, comparison, headline)
         claim = t["claim"].replace("|", "\\|")
