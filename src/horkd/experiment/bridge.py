@@ -71,6 +71,7 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
     when its checkpoint does not say."""
     from horkd.checkpoint import load_meta
     from horkd.config import DataConfig, RetrievalConfig
+    from horkd.data.validation_source import same_held_apart_set
 
     path = ctx.cfg.teacher.checkpoint
     if not path:
@@ -91,6 +92,9 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
     if task != ctx.cfg.task or retrieval != ctx.cfg.retrieval.model_dump(mode="json") or (
             task == "retrieval" and meta.get("seed") != ctx.seed):  # classes drawn by the seed
         return False
+    held_apart = same_held_apart_set(ours, theirs)
+    if held_apart is not None:  # the validation fonts: no seed or subset moves them
+        return held_apart
     same_split = all(theirs[k] == ours[k] for k in SPLIT_KEYS) and their_seed == our_seed
     if ours["split_file"] or theirs["split_file"]:
         return _apart_by_parts(ours, theirs, same_split)

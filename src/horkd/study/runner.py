@@ -22,6 +22,7 @@ from typing import Any
 
 from horkd.checkpoint import write_json
 from horkd.config import apply_overrides, config_from_dict, load_config
+from horkd.data.validation_source import describe_validation
 from horkd.notes import once_per_invocation
 from horkd.numerics_version import NUMERICS_VERSION
 from horkd.run_dir import teacher_fingerprint
@@ -137,9 +138,7 @@ class Teachers:
                  "numerics_version": NUMERICS_VERSION,
                  "config": self.study.teachers[name], "arch": cfg.teacher.arch,
                  "epochs": cfg.train.teacher.epochs,
-                 "validation": (f"the validation images of a {cfg.data.val_from_subset}-image "
-                                "subset run, never trained on" if cfg.data.val_from_subset
-                                else f"{cfg.data.val_fraction:.0%} of its own training images")}
+                 "validation": describe_validation(cfg.data.model_dump())}
         return TeacherJob(name, seed, cfg.model_dump(mode="json"),
                           str(self.book.teacher_path(name, seed)), facts, self.threads,
                           self.shared, self.gpus)

@@ -1,0 +1,42 @@
+"""Where a run's validation images come from: carved from its training images by a seeded draw,
+or a set the dataset itself holds apart (the glyphs of the validation fonts). Torch-free, so the
+study page and ``horkd study --status`` can say it without loading any data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Datasets whose validation images are held apart by the data itself, never carved from
+#: training: name -> what those images are. ``horkd.data.build_splits`` validates them on
+#: ``train.validation_indices``; the family split that picks them depends on the
+#: :data:`HELD_APART_KEYS` alone, not on a seed, a subset or which training families a run takes.
+HELD_APART: dict[str, str] = {
+    "glyphs": "the validation fonts (whole families no network trains on)",
+}
+
+#: The settings that decide which images a held-apart validation set is drawn from.
+HELD_APART_KEYS = ("dataset", "root", "val_fraction", "test_fraction")
+
+
+def holds_validation_apart(dataset: str) -> bool:
+    return dataset in HELD_APART
+
+
+def describe_validation(data: Mapping[str, Any]) -> str:
+    """What a run with these ``data`` settings validated on, as the page says it."""
+    if holds_validation_apart(data["dataset"]):
+        return HELD_APART[data["dataset"]]
+    if data.get("val_from_subset"):
+        return (f"the validation images of a {data['val_from_subset']}-image subset run, never "
+                "trained on")
+    return f"{data.get('val_fraction', 0.1):.0%} of its own training images"
+
+
+def same_held_apart_set(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool | None:
+    """Whether two runs of a dataset that holds its validation images apart drew them from the
+    same set (so neither trained on the other's validation images); None where ``ours`` is not
+    such a dataset, and the carving rules decide."""
+    if not holds_validation_apart(ours["dataset"]):
+        return None
+    return all(ours.get(k) == theirs.get(k) for k in HELD_APART_KEYS)

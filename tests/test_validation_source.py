@@ -1,0 +1,56 @@
+"""Where a run's validation images come from, and whether a loaded teacher trained on them, for a
+dataset that holds its validation images apart (the glyphs of the validation fonts)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from horkd.config import config_from_dict
+from horkd.data.validation_source import describe_validation, same_held_apart_set
+
+GLYPHS = {"dataset": "glyphs", "hr_size": 32, "val_fraction": 0.1, "test_fraction": 0.2,
+          "split_seed": 0}
+
+
+def test_the_page_names_what_each_run_validated_on() -> None:
+    assert describe_validation({"dataset": "fashion_mnist", "val_fraction": 0.1}) == \
+        "10% of its own training images"
+    assert "3000-image subset" in describe_validation({"dataset": "fashion_mnist",
+                                                       "val_from_subset": 3000})
+    assert "validation fonts" in describe_validation({**GLYPHS, "val_from_subset": 3000})
+
+
+def _held_out(tmp_path, monkeypatch, students: dict, teachers: dict) -> bool | None:
+    """``teacher_held_out`` for a student run with ``students`` data settings whose teacher's
+    checkpoint says it trained with ``teachers``."""
+    from horkd.experiment.bridge import teacher_held_out
+
+    meta = {"config": {"data": teachers}, "seed": 7}
+    monkeypatch.setattr("horkd.checkpoint.load_meta", lambda path: meta)
+    cfg = config_from_dict({"output_dir": str(tmp_path), "data": students,
+                            "teacher": {"arch": "resnet8",
+                                        "checkpoint": str(tmp_path / "teacher" / "model")}})
+    return teacher_held_out(SimpleNamespace(cfg=cfg, seed=0))
+
+
+@pytest.mark.parametrize(("teacher_change", "expected"), [
+    ({}, True),                                  # the same validation fonts, other training fonts
+    ({"train_subset": 20000, "split_seed": 3, "glyph_renders": 2}, True),  # no seed moves them
+    ({"val_fraction": 0.2}, False),              # other validation families: it may have trained
+    ({"test_fraction": 0.1}, False),             # on some of this run's validation fonts
+    ({"root": "/elsewhere"}, False),             # other fonts altogether
+])
+def test_a_glyph_teacher_is_held_out_exactly_when_it_kept_the_same_validation_fonts(
+        tmp_path, monkeypatch, teacher_change: dict, expected: bool) -> None:
+    """A glyph teacher on the teachers' half of the training fonts never saw the validation
+    fonts its students choose on, whatever its seed, subset or renders; another family split
+    may have put some of them in its training half."""
+    students = {**GLYPHS, "glyph_fonts": "students", "train_subset": 6200}
+    teachers = {**GLYPHS, "glyph_fonts": "teacher", **teacher_change}
+    assert _held_out(tmp_path, monkeypatch, students, teachers) is expected
+
+
+def test_a_carved_split_is_not_judged_by_the_held_apart_rule() -> None:
+    assert same_held_apart_set({"dataset": "fashion_mnist"}, {"dataset": "fashion_mnist"}) is None
