@@ -253,14 +253,17 @@ def _settings(chosen: dict[str, Any]) -> str:
 
 
 def _teacher_lines(teachers: dict[str, dict[int, dict[str, float]]], facts: dict) -> str:
-    lines = []
+    lines, seeds = [], set()
     for name, per_seed in teachers.items():
-        row = next(iter(per_seed.values()))
+        seed, row = next(iter(per_seed.items()))
+        seeds.add(seed)
         shown = {k: v for k, v in row.items() if k not in ("method", "role", "params", "flops")
                  and not k.startswith(("R@2", "R@4", "R@8")) and "top5" not in k}
         facts[name] = shown
         lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in shown.items()))
-    return "\n\nTeacher rows (scored once):\n" + "\n".join(lines) if lines else ""
+    # with several teachers the rows are those of the first final seed's teacher, not a mean
+    which = f", with the teacher of seed {seeds.pop()}" if len(seeds) == 1 else ""
+    return f"\n\nTeacher rows (scored once{which}):\n" + "\n".join(lines) if lines else ""
 
 
 def search_table(summary: dict[str, Any]) -> str:
