@@ -334,6 +334,13 @@ def test_the_page_pictures_confusable_glyphs_of_test_fonts_at_hr_and_lr(
     assert "- LR 4 px: `plain`" in lines and "- LR 3 px, noise 0.05: `hard`" in lines
     assert any("test font" in line for line in lines)
     assert np.asarray(Image.open(tmp_path / "data.png").convert("L")).std() > 20
+    # the split sizes, and the faces and design groups each is drawn from, as the splits hold
+    test_faces = splits.test.faces.unique().numel()
+    test_groups = splits.test.families.unique().numel()
+    sizes = next(line for line in lines if line.startswith("The base run's images:"))
+    assert f"{len(splits.test):,} test ({test_faces} faces in {test_groups} design groups), " \
+           "of which each run scores a stratified 20." in sizes
+    assert f"{len(splits.val):,} validation (" in sizes
 
 
 def test_an_experiment_trains_on_glyphs_and_validates_on_the_validation_fonts(
