@@ -424,7 +424,7 @@ def test_the_guard_says_whether_the_teacher_never_saw_the_validation_images(tiny
                                       f"output_dir={tiny_cfg['output_dir']}_guard"])
     verdict = open_seed(cfg, 0, progress=False)[1].assistant_verdict()
     assert verdict["teacher_held_out"] is False
-    assert "trained on images this run validates on" in capsys.readouterr().out
+    assert "may have trained on images this run validates on" in capsys.readouterr().out
 
 
 def test_an_assistant_on_lr_learns_and_is_looked_at_on_the_students_lr_view(tiny_cfg):

@@ -176,6 +176,20 @@ def test_each_face_of_a_font_collection_is_a_face(tmp_path: Path,
     assert first.shape == second.shape == (62, 8, 8) and not np.array_equal(first, second)
 
 
+def test_a_collection_header_that_claims_more_faces_than_its_file_holds_is_one_bad_face(
+        tmp_path: Path) -> None:
+    """A damaged ``.ttc`` whose header claims 2**31 - 1 faces (an offset table far beyond the
+    file) is read as one face, left out as unreadable, not two billion face numbers."""
+    from horkd.data.glyphs.fonts import faces_in
+
+    damaged = tmp_path / "damaged.ttc"
+    damaged.write_bytes(b"ttcf" + (1 << 16).to_bytes(4, "big") + (2**31 - 1).to_bytes(4, "big"))
+    assert faces_in(damaged) == [0]
+    honest = tmp_path / "two.ttc"
+    honest.write_bytes(b"ttcf" + (1 << 16).to_bytes(4, "big") + (2).to_bytes(4, "big") + bytes(8))
+    assert faces_in(honest) == [0, 1]
+
+
 def test_small_capitals_are_told_from_small_letters() -> None:
     """A face drawing smaller capitals for its small letters (small caps, titling) is found;
     a text face, and the same face cut out of boxes (reverse video), are not."""
@@ -320,6 +334,13 @@ def test_the_page_pictures_confusable_glyphs_of_test_fonts_at_hr_and_lr(
     assert "- LR 4 px: `plain`" in lines and "- LR 3 px, noise 0.05: `hard`" in lines
     assert any("test font" in line for line in lines)
     assert np.asarray(Image.open(tmp_path / "data.png").convert("L")).std() > 20
+    # the split sizes, and the faces and design groups each is drawn from, as the splits hold
+    test_faces = splits.test.faces.unique().numel()
+    test_groups = splits.test.families.unique().numel()
+    sizes = next(line for line in lines if line.startswith("The base run's images:"))
+    assert f"{len(splits.test):,} test ({test_faces} faces in {test_groups} design groups), " \
+           "of which each run scores a stratified 20." in sizes
+    assert f"{len(splits.val):,} validation (" in sizes
 
 
 def test_an_experiment_trains_on_glyphs_and_validates_on_the_validation_fonts(

@@ -79,3 +79,16 @@ def test_which_group_goes_where_is_pinned() -> None:
 
 def test_the_rules_digest_keeps_its_value() -> None:
     assert rules_digest() == RULES_DIGEST
+
+
+def test_the_drawing_is_pinned_with_its_render_version() -> None:
+    """The variation's ranges and the canvas are in no digest; the render version stands for
+    them. Changing one without bumping ``RENDER_VERSION`` would reuse caches and stages drawn
+    the old way: change this pin only together with the version."""
+    from dataclasses import asdict
+
+    from horkd.data.glyphs.render import FILL, RENDER_VERSION, SUPERSAMPLE, Variation
+
+    drawing = {"rotation_deg": 8.0, "scale": (0.8, 1.05), "shift": 0.08, "ink": (0.55, 1.0),
+               "background": 0.3, "noise_std": (0.0, 0.06)}
+    assert (RENDER_VERSION, asdict(Variation()), SUPERSAMPLE, FILL) == (3, drawing, 4, 0.8)

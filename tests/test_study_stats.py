@@ -16,6 +16,7 @@ from horkd.study.stats import (
     adjust,
     compare,
     holm,
+    holm_demands,
     minimum_detectable_difference,
     paired_t_p,
     tost_p,
@@ -56,6 +57,19 @@ def test_tost_the_t_test_and_the_detectable_difference_match_a_hand_computation(
     assert compare("r", "a", "b", A, B, margin=0.2).call() == "inconclusive"
     assert "detect only differences of 0.26 or more at 80% power" in compare(
         "r", "a", "b", A, B, margin=0.2).verdict()
+
+
+def test_what_holm_asks_of_the_seeds_matches_a_hand_computation():
+    """Five seeds, 38 comparisons (the glyph study): the first Holm step tests at 0.05 / 38, so a
+    difference must reach t_{1-0.05/76, 4} = 8.01 standard errors, 8.01 / sqrt(5) = 3.58 paired
+    sds; the last at 0.05 (t_{0.975, 4} = 2.776: 1.24 sds). TOST within +-0.5 at a true
+    difference of 0 needs 0.5 / (sd / sqrt(5)) > t_{1-0.05/38, 4} = 6.67 (sd < 0.168), and at
+    the last step > t_{0.95, 4} = 2.132 (sd < 0.524)."""
+    demands = holm_demands(5, 38, 0.05, 0.5)
+    assert demands.difference_sds == pytest.approx((8.0129 / math.sqrt(5), 2.7764 / math.sqrt(5)),
+                                                   abs=1e-3)
+    assert demands.equivalence_sd == pytest.approx((0.1677, 0.5244), abs=1e-3)
+    assert holm_demands(5, 38).equivalence_sd is None and holm_demands(1, 38) is None
 
 
 def test_a_constant_difference_is_certain_and_no_difference_at_all_is_not():
@@ -144,6 +158,8 @@ def test_the_page_calls_each_declared_comparison_on_holm_adjusted_p(tmp_path):
     assert "- `few` (confirmatory), horkd - hinton_kd: +1.00 [+0.90, +1.10], p <0.001 " in text
     assert "**equivalent within ±0.5**" in text
     assert "`later` (exploratory), horkd - scratch: pending" in text
+    # what Holm over the 6 asks of the 5 seeds most have: t_{1-0.05/12, 4} / sqrt(5) = 4.85 / 2.24
+    assert "With 5 seeds, Holm over 6 asks a difference of 2.2 paired sds" in text
     # a method with a declared comparison gets no undeclared best-baseline line
     assert "`few`, horkd:" not in text and "Not declared in the study file" not in text
     print(text)

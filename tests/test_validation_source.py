@@ -54,3 +54,47 @@ def test_a_glyph_teacher_is_held_out_exactly_when_it_kept_the_same_validation_fo
 
 def test_a_carved_split_is_not_judged_by_the_held_apart_rule() -> None:
     assert same_held_apart_set({"dataset": "fashion_mnist"}, {"dataset": "fashion_mnist"}) is None
+
+
+def test_a_glyph_teacher_of_other_font_files_is_not_held_out(tmp_path, monkeypatch) -> None:
+    """The same settings over another font set draw other validation fonts: where the
+    teacher's stage recorded other data files, it may have trained on this run's."""
+    import json
+
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    settings = {**GLYPHS, "root": str(fonts)}
+    students = {**settings, "glyph_fonts": "students"}
+    teachers = {**settings, "glyph_fonts": "teacher"}
+    stage = tmp_path / "teacher"
+    stage.mkdir()
+    (stage / "done.json").write_text(json.dumps({"data_files": "another-font-set"}))
+    assert _held_out(tmp_path, monkeypatch, students, teachers) is False
+    from horkd.data.digest import data_digest
+
+    (stage / "done.json").write_text(json.dumps({"data_files": data_digest("glyphs",
+                                                                           str(fonts))}))
+    assert _held_out(tmp_path, monkeypatch, students, teachers) is True
+
+
+def test_a_study_refuses_a_glyph_teacher_whose_fonts_may_be_its_students_test_fonts(
+        tmp_path) -> None:
+    """The study's teacher file with another test share (so other test fonts) is refused at
+    load, naming the teacher and the setting; the shipped pair loads."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from horkd.config import ConfigError
+    from horkd.study import load_study
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "study"
+    assert load_study(shipped / "glyphs.yaml")[0].name == "glyphs_study"
+    shutil.copy(shipped / "glyphs.yaml", tmp_path / "glyphs.yaml")
+    teacher = yaml.safe_load((shipped / "teacher_glyphs.yaml").read_text())
+    teacher["data"]["test_fraction"] = 0.1
+    (tmp_path / "teacher_glyphs.yaml").write_text(yaml.safe_dump(teacher))
+    with pytest.raises(ConfigError, match=r"teachers\.glyphs: data\.test_fraction=0\.1 where "
+                                          r"the students' is 0\.2"):
+        load_study(tmp_path / "glyphs.yaml")

@@ -12,7 +12,7 @@ from typing import Any
 #: ``train.validation_indices``; the family split that picks them depends on the
 #: :data:`HELD_APART_KEYS` alone, not on a seed, a subset or which training families a run takes.
 HELD_APART: dict[str, str] = {
-    "glyphs": "the validation fonts (whole families no network trains on)",
+    "glyphs": "the validation fonts (whole design groups no network trains on)",
 }
 
 #: The settings that decide which images a held-apart validation set is drawn from.

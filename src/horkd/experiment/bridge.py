@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from horkd.data.validation_source import holds_validation_apart
 from horkd.degrade import Degrader
 from horkd.evaluate import InputFn
 from horkd.experiment.context import RunContext
@@ -49,9 +50,12 @@ def guard_verdict(ctx: RunContext, teacher: nn.Module, assistant: nn.Module,
                    teacher_held_out=held_out)
     where = f"[{label}] " if label else ""
     if held_out is False:
-        print(f"{where}the teacher's checkpoint was trained on images this run validates on, so "
-              f"its validation score ({t_score:.2f}) is optimistic and the guard strict; give it a "
-              "teacher trained without them (data.val_from_subset)", flush=True)
+        remedy = ("a teacher of the same data files, data.val_fraction and data.test_fraction"
+                  if holds_validation_apart(ctx.cfg.data.dataset)
+                  else "a teacher trained without them (data.val_from_subset)")
+        print(f"{where}the teacher's checkpoint may have trained on images this run validates "
+              f"on, so its validation score ({t_score:.2f}) is optimistic and the guard strict; "
+              f"give it {remedy}", flush=True)
     if not verdict["trusted"]:
         print(f"{where}the assistant scores {a_score:.2f} on validation against the teacher's "
               f"{t_score:.2f} (more than distill.assistant_guard={guard} points below): HORKD "
@@ -93,8 +97,8 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
             task == "retrieval" and meta.get("seed") != ctx.seed):  # classes drawn by the seed
         return False
     held_apart = same_held_apart_set(ours, theirs)
-    if held_apart is not None:  # the validation fonts: no seed or subset moves them
-        return held_apart
+    if held_apart is not None:  # the validation fonts: no seed or subset moves them...
+        return held_apart and _same_data_files(path.replace("{seed}", str(ctx.seed)), ours)
     same_split = all(theirs[k] == ours[k] for k in SPLIT_KEYS) and their_seed == our_seed
     if ours["split_file"] or theirs["split_file"]:
         return _apart_by_parts(ours, theirs, same_split)
@@ -103,6 +107,22 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
                    and all(theirs[k] == ours[k] for k in ("dataset", "root", "val_fraction"))
                    and their_seed == our_seed)
     return same_split or carved_ours
+
+
+def _same_data_files(checkpoint: str, ours: dict[str, Any]) -> bool:
+    """...unless its stage recorded other data files (the same settings over another font set
+    draw other validation fonts); a checkpoint without a stage record is judged by settings."""
+    import json
+    from pathlib import Path
+
+    from horkd.data.digest import data_digest
+
+    try:
+        done = json.loads((Path(checkpoint).parent / "done.json").read_text())
+    except (OSError, ValueError):
+        return True
+    recorded = done.get("data_files") if isinstance(done, dict) else None
+    return recorded is None or recorded == data_digest(ours["dataset"], ours["root"])
 
 
 def _apart_by_parts(ours: dict[str, Any], theirs: dict[str, Any], same_split: bool) -> bool | None:

@@ -199,7 +199,7 @@ def image_rows(rows: list[tuple[str, Any]], titles: list[str], path: Path) -> Pa
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(titles[c], fontsize=8)
+                ax.set_title(titles[c], fontsize=8, fontfamily="DejaVu Serif")  # serif: l and I apart
         axes[r][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
     fig.tight_layout(pad=0.3, w_pad=0.15, h_pad=0.15)
     fig.savefig(path, dpi=100)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from horkd.config import (
     ConfigError,
+    DataConfig,
     config_from_dict,
     format_validation_error,
     load_config,
@@ -22,6 +23,7 @@ from horkd.config import (
     problem_line,
     read_yaml_mapping,
 )
+from horkd.data.validation_source import HELD_APART_KEYS, holds_validation_apart
 from horkd.study.executors import ExecutorConfig
 
 
@@ -463,9 +465,10 @@ def _check_teachers(study: StudyConfig, path: Path) -> None:
     for name, given in study.teachers.items():
         try:
             if isinstance(given, dict):
-                config_from_dict(dict(given))
+                teacher = config_from_dict(dict(given))
             else:
-                load_config(path.parent / given)
+                teacher = load_config(path.parent / given)
+            lines += _held_apart_problems(study, name, teacher)
         except ConfigError as err:
             if not err.problems:
                 lines.append(problem_line(f"teachers.{name}", str(err)))
@@ -478,6 +481,23 @@ def _check_teachers(study: StudyConfig, path: Path) -> None:
                           for loc, message in err.problems]
     if lines:
         raise ConfigError(f"invalid study {path}:\n" + "\n".join(lines))
+
+
+def _held_apart_problems(study: StudyConfig, name: str, teacher: Any) -> list[str]:
+    """A teacher on a dataset that holds its validation and test images apart (the glyphs'
+    fonts) must draw them from the students' set: with another font folder or other shares its
+    training fonts may be the students' validation or test fonts, a leak no run could see."""
+    data = dict((study.base or {}).get("data") or {})
+    dataset = data.get("dataset", DataConfig.model_fields["dataset"].default)
+    if teacher.data.dataset != dataset or not holds_validation_apart(dataset):
+        return []
+    ours = {k: data.get(k, DataConfig.model_fields[k].default)
+            for k in HELD_APART_KEYS if k != "dataset"}
+    theirs = teacher.data.model_dump()
+    return [problem_line(f"teachers.{name}", f"data.{k}={theirs[k]!r} where the students' "
+                         f"is {v!r}: the teacher's training fonts may be the students' "
+                         "validation or test fonts; give the teacher the students' setting")
+            for k, v in ours.items() if theirs[k] != v]
 
 
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from horkd.data import DataNotFoundError, DataSplits
 from horkd.degrade import Degrader, DegradeSpec
@@ -116,6 +117,34 @@ def _columns(test: Any, class_names: list[str] | None) -> tuple[list[int], list[
 Samples = tuple[torch.Tensor, torch.Tensor]  # a few test images at HR and at the main view
 
 
+def _sizes(splits: DataSplits, test_subset: int | None) -> str:
+    """How many images each split of the base run holds, and (where the dataset can say, as the
+    glyphs' faces and design groups) what they are drawn from; ``test_subset``: how many of the
+    test images each run scores."""
+    parts = []
+    for name, dataset in (("training", splits.train), ("validation", splits.val),
+                          ("test", splits.test)):
+        if dataset is None:
+            continue
+        source, indices = _unwrapped(dataset)
+        composition = getattr(source, "composition", None)
+        parts.append(f"{len(dataset):,} {name}" + (f" ({composition(indices)})"
+                                                      if callable(composition) else ""))
+    if test_subset is not None and test_subset < len(splits.test):
+        parts[-1] += f", of which each run scores a stratified {test_subset:,}"
+    return "The base run's images: " + ", ".join(parts) + "."
+
+
+def _unwrapped(dataset: Any) -> tuple[Any, list[int] | None]:
+    """The dataset under a chain of subsets and the indices into it that the chain keeps."""
+    indices: list[int] | None = None
+    while isinstance(dataset, Subset):
+        inner = list(dataset.indices)
+        indices = inner if indices is None else [inner[i] for i in indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
 def data_section(study: dict[str, Any], figures: Path) -> tuple[list[str], Samples | None]:
     """The page's section on its data (the picture and which regimes see which row), and the
     first two test images at HR and at the base config's view, for the labels curve's strip:
@@ -154,7 +183,7 @@ def _section(base: Any, regimes: dict[str, Any], splits: DataSplits,
     lines = [f"- {view_label(spec, plain)}: " + ", ".join(f"`{r}`" for r in names)
              for spec, names in views]
     first = torch.stack([splits.test[i][0] for i in range(min(2, len(splits.test)))])
-    return ["", "## The data", "",
+    return ["", "## The data", "", _sizes(splits, base.data.test_subset), "",
             f"Test images at HR, as the teacher sees them, and at each LR view the students "
             f"train and are tested on; columns: {what}.", "",
             f"![test images at HR and as the students see them]({figure_link(path)})", "",

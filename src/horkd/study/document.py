@@ -29,6 +29,7 @@ from horkd.study.stats import (
     Difference,
     adjust,
     compare,
+    holm_demands,
     paired_difference,
     pending,
     summarize,
@@ -514,7 +515,12 @@ def _setup(summary: dict[str, Any]) -> list[str]:
         f"- Seeds of the final runs: {study['seeds']} (unless a regime says otherwise); "
         + _search_seeds(study["search"]) + ", "
         f"{len(next(iter(study['search']['candidates'].values())))} candidates per method "
-        "(the same budget for every method).",
+        + ("(the same budget for every method)" if not study["search"].get("extend") else
+           "(the same budget for every method), and up to "
+           f"{study['search']['extend']} more where one numeric setting varies and the choice "
+           "was at an end of its grid (the search table lists them)")
+        + "; what a method does not search is the base config's"
+        + _base_loss(study) + ".",
         f"- Baselines: {', '.join(study['baselines'])}. Intervals are paired by seed (same split, "
         "labelled subset and data order), 95%, Student's t with n-1 degrees of freedom.",
     ]
@@ -522,11 +528,27 @@ def _setup(summary: dict[str, Any]) -> list[str]:
         parts.append(
             f"- Teacher `{name}`: {t['arch']}, {t['epochs']} epochs, best validation "
             f"{t['val']:.2f}" + (f" on {t['validation']}" if t.get("validation") else "")
-            + f" ({(t['train_seconds'] or 0) / 60:.1f} min to train)."
+            + f" ({_teacher_time(t)} to train)."
             + "".join(_retrained(r) for r in t.get("retrained", []))
             + _near_chance(t)
         )
     return parts + _few_validation_images(summary)
+
+
+def _base_loss(study: dict[str, Any]) -> str:
+    """The base loss settings every candidate starts from (a method that searches no temperature
+    distils at this one), so a table that lists only overrides is read whole."""
+    loss = ((study.get("base") or {}).get("distill") or {}).get("loss") or {}
+    return (" (`distill.loss`: " + ", ".join(f"{k} {v}" for k, v in loss.items()) + ")"
+            if loss else "")
+
+
+def _teacher_time(teacher: dict[str, Any]) -> str:
+    """Wall minutes, and CPU minutes where the record kept them (a teacher trained beside other
+    jobs waits: its wall time is not its cost)."""
+    wall = f"{(teacher.get('train_seconds') or 0) / 60:.1f} min"
+    cpu = teacher.get("train_cpu_seconds")
+    return f"{wall} of wall time, {cpu / 60:.1f} CPU-min" if cpu else wall
 
 
 def _validation_words(study: dict[str, Any]) -> str:
@@ -624,6 +646,36 @@ def _apart(c: Comparison) -> str:
         return ""
     return (f" (seed{'s' if len(c.apart) > 1 else ''} {', '.join(map(str, c.apart))} left out: "
             "the two runs learnt from different teachers)")
+
+
+def _what_intervals_cover(study: dict[str, Any]) -> str:
+    """Whether the seeds vary the data too: with ``data.split_seed`` fixed every run shares one
+    split and labelled draw, so the intervals say nothing of another draw."""
+    data = (study.get("base") or {}).get("data") or {}
+    if data.get("split_seed") is None:
+        return ", over seeds that each draw their own split and labelled subset"
+    return (", over the seeds (and their teachers) alone: every run shares one data split, one "
+            "labelled draw and one test subset")
+
+
+def _demands_sentence(family: list[Comparison], seeds: int) -> str:
+    """What Holm over the page's family asks of its seeds (the most common count recorded, else
+    the study's), so an "inconclusive" can be read as the design's limit rather than a finding
+    of no difference."""
+    counts = [c.n for c in family if c.n] or [seeds]
+    n = max(set(counts), key=counts.count)
+    margins = [c.margin for c in family if c.margin is not None]
+    demands = holm_demands(n, len(family), family[0].alpha, margins[0] if margins else None)
+    if demands is None:
+        return ""
+    (strict, loose), sentence = demands.difference_sds, ""
+    if demands.equivalence_sd is not None:
+        sd_strict, sd_loose = demands.equivalence_sd
+        sentence = (f", and equivalence within ±{margins[0]:g} a paired sd under "
+                    f"{sd_strict:.2f} to {sd_loose:.2f} even where the true difference is 0")
+    return (f" With {n} seeds, Holm over {len(family)} asks a difference of {strict:.1f} paired "
+            f"sds to be called above or below at its strictest step ({loose:.1f} at its "
+            f"loosest){sentence}.")
 
 
 def _comparison_line(c: Comparison) -> str:
@@ -775,7 +827,8 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any],
                   "counts as p = 1), raw p first, adjusted in brackets; the call uses the "
                   "adjusted p. \"Detectable\" is the smallest difference the seeds detect at "
                   f"{POWER:.0%} power (two-sided alpha {alpha:.2f}, from the paired sd); the "
-                  "intervals are the raw 95% ones."]
+                  "intervals are the raw 95% ones" + _what_intervals_cover(study) + "."
+                  + _demands_sentence(family, len(study["seeds"]))]
         for role, title in (("confirmatory", "Confirmatory regimes (design, comparator and "
                              "margin declared before their first run)"),
                             ("exploratory", "Exploratory regimes (hypothesis-generating: a "

@@ -174,6 +174,35 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
+@dataclass(frozen=True)
+class HolmDemands:
+    """What Holm's step-down over ``m`` comparisons asks of ``n`` paired seeds, at its
+    strictest step (alpha / m: the first hypothesis tested) and its loosest (alpha: the last).
+
+    ``difference_sds``: the mean paired difference, in paired sds, whose t reaches the two-sided
+    threshold (above or below); ``equivalence_sd``: the largest paired sd at which a mean
+    difference of 0 passes TOST within ``+-margin``. Both ``(strictest, loosest)``; why a
+    comparison is inconclusive can be read off them before any seed is run."""
+
+    n: int
+    m: int
+    difference_sds: tuple[float, float]
+    equivalence_sd: tuple[float, float] | None
+
+
+def holm_demands(n: int, m: int, alpha: float = 0.05,
+                 margin: float | None = None) -> HolmDemands | None:
+    """:class:`HolmDemands` of ``n`` seeds in a family of ``m``; None for fewer than two seeds."""
+    if n < 2 or m < 1:
+        return None
+    root = math.sqrt(n)
+    levels = (alpha / m, alpha)
+    difference = tuple(float(_t().ppf(1 - a / 2, n - 1)) / root for a in levels)
+    equivalence = (tuple(margin * root / float(_t().ppf(1 - a, n - 1)) for a in levels)
+                   if margin is not None else None)
+    return HolmDemands(n, m, difference, equivalence)  # type: ignore[arg-type]
+
+
 POWER = 0.8  # the power the minimum detectable difference is given at
 
 

@@ -102,7 +102,9 @@ def targets_section(summary: Mapping[str, Any], family: list[Comparison],
              "Set in the study file and registered with the confirmatory regimes' designs "
              "before their first run; measured on the test split with the findings' numbers "
              "(paired differences with their raw 95% interval, the Holm-adjusted call, the "
-             "regime table's gap).", "",
+             "regime table's gap). A \"+x or more\" is met by the mean difference, a share of "
+             "the gap is a point estimate (no interval); a claim with no threshold is reported "
+             "(its call in the measured column).", "",
              "| target | regime | measured | verdict |", "|---|---|---|---|"]
     by_pair = {(c.regime, c.method, c.comparator): c for c in family}
     for t in targets:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{s['images']:7d} images")
     renders = f"{m['renders']} render" + ("s" if m["renders"] != 1 else "")
     processes = f"{m['processes']} process" + ("es" if m["processes"] != 1 else "")
-    print(f"  {m['side']} px, {renders} per character; rendered in {m['seconds']} s "
+    print(f"  {m['side']} px, {renders} per character; rendered once, in {m['seconds']} s "
           f"on {processes}; this call {time.perf_counter() - start:.1f} s; "
           f"cache: {found.folder}")
     short = too_few_families(c, max(MIN_FAMILIES, args.min_families), args.root)

@@ -82,19 +82,27 @@ def family_key(family: str) -> str:
         or family.lower()
 
 
+MAX_COLLECTION_FACES = 256  # more than any real collection holds; a larger count is damage
+
+
 def faces_in(path: Path) -> list[int]:
     """The face numbers of a font file: ``[0]``, or one per face of a collection (its header
-    says how many; an unreadable header gives ``[0]``, left out when the face is read)."""
+    says how many; an unreadable header, or a count its offset table cannot hold in the file,
+    gives ``[0]``, left out when the face is read)."""
     if path.suffix.lower() not in COLLECTIONS:
         return [0]
     try:
         with open(path, "rb") as handle:
             header = handle.read(12)
+        size = path.stat().st_size
     except OSError:
         return [0]
-    if header[:4] != b"ttcf":
+    if header[:4] != b"ttcf" or len(header) < 12:
         return [0]
-    return list(range(max(1, int.from_bytes(header[8:12], "big")))) or [0]
+    count = int.from_bytes(header[8:12], "big")
+    if not 1 <= count <= MAX_COLLECTION_FACES or 12 + 4 * count > size:  # a damaged header
+        return [0]
+    return list(range(count))
 
 
 def face_name(path: Path | str, index: int) -> str:

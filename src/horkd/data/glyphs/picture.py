@@ -41,5 +41,5 @@ def picture_columns(test: GlyphImages, columns: int = 14,
     titles = [c for _ in fonts for c in shown]
     what = (f"the characters {' '.join(shown)} of the test font"
             + ("s " if len(fonts) > 1 else " ") + ", ".join(f"`{f}`" for f in fonts)
-            + ", left to right (designs no network trained or validated on)")
+            + ", left to right (design groups no network trained or validated on)")
     return picked, titles, what
