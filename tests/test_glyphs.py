@@ -427,3 +427,14 @@ def test_glyphs_refuse_mirroring_in_one_line() -> None:
         DataConfig(dataset="glyphs", augment={"hflip": True})
     assert "mirrored b is a d" in str(refusal.value)
     DataConfig(dataset="glyphs", augment={"hflip": False})
+
+
+def test_a_half_of_one_training_group_is_one_line_naming_the_setting(font_dir: Path) -> None:
+    """Five families with most held out for validation and test leave one training group: the
+    students' half holds it, the teachers' half nothing - one line naming data.glyph_fonts,
+    not an empty training split."""
+    with pytest.raises(DataNotFoundError, match=r"data\.glyph_fonts=teacher takes half of the "
+                                                r"training fonts' design groups, and 1 cannot"):
+        _splits(font_dir, test_fraction=0.45, val_fraction=0.45, glyph_fonts="teacher")
+    assert len(_splits(font_dir, test_fraction=0.45, val_fraction=0.45,
+                       glyph_fonts="students").train) > 0

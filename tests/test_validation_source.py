@@ -98,3 +98,30 @@ def test_a_study_refuses_a_glyph_teacher_whose_fonts_may_be_its_students_test_fo
     with pytest.raises(ConfigError, match=r"teachers\.glyphs: data\.test_fraction=0\.1 where "
                                           r"the students' is 0\.2"):
         load_study(tmp_path / "glyphs.yaml")
+
+
+def test_a_dataset_that_holds_validation_apart_must_say_so(monkeypatch) -> None:
+    """A dataset whose training split brings its own validation images, but is not named in
+    HELD_APART, is refused for its author: the page and the guard would describe it wrongly."""
+    import torch
+
+    from horkd.data import build_splits
+    from horkd.data.memory import TensorImageDataset
+    from horkd.data.registry import DATASETS, DatasetInfo
+
+    def apart(root, hr_size, download, **kw):
+        train = TensorImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.arange(8) % 2)
+        train.validation_indices = torch.tensor([0, 1])
+        test = TensorImageDataset(torch.zeros(4, 1, 4, 4, dtype=torch.uint8), torch.arange(4) % 2)
+        return train, test, DatasetInfo("apart", 2, 1, (0.5,), (0.25,), 4)
+
+    from horkd.data import validation_source
+
+    DATASETS.register("apart")(apart)
+    try:
+        with pytest.raises(ValueError, match="name it in horkd.data.validation_source.HELD_APA"):
+            build_splits("apart")
+        monkeypatch.setitem(validation_source.HELD_APART, "apart", "its own validation images")
+        assert len(build_splits("apart").val) == 2
+    finally:
+        DATASETS.unregister("apart")

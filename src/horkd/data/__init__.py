@@ -20,6 +20,7 @@ from horkd.data.split import (
     stratified_subset,
     students_validation,
 )
+from horkd.data.validation_source import holds_validation_apart
 
 
 def build_splits(
@@ -56,6 +57,10 @@ def build_splits(
     if getattr(train, "validation_indices", None) is not None:
         if split_file is not None:
             raise ValueError(held_apart_refusal(name))
+        if not holds_validation_apart(name):  # a new dataset's author, not a user, reads this
+            raise ValueError(f"{name} holds its validation images apart (validation_indices): "
+                             "name it in horkd.data.validation_source.HELD_APART, so the page "
+                             "and the assistant's guard say what it validates on")
         return _held_validation(name, train, test, info, val_fraction, seed, train_subset,
                                 test_subset, val_size)
     labels = labels_of(train)

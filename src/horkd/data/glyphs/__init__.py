@@ -107,6 +107,12 @@ def glyphs(
     if short:
         raise DataNotFoundError(short)
     train, test = _datasets(found, glyph_fonts)
+    if train.validation_indices is not None and len(train) == len(train.validation_indices):
+        groups = found.manifest["counts"]["train"]["families"]
+        raise DataNotFoundError(
+            f"glyphs: data.glyph_fonts={glyph_fonts} takes half of the training fonts' design "
+            f"groups, and {groups} cannot be halved: add fonts of other families, or "
+            "data.glyph_fonts=all")
     mean, std = channel_stats(train.images)
     info = DatasetInfo("glyphs", len(CHARACTERS), 1, mean, std, side, list(CHARACTERS))
     return train, test, info
