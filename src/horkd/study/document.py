@@ -23,6 +23,7 @@ from horkd.study.config import regime_comparisons, regime_margin
 from horkd.study.data_figure import data_section
 from horkd.study.page_files import figure_link, figures_folder
 from horkd.study.progress import duration
+from horkd.study.search_rounds import one_knob
 from horkd.study.stats import (
     POWER,
     Comparison,
@@ -278,7 +279,15 @@ def search_table(summary: dict[str, Any]) -> str:
     searches: set[tuple[str, str]] = set()
     edges: list[str] = []
     extended = summary.get("extended") or {}
-    for res in summary["search"]:
+    regimes, methods = list(study["regimes"]), list(study.get("methods") or [])
+
+    def place(res: dict[str, Any]) -> tuple[int, int, int]:  # an added candidate by its method
+        return (regimes.index(res["regime"]) if res["regime"] in regimes else len(regimes),
+                methods.index(res["method"]) if res["method"] in methods else len(methods),
+                int(res["tag"][1:]))
+
+    unextendable: list[str] = []
+    for res in sorted(summary["search"], key=place):
         method, regime = res["method"], res["regime"]
         index = int(res["tag"][1:])
         own = study["regimes"][regime].get("candidates") or {}
@@ -297,6 +306,8 @@ def search_table(summary: dict[str, Any]) -> str:
             if edge:
                 mark = f" (chosen, at the grid's edge: {edge})"
                 edges.append(f"`{regime}` {method}")
+                if one_knob(declared) is None:
+                    unextendable.append(f"`{regime}` {method}")
         values = list(res["val"].values())
         score = (None if not values else math.nan if not all(map(math.isfinite, values))
                  else statistics.fmean(values))
@@ -316,7 +327,11 @@ def search_table(summary: dict[str, Any]) -> str:
         lines += ["", f"{len(edges)} of {len(searches)} searches chose a candidate at an end of "
                   f"a numeric grid ({', '.join(edges)}): the grid does not bracket the choice, "
                   "so a better setting may lie beyond it"
-                  + (" (still, after the extension)." if grown else ".")]
+                  + (" (still, after the extension)" if grown else "")
+                  + (f"; in {len(unextendable)} of them ({', '.join(unextendable)}) the "
+                     "candidates vary more than one setting, a grid no extension grows"
+                     if unextendable else "")
+                  + "."]
     return "\n".join(lines)
 
 
