@@ -19,6 +19,8 @@ def test_the_page_names_what_each_run_validated_on() -> None:
         "10% of its own training images"
     assert "3000-image subset" in describe_validation({"dataset": "fashion_mnist",
                                                        "val_from_subset": 3000})
+    assert describe_validation({"dataset": "fashion_mnist", "val_size": 120}) == \
+        "120 images carved from its own training images"
     assert "validation fonts" in describe_validation({**GLYPHS, "val_from_subset": 3000})
 
 

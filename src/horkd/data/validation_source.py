@@ -29,6 +29,8 @@ def describe_validation(data: Mapping[str, Any]) -> str:
     """What a run with these ``data`` settings validated on, as the page says it."""
     if holds_validation_apart(data["dataset"]):
         return HELD_APART.get(data["dataset"])
+    if data.get("val_size"):
+        return f"{data['val_size']} images carved from its own training images"
     if data.get("val_from_subset"):
         return (f"the validation images of a {data['val_from_subset']}-image subset run, never "
                 "trained on")
