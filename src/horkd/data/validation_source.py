@@ -43,4 +43,9 @@ def same_held_apart_set(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> b
     such a dataset, and the carving rules decide."""
     if not holds_validation_apart(ours["dataset"]):
         return None
-    return all(ours.get(k) == theirs.get(k) for k in HELD_APART_KEYS)
+    return not held_apart_differences(ours, theirs)
+
+
+def held_apart_differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """The :data:`HELD_APART_KEYS` two runs' data settings differ on (none: the same set)."""
+    return [k for k in HELD_APART_KEYS if ours.get(k) != theirs.get(k)]
