@@ -137,6 +137,10 @@ class TargetConfig(_Strict):
 
 class StudyConfig(_Strict):
     name: str = "study"
+    title: str | None = Field(
+        None, description="the results page's heading (default: the name); a reader's words, "
+        "not part of the registered design"
+    )
     output_dir: str = "runs/study"
     workers: int = Field(1, ge=1, description="runs trained in parallel (processes)")
     records: str = Field(
