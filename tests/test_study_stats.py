@@ -55,8 +55,13 @@ def test_tost_the_t_test_and_the_detectable_difference_match_a_hand_computation(
     assert (c.p, c.p_tost, c.mdd) == pytest.approx((paired_t_p(diffs), upper, mdd))
     assert c.call() == "equivalent"  # alone: no adjustment
     assert compare("r", "a", "b", A, B, margin=0.2).call() == "inconclusive"
-    assert "detect only differences of 0.26 or more at 80% power" in compare(
-        "r", "a", "b", A, B, margin=0.2).verdict()
+    alone = compare("r", "a", "b", A, B, margin=0.2)
+    assert "detect only differences of 0.26 or more at 80% power" in alone.verdict()
+    assert "Holm" not in alone.verdict()
+    # in a family the detectable difference is still the raw alpha's: the words say so
+    in_family = adjust([alone, compare("r", "c", "b", B, A, margin=0.2)])[0]
+    assert in_family.p_holm > in_family.p
+    assert "at 80% power at the raw alpha (more under Holm's)" in in_family.verdict()
 
 
 def test_what_holm_asks_of_the_seeds_matches_a_hand_computation():

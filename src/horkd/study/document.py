@@ -841,7 +841,8 @@ def findings(summary: dict[str, Any], facts_by_regime: dict[str, Any],
                   f"declared comparisons ({with_margin} with a margin for TOST; a pending one "
                   "counts as p = 1), raw p first, adjusted in brackets; the call uses the "
                   "adjusted p. \"Detectable\" is the smallest difference the seeds detect at "
-                  f"{POWER:.0%} power (two-sided alpha {alpha:.2f}, from the paired sd); the "
+                  f"{POWER:.0%} power (two-sided alpha {alpha:.2f} before Holm's correction, "
+                  "from the paired sd); the "
                   "intervals are the raw 95% ones" + _what_intervals_cover(study) + "."
                   + _demands_sentence(family, len(study["seeds"]))]
         for role, title in (("confirmatory", "Confirmatory regimes (design, comparator and "
