@@ -123,7 +123,7 @@ def test_the_render_command_says_in_one_line_what_to_do(
     (tmp_path / "web" / "a.woff").write_bytes(b"wOFF")
     for folder, said in ((tmp_path / "absent", "does not exist"),
                          (tmp_path / "empty", "no .ttf/.otf/.ttc font file under"),
-                         (tmp_path / "web", "only 1 of other kinds (.woff); convert them")):
+                         (tmp_path / "web", "only 1 font file of other kinds (.woff); convert them")):
         with pytest.raises(SystemExit) as caught:
             main(["--root", str(folder), "--hr-size", "8", "--renders", "1"])
         assert said in str(caught.value) and "\n" not in str(caught.value)
@@ -140,7 +140,7 @@ def test_the_render_command_says_in_one_line_what_to_do(
     assert "left out (unreadable) more/x.ttf: TTLibError" in out
     assert "left out (other characters) cmex10.ttf" in out
     assert "left out (missing characters) DejaVuSansDisplay.ttf: lacks all 62" in out
-    assert "not read: 1 font files of other kinds (.woff2)" in out
+    assert "not read: 1 font file of other kinds (.woff2)" in out
     assert "a run refuses this set" in out and "data.glyph_min_families=5" in out
     main(["--root", str(font_dir), "--hr-size", "8", "--renders", "1", "--min-families", "5"])
     assert "refuses" not in capsys.readouterr().out
@@ -384,7 +384,13 @@ def test_font_halves_keep_teachers_and_students_on_disjoint_families(font_dir: P
     assert not families(teacher) & families(students)
     assert families(teacher) | families(students) == families(whole)
     assert len(teacher.train) + len(students.train) == len(whole.train)
-    assert len(teacher.val) == len(students.val) == len(whole.val)
+    def val_images(splits) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        base = splits.val.dataset
+        return base.images[torch.as_tensor(splits.val.indices)]
+
+    # the same validation images (the validation fonts), not only as many
+    assert torch.equal(val_images(teacher), val_images(whole))
+    assert torch.equal(val_images(students), val_images(whole))
     assert torch.equal(teacher.test.images, whole.test.images)
     again = _splits(font_dir, val_fraction=0.2, test_fraction=0.1, glyph_fonts="teacher")
     assert families(again) == families(teacher)

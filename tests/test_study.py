@@ -311,7 +311,7 @@ def test_study_file_errors_name_the_problem(tmp_path):
     raw["regimes"]["few"]["overrides"] = overrides
     raw["wokers"] = 2
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="wokers: unknown key .allowed: name, output_dir"):
+    with pytest.raises(ConfigError, match="wokers: unknown key .allowed: name, title, output_dir"):
         load_study(path)
 
 

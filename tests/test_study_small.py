@@ -45,6 +45,13 @@ def test_the_page_keeps_its_figures_in_a_folder_named_after_it(tmp_path):
     assert not (tmp_path / "small_results").exists()
 
 
+def test_the_page_is_headed_by_the_study_title_and_by_its_name_without_one(tmp_path):
+    assert _page(tmp_path, _summary()).startswith("# Results: shapes_study\n")
+    summary = _summary()
+    summary["study"]["title"] = "Shapes at 5 pixels"
+    assert _page(tmp_path, summary).startswith("# Results: Shapes at 5 pixels\n")
+
+
 def test_a_few_minutes_of_training_are_not_said_as_0_0_h(tmp_path):
     text = _page(tmp_path, _summary(compute_seconds=124.0))
     assert "took 2 min of training and scoring" in text and "0.0 h" not in text

@@ -55,8 +55,13 @@ def test_tost_the_t_test_and_the_detectable_difference_match_a_hand_computation(
     assert (c.p, c.p_tost, c.mdd) == pytest.approx((paired_t_p(diffs), upper, mdd))
     assert c.call() == "equivalent"  # alone: no adjustment
     assert compare("r", "a", "b", A, B, margin=0.2).call() == "inconclusive"
-    assert "detect only differences of 0.26 or more at 80% power" in compare(
-        "r", "a", "b", A, B, margin=0.2).verdict()
+    alone = compare("r", "a", "b", A, B, margin=0.2)
+    assert "detect only differences of 0.26 or more at 80% power" in alone.verdict()
+    assert "Holm" not in alone.verdict()
+    # in a family the detectable difference is still the raw alpha's: the words say so
+    in_family = adjust([alone, compare("r", "c", "b", B, A, margin=0.2)])[0]
+    assert in_family.p_holm > in_family.p
+    assert "at 80% power at the raw alpha (more under Holm's)" in in_family.verdict()
 
 
 def test_what_holm_asks_of_the_seeds_matches_a_hand_computation():
@@ -186,17 +191,28 @@ def test_a_choice_at_an_end_of_a_numeric_grid_is_flagged():
     assert grid_edges(banks, 1) == "distill.loss.bank_size=1024, the highest of 256 / 1024"
     lrs = [["train.student.optimizer.lr=0.05"], ["train.student.optimizer.lr=0.1"],
            ["train.student.optimizer.lr=0.2"]]
-    study = {"regimes": {"few": {}}, "search": {"candidates": {"hinton_kd": hinton,
-                                                               "scratch": lrs}}}
+    relations = [["distill.loss.distance_weight=1", "distill.loss.angle_weight=2"],
+                 ["distill.loss.distance_weight=5", "distill.loss.angle_weight=10"],
+                 ["distill.loss.distance_weight=25", "distill.loss.angle_weight=50"]]
+    study = {"regimes": {"few": {}}, "methods": ["scratch", "hinton_kd", "kd_rkd"],
+             "search": {"candidates": {"hinton_kd": hinton, "scratch": lrs,
+                                       "kd_rkd": relations}}}
     search = [{"regime": "few", "method": m, "tag": f"c{i}", "val": {"100": 70.0 + i},
-               "error": None} for m in ("hinton_kd", "scratch") for i in range(3)]
-    choices = {"few": {"hinton_kd": {"tag": "c2"}, "scratch": {"tag": "c1"}}}
+               "error": None} for m in ("hinton_kd", "scratch", "kd_rkd") for i in range(3)]
+    choices = {"few": {"hinton_kd": {"tag": "c2"}, "scratch": {"tag": "c1"},
+                       "kd_rkd": {"tag": "c2"}}}
     table = search_table({"study": study, "search": search, "choices": choices})
     assert "| few | hinton_kd | c2 (chosen, at the grid's edge: distill.loss.temperature=8, " \
            "the highest of 2 / 4 / 8) |" in table
     assert "| few | scratch | c1 (chosen) |" in table
-    assert "1 of 2 searches chose a candidate at an end of a numeric grid (`few` hinton_kd)" \
-        in table
+    assert "2 of 3 searches chose a candidate at an end of a numeric grid (`few` hinton_kd, " \
+           "`few` kd_rkd)" in table
+    # two settings move together: no extension grows that grid, and the page says so
+    assert "in 1 of them (`few` kd_rkd) the candidates vary more than one setting, a grid no " \
+           "extension grows" in table
+    # rows in the study's method order, whatever order the results came in
+    assert table.index("| few | scratch | c0") < table.index("| few | hinton_kd | c0") \
+        < table.index("| few | kd_rkd | c0")
 
 
 def test_the_grid_edge_names_a_setting_the_chosen_candidate_was_searched_along():

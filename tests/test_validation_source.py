@@ -19,6 +19,8 @@ def test_the_page_names_what_each_run_validated_on() -> None:
         "10% of its own training images"
     assert "3000-image subset" in describe_validation({"dataset": "fashion_mnist",
                                                        "val_from_subset": 3000})
+    assert describe_validation({"dataset": "fashion_mnist", "val_size": 120}) == \
+        "120 images carved from its own training images"
     assert "validation fonts" in describe_validation({**GLYPHS, "val_from_subset": 3000})
 
 
@@ -100,8 +102,8 @@ def test_a_study_refuses_a_glyph_teacher_whose_fonts_may_be_its_students_test_fo
         load_study(tmp_path / "glyphs.yaml")
 
 
-def test_a_dataset_that_holds_validation_apart_must_say_so(monkeypatch) -> None:
-    """A dataset whose training split brings its own validation images, but is not named in
+def test_a_dataset_that_holds_validation_apart_must_say_so() -> None:
+    """A dataset whose training split brings its own validation images, but is not registered in
     HELD_APART, is refused for its author: the page and the guard would describe it wrongly."""
     import torch
 
@@ -119,9 +121,12 @@ def test_a_dataset_that_holds_validation_apart_must_say_so(monkeypatch) -> None:
 
     DATASETS.register("apart")(apart)
     try:
-        with pytest.raises(ValueError, match="name it in horkd.data.validation_source.HELD_APA"):
+        with pytest.raises(ValueError, match="register it in horkd.data.validation_source"):
             build_splits("apart")
-        monkeypatch.setitem(validation_source.HELD_APART, "apart", "its own validation images")
+        validation_source.HELD_APART.register("apart")("its own validation images")
         assert len(build_splits("apart").val) == 2
+        assert describe_validation({"dataset": "apart"}) == "its own validation images"
     finally:
         DATASETS.unregister("apart")
+        if "apart" in validation_source.HELD_APART:
+            validation_source.HELD_APART.unregister("apart")

@@ -59,8 +59,8 @@ def build_splits(
             raise ValueError(held_apart_refusal(name))
         if not holds_validation_apart(name):  # a new dataset's author, not a user, reads this
             raise ValueError(f"{name} holds its validation images apart (validation_indices): "
-                             "name it in horkd.data.validation_source.HELD_APART, so the page "
-                             "and the assistant's guard say what it validates on")
+                             "register it in horkd.data.validation_source.HELD_APART, so the "
+                             "page and the assistant's guard say what it validates on")
         return _held_validation(name, train, test, info, val_fraction, seed, train_subset,
                                 test_subset, val_size)
     labels = labels_of(train)

@@ -51,7 +51,7 @@ def data_digest(dataset: str, root: str | None) -> str | None:
                 digest.update(f"version\0{DATA_VERSIONS.get(dataset)()}\0".encode())
             for path in sorted(files, key=lambda p: p.name.removesuffix(".gz")):
                 stat = path.stat()
-                content = _content_digest(str(path), stat.st_size, stat.st_mtime_ns)
+                content = content_digest(str(path), stat.st_size, stat.st_mtime_ns)
                 digest.update(f"{path.name.removesuffix('.gz')}\0{content}\0".encode())
             return digest.hexdigest()[:16]
     if not root:
@@ -85,7 +85,7 @@ def folder_digest(root: Path) -> str | None:
 
 
 @lru_cache(maxsize=8192)  # a font folder holds hundreds of files: walked each call
-def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+def content_digest(path: str, size: int, mtime_ns: int) -> str:
     """A file's content digest (a ``.gz`` file's decompressed content), read once per process
     for each (size, time) it is seen with."""
     digest = hashlib.sha256()

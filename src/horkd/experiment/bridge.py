@@ -77,11 +77,11 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
     from horkd.config import DataConfig, RetrievalConfig
     from horkd.data.validation_source import same_held_apart_set
 
-    path = ctx.cfg.teacher.checkpoint
-    if not path:
+    if not ctx.cfg.teacher.checkpoint:
         return True
+    path = ctx.cfg.teacher.checkpoint.replace("{seed}", str(ctx.seed))
     try:
-        meta = load_meta(path.replace("{seed}", str(ctx.seed)))
+        meta = load_meta(path)
     except (OSError, ValueError):
         return None
     config = meta.get("config") or {}
@@ -98,7 +98,7 @@ def teacher_held_out(ctx: RunContext) -> bool | None:
         return False
     held_apart = same_held_apart_set(ours, theirs)
     if held_apart is not None:  # the validation fonts: no seed or subset moves them...
-        return held_apart and _same_data_files(path.replace("{seed}", str(ctx.seed)), ours)
+        return held_apart and _same_data_files(path, ours)
     same_split = all(theirs[k] == ours[k] for k in SPLIT_KEYS) and their_seed == our_seed
     if ours["split_file"] or theirs["split_file"]:
         return _apart_by_parts(ours, theirs, same_split)

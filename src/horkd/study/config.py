@@ -23,7 +23,7 @@ from horkd.config import (
     problem_line,
     read_yaml_mapping,
 )
-from horkd.data.validation_source import HELD_APART_KEYS, holds_validation_apart
+from horkd.data.validation_source import held_apart_differences, holds_validation_apart
 from horkd.study.executors import ExecutorConfig
 
 
@@ -137,6 +137,10 @@ class TargetConfig(_Strict):
 
 class StudyConfig(_Strict):
     name: str = "study"
+    title: str | None = Field(
+        None, description="the results page's heading (default: the name); a reader's words, "
+        "not part of the registered design"
+    )
     output_dir: str = "runs/study"
     workers: int = Field(1, ge=1, description="runs trained in parallel (processes)")
     records: str = Field(
@@ -491,13 +495,12 @@ def _held_apart_problems(study: StudyConfig, name: str, teacher: Any) -> list[st
     dataset = data.get("dataset", DataConfig.model_fields["dataset"].default)
     if teacher.data.dataset != dataset or not holds_validation_apart(dataset):
         return []
-    ours = {k: data.get(k, DataConfig.model_fields[k].default)
-            for k in HELD_APART_KEYS if k != "dataset"}
+    ours = {**{k: f.default for k, f in DataConfig.model_fields.items()}, **data}
     theirs = teacher.data.model_dump()
     return [problem_line(f"teachers.{name}", f"data.{k}={theirs[k]!r} where the students' "
-                         f"is {v!r}: the teacher's training fonts may be the students' "
+                         f"is {ours[k]!r}: the teacher's training fonts may be the students' "
                          "validation or test fonts; give the teacher the students' setting")
-            for k, v in ours.items() if theirs[k] != v]
+            for k in held_apart_differences(ours, theirs)]
 
 
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 from horkd.data import DataNotFoundError, DataSplits
+from horkd.data.loader import resolve_tensor_dataset
 from horkd.degrade import Degrader, DegradeSpec
 from horkd.study.page_files import figure_link
 
@@ -126,23 +126,13 @@ def _sizes(splits: DataSplits, test_subset: int | None) -> str:
                           ("test", splits.test)):
         if dataset is None:
             continue
-        source, indices = _unwrapped(dataset)
-        composition = getattr(source, "composition", None)
-        parts.append(f"{len(dataset):,} {name}" + (f" ({composition(indices)})"
+        resolved = resolve_tensor_dataset(dataset)
+        composition = getattr(resolved[0], "composition", None) if resolved else None
+        parts.append(f"{len(dataset):,} {name}" + (f" ({composition(resolved[1])})"
                                                       if callable(composition) else ""))
     if test_subset is not None and test_subset < len(splits.test):
         parts[-1] += f", of which each run scores a stratified {test_subset:,}"
     return "The base run's images: " + ", ".join(parts) + "."
-
-
-def _unwrapped(dataset: Any) -> tuple[Any, list[int] | None]:
-    """The dataset under a chain of subsets and the indices into it that the chain keeps."""
-    indices: list[int] | None = None
-    while isinstance(dataset, Subset):
-        inner = list(dataset.indices)
-        indices = inner if indices is None else [inner[i] for i in indices]
-        dataset = dataset.dataset
-    return dataset, indices
 
 
 def data_section(study: dict[str, Any], figures: Path) -> tuple[list[str], Samples | None]:

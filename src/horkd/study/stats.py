@@ -270,11 +270,14 @@ class Comparison:
         if call == "equivalent":
             return f"equivalent within ±{self.margin:g}"
         raw = ("above" if self.mean > 0 else "below") if self.p <= self.alpha else None
+        corrected = self.p_holm is not None and self.p_holm > self.p  # a family of more than one
         return ("inconclusive: "
                 + (f"{raw} by its raw p, not after Holm's adjustment over the page; "
                    if raw else "")
                 + f"its {self.n} seeds detect only differences of {self.mdd:.2f} or more at "
-                f"{POWER:.0%} power" + ("" if self.margin is not None else " (no margin declared)"))
+                f"{POWER:.0%} power"
+                + (" at the raw alpha (more under Holm's)" if corrected else "")
+                + ("" if self.margin is not None else " (no margin declared)"))
 
 
 def compare(regime: str, method: str, comparator: str, a: list[float], b: list[float],

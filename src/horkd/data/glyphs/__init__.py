@@ -46,11 +46,10 @@ class GlyphImages(TensorImageDataset):
         self.validation_indices = validation_indices
         self.face_families = face_families
 
-    def composition(self, indices: list[int] | None = None) -> str:
-        """What a split of these images is drawn from (``indices``: its images; None: all), as
-        the page says it: the faces and design groups behind its images."""
-        chosen = slice(None) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-        faces, groups = self.faces[chosen].unique().numel(), self.families[chosen].unique().numel()
+    def composition(self, indices: Tensor) -> str:
+        """What the images at ``indices`` are drawn from, as the page says it: the faces and
+        design groups behind them."""
+        faces, groups = self.faces[indices].unique().numel(), self.families[indices].unique().numel()
         return f"{faces} faces in {groups} design groups"
 
     def picture_columns(self, columns: int = 14) -> tuple[list[int], list[str], str]:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from horkd.config import DataConfig
 from horkd.data.glyphs.cache import load_glyphs
-from horkd.data.glyphs.fonts import UNREAD_EXTENSIONS, font_files
-from horkd.data.glyphs.messages import too_few_families
+from horkd.data.glyphs.messages import too_few_families, unread_fonts
 from horkd.data.glyphs.splits import MIN_FAMILIES
 from horkd.data.registry import DataNotFoundError
 
@@ -42,11 +41,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{c['families']} design groups (left out: {left_out})")
     for line in _left_out_lines(m["excluded"], args.root, found.folder / "manifest.json"):
         print(line)
-    unread = font_files(args.root, UNREAD_EXTENSIONS)
+    unread = unread_fonts(args.root)
     if unread:
-        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
-        print(f"  not read: {len(unread)} font files of other kinds ({kinds}): convert them to "
-              f".ttf or .otf to use them")
+        print(f"  not read: {unread}: convert them to .ttf or .otf to use them")
     for name in ("train", "val", "test"):
         s = c[name]
         print(f"  {name:5s} {s['families']:4d} groups {s['faces']:4d} faces "

@@ -27,13 +27,23 @@ def no_fonts_message(root: str | None) -> str:
     if not Path(root).exists():
         return (f"glyphs: the font folder {root} does not exist; give a folder of .ttf/.otf/.ttc "
                 f"files, {unset}")
-    unread = font_files(root, UNREAD_EXTENSIONS)
+    unread = unread_fonts(root)
     if unread:
-        kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
-        return (f"glyphs: no .ttf/.otf/.ttc font file under {root}, only {len(unread)} of other "
-                f"kinds ({kinds}); convert them to .ttf or .otf, {unset}")
+        return (f"glyphs: no .ttf/.otf/.ttc font file under {root}, only {unread}; convert "
+                f"them to .ttf or .otf, {unset}")
     return (f"glyphs: no .ttf/.otf/.ttc font file under {root}; put font files there (sub-folders are "
             f"read too), {unset}")
+
+
+def unread_fonts(root: str | None) -> str | None:
+    """The font files under ``root`` of kinds the set does not read, counted with their kinds
+    ("3 font files of other kinds (.pfb, .woff)"); None when there are none."""
+    unread = font_files(root, UNREAD_EXTENSIONS)
+    if not unread:
+        return None
+    kinds = ", ".join(sorted({path.suffix.lower() for path in unread}))
+    files = "font file" + ("s" if len(unread) != 1 else "")
+    return f"{len(unread)} {files} of other kinds ({kinds})"
 
 
 def too_few_families(counts: dict[str, Any], wanted: int, root: str | None) -> str | None:

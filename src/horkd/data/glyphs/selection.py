@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from horkd.data.digest import _content_digest
+from horkd.data.digest import content_digest
 from horkd.data.glyphs.designs import design_groups, near_twins
 from horkd.data.glyphs.fonts import CHARACTERS, face_name, faces_in, read_face
 from horkd.data.glyphs.render import FaceRenderer, face_seed, small_as_capitals
@@ -141,7 +141,7 @@ def _render_face(job: tuple[str, int, int, int]) -> dict[str, Any]:
         return {"status": "other_characters",
                 "why": f"its glyph names say it draws other characters for {others}"}
     stat = os.stat(path)
-    content = _content_digest(path, stat.st_size, stat.st_mtime_ns)
+    content = content_digest(path, stat.st_size, stat.st_mtime_ns)
     seed = face_seed(f"{content}#{index}" if index else content)
     return {"status": "ok", "plain": hashlib.sha256(plain.tobytes()).hexdigest(),
             # what near twins are judged on, at the probe's side
