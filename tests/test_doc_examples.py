@@ -300,6 +300,26 @@ def test_readme_results_are_the_pages():
         assert number in pages, f"README says {number}; no results page does"
 
 
+def test_the_glyph_discussion_quotes_only_the_pages():
+    """The discussion of the second domain says only what a results page shows: each figure
+    with two decimals in its section is on the glyph page, or (where it sets the two domains
+    side by side) on a Fashion-MNIST page; the targets it calls met or not are the page's."""
+    section = _section((ROOT / "docs" / "results-discussion.md").read_text(),
+                       "## The second domain: glyphs from real fonts")
+    glyphs = (ROOT / "docs" / "RESULTS-glyphs.md").read_text()
+    pages = glyphs + "".join((ROOT / "docs" / f"{page}.md").read_text()
+                             for page in ("RESULTS-confirm", "RESULTS"))
+    for number in re.findall(r"[+-]?\d+\.\d\d\b", section):
+        assert number in pages, f"the discussion says {number}; no results page does"
+    intervals = re.findall(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", " ".join(section.split()))
+    assert len(intervals) > 10
+    for interval in intervals:  # a difference and its interval, whole, as the glyph page has it
+        assert interval in glyphs, f"the discussion says {interval}; the glyph page does not"
+    targets = glyphs[glyphs.index("## Targets"):glyphs.index("\n## ", glyphs.index("## Targets") + 3)]
+    not_met = targets.count("**not met")
+    assert " ".join(section.split()).count(": not met") == not_met
+
+
 def test_readme_findings_are_re_derived_from_the_pages_facts():
     """The confirmatory bullets' counted claims recomputed from the confirmatory page's facts
     (the teacher's worth over the best teacher-free student by validation, what ten seeds
