@@ -235,14 +235,26 @@ def _section(text: str, heading: str) -> str:
 
 
 def _confirm_facts() -> dict:
+    return _facts("RESULTS-confirm")
+
+
+def _facts(page: str) -> dict:
     import json
 
-    return json.loads((ROOT / "docs" / "RESULTS-confirm-figures" / "facts.json").read_text())
+    return json.loads((ROOT / "docs" / f"{page}-figures" / "facts.json").read_text())
 
 
 CONFIRM_COLUMNS = ["scratch", "semi_supervised", "hinton_kd", "kd_rkd", "horkd_no_assistant",
                    "horkd"]
 CONFIRM_ROWS = {"width 8": "w8_labels1", "width 32": "w32_labels1"}
+# the README's rows of the two confirmatory rounds: label -> (page, regime); its claims table has
+# a column for each, in this order
+DOMAIN_ROWS = {"Fashion-MNIST, width 8": ("RESULTS-confirm", "w8_labels1"),
+               "Fashion-MNIST, width 32": ("RESULTS-confirm", "w32_labels1"),
+               "glyphs, width 8": ("RESULTS-glyphs", "w8_labels1"),
+               "glyphs, width 32": ("RESULTS-glyphs", "w32_labels1")}
+COST_ROWS = {"Fashion-MNIST: minutes, width 32 (wall)": "RESULTS-confirm",
+             "glyphs: CPU-minutes, width 32": "RESULTS-glyphs"}
 CONFIRM_CLAIMS = {"the teacher's worth: Hinton KD - semi-supervised": ("hinton_kd",
                                                                        "semi_supervised"),
                   "HORKD - Hinton KD": ("horkd", "hinton_kd"),
@@ -251,37 +263,61 @@ CONFIRM_CLAIMS = {"the teacher's worth: Hinton KD - semi-supervised": ("hinton_k
 
 
 def test_readme_results_are_the_pages():
-    """The README's confirmatory tables say only what the confirmatory page shows: each mean,
-    each CPU cell, each claim's paired difference, interval and Holm-adjusted call read from the
-    page's facts; every other figure of the section found on one of the two pages."""
+    """The README's confirmatory tables say only what the two confirmatory pages show: each
+    mean, each CPU cell, each claim's paired difference, interval and Holm-adjusted call read
+    from the page's facts ("not declared" where the study file did not declare the claim);
+    every other figure of the section found on one of the pages."""
     from horkd.study.compute import cost_cell
     from horkd.study.stats import Difference
 
     section = _section((ROOT / "README.md").read_text(), "## What the study found")
-    facts = _confirm_facts()
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and len(cells) > 1:
             rows[cells[0]] = cells[1:]
-    for label, regime in CONFIRM_ROWS.items():
-        cells = next(v for k, v in rows.items() if k.startswith(label + " ("))
-        methods = facts[regime]["lr_top1"]["methods"]
+    for label, (page, regime) in DOMAIN_ROWS.items():
+        cells = next(v for k, v in rows.items() if k == label or k.startswith(label + " ("))
+        methods = _facts(page)[regime]["lr_top1"]["methods"]
         assert cells == [f"{methods[m]['mean']:.2f}" for m in CONFIRM_COLUMNS], label
-    w32 = facts["w32_labels1"]["lr_top1"]["methods"]
-    assert rows["minutes, width 32"] == [cost_cell(w32[m]["cpu_seconds"]) for m in CONFIRM_COLUMNS]
+    for label, page in COST_ROWS.items():
+        w32 = _facts(page)["w32_labels1"]["lr_top1"]["methods"]
+        assert rows[label] == [cost_cell(w32[m]["cpu_seconds"]) for m in CONFIRM_COLUMNS], label
     for claim, (method, other) in CONFIRM_CLAIMS.items():
-        for cell, regime in zip(rows[claim], CONFIRM_ROWS.values(), strict=True):
-            c = next(c for c in facts[regime]["lr_top1"]["comparisons"]
-                     if (c["method"], c["comparator"]) == (method, other))
+        for cell, (page, regime) in zip(rows[claim], DOMAIN_ROWS.values(), strict=True):
+            c = next((c for c in _facts(page)[regime]["lr_top1"]["comparisons"]
+                      if (c["method"], c["comparator"]) == (method, other)), None)
+            if c is None:
+                assert cell == "not declared", (claim, page, regime)
+                continue
             interval = Difference(c["mean"], c["low"], c["high"], c["n"], c["level"]).interval()
             call = c["call"] if c["call"] in ("inconclusive", "pending") else f"**{c['call']}**"
-            assert cell == f"{interval} {call}", (claim, regime)
-    pages = (ROOT / "docs" / "RESULTS-confirm.md").read_text() + (
-        ROOT / "docs" / "RESULTS.md").read_text()
+            assert cell == f"{interval} {call}", (claim, page, regime)
+    pages = "".join((ROOT / "docs" / f"{page}.md").read_text()
+                    for page in ("RESULTS-confirm", "RESULTS", "RESULTS-glyphs"))
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
     for number in re.findall(r"[+-]?\d+\.\d\d\b", prose):
-        assert number in pages, f"README says {number}; neither results page does"
+        assert number in pages, f"README says {number}; no results page does"
+
+
+def test_the_glyph_discussion_quotes_only_the_pages():
+    """The discussion of the second domain says only what a results page shows: each figure
+    with two decimals in its section is on the glyph page, or (where it sets the two domains
+    side by side) on a Fashion-MNIST page; the targets it calls met or not are the page's."""
+    section = _section((ROOT / "docs" / "results-discussion.md").read_text(),
+                       "## The second domain: glyphs from real fonts")
+    glyphs = (ROOT / "docs" / "RESULTS-glyphs.md").read_text()
+    pages = glyphs + "".join((ROOT / "docs" / f"{page}.md").read_text()
+                             for page in ("RESULTS-confirm", "RESULTS"))
+    for number in re.findall(r"[+-]?\d+\.\d\d\b", section):
+        assert number in pages, f"the discussion says {number}; no results page does"
+    intervals = re.findall(r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", " ".join(section.split()))
+    assert len(intervals) > 10
+    for interval in intervals:  # a difference and its interval, whole, as the glyph page has it
+        assert interval in glyphs, f"the discussion says {interval}; the glyph page does not"
+    targets = glyphs[glyphs.index("## Targets"):glyphs.index("\n## ", glyphs.index("## Targets") + 3)]
+    not_met = targets.count("**not met")
+    assert " ".join(section.split()).count(": not met") == not_met
 
 
 def test_readme_findings_are_re_derived_from_the_pages_facts():
