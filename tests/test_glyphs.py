@@ -341,6 +341,12 @@ def test_the_page_pictures_confusable_glyphs_of_test_fonts_at_hr_and_lr(
     assert f"{len(splits.test):,} test ({test_faces} faces in {test_groups} design groups), " \
            "of which each run scores a stratified 20." in sizes
     assert f"{len(splits.val):,} validation (" in sizes
+    # and the whole set they are drawn from: files read, faces kept, groups, faces left out
+    c = cache.load_glyphs(str(font_dir), 16, 2).manifest["counts"]
+    assert (f" They are drawn from the glyph set of {c['font_files']} font files: "
+            f"{c['usable_faces']} usable faces in {c['families']} design groups (left out: ") \
+        in sizes
+    assert f"{c['excluded']['duplicate']} duplicate" in sizes
 
 
 def test_an_experiment_trains_on_glyphs_and_validates_on_the_validation_fonts(
@@ -394,6 +400,17 @@ def test_font_halves_keep_teachers_and_students_on_disjoint_families(font_dir: P
     assert torch.equal(teacher.test.images, whole.test.images)
     again = _splits(font_dir, val_fraction=0.2, test_fraction=0.1, glyph_fonts="teacher")
     assert families(again) == families(teacher)
+    # what the page says each half is drawn from: its groups and faces, as the halves hold them
+    def faces(splits) -> int:  # type: ignore[no-untyped-def]
+        return splits.train.dataset.faces[torch.as_tensor(splits.train.indices)].unique().numel()
+
+    said = students.train.dataset.drawn_from
+    assert said == teacher.train.dataset.drawn_from
+    assert (f"its training groups halved: the teachers' {len(families(teacher))} "
+            f"({faces(teacher)} faces), the students' {len(families(students))} "
+            f"({faces(students)} faces)") in said
+    assert faces(teacher) + faces(students) == faces(whole)
+    assert "halved" not in whole.train.dataset.drawn_from and whole.test.drawn_from is None
 
     cfg = tiny_config_dict(font_dir.parent / "run", methods=["scratch"])
     cfg["data"] = {"dataset": "glyphs", "root": str(font_dir)}

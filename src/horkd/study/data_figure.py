@@ -121,7 +121,7 @@ def _sizes(splits: DataSplits, test_subset: int | None) -> str:
     """How many images each split of the base run holds, and (where the dataset can say, as the
     glyphs' faces and design groups) what they are drawn from; ``test_subset``: how many of the
     test images each run scores."""
-    parts = []
+    parts, drawn_from = [], None
     for name, dataset in (("training", splits.train), ("validation", splits.val),
                           ("test", splits.test)):
         if dataset is None:
@@ -130,9 +130,11 @@ def _sizes(splits: DataSplits, test_subset: int | None) -> str:
         composition = getattr(resolved[0], "composition", None) if resolved else None
         parts.append(f"{len(dataset):,} {name}" + (f" ({composition(resolved[1])})"
                                                       if callable(composition) else ""))
+        drawn_from = drawn_from or (getattr(resolved[0], "drawn_from", None) if resolved else None)
     if test_subset is not None and test_subset < len(splits.test):
         parts[-1] += f", of which each run scores a stratified {test_subset:,}"
-    return "The base run's images: " + ", ".join(parts) + "."
+    whole = f" They are drawn from {drawn_from}." if drawn_from else ""
+    return "The base run's images: " + ", ".join(parts) + "." + whole
 
 
 def data_section(study: dict[str, Any], figures: Path) -> tuple[list[str], Samples | None]:

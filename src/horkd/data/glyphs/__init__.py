@@ -19,7 +19,7 @@ from torch import Tensor
 from horkd.data.digest import DATA_FILES, DATA_VERSIONS
 from horkd.data.glyphs.cache import GlyphSet, load_glyphs
 from horkd.data.glyphs.fonts import CHARACTERS, font_files
-from horkd.data.glyphs.messages import too_few_families
+from horkd.data.glyphs.messages import set_summary, too_few_families
 from horkd.data.glyphs.render import RENDER_VERSION
 from horkd.data.glyphs.selection import rules_digest
 from horkd.data.glyphs.splits import MIN_FAMILIES, SPLIT_VERSION, font_halves
@@ -34,12 +34,14 @@ class GlyphImages(TensorImageDataset):
     family names are ``face_families``) and the design group of each (``families``, indices
     into ``family_names``, the groups' keys), so data can be split by design;
     ``validation_indices`` (train split only) are the images of the validation fonts, which
-    ``build_splits`` holds out whole."""
+    ``build_splits`` holds out whole; ``drawn_from`` (train split only) says in words what whole
+    set the splits come from, for the results page."""
 
     def __init__(self, images: Tensor, labels: Tensor, faces: Tensor, families: Tensor,
                  family_names: list[str], validation_indices: Tensor | None = None,
-                 face_families: list[str] | None = None) -> None:
+                 face_families: list[str] | None = None, drawn_from: str | None = None) -> None:
         super().__init__(images, labels)
+        self.drawn_from = drawn_from
         self.faces = faces
         self.families = families
         self.family_names = family_names
@@ -66,10 +68,12 @@ def _datasets(glyphs: GlyphSet, fonts: str = "all") -> tuple[GlyphImages, GlyphI
     font."""
     split = glyphs.split_of_images()
     keys = [face["key"] for face in glyphs.manifest["faces"]]
+    drawn_from = f"the glyph set of {set_summary(glyphs.manifest)}"
     if fonts != "all":
         halves = font_halves(glyphs.manifest["faces"])
         other = np.array([halves.get(k) not in (None, fonts) for k in keys])[glyphs.faces]
         split = np.where(other, "other", split)
+        drawn_from += "; its training groups halved: " + _halves(glyphs.manifest["faces"], halves)
     names = sorted(set(keys))
     family = np.array([names.index(k) for k in keys], dtype=np.int64)[glyphs.faces]
     images = torch.from_numpy(glyphs.images).unsqueeze(1)
@@ -80,9 +84,20 @@ def _datasets(glyphs: GlyphSet, fonts: str = "all") -> tuple[GlyphImages, GlyphI
         index = torch.from_numpy(np.flatnonzero(mask))
         held = None if val is None else torch.from_numpy(np.flatnonzero(val[mask]))
         return GlyphImages(images[index], labels[index], faces[index], families[index], names,
-                           held, [face["family"] for face in glyphs.manifest["faces"]])
+                           held, [face["family"] for face in glyphs.manifest["faces"]],
+                           drawn_from if val is not None else None)
 
     return part(np.isin(split, ("train", "val")), split == "val"), part(split == "test")
+
+
+def _halves(faces: list[dict], halves: dict[str, str]) -> str:
+    """The two halves of the training design groups in words: groups and faces of each."""
+    parts = []
+    for half, name in (("teacher", "the teachers'"), ("students", "the students'")):
+        keys = {k for k, h in halves.items() if h == half}
+        count = sum(face["key"] in keys for face in faces)
+        parts.append(f"{name} {len(keys)} ({count} faces)")
+    return ", ".join(parts)
 
 
 @DATASETS.register("glyphs")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from horkd.config import DataConfig
 from horkd.data.glyphs.cache import load_glyphs
-from horkd.data.glyphs.messages import too_few_families, unread_fonts
+from horkd.data.glyphs.messages import set_summary, too_few_families, unread_fonts
 from horkd.data.glyphs.splits import MIN_FAMILIES
 from horkd.data.registry import DataNotFoundError
 
@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     except DataNotFoundError as exc:  # no fonts there: one line saying what to do
         raise SystemExit(str(exc)) from None
     m, c = found.manifest, found.manifest["counts"]
-    left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in c["excluded"].items())
-    print(f"glyphs: {c['font_files']} font files: {c['usable_faces']} usable faces in "
-          f"{c['families']} design groups (left out: {left_out})")
+    print(f"glyphs: {set_summary(m)}")
     for line in _left_out_lines(m["excluded"], args.root, found.folder / "manifest.json"):
         print(line)
     unread = unread_fonts(args.root)

@@ -35,6 +35,15 @@ def no_fonts_message(root: str | None) -> str:
             f"read too), {unset}")
 
 
+def set_summary(manifest: dict[str, Any]) -> str:
+    """The whole set in one phrase - files read, faces kept, design groups, and what was left
+    out and why - as the render command prints it and the results page states it."""
+    counts = manifest["counts"]
+    left_out = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in counts["excluded"].items())
+    return (f"{counts['font_files']} font files: {counts['usable_faces']} usable faces in "
+            f"{counts['families']} design groups (left out: {left_out})")
+
+
 def unread_fonts(root: str | None) -> str | None:
     """The font files under ``root`` of kinds the set does not read, counted with their kinds
     ("3 font files of other kinds (.pfb, .woff)"); None when there are none."""
