@@ -251,3 +251,32 @@ def test_a_cell_without_an_interval_says_why(tmp_path):
     assert "another teacher" not in text
     # no teacher is on the page: none is said to be timed above
     assert "(and teachers trained beforehand) is reused" in text
+
+
+def test_the_labels_curve_draws_a_method_trained_only_where_labels_are_few(tmp_path, monkeypatch):
+    """The semi-supervised student is not trained with every label: it is still drawn along the
+    shares it has (a shorter line), and a method with a single share is not a line at all."""
+    import horkd.report.figures as figures
+    from horkd.study.document import labels_figure
+
+    drawn = {}
+    monkeypatch.setattr(figures, "label_curve",
+                        lambda series, references, *rest: drawn.update(series=series,
+                                                                      references=references))
+
+    def final(regime: str, method: str, value: float) -> dict:
+        return {"regime": regime, "method": method, "val": {"0": value},
+                "rows": {"0": [{"method": method, "role": "student", "lr_top1": value}]}}
+    shares = {"labels1": 0.01, "labels10": 0.1, "full": None}
+    study = {"seeds": [0], "baselines": ["scratch", "semi_supervised", "fitnet"],
+             "label_curve": list(shares), "base": {"data": {}},
+             "regimes": {r: {"overrides": [f"data.label_fraction={f}"] if f else []}
+                         for r, f in shares.items()}}
+    finals = [final(r, "scratch", 10.0 + i) for i, r in enumerate(shares)]
+    finals += [final(r, "semi_supervised", 11.0 + i) for i, r in enumerate(["labels1", "labels10"])]
+    finals += [final("labels1", "fitnet", 5.0), final("full", "lr_oracle", 80.0)]
+    labels_figure({"study": study, "finals": finals}, tmp_path)
+    assert [x for x, _, _ in drawn["series"]["scratch"]] == [1.0, 10.0, 100.0]
+    assert [x for x, _, _ in drawn["series"]["semi_supervised"]] == [1.0, 10.0]
+    assert "fitnet" not in drawn["series"]
+    assert drawn["references"] == {"LR oracle, every label": 80.0}
