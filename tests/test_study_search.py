@@ -97,3 +97,18 @@ def test_a_search_scores_candidates_over_its_seeds_and_extends_an_edge_choice(tm
     assert main(["study", str(path), "--no-train", "--doc", str(doc)]) == 0
     again = json.loads((tmp_path / "study" / "study.json").read_text())
     assert again["choices"] == summary["choices"] and again["extended"] == summary["extended"]
+
+
+def test_the_extended_searches_are_listed_in_the_study_order_not_the_runs_order():
+    """Two invocations of one study record its extensions in whichever order the runs ended:
+    the page lists them by regime and method as the study file declares them, so a rebuilt
+    page does not change."""
+    from horkd.study.document import search_table
+
+    study = {"regimes": {"a": {}, "b": {}}, "methods": ["scratch", "hinton_kd"],
+             "search": {"candidates": {}, "extend": 1}}
+    one = [["distill.loss.temperature=1"]]
+    summary = {"study": study, "search": [], "choices": {},
+               "extended": {"b": {"hinton_kd": one, "scratch": one}, "a": {"hinton_kd": one}}}
+    assert "`a` hinton_kd (1 step), `b` scratch (1 step), `b` hinton_kd (1 step)." \
+        in search_table(summary)

@@ -318,8 +318,14 @@ def search_table(summary: dict[str, Any]) -> str:
         if any(not g.get("trusted", True) for g in guard):  # scored as horkd_no_assistant
             shown += " (fell back to teacher -> student: the assistant failed its guard)"
         lines.append(f"| {regime} | {method} | {res['tag']}{mark} | {settings} | {shown} |")
-    grown = [f"`{r}` {m} ({len(c)} step{'s' if len(c) > 1 else ''})"
-             for r, by_method in extended.items() for m, c in by_method.items()]
+    def order(item: tuple[str, str]) -> tuple[int, int]:  # study order, not the runs' order
+        r, m = item
+        return (regimes.index(r) if r in regimes else len(regimes),
+                methods.index(m) if m in methods else len(methods))
+
+    steps = {(r, m): len(c) for r, by_method in extended.items() for m, c in by_method.items()}
+    grown = [f"`{r}` {m} ({n} step{'s' if n > 1 else ''})"
+             for (r, m), n in sorted(steps.items(), key=lambda kv: order(kv[0]))]
     if grown:
         lines += ["", f"Extended beyond their declared grid (search.extend = "
                   f"{study['search'].get('extend', 0)} steps at most): {', '.join(grown)}."]
