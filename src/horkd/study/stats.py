@@ -233,6 +233,7 @@ class Comparison:
     p_holm: float | None = None
     p_tost_holm: float | None = None
     apart: tuple[int, ...] = ()  # seeds left out: their two runs learnt from different teachers
+    family: int = 1  # how many comparisons Holm adjusted it among (set by adjust)
 
     @property
     def alpha(self) -> float:
@@ -270,7 +271,7 @@ class Comparison:
         if call == "equivalent":
             return f"equivalent within ±{self.margin:g}"
         raw = ("above" if self.mean > 0 else "below") if self.p <= self.alpha else None
-        corrected = self.p_holm is not None and self.p_holm > self.p  # a family of more than one
+        corrected = self.p_holm is not None and self.family > 1
         return ("inconclusive: "
                 + (f"{raw} by its raw p, not after Holm's adjustment over the page; "
                    if raw else "")
@@ -315,5 +316,6 @@ def adjust(comparisons: list[Comparison]) -> list[Comparison]:
                   for i in with_margin])
     tost_of = dict(zip(with_margin, tosts, strict=True))
     return [replace(c, p_holm=None if c.p is None else ps[i],
-                    p_tost_holm=None if c.p_tost is None else tost_of[i])
+                    p_tost_holm=None if c.p_tost is None else tost_of[i],
+                    family=len(comparisons))
             for i, c in enumerate(comparisons)]
