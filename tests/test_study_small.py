@@ -280,3 +280,26 @@ def test_the_labels_curve_draws_a_method_trained_only_where_labels_are_few(tmp_p
     assert [x for x, _, _ in drawn["series"]["semi_supervised"]] == [1.0, 10.0]
     assert "fitnet" not in drawn["series"]
     assert drawn["references"] == {"LR oracle, every label": 80.0}
+
+
+def test_the_setup_names_a_loss_setting_only_some_methods_search(tmp_path):
+    """Hinton KD searches its temperature, HORKD distils at the base's: the page says so, with
+    what the searcher chose, so a difference between them is not read as the method's alone."""
+    summary = _summary()
+    study = summary["study"]
+    study["methods"] = ["scratch", "hinton_kd", "horkd"]
+    study["base"]["distill"] = {"loss": {"temperature": 4.0, "distance_weight": 25.0}}
+    study["search"]["candidates"] = {
+        "scratch": [["train.student.optimizer.lr=0.1"], ["train.student.optimizer.lr=0.2"]],
+        "hinton_kd": [["distill.loss.temperature=2"], ["distill.loss.temperature=8"]],
+        "horkd": [["distill.loss.distance_weight=5"], ["distill.loss.distance_weight=25"]]}
+    summary["choices"] = {"full": {"hinton_kd": {"tag": "c0", "overrides": [
+        "distill.loss.temperature=2"]}}}
+    text = " ".join(_page(tmp_path, summary).split())
+    assert ("only some methods search (the others distil at the base's; a difference between a "
+            "method that searched one and one that did not is partly the search's): temperature "
+            "by hinton_kd (chose 2); distance_weight by horkd.") in text
+    study["search"]["candidates"]["horkd"] = [["distill.loss.temperature=2"],
+                                              ["distill.loss.temperature=4"]]
+    study["search"]["candidates"]["scratch"] = [[], []]
+    assert "only some methods search" not in _page(tmp_path, summary)  # every distiller does

@@ -543,7 +543,7 @@ def _setup(summary: dict[str, Any]) -> list[str]:
            f"{study['search']['extend']} more where one numeric setting varies and the choice "
            "was at an end of its grid (the search table lists them)")
         + "; what a method does not search is the base config's"
-        + _base_loss(study) + ".",
+        + _base_loss(study) + "." + _searched_by_some(summary),
         f"- Baselines: {', '.join(study['baselines'])}. Intervals are paired by seed (same split, "
         "labelled subset and data order), 95%, Student's t with n-1 degrees of freedom.",
     ]
@@ -564,6 +564,51 @@ def _base_loss(study: dict[str, Any]) -> str:
     loss = ((study.get("base") or {}).get("distill") or {}).get("loss") or {}
     return (" (`distill.loss`: " + ", ".join(f"{k} {v}" for k, v in loss.items()) + ")"
             if loss else "")
+
+
+def _searched_by_some(summary: dict[str, Any]) -> str:
+    """The base loss settings some methods search and the others distil at (Hinton KD's
+    temperature, say): a difference between a method that searched a setting and one that did
+    not is partly the search's, and the reader is told so, with what the searchers chose."""
+    study = summary["study"]
+    base = ((study.get("base") or {}).get("distill") or {}).get("loss") or {}
+    grids = [study["search"]["candidates"]] + [r.get("candidates") or {}
+                                               for r in study["regimes"].values()]
+    searched: dict[str, list[str]] = {}
+    for method in study["methods"]:
+        for grid in grids:
+            candidates = [dict(o.partition("=")[::2] for o in c) for c in grid.get(method) or []]
+            for key in base:
+                name = f"distill.loss.{key}"
+                varied = len({c.get(name) for c in candidates}) > 1
+                if varied and method not in searched.get(key, []):
+                    searched.setdefault(key, []).append(method)
+    distillers = {m for methods in searched.values() for m in methods}
+    lines = []
+    for key, methods in searched.items():
+        if set(methods) == distillers:
+            continue  # every method that searches its loss searched this one
+        picks = {m: sorted({o.partition("=")[2] for choice in (summary.get("choices") or {})
+                            .values() for o in (choice.get(m) or {}).get("overrides") or []
+                            if o.startswith(f"distill.loss.{key}=")}, key=_as_number)
+                 for m in methods}
+        lines.append(f"{key} by " + ", ".join(m + (
+            f" (chose {picks[m][0]})" if len(picks[m]) == 1 else
+            f" (chose {' / '.join(picks[m])} across regimes)" if picks[m] else "")
+            for m in methods))
+    if not lines:
+        return ""
+    return (" Base loss settings only some methods search (the others distil at the base's; a "
+            "difference between a method that searched one and one that did not is partly the "
+            "search's): " + "; ".join(lines) + ".")
+
+
+def _as_number(value: str) -> tuple[int, float | str]:
+    """Sort key: numbers by value, anything else after them by text."""
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
 
 
 def _teacher_time(teacher: dict[str, Any]) -> str:
