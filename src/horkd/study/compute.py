@@ -9,6 +9,7 @@ that teacher's training (its CPU-seconds divided by the number of such runs in t
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -24,8 +25,10 @@ def teacher_cpu_seconds(teachers: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 
 
 def student_costs(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, float]]:
-    """``(regime, method) -> {"own": mean CPU-s of a seed's run, "teacher": mean teacher share}``
-    over the final runs recorded."""
+    """``(regime, method) -> {"own": median CPU-s of a seed's run, "teacher": mean teacher
+    share}`` over the final runs recorded. The median, not the mean: the first run a worker
+    process trains also pays for loading (and rendering or digesting) the data, several times a
+    later run's cost for a cheap method."""
     from horkd.methods import METHODS
 
     finals = summary["finals"]
@@ -42,7 +45,7 @@ def student_costs(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[str,
         shares = [teacher_cost.get(fp, 0.0) / users[fp] for fp in res.get("teacher", {}).values()
                   if fp and users[fp] and _learns_from_teacher(res["method"], METHODS)]
         out[(res["regime"], res["method"])] = {
-            "own": sum(own) / len(own),
+            "own": statistics.median(own),
             "teacher": sum(shares) / len(own) if shares else 0.0,
         }
     return out

@@ -129,7 +129,7 @@ def regime_tables(
         "| method | chosen settings | val mean | test mean | std | "
         f"seeds {', '.join(map(str, seeds))} | vs best baseline ({best or 'none yet'}, by val) | "
         f"vs {scratch or 'scratch'} |" + (" gap closed |" if oracle else "")
-        + " CPU-min per seed (run + teacher share) |",
+        + " CPU-min per seed (median run + teacher share) |",
         "|---|---|---|---|---|---|---|---|" + ("---|" if oracle else "") + "---|",
     ]
     facts: dict[str, Any] = {"metric": metric, "best_baseline": best, "label_only": scratch,
