@@ -461,3 +461,20 @@ def test_a_half_of_one_training_group_is_one_line_naming_the_setting(font_dir: P
         _splits(font_dir, test_fraction=0.45, val_fraction=0.45, glyph_fonts="teacher")
     assert len(_splits(font_dir, test_fraction=0.45, val_fraction=0.45,
                        glyph_fonts="students").train) > 0
+
+
+def test_a_split_that_one_large_design_group_fills_is_named() -> None:
+    """Whole groups go to test first: a 12-face superfamily that lands there makes the test
+    fonts most of a small set, and the render command says so, naming the group; a split near
+    the share asked says nothing."""
+    from horkd.data.glyphs.messages import lopsided_splits
+
+    faces = ([{"key": "super", "split": "test"}] * 12 + [{"key": f"g{i}", "split": "train"}
+                                                         for i in range(8)]
+             + [{"key": "v", "split": "val"}] * 2)
+    lines = lopsided_splits({"faces": faces}, {"test": 0.2, "val": 0.1})
+    assert lines == ["the test fonts are 55% of the faces (20% asked): splits take whole design "
+                     "groups, and `super` alone has 12 faces; add fonts of other designs for "
+                     "shares nearer the ones asked"]
+    faces = faces[8:]  # 4 test, 8 train, 2 validation faces: 29% and 14% of 14, near enough
+    assert lopsided_splits({"faces": faces}, {"test": 0.2, "val": 0.1}) == []

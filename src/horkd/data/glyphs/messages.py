@@ -44,6 +44,29 @@ def set_summary(manifest: dict[str, Any]) -> str:
             f"{counts['families']} design groups (left out: {left_out})")
 
 
+def lopsided_splits(manifest: dict[str, Any], fractions: dict[str, float]) -> list[str]:
+    """A line for each held-out split (``{"test": 0.2, "val": 0.1}``) whose share of the faces
+    is well over the one asked: splits take whole design groups, so one large group (a
+    superfamily of a font folder of one's own) can fill most of a split, and a user should hear
+    it before training on what is left."""
+    faces = manifest["faces"]
+    lines = []
+    for name, fraction in fractions.items():
+        held = [face for face in faces if face.get("split") == name]
+        share = len(held) / max(1, len(faces))
+        if not held or share <= 1.5 * fraction + 0.05:
+            continue
+        sizes: dict[str, int] = {}
+        for face in held:
+            sizes[face["key"]] = sizes.get(face["key"], 0) + 1
+        largest = max(sizes, key=sizes.__getitem__)
+        lines.append(f"the {name} fonts are {share:.0%} of the faces ({fraction:.0%} asked): "
+                     f"splits take whole design groups, and `{largest}` alone has "
+                     f"{sizes[largest]} faces; add fonts of other designs for shares nearer "
+                     "the ones asked")
+    return lines
+
+
 def unread_fonts(root: str | None) -> str | None:
     """The font files under ``root`` of kinds the set does not read, counted with their kinds
     ("3 font files of other kinds (.pfb, .woff)"); None when there are none."""
