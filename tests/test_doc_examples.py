@@ -368,6 +368,24 @@ def test_readme_findings_are_re_derived_from_the_pages_facts():
         assert f"{gain:+.2f}" in prose, regime
 
 
+def test_readme_says_which_glyph_students_validation_ships_as_the_page_does():
+    """"Hinton KD ... in N of M glyph regimes" and "HORKD with or without assistant in two,
+    within noise" are counted from the glyph page's ship facts (the runner-up's interval
+    holding 0)."""
+    from collections import Counter
+
+    section = " ".join(_section((ROOT / "README.md").read_text(),
+                                "## What the study found").split())
+    ships = [regime["lr_top1"]["ship"] for regime in _facts("RESULTS-glyphs").values()]
+    counts = Counter(ship["method"] for ship in ships)
+    assert f"in {counts['hinton_kd']} of {len(ships)} glyph regimes" in section
+    others = [s for s in ships if s["method"] != "hinton_kd"]
+    assert {s["method"] for s in others} <= {"horkd", "horkd_no_assistant"}
+    words = {1: "one", 2: "two", 3: "three"}
+    assert f"HORKD with or without assistant in {words[len(others)]}, within noise" in section
+    assert all(s["lead"]["low"] <= 0 <= s["lead"]["high"] for s in others)
+
+
 def test_readme_caption_says_what_the_intervals_show():
     """The caption under the picture: the few-label gain as its interval's ends, the every-label
     gain as the upper end of the figure's width-8 student (what its interval rules out), and "no
