@@ -303,3 +303,21 @@ def test_the_setup_names_a_loss_setting_only_some_methods_search(tmp_path):
                                               ["distill.loss.temperature=4"]]
     study["search"]["candidates"]["scratch"] = [[], []]
     assert "only some methods search" not in _page(tmp_path, summary)  # every distiller does
+
+
+def test_a_study_without_a_label_only_baseline_says_so_not_that_one_is_pending():
+    """A follow-up that trains Hinton KD and HORKD only has no scratch to compare with: its
+    column says there is none, not "no baseline recorded yet" (which a reader waits on)."""
+    from horkd.study.document import regime_tables
+
+    def final(method: str, values: list[float]) -> dict:
+        return {"regime": "t2", "method": method, "val": {"0": 60.0, "1": 61.0},
+                "rows": {str(s): [{"method": method, "role": "student", "lr_top1": v}]
+                         for s, v in enumerate(values)}}
+    study = {"seeds": [0, 1], "baselines": ["hinton_kd"], "methods": ["hinton_kd", "horkd"],
+             "regimes": {"t2": {}}}
+    summary = {"study": study, "choices": {}, "teachers": {},
+               "finals": [final("hinton_kd", [70.0, 71.0]), final("horkd", [70.5, 71.0])]}
+    table, _ = regime_tables(summary, "t2")
+    rows = [line for line in table.splitlines() if line.startswith("| horkd |")]
+    assert rows and "none in this study" in rows[0] and "recorded yet" not in table

@@ -121,6 +121,7 @@ def regime_tables(
     # the best baseline is the one a user would pick: by validation score, not by test score
     best = max(baselines, key=lambda b: summarize(data["val"][b]).mean) if baselines else None
     scratch = _label_only(study, done)
+    declared_label_only = _label_only(study, dict.fromkeys(study["baselines"]))
     oracle = next((m for m in done if m == "lr_oracle"), None)
     mean = {m: summarize([v[s] for s in seeds]).mean for m, v in done.items()}
     choices = summary["choices"].get(regime, {})
@@ -146,7 +147,8 @@ def regime_tables(
         series = [done[method][s] for s in seeds]
         stats = summarize(series)
         vs_best = _paired(data, seeds, method, best)
-        vs_scratch = _paired(data, seeds, method, scratch)
+        vs_scratch = (_paired(data, seeds, method, scratch) if scratch or declared_label_only
+                      else "none in this study")
         gap = _gap_closed(stats.mean, mean.get(scratch), mean.get(oracle)) if oracle else None
         older = data["numerics"].get(method, NUMERICS_VERSION) < NUMERICS_VERSION
         shown = method_cell({"method": method, "seeds": len(seeds),
