@@ -387,7 +387,7 @@ def test_readme_says_which_glyph_students_validation_ships_as_the_page_does():
     others = [s for s in ships if s["method"] != "hinton_kd"]
     assert {s["method"] for s in others} <= {"horkd", "horkd_no_assistant"}
     words = {1: "one", 2: "two", 3: "three"}
-    assert f"HORKD with or without assistant in {words[len(others)]}, within noise" in section
+    assert f"HORKD with or without assistant in {words[len(others)]} glyph regimes, within noise" in section
     assert all(s["lead"]["low"] <= 0 <= s["lead"]["high"] for s in others)
 
 
