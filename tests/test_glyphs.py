@@ -478,3 +478,37 @@ def test_a_split_that_one_large_design_group_fills_is_named() -> None:
                      "shares nearer the ones asked"]
     faces = faces[8:]  # 4 test, 8 train, 2 validation faces: 29% and 14% of 14, near enough
     assert lopsided_splits({"faces": faces}, {"test": 0.2, "val": 0.1}) == []
+
+
+def test_variable_fonts_and_other_cached_sets_are_named(tmp_path: Path) -> None:
+    """A variable font is drawn at its default instance only, and old glyph sets take disk
+    beside the current one: the render command names both, and neither when there is none."""
+    from fontTools.ttLib import TTFont
+    from fontTools.ttLib.tables._f_v_a_r import Axis, table__f_v_a_r
+
+    from horkd.data.glyphs.fonts import is_variable
+    from horkd.data.glyphs.messages import other_sets, variable_fonts
+
+    static = _matplotlib_fonts() / FONTS[0]
+    font = TTFont(str(static))
+    axis = Axis()
+    axis.axisTag, axis.axisNameID = "wght", 256
+    axis.minValue, axis.defaultValue, axis.maxValue = 100.0, 400.0, 900.0
+    fvar = table__f_v_a_r()
+    fvar.axes, fvar.instances = [axis], []
+    font["fvar"] = fvar
+    font.save(str(tmp_path / "Variable.ttf"))
+    assert is_variable(str(tmp_path / "Variable.ttf")) and not is_variable(str(static))
+    faces = [{"file": str(static)}, {"file": str(tmp_path / "Variable.ttf")}]
+    assert variable_fonts(faces) == ("1 variable font (Variable.ttf): each is drawn at its "
+                                     "default instance only; add static cuts for its other "
+                                     "weights and widths")
+    assert variable_fonts(faces[:1]) is None
+
+    here = tmp_path / "cache" / "32px-4r-new"
+    here.mkdir(parents=True)
+    assert other_sets(here) is None
+    (tmp_path / "cache" / "32px-4r-old").mkdir()
+    (tmp_path / "cache" / "32px-4r-old" / "images.npy").write_bytes(b"\0" * 2**20)
+    assert other_sets(here) == ("1 other glyph set cached beside this one (1 MiB in "
+                                f"{tmp_path / 'cache'}): remove any no run needs")

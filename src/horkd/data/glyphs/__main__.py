@@ -12,9 +12,11 @@ from horkd.config import DataConfig
 from horkd.data.glyphs.cache import load_glyphs
 from horkd.data.glyphs.messages import (
     lopsided_splits,
+    other_sets,
     set_summary,
     too_few_families,
     unread_fonts,
+    variable_fonts,
 )
 from horkd.data.glyphs.splits import MIN_FAMILIES
 from horkd.data.registry import DataNotFoundError
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         s = c[name]
         print(f"  {name:5s} {s['families']:4d} groups {s['faces']:4d} faces "
               f"{s['images']:7d} images")
-    for line in lopsided_splits(m, {"test": args.test_fraction, "val": args.val_fraction}):
+    notes = lopsided_splits(m, {"test": args.test_fraction, "val": args.val_fraction})
+    notes += [line for line in (variable_fonts(m["faces"]), other_sets(found.folder)) if line]
+    for line in notes:
         print(f"  note: {line}")
     renders = f"{m['renders']} render" + ("s" if m["renders"] != 1 else "")
     processes = f"{m['processes']} process" + ("es" if m["processes"] != 1 else "")

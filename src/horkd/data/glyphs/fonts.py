@@ -128,6 +128,19 @@ def read_face(path: Path, index: int = 0) -> tuple[Face, str, str]:
     return Face(path, family, style, family_key(family)), missing, others
 
 
+def is_variable(name: str) -> bool:
+    """Whether the face a listing names (``file`` or ``file#N``) is a variable font: Pillow
+    draws its default instance only, so its other weights and widths are not in the set."""
+    from fontTools.ttLib import TTFont
+
+    path, _, index = name.partition("#")
+    try:
+        with TTFont(path, lazy=True, fontNumber=int(index or 0)) as font:
+            return "fvar" in font
+    except Exception:  # noqa: BLE001 - a file that cannot be read again is not variable here
+        return False
+
+
 def named_otherwise(glyphs: dict[str, str]) -> str:
     """The characters whose glyph name (``{"A": "Alpha"}``) says it draws something else: a name
     the Adobe Glyph List reads as another character, or one it cannot read that is no mere glyph

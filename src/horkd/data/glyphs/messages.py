@@ -67,6 +67,32 @@ def lopsided_splits(manifest: dict[str, Any], fractions: dict[str, float]) -> li
     return lines
 
 
+def variable_fonts(faces: list[dict[str, Any]]) -> str | None:
+    """A line when some kept faces are variable fonts (one face each: their default instance),
+    so a folder of variable fonts is not mistaken for one of few designs; None when none."""
+    from horkd.data.glyphs.fonts import is_variable
+
+    variable = [face["file"] for face in faces if is_variable(face["file"])]
+    if not variable:
+        return None
+    first = ", ".join(Path(name).name for name in variable[:3])
+    return (f"{len(variable)} variable font{'s' if len(variable) != 1 else ''} ({first}"
+            f"{', ...' if len(variable) > 3 else ''}): each is drawn at its default instance "
+            "only; add static cuts for its other weights and widths")
+
+
+def other_sets(folder: Path) -> str | None:
+    """A line naming the glyph sets cached beside ``folder`` (other fonts, sides, renders or
+    horkd versions) and the disk they take, so a user can remove those no run needs; each is
+    well over a hundred megabytes at 32 px."""
+    others = [p for p in folder.parent.iterdir() if p.is_dir() and p != folder]
+    if not others:
+        return None
+    size = sum(f.stat().st_size for p in others for f in p.rglob("*") if f.is_file())
+    return (f"{len(others)} other glyph set{'s' if len(others) != 1 else ''} cached beside this "
+            f"one ({size / 2**20:,.0f} MiB in {folder.parent}): remove any no run needs")
+
+
 def unread_fonts(root: str | None) -> str | None:
     """The font files under ``root`` of kinds the set does not read, counted with their kinds
     ("3 font files of other kinds (.pfb, .woff)"); None when there are none."""
