@@ -168,6 +168,10 @@ def test_the_semi_supervised_student_adds_its_pseudo_labels_to_the_labelled_task
                                0.5 * pseudo_label_loss(both.logits[:12], 0.1))
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in method.trainable_parameters())
+    # what share of the unlabelled rows passed the threshold: observed, not a loss term
+    confidence = torch.softmax(both.logits[:12].detach(), dim=1).max(dim=1).values
+    share = method.observed()["pseudo_label_share"]
+    assert float(share) == pytest.approx(float((confidence >= 0.1).float().mean()))
     with pytest.raises(ValueError, match="data.label_fraction"):
         method(_batch(12))  # every label: no unlabelled images
     scratch_like = spec.build(_context(config_from_dict({}, ["distill.pseudo_label.weight=0"]),
@@ -242,4 +246,7 @@ def test_a_few_label_run_trains_scratch_semi_supervised_and_kd_rkd_end_to_end(tm
     logged = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
     assert all("train/pseudo_label" in row and "train/task" in row for row in logged)
     assert max(row["train/pseudo_label"] for row in logged) > 0  # confident rows were taught
+    # the share that passed the threshold is logged beside the terms, and grows as it learns
+    shares = [row["train/pseudo_label_share"] for row in logged]
+    assert all(0.0 <= v <= 1.0 for v in shares) and shares[-1] > shares[0]
     assert not (Path(outcome.run_dir) / "seed0" / "assistant").exists()  # nothing needs it

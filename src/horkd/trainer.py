@@ -359,7 +359,7 @@ class Trainer:
         parts.scheduler.step()
         loop.partial["steps"] += 1
         loop.partial["seen"] += int(y.shape[0])
-        add_step(self.pending, terms, loss)
+        add_step(self.pending, terms | self.method.observed(), loss)
         return stopping
 
     def _end_epoch(self, loop: LoopState, logger: MetricsLogger | None) -> None:

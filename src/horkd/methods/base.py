@@ -94,6 +94,12 @@ class Method(nn.Module):
         self.reference_cache: Any = None  # a horkd.reference_cache.ReferenceCache, when built
         self.upsampled: bool | None = None  # True: LR re-upsampled to HR (an LR assistant)
 
+    def observed(self) -> dict[str, Tensor]:
+        """What the last step measured beside its loss terms, by name (e.g. the share of
+        pseudo-labels that passed their threshold): device scalars the trainer averages over the
+        epoch and logs as ``train/<name>``, never adds to the loss. None by default."""
+        return {}
+
     # How DistributedDataParallel may treat a step (see horkd.trainer.wrap_for_processes): the
     # same parameters take part in every step, so DDP may record the graph once. A method
     # whose step varies (a branch taken on some steps) sets it False.

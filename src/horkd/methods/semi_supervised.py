@@ -73,11 +73,17 @@ def pseudo_label_loss(logits: Tensor, threshold: float) -> Tensor:
         graph) for an empty batch.
     """
     logits = logits.float()
-    with torch.no_grad():
-        confidence, pseudo = torch.softmax(logits, dim=1).max(dim=1)
-        mask = (confidence >= threshold).to(logits.dtype)
+    pseudo, mask = confident_predictions(logits, threshold)
     rows = F.cross_entropy(logits, pseudo, reduction="none")
     return (rows * mask).sum() / max(logits.shape[0], 1)
+
+
+@torch.no_grad()
+def confident_predictions(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Each row's predicted class, and 1.0 where its largest softmax probability reaches
+    ``threshold`` (0.0 elsewhere): the pseudo-labels and the mask of the unlabelled term."""
+    confidence, pseudo = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return pseudo, (confidence >= threshold).float()
 
 
 class PseudoLabelMethod(Method):
@@ -108,6 +114,7 @@ class PseudoLabelMethod(Method):
             raise ValueError(f"weight must be >= 0, got {weight}")
         self.threshold = threshold
         self.weight = weight
+        self._passed: Tensor | None = None
 
     def forward(self, batch: Batch) -> tuple[ModelOutput, dict[str, Tensor]]:
         if batch.labeled is None:
@@ -116,4 +123,10 @@ class PseudoLabelMethod(Method):
         terms = {"task": self.task_weight * task_loss(self.criterion, out, labeled_out, batch)}
         if self.weight > 0:
             terms["pseudo_label"] = self.weight * pseudo_label_loss(out.logits, self.threshold)
+        self._passed = confident_predictions(out.logits.detach(), self.threshold)[1].mean()
         return out, terms
+
+    def observed(self) -> dict[str, Tensor]:
+        """The share of the step's images whose prediction passed the threshold: how much of
+        the unlabelled data the term learnt from (FixMatch reports it as the mask rate)."""
+        return {} if self._passed is None else {"pseudo_label_share": self._passed}
