@@ -432,6 +432,14 @@ def test_val_size_takes_that_many_validation_glyphs_and_a_manifest_is_refused(
     from horkd.data import labels_of
 
     assert len(set(labels_of(sized.val).tolist())) == 62  # stratified: one of each character
+    # with a training subset, val_size draws from every validation-font image, so it can exceed
+    # the subset's proportional share (val_fraction of the two together)
+    proportional = _splits(font_dir, train_subset=124)
+    larger = _splits(font_dir, train_subset=124, val_size=len(whole.val))
+    assert len(proportional.val) < len(larger.val) == len(whole.val)
+    assert set(larger.val.indices) == set(whole.val.indices)
+    with pytest.raises(ValueError, match=f"holds {len(whole.val)} validation images"):
+        _splits(font_dir, train_subset=124, val_size=len(whole.val) + 1)
     with pytest.raises(ValueError, match="split_file"):
         _splits(font_dir, split_file="parts.json", part="students")
     from pydantic import ValidationError

@@ -109,7 +109,8 @@ class DataConfig(_Strict):
         None,
         ge=1,
         description="validate on exactly this many training images (stratified), in place of "
-        "val_fraction: a validation split sized like a few-label run's labelled set",
+        "val_fraction: a validation split sized like a few-label run's labelled set (glyphs: "
+        "this many of the validation fonts' images, up to all of them)",
     )
     split_file: str | None = Field(
         None,

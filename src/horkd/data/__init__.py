@@ -99,10 +99,12 @@ def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo
     """A dataset that holds its validation images apart (``train.validation_indices``: the
     glyphs of the validation fonts) validates on them, never on images carved from training.
 
-    ``train_subset=N`` takes N training images and a validation share in proportion
-    (``val_fraction`` of the two together), both stratified; ``val_from_subset`` has nothing to
-    carve: the held-out images are already every run's validation images. ``val_size=N`` takes
-    N of them (stratified), as a few-label run's validation split is sized like its labels.
+    ``train_subset=N`` takes N training images and, without ``val_size``, a validation share in
+    proportion (``val_fraction`` of the two together), both stratified; ``val_from_subset`` has
+    nothing to carve: the held-out images are already every run's validation images.
+    ``val_size=N`` takes N of every held-out image (stratified), whatever the training subset:
+    a validation split as small as a few-label run's labels, or larger than the proportional
+    share, up to all of the validation fonts.
     """
     held = torch.as_tensor(train.validation_indices, dtype=torch.long)
     keep = torch.ones(len(train), dtype=torch.bool)
@@ -111,13 +113,13 @@ def _held_validation(name: str, train: Dataset, test: Dataset, info: DatasetInfo
     labels = labels_of(train)
     if train_subset is not None:
         kept = kept[stratified_subset(labels[kept], train_subset, seed)]
-        wanted = max(1, round(train_subset * val_fraction / (1 - val_fraction)))
-        held = held[stratified_subset(labels[held], wanted, seed)]
+        if val_size is None:
+            wanted = max(1, round(train_subset * val_fraction / (1 - val_fraction)))
+            held = held[stratified_subset(labels[held], wanted, seed)]
     if val_size is not None:
         if val_size > len(held):
             raise ValueError(f"data.val_size={val_size}: {name} holds {len(held)} validation "
-                             "images" + (f" at data.train_subset={train_subset}"
-                                         if train_subset is not None else ""))
+                             "images")
         held = held[stratified_subset(labels[held], val_size, seed)]
     if test_subset is not None:
         test = Subset(test, stratified_subset(labels_of(test), test_subset, seed).tolist())
