@@ -72,9 +72,12 @@ def pseudo_label_loss(logits: Tensor, threshold: float) -> Tensor:
         pseudo-labels or the mask, only through the logits the loss is taken on. 0 (in the
         graph) for an empty batch.
     """
-    logits = logits.float()
-    pseudo, mask = confident_predictions(logits, threshold)
-    rows = F.cross_entropy(logits, pseudo, reduction="none")
+    return masked_pseudo_label_loss(logits, *confident_predictions(logits, threshold))
+
+
+def masked_pseudo_label_loss(logits: Tensor, pseudo: Tensor, mask: Tensor) -> Tensor:
+    """:func:`pseudo_label_loss` given its pseudo-labels and mask (computed once a step)."""
+    rows = F.cross_entropy(logits.float(), pseudo, reduction="none")
     return (rows * mask).sum() / max(logits.shape[0], 1)
 
 
@@ -121,9 +124,10 @@ class PseudoLabelMethod(Method):
             raise ValueError(NEEDS_UNLABELLED)
         out, labeled_out = forward_both(self.student, batch, self.student_view)
         terms = {"task": self.task_weight * task_loss(self.criterion, out, labeled_out, batch)}
+        pseudo, mask = confident_predictions(out.logits, self.threshold)
         if self.weight > 0:
-            terms["pseudo_label"] = self.weight * pseudo_label_loss(out.logits, self.threshold)
-        self._passed = confident_predictions(out.logits.detach(), self.threshold)[1].mean()
+            terms["pseudo_label"] = self.weight * masked_pseudo_label_loss(out.logits, pseudo, mask)
+        self._passed = mask.mean()
         return out, terms
 
     def observed(self) -> dict[str, Tensor]:

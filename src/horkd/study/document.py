@@ -283,10 +283,12 @@ def search_table(summary: dict[str, Any]) -> str:
     extended = summary.get("extended") or {}
     regimes, methods = list(study["regimes"]), list(study.get("methods") or [])
 
+    def order(regime: str, method: str) -> tuple[int, int]:  # study order, not the runs' order
+        return (regimes.index(regime) if regime in regimes else len(regimes),
+                methods.index(method) if method in methods else len(methods))
+
     def place(res: dict[str, Any]) -> tuple[int, int, int]:  # an added candidate by its method
-        return (regimes.index(res["regime"]) if res["regime"] in regimes else len(regimes),
-                methods.index(res["method"]) if res["method"] in methods else len(methods),
-                int(res["tag"][1:]))
+        return (*order(res["regime"], res["method"]), int(res["tag"][1:]))
 
     unextendable: list[str] = []
     for res in sorted(summary["search"], key=place):
@@ -320,14 +322,9 @@ def search_table(summary: dict[str, Any]) -> str:
         if any(not g.get("trusted", True) for g in guard):  # scored as horkd_no_assistant
             shown += " (fell back to teacher -> student: the assistant failed its guard)"
         lines.append(f"| {regime} | {method} | {res['tag']}{mark} | {settings} | {shown} |")
-    def order(item: tuple[str, str]) -> tuple[int, int]:  # study order, not the runs' order
-        r, m = item
-        return (regimes.index(r) if r in regimes else len(regimes),
-                methods.index(m) if m in methods else len(methods))
-
     steps = {(r, m): len(c) for r, by_method in extended.items() for m, c in by_method.items()}
     grown = [f"`{r}` {m} ({n} step{'s' if n > 1 else ''})"
-             for (r, m), n in sorted(steps.items(), key=lambda kv: order(kv[0]))]
+             for (r, m), n in sorted(steps.items(), key=lambda kv: order(*kv[0]))]
     if grown:
         lines += ["", f"Extended beyond their declared grid (search.extend = "
                   f"{study['search'].get('extend', 0)} steps at most): {', '.join(grown)}."]

@@ -8,6 +8,7 @@ and the command that renders the set (``python -m horkd.data.glyphs``) says the 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,10 @@ def lopsided_splits(manifest: dict[str, Any], fractions: dict[str, float]) -> li
         share = len(held) / max(1, len(faces))
         if not held or share <= 1.5 * fraction + 0.05:
             continue
-        sizes: dict[str, int] = {}
-        for face in held:
-            sizes[face["key"]] = sizes.get(face["key"], 0) + 1
-        largest = max(sizes, key=sizes.__getitem__)
+        largest, size = Counter(face["key"] for face in held).most_common(1)[0]
         lines.append(f"the {name} fonts are {share:.0%} of the faces ({fraction:.0%} asked): "
                      f"splits take whole design groups, and `{largest}` alone has "
-                     f"{sizes[largest]} faces; add fonts of other designs for shares nearer "
+                     f"{size} faces; add fonts of other designs for shares nearer "
                      "the ones asked")
     return lines
 
